@@ -1,0 +1,16 @@
+//! Lab helpers every end-to-end test uses: namespaces, links, processes, waiting.
+pub mod netns;
+pub mod wait;
+
+pub use netns::{Lan, Netns, NsProcess};
+pub use wait::wait_until;
+
+/// True when the lab can run. A test that cannot create namespaces fails loudly, unless a
+/// person set `EDGELB_SKIP_NETNS=1` on purpose; then the test returns early and says so.
+pub fn enabled(test: &str) -> bool {
+    if std::env::var("EDGELB_SKIP_NETNS").as_deref() == Ok("1") {
+        eprintln!("{test}: skipped, EDGELB_SKIP_NETNS=1");
+        return false;
+    }
+    true
+}
