@@ -59,7 +59,12 @@ fn print_stats(announcer: &Announcer) {
     for s in announcer.stats() {
         let link = s
             .link
-            .map(|l| format!("ifindex={} mac={} up={}", l.ifindex, l.mac, l.up))
+            .map(|l| {
+                format!(
+                    "ifindex={} mac={} up={} running={}",
+                    l.ifindex, l.mac, l.up, l.running
+                )
+            })
             .unwrap_or_else(|| "link=-".into());
         println!(
             "iface {} {link} received={} ignored={} answered={} send_errors={} receive_errors={} error={}",

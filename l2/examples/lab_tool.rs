@@ -159,6 +159,9 @@ async fn blast(args: &[String]) -> anyhow::Result<()> {
                 sent += 1;
             }
         }
+        // Paced so that the veth backlog (netdev_max_backlog) does not drop the burst before
+        // it reaches the announcer: the test wants every frame read and judged.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     println!("sent {sent}");
     Ok(())

@@ -15,8 +15,12 @@ use std::io;
 pub struct LinkState {
     pub ifindex: u32,
     pub mac: MacAddr,
-    /// Administratively up and running (carrier / operstate up).
+    /// Administratively up with carrier (`IFF_UP` and `IFF_LOWER_UP`): frames can leave.
     pub up: bool,
+    /// Operationally up (`IFF_RUNNING`). The kernel sets it from its link-watch work, up to
+    /// a second after the carrier, and only then activates the queueing discipline; frames
+    /// sent between the two may be dropped silently, so both edges trigger an announcement.
+    pub running: bool,
 }
 
 /// Looks `name` up in this network namespace; `Ok(None)` when it does not exist.
@@ -31,7 +35,8 @@ pub fn lookup(name: &str) -> io::Result<Option<LinkState>> {
         };
         let octets = link.addr().unwrap_or([0; 6]);
         let up = a.flags.contains(InterfaceFlags::IFF_UP)
-            && a.flags.contains(InterfaceFlags::IFF_RUNNING);
+            && a.flags.contains(InterfaceFlags::IFF_LOWER_UP);
+        let running = up && a.flags.contains(InterfaceFlags::IFF_RUNNING);
         let ifindex = u32::try_from(link.ifindex()).unwrap_or(0);
         return Ok(Some(LinkState {
             ifindex,
@@ -39,6 +44,7 @@ pub fn lookup(name: &str) -> io::Result<Option<LinkState>> {
                 octets[0], octets[1], octets[2], octets[3], octets[4], octets[5],
             ),
             up,
+            running,
         }));
     }
     Ok(None)
@@ -67,7 +73,9 @@ pub fn compare(before: Option<&LinkState>, now: Option<&LinkState>) -> LinkChang
         (Some(_), None) => LinkChange::Gone,
         (None, Some(_)) => LinkChange::Opened,
         (Some(b), Some(n)) if b.ifindex != n.ifindex => LinkChange::Opened,
-        (Some(b), Some(n)) if n.up && (!b.up || b.mac != n.mac) => LinkChange::Reannounce,
+        (Some(b), Some(n)) if n.up && (!b.up || b.mac != n.mac || (n.running && !b.running)) => {
+            LinkChange::Reannounce
+        }
         (Some(b), Some(n)) if b.up && !n.up => LinkChange::Down,
         _ => LinkChange::Same,
     }
@@ -94,6 +102,7 @@ mod tests {
             ifindex,
             mac: MacAddr::new(2, 0, 0, 0, 0, last),
             up,
+            running: up,
         }
     }
 
@@ -122,6 +131,23 @@ mod tests {
             compare(Some(&st(3, 1, true)), Some(&st(3, 2, true))),
             LinkChange::Reannounce
         );
+    }
+
+    #[test]
+    fn carrier_then_operstate_up_announce_twice() {
+        let down = st(3, 1, false);
+        let carrier = LinkState {
+            up: true,
+            running: false,
+            ..down
+        };
+        let running = st(3, 1, true);
+        assert_eq!(compare(Some(&down), Some(&carrier)), LinkChange::Reannounce);
+        assert_eq!(
+            compare(Some(&carrier), Some(&running)),
+            LinkChange::Reannounce
+        );
+        assert_eq!(compare(Some(&running), Some(&running)), LinkChange::Same);
     }
 
     #[test]

@@ -14,6 +14,10 @@ use std::os::fd::{AsFd, AsRawFd};
 use tokio::io::unix::AsyncFd;
 
 const ETH_P_ALL: u16 = 0x0003;
+/// Room for a burst of questions (about 1 500 minimum-size frames at ~700 bytes of kernel
+/// accounting each). Beyond `rmem_max` only with `CAP_NET_ADMIN`; without it the kernel's
+/// limit applies, which is still correct, only less tolerant of bursts.
+const RECEIVE_BUFFER: usize = 1 << 20;
 
 /// A packet socket bound to one interface that sees only what [`bpf::PROGRAM`] accepts.
 #[derive(Debug)]
@@ -30,6 +34,15 @@ impl PacketSocket {
             Some(Protocol::from(0)),
         )?;
         socket.attach_filter(&bpf::socket_filter())?;
+        if nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::RcvBufForce,
+            &RECEIVE_BUFFER,
+        )
+        .is_err()
+        {
+            socket.set_recv_buffer_size(RECEIVE_BUFFER)?;
+        }
         sys::bind_packet(socket.as_fd(), ifindex, ETH_P_ALL)?;
         Ok(PacketSocket {
             fd: sys::register(socket)?,

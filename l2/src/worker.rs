@@ -284,7 +284,7 @@ impl Worker {
                 }));
             }
             (LinkChange::Reannounce, Some(state)) => {
-                info!(mac = %state.mac, "link up or new MAC: announcing again");
+                info!(mac = %state.mac, running = state.running, "link up or new MAC: announcing again");
                 self.schedule.restart(Instant::now());
                 self.send_due().await;
             }
@@ -301,7 +301,7 @@ impl Worker {
     async fn open(&mut self, state: LinkState) {
         match PacketSocket::open(state.ifindex) {
             Ok(s) => {
-                info!(ifindex = state.ifindex, mac = %state.mac, up = state.up, "interface opened");
+                info!(ifindex = state.ifindex, mac = %state.mac, up = state.up, running = state.running, "interface opened");
                 self.socket = Some(s);
                 self.groups = Some(Groups::new(state.ifindex));
                 self.set_error(None);
