@@ -185,3 +185,70 @@ fn spawn_worker(name: &str, config: &Arc<Config>) -> WorkerHandle {
         task,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(pairs: &[(&str, &[&str])]) -> BTreeMap<String, BTreeSet<IpAddr>> {
+        pairs
+            .iter()
+            .map(|(i, ips)| {
+                let set = ips.iter().map(|s| s.parse().expect("ip")).collect();
+                (i.to_string(), set)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_invalid_name_and_a_missing_interface_are_reported_each_for_itself() {
+        let mut a = Announcer::new(Config::default());
+        let errors = a
+            .set_owned(state(&[
+                ("bad/name", &["192.0.2.1"]),
+                ("nosuchif0", &["192.0.2.100"]),
+            ]))
+            .await;
+        assert_eq!(
+            errors,
+            vec![
+                InterfaceError::InvalidName {
+                    interface: "bad/name".into()
+                },
+                InterfaceError::NotFound {
+                    interface: "nosuchif0".into()
+                },
+            ]
+        );
+        // The missing interface stays watched, its address recorded but never announced.
+        let stats = a.stats();
+        assert_eq!(stats.len(), 1);
+        assert_eq!(stats[0].interface, "nosuchif0");
+        assert_eq!(stats[0].link, None);
+        assert_eq!(stats[0].ips.len(), 1);
+        assert_eq!(stats[0].ips[0].first_announced, None);
+        a.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn interfaces_left_out_of_the_state_are_dropped() {
+        let mut a = Announcer::new(Config::default());
+        let _ = a.set_owned(state(&[("nosuchif0", &["192.0.2.100"])])).await;
+        assert_eq!(a.stats().len(), 1);
+        assert!(a.set_owned(BTreeMap::new()).await.is_empty());
+        assert!(a.stats().is_empty());
+    }
+
+    #[tokio::test]
+    async fn releasing_an_address_removes_it_from_the_stats() {
+        let mut a = Announcer::new(Config::default());
+        let _ = a
+            .set_owned(state(&[("nosuchif0", &["192.0.2.100", "2001:db8::100"])]))
+            .await;
+        let _ = a
+            .set_owned(state(&[("nosuchif0", &["2001:db8::100"])]))
+            .await;
+        let ips: Vec<IpAddr> = a.stats()[0].ips.iter().map(|s| s.ip).collect();
+        assert_eq!(ips, vec!["2001:db8::100".parse::<IpAddr>().expect("ip")]);
+    }
+}

@@ -24,6 +24,8 @@ const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 const AD_PKTTYPE: u32 = 0xffff_f000 + 4;
 /// `PACKET_OUTGOING` (linux/if_packet.h): a frame this host sends.
 pub const PACKET_OUTGOING: u32 = 4;
+/// `PACKET_OTHERHOST`: unicast to another MAC, seen only in promiscuous mode.
+pub const PACKET_OTHERHOST: u32 = 3;
 const ETH_P_ARP: u32 = 0x0806;
 const ETH_P_IPV6: u32 = 0x86dd;
 const IPPROTO_ICMPV6: u32 = 58;
@@ -37,20 +39,23 @@ const fn insn(code: u16, jt: u8, jf: u8, k: u32) -> Insn {
 
 /// ```text
 /// 0  ld   pkttype
-/// 1  jeq  #OUTGOING      -> 10 (drop)
-/// 2  ldh  [12]                         ethertype
-/// 3  jeq  #0x0806        -> 9 (accept)
-/// 4  jeq  #0x86dd        else -> 10
-/// 5  ldb  [20]                         IPv6 next header (no extension headers: RFC 4861
-/// 6  jeq  #58            else -> 10    messages carry none in practice)
-/// 7  ldb  [54]                         ICMPv6 type
-/// 8  jeq  #135 -> 9      else -> 10
-/// 9  ret  #ACCEPT
-/// 10 ret  #0
+/// 1  jeq  #OUTGOING      -> 11 (drop)  sent by this host
+/// 2  jeq  #OTHERHOST     -> 11 (drop)  unicast to another host (promiscuous mode): the
+///                                      kernel's own ARP ignores these too
+/// 3  ldh  [12]                         ethertype
+/// 4  jeq  #0x0806        -> 10 (accept)
+/// 5  jeq  #0x86dd        else -> 11
+/// 6  ldb  [20]                         IPv6 next header (no extension headers: RFC 4861
+/// 7  jeq  #58            else -> 11    messages carry none in practice)
+/// 8  ldb  [54]                         ICMPv6 type
+/// 9  jeq  #135 -> 10     else -> 11
+/// 10 ret  #ACCEPT
+/// 11 ret  #0
 /// ```
-pub const PROGRAM: [Insn; 11] = [
+pub const PROGRAM: [Insn; 12] = [
     insn(LD_W_ABS, 0, 0, AD_PKTTYPE),
-    insn(JEQ_K, 8, 0, PACKET_OUTGOING),
+    insn(JEQ_K, 9, 0, PACKET_OUTGOING),
+    insn(JEQ_K, 8, 0, PACKET_OTHERHOST),
     insn(LD_H_ABS, 0, 0, 12),
     insn(JEQ_K, 5, 0, ETH_P_ARP),
     insn(JEQ_K, 0, 5, ETH_P_IPV6),
@@ -154,6 +159,16 @@ mod tests {
             Ipv4Addr::new(192, 0, 2, 1),
         );
         assert_eq!(run(&PROGRAM, &req, PACKET_OUTGOING), 0);
+    }
+
+    #[test]
+    fn frames_unicast_to_another_host_are_dropped() {
+        let req = frame::arp_request(
+            MAC,
+            Ipv4Addr::new(192, 0, 2, 10),
+            Ipv4Addr::new(192, 0, 2, 1),
+        );
+        assert_eq!(run(&PROGRAM, &req, PACKET_OTHERHOST), 0);
     }
 
     #[test]

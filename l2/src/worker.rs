@@ -111,19 +111,32 @@ impl Worker {
         let wall = SystemTime::now();
         let added: Vec<IpAddr> = owned.ips.difference(&self.applied).copied().collect();
         let removed: Vec<IpAddr> = self.applied.difference(&owned.ips).copied().collect();
-        for ip in &removed {
-            self.schedule.disown(ip);
-            self.record().released(ip);
-            info!(%ip, "released");
+        {
+            let mut rec = self.record.lock().unwrap_or_else(|p| p.into_inner());
+            for ip in &removed {
+                self.schedule.disown(ip);
+                rec.released(ip);
+                debug!(%ip, "released");
+            }
+            for ip in &added {
+                self.schedule.own(*ip, now);
+                rec.owned(*ip, wall);
+                debug!(%ip, "owned");
+            }
         }
-        for ip in &added {
-            self.schedule.own(*ip, now);
-            self.record().owned(*ip, wall);
-            info!(%ip, "owned");
+        if !added.is_empty() || !removed.is_empty() {
+            info!(
+                added = added.len(),
+                removed = removed.len(),
+                owned = owned.ips.len(),
+                "owned set changed"
+            );
         }
         self.applied = (*owned.ips).clone();
-        self.sync_groups();
+        // Announce first: that is what moves the clients; joining hundreds of groups takes
+        // milliseconds, and solicitations are rare right after an announcement.
         self.send_due().await;
+        self.sync_groups();
         self.ack_tx.send_replace(owned.version);
     }
 
@@ -221,11 +234,13 @@ impl Worker {
         let Some(link) = self.link else {
             return;
         };
-        let parsed = if u32::from(pkttype) == crate::bpf::PACKET_OUTGOING {
-            None
-        } else {
-            frame::parse(frame).ok()
-        };
+        let pkttype = u32::from(pkttype);
+        let parsed =
+            if pkttype == crate::bpf::PACKET_OUTGOING || pkttype == crate::bpf::PACKET_OTHERHOST {
+                None
+            } else {
+                frame::parse(frame).ok()
+            };
         let answer =
             parsed.and_then(|p| respond::answer(&p, &self.owned_rx.borrow().ips, link.mac));
         {
