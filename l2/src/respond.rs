@@ -111,6 +111,7 @@ fn is_host_mac(m: MacAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const MAC: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x0a);
     const PEER: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x0b);
@@ -258,6 +259,77 @@ mod tests {
             ),
             None
         );
+    }
+
+    fn any_mac() -> impl Strategy<Value = MacAddr> {
+        prop_oneof![
+            Just(MAC),
+            Just(PEER),
+            Just(MacAddr::broadcast()),
+            Just(MacAddr::zero()),
+            any::<[u8; 6]>().prop_map(|o| MacAddr::new(o[0], o[1], o[2], o[3], o[4], o[5])),
+        ]
+    }
+
+    fn any_v4() -> impl Strategy<Value = Ipv4Addr> {
+        prop_oneof![
+            Just(OWNED4),
+            Just(CLIENT4),
+            Just(Ipv4Addr::UNSPECIFIED),
+            any::<u32>().prop_map(Ipv4Addr::from),
+        ]
+    }
+
+    fn any_v6() -> impl Strategy<Value = Ipv6Addr> {
+        prop_oneof![
+            Just("2001:db8::100".parse().expect("v6")),
+            Just(Ipv6Addr::UNSPECIFIED),
+            any::<u128>().prop_map(Ipv6Addr::from),
+        ]
+    }
+
+    fn any_incoming() -> impl Strategy<Value = Incoming> {
+        prop_oneof![
+            (any_mac(), any_mac(), any_v4(), any_v4()).prop_map(|(e, s, si, ti)| {
+                Incoming::ArpRequest {
+                    eth_src: e,
+                    sender_mac: s,
+                    sender_ip: si,
+                    target_ip: ti,
+                }
+            }),
+            (
+                any_mac(),
+                any_v6(),
+                any_v6(),
+                proptest::option::of(any_mac())
+            )
+                .prop_map(|(e, src, target, ll)| Incoming::NeighborSolicit {
+                    eth_src: e,
+                    src,
+                    dst: crate::frame::solicited_node(&target),
+                    target,
+                    source_ll: ll,
+                }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn an_answer_is_only_ever_for_an_owned_address_to_another_host(
+            incoming in any_incoming()
+        ) {
+            if let Some(a) = answer(&incoming, &owned(), MAC) {
+                prop_assert!(owned().contains(&a.ip()));
+                let (eth_src, to) = match (incoming, a) {
+                    (Incoming::ArpRequest { eth_src, .. }, Answer::Arp { to_mac, .. }) => (eth_src, to_mac),
+                    (Incoming::NeighborSolicit { eth_src, .. }, Answer::Na { dst_mac, .. }) => (eth_src, dst_mac),
+                    _ => return Err(TestCaseError::fail("answer of the other family")),
+                };
+                prop_assert_ne!(eth_src, MAC);
+                prop_assert_ne!(to, MAC);
+            }
+        }
     }
 
     #[test]

@@ -69,6 +69,7 @@ fn ownership_moves_and_the_client_follows(tag: &str, fam: &Family) -> anyhow::Re
     let applied_b = ann_b.own(&own_svc)?;
     assert!(applied_b.errors.is_empty(), "{:?}", applied_b.errors);
     ann_a.own("eth0=")?;
+    let released_by_a = now();
     let neigh_moved = wait_until(
         "client neighbour entry to move to node-b",
         Duration::from_secs(10),
@@ -123,6 +124,21 @@ fn ownership_moves_and_the_client_follows(tag: &str, fam: &Family) -> anyhow::Re
     lab.client.ip(&["neigh", "flush", "dev", "eth0"])?;
     lab.client.run(&ping)?;
     assert_eq!(lab.client_neighbour(fam.svc)?, Some(lab.mac_b.clone()));
+    let late_from_a: Vec<_> = cap
+        .from_mac(&lab.mac_a, fam.wire)?
+        .into_iter()
+        .filter(|f| f.time > released_by_a)
+        .collect();
+    assert_eq!(
+        late_from_a,
+        vec![],
+        "node-a stopped answering once released"
+    );
+    let stats_a = ann_a.stats()?;
+    assert!(
+        !stats_a.iter().any(|l| l.starts_with("ip ")),
+        "node-a reports no owned address: {stats_a:?}"
+    );
     let stats_b = ann_b.stats()?;
     let first = Announce::counter(&stats_b, &format!("ip eth0 {}", fam.svc), "first")?;
     assert_ne!(first, "-", "node-b reports its first announcement");
