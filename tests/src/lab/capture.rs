@@ -53,12 +53,25 @@ impl Capture {
     /// Starts tcpdump on `dev` in `ns` with a pcap `filter` (e.g. `"arp or icmp6"`),
     /// writing to files under `dir`; returns once tcpdump says it is listening.
     pub fn start(ns: &Netns, dev: &str, filter: &str, dir: &Path) -> anyhow::Result<Capture> {
+        Capture::start_with(ns, dev, filter, &[], dir)
+    }
+
+    /// Like `start`, with extra tcpdump options (e.g. `["-Q", "in"]`).
+    pub fn start_with(
+        ns: &Netns,
+        dev: &str,
+        filter: &str,
+        options: &[&str],
+        dir: &Path,
+    ) -> anyhow::Result<Capture> {
         let out = dir.join(format!("capture-{}-{dev}.txt", ns.name()));
         let err = dir.join(format!("capture-{}-{dev}.err", ns.name()));
         let out_s = out.display().to_string();
         let err_s = err.display().to_string();
-        let script =
-            format!("exec tcpdump -i {dev} -n -e -tt -l -U {filter:?} >{out_s:?} 2>{err_s:?}");
+        let options = options.join(" ");
+        let script = format!(
+            "exec tcpdump -i {dev} -n -e -tt -l -U -B 8192 {options} {filter:?} >{out_s:?} 2>{err_s:?}"
+        );
         let process = ns.spawn(&["sh", "-c", &script], None)?;
         wait_until(
             &format!("tcpdump on {dev} in {}", ns.name()),
