@@ -200,6 +200,20 @@ mod tests {
             .collect()
     }
 
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[tokio::test]
+    async fn the_announcer_and_its_futures_can_move_between_threads() {
+        let mut a = Announcer::new(Config::default());
+        assert_send(&a);
+        let f = a.set_owned(BTreeMap::new());
+        assert_send(&f);
+        f.await;
+        let f = a.shutdown();
+        assert_send(&f);
+        f.await;
+    }
+
     #[tokio::test]
     async fn an_invalid_name_and_a_missing_interface_are_reported_each_for_itself() {
         let mut a = Announcer::new(Config::default());

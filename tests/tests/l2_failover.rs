@@ -13,19 +13,30 @@ struct Family {
     ping: &'static [&'static str],
     /// Text in a tcpdump line of an announcement or answer for the service address.
     wire: &'static str,
+    /// The multicast group the owner must join (IPv6: solicited-node, RFC 4861 §7.2.1).
+    group: Option<&'static str>,
 }
 
 const V4: Family = Family {
     svc: SVC4,
     ping: &["ping", "-c", "1", "-W", "3"],
     wire: "192.0.2.100 is-at",
+    group: None,
 };
 
 const V6: Family = Family {
     svc: SVC6,
     ping: &["ping", "-6", "-c", "1", "-W", "3"],
     wire: "tgt is 2001:db8::100",
+    group: Some("ff02::1:ff00:100"),
 };
+
+fn joined(ns: &edgelb_tests::lab::Netns, group: &str) -> anyhow::Result<bool> {
+    Ok(ns
+        .ip(&["maddr", "show", "dev", "eth0"])?
+        .split_whitespace()
+        .any(|w| w == group))
+}
 
 fn ownership_moves_and_the_client_follows(tag: &str, fam: &Family) -> anyhow::Result<()> {
     let lab = L2Lab::new(tag)?;
@@ -39,6 +50,14 @@ fn ownership_moves_and_the_client_follows(tag: &str, fam: &Family) -> anyhow::Re
     assert!(applied.errors.is_empty(), "{:?}", applied.errors);
     // node-b serves eth0 but owns nothing there: it must stay silent for the address.
     assert!(ann_b.own("eth0=")?.errors.is_empty());
+
+    if let Some(group) = fam.group {
+        assert!(joined(&lab.a, group)?, "node-a joined {group}");
+        assert!(
+            !joined(&lab.b, group)?,
+            "node-b owns nothing and joined no group"
+        );
+    }
 
     // The client's kernel resolves the address to node-a and reaches node-a's listener.
     let mut ping = vec![];
@@ -124,6 +143,10 @@ fn ownership_moves_and_the_client_follows(tag: &str, fam: &Family) -> anyhow::Re
     lab.client.ip(&["neigh", "flush", "dev", "eth0"])?;
     lab.client.run(&ping)?;
     assert_eq!(lab.client_neighbour(fam.svc)?, Some(lab.mac_b.clone()));
+    if let Some(group) = fam.group {
+        assert!(joined(&lab.b, group)?, "node-b joined {group}");
+        assert!(!joined(&lab.a, group)?, "node-a left {group}");
+    }
     let late_from_a: Vec<_> = cap
         .from_mac(&lab.mac_a, fam.wire)?
         .into_iter()
