@@ -67,13 +67,14 @@ fn print_stats(announcer: &Announcer) {
             })
             .unwrap_or_else(|| "link=-".into());
         println!(
-            "iface {} {link} received={} ignored={} answered={} send_errors={} receive_errors={} error={}",
+            "iface {} {link} received={} ignored={} answered={} send_errors={} receive_errors={} receive_drops={} error={}",
             s.interface,
             s.frames_received,
             s.frames_ignored,
             s.requests_answered,
             s.send_errors,
             s.receive_errors,
+            s.receive_drops,
             s.error.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
         );
         for ip in s.ips {

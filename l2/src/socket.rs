@@ -64,6 +64,11 @@ impl PacketSocket {
         }
     }
 
+    /// Frames the kernel dropped since the last call because the receive queue was full.
+    pub fn take_drops(&self) -> io::Result<u32> {
+        sys::packet_drops(self.fd.get_ref().as_fd())
+    }
+
     /// Sends one whole Ethernet frame out of the bound interface.
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         loop {

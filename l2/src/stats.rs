@@ -23,6 +23,8 @@ pub struct InterfaceStats {
     pub send_errors: u64,
     /// Receive errors on the socket.
     pub receive_errors: u64,
+    /// Frames the kernel dropped because the announcer did not read fast enough.
+    pub receive_drops: u64,
     pub ips: Vec<IpStats>,
 }
 
@@ -55,6 +57,7 @@ pub(crate) struct Record {
     pub requests_answered: u64,
     pub send_errors: u64,
     pub receive_errors: u64,
+    pub receive_drops: u64,
     pub ips: BTreeMap<IpAddr, IpStats>,
 }
 
@@ -69,6 +72,7 @@ impl Record {
             requests_answered: 0,
             send_errors: 0,
             receive_errors: 0,
+            receive_drops: 0,
             ips: BTreeMap::new(),
         }
     }
@@ -128,6 +132,7 @@ impl Record {
             requests_answered: self.requests_answered,
             send_errors: self.send_errors,
             receive_errors: self.receive_errors,
+            receive_drops: self.receive_drops,
             ips: self.ips.values().cloned().collect(),
         }
     }

@@ -1,5 +1,5 @@
-//! The two calls no safe wrapper offers: binding a packet socket to an interface, and
-//! registering a socket with tokio's reactor.
+//! The calls no safe wrapper offers: binding a packet socket to an interface, reading its
+//! drop counter, and registering a socket with tokio's reactor.
 //!
 //! Neither socket2 nor nix 0.31 can build a `sockaddr_ll` safely, so this module fills one
 //! in and calls `bind(2)` itself, turning `-1` into `io::Error::last_os_error()`. Tokio 1.54
@@ -45,4 +45,29 @@ pub fn register(socket: Socket) -> io::Result<AsyncFd<Socket>> {
     // to the same socket until the `AsyncFd` is dropped.
     let registered = unsafe { AsyncFd::register(socket) }?;
     Ok(registered)
+}
+
+/// Frames the kernel dropped for this packet socket (its receive queue was full) since the
+/// last call: `PACKET_STATISTICS` (packet(7)) returns and resets the counters.
+pub fn packet_drops(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut stats = libc::tpacket_stats {
+        tp_packets: 0,
+        tp_drops: 0,
+    };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: `stats` is a valid tpacket_stats and `len` its size, both live across the
+    // call; the kernel writes at most `len` bytes; `fd` is open for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut stats as *mut libc::tpacket_stats).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stats.tp_drops)
 }

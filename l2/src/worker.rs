@@ -275,6 +275,12 @@ impl Worker {
 
     /// Looks at the interface and acts on what changed (see [`link::compare`]).
     async fn poll_link(&mut self) {
+        if let Some(drops) = self.socket.as_ref().and_then(|s| s.take_drops().ok()) {
+            if drops > 0 {
+                warn!(drops, "receive queue overflowed");
+                self.record().receive_drops += u64::from(drops);
+            }
+        }
         let now = match link::lookup(&self.name) {
             Ok(now) => now,
             Err(e) => {

@@ -83,6 +83,7 @@ fn a_burst_of_malformed_and_unrelated_frames_changes_nothing() -> anyhow::Result
         "nothing in the burst was answered"
     );
     assert_eq!(counter(&after, "receive_errors")?, 0);
+    assert_eq!(counter(&after, "receive_drops")?, 0);
     let spoken: Vec<_> = cap
         .frames()?
         .into_iter()
