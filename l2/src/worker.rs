@@ -81,12 +81,14 @@ impl Worker {
                         None => std::future::pending().await,
                     }
                 };
+                // Biased, with frames last: a flood of questions must not starve the
+                // timetable, the link poll or a new owned set.
                 tokio::select! {
                     biased;
                     r = self.owned_rx.changed() => Event::Owned(r.is_ok()),
-                    r = recv => Event::Frame(r),
                     () = due => Event::Due,
                     _ = poll.tick() => Event::Poll,
+                    r = recv => Event::Frame(r),
                 }
             };
             match event {
