@@ -1,4 +1,5 @@
 //! Lab helpers every end-to-end test uses: namespaces, links, processes, waiting.
+pub mod capture;
 pub mod netns;
 pub mod wait;
 
