@@ -8,7 +8,25 @@ use bytes::Bytes;
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+mod as_path;
+mod attribute;
+pub mod error;
+mod framing;
 pub mod iana;
+mod message;
+mod notification;
+mod open;
+mod pack;
+mod prefix;
+mod reader;
+mod update;
+
+pub use error::{
+    DecodeError, EncodeError, HeaderError, OpenError, RouteRefreshError, UpdateAction, UpdateError,
+};
+pub use framing::frame_len;
+pub use notification::MAX_SHUTDOWN_MESSAGE_LEN;
+pub use pack::{encode_announce, encode_withdraw};
 
 /// Length of the fixed header: marker (16), length (2), type (1).
 pub const HEADER_LEN: usize = 19;
@@ -30,7 +48,10 @@ pub struct CodecContext {
 
 impl CodecContext {
     /// Before OPENs are exchanged: 2-octet AS_PATH, 4096-octet messages.
-    pub const PRE_OPEN: CodecContext = CodecContext { four_octet_as: false, extended_message: false };
+    pub const PRE_OPEN: CodecContext = CodecContext {
+        four_octet_as: false,
+        extended_message: false,
+    };
 
     pub fn max_message_len(&self) -> usize {
         if self.extended_message {
@@ -42,6 +63,9 @@ impl CodecContext {
 }
 
 /// One BGP message (RFC 4271 §4).
+// Messages live briefly between the socket and the session; boxing Update would only add an
+// allocation per message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     Open(Open),
@@ -172,6 +196,17 @@ pub struct Update {
     pub nlri: Vec<ipnet::Ipv4Net>,
 }
 
+/// A decoded UPDATE and what RFC 7606 did with it ([`Update::decode`]).
+///
+/// `action` is `None` for a clean UPDATE, else the worst action over all its errors
+/// (RFC 7606 §3(f)) with the error that called for it. A session reset never appears here:
+/// it is the `Err` of the decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateDecode {
+    pub update: Update,
+    pub action: Option<(UpdateAction, DecodeError)>,
+}
+
 /// The path attributes of one UPDATE. Known attributes are typed; unknown optional ones are
 /// kept raw in `unknown` (transitive ones pass decode unharmed, RFC 4271 §5).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -264,7 +299,10 @@ pub struct MpUnreach {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MpNextHop {
     V4(Ipv4Addr),
-    V6 { global: Ipv6Addr, link_local: Option<Ipv6Addr> },
+    V6 {
+        global: Ipv6Addr,
+        link_local: Option<Ipv6Addr>,
+    },
 }
 
 /// An attribute kept as received: flags, type code, value.
