@@ -5,10 +5,24 @@
 //! - [`config`]: speaker and peer configuration, validated.
 //! - [`negotiate`]: our OPEN and the checks on the peer's (RFC 4271 §6.2).
 //! - [`fsm`]: the RFC 4271 §8 session state machine, sans I/O.
+//! - [`rib_out`]: Adj-RIB-Out diff and attribute grouping, pure.
+//! - [`socket_options`]: TCP MD5, TTL/GTSM, user timeout (the one `unsafe` module).
+//! - [`connection`]: listener and outgoing connections with those options.
+//! - `peer`: the task that runs one peer; [`speaker`]: the public [`Speaker`] API.
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod connection;
 pub mod fsm;
 pub mod negotiate;
 pub mod packet;
+mod peer;
+pub mod rib_out;
 pub mod socket_options;
+pub mod speaker;
+pub mod status;
+
+pub use config::{GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig};
+pub use rib_out::{RouteAttrs, RouteTable};
+pub use speaker::{Speaker, SpeakerError};
+pub use status::{LastError, PeerEvent, PeerStatus};
