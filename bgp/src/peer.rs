@@ -714,8 +714,13 @@ impl PeerTask {
         }
     }
 
+    /// Publishes the events of this turn; "sent" events carry the time the write finished.
     fn publish(&mut self) {
-        for e in self.events.drain(..) {
+        let now = std::time::Instant::now();
+        for mut e in self.events.drain(..) {
+            if let PeerEvent::RoutesSent { at, .. } | PeerEvent::EndOfRib { at, .. } = &mut e {
+                *at = now;
+            }
             let _ = self.inputs.events.send(e);
         }
     }

@@ -181,13 +181,14 @@ impl Speaker {
             }
             h.stop.send_replace(Some(n));
             // Let it finish on its own: detach instead of aborting.
-            if let Some(handle) = h.task.detach() {
+            if let Some(mut handle) = h.task.detach() {
                 tokio::spawn(async move {
-                    if tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut *Box::pin(handle))
+                    if tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut handle)
                         .await
                         .is_err()
                     {
                         tracing::warn!(peer = %key, "peer task did not stop in time");
+                        handle.abort();
                     }
                 });
             }
@@ -253,12 +254,8 @@ impl Speaker {
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
         let handles: Vec<AbortOnDrop> = peers.into_iter().map(|h| h.task).collect();
-        for task in handles {
-            // Dropping an unfinished guard after the deadline aborts that task.
-            if let Some(handle) = task.0.as_ref() {
-                let _ = handle.is_finished();
-            }
-            let mut task = task;
+        // A guard still unfinished at the deadline is dropped here, which aborts its task.
+        for mut task in handles {
             if let Some(handle) = task.0.as_mut() {
                 let _ = tokio::time::timeout_at(deadline, handle).await;
             }
