@@ -258,3 +258,40 @@ fn ibgp_from_a_listen_range_carries_local_pref_and_med() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn bird_and_gobgp_listen_ranges_accept_frr_as_a_dynamic_neighbour() -> anyhow::Result<()> {
+    if !lab::enabled("lab_routers") {
+        return Ok(());
+    }
+    let (_lan, hosts) = lan(3)?;
+    let bird = Bird::start(
+        &hosts[1],
+        BirdConfig::new("192.0.2.2".parse()?, 65002)
+            .listen_range(ListenRange::new("192.0.2.0/24", 65001))
+            .announce(Announce::new("198.51.100.0/24").large_community("65002:0:1")),
+    )?;
+    let gobgp = Gobgp::start(
+        &hosts[2],
+        GobgpConfig::new("192.0.2.3".parse()?, 65003)
+            .listen_range(ListenRange::new("192.0.2.0/24", 65001))
+            .announce(Announce::new("203.0.113.0/24").community("65003:3")),
+    )?;
+    let frr = Frr::start(
+        &hosts[0],
+        FrrConfig::new("192.0.2.1".parse()?, 65001)
+            .neighbor(Neighbor::new(ip("192.0.2.2"), 65002))
+            .neighbor(Neighbor::new(ip("192.0.2.3"), 65003)),
+    )?;
+    frr.wait_established(ip("192.0.2.2"), SESSION)?;
+    frr.wait_established(ip("192.0.2.3"), SESSION)?;
+    // The dynamic sessions are found by the peer's address on both daemons.
+    assert_eq!(bird.neighbor_state(ip("192.0.2.1"))?, "Established");
+    assert_eq!(gobgp.neighbor_state(ip("192.0.2.1"))?, "Established");
+    let b = frr.wait_route("198.51.100.0/24", ROUTE)?;
+    assert_eq!(b.large_communities, vec!["65002:0:1"]);
+    let g = frr.wait_route("203.0.113.0/24", ROUTE)?;
+    assert_eq!(g.communities, vec!["65003:3"]);
+    assert_eq!(g.as_path, vec![65003]);
+    Ok(())
+}

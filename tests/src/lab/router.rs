@@ -330,6 +330,7 @@ pub trait BgpRouter {
                     .find(|r| r.prefix == want && r.best))
             },
         )
+        .with_context(|| format!("logs:\n{}", tail(&self.logs(), 40)))
     }
 
     /// Waits until no path to `prefix` is left.
@@ -342,6 +343,7 @@ pub trait BgpRouter {
             Duration::from_millis(100),
             || Ok((!self.rib(family)?.iter().any(|r| r.prefix == want)).then_some(())),
         )
+        .with_context(|| format!("logs:\n{}", tail(&self.logs(), 40)))
     }
 }
 
@@ -365,8 +367,8 @@ pub fn quote(output: &str) -> String {
 }
 
 /// A router's private directory under the system temp dir: config, control socket, pid file
-/// and logs. Removed on drop, except while a test panics: then the logs are printed and the
-/// directory is kept for a look.
+/// and logs. Removed on drop, except while a test panics (then the logs are printed and the
+/// directory is kept for a look) or when `EDGELB_KEEP_LAB=1` is set.
 #[derive(Debug)]
 pub struct RunDir {
     path: PathBuf,
@@ -425,6 +427,10 @@ impl RunDir {
 
 impl Drop for RunDir {
     fn drop(&mut self) {
+        if std::env::var("EDGELB_KEEP_LAB").as_deref() == Ok("1") {
+            eprintln!("lab: kept {} (EDGELB_KEEP_LAB=1)", self.path.display());
+            return;
+        }
         if std::thread::panicking() {
             eprintln!("{}", tail(&self.read_logs(), 200));
             eprintln!("lab: kept {} for inspection", self.path.display());
