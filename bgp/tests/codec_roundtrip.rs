@@ -942,3 +942,332 @@ fn encode_fails_with_sizes_when_the_message_exceeds_the_maximum() {
         .encode(&ctx(true, true), &mut out)
         .unwrap();
 }
+
+// ---------- independent oracle: our encoder, netgauze-bgp-pkt's decoder ----------
+
+mod oracle {
+    use super::*;
+    use netgauze_bgp_pkt::path_attribute::{
+        Aggregator as NgAggregator, AsPath as NgAsPath, MpReach as NgMpReach,
+        MpUnreach as NgMpUnreach, PathAttributeValue as V,
+    };
+    use netgauze_bgp_pkt::wire::deserializer::BgpParsingContext;
+    use netgauze_bgp_pkt::BgpMessage;
+    use netgauze_parse_utils::reader::SliceReader;
+    use netgauze_parse_utils::traits::ParseFromWithOneInput;
+    use std::net::IpAddr;
+
+    /// What both decoders must agree on.
+    #[derive(Debug, PartialEq, Default)]
+    struct Summary {
+        withdrawn: Vec<IpNet>,
+        nlri: Vec<IpNet>,
+        origin: Option<u8>,
+        as_path: Option<Vec<(u8, Vec<u32>)>>,
+        next_hop: Option<Ipv4Addr>,
+        med: Option<u32>,
+        local_pref: Option<u32>,
+        atomic_aggregate: bool,
+        aggregator: Option<(u32, Ipv4Addr)>,
+        communities: Vec<u32>,
+        large: Vec<(u32, u32, u32)>,
+        mp_reach: Option<(IpAddr, Option<Ipv6Addr>, Vec<IpNet>)>,
+        mp_unreach: Option<Vec<IpNet>>,
+    }
+
+    fn ours(u: &Update) -> Summary {
+        let a = &u.attributes;
+        Summary {
+            withdrawn: u.withdrawn.iter().map(|p| IpNet::V4(*p)).collect(),
+            nlri: u.nlri.iter().map(|p| IpNet::V4(*p)).collect(),
+            origin: a.origin.map(|o| o as u8),
+            as_path: a.as_path.as_ref().map(|p| {
+                p.segments
+                    .iter()
+                    .map(|s| (s.kind as u8, s.asns.clone()))
+                    .collect()
+            }),
+            next_hop: a.next_hop,
+            med: a.med,
+            local_pref: a.local_pref,
+            atomic_aggregate: a.atomic_aggregate,
+            aggregator: a.aggregator.map(|g| (g.asn, g.address)),
+            communities: a.communities.iter().map(|c| c.0).collect(),
+            large: a
+                .large_communities
+                .iter()
+                .map(|c| (c.global_admin, c.local_data1, c.local_data2))
+                .collect(),
+            mp_reach: a.mp_reach.as_ref().map(|m| match m.next_hop {
+                MpNextHop::V4(v4) => (IpAddr::V4(v4), None, m.nlri.clone()),
+                MpNextHop::V6 { global, link_local } => {
+                    (IpAddr::V6(global), link_local, m.nlri.clone())
+                }
+            }),
+            mp_unreach: a.mp_unreach.as_ref().map(|m| m.withdrawn.clone()),
+        }
+    }
+
+    fn theirs(u: &netgauze_bgp_pkt::update::BgpUpdateMessage) -> Summary {
+        let mut s = Summary {
+            withdrawn: u
+                .withdraw_routes()
+                .iter()
+                .map(|p| IpNet::V4(p.network().address()))
+                .collect(),
+            nlri: u
+                .nlri()
+                .iter()
+                .map(|p| IpNet::V4(p.network().address()))
+                .collect(),
+            ..Summary::default()
+        };
+        for attr in u.path_attributes() {
+            match attr.value() {
+                V::Origin(o) => s.origin = Some(*o as u8),
+                V::AsPath(NgAsPath::As4PathSegments(segs)) => {
+                    s.as_path = Some(
+                        segs.iter()
+                            .map(|g| (u8::from(g.segment_type()), g.as_numbers().to_vec()))
+                            .collect(),
+                    )
+                }
+                V::AsPath(NgAsPath::As2PathSegments(segs)) => {
+                    s.as_path = Some(
+                        segs.iter()
+                            .map(|g| {
+                                let asns = g.as_numbers().iter().map(|a| u32::from(*a)).collect();
+                                (u8::from(g.segment_type()), asns)
+                            })
+                            .collect(),
+                    )
+                }
+                V::NextHop(n) => s.next_hop = Some(n.next_hop()),
+                V::MultiExitDiscriminator(m) => s.med = Some(m.metric()),
+                V::LocalPreference(l) => s.local_pref = Some(l.metric()),
+                V::AtomicAggregate(_) => s.atomic_aggregate = true,
+                V::Aggregator(NgAggregator::As4Aggregator(g)) => {
+                    s.aggregator = Some((*g.asn(), g.origin()))
+                }
+                V::Aggregator(NgAggregator::As2Aggregator(g)) => {
+                    s.aggregator = Some((u32::from(*g.asn()), g.origin()))
+                }
+                V::Communities(c) => {
+                    s.communities = c.communities().iter().map(|c| c.value()).collect()
+                }
+                V::LargeCommunities(c) => {
+                    s.large = c
+                        .communities()
+                        .iter()
+                        .map(|c| (c.global_admin(), c.local_data1(), c.local_data2()))
+                        .collect()
+                }
+                V::MpReach(NgMpReach::Ipv4Unicast {
+                    next_hop,
+                    next_hop_local,
+                    nlri,
+                }) => {
+                    let nlri = nlri
+                        .iter()
+                        .map(|p| IpNet::V4(p.network().address()))
+                        .collect();
+                    s.mp_reach = Some((*next_hop, *next_hop_local, nlri));
+                }
+                V::MpReach(NgMpReach::Ipv6Unicast {
+                    next_hop_global,
+                    next_hop_local,
+                    nlri,
+                }) => {
+                    let nlri = nlri
+                        .iter()
+                        .map(|p| IpNet::V6(p.network().address()))
+                        .collect();
+                    s.mp_reach = Some((IpAddr::V6(*next_hop_global), *next_hop_local, nlri));
+                }
+                V::MpUnreach(NgMpUnreach::Ipv4Unicast { nlri }) => {
+                    s.mp_unreach = Some(
+                        nlri.iter()
+                            .map(|p| IpNet::V4(p.network().address()))
+                            .collect(),
+                    )
+                }
+                V::MpUnreach(NgMpUnreach::Ipv6Unicast { nlri }) => {
+                    s.mp_unreach = Some(
+                        nlri.iter()
+                            .map(|p| IpNet::V6(p.network().address()))
+                            .collect(),
+                    )
+                }
+                other => panic!("netgauze decoded an attribute we did not send: {other:?}"),
+            }
+        }
+        s
+    }
+
+    fn parse(bytes: &[u8], four_octet: bool) -> BgpMessage {
+        let mut ctx = BgpParsingContext::default();
+        ctx.set_asn4(four_octet);
+        let mut reader = SliceReader::new(bytes);
+        BgpMessage::parse(&mut reader, &mut ctx)
+            .unwrap_or_else(|e| panic!("netgauze rejects {bytes:02x?}: {e:?}"))
+    }
+
+    /// UPDATEs netgauze can represent: no confederation segments (it has no type for them)
+    /// and no unknown attributes (it knows codes we keep raw).
+    fn update_for_oracle() -> impl Strategy<Value = Update> {
+        update(true).prop_map(|mut u| {
+            if let Some(p) = u.attributes.as_path.as_mut() {
+                p.segments.retain(|s| !s.kind.is_confed());
+            }
+            u.attributes.unknown.clear();
+            // netgauze refuses multicast networks as unicast NLRI.
+            let unicast = |p: &IpNet| !p.addr().is_multicast();
+            u.withdrawn.retain(|p| unicast(&IpNet::V4(*p)));
+            u.nlri.retain(|p| unicast(&IpNet::V4(*p)));
+            if let Some(m) = u.attributes.mp_reach.as_mut() {
+                m.nlri.retain(unicast);
+            }
+            if let Some(m) = u.attributes.mp_unreach.as_mut() {
+                m.withdrawn.retain(unicast);
+            }
+            u
+        })
+    }
+
+    /// OPENs with the families netgauze knows (it rejects unknown AFIs in graceful restart)
+    /// and unknown capabilities from an unassigned range.
+    fn open_for_oracle() -> impl Strategy<Value = Open> {
+        let family = prop_oneof![Just(Afi::IPV4), Just(Afi::IPV6)];
+        let cap = prop_oneof![
+            family.clone().prop_map(|afi| Capability::Multiprotocol {
+                afi,
+                safi: Safi::UNICAST
+            }),
+            Just(Capability::RouteRefresh),
+            Just(Capability::ExtendedMessage),
+            (1u32..).prop_map(Capability::FourOctetAs),
+            (
+                any::<bool>(),
+                0u16..4096,
+                prop::collection::vec((family, any::<bool>()), 0..3)
+            )
+                .prop_map(|(r, time, fams)| Capability::GracefulRestart(
+                    GracefulRestart {
+                        restart_state: r,
+                        notification: false,
+                        restart_time: time,
+                        families: fams
+                            .into_iter()
+                            .map(|(afi, f)| GracefulRestartFamily {
+                                afi,
+                                safi: Safi::UNICAST,
+                                forwarding_preserved: f
+                            })
+                            .collect(),
+                    }
+                )),
+            (100u8..=120, prop::collection::vec(any::<u8>(), 0..20)).prop_map(|(code, v)| {
+                Capability::Unknown {
+                    code,
+                    value: Bytes::from(v),
+                }
+            }),
+        ];
+        (open(), prop::collection::vec(cap, 0..10)).prop_map(|(mut o, mut caps)| {
+            // Two 4-octet AS capabilities are ambiguous: we take the first, netgauze the last.
+            let mut seen_as4 = false;
+            caps.retain(|c| {
+                !matches!(c, Capability::FourOctetAs(_)) || !std::mem::replace(&mut seen_as4, true)
+            });
+            o.capabilities = caps;
+            // RFC 6286 allows any non-zero identifier; netgauze insists on RFC 4271's unicast.
+            if o.bgp_id.is_multicast() || o.bgp_id.is_broadcast() {
+                o.bgp_id = Ipv4Addr::new(192, 0, 2, 1);
+            }
+            o
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn netgauze_decodes_our_updates_to_the_same_content(u in update_for_oracle()) {
+            let ctx = CodecContext { four_octet_as: true, extended_message: true };
+            let mut out = BytesMut::new();
+            Message::Update(u.clone()).encode(&ctx, &mut out).unwrap();
+            let BgpMessage::Update(theirs_u) = parse(&out, true) else { panic!("not an UPDATE") };
+            prop_assert_eq!(theirs(&theirs_u), ours(&u));
+        }
+
+        #[test]
+        fn netgauze_decodes_our_opens_to_the_same_header_and_capabilities(o in open_for_oracle()) {
+            let mut out = BytesMut::new();
+            Message::Open(o.clone()).encode(&CodecContext::PRE_OPEN, &mut out).unwrap();
+            let BgpMessage::Open(theirs_o) = parse(&out, false) else { panic!("not an OPEN") };
+            prop_assert_eq!((theirs_o.my_as(), theirs_o.hold_time(), theirs_o.bgp_id()), (o.my_as, o.hold_time, o.bgp_id));
+            prop_assert_eq!(theirs_o.capabilities().len(), o.capabilities.len());
+            prop_assert_eq!(theirs_o.my_asn4(), o.asn());
+        }
+    }
+
+    #[test]
+    fn netgauze_sees_end_of_rib_in_our_markers() {
+        use netgauze_iana::address_family::AddressType;
+        for (family, want) in [
+            (Family::Ipv4Unicast, AddressType::Ipv4Unicast),
+            (Family::Ipv6Unicast, AddressType::Ipv6Unicast),
+        ] {
+            let mut out = BytesMut::new();
+            Message::Update(Update::end_of_rib(family))
+                .encode(&CodecContext::PRE_OPEN, &mut out)
+                .unwrap();
+            let BgpMessage::Update(u) = parse(&out, false) else {
+                panic!()
+            };
+            assert_eq!(u.end_of_rib(), Some(want));
+        }
+    }
+
+    #[test]
+    fn netgauze_decodes_our_packed_updates() {
+        let ctx = CodecContext {
+            four_octet_as: true,
+            extended_message: false,
+        };
+        let prefixes: Vec<IpNet> = (0..3000u32)
+            .map(|i| {
+                IpNet::V6(
+                    Ipv6Net::new(
+                        Ipv6Addr::from((0x2001_0db8u128 << 96) + (u128::from(i) << 64)),
+                        64,
+                    )
+                    .unwrap(),
+                )
+            })
+            .collect();
+        let attrs = PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::default()),
+            ..PathAttributes::default()
+        };
+        let nh = MpNextHop::V6 {
+            global: "2001:db8::1".parse().unwrap(),
+            link_local: Some("fe80::1".parse().unwrap()),
+        };
+        let mut out = BytesMut::new();
+        let n =
+            encode_announce(Family::Ipv6Unicast, &attrs, nh, &prefixes, &ctx, &mut out).unwrap();
+        let mut rest = &out[..];
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let len = frame_len(rest, &ctx).unwrap().unwrap();
+            let BgpMessage::Update(u) = parse(&rest[..len], true) else {
+                panic!()
+            };
+            seen.extend(theirs(&u).mp_reach.unwrap().2);
+            rest = &rest[len..];
+        }
+        assert_eq!(seen, prefixes);
+    }
+}
