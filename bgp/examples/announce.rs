@@ -361,6 +361,10 @@ async fn main() {
         clock.unix(Instant::now()),
         at.elapsed().as_secs_f64() * 1000.0
     );
+    // tokio's stdin reader is a blocking thread the runtime would wait for: exit now.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(0);
 }
 
 fn print_event(clock: &Clock, ev: &PeerEvent) {
