@@ -86,16 +86,18 @@ EOF
   [ "$loaded" -eq "$n" ] || die "gobgp holds $loaded prefixes, not $n"
 }
 
-# Hook for our own speaker. The BGP session helper provides `edgelb-bgp-announce`; the
-# contract (run inside the announcer namespace, stays up until SIGTERM):
-#   edgelb-bgp-announce --router-id 192.0.2.2 --local-as 65002 --peer 192.0.2.1 \
-#       --peer-as 65001 --count N --first 198.18.0.0
-# announcing N consecutive /32 prefixes from --first (198.18.0.0/15). Found on PATH, as
-# $EDGELB_ANNOUNCE, or in target/release or $CARGO_TARGET_DIR/release.
+# Hook for our own speaker: the `announce` example of edgelb-bgp (bgp/examples/announce.rs;
+# build it with `cargo build --release -p edgelb-bgp --example announce`), or any binary
+# given as $EDGELB_ANNOUNCE or found as `edgelb-bgp-announce` on PATH, called as
+#   BIN --local-as 65002 --remote-as 65001 --peer 192.0.2.1 --router-id 192.0.2.2 \
+#       --count N --base 198.18.0.0 --connect-retry 1
+# inside the announcer namespace; it announces N consecutive /32 from --base and stays up
+# until SIGTERM. Without a binary the run prints "edgelb: not built yet" and is skipped.
 find_edgelb() {
   local p
   for p in "${EDGELB_ANNOUNCE:-}" "$(command -v edgelb-bgp-announce || true)" \
-    "$repo/target/release/edgelb-bgp-announce" "${CARGO_TARGET_DIR:-/nonexistent}/release/edgelb-bgp-announce"; do
+    "${CARGO_TARGET_DIR:-/nonexistent}/release/examples/announce" \
+    "$repo/target/release/examples/announce"; do
     if [ -n "$p" ] && [ -x "$p" ]; then echo "$p"; return 0; fi
   done
   return 1
@@ -105,10 +107,14 @@ announce_edgelb() {
   local ns=$1 n=$2 bin d="$LAB_DIR/ann$RUN"
   bin=$(find_edgelb) || { echo "edgelb: not built yet"; return 2; }
   mkdir -p "$d"
-  ip netns exec "${LAB_TAG}-$ns" "$bin" --router-id 192.0.2.2 --local-as 65002 \
-    --peer 192.0.2.1 --peer-as 65001 --count "$n" --first 198.18.0.0 >"$d/edgelb.log" 2>&1 &
+  ip netns exec "${LAB_TAG}-$ns" "$bin" --local-as 65002 --remote-as 65001 --peer 192.0.2.1 \
+    --router-id 192.0.2.2 --count "$n" --base 198.18.0.0 --connect-retry 1 \
+    >"$d/edgelb.log" 2>&1 &
   ANN_PID=$!
   LAB_PIDS+=("$ANN_PID")
+  # Let it build its table before the receiver exists (it cannot connect until then).
+  sleep 1
+  kill -0 "$ANN_PID" 2>/dev/null || { cat "$d/edgelb.log" >&2; die "edgelb announce exited"; }
 }
 
 # ---- receivers: start, then "rcv_<name>_poll" prints "STATE COUNT EST_MS" --------------
