@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! announce --local-as A --remote-as B --peer ADDR[:PORT] [--peer ...] --router-id ID
-//!          [--count N] [--base 198.18.0.0] [--hold 9] [--password P] [--passive]
-//!          [--listen ADDR:PORT] [--source ADDR] [--families v4,v6] [--connect-retry SECS]
+//!          [--count N] [--base 198.18.0.0] (alias --first; --peer-as for --remote-as) [--hold 9] [--password P] [--passive]
+//!          [--listen ADDR:PORT] [--source ADDR] [--families v4,v6] [--connect-retry SECS (1)]
 //!          [--multihop N] [--gtsm] [--graceful-restart SECS]
 //!          [--community 65000:1] [--large 65000:1:2] [--local-pref 200] [--med 5]
 //! ```
@@ -98,7 +98,7 @@ fn parse_args() -> Args {
         listen: None,
         source: None,
         families: Vec::new(),
-        connect_retry: None,
+        connect_retry: Some(1),
         multihop: None,
         gtsm: false,
         graceful_restart: None,
@@ -108,13 +108,14 @@ fn parse_args() -> Args {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--local-as" => a.local_as = parse(&flag, it.next()),
-            "--remote-as" => a.remote_as = parse(&flag, it.next()),
+            // `--peer-as` and `--first` are the names bench/announce.sh uses.
+            "--remote-as" | "--peer-as" => a.remote_as = parse(&flag, it.next()),
             "--peer" => a.peers.push(parse_peer(
                 &it.next().unwrap_or_else(|| usage("--peer needs a value")),
             )),
             "--router-id" => a.router_id = parse(&flag, it.next()),
             "--count" => a.count = parse(&flag, it.next()),
-            "--base" => a.base = parse(&flag, it.next()),
+            "--base" | "--first" => a.base = parse(&flag, it.next()),
             "--hold" => a.hold = parse(&flag, it.next()),
             "--password" => a.password = it.next(),
             "--passive" => a.passive = true,
@@ -173,18 +174,17 @@ impl Clock {
     }
 }
 
-/// Process CPU time (user + system, from /proc/self/stat, USER_HZ = 100) and peak RSS (kB).
+/// Process CPU time in seconds (the sum of every thread's run time in
+/// /proc/self/task/*/schedstat, nanoseconds) and peak RSS in kB (VmHWM).
 fn resources() -> (f64, u64) {
-    let cpu = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = s.rsplit_once(')')?.1.to_string();
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let utime: u64 = f.get(11)?.parse().ok()?;
-            let stime: u64 = f.get(12)?.parse().ok()?;
-            Some((utime + stime) as f64 / 100.0)
+    let cpu_ns: u64 = std::fs::read_dir("/proc/self/task")
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
         })
-        .unwrap_or(-1.0);
+        .unwrap_or(0);
     let hwm = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -192,7 +192,7 @@ fn resources() -> (f64, u64) {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0);
-    (cpu, hwm)
+    (cpu_ns as f64 / 1e9, hwm)
 }
 
 fn initial_table(args: &Args) -> RouteTable {
@@ -357,7 +357,7 @@ async fn main() {
     speaker.shutdown("edgelb announce: shutting down").await;
     let (cpu, rss) = resources();
     println!(
-        r#"{{"event":"shutdown","t":{:.6},"took_ms":{:.1},"cpu_s":{cpu:.3},"peak_rss_kb":{rss}}}"#,
+        r#"{{"event":"shutdown","t":{:.6},"took_ms":{:.1},"cpu_s":{cpu:.4},"peak_rss_kb":{rss}}}"#,
         clock.unix(Instant::now()),
         at.elapsed().as_secs_f64() * 1000.0
     );
@@ -377,7 +377,7 @@ fn print_event(clock: &Clock, ev: &PeerEvent) {
             );
         }
         PeerEvent::EndOfRib { peer, at, total } => println!(
-            r#"{{"event":"all_sent","peer":"{peer}","t":{:.6},"prefixes":{total},"cpu_s":{cpu:.3},"peak_rss_kb":{rss}}}"#,
+            r#"{{"event":"all_sent","peer":"{peer}","t":{:.6},"prefixes":{total},"cpu_s":{cpu:.4},"peak_rss_kb":{rss}}}"#,
             clock.unix(*at)
         ),
         PeerEvent::RoutesSent {
@@ -387,7 +387,7 @@ fn print_event(clock: &Clock, ev: &PeerEvent) {
             withdrawn,
             total,
         } => println!(
-            r#"{{"event":"sent","peer":"{peer}","t":{:.6},"announced":{announced},"withdrawn":{withdrawn},"prefixes":{total},"cpu_s":{cpu:.3},"peak_rss_kb":{rss}}}"#,
+            r#"{{"event":"sent","peer":"{peer}","t":{:.6},"announced":{announced},"withdrawn":{withdrawn},"prefixes":{total},"cpu_s":{cpu:.4},"peak_rss_kb":{rss}}}"#,
             clock.unix(*at)
         ),
         PeerEvent::Down { peer, at, error } => {

@@ -94,6 +94,14 @@ impl Conn {
     }
 }
 
+/// How long one write may block: the negotiated hold time, or 90 s without one.
+fn write_timeout(hold_time: Option<u16>) -> Duration {
+    match hold_time {
+        Some(h) if h > 0 => Duration::from_secs(u64::from(h)),
+        _ => Duration::from_secs(90),
+    }
+}
+
 fn timer_index(t: Timer) -> usize {
     match t {
         Timer::ConnectRetry => 0,
@@ -301,6 +309,16 @@ impl PeerTask {
                 if let Some(conn) = self.conn(which) {
                     conn.ctx = n.codec_context();
                     conn.just_established = true;
+                    // A dead connection may not outlive the negotiated hold time either.
+                    if let (Some(stream), true) = (&conn.stream, n.hold_time > 0) {
+                        let t = Duration::from_secs(u64::from(n.hold_time));
+                        if let Err(e) = crate::socket_options::set_user_timeout(
+                            &socket2::SockRef::from(stream),
+                            t,
+                        ) {
+                            tracing::warn!(error = %e, "cannot set TCP_USER_TIMEOUT");
+                        }
+                    }
                 }
             }
             Output::Down(reason) => {
@@ -474,8 +492,11 @@ impl PeerTask {
             tracing::warn!(error = %e, "dropping incoming connection");
             return;
         }
+        // With our own connection attempt in flight, both may succeed (the peer may be
+        // accepting ours right now): keep both and let §6.8 choose, on both sides alike.
+        let connecting = self.main.session.state() == State::Connect && self.connecting.is_some();
         match self.main.session.state() {
-            State::Idle | State::Connect | State::Active => {
+            State::Idle | State::Connect | State::Active if !connecting => {
                 self.connecting = None;
                 self.main.stream = Some(stream);
                 self.main.direction = Some(Direction::Incoming);
@@ -508,6 +529,10 @@ impl PeerTask {
             if es == State::Idle {
                 self.extra = None;
                 continue;
+            }
+            let main_connecting = ms == State::Connect && self.connecting.is_some();
+            if main_connecting && es != State::Established {
+                break;
             }
             let main_alive = matches!(
                 ms,
@@ -683,6 +708,22 @@ impl PeerTask {
         let description = new.description.clone();
         self.cfg = new;
         self.with_status(|s| s.description = description);
+        // A lower limit applies at once (RFC 4486), not at the peer's next UPDATE.
+        if let Some(limit) = self.cfg.max_prefixes.filter(|_| self.cfg.import) {
+            if self.rib_in.len() > limit as usize && self.main.session.state() == State::Established
+            {
+                let (afi, safi) = self
+                    .rib_in
+                    .iter()
+                    .next()
+                    .map(|p| Family::of(p).afi_safi())
+                    .unwrap_or(Family::Ipv4Unicast.afi_safi());
+                self.feed(
+                    Which::Main,
+                    Input::Reset(Notification::max_prefixes_reached(afi, safi, limit)),
+                );
+            }
+        }
     }
 
     /// Writes what each connection has buffered; a write error is a TCP failure.
@@ -698,10 +739,19 @@ impl PeerTask {
                 conn.wbuf.clear();
                 continue;
             };
-            let result = stream.write_all(&conn.wbuf).await;
+            // A peer that stops reading must not stall this task (hold timer, stop) for
+            // longer than the hold time; TCP_USER_TIMEOUT does not fire while it ACKs.
+            let limit = write_timeout(conn.session.negotiated().map(|n| n.hold_time));
+            let result = tokio::time::timeout(limit, stream.write_all(&conn.wbuf)).await;
             conn.wbuf.clear();
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "write failed");
+            let failed = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!("write blocked for {limit:?}")),
+            };
+            if let Some(e) = failed {
+                tracing::info!(error = %e, "write failed");
+                self.set_error(LastError::transport(e, std::time::Instant::now()));
                 self.feed(which, Input::TcpFailed);
             }
         }

@@ -233,3 +233,47 @@ async fn ipv6_routes_travel_over_an_ipv4_session() {
     b.set_routes(&ip(A), t).unwrap();
     wait_for("both families", &a, ip(B), |s| s.prefixes_received == 2).await;
 }
+
+#[tokio::test]
+async fn simultaneous_connections_settle_on_one_session() {
+    // Both speakers listen and both connect: a connection collision (RFC 4271 §6.8).
+    let mut a = Speaker::new(SpeakerConfig {
+        router_id: Ipv4Addr::new(192, 0, 2, 1),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+    })
+    .unwrap();
+    let mut b = Speaker::new(SpeakerConfig {
+        router_id: Ipv4Addr::new(192, 0, 2, 2),
+        listen: Some("127.0.0.2:0".parse().unwrap()),
+    })
+    .unwrap();
+    let mut pa = PeerConfig::new(ip(B), 65001, 65002);
+    pa.port = b.local_addr().unwrap().port();
+    pa.source_address = Some(ip(A));
+    pa.import = true;
+    let mut pb = PeerConfig::new(ip(A), 65002, 65001);
+    pb.port = a.local_addr().unwrap().port();
+    pb.source_address = Some(ip(B));
+    pb.import = true;
+    a.set_peer(pa).unwrap();
+    b.set_peer(pb).unwrap();
+    a.set_routes(&ip(B), table(2, Arc::new(RouteAttrs::default())))
+        .unwrap();
+    b.set_routes(&ip(A), table(3, Arc::new(RouteAttrs::default())))
+        .unwrap();
+    wait_for("A has B's routes", &a, ip(B), |s| s.prefixes_received == 3).await;
+    wait_for("B has A's routes", &b, ip(A), |s| s.prefixes_received == 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (sa, sb) = (a.peers().remove(0), b.peers().remove(0));
+    assert_eq!(
+        (sa.state, sb.state),
+        (State::Established, State::Established)
+    );
+    // One session survived on each side and stayed up.
+    assert_eq!(sa.established_count, 1, "{sa:?}");
+    assert_eq!(sb.established_count, 1, "{sb:?}");
+    eprintln!(
+        "collision: A last error {:?}, B last error {:?}",
+        sa.last_error, sb.last_error
+    );
+}
