@@ -40,7 +40,13 @@ fn check_stream(data: &[u8]) {
                 match msg.encode(&ctx, &mut out) {
                     Ok(()) => {
                         let back = Message::decode(&out, &ctx).expect("re-encoded message decodes");
-                        assert_eq!(back, msg, "re-encoded message decodes to the same value");
+                        let comparable = match &msg {
+                            Message::Update(u) => survives_re_encoding(u, &ctx),
+                            _ => true,
+                        };
+                        if comparable {
+                            assert_eq!(back, msg, "re-encoded message decodes to the same value");
+                        }
                     }
                     // A 2-octet session may need a longer AS4_PATH than the peer sent.
                     Err(EncodeError::MessageTooLong { .. }) => {}
@@ -50,4 +56,25 @@ fn check_stream(data: &[u8]) {
             rest = &rest[n..];
         }
     }
+}
+
+/// RFC 6793 §4.2.2: AS4_PATH carries no confederation segments, so on a 2-octet session a
+/// confederation segment that follows another segment is lost when a 4-octet path is
+/// re-encoded (pinned by `confederation_segment_inside_the_path_is_lost_through_as4_path`).
+/// Such UPDATEs are not compared.
+fn survives_re_encoding(update: &Update, ctx: &CodecContext) -> bool {
+    let Some(path) = &update.attributes.as_path else {
+        return true;
+    };
+    let needs_as4 = path
+        .segments
+        .iter()
+        .flat_map(|s| &s.asns)
+        .any(|a| *a > 65535);
+    let inner_confed = path
+        .segments
+        .iter()
+        .skip_while(|s| s.kind.is_confed())
+        .any(|s| s.kind.is_confed());
+    ctx.four_octet_as || !needs_as4 || !inner_confed
 }

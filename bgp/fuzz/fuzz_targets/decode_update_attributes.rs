@@ -36,6 +36,9 @@ fuzz_target!(|data: &[u8]| {
     match Message::Update(decoded.update.clone()).encode(&ctx, &mut out) {
         Ok(()) => {
             let again = Update::decode(&out, &ctx).expect("re-encoded UPDATE decodes");
+            if !survives_re_encoding(&decoded.update, &ctx) {
+                return;
+            }
             assert_eq!(
                 again.update, decoded.update,
                 "re-encoded UPDATE decodes to the same value"
@@ -45,3 +48,24 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("decoded UPDATE does not re-encode: {e}"),
     }
 });
+
+/// RFC 6793 §4.2.2: AS4_PATH carries no confederation segments, so on a 2-octet session a
+/// confederation segment that follows another segment is lost when a 4-octet path is
+/// re-encoded (pinned by `confederation_segment_inside_the_path_is_lost_through_as4_path`).
+/// Such UPDATEs are not compared.
+fn survives_re_encoding(update: &Update, ctx: &CodecContext) -> bool {
+    let Some(path) = &update.attributes.as_path else {
+        return true;
+    };
+    let needs_as4 = path
+        .segments
+        .iter()
+        .flat_map(|s| &s.asns)
+        .any(|a| *a > 65535);
+    let inner_confed = path
+        .segments
+        .iter()
+        .skip_while(|s| s.kind.is_confed())
+        .any(|s| s.kind.is_confed());
+    ctx.four_octet_as || !needs_as4 || !inner_confed
+}

@@ -485,3 +485,51 @@ pub(crate) fn encode_all(
     }
     encode_common(attrs, ctx, out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put_value(len: usize, force_ext: bool) -> BytesMut {
+        let mut out = BytesMut::from(&b"x"[..]);
+        put(&mut out, O | T, 99, force_ext, |o| {
+            o.put_bytes(0xab, len);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn short_value_gets_a_one_octet_length() {
+        assert_eq!(&put_value(2, false)[..], &[b'x', 0xc0, 99, 2, 0xab, 0xab]);
+    }
+
+    #[test]
+    fn value_over_255_octets_gets_extended_length() {
+        let out = put_value(256, false);
+        assert_eq!(&out[..5], &[b'x', 0xd0, 99, 1, 0]);
+        assert_eq!(out.len(), 1 + 4 + 256);
+    }
+
+    #[test]
+    fn forced_extended_length_is_kept_for_short_values() {
+        assert_eq!(&put_value(1, true)[..], &[b'x', 0xd0, 99, 0, 1, 0xab]);
+    }
+
+    #[test]
+    fn value_over_65535_octets_is_refused() {
+        let mut out = BytesMut::new();
+        let err = put(&mut out, O, 99, false, |o| {
+            o.put_bytes(0, 65536);
+            Ok(())
+        });
+        assert_eq!(
+            err,
+            Err(EncodeError::AttributeTooLong {
+                code: 99,
+                length: 65536
+            })
+        );
+    }
+}

@@ -67,3 +67,53 @@ pub fn frame_len(buf: &[u8], ctx: &CodecContext) -> Result<Option<usize>, Decode
 fn is_enhanced_refresh(subtype: u8) -> bool {
     matches!(subtype, 1 | 2)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(len: u16, kind: u8) -> Vec<u8> {
+        let mut h = vec![0xff; 16];
+        h.extend_from_slice(&len.to_be_bytes());
+        h.push(kind);
+        h
+    }
+
+    #[test]
+    fn fewer_than_19_octets_is_not_yet_a_frame() {
+        assert_eq!(
+            frame_len(&header(19, 4)[..18], &CodecContext::PRE_OPEN),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn the_length_is_known_before_the_body_arrives() {
+        assert_eq!(
+            frame_len(&header(4000, 2), &CodecContext::PRE_OPEN),
+            Ok(Some(4000))
+        );
+    }
+
+    #[test]
+    fn extended_message_raises_the_maximum_to_65535() {
+        let ctx = CodecContext {
+            four_octet_as: true,
+            extended_message: true,
+        };
+        assert_eq!(frame_len(&header(65535, 2), &ctx), Ok(Some(65535)));
+        assert!(frame_len(&header(4097, 2), &CodecContext::PRE_OPEN).is_err());
+    }
+
+    #[test]
+    fn long_route_refresh_waits_for_its_subtype_octet() {
+        let h = header(30, 5);
+        assert_eq!(frame_len(&h, &CodecContext::PRE_OPEN), Ok(None));
+        let mut with_subtype = h.clone();
+        with_subtype.extend_from_slice(&[0, 1, 2]);
+        assert_eq!(
+            frame_len(&with_subtype, &CodecContext::PRE_OPEN),
+            Ok(Some(30))
+        );
+    }
+}

@@ -4,6 +4,21 @@
 //! data, no I/O. Negotiated capabilities that change the encoding travel in a
 //! [`CodecContext`] value, never in globals. Framing (how long is the next message) is
 //! separate from decoding (`framing.rs`).
+//!
+//! How the session uses it:
+//! 1. [`frame_len`] on the receive buffer until it returns `Some(n)`;
+//! 2. [`Message::decode`] on those `n` octets. On `Err(e)`, [`DecodeError::action`] says
+//!    what RFC 7606 wants: only [`UpdateAction::SessionReset`] sends `e.notification()` and
+//!    closes; an UPDATE that is treated as withdrawn or lost an attribute is counted and
+//!    dropped (edgelb imports no routes). [`Update::decode`] returns what could be decoded.
+//! 3. [`Message::encode`] for single messages, [`encode_announce`] / [`encode_withdraw`] to
+//!    pack many prefixes sharing attributes into few UPDATEs.
+//!
+//! Files: `framing` (header checks), `message` (dispatch, KEEPALIVE, ROUTE-REFRESH), `open`
+//! (OPEN, capabilities, RFC 9072), `update` (UPDATE, RFC 7606 bookkeeping, End-of-RIB),
+//! `attribute` (each path attribute), `as_path` (segments, RFC 6793 reconciliation),
+//! `prefix` (NLRI), `notification` (NOTIFICATION, Cease data), `pack` (UPDATE packing),
+//! `error` (errors, NOTIFICATION mapping, RFC 7606 actions), `reader` (bounded reads).
 use bytes::Bytes;
 use ipnet::IpNet;
 use std::net::{Ipv4Addr, Ipv6Addr};
