@@ -31,6 +31,10 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
 }
 
 /// A listening socket; `[::]` listens for IPv4 as well (dual stack).
+///
+/// Its TTL is 255: the SYN-ACK leaves with the listener's TTL, and a GTSM peer (RFC 5082)
+/// drops anything below 255 from the first packet on. Each accepted connection then gets
+/// its peer's own TTL ([`prepare_accepted`]).
 pub fn listen(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     let err = |source| TransportError::Listen { addr, source };
     let socket =
@@ -39,6 +43,7 @@ pub fn listen(addr: SocketAddr) -> Result<TcpListener, TransportError> {
     if addr.is_ipv6() {
         socket.set_only_v6(false).map_err(err)?;
     }
+    socket_options::set_ttl(&socket, addr.is_ipv6(), 255).map_err(err)?;
     socket.set_nonblocking(true).map_err(err)?;
     socket.bind(&addr.into()).map_err(err)?;
     socket.listen(128).map_err(err)?;

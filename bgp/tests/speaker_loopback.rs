@@ -56,6 +56,20 @@ fn pair(
     password_b: Option<&str>,
     max: Option<u32>,
 ) -> (Speaker, Speaker) {
+    pair_with(
+        |pa| {
+            pa.password = password_a.map(Secret::new);
+            pa.max_prefixes = max;
+        },
+        |pb| pb.password = password_b.map(Secret::new),
+    )
+}
+
+/// Like [`pair`], with each side's config adjusted by a closure.
+fn pair_with(
+    edit_a: impl FnOnce(&mut PeerConfig),
+    edit_b: impl FnOnce(&mut PeerConfig),
+) -> (Speaker, Speaker) {
     let mut a = Speaker::new(SpeakerConfig {
         router_id: Ipv4Addr::new(192, 0, 2, 1),
         listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -65,9 +79,8 @@ fn pair(
     let mut pa = PeerConfig::new(ip(B), 65001, 65002);
     pa.passive = true;
     pa.import = true;
-    pa.max_prefixes = max;
     pa.hold_time = 9;
-    pa.password = password_a.map(Secret::new);
+    edit_a(&mut pa);
     a.set_peer(pa).unwrap();
 
     let mut b = Speaker::new(SpeakerConfig {
@@ -81,7 +94,7 @@ fn pair(
     pb.hold_time = 9;
     pb.connect_retry = Duration::from_millis(200);
     pb.connect_retry_max = Duration::from_secs(1);
-    pb.password = password_b.map(Secret::new);
+    edit_b(&mut pb);
     b.set_peer(pb).unwrap();
     (a, b)
 }
@@ -276,4 +289,25 @@ async fn simultaneous_connections_settle_on_one_session() {
         "collision: A last error {:?}, B last error {:?}",
         sa.last_error, sb.last_error
     );
+}
+
+#[tokio::test]
+async fn gtsm_accepts_ttl_255_and_drops_ttl_1() {
+    // Loopback does not decrement the TTL: what B sends is what A's IP_MINTTL sees.
+    let (a, _b) = pair_with(|pa| pa.gtsm = true, |pb| pb.gtsm = true);
+    wait_for("GTSM on both sides", &a, ip(B), |s| {
+        s.state == State::Established
+    })
+    .await;
+
+    // B is eBGP without GTSM: it sends with TTL 1, which A's GTSM check (RFC 5082) drops.
+    // (B's first segment, its OPEN, may arrive before A sets IP_MINTTL on the accepted
+    // socket; nothing after it does, so A never sees the KEEPALIVE it needs.)
+    let (a, b) = pair_with(|pa| pa.gtsm = true, |_| {});
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sa = a.peers().remove(0);
+    assert_ne!(sa.state, State::Established, "{sa:?}");
+    assert_eq!(sa.established_count, 0);
+    assert!(sa.messages_in <= 1, "{sa:?}");
+    drop(b);
 }
