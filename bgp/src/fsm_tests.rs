@@ -472,3 +472,82 @@ fn idle_ignores_messages_and_timers() {
         assert_eq!(s.state(), State::Idle);
     }
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn input() -> impl Strategy<Value = Input> {
+        let open = (
+            prop::sample::select(vec![65002u32, 65003]),
+            0u16..12,
+            any::<bool>(),
+        )
+            .prop_map(|(asn, hold, zero_id)| {
+                Message::Open(peer_open(
+                    asn,
+                    hold,
+                    if zero_id {
+                        [0, 0, 0, 0]
+                    } else {
+                        [192, 0, 2, 2]
+                    },
+                ))
+            });
+        let message = prop_oneof![
+            open,
+            Just(Message::Keepalive),
+            Just(Message::Update(Update::default())),
+            Just(Message::Notification(Notification {
+                code: 6,
+                subcode: 2,
+                data: Bytes::new()
+            })),
+            Just(Message::RouteRefresh(RouteRefresh {
+                afi: Afi::IPV4,
+                safi: Safi::UNICAST,
+                subtype: 0
+            })),
+        ];
+        prop_oneof![
+            Just(Input::ManualStart),
+            Just(Input::ManualStop(None)),
+            Just(Input::TcpConnected(Direction::Outgoing)),
+            Just(Input::TcpConnected(Direction::Incoming)),
+            Just(Input::TcpFailed),
+            message.prop_map(Input::MessageReceived),
+            Just(Input::DecodeFailed(Notification {
+                code: 1,
+                subcode: 1,
+                data: Bytes::new()
+            })),
+            Just(Input::CollisionDump),
+            prop::sample::select(Timer::ALL.to_vec()).prop_map(Input::TimerExpired),
+        ]
+    }
+
+    proptest! {
+        /// Any event sequence: no panic, Established only with a negotiated session, a
+        /// NOTIFICATION is always followed by closing the connection, and every timer set
+        /// has a non-zero duration below the cap.
+        #[test]
+        fn any_event_sequence_keeps_the_invariants(inputs in prop::collection::vec(input(), 0..60)) {
+            let mut s = Session::new(config());
+            for i in inputs {
+                let out = s.handle(i, t0());
+                if s.state() == State::Established || s.state() == State::OpenConfirm {
+                    prop_assert!(s.negotiated().is_some());
+                }
+                if let Some(p) = out.iter().position(|o| matches!(o, Output::SendMessage(Message::Notification(_)))) {
+                    prop_assert!(out[p..].contains(&Output::CloseConnection), "{out:?}");
+                    prop_assert_eq!(s.state(), State::Idle);
+                }
+                for o in &out {
+                    if let Output::SetTimer(_, d) = o {
+                        prop_assert!(!d.is_zero() && *d <= Duration::from_secs(240), "{o:?}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -311,3 +311,51 @@ async fn gtsm_accepts_ttl_255_and_drops_ttl_1() {
     assert!(sa.messages_in <= 1, "{sa:?}");
     drop(b);
 }
+
+#[tokio::test]
+async fn removing_a_peer_sends_cease_3_and_leaves_the_others_alone() {
+    let mut a = Speaker::new(SpeakerConfig {
+        router_id: Ipv4Addr::new(192, 0, 2, 1),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+    })
+    .unwrap();
+    let port = a.local_addr().unwrap().port();
+    let mut others = Vec::new();
+    for (i, addr) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+        let mut pa = PeerConfig::new(ip(addr), 65001, 65002);
+        pa.passive = true;
+        a.set_peer(pa).unwrap();
+        let mut s = Speaker::new(SpeakerConfig {
+            router_id: Ipv4Addr::new(192, 0, 2, 10 + i as u8),
+            listen: None,
+        })
+        .unwrap();
+        let mut p = PeerConfig::new(ip(A), 65002, 65001);
+        p.port = port;
+        p.source_address = Some(ip(addr));
+        p.connect_retry = Duration::from_millis(200);
+        p.connect_retry_max = Duration::from_secs(1);
+        s.set_peer(p).unwrap();
+        others.push(s);
+    }
+    for addr in ["127.0.0.2", "127.0.0.3"] {
+        wait_for("both up", &a, ip(addr), |s| s.state == State::Established).await;
+    }
+    a.remove_peer(&ip("127.0.0.2")).unwrap();
+    let st = wait_for("B hears Peer De-configured", &others[0], ip(A), |s| {
+        s.last_error
+            .as_ref()
+            .is_some_and(|e| e.code == Some((6, 3)))
+    })
+    .await;
+    assert!(st.last_error.unwrap().received);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peers = a.peers();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].address, ip("127.0.0.3"));
+    assert_eq!(
+        (peers[0].state, peers[0].established_count),
+        (State::Established, 1)
+    );
+    assert!(a.remove_peer(&ip("127.0.0.2")).is_err());
+}
