@@ -560,3 +560,98 @@ fn treat_as_withdraw_still_reports_the_prefixes_to_withdraw() {
         ]
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn framed(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff; 16];
+        f.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
+        f.push(kind);
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// A valid UPDATE with most attributes, to mutate.
+    fn valid_update() -> Vec<u8> {
+        update(
+            &format!(
+                "{BASE4} 800404 00000001 400504 00000064 400600 c00708 0000fde9 c0000209 \
+                 c00804 fde90001 c0200c 0000fde9 00000001 00000002 \
+                 800e1e 0002 01 10 20010db8000000000000000000000001 00 40 20010db800000001 \
+                 800f0c 0002 01 40 20010db800000002"
+            ),
+            NLRI,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+        /// Behind a valid header, an UPDATE error is always an UPDATE Message Error (code 3),
+        /// and `Update::decode` returns `Ok` exactly when the action is not a reset.
+        #[test]
+        fn mutated_update_errors_are_update_message_errors(
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+            four in any::<bool>(),
+        ) {
+            let mut f = valid_update();
+            for (i, b) in flips {
+                let at = 23 + i.index(f.len() - 23); // keep header and the two length fields' place
+                f[at] = b;
+            }
+            let ctx = CodecContext { four_octet_as: four, extended_message: false };
+            match Message::decode(&f, &ctx) {
+                Ok(_) => prop_assert!(Update::decode(&f, &ctx).unwrap().action.is_none()),
+                Err(e) => {
+                    prop_assert_eq!(e.notification().code, 3, "{}", e);
+                    let partial = Update::decode(&f, &ctx);
+                    match e.action() {
+                        UpdateAction::SessionReset => prop_assert_eq!(partial, Err(e)),
+                        action => prop_assert_eq!(partial.unwrap().action, Some((action, e))),
+                    }
+                }
+            }
+        }
+
+        /// Behind a valid header, an OPEN error is always an OPEN Message Error (code 2).
+        #[test]
+        fn open_body_errors_are_open_message_errors(body in prop::collection::vec(any::<u8>(), 10..300)) {
+            let mut body = body;
+            body[0] = 4; // version, so that other checks are reached
+            let f = framed(1, &body);
+            if let Err(e) = Message::decode(&f, &CodecContext::PRE_OPEN) {
+                prop_assert_eq!(e.notification().code, 2, "{}", e);
+                prop_assert_eq!(e.action(), UpdateAction::SessionReset);
+            }
+        }
+    }
+
+    #[test]
+    fn the_unmutated_update_decodes_whole() {
+        let ctx = CodecContext {
+            four_octet_as: true,
+            extended_message: false,
+        };
+        let Message::Update(u) = Message::decode(&valid_update(), &ctx).unwrap() else {
+            panic!()
+        };
+        let a = u.attributes;
+        assert!(
+            a.atomic_aggregate
+                && a.aggregator.is_some()
+                && a.mp_reach.is_some()
+                && a.mp_unreach.is_some()
+        );
+        assert_eq!(
+            (
+                a.med,
+                a.local_pref,
+                a.communities.len(),
+                a.large_communities.len()
+            ),
+            (Some(1), Some(100), 1, 1)
+        );
+    }
+}
