@@ -51,6 +51,19 @@ pub struct SpeakerConfig {
     pub listen: Option<SocketAddr>,
 }
 
+impl SpeakerConfig {
+    /// Listens on `[::]:179` (IPv4 and IPv6) with the given BGP identifier.
+    pub fn new(router_id: Ipv4Addr) -> SpeakerConfig {
+        SpeakerConfig {
+            router_id,
+            listen: Some(SocketAddr::new(
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                BGP_PORT,
+            )),
+        }
+    }
+}
+
 /// Graceful restart as restarting speaker (RFC 4724 §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GracefulRestartConfig {
@@ -289,6 +302,12 @@ mod tests {
 
     fn peer() -> PeerConfig {
         PeerConfig::new("192.0.2.1".parse().unwrap(), 65001, 65002)
+    }
+
+    #[test]
+    fn speaker_listens_dual_stack_on_179_by_default() {
+        let c = SpeakerConfig::new(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(c.listen, Some("[::]:179".parse().unwrap()));
     }
 
     #[test]
