@@ -17,26 +17,29 @@
 //! Reads go through [`frame_len`] into a buffer that never holds more than one message
 //! plus one read; writes are coalesced into one buffer per connection and written once per
 //! loop turn. A connection collision (RFC 4271 §6.8) is the one time two connections exist.
+mod conn;
+mod routes;
+
 use crate::config::PeerConfig;
 use crate::connection;
 use crate::fsm::{collision_keeps, Direction, Input, Output, Session, State, Timer};
 use crate::negotiate::SessionConfig;
 use crate::packet::iana::message_type;
 use crate::packet::{
-    encode_announce, encode_withdraw, frame_len, CodecContext, Family, Message, Notification,
-    Update, UpdateAction, HEADER_LEN,
+    frame_len, CodecContext, Family, Message, Notification, Update, UpdateAction, HEADER_LEN,
 };
-use crate::rib_out::{self, RouteTable, SessionRouteContext};
+use crate::rib_out::{self, RouteTable};
 use crate::status::{LastError, PeerEvent, PeerStatus};
 use bytes::BytesMut;
+use conn::{
+    connect_done, read_from, sleep_until, timer_index, write_timeout, Conn, ConnectFuture, Which,
+};
 use ipnet::IpNet;
 use std::collections::HashSet;
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::pin::Pin;
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
@@ -45,8 +48,6 @@ use tokio::time::Instant;
 pub const IMPORT_HARD_LIMIT: u32 = 1_000_000;
 /// How long closing a connection may wait to flush the last NOTIFICATION.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Bytes read per `read` call at most.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// What the Speaker hands a peer task.
 pub(crate) struct PeerInputs {
@@ -57,91 +58,6 @@ pub(crate) struct PeerInputs {
     pub status: Arc<Mutex<PeerStatus>>,
     pub events: broadcast::Sender<PeerEvent>,
     pub router_id: Ipv4Addr,
-}
-
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<TcpStream, connection::TransportError>> + Send>>;
-
-/// One TCP connection and the FSM that runs on it.
-struct Conn {
-    session: Session,
-    direction: Option<Direction>,
-    stream: Option<TcpStream>,
-    timers: [Option<Instant>; 4],
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-    ctx: CodecContext,
-    /// Set on the Established output; the table is sent once collisions are settled.
-    just_established: bool,
-}
-
-impl Conn {
-    fn new(session: Session) -> Conn {
-        Conn {
-            session,
-            direction: None,
-            stream: None,
-            timers: [None; 4],
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            ctx: CodecContext::PRE_OPEN,
-            just_established: false,
-        }
-    }
-
-    fn next_deadline(&self) -> Option<Instant> {
-        self.timers.iter().flatten().min().copied()
-    }
-}
-
-/// How long one write may block: the negotiated hold time, or 90 s without one.
-fn write_timeout(hold_time: Option<u16>) -> Duration {
-    match hold_time {
-        Some(h) if h > 0 => Duration::from_secs(u64::from(h)),
-        _ => Duration::from_secs(90),
-    }
-}
-
-fn timer_index(t: Timer) -> usize {
-    match t {
-        Timer::ConnectRetry => 0,
-        Timer::Hold => 1,
-        Timer::Keepalive => 2,
-        Timer::IdleHold => 3,
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Which {
-    Main,
-    Extra,
-}
-
-/// Reads into `buf` from `stream`, or never completes without a stream.
-async fn read_from(stream: &mut Option<TcpStream>, buf: &mut BytesMut) -> std::io::Result<usize> {
-    match stream {
-        Some(s) => {
-            buf.reserve(READ_CHUNK);
-            s.read_buf(buf).await
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn connect_done(
-    f: &mut Option<ConnectFuture>,
-) -> Result<TcpStream, connection::TransportError> {
-    match f {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 pub(crate) struct PeerTask {
@@ -437,37 +353,6 @@ impl PeerTask {
         }
     }
 
-    /// Counts the peer's prefixes; returns the Cease to send when over the limit (RFC 4486).
-    fn import(&mut self, u: &Update) -> Option<Notification> {
-        for p in &u.withdrawn {
-            self.rib_in.remove(&IpNet::V4(*p));
-        }
-        if let Some(mp) = &u.attributes.mp_unreach {
-            mp.withdrawn.iter().for_each(|p| {
-                self.rib_in.remove(p);
-            });
-        }
-        let limit = self.cfg.max_prefixes.unwrap_or(IMPORT_HARD_LIMIT);
-        let announced = u.nlri.iter().map(|p| IpNet::V4(*p));
-        let mp = u
-            .attributes
-            .mp_reach
-            .iter()
-            .flat_map(|m| m.nlri.iter().copied());
-        let mut over = None;
-        for p in announced.chain(mp) {
-            self.rib_in.insert(p);
-            if self.rib_in.len() > limit as usize {
-                let (afi, safi) = Family::of(&p).afi_safi();
-                over = Some(Notification::max_prefixes_reached(afi, safi, limit));
-                break;
-            }
-        }
-        let count = self.rib_in.len() as u64;
-        self.with_status(|s| s.prefixes_received = count);
-        over
-    }
-
     fn fire_timers(&mut self) {
         let now = Instant::now();
         for which in [Which::Main, Which::Extra] {
@@ -587,116 +472,6 @@ impl PeerTask {
             }
             self.update_status();
         }
-    }
-
-    /// The session is up: the whole table, then End-of-RIB per family (RFC 4724 §2).
-    fn on_established(&mut self) {
-        let now = std::time::Instant::now();
-        tracing::info!("session established");
-        self.sent = Arc::new(RouteTable::new());
-        self.with_status(|s| s.established_count += 1);
-        self.events.push(PeerEvent::Established {
-            peer: self.cfg.address,
-            at: now,
-        });
-        self.sync_routes();
-        let families = self.families();
-        for f in families {
-            self.send(Which::Main, &Message::Update(Update::end_of_rib(f)));
-            self.with_status(|s| s.updates_out += 1);
-        }
-        let total = rib_out::count(&self.sent, &self.families());
-        self.events.push(PeerEvent::EndOfRib {
-            peer: self.cfg.address,
-            at: now,
-            total,
-        });
-    }
-
-    fn families(&self) -> Vec<Family> {
-        self.main
-            .session
-            .negotiated()
-            .map(|n| n.families.clone())
-            .unwrap_or_default()
-    }
-
-    /// Sends the difference between what the peer has and what it should have.
-    fn sync_routes(&mut self) {
-        if self.main.session.state() != State::Established || self.main.just_established {
-            return;
-        }
-        let families = self.families();
-        let d = rib_out::diff(&self.sent, &self.routes, &families);
-        self.sent = self.routes.clone();
-        let total = rib_out::count(&self.sent, &families) as u64;
-        self.with_status(|s| s.prefixes_sent = total);
-        if d.is_empty() {
-            return;
-        }
-        self.encode_diff(&d);
-        self.events.push(PeerEvent::RoutesSent {
-            peer: self.cfg.address,
-            at: std::time::Instant::now(),
-            announced: d.announced_count(),
-            withdrawn: d.withdrawn_count(),
-            total: total as usize,
-        });
-    }
-
-    fn route_context(&self) -> SessionRouteContext {
-        let local: Option<SocketAddr> = self.main.stream.as_ref().and_then(|s| s.local_addr().ok());
-        let local_ip = local.map(|a| connection::canonical(a.ip()));
-        let (mut v4, mut v6, mut ll) = (None, None, None);
-        match local_ip {
-            Some(IpAddr::V4(a)) => v4 = Some(a),
-            Some(IpAddr::V6(a)) if a.is_unicast_link_local() => ll = Some(a),
-            Some(IpAddr::V6(a)) => v6 = Some(a),
-            None => {}
-        }
-        SessionRouteContext {
-            ebgp: self.cfg.is_ebgp(),
-            local_as: self.cfg.local_as,
-            local_v4: v4,
-            local_v6: v6,
-            link_local_v6: ll,
-        }
-    }
-
-    fn encode_diff(&mut self, d: &rib_out::RibDiff) {
-        let rctx = self.route_context();
-        let ctx = self.main.ctx;
-        let mut updates = 0usize;
-        for (family, prefixes) in &d.withdraw {
-            match encode_withdraw(*family, prefixes, &ctx, &mut self.main.wbuf) {
-                Ok(n) => updates += n,
-                Err(e) => tracing::error!(error = %e, "cannot encode withdrawals"),
-            }
-        }
-        for a in &d.announce {
-            let (attrs, next_hop) = match rib_out::path_attributes(&a.attrs, a.family, &rctx) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, prefixes = a.prefixes.len(), "routes not sent");
-                    continue;
-                }
-            };
-            match encode_announce(
-                a.family,
-                &attrs,
-                next_hop,
-                &a.prefixes,
-                &ctx,
-                &mut self.main.wbuf,
-            ) {
-                Ok(n) => updates += n,
-                Err(e) => tracing::error!(error = %e, "cannot encode announcements"),
-            }
-        }
-        self.with_status(|s| {
-            s.updates_out += updates as u64;
-            s.messages_out += updates as u64;
-        });
     }
 
     /// Configuration changes that keep the session (the Speaker restarts the task for the
