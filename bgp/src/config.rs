@@ -1,9 +1,10 @@
 //! Configuration of the speaker and of each peer, validated before it reaches a session.
 //!
-//! A [`PeerConfig`] change is split in two (see [`PeerConfig::needs_reset`]): fields that
-//! the OPEN or the socket depend on (ASNs, address, port, password, TTL security, families,
-//! hold time, router id) restart the session; the rest (description, max prefixes, routes)
-//! apply to the running session.
+//! A [`PeerConfig`] change restarts the session only when it touches the ASNs, the address,
+//! the port or the password ([`PeerConfig::needs_reset`]). Everything else applies without a
+//! reset: TTL and GTSM on the live socket at once, what the OPEN carries (hold time,
+//! families, graceful restart, router id) and how to connect (source, passive, retry) from
+//! the next connection on, the rest (description, max prefixes, import) at once.
 use crate::packet::Family;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -219,23 +220,14 @@ impl PeerConfig {
         Ok(())
     }
 
-    /// True when going from `self` to `new` must restart the session: the change touches
-    /// the socket (address, port, source, password, TTL) or what the OPEN says.
+    /// True when going from `self` to `new` must restart the session: a different peer
+    /// (address, port, ASNs) or a different TCP MD5 key, which no live connection can take.
     pub fn needs_reset(&self, new: &PeerConfig) -> bool {
         self.address != new.address
             || self.port != new.port
             || self.local_as != new.local_as
             || self.remote_as != new.remote_as
-            || self.router_id != new.router_id
-            || self.source_address != new.source_address
-            || self.hold_time != new.hold_time
-            || self.keepalive != new.keepalive
-            || self.passive != new.passive
             || self.password != new.password
-            || self.ebgp_multihop != new.ebgp_multihop
-            || self.gtsm != new.gtsm
-            || self.graceful_restart != new.graceful_restart
-            || self.families != new.families
     }
 
     /// TTL (hop limit) of outgoing packets: 255 with GTSM, the multihop value, 1 for
@@ -340,13 +332,28 @@ mod tests {
     }
 
     #[test]
-    fn description_and_limits_do_not_reset_but_password_does() {
+    fn only_asn_address_port_and_password_reset() {
         let old = peer();
         let mut new = old.clone();
         new.description = "edge".into();
         new.max_prefixes = Some(10);
         new.import = true;
+        new.hold_time = 30;
+        new.gtsm = true;
+        new.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
+        new.source_address = Some("192.0.2.9".parse().unwrap());
+        new.router_id = Some(Ipv4Addr::new(192, 0, 2, 9));
         assert!(!old.needs_reset(&new));
+        for change in [
+            |p: &mut PeerConfig| p.port = 1179,
+            |p: &mut PeerConfig| p.local_as = 64999,
+            |p: &mut PeerConfig| p.remote_as = 64999,
+            |p: &mut PeerConfig| p.address = "192.0.2.77".parse().unwrap(),
+        ] {
+            let mut n = old.clone();
+            change(&mut n);
+            assert!(old.needs_reset(&n));
+        }
         new.password = Some(Secret::new("x"));
         assert!(old.needs_reset(&new));
     }

@@ -141,6 +141,23 @@ pub async fn connect(peer: PeerConfig) -> Result<TcpStream, TransportError> {
     socket.connect(remote).await.map_err(err("connect"))
 }
 
+/// Applies a changed TTL / GTSM setting to a live connection (no reset needed).
+pub fn apply_ttl(stream: &TcpStream, peer: &PeerConfig) -> Result<(), TransportError> {
+    let sock = SockRef::from(stream);
+    let is_v6 = stream.local_addr().map(|a| a.is_ipv6()).unwrap_or(false);
+    let err = |step| {
+        move |source| TransportError::Peer {
+            peer: peer.address,
+            step,
+            source,
+        }
+    };
+    socket_options::set_ttl(&sock, is_v6, peer.outgoing_ttl()).map_err(err("set TTL"))?;
+    // 0 turns the GTSM check off again.
+    let min = peer.minimum_incoming_ttl().unwrap_or(0);
+    socket_options::set_min_ttl(&sock, is_v6, min).map_err(err("set minimum TTL (GTSM)"))
+}
+
 /// Applies the peer's options to a connection it made to us.
 pub fn prepare_accepted(stream: &TcpStream, peer: &PeerConfig) -> Result<(), TransportError> {
     let sock = SockRef::from(stream);

@@ -146,6 +146,9 @@ pub fn collision_keeps(
 #[derive(Debug, Clone)]
 pub struct Session {
     cfg: SessionConfig,
+    /// A new configuration waiting for the next connection (the running one keeps what its
+    /// OPEN said).
+    pending: Option<SessionConfig>,
     state: State,
     /// Set by ManualStart, cleared by ManualStop: whether to (re)start automatically.
     enabled: bool,
@@ -159,6 +162,7 @@ impl Session {
     pub fn new(cfg: SessionConfig) -> Session {
         Session {
             cfg,
+            pending: None,
             state: State::Idle,
             enabled: false,
             failures: 0,
@@ -196,6 +200,21 @@ impl Session {
 
     pub fn failures(&self) -> u32 {
         self.failures
+    }
+
+    /// Takes a new configuration without a reset: at once while there is no connection,
+    /// otherwise with the next connection's OPEN.
+    pub fn reconfigure(&mut self, cfg: SessionConfig) {
+        match self.state {
+            State::Idle | State::Connect | State::Active => self.cfg = cfg,
+            State::OpenSent | State::OpenConfirm | State::Established => self.pending = Some(cfg),
+        }
+    }
+
+    fn apply_pending(&mut self) {
+        if let Some(cfg) = self.pending.take() {
+            self.cfg = cfg;
+        }
     }
 
     fn retry(&self) -> Duration {
@@ -403,6 +422,7 @@ impl Session {
 
     /// A TCP connection is up: send OPEN, arm the large hold timer (§8.2.2), OpenSent.
     fn connected(&mut self, out: &mut Vec<Output>) {
+        self.apply_pending();
         out.push(Output::SendMessage(self.cfg.open()));
         out.push(Output::SetTimer(Timer::Hold, OPEN_HOLD_TIME));
         self.state = State::OpenSent;
@@ -442,6 +462,7 @@ impl Session {
         self.state = State::Idle;
         self.negotiated = None;
         self.established_at = None;
+        self.apply_pending();
         if self.enabled {
             let delay = self.retry();
             self.failures = self.failures.saturating_add(1);

@@ -473,6 +473,23 @@ fn idle_ignores_messages_and_timers() {
     }
 }
 
+#[test]
+fn reconfigure_keeps_the_session_and_takes_effect_with_the_next_open() {
+    let mut s = session_in(State::Established);
+    let mut cfg = config();
+    cfg.hold_time = 30;
+    s.reconfigure(cfg);
+    assert_eq!(s.state(), State::Established);
+    assert_eq!(s.negotiated().unwrap().hold_time, 9);
+    s.handle(Input::TcpFailed, t0());
+    s.handle(Input::TimerExpired(Timer::IdleHold), t0());
+    let out = s.handle(Input::TcpConnected(Direction::Outgoing), t0());
+    let Some(Message::Open(open)) = sent(&out).first().copied() else {
+        panic!("no OPEN: {out:?}")
+    };
+    assert_eq!(open.hold_time, 30);
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;

@@ -105,9 +105,10 @@ impl Speaker {
         self.events.subscribe()
     }
 
-    /// Adds a peer, or changes one. A change of what the socket or the OPEN depend on
+    /// Adds a peer, or changes one. A change of ASN, address, port or password
     /// ([`PeerConfig::needs_reset`]) restarts the session with Cease / Other Configuration
-    /// Change (RFC 4486); any other change applies to the running session.
+    /// Change (RFC 4486); any other change keeps it: TTL and GTSM apply to the live socket,
+    /// OPEN contents (hold time, families, graceful restart) from the next connection on.
     pub fn set_peer(&mut self, cfg: PeerConfig) -> Result<(), SpeakerError> {
         cfg.validate()?;
         let key = cfg.address;

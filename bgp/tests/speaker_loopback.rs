@@ -175,7 +175,7 @@ async fn md5_with_wrong_key_stays_down() {
 
 #[tokio::test]
 async fn soft_change_keeps_the_session_and_reset_change_restarts_it() {
-    let (a, mut b) = pair(None, None, None);
+    let (mut a, mut b) = pair(None, None, None);
     b.set_routes(&ip(A), table(3, Arc::new(RouteAttrs::default())))
         .unwrap();
     wait_for("up", &a, ip(B), |s| s.prefixes_received == 3).await;
@@ -185,8 +185,12 @@ async fn soft_change_keeps_the_session_and_reset_change_restarts_it() {
     cfg.hold_time = 9;
     cfg.connect_retry = Duration::from_millis(200);
     cfg.connect_retry_max = Duration::from_secs(1);
+    // Neither ASN, address, port nor password: no reset, whatever else changes.
     cfg.description = "changed".into();
     cfg.max_prefixes = Some(100);
+    cfg.hold_time = 30;
+    cfg.ebgp_multihop = Some(2);
+    cfg.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
     b.set_peer(cfg.clone()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sb = b.peers().remove(0);
@@ -196,15 +200,30 @@ async fn soft_change_keeps_the_session_and_reset_change_restarts_it() {
         "a soft change must not reset the session"
     );
     assert_eq!(sb.state, State::Established);
+    assert_eq!(a.peers()[0].established_count, 1);
 
-    // The hold time is in the OPEN: changing it restarts the session, routes are re-sent.
-    cfg.hold_time = 12;
-    b.set_peer(cfg).unwrap();
-    let st = wait_for("A sees the reset", &a, ip(B), |s| {
-        s.established_count >= 2 && s.prefixes_received == 3
+    // A new password resets: A's old session ends with Cease / Other Configuration Change
+    // (RFC 4486), and once B has the key too the session returns over MD5 with the routes.
+    let mut pa = PeerConfig::new(ip(B), 65001, 65002);
+    pa.passive = true;
+    pa.import = true;
+    pa.hold_time = 9;
+    pa.password = Some(Secret::new("new-key"));
+    a.set_peer(pa).unwrap();
+    let sb = wait_for("B hears 6/6", &b, ip(A), |s| {
+        s.last_error
+            .as_ref()
+            .is_some_and(|e| e.code == Some((6, 6)))
     })
     .await;
-    assert_eq!(st.state, State::Established);
+    assert!(sb.last_error.unwrap().received);
+    cfg.password = Some(Secret::new("new-key"));
+    b.set_peer(cfg).unwrap();
+    let st = wait_for("back over MD5", &a, ip(B), |s| {
+        s.state == State::Established && s.prefixes_received == 3
+    })
+    .await;
+    assert_eq!(st.established_count, 1, "a fresh peer task after the reset");
 }
 
 #[tokio::test]

@@ -480,6 +480,24 @@ impl PeerTask {
         if new.import != self.cfg.import {
             self.rib_in.clear();
         }
+        let ttl_changed = new.outgoing_ttl() != self.cfg.outgoing_ttl()
+            || new.minimum_incoming_ttl() != self.cfg.minimum_incoming_ttl();
+        if ttl_changed {
+            for conn in std::iter::once(&self.main).chain(self.extra.as_ref()) {
+                if let Some(stream) = &conn.stream {
+                    if let Err(e) = connection::apply_ttl(stream, &new) {
+                        tracing::warn!(error = %e, "cannot change TTL on the live connection");
+                    }
+                }
+            }
+        }
+        // What the OPEN says (hold time, families, graceful restart, router id) and how to
+        // connect take effect with the next connection; this one keeps its negotiation.
+        self.scfg = SessionConfig::from_peer(&new, self.inputs.router_id);
+        self.main.session.reconfigure(self.scfg.clone());
+        if let Some(extra) = &mut self.extra {
+            extra.session.reconfigure(self.scfg.clone());
+        }
         let description = new.description.clone();
         self.cfg = new;
         self.with_status(|s| s.description = description);
