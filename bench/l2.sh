@@ -53,7 +53,7 @@ pids+=($!)
 for _ in $(seq 100); do grep -q "listening on" "$work/cap.err" 2>/dev/null && break; sleep 0.05; done
 
 mkfifo "$work/in"
-ip netns exec "$p-node" "$bin/announce" <"$work/in" >"$work/announce.log" 2>"$work/announce.err" &
+ip netns exec "$p-node" "$bin/l2_announce" <"$work/in" >"$work/announce.log" 2>"$work/announce.err" &
 pids+=($!)
 exec 3>"$work/in"
 for _ in $(seq 100); do grep -q ready "$work/announce.log" && break; sleep 0.05; done

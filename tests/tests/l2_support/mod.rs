@@ -202,7 +202,7 @@ pub struct Applied {
 
 impl Announce {
     pub fn start(ns: &Netns, dir: &Path, name: &str) -> anyhow::Result<Announce> {
-        let bin = example("announce")?;
+        let bin = example("l2_announce")?;
         let log = dir.join(format!("announce-{name}.log"));
         let err = dir.join(format!("announce-{name}.err"));
         let mut cmd = ns.command(&bin.display().to_string());
