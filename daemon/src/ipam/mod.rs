@@ -1,0 +1,3 @@
+//! IP allocation (IPAM): pure, sticky, deterministic.
+
+pub mod range;
