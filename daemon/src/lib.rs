@@ -4,5 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod fixtures;
 pub mod ipam;
+pub mod plan;
 pub mod selector;
+pub mod snapshot;

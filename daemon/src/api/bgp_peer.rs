@@ -17,8 +17,8 @@ use super::status::ObjectStatus;
     status = "ObjectStatus",
     derive = "PartialEq",
     derive = "Default",
-    printcolumn(name = "Address", type_ = "string", json_path = ".spec.peerAddress"),
-    printcolumn(name = "ASN", type_ = "integer", json_path = ".spec.peerASN")
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.peerASN"}"#
 )]
 #[x_kube(validation = Rule::new("self.myASN != 0 && self.peerASN != 0").message("myASN and peerASN must not be 0"))]
 #[serde(rename_all = "camelCase")]
