@@ -3,6 +3,7 @@
 //! sources -> snapshot -> plan -> actuators (see ARCHITECTURE.md).
 #![forbid(unsafe_code)]
 
+pub mod actuate;
 pub mod api;
 pub mod fixtures;
 pub mod ipam;

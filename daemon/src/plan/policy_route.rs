@@ -146,7 +146,8 @@ pub enum Reason {
     BadSelector,
     /// Table 0, 253, 254 or 255.
     ReservedTable,
-    /// Rules not installed by edgelb already look up the table.
+    /// Rules not installed by edgelb already look up the table, or the table already holds
+    /// a route (not ours) to a destination we need.
     TableInUse,
     /// Another `PolicyRoute` on this node already uses the table.
     TableConflict,
@@ -430,6 +431,22 @@ fn plan_one(
                     }
                 })
                 .or_insert(candidate);
+        }
+    }
+    // A route the kernel already has in that table, not ours, would be overwritten.
+    for r in routes.values() {
+        if let Some(k) = input
+            .kernel_routes
+            .iter()
+            .find(|k| k.table == table && k.dst == r.dst)
+        {
+            return Err((
+                Reason::TableInUse,
+                format!(
+                    "table {table} already has a route to {} not installed by edgelb",
+                    k.dst
+                ),
+            ));
         }
     }
     rules.sort();

@@ -192,6 +192,27 @@ fn a_table_looked_up_by_foreign_rules_is_refused() {
 }
 
 #[test]
+fn a_foreign_route_to_the_same_destination_in_the_table_is_refused_but_others_are_fine() {
+    let mut input = ens(vec![("pr", spec(4))]);
+    input.kernel_routes.push(KernelRoute {
+        table: 4,
+        dst: net("198.51.100.0/24"),
+        gateway: None,
+        oif: Some(2),
+    });
+    assert!(plan(&input).conditions[0].installed());
+    input.kernel_routes.push(KernelRoute {
+        table: 4,
+        dst: net("0.0.0.0/0"),
+        gateway: Some(ip("10.0.0.1")),
+        oif: Some(3),
+    });
+    let p = plan(&input);
+    assert_eq!(only_condition(&p).reason, Reason::TableInUse);
+    assert!(p.rules.is_empty() && p.routes.is_empty());
+}
+
+#[test]
 fn second_object_on_the_same_table_gets_table_conflict_and_the_first_still_works() {
     let mut b = spec(4);
     b.interface = Some("eth0".into());
