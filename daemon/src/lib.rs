@@ -7,6 +7,11 @@ pub mod actuate;
 pub mod api;
 pub mod fixtures;
 pub mod ipam;
+#[cfg(test)]
+mod mock_api;
 pub mod plan;
 pub mod selector;
 pub mod snapshot;
+pub mod source;
+pub mod speaker;
+pub mod status;

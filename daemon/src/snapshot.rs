@@ -308,6 +308,47 @@ impl Store {
         }
     }
 
+    /// Removes one object of a kind (as [`Object::describe`] names kinds).
+    pub fn delete(&mut self, kind: &str, key: &ObjectKey) {
+        match kind {
+            "Service" => self.services.delete(key),
+            "EndpointSlice" => self.endpoint_slices.delete(key),
+            "Node" => self.nodes.delete(key),
+            "Namespace" => self.namespaces.delete(key),
+            "Secret" => self.secrets.delete(key),
+            "IPAddressPool" => self.pools.delete(key),
+            "BGPPeer" => self.peers.delete(key),
+            "BGPAdvertisement" => self.bgp_advertisements.delete(key),
+            "L2Advertisement" => self.l2_advertisements.delete(key),
+            "Community" => self.communities.delete(key),
+            "PolicyRoute" => self.policy_routes.delete(key),
+            _ => {}
+        }
+    }
+
+    /// Replaces every object of a kind (after a watcher's re-list).
+    pub fn reset(&mut self, kind: &str, objects: Vec<Object>, namespace: &str) {
+        match kind {
+            "Service" => self.services = Index::default(),
+            "EndpointSlice" => self.endpoint_slices = Index::default(),
+            "Node" => self.nodes = Index::default(),
+            "Namespace" => self.namespaces = Index::default(),
+            "Secret" => self.secrets = Index::default(),
+            "IPAddressPool" => self.pools = Index::default(),
+            "BGPPeer" => self.peers = Index::default(),
+            "BGPAdvertisement" => self.bgp_advertisements = Index::default(),
+            "L2Advertisement" => self.l2_advertisements = Index::default(),
+            "Community" => self.communities = Index::default(),
+            "PolicyRoute" => self.policy_routes = Index::default(),
+            _ => {}
+        }
+        for o in objects {
+            if o.describe().0 == kind {
+                self.apply(o, namespace);
+            }
+        }
+    }
+
     /// Builds the immutable view: only our Services, EndpointSlices grouped by Service, node
     /// pools, every CR with its validation outcome, and the pools ready for allocation.
     pub fn snapshot(&self, sel: &Selection) -> Snapshot {

@@ -7,6 +7,7 @@ use std::path::Path;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+use super::policy_route::PolicyRoute;
 use super::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
 /// Errors of the generator.
@@ -38,6 +39,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         BGPAdvertisement::crd(),
         L2Advertisement::crd(),
         Community::crd(),
+        PolicyRoute::crd(),
     ]
 }
 

@@ -443,7 +443,12 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
 }
 
 /// A Service left for pass 2: key, request, which pools serve it, and what pass 1 kept.
-type Pending = (AllocationKey, Request, Vec<bool>, Option<(usize, Vec<IpAddr>)>);
+type Pending = (
+    AllocationKey,
+    Request,
+    Vec<bool>,
+    Option<(usize, Vec<IpAddr>)>,
+);
 
 enum Keep {
     Nothing,
