@@ -106,6 +106,17 @@ fn topology() -> anyhow::Result<Topology> {
         "metric",
         "200",
     ])?;
+    // The kernel adds the links' IPv6 link-local addresses on its own, a moment later: wait
+    // for them so that before/after dumps compare only what the test did.
+    wait_until(
+        "link-local addresses of eth0 and eth1",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let local = node.ip(&["-6", "route", "show", "table", "local"])?;
+            Ok((local.matches("local fe80::").count() == 2).then_some(()))
+        },
+    )?;
     Ok(Topology {
         node,
         lb,
@@ -481,5 +492,100 @@ fn rules_follow_an_address_change_on_the_private_nic_within_a_second() -> anyhow
     // The subnet route's source followed too.
     let table = t.node.ip(&["route", "show", "table", &TABLE.to_string()])?;
     assert!(table.contains("src 198.51.100.20"), "{table}");
+    Ok(())
+}
+
+/// `target/<profile>/edgelb-speaker`, beside this test's `deps/` folder. `cargo test
+/// --workspace` builds it before any test runs; alone, build it first
+/// (`cargo build -p edgelb-daemon`).
+fn speaker_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("test binary has no target dir")?;
+    let bin = dir.join("edgelb-speaker");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} missing: run `cargo build -p edgelb-daemon` or `cargo test --workspace`",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+#[test]
+fn speaker_cleanup_command_removes_ours_and_keeps_foreign_objects() -> anyhow::Result<()> {
+    if !lab::enabled("policy_route") {
+        return Ok(());
+    }
+    let bin = speaker_binary()?;
+    let t = topology()?;
+    t.node.ip(&[
+        "route",
+        "add",
+        "192.0.2.128/25",
+        "via",
+        "198.51.100.1",
+        "dev",
+        "eth1",
+        "table",
+        "100",
+    ])?;
+    t.node
+        .ip(&["rule", "add", "from", "192.0.2.99", "lookup", "200"])?;
+    let baseline = dump(&t.node)?;
+    converge(&t.node, Some(spec()))?;
+    assert_eq!(ours(&dump(&t.node)?).len(), 3);
+    let bin = bin.to_string_lossy().into_owned();
+    let out = t.node.run(&[bin.as_str(), "cleanup"])?;
+    eprintln!("edgelb-speaker cleanup: {}", out.trim());
+    assert!(
+        out.contains("removed 1 policy rule(s) and 2 route(s)"),
+        "{out}"
+    );
+    assert_eq!(dump(&t.node)?, baseline);
+    Ok(())
+}
+
+#[test]
+fn dual_stack_installs_ipv6_rules_and_routes_idempotently() -> anyhow::Result<()> {
+    if !lab::enabled("policy_route") {
+        return Ok(());
+    }
+    let t = topology()?;
+    t.node.addr("eth1", "2001:db8:1::10/64")?;
+    let mut s = spec();
+    s.ip_families = vec![
+        edgelb_daemon::api::policy_route::IpFamily::IPv4,
+        edgelb_daemon::api::policy_route::IpFamily::IPv6,
+    ];
+    s.gateways = vec!["2001:db8:1::1".parse()?];
+    let (p, first) = converge(&t.node, Some(s.clone()))?;
+    assert!(p.conditions[0].installed(), "{:?}", p.conditions);
+    assert_eq!(
+        (first.rules_added, first.routes_replaced),
+        (2, 4),
+        "{first:?}"
+    );
+    let d = dump(&t.node)?;
+    eprintln!("installed:\n{}", ours(&d).join("\n"));
+    assert!(
+        d.contains("from 2001:db8:1::10 lookup 100 proto 235"),
+        "{d}"
+    );
+    assert!(
+        d.contains("default via 2001:db8:1::1 dev eth1 table 100 proto 235"),
+        "{d}"
+    );
+    assert!(
+        d.contains("2001:db8:1::/64 dev eth1 table 100 proto 235"),
+        "{d}"
+    );
+    let (_, second) = converge(&t.node, Some(s))?;
+    assert!(!second.changed(), "{second:?}");
+    assert_eq!(dump(&t.node)?, d);
+    let removed = cleanup(&t.node)?;
+    assert_eq!((removed.rules_removed, removed.routes_removed), (2, 4));
+    assert!(ours(&dump(&t.node)?).is_empty());
     Ok(())
 }
