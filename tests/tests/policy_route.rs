@@ -408,7 +408,8 @@ fn a_table_used_by_a_foreign_rule_gets_a_condition_and_nothing_is_installed() ->
 }
 
 #[test]
-fn rules_follow_an_address_change_on_the_private_nic_within_a_second() -> anyhow::Result<()> {
+fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
+) -> anyhow::Result<()> {
     if !lab::enabled("policy_route") {
         return Ok(());
     }
@@ -481,6 +482,32 @@ fn rules_follow_an_address_change_on_the_private_nic_within_a_second() -> anyhow
     )?;
     eprintln!("policy rule followed the address change in {elapsed:?}");
     eprintln!("{}", ours(&dump(&t.node)?).join("\n"));
+
+    // The DHCP client moves the private NIC's gateway: the auto gateway follows.
+    let start = Instant::now();
+    t.node.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        "198.51.100.2",
+        "dev",
+        "eth1",
+        "metric",
+        "200",
+    ])?;
+    let gw_elapsed = wait_until(
+        "the default route of table 100 to follow the gateway",
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || {
+            let table = t.node.ip(&["route", "show", "table", &TABLE.to_string()])?;
+            Ok(table
+                .contains("default via 198.51.100.2 dev eth1 proto 235")
+                .then(|| start.elapsed()))
+        },
+    )?;
+    eprintln!("policy route followed the gateway change in {gw_elapsed:?}");
     let _ = stop_tx.send(());
     speaker
         .join()
@@ -488,6 +515,10 @@ fn rules_follow_an_address_change_on_the_private_nic_within_a_second() -> anyhow
     assert!(
         elapsed < Duration::from_secs(1),
         "rules took {elapsed:?} to follow the address"
+    );
+    assert!(
+        gw_elapsed < Duration::from_secs(1),
+        "routes took {gw_elapsed:?} to follow the gateway"
     );
     // The subnet route's source followed too.
     let table = t.node.ip(&["route", "show", "table", &TABLE.to_string()])?;
