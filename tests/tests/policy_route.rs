@@ -55,8 +55,8 @@ fn enter(path: &str) -> anyhow::Result<()> {
 struct Topology {
     node: Netns,
     lb: Netns,
-    _private_router: Netns,
-    _public_router: Netns,
+    private_router: Netns,
+    public_router: Netns,
 }
 
 fn topology() -> anyhow::Result<Topology> {
@@ -120,8 +120,8 @@ fn topology() -> anyhow::Result<Topology> {
     Ok(Topology {
         node,
         lb,
-        _private_router: privr,
-        _public_router: pubr,
+        private_router: privr,
+        public_router: pubr,
     })
 }
 
@@ -189,13 +189,14 @@ fn ours(dump: &str) -> Vec<&str> {
     dump.lines().filter(|l| l.contains("proto 235")).collect()
 }
 
-/// A TCP server on the node's private address that answers one line per connection.
-fn serve(node: &Netns, port: u16) -> anyhow::Result<()> {
+/// A TCP server on a node address that answers one line per connection.
+fn serve(node: &Netns, addr: &str, port: u16) -> anyhow::Result<()> {
+    let ip: std::net::IpAddr = addr.parse()?;
     let path = format!("/run/netns/{}", node.name());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || -> anyhow::Result<()> {
         enter(&path)?;
-        let l = TcpListener::bind((NODE_PRIVATE, port))?;
+        let l = TcpListener::bind((ip, port))?;
         l.set_nonblocking(true)?;
         let _ = ready_tx.send(());
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -217,12 +218,12 @@ fn serve(node: &Netns, port: u16) -> anyhow::Result<()> {
         .context("server did not start")
 }
 
-/// Connects from the LB namespace to the node's private address; Ok(greeting) or Err.
-fn connect_from_lb(lb: &Netns, port: u16) -> anyhow::Result<String> {
+/// Connects from the LB namespace to a node address; Ok(greeting) or Err.
+fn connect_from_lb(lb: &Netns, addr: &str, port: u16) -> anyhow::Result<String> {
+    let addr = SocketAddr::new(addr.parse()?, port);
     let path = format!("/run/netns/{}", lb.name());
     std::thread::spawn(move || -> anyhow::Result<String> {
         enter(&path)?;
-        let addr: SocketAddr = format!("{NODE_PRIVATE}:{port}").parse()?;
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         let mut buf = String::new();
@@ -240,8 +241,8 @@ fn replies_to_lb_traffic_leave_by_the_private_nic_only_with_the_policy_route() -
         return Ok(());
     }
     let t = topology()?;
-    serve(&t.node, 8080)?;
-    let before = connect_from_lb(&t.lb, 8080);
+    serve(&t.node, NODE_PRIVATE, 8080)?;
+    let before = connect_from_lb(&t.lb, NODE_PRIVATE, 8080);
     assert!(
         before.is_err(),
         "without a policy route the SYN-ACK must leave by the public NIC and be lost: {before:?}"
@@ -263,12 +264,12 @@ fn replies_to_lb_traffic_leave_by_the_private_nic_only_with_the_policy_route() -
         "{d}"
     );
 
-    let greeting = connect_from_lb(&t.lb, 8080).context("with the policy route")?;
+    let greeting = connect_from_lb(&t.lb, NODE_PRIVATE, 8080).context("with the policy route")?;
     assert_eq!(greeting, "hello from the private NIC\n");
 
     cleanup(&t.node)?;
     assert!(
-        connect_from_lb(&t.lb, 8080).is_err(),
+        connect_from_lb(&t.lb, NODE_PRIVATE, 8080).is_err(),
         "cleanup must remove the route"
     );
     Ok(())
@@ -579,12 +580,42 @@ fn speaker_cleanup_command_removes_ours_and_keeps_foreign_objects() -> anyhow::R
 }
 
 #[test]
-fn dual_stack_installs_ipv6_rules_and_routes_idempotently() -> anyhow::Result<()> {
+fn dual_stack_ipv6_replies_leave_by_the_private_nic_and_reapply_changes_nothing(
+) -> anyhow::Result<()> {
     if !lab::enabled("policy_route") {
         return Ok(());
     }
     let t = topology()?;
+    // IPv6 beside IPv4: the same shape, 2001:db8:1::/64 private, 2001:db8:3::/64 public,
+    // the LB in 2001:db8:2::/64 behind the private router; main default by the public NIC.
     t.node.addr("eth1", "2001:db8:1::10/64")?;
+    t.node.addr("eth0", "2001:db8:3::10/64")?;
+    t.private_router.addr("down0", "2001:db8:1::1/64")?;
+    t.private_router.addr("up0", "2001:db8:2::1/64")?;
+    t.public_router.addr("down0", "2001:db8:3::1/64")?;
+    t.lb.addr("eth0", "2001:db8:2::10/64")?;
+    t.lb.ip(&["-6", "route", "add", "default", "via", "2001:db8:2::1"])?;
+    t.private_router
+        .sysctl("net.ipv6.conf.all.forwarding", "1")?;
+    t.public_router
+        .sysctl("net.ipv6.conf.all.forwarding", "0")?;
+    t.node.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:3::1",
+        "dev",
+        "eth0",
+    ])?;
+    serve(&t.node, "2001:db8:1::10", 8081)?;
+    let before = connect_from_lb(&t.lb, "2001:db8:1::10", 8081);
+    assert!(
+        before.is_err(),
+        "IPv6 reply must be lost without the policy route: {before:?}"
+    );
+
     let mut s = spec();
     s.ip_families = vec![
         edgelb_daemon::api::policy_route::IpFamily::IPv4,
@@ -612,11 +643,15 @@ fn dual_stack_installs_ipv6_rules_and_routes_idempotently() -> anyhow::Result<()
         d.contains("2001:db8:1::/64 dev eth1 table 100 proto 235"),
         "{d}"
     );
+    let greeting = connect_from_lb(&t.lb, "2001:db8:1::10", 8081).context("IPv6 with the route")?;
+    assert_eq!(greeting, "hello from the private NIC\n");
+
     let (_, second) = converge(&t.node, Some(s))?;
     assert!(!second.changed(), "{second:?}");
     assert_eq!(dump(&t.node)?, d);
     let removed = cleanup(&t.node)?;
     assert_eq!((removed.rules_removed, removed.routes_removed), (2, 4));
     assert!(ours(&dump(&t.node)?).is_empty());
+    assert!(connect_from_lb(&t.lb, "2001:db8:1::10", 8081).is_err());
     Ok(())
 }
