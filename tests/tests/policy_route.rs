@@ -421,6 +421,8 @@ fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
         .sysctl("net.ipv4.conf.eth1.promote_secondaries", "1")?;
     let path = format!("/run/netns/{}", t.node.name());
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = passes.clone();
     // The speaker loop: watch, observe, plan, apply; again on every change.
     let speaker = std::thread::spawn(move || -> anyhow::Result<()> {
         enter(&path)?;
@@ -443,6 +445,7 @@ fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
                 }
                 let p = plan(&facts.into_input(routes.clone(), node));
                 act.apply(&p).await?;
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 tokio::select! {
                     _ = watch.changed() => {}
                     _ = &mut stop_rx => return Ok(()),
@@ -463,6 +466,17 @@ fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
                 .then_some(()))
         },
     )?;
+
+    // Our own changes do not wake the loop again: idle means idle.
+    std::thread::sleep(Duration::from_millis(300));
+    let settled = passes.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(700));
+    let idle = passes.load(std::sync::atomic::Ordering::SeqCst) - settled;
+    eprintln!("speaker passes while idle for 700 ms: {idle}");
+    assert!(
+        idle <= 1,
+        "the speaker re-planned {idle} times with nothing changing"
+    );
 
     let start = Instant::now();
     t.node
