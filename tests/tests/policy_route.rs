@@ -11,7 +11,8 @@
 //! policy route makes a TCP connection from the LB namespace succeed. `rp_filter` is 0 on
 //! the node so the SYN is accepted either way and the test proves the route, not a sysctl.
 use anyhow::Context;
-use edgelb_daemon::actuate::policy_route::{watch_changes, ApplyReport, PolicyRouteActuator};
+use edgelb_daemon::actuate::policy_route::{ApplyReport, PolicyRouteActuator};
+use edgelb_daemon::actuate::policy_route_task::{run, PolicyRouteConfig, TaskReport, Timing};
 use edgelb_daemon::api::policy_route::PolicyRouteSpec;
 use edgelb_daemon::plan::policy_route::{
     plan, NamedPolicyRoute, NodeFacts, PolicyRoutePlan, Reason,
@@ -420,39 +421,31 @@ fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
     t.node
         .sysctl("net.ipv4.conf.eth1.promote_secondaries", "1")?;
     let path = format!("/run/netns/{}", t.node.name());
-    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let passes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = passes.clone();
-    // The speaker loop: watch, observe, plan, apply; again on every change.
+    // The product's task, as the speaker runs it; the config names the interface, since
+    // the node's InternalIP (the default) would go with the old address.
+    let mut s = spec();
+    s.interface = Some("eth1".into());
+    let config = PolicyRouteConfig {
+        routes: vec![NamedPolicyRoute {
+            name: "ens".into(),
+            spec: s,
+        }],
+        node: node_facts(),
+    };
+    let (config_tx, config_rx) = tokio::sync::watch::channel(config);
+    let (report_tx, report_rx) = tokio::sync::watch::channel(TaskReport::default());
+    let status = report_rx.clone();
+    let passes = move || report_rx.borrow().passes;
     let speaker = std::thread::spawn(move || -> anyhow::Result<()> {
         enter(&path)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async move {
-            let mut watch = watch_changes()?;
-            let mut act = PolicyRouteActuator::new()?;
-            let routes = vec![NamedPolicyRoute {
-                name: "ens".into(),
-                spec: spec(),
-            }];
-            loop {
-                let mut node = node_facts();
-                // The node's InternalIP follows the private NIC's address, as the kubelet's would.
-                let facts = act.observe().await?;
-                if let Some(l) = facts.links.iter().find(|l| l.name == "eth1") {
-                    node.internal_ips = l.addrs.iter().map(|a| a.addr()).collect();
-                }
-                let p = plan(&facts.into_input(routes.clone(), node));
-                act.apply(&p).await?;
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::select! {
-                    _ = watch.changed() => {}
-                    _ = &mut stop_rx => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                }
-            }
-        })
+        let timing = Timing {
+            resync: Duration::from_secs(60),
+            retry: Duration::from_millis(200),
+        };
+        Ok(rt.block_on(run(config_rx, report_tx, timing))?)
     });
     let rule = |addr: &str| format!("from {addr} lookup {TABLE} proto 235");
     wait_until(
@@ -469,10 +462,15 @@ fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
 
     // Our own changes do not wake the loop again: idle means idle.
     std::thread::sleep(Duration::from_millis(300));
-    let settled = passes.load(std::sync::atomic::Ordering::SeqCst);
+    let settled = passes();
     std::thread::sleep(Duration::from_millis(700));
-    let idle = passes.load(std::sync::atomic::Ordering::SeqCst) - settled;
+    let idle = passes() - settled;
     eprintln!("speaker passes while idle for 700 ms: {idle}");
+    let conditions = status.borrow().conditions.clone();
+    assert!(
+        conditions.len() == 1 && conditions[0].installed(),
+        "{conditions:?}"
+    );
     assert!(
         idle <= 1,
         "the speaker re-planned {idle} times with nothing changing"
@@ -523,7 +521,7 @@ fn rules_follow_an_address_or_gateway_change_on_the_private_nic_within_a_second(
         },
     )?;
     eprintln!("policy route followed the gateway change in {gw_elapsed:?}");
-    let _ = stop_tx.send(());
+    drop(config_tx);
     speaker
         .join()
         .map_err(|_| anyhow::anyhow!("speaker thread panicked"))??;

@@ -3,3 +3,4 @@
 
 pub mod policy_route;
 pub mod policy_route_netlink;
+pub mod policy_route_task;
