@@ -15,7 +15,7 @@ use edgelb_daemon::actuate::policy_route::{ApplyReport, PolicyRouteActuator};
 use edgelb_daemon::actuate::policy_route_task::{run, PolicyRouteConfig, TaskReport, Timing};
 use edgelb_daemon::api::policy_route::PolicyRouteSpec;
 use edgelb_daemon::plan::policy_route::{
-    plan, NamedPolicyRoute, NodeFacts, PolicyRoutePlan, Reason,
+    plan, NamedPolicyRoute, NodeFacts, PlannedRoute, PlannedRule, PolicyRoutePlan, Reason,
 };
 use edgelb_tests::lab::{self, netns::veth, wait_until, Netns};
 use std::future::Future;
@@ -314,7 +314,8 @@ fn apply_is_idempotent_adopts_after_restart_and_cleanup_keeps_foreign_objects() 
             rules_added: 1,
             rules_removed: 0,
             routes_replaced: 2,
-            routes_removed: 0
+            routes_removed: 0,
+            failed: vec![]
         }
     );
     let after_first = dump(&t.node)?;
@@ -345,7 +346,8 @@ fn apply_is_idempotent_adopts_after_restart_and_cleanup_keeps_foreign_objects() 
             rules_added: 0,
             rules_removed: 1,
             routes_replaced: 0,
-            routes_removed: 2
+            routes_removed: 2,
+            failed: vec![]
         }
     );
     assert_eq!(
@@ -665,5 +667,54 @@ fn dual_stack_ipv6_replies_leave_by_the_private_nic_and_reapply_changes_nothing(
     assert_eq!((removed.rules_removed, removed.routes_removed), (2, 4));
     assert!(ours(&dump(&t.node)?).is_empty());
     assert!(connect_from_lb(&t.lb, "2001:db8:1::10", 8081).is_err());
+    Ok(())
+}
+
+#[test]
+fn a_route_the_kernel_refuses_is_reported_and_does_not_stop_the_others() -> anyhow::Result<()> {
+    if !lab::enabled("policy_route") {
+        return Ok(());
+    }
+    let t = topology()?;
+    let report = in_ns(&t.node, || async {
+        let mut act = PolicyRouteActuator::new()?;
+        let routes = vec![NamedPolicyRoute {
+            name: "ens".into(),
+            spec: spec(),
+        }];
+        let facts = act.observe().await?;
+        let eth1 = facts
+            .links
+            .iter()
+            .find(|l| l.name == "eth1")
+            .context("eth1")?
+            .index;
+        let mut p = plan(&facts.into_input(routes, node_facts()));
+        // Past the planner's checks, as if the link had changed in between: a gateway that
+        // is on no connected subnet, which the kernel refuses (ENETUNREACH).
+        p.routes.push(PlannedRoute {
+            table: 101,
+            dst: "0.0.0.0/0".parse()?,
+            gateway: Some("192.0.2.77".parse()?),
+            oif: eth1,
+            prefsrc: None,
+        });
+        p.rules.push(PlannedRule {
+            priority: 1001,
+            src: "198.51.100.10/32".parse()?,
+            table: 101,
+        });
+        Ok(act.apply(&p).await?)
+    })?;
+    eprintln!("refused: {:?}", report.failed);
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    assert!(report.failed[0].contains("192.0.2.77"), "{report:?}");
+    assert_eq!((report.rules_added, report.routes_replaced), (1, 2));
+    let d = dump(&t.node)?;
+    assert!(d.contains("lookup 100 proto 235"), "{d}");
+    assert!(
+        !d.contains("lookup 101"),
+        "no rule for the refused table: {d}"
+    );
     Ok(())
 }

@@ -72,12 +72,18 @@ pub async fn run(
         let cfg = config.borrow_and_update().clone();
         let wait = match pass(&mut actuator, cfg).await {
             Ok((last, conditions)) => {
+                // A refused change is retried soon, like a failed pass.
+                let wait = if last.failed.is_empty() {
+                    timing.resync
+                } else {
+                    timing.retry
+                };
                 report.send_modify(|r| {
                     r.passes += 1;
                     r.last = last;
                     r.conditions = conditions;
                 });
-                timing.resync
+                wait
             }
             Err(error) => {
                 warn!(%error, "policy routes not converged; retrying");
