@@ -293,3 +293,58 @@ async fn changed_facts_propagate_to_every_member() {
     })
     .await;
 }
+
+/// A member cut off from the others (here: its key no longer matches, which
+/// drops every datagram both ways, like a cut link) loses its L2 quorum
+/// within two detection periods, the majority keeps it, and the member
+/// rejoins under a new generation once the cut heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_member_loses_its_l2_quorum_and_rejoins_after_healing() {
+    let (a, _b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    let old_generation = c.handle.local_id().generation;
+    let cut = Instant::now();
+    c.handle
+        .set_keys(ring(key(1, 99), vec![]))
+        .await
+        .expect("keys");
+    wait_for("the cut member to lose its quorum", DETECT, || {
+        !may_own_l2(&c.handle.quorum(false))
+    })
+    .await;
+    let lost = cut.elapsed();
+    let t = Timings::lan(3);
+    let detection = t.probe_period * 2 + t.suspect_to_down_after;
+    eprintln!(
+        "partitioned member stopped owning L2 after {lost:?} (one detection period ~{detection:?})"
+    );
+    assert!(
+        may_own_l2(&c.handle.quorum(true)),
+        "reaching the API server keeps ownership"
+    );
+    wait_for("the majority to see the cut member down", DETECT, || {
+        live_nodes(&a) == vec!["node-a".to_string(), "node-b".into()]
+    })
+    .await;
+    assert!(may_own_l2(&a.handle.quorum(false)), "2 of 3 is a majority");
+
+    c.handle
+        .set_keys(ring(key(1, 7), vec![]))
+        .await
+        .expect("keys");
+    let all = vec!["node-a".to_string(), "node-b".into(), "node-c".into()];
+    wait_for("the healed member to rejoin", CONVERGE, || {
+        live_nodes(&a) == all && live_nodes(&c) == all
+    })
+    .await;
+    eprintln!("healed member rejoined after {:?}", cut.elapsed() - lost);
+    let rejoined = a
+        .handle
+        .members()
+        .into_iter()
+        .find(|m| m.id.node == "node-c" && m.health != Health::Down)
+        .expect("node-c live");
+    assert!(
+        rejoined.id.generation > old_generation,
+        "a member declared down comes back as a new identity"
+    );
+}
