@@ -1,6 +1,7 @@
 //! Election for 10 000 IPs over 1 000 nodes: cold (index the view, elect
 //! everything) and after one change (one node declared down: re-index and
-//! re-elect, which is what the daemon loop does on a membership event).
+//! re-elect everything, or re-elect incrementally from the previous results,
+//! which is what the daemon loop does on a membership event).
 //! A 100-node run in the same process gives the baseline for the ratio.
 
 use std::collections::BTreeMap;
@@ -99,6 +100,16 @@ fn bench(c: &mut Criterion) {
                 black_box(view.elect_many(&reqs))
             })
         });
+        let down = changed[n / 2].node.clone();
+        group.bench_function(
+            format!("one_node_down_incremental_{IPS}ips_{n}nodes"),
+            |b| {
+                b.iter(|| {
+                    let view = ElectionView::new(black_box(changed.clone()));
+                    black_box(view.reelect_after_change(&reqs, &before, &down))
+                })
+            },
+        );
         // Not timed: how many L2 owners the change moved (only the dead node's).
         let after = ElectionView::new(changed.clone()).elect_many(&reqs);
         let moved = before

@@ -21,6 +21,7 @@
 //! and requests for the same IP and mode are merged (a node must be eligible
 //! for every one of them), so one result, one owner.
 
+mod incremental;
 pub mod quorum;
 pub mod rendezvous;
 pub mod selector;
@@ -297,10 +298,7 @@ impl ElectionView {
     /// IP then mode. Requests for the same IP and mode (Services sharing an
     /// IP) are merged: a node must be eligible for each of them.
     pub fn elect_many(&self, requests: &[ElectionRequest]) -> Vec<ElectionResult> {
-        let mut groups: BTreeMap<(IpAddr, ModeKind), Vec<&ElectionRequest>> = BTreeMap::new();
-        for r in requests {
-            groups.entry((r.ip, r.mode.kind())).or_default().push(r);
-        }
+        let groups = group_requests(requests);
         let mut classes: HashMap<ClassKey<'_>, ClassFilter> = HashMap::new();
         let mut out = Vec::with_capacity(groups.len());
         for ((ip, kind), group) in groups {
@@ -406,6 +404,17 @@ impl ElectionView {
         }
         finish(ip, kind, best, owners, Arc::from(Vec::new()), own)
     }
+}
+
+type Groups<'r> = BTreeMap<(IpAddr, ModeKind), Vec<&'r ElectionRequest>>;
+
+/// Requests by (IP, mode kind): Services sharing an IP land in one group.
+fn group_requests(requests: &[ElectionRequest]) -> Groups<'_> {
+    let mut groups: Groups<'_> = BTreeMap::new();
+    for r in requests {
+        groups.entry((r.ip, r.mode.kind())).or_default().push(r);
+    }
+    groups
 }
 
 fn consider<'n>(

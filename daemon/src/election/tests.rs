@@ -440,3 +440,78 @@ fn ownership_is_balanced() {
         assert!((1000..4000).contains(&c), "{node} owns {c} of 20000");
     }
 }
+
+// ---- incremental re-election equals a full one ----
+
+/// A varied node: some dead, some with a dead NIC, some in another subnet,
+/// some in another zone.
+fn varied_node(i: usize, bits: u8) -> Candidate {
+    let mut c = node(&format!("v{i:02}"));
+    c.live = bits & 1 == 0;
+    c.interfaces[0].up = bits & 2 == 0;
+    if bits & 4 != 0 {
+        c.interfaces[0].subnets = vec![net("198.51.100.0/24")];
+    }
+    if bits & 8 != 0 {
+        c.labels.insert("zone".into(), "b".into());
+    }
+    c
+}
+
+fn varied_requests(count: u8, local_mask: u32) -> Vec<ElectionRequest> {
+    let zone_a = vec![NodeSelector {
+        match_labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+        match_expressions: vec![],
+    }];
+    (0..count)
+        .map(|i| {
+            let mut r = if i % 3 == 0 {
+                bgp(&format!("192.0.2.{i}"))
+            } else {
+                l2(&format!("192.0.2.{i}"))
+            };
+            if i % 4 == 1 {
+                r.node_selectors = zone_a.clone();
+            }
+            if i % 5 == 2 {
+                r.local_endpoints = Some(
+                    (0..32)
+                        .filter(|b| local_mask & (1 << b) != 0)
+                        .map(|b| format!("v{b:02}"))
+                        .collect(),
+                );
+            }
+            r
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn reelection_after_one_change_equals_a_full_election(
+        bits in prop::collection::vec(0u8..16, 2..24),
+        victim in any::<prop::sample::Index>(),
+        change in 0u8..6,
+        local_mask in any::<u32>(),
+    ) {
+        let before: Vec<Candidate> = bits.iter().enumerate().map(|(i, b)| varied_node(i, *b)).collect();
+        let reqs = varied_requests(60, local_mask);
+        let v = victim.index(before.len());
+        let name = before[v].node.clone();
+        let mut after = before.clone();
+        match change {
+            0 => { after.remove(v); }
+            1 => after[v].live = !after[v].live,
+            2 => after[v].interfaces[0].up = !after[v].interfaces[0].up,
+            3 => after[v].interfaces[0].subnets = vec![net("192.0.2.0/25")],
+            4 => after[v].ready = false,
+            _ => after.push(node("zz-new")),
+        }
+        let changed = if change == 5 { "zz-new".to_string() } else { name };
+        let prev = ElectionView::new(before).elect_many(&reqs);
+        let view = ElectionView::new(after);
+        prop_assert_eq!(view.reelect_after_change(&reqs, &prev, &changed), view.elect_many(&reqs));
+    }
+}
