@@ -13,7 +13,14 @@
 //! Service can never take an address another Service is using, whatever the key order.
 //!
 //! Node pools slot in through [`AllocationKey::node_pool`]: today every key has `None`
-//! (one allocation per Service for the whole cluster).
+//! (one allocation per Service for the whole cluster). With node pools (SPEC.md, "Node pools
+//! and regions") the first pass expands each Service into one key per node pool its
+//! `service.openyurt.io/nodepool-labelselector` selects (the snapshot already holds
+//! `node_pools` and each node's pool); [`pool::PoolView`] gains the node pools an
+//! `IPAddressPool` may serve, which `serves` checks beside `serviceAllocation`. Keep and
+//! allocate stay as they are, per key; `Assignments::ips` of a Service becomes the union
+//! over its keys (its `status.loadBalancer.ingress`), and the PoolService writer reads the
+//! per-key outcomes.
 
 pub mod pool;
 pub mod range;
@@ -396,11 +403,12 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
                 continue;
             }
         };
-        let labels = svc.metadata.labels.clone().unwrap_or_default();
+        let no_labels = BTreeMap::new();
+        let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
         let ns_labels = snap.namespace_labels.get(&key.namespace);
         let serves: Vec<bool> = pools
             .iter()
-            .map(|p| p.serves(&key.namespace, ns_labels, &labels))
+            .map(|p| p.serves(&key.namespace, ns_labels, labels))
             .collect();
         let prev_ips: Vec<IpAddr> = match previous.outcomes.get(&akey) {
             Some(Ok(a)) => a.ips.clone(),
