@@ -55,17 +55,32 @@ fn bench(c: &mut Criterion) {
     changed_store.apply(Object::Service(service("ns-new", "svc-new", 80)), NS);
     let changed = changed_store.snapshot(&sel);
 
+    // Baseline for ratios on a loaded machine: the least any allocator does, one hash-map
+    // insert per Service key.
+    let keys: Vec<_> = snap.services.keys().cloned().collect();
+    c.bench_function("baseline_hashmap_insert_10k_keys", |b| {
+        b.iter(|| {
+            let m: std::collections::HashMap<_, usize> = keys
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, k)| (k, i))
+                .collect();
+            black_box(m)
+        })
+    });
     c.bench_function("snapshot_build_cold_10k_services", |b| {
         b.iter(|| black_box(store.snapshot(&sel)))
     });
     c.bench_function("allocate_cold_10k_services_50_pools", |b| {
         b.iter(|| black_box(allocate(&snap, &Assignments::default())))
     });
+    let mut live = changed_store.clone();
+    let edited = service("ns-new", "svc-new", 81);
     c.bench_function("snapshot_build_after_one_change", |b| {
         b.iter(|| {
-            let mut s = changed_store.clone();
-            s.apply(Object::Service(service("ns-new", "svc-new2", 81)), NS);
-            black_box(s.snapshot(&sel))
+            live.apply(Object::Service(edited.clone()), NS);
+            black_box(live.snapshot(&sel))
         })
     });
     c.bench_function("allocate_after_one_change", |b| {
