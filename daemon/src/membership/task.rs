@@ -461,12 +461,10 @@ impl MembershipTask {
 
     fn publish_snapshot(&self) {
         let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        let facts_for = |id: &SpeakerId| {
-            book.by_node
-                .get(&id.node)
-                .filter(|f| f.generation == id.generation)
-                .cloned()
-        };
+        // The newest facts of the node, even from an older generation: a
+        // renewed identity republishes within milliseconds, and showing none
+        // meanwhile would make the election see its NIC down and move IPs.
+        let facts_for = |id: &SpeakerId| book.by_node.get(&id.node).cloned();
         let me = self.swim.identity();
         let mut members = vec![MemberSnapshot {
             id: me.clone(),
