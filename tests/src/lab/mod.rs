@@ -1,6 +1,15 @@
 //! Lab helpers every end-to-end test uses: namespaces, links, processes, waiting.
+pub mod bird;
+pub mod frr;
+pub mod gobgp;
 pub mod netns;
+pub mod router;
 pub mod wait;
+
+pub use bird::{Bird, BirdConfig};
+pub use frr::{Frr, FrrConfig};
+pub use gobgp::{Gobgp, GobgpConfig};
+pub use router::{Announce, BgpRouter, Family, ListenRange, Neighbor, Origin, Route};
 
 pub use netns::{Lan, Netns, NsProcess};
 pub use wait::wait_until;

@@ -1,0 +1,603 @@
+//! FRR `bgpd` as a router inside a namespace.
+//!
+//! Runs `/usr/lib/frr/bgpd -Z -S -P 0 -f CONF -i PID --vty_socket DIR --log stdout` in the
+//! foreground: `-Z` without zebra (received routes are still selected as best), `-S` skips the
+//! switch to user `frr` (which fails for root with "user(root) is not part of vty group
+//! frrvty" when `-u root -g root` is given), `-P 0` disables the TCP vty so several bgpd can
+//! share a namespace. Everything lives in a private `RunDir`; `vtysh --vty_socket DIR` talks
+//! to this bgpd only. FRR 8 drops eBGP routes without a policy unless
+//! `no bgp ebgp-requires-policy`, and only originates `network` statements for routes it has
+//! in its RIB unless `no bgp network import-check`: both are always set.
+use super::router::{
+    canonical_prefix, next_hop, quote, read_pid, tail, well_known_community, Announce, BgpRouter,
+    Family, ListenRange, Neighbor, Origin, Route, RunDir,
+};
+use super::{wait_until, Netns, NsProcess};
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::time::Duration;
+
+/// What an FRR router is configured with.
+#[derive(Debug, Clone)]
+pub struct FrrConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    pub neighbors: Vec<Neighbor>,
+    /// Dynamic neighbours: `bgp listen range PREFIX peer-group RANGEn`.
+    pub listen_ranges: Vec<ListenRange>,
+    /// Prefixes originated with `network PREFIX route-map ...`.
+    pub announce: Vec<Announce>,
+    /// BGP listen port (`-p`); 179 when `None`, 0 to not listen.
+    pub listen_port: Option<u16>,
+    /// Raw lines appended inside `router bgp` (an escape hatch for one test's needs).
+    pub extra: Vec<String>,
+}
+
+impl FrrConfig {
+    pub fn new(router_id: Ipv4Addr, local_as: u32) -> FrrConfig {
+        FrrConfig {
+            router_id,
+            local_as,
+            neighbors: Vec::new(),
+            listen_ranges: Vec::new(),
+            announce: Vec::new(),
+            listen_port: None,
+            extra: Vec::new(),
+        }
+    }
+    pub fn neighbor(mut self, n: Neighbor) -> Self {
+        self.neighbors.push(n);
+        self
+    }
+    pub fn listen_range(mut self, r: ListenRange) -> Self {
+        self.listen_ranges.push(r);
+        self
+    }
+    pub fn announce(mut self, a: Announce) -> Self {
+        self.announce.push(a);
+        self
+    }
+
+    /// The `bgpd.conf` text.
+    pub fn render(&self) -> String {
+        let mut out =
+            String::from("frr defaults traditional\nhostname frr\nlog stdout informational\n");
+        out.push_str("debug bgp neighbor-events\n!\n");
+        let mut networks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for a in &self.announce {
+            let (route_map, network) = announce_lines(a);
+            for l in route_map {
+                out.push_str(&l);
+                out.push('\n');
+            }
+            networks
+                .entry(family_block(a.family()))
+                .or_default()
+                .push(network);
+        }
+        out.push_str(&format!("router bgp {}\n", self.local_as));
+        out.push_str(&format!(" bgp router-id {}\n", self.router_id));
+        out.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n");
+        out.push_str(" no bgp network import-check\n");
+        let mut activate: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for n in &self.neighbors {
+            let a = n.address;
+            out.push_str(&format!(" neighbor {a} remote-as {}\n", n.remote_as));
+            out.push_str(&session_lines(&a.to_string(), n.password.as_deref()));
+            if let Some(p) = n.port {
+                out.push_str(&format!(" neighbor {a} port {p}\n"));
+            }
+            if n.passive {
+                out.push_str(&format!(" neighbor {a} passive\n"));
+            }
+            if let Some(ttl) = n.ebgp_multihop {
+                out.push_str(&format!(" neighbor {a} ebgp-multihop {ttl}\n"));
+            }
+            if let Some(h) = n.hold_time {
+                out.push_str(&format!(" neighbor {a} timers {} {h}\n", (h / 3).max(1)));
+            }
+            for f in n.active_families() {
+                activate
+                    .entry(family_block(f))
+                    .or_default()
+                    .push(format!("  neighbor {a} activate\n"));
+            }
+        }
+        for (i, r) in self.listen_ranges.iter().enumerate() {
+            let g = format!("RANGE{i}");
+            out.push_str(&format!(" neighbor {g} peer-group\n"));
+            out.push_str(&format!(" neighbor {g} remote-as {}\n", r.remote_as));
+            out.push_str(&session_lines(&g, r.password.as_deref()));
+            out.push_str(&format!(" bgp listen range {} peer-group {g}\n", r.prefix));
+            for f in r.active_families() {
+                activate
+                    .entry(family_block(f))
+                    .or_default()
+                    .push(format!("  neighbor {g} activate\n"));
+            }
+        }
+        for l in &self.extra {
+            out.push_str(&format!(" {l}\n"));
+        }
+        for block in ["ipv4 unicast", "ipv6 unicast"] {
+            let acts = activate.get(block).cloned().unwrap_or_default();
+            let nets = networks.get(block).cloned().unwrap_or_default();
+            if acts.is_empty() && nets.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(" address-family {block}\n"));
+            for l in acts {
+                out.push_str(&l);
+            }
+            for l in nets {
+                out.push_str(&format!("  {l}\n"));
+            }
+            out.push_str(" exit-address-family\n");
+        }
+        out.push_str("!\n");
+        out
+    }
+}
+
+fn family_block(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4 unicast",
+        Family::V6 => "ipv6 unicast",
+    }
+}
+
+/// Per-session lines shared by neighbours and peer groups: a fast retry and no MRAI delay so
+/// tests see changes at once.
+fn session_lines(who: &str, password: Option<&str>) -> String {
+    let mut out =
+        format!(" neighbor {who} timers connect 1\n neighbor {who} advertisement-interval 0\n");
+    if let Some(p) = password {
+        out.push_str(&format!(" neighbor {who} password {p}\n"));
+    }
+    out
+}
+
+/// The route-map (empty when the prefix has no attributes) and the `network` line that
+/// originate `a`.
+fn announce_lines(a: &Announce) -> (Vec<String>, String) {
+    let mut sets = Vec::new();
+    if !a.communities.is_empty() {
+        sets.push(format!(" set community {}", a.communities.join(" ")));
+    }
+    if !a.large_communities.is_empty() {
+        sets.push(format!(
+            " set large-community {}",
+            a.large_communities.join(" ")
+        ));
+    }
+    if let Some(m) = a.med {
+        sets.push(format!(" set metric {m}"));
+    }
+    if let Some(lp) = a.local_pref {
+        sets.push(format!(" set local-preference {lp}"));
+    }
+    if !a.prepend.is_empty() {
+        let asns: Vec<String> = a.prepend.iter().map(|x| x.to_string()).collect();
+        sets.push(format!(" set as-path prepend {}", asns.join(" ")));
+    }
+    if sets.is_empty() {
+        return (Vec::new(), format!("network {}", a.prefix));
+    }
+    let name = format!("ANN-{}", a.prefix.replace(['/', ':', '.'], "-"));
+    let mut lines = vec![format!("route-map {name} permit 10")];
+    lines.extend(sets);
+    lines.push("exit".to_string());
+    (lines, format!("network {} route-map {name}", a.prefix))
+}
+
+/// A running FRR bgpd. Killed on drop (the guard), its run directory removed unless the test
+/// is panicking (then its log is printed).
+#[derive(Debug)]
+pub struct Frr {
+    process: NsProcess,
+    pid: u32,
+    local_as: u32,
+    dir: RunDir,
+}
+
+impl Frr {
+    /// Writes the config, starts bgpd in `ns` and waits (up to 10 s) until vtysh answers.
+    pub fn start(ns: &Netns, config: FrrConfig) -> anyhow::Result<Frr> {
+        let mut dir = RunDir::new("frr")?;
+        let conf = dir.write("bgpd.conf", &config.render())?;
+        let pid_file = dir.file("bgpd.pid");
+        let log = dir.log("bgpd.log");
+        let port = config.listen_port.unwrap_or(179).to_string();
+        let conf_s = conf.to_string_lossy().into_owned();
+        let pid_s = pid_file.to_string_lossy().into_owned();
+        let sock_s = dir.path().to_string_lossy().into_owned();
+        let mut process = ns.spawn(
+            &[
+                "/usr/lib/frr/bgpd",
+                "-Z",
+                "-S",
+                "-P",
+                "0",
+                "-p",
+                &port,
+                "-f",
+                &conf_s,
+                "-i",
+                &pid_s,
+                "--vty_socket",
+                &sock_s,
+                "--log",
+                "stdout",
+            ],
+            Some(&log),
+        )?;
+        let ready = wait_until(
+            "bgpd to answer vtysh",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                if !process.running() {
+                    bail!("bgpd exited");
+                }
+                if !pid_file.exists() || !dir.file("bgpd.vty").exists() {
+                    return Ok(None);
+                }
+                Ok(vtysh_in(dir.path(), "show bgp summary json").ok())
+            },
+        );
+        if let Err(e) = ready {
+            return Err(e.context(format!(
+                "starting FRR in {} with config:\n{}\nlog:\n{}",
+                ns.name(),
+                config.render(),
+                tail(&dir.read_logs(), 40)
+            )));
+        }
+        let pid = read_pid(&pid_file)?;
+        Ok(Frr {
+            process,
+            pid,
+            local_as: config.local_as,
+            dir,
+        })
+    }
+
+    /// Runs one vtysh command against this bgpd.
+    pub fn vtysh(&self, command: &str) -> anyhow::Result<String> {
+        vtysh_in(self.dir.path(), command)
+    }
+
+    /// Applies configuration lines in `configure terminal` (e.g. `["router bgp 65001",
+    /// "neighbor 192.0.2.9 shutdown"]`).
+    pub fn configure(&self, lines: &[&str]) -> anyhow::Result<()> {
+        let mut args: Vec<String> = vec!["-c".into(), "configure terminal".into()];
+        for l in lines {
+            args.push("-c".into());
+            args.push((*l).to_string());
+        }
+        let out = run_vtysh(self.dir.path(), &args)?;
+        if out.contains("% ") {
+            bail!("FRR rejected {lines:?}: {}", quote(&out));
+        }
+        Ok(())
+    }
+
+    /// Originates `a` now (route-map with its attributes, then `network`).
+    pub fn announce(&self, a: &Announce) -> anyhow::Result<()> {
+        let (route_map, network) = announce_lines(a);
+        let mut lines: Vec<String> = route_map;
+        lines.push(format!("router bgp {}", self.local_as));
+        lines.push(format!("address-family {}", family_block(a.family())));
+        lines.push(network);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        self.configure(&refs)
+    }
+
+    /// Stops originating `prefix` (withdrawn from every peer).
+    pub fn withdraw(&self, prefix: &str) -> anyhow::Result<()> {
+        let bgp = format!("router bgp {}", self.local_as);
+        let af = format!("address-family {}", family_block(Family::of_prefix(prefix)));
+        let no = format!("no network {prefix}");
+        self.configure(&[&bgp, &af, &no])
+    }
+
+    /// Prefixes accepted from `addr` in `family` (`pfxRcd` of the summary): cheap to poll.
+    pub fn received_prefixes(&self, addr: IpAddr, family: Family) -> anyhow::Result<u64> {
+        let fam = match family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        };
+        let out = self.vtysh(&format!("show bgp {fam} unicast summary json"))?;
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .with_context(|| format!("FRR summary is not JSON: {}", quote(&out)))?;
+        v["peers"][addr.to_string()]["pfxRcd"]
+            .as_u64()
+            .with_context(|| format!("FRR summary has no pfxRcd for {addr}: {}", quote(&out)))
+    }
+
+    /// The daemon's pid (from its pid file).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The run directory (config, socket, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Stops bgpd with SIGTERM (it closes its sessions with a Cease NOTIFICATION) and waits up
+    /// to 5 s for it to exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        self.process.signal(libc::SIGTERM)?;
+        self.process.wait_exit(Duration::from_secs(5))?;
+        Ok(())
+    }
+}
+
+impl Drop for Frr {
+    fn drop(&mut self) {
+        // The process guard kills bgpd after this body; bgpd keeps a crash-log directory per
+        // pid under /var/tmp/frr that nothing else removes.
+        let _ = self.process.signal(libc::SIGKILL);
+        let _ = self.process.wait_exit(Duration::from_secs(2));
+        let _ = std::fs::remove_dir_all(format!("/var/tmp/frr/bgpd.{}", self.pid));
+        let _ = std::fs::remove_dir("/var/tmp/frr");
+    }
+}
+
+impl BgpRouter for Frr {
+    fn kind(&self) -> &'static str {
+        "frr"
+    }
+
+    fn rib(&self, family: Family) -> anyhow::Result<Vec<Route>> {
+        let fam = match family {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        };
+        parse_rib(&self.vtysh(&format!("show bgp {fam} unicast json detail"))?)
+    }
+
+    fn neighbor_state(&self, addr: IpAddr) -> anyhow::Result<String> {
+        parse_neighbor_state(&self.vtysh("show bgp neighbors json")?, addr)
+    }
+
+    fn logs(&self) -> String {
+        self.dir.read_logs()
+    }
+}
+
+fn vtysh_in(dir: &Path, command: &str) -> anyhow::Result<String> {
+    run_vtysh(dir, &["-c".to_string(), command.to_string()])
+}
+
+fn run_vtysh(dir: &Path, args: &[String]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("vtysh")
+        .arg("--vty_socket")
+        .arg(dir)
+        .args(["-d", "bgpd"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running vtysh")?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "vtysh {args:?} exited with {}: {} {}",
+            out.status,
+            quote(&stdout),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(stdout)
+}
+
+#[derive(Deserialize)]
+struct Rib {
+    #[serde(default)]
+    routes: BTreeMap<String, Vec<serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct Path_ {
+    #[serde(default)]
+    aspath: Option<AsPath>,
+    origin: String,
+    metric: Option<u32>,
+    #[serde(rename = "locPrf")]
+    loc_prf: Option<u32>,
+    #[serde(default)]
+    bestpath: serde_json::Value,
+    community: Option<Communities>,
+    #[serde(rename = "largeCommunity")]
+    large_community: Option<Communities>,
+    #[serde(default)]
+    nexthops: Vec<NextHop>,
+    peer: Option<Peer>,
+}
+
+#[derive(Deserialize)]
+struct AsPath {
+    #[serde(default)]
+    segments: Vec<Segment>,
+}
+
+#[derive(Deserialize)]
+struct Segment {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    list: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct Communities {
+    #[serde(default)]
+    list: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct NextHop {
+    ip: String,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Peer {
+    #[serde(rename = "peerId")]
+    peer_id: String,
+}
+
+/// Parses `show bgp <afi> unicast json detail` (FRR 8.4: each prefix maps to a list whose
+/// first element describes the prefix and the others are paths).
+pub fn parse_rib(output: &str) -> anyhow::Result<Vec<Route>> {
+    let rib: Rib = serde_json::from_str(output)
+        .with_context(|| format!("FRR RIB is not the expected JSON: {}", quote(output)))?;
+    let mut routes = Vec::new();
+    for (prefix, entries) in rib.routes {
+        let prefix = canonical_prefix(&prefix)?;
+        for entry in entries.into_iter().filter(|e| e.get("origin").is_some()) {
+            let text = entry.to_string();
+            let p: Path_ = serde_json::from_value(entry)
+                .with_context(|| format!("FRR path for {prefix}: {}", quote(&text)))?;
+            routes.push(
+                to_route(&prefix, p)
+                    .with_context(|| format!("FRR path for {prefix}: {}", quote(&text)))?,
+            );
+        }
+    }
+    Ok(routes)
+}
+
+fn to_route(prefix: &str, p: Path_) -> anyhow::Result<Route> {
+    let mut as_path = Vec::new();
+    let mut as_set = false;
+    for s in p.aspath.map(|a| a.segments).unwrap_or_default() {
+        as_set |= s.kind.contains("set");
+        as_path.extend(s.list);
+    }
+    let hop = p
+        .nexthops
+        .iter()
+        .find(|n| n.scope.as_deref() != Some("link-local"))
+        .or(p.nexthops.first());
+    let communities = p
+        .community
+        .map(|c| c.list)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| well_known_community(&c).map(str::to_string).unwrap_or(c))
+        .collect();
+    let best = match &p.bestpath {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Object(o) => o.get("overall").and_then(|v| v.as_bool()) == Some(true),
+        _ => false,
+    };
+    Ok(Route {
+        prefix: prefix.to_string(),
+        next_hop: match hop {
+            Some(h) => next_hop(&h.ip)?,
+            None => None,
+        },
+        as_path,
+        as_set,
+        origin: Origin::parse(&p.origin)?,
+        med: p.metric,
+        local_pref: p.loc_prf,
+        communities,
+        large_communities: p.large_community.map(|c| c.list).unwrap_or_default(),
+        best,
+        peer: match p.peer {
+            Some(peer) => next_hop(&peer.peer_id)?,
+            None => None,
+        },
+    })
+}
+
+/// Reads `bgpState` of `addr` from `show bgp neighbors json`.
+pub fn parse_neighbor_state(output: &str, addr: IpAddr) -> anyhow::Result<String> {
+    let v: serde_json::Value = serde_json::from_str(output)
+        .with_context(|| format!("FRR neighbors is not JSON: {}", quote(output)))?;
+    let Some(n) = v.get(addr.to_string()) else {
+        bail!("FRR has no neighbor {addr}");
+    };
+    n["bgpState"].as_str().map(str::to_string).with_context(|| {
+        format!(
+            "FRR neighbor {addr} has no bgpState: {}",
+            quote(&n.to_string())
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RIB: &str = r#"{
+ "vrfId": 0, "routerId": "192.0.2.1", "localAS": 65001,
+ "routes": { "198.51.100.0/24": [{"prefix":"198.51.100.0/24","version":1},{"aspath":{"string":"65002 {7 8}","segments":[{"type":"as-sequence","list":[65002]},{"type":"as-set","list":[7,8]}],"length":2},"origin":"IGP","metric":50,"locPrf":200,"valid":true,"version":1,"bestpath":{"overall":true,"selectionReason":"First path received"},"community":{"string":"65002:1 noExport","list":["65002:1","noExport"]},"largeCommunity":{"string":"65002:1:2","list":["65002:1:2"]},"nexthops":[{"ip":"192.0.2.2","afi":"ipv4","metric":0,"accessible":true,"used":true}],"peer":{"peerId":"192.0.2.2","routerId":"192.0.2.2","type":"internal"}}]
+,"203.0.113.0/24": [{"prefix":"203.0.113.0/24","version":3},{"aspath":{"string":"Local","segments":[],"length":0},"origin":"incomplete","weight":32768,"valid":true,"sourced":true,"bestpath":{"overall":true},"nexthops":[{"ip":"0.0.0.0","afi":"ipv4","used":true}],"peer":{"peerId":"0.0.0.0","routerId":"192.0.2.1"}}]
+ }  } "#;
+
+    #[test]
+    fn rib_json_detail_gives_every_attribute() {
+        let r = parse_rib(RIB).expect("parses");
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].prefix, "198.51.100.0/24");
+        assert_eq!(r[0].as_path, vec![65002, 7, 8]);
+        assert!(r[0].as_set);
+        assert_eq!(r[0].med, Some(50));
+        assert_eq!(r[0].local_pref, Some(200));
+        assert_eq!(r[0].communities, vec!["65002:1", "65535:65281"]);
+        assert_eq!(r[0].large_communities, vec!["65002:1:2"]);
+        assert_eq!(r[0].next_hop, Some("192.0.2.2".parse().expect("ip")));
+        assert_eq!(r[0].peer, r[0].next_hop);
+        assert!(r[0].best);
+        assert_eq!(r[1].origin, Origin::Incomplete);
+        assert_eq!((r[1].next_hop, r[1].peer), (None, None));
+    }
+
+    #[test]
+    fn bad_output_is_quoted_in_the_error() {
+        let e = parse_rib("% Unknown command").expect_err("not JSON");
+        assert!(format!("{e:#}").contains("% Unknown command"));
+    }
+
+    #[test]
+    fn neighbor_state_is_read_by_address() {
+        let out = r#"{"2001:db8::2":{"bgpState":"Active"}}"#;
+        let addr: IpAddr = "2001:db8::2".parse().expect("ip");
+        assert_eq!(parse_neighbor_state(out, addr).expect("state"), "Active");
+        assert!(parse_neighbor_state(out, "192.0.2.9".parse().expect("ip")).is_err());
+    }
+
+    #[test]
+    fn config_has_the_knobs_tests_need() {
+        let c = FrrConfig::new("192.0.2.1".parse().expect("ip"), 65001)
+            .neighbor(
+                Neighbor::new("192.0.2.2".parse().expect("ip"), 65002)
+                    .password("s3cret")
+                    .passive()
+                    .port(1790)
+                    .hold_time(9),
+            )
+            .listen_range(ListenRange::new("198.51.100.0/24", 65010))
+            .announce(Announce::new("203.0.113.0/24").community("65001:7").med(5))
+            .render();
+        for want in [
+            " neighbor 192.0.2.2 password s3cret",
+            " neighbor 192.0.2.2 passive",
+            " neighbor 192.0.2.2 port 1790",
+            " neighbor 192.0.2.2 timers 3 9",
+            " bgp listen range 198.51.100.0/24 peer-group RANGE0",
+            "  neighbor RANGE0 activate",
+            " set community 65001:7",
+            "  network 203.0.113.0/24 route-map ANN-203-0-113-0-24",
+        ] {
+            assert!(c.contains(want), "missing {want:?} in\n{c}");
+        }
+    }
+}
