@@ -2,6 +2,7 @@
 pub mod bird;
 pub mod frr;
 pub mod gobgp;
+pub mod capture;
 pub mod netns;
 pub mod router;
 pub mod wait;

@@ -1,0 +1,273 @@
+//! When to announce each owned address: a pure timetable; time comes in as a value.
+//!
+//! Announcements are repeated because a single frame can be lost and because some hosts
+//! rate-limit updates; RFC 5227 §2.3 sends two announcements 2 s apart, RFC 4861 §7.2.6
+//! allows up to MAX_NEIGHBOR_ADVERTISEMENT (3) unsolicited advertisements. The defaults are
+//! denser at the start so that a client that missed the first frame still moves within 0.5 s.
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// Offsets from the moment an address becomes owned (or its link comes back) at which it
+/// is announced, plus an optional refresh after the last one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timetable {
+    /// IPv4: each step sends the request and the reply form of gratuitous ARP.
+    pub arp: Vec<Duration>,
+    /// IPv6: each step sends one unsolicited neighbour advertisement with Override.
+    pub ndp: Vec<Duration>,
+    /// Announce again every `refresh` after the last step; `None` (the default) stops.
+    pub refresh: Option<Duration>,
+}
+
+impl Default for Timetable {
+    fn default() -> Self {
+        let ms = Duration::from_millis;
+        Timetable {
+            arp: vec![ms(0), ms(500), ms(1000), ms(2000)],
+            ndp: vec![ms(0), ms(1000), ms(2000)],
+            refresh: None,
+        }
+    }
+}
+
+impl Timetable {
+    fn steps(&self, ip: &IpAddr) -> &[Duration] {
+        match ip {
+            IpAddr::V4(_) => &self.arp,
+            IpAddr::V6(_) => &self.ndp,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    start: Instant,
+    /// Index of the next step to send; `steps.len()` once all are sent.
+    next_step: usize,
+    last_sent: Option<Instant>,
+}
+
+/// The announcement timetable of one interface.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    table: Timetable,
+    entries: BTreeMap<IpAddr, Entry>,
+}
+
+impl Schedule {
+    pub fn new(table: Timetable) -> Schedule {
+        Schedule {
+            table,
+            entries: BTreeMap::new(),
+        }
+    }
+
+    /// Starts the timetable of `ip` at `now` unless it is already running.
+    pub fn own(&mut self, ip: IpAddr, now: Instant) {
+        self.entries.entry(ip).or_insert(Entry {
+            start: now,
+            next_step: 0,
+            last_sent: None,
+        });
+    }
+
+    /// Forgets `ip`: nothing more is sent for it.
+    pub fn disown(&mut self, ip: &IpAddr) {
+        self.entries.remove(ip);
+    }
+
+    /// Starts every address's timetable again at `now` (link up, new MAC, new interface).
+    pub fn restart(&mut self, now: Instant) {
+        for e in self.entries.values_mut() {
+            e.start = now;
+            e.next_step = 0;
+        }
+    }
+
+    fn due_at(&self, ip: &IpAddr, e: &Entry) -> Option<Instant> {
+        let steps = self.table.steps(ip);
+        match steps.get(e.next_step) {
+            Some(offset) => Some(e.start + *offset),
+            None => {
+                let refresh = self.table.refresh?;
+                Some(e.last_sent.unwrap_or(e.start) + refresh)
+            }
+        }
+    }
+
+    /// The earliest moment something is due, if anything ever is.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.entries
+            .iter()
+            .filter_map(|(ip, e)| self.due_at(ip, e))
+            .min()
+    }
+
+    /// Takes the addresses due at `now`, in address order, and advances their timetables.
+    /// Steps missed while late are skipped, not sent in a burst.
+    pub fn take_due(&mut self, now: Instant) -> Vec<IpAddr> {
+        let mut due = Vec::new();
+        let table = &self.table;
+        for (ip, e) in self.entries.iter_mut() {
+            let steps = table.steps(ip);
+            let at = match steps.get(e.next_step) {
+                Some(offset) => e.start + *offset,
+                None => match table.refresh {
+                    Some(r) => e.last_sent.unwrap_or(e.start) + r,
+                    None => continue,
+                },
+            };
+            if at > now {
+                continue;
+            }
+            due.push(*ip);
+            e.last_sent = Some(now);
+            while e.next_step < steps.len() && e.start + steps[e.next_step] <= now {
+                e.next_step += 1;
+            }
+        }
+        due
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// Runs the schedule from `t0` to `t0 + until`, ticking at every due moment, and
+    /// returns the offsets at which `addr` was sent.
+    fn run(s: &mut Schedule, t0: Instant, until: Duration, addr: IpAddr) -> Vec<Duration> {
+        let mut sent = Vec::new();
+        while let Some(at) = s.next_due() {
+            if at > t0 + until {
+                break;
+            }
+            for a in s.take_due(at) {
+                if a == addr {
+                    sent.push(at - t0);
+                }
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn ipv4_is_announced_at_0_half_1_and_2_seconds_by_default() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timetable::default());
+        s.own(ip("192.0.2.100"), t0);
+        let sent = run(&mut s, t0, Duration::from_secs(60), ip("192.0.2.100"));
+        assert_eq!(sent, vec![ms(0), ms(500), ms(1000), ms(2000)]);
+        assert_eq!(s.next_due(), None, "no refresh by default");
+    }
+
+    #[test]
+    fn ipv6_is_announced_three_times_one_second_apart_by_default() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timetable::default());
+        s.own(ip("2001:db8::100"), t0);
+        let sent = run(&mut s, t0, Duration::from_secs(60), ip("2001:db8::100"));
+        assert_eq!(sent, vec![ms(0), ms(1000), ms(2000)]);
+    }
+
+    #[test]
+    fn an_address_already_owned_is_not_restarted_by_owning_it_again() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timetable::default());
+        s.own(ip("192.0.2.100"), t0);
+        assert_eq!(s.take_due(t0), vec![ip("192.0.2.100")]);
+        s.own(ip("192.0.2.100"), t0 + ms(100));
+        assert_eq!(s.take_due(t0 + ms(100)), Vec::<IpAddr>::new());
+        assert_eq!(s.next_due(), Some(t0 + ms(500)));
+    }
+
+    #[test]
+    fn a_disowned_address_is_never_due_again() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timetable::default());
+        s.own(ip("192.0.2.100"), t0);
+        s.take_due(t0);
+        s.disown(&ip("192.0.2.100"));
+        assert_eq!(s.next_due(), None);
+        assert!(s.take_due(t0 + ms(600)).is_empty());
+    }
+
+    #[test]
+    fn restart_sends_everything_again_at_once_and_repeats_the_timetable() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timetable::default());
+        s.own(ip("192.0.2.100"), t0);
+        let _ = run(&mut s, t0, Duration::from_secs(5), ip("192.0.2.100"));
+        let t1 = t0 + Duration::from_secs(10);
+        s.restart(t1);
+        let sent = run(&mut s, t1, Duration::from_secs(60), ip("192.0.2.100"));
+        assert_eq!(sent, vec![ms(0), ms(500), ms(1000), ms(2000)]);
+    }
+
+    #[test]
+    fn refresh_repeats_after_the_last_step_when_configured() {
+        let t0 = Instant::now();
+        let table = Timetable {
+            refresh: Some(Duration::from_secs(10)),
+            ..Timetable::default()
+        };
+        let mut s = Schedule::new(table);
+        s.own(ip("192.0.2.100"), t0);
+        let sent = run(&mut s, t0, Duration::from_secs(25), ip("192.0.2.100"));
+        assert_eq!(
+            sent,
+            vec![ms(0), ms(500), ms(1000), ms(2000), ms(12000), ms(22000)]
+        );
+    }
+
+    #[test]
+    fn steps_missed_while_late_are_sent_once_not_in_a_burst() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Timetable::default());
+        s.own(ip("192.0.2.100"), t0);
+        assert_eq!(s.take_due(t0 + ms(1200)).len(), 1);
+        assert_eq!(s.next_due(), Some(t0 + ms(2000)));
+    }
+
+    proptest! {
+        #[test]
+        fn every_owned_address_is_due_exactly_len_steps_times(
+            n in 1usize..50, v6 in any::<bool>()
+        ) {
+            let t0 = Instant::now();
+            let mut s = Schedule::new(Timetable::default());
+            for i in 0..n {
+                let a: IpAddr = if v6 {
+                    IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, i as u16))
+                } else {
+                    IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, i as u8))
+                };
+                s.own(a, t0);
+            }
+            let mut count = 0;
+            while let Some(at) = s.next_due() {
+                count += s.take_due(at).len();
+            }
+            let per = if v6 { 3 } else { 4 };
+            prop_assert_eq!(count, n * per);
+        }
+    }
+}
