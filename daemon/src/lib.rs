@@ -2,3 +2,16 @@
 //!
 //! sources -> snapshot -> plan -> actuators (see ARCHITECTURE.md).
 #![forbid(unsafe_code)]
+
+pub mod actuate;
+pub mod api;
+pub mod fixtures;
+pub mod ipam;
+#[cfg(test)]
+mod mock_api;
+pub mod plan;
+pub mod selector;
+pub mod snapshot;
+pub mod source;
+pub mod speaker;
+pub mod status;

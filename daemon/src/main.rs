@@ -1,12 +1,139 @@
-//! `edgelb-speaker`: the per-node daemon.
-use clap::Parser;
+//! `edgelb-speaker`: the per-node daemon. Thin: arguments -> config -> run.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use edgelb_daemon::snapshot::{Selection, Snapshot};
+use edgelb_daemon::speaker::{self, Config, LeaseConfig};
+use tokio::sync::watch;
 
 /// The edgelb speaker daemon.
 #[derive(Debug, Parser)]
 #[command(name = "edgelb-speaker", version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the CRD YAML (one file per kind) generated from the Rust types.
+    Crds {
+        /// Directory to write into.
+        #[arg(long, default_value = "deploy/crds")]
+        out: PathBuf,
+    },
+    /// Run the speaker, from the Kubernetes API or (with --file) standalone.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// This node's name.
+    #[arg(long)]
+    node: String,
+    /// Standalone mode: read every object from this multi-document YAML file.
+    #[arg(long, conflicts_with = "kubeconfig")]
+    file: Option<PathBuf>,
+    /// Kubeconfig to use (default: in-cluster, or $KUBECONFIG).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Write the allocation results to this JSON file.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Our spec.loadBalancerClass.
+    #[arg(long, default_value = edgelb_daemon::api::annotations::DEFAULT_LOAD_BALANCER_CLASS)]
+    class: String,
+    /// Also serve LoadBalancer Services without a class.
+    #[arg(long)]
+    default_class: bool,
+    /// The speaker's namespace (our CRs and Secrets live there).
+    #[arg(long, default_value = "edgelb-system")]
+    namespace: String,
+    /// Lease term in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { out } => {
+            let written =
+                edgelb_daemon::api::crd_gen::write_all(&out).context("generating CRDs")?;
+            for path in written {
+                println!("{path}");
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(run(args))
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let selection = Selection {
+        class: args.class,
+        default_class: args.default_class,
+        namespace: args.namespace,
+    };
+    let cfg = Config {
+        node: args.node,
+        selection: selection.clone(),
+        state_file: args.state,
+    };
+    let (tx, rx) = watch::channel(Snapshot::default());
+    if let Some(file) = args.file {
+        tracing::info!(file = %file.display(), node = %cfg.node, "standalone mode");
+        let source = tokio::spawn(edgelb_daemon::source::file::watch_file(
+            file,
+            selection,
+            Duration::from_millis(200),
+            tx,
+        ));
+        tokio::select! {
+            _ = speaker::run_standalone(cfg, rx) => {}
+            _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+        }
+        source.abort();
+        return Ok(());
+    }
+    let client = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .context("loading kubeconfig")?;
+            kube::Client::try_from(config).context("building the client")?
+        }
+        None => kube::Client::try_default()
+            .await
+            .context("connecting to the API server")?,
+    };
+    tracing::info!(node = %cfg.node, namespace = %selection.namespace, "cluster mode");
+    let source = tokio::spawn(edgelb_daemon::source::kube::run(
+        client.clone(),
+        selection,
+        tx,
+    ));
+    let lease = LeaseConfig {
+        duration: Duration::from_secs(args.lease_seconds.max(3)),
+        ..Default::default()
+    };
+    tokio::select! {
+        _ = speaker::run_cluster(cfg, lease, client, rx) => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+    }
+    source.abort();
     Ok(())
 }

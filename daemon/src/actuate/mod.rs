@@ -1,0 +1,5 @@
+//! Actuators: each receives a whole desired state and converges the world to it
+//! (level-triggered, idempotent, safe to repeat and after a restart). None decides policy.
+
+pub mod policy_route;
+pub mod policy_route_netlink;

@@ -1,0 +1,76 @@
+//! `BGPPeer`: a BGP session the speakers open (MetalLB's kind of the same name).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::status::ObjectStatus;
+
+/// A BGP neighbour of the speakers.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[kube(
+    group = "edgelb.io",
+    version = "v1alpha1",
+    kind = "BGPPeer",
+    namespaced,
+    status = "ObjectStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.peerAddress"}"#,
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.peerASN"}"#
+)]
+#[x_kube(validation = Rule::new("self.myASN != 0 && self.peerASN != 0").message("myASN and peerASN must not be 0"))]
+#[serde(rename_all = "camelCase")]
+pub struct BGPPeerSpec {
+    /// Our AS number (RFC 6793 four-octet ASNs allowed).
+    #[serde(rename = "myASN")]
+    pub my_asn: u32,
+    /// The peer's AS number; equal to `myASN` makes an iBGP session.
+    #[serde(rename = "peerASN")]
+    pub peer_asn: u32,
+    /// The peer's IPv4 or IPv6 address.
+    pub peer_address: String,
+    /// TCP port of the peer (default 179, RFC 4271 section 8.2.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_port: Option<u16>,
+    /// Address to open the session from; default: chosen by the kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
+    /// Hold time proposed in OPEN as a duration (`90s`); 0 or at least 3 s (RFC 4271 4.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_time: Option<String>,
+    /// KEEPALIVE interval as a duration (`30s`); must be below the hold time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<String>,
+    /// BGP identifier to use instead of the node's address (dotted quad).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_id: Option<String>,
+    /// Only nodes matching one of these selectors open this session; empty means all nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_selectors: Vec<LabelSelector>,
+    /// Secret (in the speaker's namespace) holding the TCP MD5 password (RFC 2385) under the
+    /// key `password`. The password itself is never written to a CR, log or Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_secret: Option<SecretReference>,
+    /// Allow the peer to be more than one hop away (eBGP multihop).
+    #[serde(default)]
+    pub ebgp_multi_hop: bool,
+    /// Name of a BFD profile; empty: no BFD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_profile: Option<String>,
+    /// Advertise the graceful restart capability (RFC 4724).
+    #[serde(default)]
+    pub enable_graceful_restart: bool,
+}
+
+/// A reference to a Secret by name, in the speaker's namespace.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// Name of the Secret.
+    pub name: String,
+    /// Namespace of the Secret; must be the speaker's own namespace when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}

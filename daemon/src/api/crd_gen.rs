@@ -1,0 +1,133 @@
+//! The CRD YAML under `deploy/crds/` is generated from the Rust types by
+//! `edgelb-speaker crds --out deploy/crds`; the drift test below fails when the committed
+//! files differ from what the types generate.
+
+use std::path::Path;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use super::policy_route::PolicyRoute;
+use super::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+
+/// Errors of the generator.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdGenError {
+    /// Serialising a CRD failed.
+    #[error("CRD {name}: cannot render YAML: {source}")]
+    Render {
+        /// Name of the CRD.
+        name: String,
+        /// Cause.
+        source: serde_norway::Error,
+    },
+    /// Writing a file failed.
+    #[error("{path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Every CRD edgelb defines, in a fixed order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![
+        IPAddressPool::crd(),
+        BGPPeer::crd(),
+        BGPAdvertisement::crd(),
+        L2Advertisement::crd(),
+        Community::crd(),
+        PolicyRoute::crd(),
+    ]
+}
+
+/// The file name of a CRD: `<group>_<plural>.yaml`, as controller-gen names them.
+pub fn file_name(crd: &CustomResourceDefinition) -> String {
+    format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
+}
+
+/// Renders one CRD as YAML with a header saying where it comes from.
+pub fn render(crd: &CustomResourceDefinition) -> Result<String, CrdGenError> {
+    let name = crd.metadata.name.clone().unwrap_or_default();
+    let body =
+        serde_norway::to_string(crd).map_err(|source| CrdGenError::Render { name, source })?;
+    Ok(format!(
+        "# Generated from the Rust types in daemon/src/api by `edgelb-speaker crds`. Do not edit.\n{body}"
+    ))
+}
+
+/// Every CRD as (file name, YAML).
+pub fn render_all() -> Result<Vec<(String, String)>, CrdGenError> {
+    crds()
+        .iter()
+        .map(|crd| Ok((file_name(crd), render(crd)?)))
+        .collect()
+}
+
+/// Writes one YAML file per kind into `dir`; returns the paths written.
+pub fn write_all(dir: &Path) -> Result<Vec<String>, CrdGenError> {
+    std::fs::create_dir_all(dir).map_err(|source| CrdGenError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut written = Vec::new();
+    for (name, yaml) in render_all()? {
+        let path = dir.join(&name);
+        std::fs::write(&path, yaml).map_err(|source| CrdGenError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        written.push(path.display().to_string());
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails when `deploy/crds/` is out of date: run
+    /// `cargo run -p edgelb-daemon -- crds --out deploy/crds` and commit the result.
+    #[test]
+    fn committed_crd_yaml_matches_the_rust_types() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+        let mut stale = Vec::new();
+        for (name, yaml) in render_all().expect("render") {
+            match std::fs::read_to_string(dir.join(&name)) {
+                Ok(committed) if committed == yaml => {}
+                Ok(_) => stale.push(format!("{name} differs")),
+                Err(e) => stale.push(format!("{name}: {e}")),
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "deploy/crds is out of date ({}); run `cargo run -p edgelb-daemon -- crds --out deploy/crds`",
+            stale.join(", ")
+        );
+    }
+
+    #[test]
+    fn every_crd_is_in_our_group_with_a_status_subresource() {
+        for crd in crds() {
+            assert_eq!(crd.spec.group, "edgelb.io");
+            let version = &crd.spec.versions[0];
+            assert_eq!(version.name, "v1alpha1");
+            assert!(version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn cel_rules_reach_the_schema() {
+        let yaml = render(&IPAddressPool::crd()).expect("render");
+        assert!(yaml.contains("x-kubernetes-validations"), "{yaml}");
+        assert!(yaml.contains("size(self) > 0"));
+        let yaml = render(&BGPPeer::crd()).expect("render");
+        assert!(yaml.contains("self.myASN != 0 && self.peerASN != 0"));
+    }
+}

@@ -1,0 +1,379 @@
+//! One test per validation rule, each asserting the exact text users see.
+
+use super::*;
+use crate::api::bgp_peer::SecretReference;
+use crate::api::{CommunityAlias, ServiceAllocation};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+use k8s_openapi::jiff::Timestamp;
+
+fn messages(problems: Vec<FieldError>) -> Vec<String> {
+    problems.iter().map(ToString::to_string).collect()
+}
+
+fn pool(addresses: &[&str]) -> IPAddressPoolSpec {
+    IPAddressPoolSpec {
+        addresses: addresses.iter().map(|s| s.to_string()).collect(),
+        auto_assign: true,
+        ..Default::default()
+    }
+}
+
+fn peer() -> BGPPeerSpec {
+    BGPPeerSpec {
+        my_asn: 64512,
+        peer_asn: 64513,
+        peer_address: "192.0.2.1".into(),
+        ..Default::default()
+    }
+}
+
+fn ctx() -> Context {
+    Context {
+        namespace: "edgelb-system".into(),
+        community_aliases: ["no-export".to_string()].into(),
+    }
+}
+
+#[test]
+fn valid_pool_has_no_problems() {
+    assert!(ip_address_pool(&pool(&["192.0.2.0/28", "2001:db8::10-2001:db8::1f"])).is_empty());
+}
+
+#[test]
+fn pool_address_that_is_not_a_cidr_or_range_is_named() {
+    assert_eq!(
+        messages(ip_address_pool(&pool(&["192.0.2.0/28", "10.0.0.300/24"]))),
+        vec![r#"spec.addresses[1]: "10.0.0.300/24" is not a CIDR or range"#]
+    );
+}
+
+#[test]
+fn pool_range_reversed_is_named() {
+    assert_eq!(
+        messages(ip_address_pool(&pool(&["192.0.2.9-192.0.2.1"]))),
+        vec![r#"spec.addresses[0]: "192.0.2.9-192.0.2.1": first address is after the last"#]
+    );
+}
+
+#[test]
+fn pool_range_mixing_families_is_named() {
+    assert_eq!(
+        messages(ip_address_pool(&pool(&["192.0.2.1-2001:db8::1"]))),
+        vec![r#"spec.addresses[0]: "192.0.2.1-2001:db8::1": mixes IPv4 and IPv6"#]
+    );
+}
+
+#[test]
+fn pool_overlapping_entries_are_named() {
+    assert_eq!(
+        messages(ip_address_pool(&pool(&[
+            "192.0.2.0/28",
+            "192.0.2.8-192.0.2.20"
+        ]))),
+        vec![
+            r#"spec.addresses[1]: "192.0.2.8-192.0.2.20" overlaps spec.addresses[0] "192.0.2.0/28""#
+        ]
+    );
+}
+
+#[test]
+fn pool_without_addresses_is_refused() {
+    assert_eq!(
+        messages(ip_address_pool(&pool(&[]))),
+        vec!["spec.addresses: must list at least one CIDR or range"]
+    );
+}
+
+#[test]
+fn pool_bad_selector_and_negative_priority_are_named() {
+    let mut spec = pool(&["192.0.2.0/28"]);
+    spec.service_allocation = Some(ServiceAllocation {
+        priority: Some(-1),
+        service_selectors: vec![LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "app".into(),
+                operator: "Near".into(),
+                values: None,
+            }]),
+            match_labels: None,
+        }],
+        ..Default::default()
+    });
+    assert_eq!(
+        messages(ip_address_pool(&spec)),
+        vec![
+            r#"spec.serviceAllocation.serviceSelectors[0].matchExpressions[0].operator: "Near" is not In, NotIn, Exists or DoesNotExist"#,
+            "spec.serviceAllocation.priority: -1 must not be negative",
+        ]
+    );
+}
+
+#[test]
+fn valid_peer_has_no_problems() {
+    let mut p = peer();
+    p.hold_time = Some("90s".into());
+    p.keepalive_time = Some("30s".into());
+    p.source_address = Some("192.0.2.10".into());
+    assert!(bgp_peer(&p, &ctx()).is_empty());
+}
+
+#[test]
+fn peer_zero_asns_are_named() {
+    let mut p = peer();
+    p.my_asn = 0;
+    p.peer_asn = 0;
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![
+            "spec.myASN: 0 is not a valid AS number",
+            "spec.peerASN: 0 is not a valid AS number"
+        ]
+    );
+}
+
+#[test]
+fn peer_address_that_is_not_an_ip_is_named() {
+    let mut p = peer();
+    p.peer_address = "router.example".into();
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.peerAddress: "router.example" is not an IP address"#]
+    );
+}
+
+#[test]
+fn peer_source_address_of_other_family_is_named() {
+    let mut p = peer();
+    p.source_address = Some("2001:db8::1".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![
+            r#"spec.sourceAddress: "2001:db8::1" is not of the family of spec.peerAddress "192.0.2.1""#
+        ]
+    );
+    p.source_address = Some("nope".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.sourceAddress: "nope" is not an IP address"#]
+    );
+}
+
+#[test]
+fn peer_port_zero_is_refused() {
+    let mut p = peer();
+    p.peer_port = Some(0);
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec!["spec.peerPort: 0 is not a TCP port"]
+    );
+}
+
+#[test]
+fn peer_hold_time_below_three_seconds_is_refused() {
+    let mut p = peer();
+    p.hold_time = Some("2s".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.holdTime: "2s" must be 0 or at least 3s (RFC 4271 4.2)"#]
+    );
+    p.hold_time = Some("0".into());
+    assert!(bgp_peer(&p, &ctx()).is_empty());
+}
+
+#[test]
+fn peer_hold_time_that_is_not_a_duration_is_named() {
+    let mut p = peer();
+    p.hold_time = Some("ninety".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.holdTime: "ninety" is not a duration"#]
+    );
+    p.hold_time = Some("20h".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.holdTime: "20h" exceeds 65535s"#]
+    );
+}
+
+#[test]
+fn peer_keepalive_not_below_hold_time_is_refused() {
+    let mut p = peer();
+    p.hold_time = Some("1m".into());
+    p.keepalive_time = Some("1m30s".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.keepaliveTime: "1m30s" must be less than spec.holdTime "1m""#]
+    );
+    p.keepalive_time = Some("soon".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.keepaliveTime: "soon" is not a duration"#]
+    );
+}
+
+#[test]
+fn peer_router_id_must_be_ipv4() {
+    let mut p = peer();
+    p.router_id = Some("2001:db8::1".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.routerID: "2001:db8::1" is not a dotted-quad IPv4 address"#]
+    );
+}
+
+#[test]
+fn peer_password_secret_outside_our_namespace_is_refused() {
+    let mut p = peer();
+    p.password_secret = Some(SecretReference {
+        name: "bgp".into(),
+        namespace: Some("default".into()),
+    });
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![
+            r#"spec.passwordSecret.namespace: "default" is not the speaker's namespace "edgelb-system""#
+        ]
+    );
+    p.password_secret = Some(SecretReference {
+        name: String::new(),
+        namespace: None,
+    });
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec!["spec.passwordSecret.name: must not be empty"]
+    );
+}
+
+#[test]
+fn peer_bad_node_selector_is_named() {
+    let mut p = peer();
+    p.node_selectors = vec![LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "zone".into(),
+            operator: "Exists".into(),
+            values: Some(vec!["a".into()]),
+        }]),
+        match_labels: None,
+    }];
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![r#"spec.nodeSelectors[0].matchExpressions[0].operator: "Exists" takes no values"#]
+    );
+}
+
+#[test]
+fn advertisement_aggregation_lengths_out_of_range_are_named() {
+    let spec = BGPAdvertisementSpec {
+        aggregation_length: Some(33),
+        aggregation_length_v6: Some(129),
+        ..Default::default()
+    };
+    assert_eq!(
+        messages(bgp_advertisement(&spec, &ctx())),
+        vec![
+            "spec.aggregationLength: 33 is not between 0 and 32",
+            "spec.aggregationLengthV6: 129 is not between 0 and 128"
+        ]
+    );
+}
+
+#[test]
+fn advertisement_unknown_community_is_named_and_aliases_are_accepted() {
+    let spec = BGPAdvertisementSpec {
+        communities: vec![
+            "65000:1".into(),
+            "large:1:2:3".into(),
+            "no-export".into(),
+            "65536:1".into(),
+        ],
+        ..Default::default()
+    };
+    assert_eq!(
+        messages(bgp_advertisement(&spec, &ctx())),
+        vec![
+            r#"spec.communities[3]: "65536:1" is not ASN:VALUE, large:A:B:C or a Community alias"#
+        ]
+    );
+}
+
+#[test]
+fn l2_bad_interface_names_are_named() {
+    let spec = L2AdvertisementSpec {
+        interfaces: vec!["eth0".into(), "a/b".into(), "x".repeat(16)],
+        ..Default::default()
+    };
+    assert_eq!(
+        messages(l2_advertisement(&spec)),
+        vec![
+            r#"spec.interfaces[1]: "a/b" is not a valid interface name"#.to_string(),
+            format!(
+                "spec.interfaces[2]: {:?} is not a valid interface name",
+                "x".repeat(16)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn community_duplicate_and_bad_values_are_named() {
+    let spec = CommunitySpec {
+        communities: vec![
+            CommunityAlias {
+                name: "a".into(),
+                value: "65000:1".into(),
+            },
+            CommunityAlias {
+                name: "a".into(),
+                value: "65000:2".into(),
+            },
+            CommunityAlias {
+                name: "".into(),
+                value: "large:1:2".into(),
+            },
+        ],
+    };
+    assert_eq!(
+        messages(community(&spec)),
+        vec![
+            r#"spec.communities[1].name: "a" is defined twice"#,
+            "spec.communities[2].name: must not be empty",
+            r#"spec.communities[2].value: "large:1:2" is not ASN:VALUE or large:A:B:C"#,
+        ]
+    );
+}
+
+#[test]
+fn durations_parse_like_go() {
+    assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+    assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("s"), None);
+    assert_eq!(parse_duration("5"), None);
+    assert_eq!(parse_duration(""), None);
+}
+
+#[test]
+fn condition_says_valid_or_lists_every_problem_and_keeps_transition_time() {
+    let t0 = Time(Timestamp::from_second(1_000).expect("ts"));
+    let t1 = Time(Timestamp::from_second(2_000).expect("ts"));
+    let ok = valid_condition(&[], Some(3), t0.clone(), &[]);
+    assert_eq!(
+        (ok.status.as_str(), ok.reason.as_str(), ok.message.as_str()),
+        ("True", "Valid", "spec accepted")
+    );
+    assert_eq!(ok.observed_generation, Some(3));
+    let again = valid_condition(&[], Some(4), t1.clone(), std::slice::from_ref(&ok));
+    assert_eq!(
+        again.last_transition_time, t0,
+        "unchanged status keeps its transition time"
+    );
+    let problems = ip_address_pool(&pool(&["nope", "192.0.2.9-192.0.2.1"]));
+    let bad = valid_condition(&problems, Some(5), t1.clone(), &[ok]);
+    assert_eq!(bad.status, "False");
+    assert_eq!(bad.reason, "InvalidSpec");
+    assert_eq!(bad.last_transition_time, t1);
+    assert_eq!(
+        bad.message,
+        r#"spec.addresses[0]: "nope" is not a CIDR or range; spec.addresses[1]: "192.0.2.9-192.0.2.1": first address is after the last"#
+    );
+}

@@ -1,0 +1,97 @@
+//! Small builders of cluster objects, for tests, benches and examples. Not used by the
+//! daemon itself.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::annotations::DEFAULT_LOAD_BALANCER_CLASS;
+use crate::api::{IPAddressPool, IPAddressPoolSpec};
+
+fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_string()),
+        namespace: namespace.map(str::to_string),
+        ..Default::default()
+    }
+}
+
+/// A LoadBalancer Service of our class exposing TCP `port`.
+pub fn service(namespace: &str, name: &str, port: i32) -> Service {
+    Service {
+        metadata: meta(Some(namespace), name),
+        spec: Some(ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            load_balancer_class: Some(DEFAULT_LOAD_BALANCER_CLASS.into()),
+            ports: Some(vec![ServicePort {
+                port,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Sets an annotation.
+pub fn annotate(mut svc: Service, key: &str, value: &str) -> Service {
+    svc.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(key.into(), value.into());
+    svc
+}
+
+/// Sets `ipFamilies` and `ipFamilyPolicy`.
+pub fn families(mut svc: Service, families: &[&str], policy: &str) -> Service {
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.ip_families = Some(families.iter().map(|f| f.to_string()).collect());
+        spec.ip_family_policy = Some(policy.to_string());
+    }
+    svc
+}
+
+/// An `IPAddressPool` in `namespace`.
+pub fn pool(namespace: &str, name: &str, addresses: &[&str]) -> IPAddressPool {
+    IPAddressPool {
+        metadata: meta(Some(namespace), name),
+        spec: IPAddressPoolSpec {
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            auto_assign: true,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+/// A Node with labels.
+pub fn node(name: &str, labels: &[(&str, &str)]) -> Node {
+    let mut m = meta(None, name);
+    m.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    Node {
+        metadata: m,
+        ..Default::default()
+    }
+}
+
+/// A Namespace with labels.
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+    let mut m = meta(None, name);
+    m.labels = Some(
+        labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    Namespace {
+        metadata: m,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,677 @@
+//! IP allocation (IPAM): pure, sticky, deterministic.
+//!
+//! `allocate(&Snapshot, &previous) -> Assignments` gives every Service of ours either its IPs
+//! or a reason it has none. It runs in two passes over Services in key order:
+//!
+//! 1. **keep**: every IP a Service already had (from the previous run or, after a restart, its
+//!    `status.loadBalancer.ingress`) is kept while it is still valid for the Service's
+//!    request, inside an eligible pool, and not taken by an earlier Service;
+//! 2. **allocate**: the rest get requested IPs or the first free IPs of the first eligible
+//!    pool (priority, then name), families per `ipFamilies` / `ipFamilyPolicy`.
+//!
+//! Keeping before allocating is what makes an IP in use never move by accident: a new
+//! Service can never take an address another Service is using, whatever the key order.
+//!
+//! Node pools slot in through [`AllocationKey::node_pool`]: today every key has `None`
+//! (one allocation per Service for the whole cluster).
+
+pub mod pool;
+pub mod range;
+pub mod request;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use self::pool::PoolView;
+use self::range::{from_u128, is_buggy, Family};
+use self::request::{request_of, Request, Sharing};
+use crate::snapshot::{ObjectKey, Snapshot};
+
+/// What one allocation is for: a Service, and (with node pools) one node pool of it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AllocationKey {
+    /// The Service.
+    pub service: ObjectKey,
+    /// The node pool, or `None` for one allocation for the whole cluster.
+    pub node_pool: Option<Arc<str>>,
+}
+
+impl AllocationKey {
+    /// The cluster-wide key of a Service.
+    pub fn cluster(service: ObjectKey) -> AllocationKey {
+        AllocationKey {
+            service,
+            node_pool: None,
+        }
+    }
+}
+
+/// IPs given to a Service, all from one pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    /// The pool the IPs come from (empty when seeded from a Service status, not yet checked).
+    pub pool: Arc<str>,
+    /// One IP per family, in the Service's family order.
+    pub ips: Vec<IpAddr>,
+}
+
+/// Why a Service has no IP. Each names the IP, pool or annotation at fault.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationError {
+    /// An annotation that cannot be read.
+    #[error("annotation {annotation}: {value:?} is not a comma-separated list of IP addresses")]
+    BadAnnotation {
+        /// Annotation name.
+        annotation: String,
+        /// Its value.
+        value: String,
+    },
+    /// `spec.loadBalancerIP` is not an address.
+    #[error("spec.loadBalancerIP: {value:?} is not an IP address")]
+    BadLoadBalancerIp {
+        /// The value.
+        value: String,
+    },
+    /// `spec.ipFamilies` names an unknown family.
+    #[error("spec.ipFamilies: {value:?} is not IPv4 or IPv6")]
+    BadIpFamily {
+        /// The value.
+        value: String,
+    },
+    /// `spec.ipFamilyPolicy` is unknown.
+    #[error(
+        "spec.ipFamilyPolicy: {value:?} is not SingleStack, PreferDualStack or RequireDualStack"
+    )]
+    BadIpFamilyPolicy {
+        /// The value.
+        value: String,
+    },
+    /// A requested IP of a family the Service does not use.
+    #[error("requested IP {ip} is {family}, but the Service's ipFamilies/ipFamilyPolicy allow only {allowed}")]
+    RequestedIpWrongFamily {
+        /// The IP.
+        ip: IpAddr,
+        /// Its family.
+        family: &'static str,
+        /// What the Service allows, e.g. `IPv6`.
+        allowed: String,
+    },
+    /// A requested IP in no pool.
+    #[error("requested IP {ip} is not in any IPAddressPool")]
+    RequestedIpOutsidePools {
+        /// The IP.
+        ip: IpAddr,
+    },
+    /// A requested IP outside the requested pool.
+    #[error("requested IP {ip} is not in the requested IPAddressPool {pool:?}")]
+    RequestedIpNotInPool {
+        /// The IP.
+        ip: IpAddr,
+        /// The pool.
+        pool: String,
+    },
+    /// Requested IPs from two pools.
+    #[error("requested IPs {first} and {second} are in different pools ({first_pool:?}, {second_pool:?}); all IPs of a Service come from one pool")]
+    RequestedIpsInDifferentPools {
+        /// First IP.
+        first: IpAddr,
+        /// Its pool.
+        first_pool: String,
+        /// Second IP.
+        second: IpAddr,
+        /// Its pool.
+        second_pool: String,
+    },
+    /// A requested IP another Service holds, and sharing is not possible.
+    #[error("requested IP {ip} is already used by {by}: {why}")]
+    RequestedIpInUse {
+        /// The IP.
+        ip: IpAddr,
+        /// A Service holding it.
+        by: ObjectKey,
+        /// Why it cannot be shared.
+        why: String,
+    },
+    /// `edgelb.io/address-pool` names no valid pool.
+    #[error("IPAddressPool {pool:?} does not exist or is invalid")]
+    UnknownPool {
+        /// The pool.
+        pool: String,
+    },
+    /// The pool's `serviceAllocation` does not cover this Service.
+    #[error("IPAddressPool {pool:?} does not serve this Service (spec.serviceAllocation)")]
+    PoolNotAllowed {
+        /// The pool.
+        pool: String,
+    },
+    /// No pool may be used automatically by this Service.
+    #[error("no IPAddressPool with autoAssign serves this Service")]
+    NoEligiblePool,
+    /// Eligible pools exist but none has the families the Service requires.
+    #[error("no eligible IPAddressPool has {families} addresses")]
+    NoPoolForFamily {
+        /// e.g. `IPv4 and IPv6`.
+        families: String,
+    },
+    /// Every eligible pool is full.
+    #[error("no free address in IPAddressPool {pools}")]
+    PoolsExhausted {
+        /// The pools tried, comma-separated.
+        pools: String,
+    },
+    /// The IP the Service had is no longer in any pool serving it. It is not replaced on its
+    /// own (an IP in use never moves by accident): restore the range, or request an IP.
+    #[error(
+        "IP {ip} was removed from its IPAddressPool while in use; restore it or request another IP"
+    )]
+    IpRemovedFromPool {
+        /// The IP.
+        ip: IpAddr,
+    },
+}
+
+/// The outcome of one allocation.
+pub type Outcome = Result<Allocation, AllocationError>;
+
+/// Every allocation outcome, keyed by Service (and node pool).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assignments {
+    /// Outcomes in key order.
+    pub outcomes: BTreeMap<AllocationKey, Outcome>,
+}
+
+impl Assignments {
+    /// The cluster-wide outcome of a Service.
+    pub fn get(&self, service: &ObjectKey) -> Option<&Outcome> {
+        self.outcomes.get(&AllocationKey::cluster(service.clone()))
+    }
+
+    /// The IPs of a Service, empty when it has none.
+    pub fn ips(&self, service: &ObjectKey) -> &[IpAddr] {
+        match self.get(service) {
+            Some(Ok(a)) => &a.ips,
+            _ => &[],
+        }
+    }
+
+    /// What the cluster already says: the IPs in each Service's `status.loadBalancer`. The
+    /// leader seeds its first run with this so that a restart never moves an IP.
+    pub fn from_status(snap: &Snapshot) -> Assignments {
+        let mut outcomes = BTreeMap::new();
+        for (key, svc) in &snap.services {
+            let ips: Vec<IpAddr> = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.ip.as_deref()?.parse().ok())
+                .collect();
+            if !ips.is_empty() {
+                outcomes.insert(
+                    AllocationKey::cluster(key.clone()),
+                    Ok(Allocation {
+                        pool: "".into(),
+                        ips,
+                    }),
+                );
+            }
+        }
+        Assignments { outcomes }
+    }
+}
+
+/// Who holds an IP during one run.
+#[derive(Debug)]
+struct Holder {
+    sharing: Option<Sharing>,
+    users: Vec<ObjectKey>,
+}
+
+/// Why `candidate` may not join `holder`, or `None` when it may.
+fn share_conflict(holder: &Holder, candidate: Option<&Sharing>) -> Option<String> {
+    let (Some(have), Some(want)) = (&holder.sharing, candidate) else {
+        return Some(
+            "the IP is not shared (edgelb.io/allow-shared-ip unset on one of them)".into(),
+        );
+    };
+    if have.key != want.key {
+        return Some(format!(
+            "sharing key {:?} differs from {:?}",
+            want.key, have.key
+        ));
+    }
+    if have.local != want.local {
+        return Some("externalTrafficPolicy differs".into());
+    }
+    if have.local && have.selector != want.selector {
+        return Some("externalTrafficPolicy is Local and the pod selectors differ".into());
+    }
+    want.ports
+        .iter()
+        .find(|p| have.ports.contains(p))
+        .map(|(proto, port)| format!("port {proto}/{port} is already exposed on it"))
+}
+
+/// The first-free-address scan of one pool and family: it only moves forward during a run,
+/// because addresses only become more used during a run.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cursor {
+    range: usize,
+    next: Option<u128>,
+}
+
+struct Run<'a> {
+    pools: &'a [PoolView],
+    used: HashMap<IpAddr, Holder>,
+    shared: HashMap<Arc<str>, Vec<IpAddr>>,
+    cursors: HashMap<(usize, Family), Cursor>,
+}
+
+impl Run<'_> {
+    fn conflict(&self, ip: &IpAddr, sharing: Option<&Sharing>) -> Option<(ObjectKey, String)> {
+        let holder = self.used.get(ip)?;
+        let why = share_conflict(holder, sharing)?;
+        Some((
+            holder
+                .users
+                .first()
+                .cloned()
+                .unwrap_or_else(|| ObjectKey::new("", "")),
+            why,
+        ))
+    }
+
+    fn take(&mut self, ip: IpAddr, key: &ObjectKey, sharing: Option<&Sharing>) {
+        let holder = self.used.entry(ip).or_insert_with(|| Holder {
+            sharing: None,
+            users: Vec::new(),
+        });
+        match (&mut holder.sharing, sharing) {
+            (Some(have), Some(want)) => have.ports.extend(want.ports.iter().cloned()),
+            (slot @ None, Some(want)) if holder.users.is_empty() => {
+                *slot = Some(want.clone());
+                self.shared.entry(want.key.clone()).or_default().push(ip);
+            }
+            _ => {}
+        }
+        holder.users.push(key.clone());
+    }
+
+    /// The first free address of a family in a pool, without taking it.
+    fn peek_free(&mut self, pool_idx: usize, family: Family) -> Option<IpAddr> {
+        let pool = &self.pools[pool_idx];
+        let cursor = self.cursors.entry((pool_idx, family)).or_default();
+        while let Some(range) = pool.ranges.get(cursor.range) {
+            let (first, last) = range.bounds();
+            if range.family() != family {
+                cursor.range += 1;
+                cursor.next = None;
+                continue;
+            }
+            let n = cursor.next.unwrap_or(first);
+            if n > last {
+                cursor.range += 1;
+                cursor.next = None;
+                continue;
+            }
+            let ip = from_u128(family, n);
+            if (pool.avoid_buggy_ips && is_buggy(&ip)) || self.used.contains_key(&ip) {
+                match n.checked_add(1) {
+                    Some(next) => cursor.next = Some(next),
+                    None => {
+                        cursor.range += 1;
+                        cursor.next = None;
+                    }
+                }
+                continue;
+            }
+            return Some(ip);
+        }
+        None
+    }
+
+    /// An address of `family` in pool `idx` for a Service: a compatible shared one first.
+    fn pick(
+        &mut self,
+        idx: usize,
+        family: Family,
+        sharing: Option<&Sharing>,
+        taken: &[IpAddr],
+    ) -> Option<IpAddr> {
+        if let Some(s) = sharing {
+            let pool = &self.pools[idx];
+            let found = self
+                .shared
+                .get(&s.key)
+                .into_iter()
+                .flatten()
+                .copied()
+                .find(|ip| {
+                    Family::of(ip) == family
+                        && pool.contains(ip)
+                        && !taken.contains(ip)
+                        && self
+                            .used
+                            .get(ip)
+                            .is_some_and(|h| share_conflict(h, Some(s)).is_none())
+                });
+            if found.is_some() {
+                return found;
+            }
+        }
+        self.peek_free(idx, family)
+    }
+}
+
+fn family_list(families: &[Family]) -> String {
+    families
+        .iter()
+        .map(|f| f.as_k8s())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Gives every Service of `snap` its IPs, keeping those of `previous` that are still valid.
+pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
+    let pools = &snap.allocation_pools;
+    let mut run = Run {
+        pools,
+        used: HashMap::new(),
+        shared: HashMap::new(),
+        cursors: HashMap::new(),
+    };
+    let mut outcomes: BTreeMap<AllocationKey, Outcome> = BTreeMap::new();
+    let mut pending: Vec<Pending> = Vec::new();
+
+    // Pass 1: keep what is still valid.
+    for (key, svc) in &snap.services {
+        let akey = AllocationKey::cluster(key.clone());
+        let req = match request_of(svc) {
+            Ok(r) => r,
+            Err(e) => {
+                outcomes.insert(akey, Err(e));
+                continue;
+            }
+        };
+        let labels = svc.metadata.labels.clone().unwrap_or_default();
+        let ns_labels = snap.namespace_labels.get(&key.namespace);
+        let serves: Vec<bool> = pools
+            .iter()
+            .map(|p| p.serves(&key.namespace, ns_labels, &labels))
+            .collect();
+        let prev_ips: Vec<IpAddr> = match previous.outcomes.get(&akey) {
+            Some(Ok(a)) => a.ips.clone(),
+            Some(Err(AllocationError::IpRemovedFromPool { ip })) if req.requested.is_empty() => {
+                vec![*ip]
+            }
+            _ => Vec::new(),
+        };
+        match keep(&run, &req, &serves, &prev_ips) {
+            Keep::Nothing => pending.push((akey, req, serves, None)),
+            Keep::Removed(ip) => {
+                outcomes.insert(akey, Err(AllocationError::IpRemovedFromPool { ip }));
+            }
+            Keep::Ips(idx, ips) => {
+                for ip in &ips {
+                    run.take(*ip, key, req.sharing.as_ref());
+                }
+                let have: Vec<Family> = ips.iter().map(Family::of).collect();
+                if req.required().iter().all(|f| have.contains(f)) {
+                    outcomes.insert(
+                        akey,
+                        Ok(Allocation {
+                            pool: pools[idx].name.clone(),
+                            ips,
+                        }),
+                    );
+                } else {
+                    pending.push((akey, req, serves, Some((idx, ips))));
+                }
+            }
+        }
+    }
+
+    // Pass 2: allocate the rest, in key order.
+    for (akey, req, serves, kept) in pending {
+        let outcome = fresh(&mut run, &akey.service, &req, &serves, kept);
+        outcomes.insert(akey, outcome);
+    }
+    Assignments { outcomes }
+}
+
+/// A Service left for pass 2: key, request, which pools serve it, and what pass 1 kept.
+type Pending = (
+    AllocationKey,
+    Request,
+    Vec<bool>,
+    Option<(usize, Vec<IpAddr>)>,
+);
+
+enum Keep {
+    Nothing,
+    Removed(IpAddr),
+    Ips(usize, Vec<IpAddr>),
+}
+
+/// Which previous IPs stay. A changed request (other IPs, pool or families) keeps nothing;
+/// an IP no longer in any pool is reported, not replaced.
+fn keep(run: &Run<'_>, req: &Request, serves: &[bool], prev: &[IpAddr]) -> Keep {
+    if prev.is_empty() {
+        return Keep::Nothing;
+    }
+    // Requested IPs must all be among the previous ones; a previous IP beside them is fine
+    // only for a family the request leaves open (dual-stack completed from the pool).
+    let requested_families: Vec<Family> = req.requested.iter().map(Family::of).collect();
+    if !req.requested.iter().all(|r| prev.contains(r))
+        || prev
+            .iter()
+            .any(|ip| !req.requested.contains(ip) && requested_families.contains(&Family::of(ip)))
+    {
+        return Keep::Nothing;
+    }
+    let mut pool_idx = None;
+    let mut kept = Vec::new();
+    for ip in prev {
+        if !req.wanted().contains(&Family::of(ip))
+            || kept
+                .iter()
+                .any(|k: &IpAddr| Family::of(k) == Family::of(ip))
+        {
+            return Keep::Nothing;
+        }
+        let in_pool = |i: &usize| run.pools[*i].contains(ip);
+        let found = match &req.pool {
+            Some(name) => run
+                .pools
+                .iter()
+                .position(|p| &*p.name == name)
+                .filter(in_pool),
+            None => (0..run.pools.len()).find(|i| in_pool(i) && serves[*i]),
+        };
+        let Some(idx) = found else {
+            if (0..run.pools.len()).any(|i| in_pool(&i)) {
+                return Keep::Nothing; // still in a pool, but the Service now asks elsewhere
+            }
+            return Keep::Removed(*ip);
+        };
+        if pool_idx.is_some_and(|p| p != idx) || (req.pool.is_some() && !serves[idx]) {
+            return Keep::Nothing;
+        }
+        if run.conflict(ip, req.sharing.as_ref()).is_some() {
+            return Keep::Nothing;
+        }
+        pool_idx = Some(idx);
+        kept.push(*ip);
+    }
+    match pool_idx {
+        Some(idx) => Keep::Ips(idx, kept),
+        None => Keep::Nothing,
+    }
+}
+
+/// Requested IPs, or the first free ones of the first eligible pool.
+fn fresh(
+    run: &mut Run<'_>,
+    key: &ObjectKey,
+    req: &Request,
+    serves: &[bool],
+    kept: Option<(usize, Vec<IpAddr>)>,
+) -> Outcome {
+    let named = match &req.pool {
+        Some(name) => {
+            let idx = run
+                .pools
+                .iter()
+                .position(|p| &*p.name == name)
+                .ok_or_else(|| AllocationError::UnknownPool { pool: name.clone() })?;
+            if !serves[idx] {
+                return Err(AllocationError::PoolNotAllowed { pool: name.clone() });
+            }
+            Some(idx)
+        }
+        None => None,
+    };
+
+    let (mut ips, fixed_pool) = match kept {
+        Some((idx, ips)) => (ips, Some(idx)),
+        None if !req.requested.is_empty() => {
+            let idx = requested_pool(run, req, serves, named)?;
+            for ip in &req.requested {
+                if let Some((by, why)) = run.conflict(ip, req.sharing.as_ref()) {
+                    return Err(AllocationError::RequestedIpInUse { ip: *ip, by, why });
+                }
+            }
+            (req.requested.clone(), Some(idx))
+        }
+        None => (Vec::new(), named),
+    };
+
+    let candidates: Vec<usize> = match fixed_pool {
+        Some(idx) => vec![idx],
+        None => (0..run.pools.len())
+            .filter(|i| run.pools[*i].auto_assign && serves[*i])
+            .collect(),
+    };
+    if candidates.is_empty() {
+        return Err(AllocationError::NoEligiblePool);
+    }
+    let with_families: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|i| req.required().iter().all(|f| run.pools[*i].has_family(*f)))
+        .collect();
+    if with_families.is_empty() {
+        return Err(AllocationError::NoPoolForFamily {
+            families: family_list(req.required()),
+        });
+    }
+    for idx in with_families.iter().copied() {
+        let mut got = ips.clone();
+        let mut ok = true;
+        for family in req.wanted() {
+            if got.iter().any(|ip| Family::of(ip) == *family) {
+                continue;
+            }
+            let required = req.required().contains(family);
+            match run.pick(idx, *family, req.sharing.as_ref(), &got) {
+                Some(ip) => got.push(ip),
+                None if required => {
+                    ok = false;
+                    break;
+                }
+                None => {}
+            }
+        }
+        if ok {
+            got.sort_by_key(|ip| req.families.iter().position(|f| *f == Family::of(ip)));
+            for ip in &got {
+                if !ips.contains(ip) {
+                    run.take(*ip, key, req.sharing.as_ref());
+                }
+            }
+            ips = got;
+            // Requested IPs were not taken yet: take them now.
+            for ip in &req.requested {
+                if !run.used.get(ip).is_some_and(|h| h.users.contains(key)) {
+                    run.take(*ip, key, req.sharing.as_ref());
+                }
+            }
+            return Ok(Allocation {
+                pool: run.pools[idx].name.clone(),
+                ips,
+            });
+        }
+    }
+    Err(AllocationError::PoolsExhausted {
+        pools: with_families
+            .iter()
+            .map(|i| format!("{:?}", run.pools[*i].name))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+/// The one pool all requested IPs are in, or why there is none.
+fn requested_pool(
+    run: &Run<'_>,
+    req: &Request,
+    serves: &[bool],
+    named: Option<usize>,
+) -> Result<usize, AllocationError> {
+    let mut chosen: Option<(usize, IpAddr)> = None;
+    for ip in &req.requested {
+        let family = Family::of(ip);
+        if !req.wanted().contains(&family) {
+            return Err(AllocationError::RequestedIpWrongFamily {
+                ip: *ip,
+                family: family.as_k8s(),
+                allowed: family_list(req.wanted()),
+            });
+        }
+        let idx = match named {
+            Some(idx) if run.pools[idx].contains(ip) => idx,
+            Some(idx) => {
+                return Err(AllocationError::RequestedIpNotInPool {
+                    ip: *ip,
+                    pool: run.pools[idx].name.to_string(),
+                })
+            }
+            None => {
+                let containing: Vec<usize> = (0..run.pools.len())
+                    .filter(|i| run.pools[*i].contains(ip))
+                    .collect();
+                match containing.iter().find(|i| serves[**i]) {
+                    Some(i) => *i,
+                    None => match containing.first() {
+                        Some(i) => {
+                            return Err(AllocationError::PoolNotAllowed {
+                                pool: run.pools[*i].name.to_string(),
+                            })
+                        }
+                        None => return Err(AllocationError::RequestedIpOutsidePools { ip: *ip }),
+                    },
+                }
+            }
+        };
+        if let Some((first_idx, first)) = chosen {
+            if first_idx != idx {
+                return Err(AllocationError::RequestedIpsInDifferentPools {
+                    first,
+                    first_pool: run.pools[first_idx].name.to_string(),
+                    second: *ip,
+                    second_pool: run.pools[idx].name.to_string(),
+                });
+            }
+        }
+        chosen = Some((idx, *ip));
+    }
+    chosen
+        .map(|(i, _)| i)
+        .ok_or(AllocationError::NoEligiblePool)
+}
+
+#[cfg(test)]
+mod tests;

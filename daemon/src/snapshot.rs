@@ -1,0 +1,544 @@
+//! The in-memory index of cluster objects (one map per kind, with `apply` / `delete` /
+//! `reset` as watchers deliver them) and the immutable [`Snapshot`] built from it.
+//!
+//! Sources (kube watchers or the YAML file) only ever touch the [`Store`]; everything that
+//! decides reads a [`Snapshot`]. A snapshot is an `Arc`: cloning it is one atomic increment,
+//! and a broken watch never changes it (fail-static: the last one stays in force).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource;
+
+use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
+use crate::api::policy_route::PolicyRoute;
+use crate::api::validate::{self, FieldError};
+use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::ipam::pool::PoolView;
+
+/// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
+/// shared so that building a snapshot of 10 000 Services copies pointers, not text.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Namespace, empty for cluster-scoped kinds.
+    pub namespace: Arc<str>,
+    /// Name.
+    pub name: Arc<str>,
+}
+
+impl ObjectKey {
+    /// A key from its parts.
+    pub fn new(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of any Kubernetes object.
+    pub fn of<K: Resource>(obj: &K) -> ObjectKey {
+        let meta = obj.meta();
+        ObjectKey::new(
+            meta.namespace.as_deref().unwrap_or(""),
+            meta.name.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}", self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+impl fmt::Debug for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Holds a secret value; `Debug` prints `***` so it can never reach a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted<T>(pub T);
+
+impl<T> fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The data of a Secret in the speaker's namespace, redacted in `Debug`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretData {
+    /// Key -> bytes (`data` and `stringData` merged, `stringData` wins as in the API).
+    pub data: Redacted<BTreeMap<String, Vec<u8>>>,
+}
+
+impl SecretData {
+    /// Copies the values out of a Secret (the Secret itself is dropped).
+    pub fn from_secret(secret: &Secret) -> SecretData {
+        let mut data: BTreeMap<String, Vec<u8>> = secret
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.0.clone()))
+            .collect();
+        for (k, v) in secret.string_data.iter().flatten() {
+            data.insert(k.clone(), v.as_bytes().to_vec());
+        }
+        SecretData {
+            data: Redacted(data),
+        }
+    }
+}
+
+/// An edgelb object with the outcome of its validation. Invalid objects stay visible (their
+/// status must say why) but take no part in allocation or announcement.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checked<T> {
+    /// The object as the API server has it.
+    pub object: Arc<T>,
+    /// What is wrong with it; empty when valid.
+    pub problems: Vec<FieldError>,
+}
+
+impl<T> Checked<T> {
+    /// Whether the object passed validation.
+    pub fn is_valid(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One map of objects of a kind, keyed by `namespace/name`, fed by a watcher.
+#[derive(Clone, Debug)]
+pub struct Index<T> {
+    objects: BTreeMap<ObjectKey, Arc<T>>,
+}
+
+impl<T> Default for Index<T> {
+    fn default() -> Self {
+        Index {
+            objects: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> Index<T> {
+    /// Adds or replaces an object.
+    pub fn apply(&mut self, key: ObjectKey, obj: T) {
+        self.objects.insert(key, Arc::new(obj));
+    }
+
+    /// Removes an object; removing an absent one is not an error.
+    pub fn delete(&mut self, key: &ObjectKey) {
+        self.objects.remove(key);
+    }
+
+    /// Replaces everything (after a watcher's re-list).
+    pub fn reset(&mut self, objects: impl IntoIterator<Item = (ObjectKey, T)>) {
+        self.objects = objects.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+    }
+
+    /// The objects in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<T>)> {
+        self.objects.iter()
+    }
+
+    /// One object.
+    pub fn get(&self, key: &ObjectKey) -> Option<&Arc<T>> {
+        self.objects.get(key)
+    }
+
+    /// Number of objects.
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+}
+
+/// Every kind a source delivers, so that the file and kube sources share one entry point.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Object {
+    /// A Service (any class; the snapshot filters).
+    Service(Service),
+    /// An EndpointSlice.
+    EndpointSlice(EndpointSlice),
+    /// A Node.
+    Node(Node),
+    /// A Namespace (for `serviceAllocation.namespaceSelectors`).
+    Namespace(Namespace),
+    /// A Secret; only those in the speaker's namespace are kept.
+    Secret(Secret),
+    /// An `IPAddressPool`.
+    IPAddressPool(IPAddressPool),
+    /// A `BGPPeer`.
+    BGPPeer(BGPPeer),
+    /// A `BGPAdvertisement`.
+    BGPAdvertisement(BGPAdvertisement),
+    /// An `L2Advertisement`.
+    L2Advertisement(L2Advertisement),
+    /// A `Community`.
+    Community(Community),
+    /// A `PolicyRoute`.
+    PolicyRoute(PolicyRoute),
+}
+
+impl Object {
+    /// The kind and key, for logs and errors.
+    pub fn describe(&self) -> (&'static str, ObjectKey) {
+        match self {
+            Object::Service(o) => ("Service", ObjectKey::of(o)),
+            Object::EndpointSlice(o) => ("EndpointSlice", ObjectKey::of(o)),
+            Object::Node(o) => ("Node", ObjectKey::of(o)),
+            Object::Namespace(o) => ("Namespace", ObjectKey::of(o)),
+            Object::Secret(o) => ("Secret", ObjectKey::of(o)),
+            Object::IPAddressPool(o) => ("IPAddressPool", ObjectKey::of(o)),
+            Object::BGPPeer(o) => ("BGPPeer", ObjectKey::of(o)),
+            Object::BGPAdvertisement(o) => ("BGPAdvertisement", ObjectKey::of(o)),
+            Object::L2Advertisement(o) => ("L2Advertisement", ObjectKey::of(o)),
+            Object::Community(o) => ("Community", ObjectKey::of(o)),
+            Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
+        }
+    }
+}
+
+/// What decides which Services are ours and where Secrets are read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection {
+    /// Our `loadBalancerClass` (default `edgelb.io/speaker`).
+    pub class: String,
+    /// Also take LoadBalancer Services without a class (`--default-class`).
+    pub default_class: bool,
+    /// The speaker's namespace: Secrets and our CRs are read there only.
+    pub namespace: String,
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Selection {
+            class: crate::api::annotations::DEFAULT_LOAD_BALANCER_CLASS.to_string(),
+            default_class: false,
+            namespace: "edgelb-system".to_string(),
+        }
+    }
+}
+
+/// Whether a Service is ours: `type: LoadBalancer` and our class, or no class when we are the
+/// cluster default (SPEC.md, "Service selection"). Other classes are never touched.
+pub fn is_ours(svc: &Service, sel: &Selection) -> bool {
+    let Some(spec) = &svc.spec else { return false };
+    if spec.type_.as_deref() != Some("LoadBalancer") {
+        return false;
+    }
+    match spec.load_balancer_class.as_deref() {
+        Some(class) => class == sel.class,
+        None => sel.default_class,
+    }
+}
+
+/// The node pool of a Node: the OpenYurt label, else the region label (SPEC.md, "Node pools
+/// and regions"). The OpenYurt `NodePool` CRD, when present, will take precedence here.
+pub fn node_pool_of(node: &Node) -> Option<String> {
+    let labels = node.metadata.labels.as_ref()?;
+    labels
+        .get(NODEPOOL_LABEL)
+        .or_else(|| labels.get(REGION_LABEL))
+        .cloned()
+}
+
+/// The mutable side: one [`Index`] per kind, fed by a source.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    /// Services (all classes: a class change must be seen as ours -> not ours).
+    pub services: Index<Service>,
+    /// EndpointSlices.
+    pub endpoint_slices: Index<EndpointSlice>,
+    /// Nodes.
+    pub nodes: Index<Node>,
+    /// Namespaces.
+    pub namespaces: Index<Namespace>,
+    /// Secrets of the speaker's namespace, as redacted data.
+    pub secrets: Index<SecretData>,
+    /// `IPAddressPool`s.
+    pub pools: Index<IPAddressPool>,
+    /// `BGPPeer`s.
+    pub peers: Index<BGPPeer>,
+    /// `BGPAdvertisement`s.
+    pub bgp_advertisements: Index<BGPAdvertisement>,
+    /// `L2Advertisement`s.
+    pub l2_advertisements: Index<L2Advertisement>,
+    /// `Community` aliases.
+    pub communities: Index<Community>,
+    /// `PolicyRoute`s.
+    pub policy_routes: Index<PolicyRoute>,
+}
+
+impl Store {
+    /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
+    pub fn apply(&mut self, obj: Object, namespace: &str) {
+        let (_, key) = obj.describe();
+        match obj {
+            Object::Service(o) => self.services.apply(key, o),
+            Object::EndpointSlice(o) => self.endpoint_slices.apply(key, o),
+            Object::Node(o) => self.nodes.apply(key, o),
+            Object::Namespace(o) => self.namespaces.apply(key, o),
+            Object::Secret(o) => {
+                if &*key.namespace == namespace {
+                    self.secrets.apply(key, SecretData::from_secret(&o))
+                }
+            }
+            Object::IPAddressPool(o) => self.pools.apply(key, o),
+            Object::BGPPeer(o) => self.peers.apply(key, o),
+            Object::BGPAdvertisement(o) => self.bgp_advertisements.apply(key, o),
+            Object::L2Advertisement(o) => self.l2_advertisements.apply(key, o),
+            Object::Community(o) => self.communities.apply(key, o),
+            Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
+        }
+    }
+
+    /// Removes one object of a kind (as [`Object::describe`] names kinds).
+    pub fn delete(&mut self, kind: &str, key: &ObjectKey) {
+        match kind {
+            "Service" => self.services.delete(key),
+            "EndpointSlice" => self.endpoint_slices.delete(key),
+            "Node" => self.nodes.delete(key),
+            "Namespace" => self.namespaces.delete(key),
+            "Secret" => self.secrets.delete(key),
+            "IPAddressPool" => self.pools.delete(key),
+            "BGPPeer" => self.peers.delete(key),
+            "BGPAdvertisement" => self.bgp_advertisements.delete(key),
+            "L2Advertisement" => self.l2_advertisements.delete(key),
+            "Community" => self.communities.delete(key),
+            "PolicyRoute" => self.policy_routes.delete(key),
+            _ => {}
+        }
+    }
+
+    /// Replaces every object of a kind (after a watcher's re-list).
+    pub fn reset(&mut self, kind: &str, objects: Vec<Object>, namespace: &str) {
+        match kind {
+            "Service" => self.services = Index::default(),
+            "EndpointSlice" => self.endpoint_slices = Index::default(),
+            "Node" => self.nodes = Index::default(),
+            "Namespace" => self.namespaces = Index::default(),
+            "Secret" => self.secrets = Index::default(),
+            "IPAddressPool" => self.pools = Index::default(),
+            "BGPPeer" => self.peers = Index::default(),
+            "BGPAdvertisement" => self.bgp_advertisements = Index::default(),
+            "L2Advertisement" => self.l2_advertisements = Index::default(),
+            "Community" => self.communities = Index::default(),
+            "PolicyRoute" => self.policy_routes = Index::default(),
+            _ => {}
+        }
+        for o in objects {
+            if o.describe().0 == kind {
+                self.apply(o, namespace);
+            }
+        }
+    }
+
+    /// Builds the immutable view: only our Services, EndpointSlices grouped by Service, node
+    /// pools, every CR with its validation outcome, and the pools ready for allocation.
+    pub fn snapshot(&self, sel: &Selection) -> Snapshot {
+        build(self, sel)
+    }
+}
+
+/// A Node with its node pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeView {
+    /// The Node.
+    pub node: Arc<Node>,
+    /// Its node pool, if it has one.
+    pub node_pool: Option<String>,
+}
+
+/// The immutable view every decision reads. Clone is cheap (one `Arc`).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot(Arc<SnapshotData>);
+
+impl std::ops::Deref for Snapshot {
+    type Target = SnapshotData;
+    fn deref(&self) -> &SnapshotData {
+        &self.0
+    }
+}
+
+/// The contents of a [`Snapshot`].
+#[derive(Debug, Default)]
+pub struct SnapshotData {
+    /// What made a Service ours.
+    pub selection: Selection,
+    /// Our Services only, by `namespace/name`.
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
+    /// EndpointSlices of our Services, by Service key (label `kubernetes.io/service-name`).
+    pub endpoint_slices: BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
+    /// Nodes by name, with their node pool.
+    pub nodes: BTreeMap<Arc<str>, NodeView>,
+    /// Node pool -> member node names (sorted).
+    pub node_pools: BTreeMap<String, Vec<Arc<str>>>,
+    /// Namespace labels by namespace name (for `namespaceSelectors`).
+    pub namespace_labels: BTreeMap<Arc<str>, BTreeMap<String, String>>,
+    /// Secrets of the speaker's namespace by name.
+    pub secrets: BTreeMap<Arc<str>, Arc<SecretData>>,
+    /// `IPAddressPool`s with validation outcome.
+    pub pools: BTreeMap<ObjectKey, Checked<IPAddressPool>>,
+    /// `BGPPeer`s with validation outcome.
+    pub peers: BTreeMap<ObjectKey, Checked<BGPPeer>>,
+    /// `BGPAdvertisement`s with validation outcome.
+    pub bgp_advertisements: BTreeMap<ObjectKey, Checked<BGPAdvertisement>>,
+    /// `L2Advertisement`s with validation outcome.
+    pub l2_advertisements: BTreeMap<ObjectKey, Checked<L2Advertisement>>,
+    /// `Community` objects with validation outcome.
+    pub communities: BTreeMap<ObjectKey, Checked<Community>>,
+    /// `PolicyRoute`s (validated by the policy-route planner).
+    pub policy_routes: BTreeMap<ObjectKey, Arc<PolicyRoute>>,
+    /// Valid pools in allocation order (priority, then name), parsed once.
+    pub allocation_pools: Vec<PoolView>,
+}
+
+impl Snapshot {
+    /// A snapshot from already-built data (tests, benches).
+    pub fn from_data(data: SnapshotData) -> Snapshot {
+        Snapshot(Arc::new(data))
+    }
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+fn check<T, F>(index: &Index<T>, f: F) -> BTreeMap<ObjectKey, Checked<T>>
+where
+    F: Fn(&T) -> Vec<FieldError>,
+{
+    index
+        .iter()
+        .map(|(k, o)| {
+            (
+                k.clone(),
+                Checked {
+                    object: o.clone(),
+                    problems: f(o),
+                },
+            )
+        })
+        .collect()
+}
+
+fn build(store: &Store, sel: &Selection) -> Snapshot {
+    let services: BTreeMap<ObjectKey, Arc<Service>> = store
+        .services
+        .iter()
+        .filter(|(_, s)| is_ours(s, sel))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
+
+    let mut endpoint_slices: BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
+    for (key, slice) in store.endpoint_slices.iter() {
+        let Some(svc) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let svc_key = ObjectKey {
+            namespace: key.namespace.clone(),
+            name: svc.as_str().into(),
+        };
+        if services.contains_key(&svc_key) {
+            endpoint_slices
+                .entry(svc_key)
+                .or_default()
+                .push(slice.clone());
+        }
+    }
+
+    let mut nodes = BTreeMap::new();
+    let mut node_pools: BTreeMap<String, Vec<Arc<str>>> = BTreeMap::new();
+    for (key, node) in store.nodes.iter() {
+        let node_pool = node_pool_of(node);
+        if let Some(p) = &node_pool {
+            node_pools
+                .entry(p.clone())
+                .or_default()
+                .push(key.name.clone());
+        }
+        nodes.insert(
+            key.name.clone(),
+            NodeView {
+                node: node.clone(),
+                node_pool,
+            },
+        );
+    }
+
+    let namespace_labels = store
+        .namespaces
+        .iter()
+        .map(|(k, ns)| {
+            (
+                k.name.clone(),
+                ns.metadata.labels.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let secrets = store
+        .secrets
+        .iter()
+        .map(|(k, s)| (k.name.clone(), s.clone()))
+        .collect();
+
+    let communities = check(&store.communities, |c| validate::community(&c.spec));
+    let ctx = validate::Context {
+        namespace: sel.namespace.clone(),
+        community_aliases: communities
+            .values()
+            .filter(|c| c.is_valid())
+            .flat_map(|c| c.object.spec.communities.iter().map(|a| a.name.clone()))
+            .collect(),
+    };
+    let pools = check(&store.pools, |p| validate::ip_address_pool(&p.spec));
+    let allocation_pools = crate::ipam::pool::allocation_order(&pools);
+
+    Snapshot(Arc::new(SnapshotData {
+        selection: sel.clone(),
+        services,
+        endpoint_slices,
+        nodes,
+        node_pools,
+        namespace_labels,
+        secrets,
+        peers: check(&store.peers, |p| validate::bgp_peer(&p.spec, &ctx)),
+        bgp_advertisements: check(&store.bgp_advertisements, |a| {
+            validate::bgp_advertisement(&a.spec, &ctx)
+        }),
+        l2_advertisements: check(&store.l2_advertisements, |a| {
+            validate::l2_advertisement(&a.spec)
+        }),
+        communities,
+        policy_routes: store
+            .policy_routes
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect(),
+        pools,
+        allocation_pools,
+    }))
+}
+
+#[cfg(test)]
+#[path = "snapshot_tests.rs"]
+mod tests;

@@ -1,0 +1,229 @@
+//! Standalone mode: the same objects as the Kubernetes API (Services, EndpointSlices, Nodes,
+//! Namespaces, Secrets, our CRDs) read from one multi-document YAML file, reloaded on change.
+//!
+//! Reload is by polling the file's length, mtime and content every ~200 ms rather than with
+//! inotify: it costs nothing at this size, needs no extra crate, and also sees the
+//! symlink swap a Kubernetes ConfigMap mount does (inotify on the old inode misses it).
+//!
+//! A document that fails to parse is reported with its index, kind and name and skipped;
+//! the others apply. An unreadable file keeps the last snapshot in force.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::snapshot::{Object, Selection, Snapshot, Store};
+
+/// A document of the file that was skipped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("document {index} ({kind} {name}): {message}")]
+pub struct DocumentError {
+    /// 0-based position in the file.
+    pub index: usize,
+    /// `kind`, or `?` when unreadable.
+    pub kind: String,
+    /// `namespace/name`, or `?`.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// The objects of one file and the documents that were skipped.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every object that parsed.
+    pub objects: Vec<Object>,
+    /// Every document that did not.
+    pub errors: Vec<DocumentError>,
+}
+
+/// Splits at lines that are exactly `---` (YAML document markers), so that a syntax error
+/// in one document cannot hide the others.
+fn documents(text: &str) -> Vec<String> {
+    let mut docs = vec![String::new()];
+    for line in text.lines() {
+        if line.trim_end() == "---" || line.starts_with("--- ") {
+            docs.push(String::new());
+            if let Some(rest) = line.strip_prefix("--- ") {
+                if let Some(d) = docs.last_mut() {
+                    d.push_str(rest);
+                    d.push('\n');
+                }
+            }
+            continue;
+        }
+        if let Some(d) = docs.last_mut() {
+            d.push_str(line);
+            d.push('\n');
+        }
+    }
+    docs
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+    path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
+}
+
+fn typed<T: serde::de::DeserializeOwned>(
+    v: Value,
+    wrap: fn(T) -> Object,
+) -> Result<Object, String> {
+    serde_json::from_value(v)
+        .map(wrap)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads one object from a YAML document by `apiVersion` and `kind`.
+fn object(v: Value) -> Result<Object, String> {
+    let api_version = str_at(&v, &["apiVersion"]).unwrap_or("").to_string();
+    let kind = str_at(&v, &["kind"]).unwrap_or("").to_string();
+    match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Service") => typed(v, Object::Service),
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed(v, Object::EndpointSlice),
+        ("v1", "Node") => typed(v, Object::Node),
+        ("v1", "Namespace") => typed(v, Object::Namespace),
+        ("v1", "Secret") => typed(v, Object::Secret),
+        (crate::api::API_VERSION, "IPAddressPool") => typed(v, Object::IPAddressPool),
+        (crate::api::API_VERSION, "BGPPeer") => typed(v, Object::BGPPeer),
+        (crate::api::API_VERSION, "BGPAdvertisement") => typed(v, Object::BGPAdvertisement),
+        (crate::api::API_VERSION, "L2Advertisement") => typed(v, Object::L2Advertisement),
+        (crate::api::API_VERSION, "Community") => typed(v, Object::Community),
+        (crate::api::API_VERSION, "PolicyRoute") => typed(v, Object::PolicyRoute),
+        _ => Err(format!(
+            "unsupported apiVersion {api_version:?} kind {kind:?}"
+        )),
+    }
+}
+
+/// Parses a multi-document YAML text. Never panics, whatever the bytes.
+pub fn parse(text: &str) -> Loaded {
+    let mut loaded = Loaded::default();
+    for (index, doc) in documents(text).into_iter().enumerate() {
+        if doc
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            continue;
+        }
+        let value: Value = match serde_norway::from_str(&doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => {
+                loaded.errors.push(DocumentError {
+                    index,
+                    kind: "?".into(),
+                    name: "?".into(),
+                    message: format!("not YAML: {e}"),
+                });
+                continue;
+            }
+        };
+        let kind = str_at(&value, &["kind"]).unwrap_or("?").to_string();
+        let name = match (
+            str_at(&value, &["metadata", "namespace"]),
+            str_at(&value, &["metadata", "name"]),
+        ) {
+            (Some(ns), Some(n)) => format!("{ns}/{n}"),
+            (None, Some(n)) => n.to_string(),
+            _ => "?".to_string(),
+        };
+        if name == "?" {
+            loaded.errors.push(DocumentError {
+                index,
+                kind,
+                name,
+                message: "metadata.name is missing".into(),
+            });
+            continue;
+        }
+        match object(value) {
+            Ok(o) => loaded.objects.push(o),
+            Err(message) => loaded.errors.push(DocumentError {
+                index,
+                kind,
+                name,
+                message,
+            }),
+        }
+    }
+    loaded
+}
+
+/// A store holding exactly the objects of `loaded` (the file is the whole state).
+pub fn store_of(loaded: &Loaded, namespace: &str) -> Store {
+    let mut store = Store::default();
+    for o in &loaded.objects {
+        store.apply(o.clone(), namespace);
+    }
+    store
+}
+
+/// What identifies a version of the file cheaply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let m = std::fs::metadata(path)?;
+    Ok(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+    })
+}
+
+/// Loads the file and builds a snapshot; logs every skipped document.
+pub fn load_snapshot(path: &Path, sel: &Selection) -> std::io::Result<Snapshot> {
+    let text = std::fs::read_to_string(path)?;
+    let loaded = parse(&text);
+    for e in &loaded.errors {
+        tracing::warn!(file = %path.display(), error = %e, "skipping document");
+    }
+    Ok(store_of(&loaded, &sel.namespace).snapshot(sel))
+}
+
+/// Watches `path` and publishes a new snapshot after every change, until every receiver is
+/// gone. A read error keeps the last snapshot in force.
+pub async fn watch_file(
+    path: PathBuf,
+    sel: Selection,
+    interval: Duration,
+    tx: watch::Sender<Snapshot>,
+) {
+    let mut last: Option<(Stamp, String)> = None;
+    loop {
+        match stamp(&path).and_then(|s| Ok((s, std::fs::read_to_string(&path)?))) {
+            Ok((s, text)) => {
+                let changed = last.as_ref().is_none_or(|(ls, lt)| *ls != s || *lt != text);
+                if changed {
+                    let loaded = parse(&text);
+                    for e in &loaded.errors {
+                        tracing::warn!(file = %path.display(), error = %e, "skipping document");
+                    }
+                    tracing::info!(file = %path.display(), objects = loaded.objects.len(), skipped = loaded.errors.len(), "loaded");
+                    let snap = store_of(&loaded, &sel.namespace).snapshot(&sel);
+                    if tx.send(snap).is_err() {
+                        return;
+                    }
+                    last = Some((s, text));
+                }
+            }
+            Err(e) => {
+                if last.is_some() {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot read; keeping the last snapshot");
+                }
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+#[path = "file_tests.rs"]
+mod tests;

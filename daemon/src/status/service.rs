@@ -1,0 +1,101 @@
+//! The `status.loadBalancer` each Service should carry, and the server-side-apply body that
+//! sets it. Pure: the writer compares and sends.
+
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
+use serde_json::{json, Value};
+
+use crate::api::annotations::{ELB_PASS_THROUGH, PASS_THROUGH};
+use crate::ipam::Outcome;
+
+/// Whether the Service asks for pass-through (`ipMode: Proxy`): in-cluster clients then go
+/// through the load balancer instead of kube-proxy's shortcut (Kubernetes >= 1.30; older
+/// API servers drop the field and clients keep the shortcut).
+pub fn pass_through(svc: &Service) -> bool {
+    let a = svc.metadata.annotations.as_ref();
+    [PASS_THROUGH, ELB_PASS_THROUGH]
+        .iter()
+        .any(|k| a.and_then(|a| a.get(*k)).is_some_and(|v| v == "true"))
+}
+
+/// The ingress list the Service should have: one entry per IP, or none without an IP.
+pub fn desired_ingress(svc: &Service, outcome: Option<&Outcome>) -> Vec<LoadBalancerIngress> {
+    let mode = if pass_through(svc) { "Proxy" } else { "VIP" };
+    match outcome {
+        Some(Ok(a)) => a
+            .ips
+            .iter()
+            .map(|ip| LoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ip_mode: Some(mode.to_string()),
+                ..Default::default()
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The ingress list the Service has now.
+pub fn current_ingress(svc: &Service) -> Vec<LoadBalancerIngress> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default()
+}
+
+/// The apply body for the status subresource (field manager `edgelb` owns the ingress list).
+pub fn apply_body(ingress: &[LoadBalancerIngress]) -> Value {
+    let lb = if ingress.is_empty() {
+        json!({})
+    } else {
+        json!({ "ingress": ingress })
+    };
+    json!({ "apiVersion": "v1", "kind": "Service", "status": { "loadBalancer": lb } })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{annotate, service};
+    use crate::ipam::{Allocation, AllocationError};
+
+    fn ok(ips: &[&str]) -> Outcome {
+        Ok(Allocation {
+            pool: "a".into(),
+            ips: ips.iter().map(|i| i.parse().expect("ip")).collect(),
+        })
+    }
+
+    #[test]
+    fn ingress_is_vip_unless_pass_through() {
+        let svc = service("default", "web", 80);
+        let vip = desired_ingress(&svc, Some(&ok(&["192.0.2.1", "2001:db8::1"])));
+        assert_eq!(
+            apply_body(&vip),
+            json!({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {"ingress": [
+                {"ip": "192.0.2.1", "ipMode": "VIP"}, {"ip": "2001:db8::1", "ipMode": "VIP"}]}}})
+        );
+        for key in [PASS_THROUGH, ELB_PASS_THROUGH] {
+            let proxied = annotate(service("default", "web", 80), key, "true");
+            let ingress = desired_ingress(&proxied, Some(&ok(&["192.0.2.1"])));
+            assert_eq!(ingress[0].ip_mode.as_deref(), Some("Proxy"), "{key}");
+        }
+        let not = annotate(service("default", "web", 80), PASS_THROUGH, "yes");
+        assert_eq!(
+            desired_ingress(&not, Some(&ok(&["192.0.2.1"])))[0]
+                .ip_mode
+                .as_deref(),
+            Some("VIP")
+        );
+    }
+
+    #[test]
+    fn no_ip_means_an_empty_load_balancer_status() {
+        let svc = service("default", "web", 80);
+        assert!(desired_ingress(&svc, Some(&Err(AllocationError::NoEligiblePool))).is_empty());
+        assert_eq!(
+            apply_body(&[]),
+            json!({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {}}})
+        );
+    }
+}
