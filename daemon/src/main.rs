@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use edgelb_daemon::snapshot::{Selection, Snapshot};
-use edgelb_daemon::speaker::{self, Config, LeaseConfig};
+use edgelb_daemon::speaker::{self, AnnounceConfig, Config, LeaseConfig};
 use tokio::sync::watch;
 
 /// The edgelb speaker daemon.
@@ -54,6 +54,30 @@ struct RunArgs {
     /// Lease term in seconds.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// Accept BGP connections on this address (e.g. `[::]:179`). Default: none, every
+    /// session is opened by this speaker (routers use passive or dynamic neighbours).
+    #[arg(long)]
+    bgp_listen: Option<std::net::SocketAddr>,
+    /// This node's address (repeatable); used after the Node object's InternalIPs for the
+    /// BGP identifier and to find the L2 interface.
+    #[arg(long = "node-address")]
+    node_addresses: Vec<std::net::IpAddr>,
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +114,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         node: args.node,
         selection: selection.clone(),
         state_file: args.state,
+        announce: AnnounceConfig {
+            bgp_listen: args.bgp_listen,
+            node_addresses: args.node_addresses,
+            ..Default::default()
+        },
     };
     let (tx, rx) = watch::channel(Snapshot::default());
     if let Some(file) = args.file {
@@ -100,12 +129,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Duration::from_millis(200),
             tx,
         ));
-        tokio::select! {
-            _ = speaker::run_standalone(cfg, rx) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-        }
+        let result = speaker::run_standalone(cfg, rx, stop_signal()).await;
         source.abort();
-        return Ok(());
+        return result.context("starting the BGP speaker");
     }
     let client = match &args.kubeconfig {
         Some(path) => {
@@ -132,7 +158,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         _ = speaker::run_cluster(cfg, lease, client, rx) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+        _ = stop_signal() => tracing::info!("stopping"),
     }
     source.abort();
     Ok(())

@@ -2,14 +2,20 @@
 //! reports through the log and a local state file; cluster mode additionally writes to the
 //! API while it holds the Lease.
 
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use edgelb_bgp::{Speaker, SpeakerConfig, SpeakerError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
+use crate::actuate::bgp::BgpActuator;
 use crate::ipam::{allocate, Assignments};
+use crate::plan::bgp::{self as bgp_plan, BgpDefaults, NodeFacts};
 use crate::snapshot::{Selection, Snapshot};
 use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
@@ -25,6 +31,78 @@ pub struct Config {
     pub selection: Selection,
     /// Where to write the local state file, if anywhere.
     pub state_file: Option<PathBuf>,
+    /// How this node announces.
+    pub announce: AnnounceConfig,
+}
+
+/// What announcing needs besides the cluster objects.
+#[derive(Clone, Debug, Default)]
+pub struct AnnounceConfig {
+    /// Accept BGP connections here (`None`: active sessions only).
+    pub bgp_listen: Option<SocketAddr>,
+    /// This node's addresses, after the Node object's `InternalIP`s (router id, L2 interface).
+    pub node_addresses: Vec<IpAddr>,
+    /// Session settings that are not in the CRDs.
+    pub bgp: BgpDefaults,
+}
+
+/// Plans and applies announcements for each new (snapshot, allocation).
+pub struct Announcing {
+    node: String,
+    extra_addresses: Vec<IpAddr>,
+    defaults: BgpDefaults,
+    bgp: BgpActuator,
+}
+
+impl Announcing {
+    /// Starts the BGP speaker (no peers yet). Needs a tokio runtime.
+    pub fn new(cfg: &Config) -> Result<Announcing, SpeakerError> {
+        // Every peer carries its own router id from the plan; this one is never sent.
+        let speaker = Speaker::new(SpeakerConfig {
+            router_id: Ipv4Addr::UNSPECIFIED,
+            listen: cfg.announce.bgp_listen,
+        })?;
+        Ok(Announcing {
+            node: cfg.node.clone(),
+            extra_addresses: cfg.announce.node_addresses.clone(),
+            defaults: cfg.announce.bgp.clone(),
+            bgp: BgpActuator::new(speaker),
+        })
+    }
+
+    /// Plans for this node and converges the actuators; problems and errors are logged.
+    pub fn step(&mut self, snap: &Snapshot, a: &Assignments) {
+        let me = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
+        let plan = bgp_plan::plan(snap, a, &me, &self.defaults);
+        for p in &plan.problems {
+            tracing::warn!(problem = %p, "bgp plan");
+        }
+        let (done, errors) = self.bgp.apply(&plan);
+        for e in errors {
+            tracing::warn!(error = %e, "bgp apply");
+        }
+        if done != Default::default() {
+            let routes: usize = plan.peers.values().map(|p| p.routes.len()).sum();
+            tracing::info!(
+                peers = plan.peers.len(),
+                routes,
+                peers_set = done.peers_set,
+                peers_removed = done.peers_removed,
+                tables_set = done.tables_set,
+                "bgp applied"
+            );
+        }
+    }
+
+    /// The BGP actuator (peer status for the local API).
+    pub fn bgp(&self) -> &BgpActuator {
+        &self.bgp
+    }
+
+    /// Graceful stop: Cease / Administrative Shutdown (RFC 8203) to every peer, bounded.
+    pub async fn stop(self) {
+        self.bgp.shutdown("edgelb-speaker stopping").await;
+    }
 }
 
 /// Allocation across snapshots: keeps the previous result so that IPs stay put.
@@ -69,15 +147,36 @@ fn write_local(cfg: &Config, a: &Assignments) {
     }
 }
 
-/// Standalone: allocate on every snapshot and write the local state file. Returns when the
-/// source stops.
-pub async fn run_standalone(cfg: Config, mut rx: watch::Receiver<Snapshot>) {
+/// Standalone: allocate and announce on every snapshot and write the local state file.
+/// Returns when the source stops or `stop` completes, after a graceful stop of the
+/// announcements.
+pub async fn run_standalone(
+    cfg: Config,
+    mut rx: watch::Receiver<Snapshot>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), SpeakerError> {
+    let mut announcing = Announcing::new(&cfg)?;
     let mut alloc = Allocator::default();
-    while rx.changed().await.is_ok() {
-        let snap = rx.borrow_and_update().clone();
-        let (a, _) = alloc.step(&snap);
-        write_local(&cfg, &a);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = rx.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let snap = rx.borrow_and_update().clone();
+                let (a, _) = alloc.step(&snap);
+                write_local(&cfg, &a);
+                announcing.step(&snap, &a);
+            }
+            _ = &mut stop => {
+                tracing::info!("stopping");
+                break;
+            }
+        }
     }
+    announcing.stop().await;
+    Ok(())
 }
 
 /// Lease settings.

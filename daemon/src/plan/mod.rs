@@ -1,3 +1,5 @@
 //! Pure planning: from data (snapshot, node facts) to desired state, without I/O or clock.
 
+pub mod bgp;
+pub mod endpoints;
 pub mod policy_route;
