@@ -5,8 +5,10 @@
 
 pub mod actuate;
 pub mod api;
+pub mod election;
 pub mod fixtures;
 pub mod ipam;
+pub mod membership;
 #[cfg(test)]
 mod mock_api;
 pub mod plan;

@@ -26,6 +26,9 @@ enum Command {
     },
     /// Run the speaker, from the Kubernetes API or (with --file) standalone.
     Run(RunArgs),
+    /// Remove every policy rule and route edgelb installed on this node (protocol 235) and
+    /// nothing else; for uninstall (a running speaker would install them again).
+    Cleanup,
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,7 +104,25 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(run(args))
         }
+        Command::Cleanup => cleanup(),
     }
+}
+
+/// `edgelb-speaker cleanup`: the policy-route actuator's cleanup, in this network namespace.
+fn cleanup() -> anyhow::Result<()> {
+    use edgelb_daemon::actuate::policy_route::{PolicyRouteActuator, EDGELB_RTPROT};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let report = rt
+        .block_on(async { PolicyRouteActuator::new()?.cleanup().await })
+        .context("removing edgelb policy rules and routes")?;
+    println!(
+        "removed {} policy rule(s) and {} route(s) with protocol {EDGELB_RTPROT}",
+        report.rules_removed, report.routes_removed
+    );
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -4,3 +4,4 @@
 pub mod bgp;
 pub mod policy_route;
 pub mod policy_route_netlink;
+pub mod policy_route_task;

@@ -33,7 +33,7 @@ use rtnetlink::{Handle, IpVersion, MulticastGroup};
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Errors of the actuator, naming the operation and the object.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +53,8 @@ pub enum ActuateError {
     },
 }
 
-/// What one `apply` changed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What one `apply` changed, and what the kernel refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ApplyReport {
     /// Rules added.
     pub rules_added: usize,
@@ -64,12 +64,20 @@ pub struct ApplyReport {
     pub routes_replaced: usize,
     /// Routes removed.
     pub routes_removed: usize,
+    /// Changes the kernel refused, each naming the object and the error. One refusal does
+    /// not stop the others; the rules of a table whose route was refused are not added.
+    pub failed: Vec<String>,
 }
 
 impl ApplyReport {
+    fn refused(&mut self, error: ActuateError) {
+        warn!(%error, "kernel refused a policy-route change");
+        self.failed.push(error.to_string());
+    }
+
     /// True when anything was changed.
     pub fn changed(&self) -> bool {
-        *self != ApplyReport::default()
+        self.rules_added + self.rules_removed + self.routes_replaced + self.routes_removed > 0
     }
 }
 
@@ -252,6 +260,7 @@ impl PolicyRouteActuator {
         }
 
         // 1. Routes: replace what is missing or different.
+        let mut refused_tables = BTreeSet::new();
         for (key, want) in &want_routes {
             let same = have_routes
                 .get(key)
@@ -259,44 +268,51 @@ impl PolicyRouteActuator {
             if same {
                 continue;
             }
-            self.handle
+            let result = self
+                .handle
                 .route()
                 .add(route_message(want))
                 .replace()
                 .execute()
-                .await
-                .map_err(|source| ActuateError::Netlink {
-                    op: "replace route",
-                    object: show_route(want),
-                    source,
-                })?;
-            info!(route = %show_route(want), "policy route installed");
-            report.routes_replaced += 1;
+                .await;
+            match result {
+                Ok(()) => {
+                    info!(route = %show_route(want), "policy route installed");
+                    report.routes_replaced += 1;
+                }
+                Err(source) => {
+                    refused_tables.insert(want.table);
+                    report.refused(ActuateError::Netlink {
+                        op: "replace route",
+                        object: show_route(want),
+                        source,
+                    });
+                }
+            }
         }
         // 2. Rules: add what is missing.
         let have_rule_set: BTreeSet<&PlannedRule> =
             have_rules.iter().filter_map(|(p, _)| p.as_ref()).collect();
         for want in &want_rules {
-            if have_rule_set.contains(want) {
+            if have_rule_set.contains(want) || refused_tables.contains(&want.table) {
                 continue;
             }
             let mut req = self.handle.rule().add();
             *req.message_mut() = rule_message(want);
             match req.execute().await {
-                Ok(()) => {}
+                Ok(()) => {
+                    info!(rule = %show_rule(want), "policy rule installed");
+                    report.rules_added += 1;
+                }
                 Err(e) if errno(&e) == Some(EEXIST) => {
                     debug!(rule = %show_rule(want), "rule exists")
                 }
-                Err(source) => {
-                    return Err(ActuateError::Netlink {
-                        op: "add rule",
-                        object: show_rule(want),
-                        source,
-                    })
-                }
+                Err(source) => report.refused(ActuateError::Netlink {
+                    op: "add rule",
+                    object: show_rule(want),
+                    source,
+                }),
             }
-            info!(rule = %show_rule(want), "policy rule installed");
-            report.rules_added += 1;
         }
         // 3. Rules: remove ours that are not wanted (and duplicates of wanted ones).
         let mut kept: BTreeSet<&PlannedRule> = BTreeSet::new();
@@ -308,9 +324,13 @@ impl PolicyRouteActuator {
                 continue;
             }
             let object = planned.as_ref().map_or("(unknown shape)".into(), show_rule);
-            self.delete_rule(m.clone(), &object).await?;
-            info!(rule = %object, "policy rule removed");
-            report.rules_removed += 1;
+            match self.delete_rule(m.clone(), &object).await {
+                Ok(()) => {
+                    info!(rule = %object, "policy rule removed");
+                    report.rules_removed += 1;
+                }
+                Err(e) => report.refused(e),
+            }
         }
         // 4. Routes: remove ours whose key is not wanted, or that differ from the wanted one
         //    (left over next to it; e.g. IPv6 keeps several metrics under one key).
@@ -325,9 +345,13 @@ impl PolicyRouteActuator {
                 let object = planned
                     .as_ref()
                     .map_or(format!("{} table {}", key.1, key.0), show_route);
-                self.delete_route(m, &object).await?;
-                info!(route = %object, "policy route removed");
-                report.routes_removed += 1;
+                match self.delete_route(m, &object).await {
+                    Ok(()) => {
+                        info!(route = %object, "policy route removed");
+                        report.routes_removed += 1;
+                    }
+                    Err(e) => report.refused(e),
+                }
             }
         }
         Ok(report)

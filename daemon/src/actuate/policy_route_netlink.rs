@@ -314,6 +314,64 @@ mod tests {
         }
     }
 
+    /// Through the wire format and back, as the kernel would receive and echo it.
+    fn wire<T: netlink_packet_core::Emitable + netlink_packet_core::Parseable<[u8]>>(m: &T) -> T {
+        let mut buf = vec![0u8; m.buffer_len()];
+        m.emit(&mut buf);
+        T::parse(&buf[..]).expect("our own message parses")
+    }
+
+    fn arb_net() -> impl proptest::strategy::Strategy<Value = IpNet> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (any::<u32>(), 0u8..=32).prop_map(|(a, l)| IpNet::new(Ipv4Addr::from(a).into(), l)
+                .map(|n| n.trunc())
+                .expect("valid v4 prefix")),
+            (any::<u128>(), 0u8..=128).prop_map(|(a, l)| IpNet::new(Ipv6Addr::from(a).into(), l)
+                .map(|n| n.trunc())
+                .expect("valid v6 prefix")),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_planned_rule_survives_the_wire_format(
+            a in proptest::prelude::any::<u32>(),
+            v6 in proptest::prelude::any::<bool>(),
+            priority in 1u32..=32765,
+            table in proptest::prelude::any::<u32>(),
+        ) {
+            let src = if v6 {
+                IpNet::from(IpAddr::V6(Ipv6Addr::from(u128::from(a) << 64)))
+            } else {
+                IpNet::from(IpAddr::V4(Ipv4Addr::from(a)))
+            };
+            let rule = PlannedRule { priority, src, table };
+            let read = read_rule(&wire(&rule_message(&rule)));
+            proptest::prop_assert!(read.ours);
+            proptest::prop_assert_eq!(read.planned, Some(rule));
+        }
+
+        #[test]
+        fn any_planned_route_survives_the_wire_format(
+            dst in arb_net(),
+            table in proptest::prelude::any::<u32>(),
+            oif in 1u32..,
+            with_gw in proptest::prelude::any::<bool>(),
+        ) {
+            let (gateway, prefsrc) = match (dst.addr(), with_gw) {
+                (IpAddr::V4(_), true) => (Some("10.0.0.1".parse().expect("ip")), None),
+                (IpAddr::V4(_), false) => (None, Some("10.0.0.3".parse().expect("ip"))),
+                (IpAddr::V6(_), true) => (Some("fe80::1".parse().expect("ip")), None),
+                (IpAddr::V6(_), false) => (None, None),
+            };
+            let route = PlannedRoute { table, dst, gateway, oif, prefsrc };
+            let read = read_route(&wire(&route_message(&route))).expect("unicast IP route");
+            proptest::prop_assert!(read.ours);
+            proptest::prop_assert_eq!(read.planned, Some(route));
+        }
+    }
+
     #[test]
     fn the_ipv4_subnet_route_has_link_scope_and_the_default_route_universe() {
         let subnet = route_message(&PlannedRoute {

@@ -12,7 +12,8 @@
 //! One object selects nodes (label selector and/or node pools) and says which interface,
 //! routing table, rule priority and gateway to use. A node may override the gateway and the
 //! table for itself with the annotations [`GATEWAY_ANNOTATION`] and [`TABLE_ANNOTATION`]
-//! (suffix `.<policy-route-name>` to address one object only; the suffixed key wins).
+//! (suffix `.<policy-route-name>` to address one object only; the suffixed key wins; an
+//! annotation name is at most 63 characters, so this works for object names up to 42).
 //!
 //! The speaker of each selected node reports its outcome as a condition of type
 //! `Installed.<node-name>` ([`node_condition_type`]), so every speaker owns its own entry of

@@ -1,0 +1,521 @@
+//! Election: which node announces each LoadBalancer IP. Pure: no clock, no I/O.
+//!
+//! For every IP the eligible nodes are those that
+//! 1. may announce at all (the floor: Node `Ready`, no `NetworkUnavailable`,
+//!    no `node.kubernetes.io/exclude-from-external-load-balancers` label),
+//! 2. belong to the IP's node pool and match the advertisement's node selectors,
+//! 3. are live members of the gossip membership,
+//! 4. have an announcing interface up,
+//! 5. with `externalTrafficPolicy: Local`, run a ready endpoint of the Service,
+//! 6. in L2 mode, carry a subnet containing the IP on an up announcing
+//!    interface (a node in another region or with a dead NIC never wins an IP
+//!    it cannot serve).
+//!
+//! L2: one owner per IP by rendezvous hashing ([`rendezvous`]); every speaker
+//! with the same view computes the same owner, and a leaving node moves only
+//! its own IPs. BGP: every eligible node announces (ECMP at the router).
+//! Every excluded node carries the first reason that excluded it, in the order
+//! above, for `edgelbctl`.
+//!
+//! Services sharing an IP share its owner: the election is keyed by the IP,
+//! and requests for the same IP and mode are merged (a node must be eligible
+//! for every one of them), so one result, one owner.
+
+mod incremental;
+pub mod quorum;
+pub mod rendezvous;
+pub mod selector;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+
+pub use quorum::{may_own_l2, QuorumView};
+pub use selector::{NodeSelector, SelectorOperator, SelectorRequirement};
+
+/// A node name, cheap to clone into many results.
+pub type NodeName = Arc<str>;
+
+/// What a node reports about one of its announcing interfaces (gossiped).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InterfaceFacts {
+    /// Interface name, e.g. `eth0`.
+    pub name: String,
+    /// Whether the link is up with carrier.
+    pub up: bool,
+    /// The subnets configured on it (address with prefix length).
+    pub subnets: Vec<IpNet>,
+}
+
+/// One node as the election sees it; the daemon builds it from the Node
+/// object and the membership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The Kubernetes node name.
+    pub node: String,
+    /// The Node's labels, for the advertisements' node selectors.
+    pub labels: BTreeMap<String, String>,
+    /// The Node's `Ready` condition is `True`.
+    pub ready: bool,
+    /// The Node's `NetworkUnavailable` condition is `True`.
+    pub network_unavailable: bool,
+    /// The Node carries `node.kubernetes.io/exclude-from-external-load-balancers`.
+    pub excluded_label: bool,
+    /// The node pool (region) the node belongs to, if any.
+    pub node_pool: Option<String>,
+    /// The membership sees the node's speaker alive (or suspect).
+    pub live: bool,
+    /// The node's interfaces as it last gossiped them.
+    pub interfaces: Vec<InterfaceFacts>,
+}
+
+/// How an IP is announced.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// ARP/NDP from one owner; `interfaces` restricts the announcing
+    /// interfaces (`None`: any interface of the node).
+    L2 {
+        /// The advertisement's interface list.
+        interfaces: Option<Vec<String>>,
+    },
+    /// BGP from every eligible node.
+    Bgp,
+}
+
+/// The kind of a [`Mode`], the second half of a result's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ModeKind {
+    /// Layer 2 (one owner).
+    L2,
+    /// BGP (all eligible nodes).
+    Bgp,
+}
+
+impl Mode {
+    /// The kind of this mode.
+    pub fn kind(&self) -> ModeKind {
+        match self {
+            Mode::L2 { .. } => ModeKind::L2,
+            Mode::Bgp => ModeKind::Bgp,
+        }
+    }
+}
+
+/// One IP to elect for, with what restricts its nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionRequest {
+    /// The LoadBalancer IP.
+    pub ip: IpAddr,
+    /// How it is announced.
+    pub mode: Mode,
+    /// The advertisement's node selectors (any of them; empty: all nodes).
+    pub node_selectors: Vec<NodeSelector>,
+    /// The node pool that exposes the IP (`None`: every pool).
+    pub pool: Option<String>,
+    /// `Some(nodes)` for `externalTrafficPolicy: Local`: the nodes that run a
+    /// ready endpoint of the Service; `None` for `Cluster`.
+    pub local_endpoints: Option<BTreeSet<String>>,
+}
+
+/// Why a node may not announce an IP. Serialized as the camelCase codes that
+/// `edgelbctl` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ExclusionReason {
+    /// The node carries `node.kubernetes.io/exclude-from-external-load-balancers`.
+    ExcludedByLabel,
+    /// The Node is not `Ready`.
+    NodeNotReady,
+    /// The Node's `NetworkUnavailable` condition is `True`.
+    NetworkUnavailable,
+    /// The node is not in the IP's node pool.
+    NotInPool,
+    /// The node matches none of the advertisement's node selectors.
+    SelectorMismatch,
+    /// The node's speaker is not a live member of the gossip.
+    NotLive,
+    /// None of the node's announcing interfaces is up.
+    NicDown,
+    /// `externalTrafficPolicy: Local` and no ready endpoint on the node.
+    NoLocalEndpoints,
+    /// L2: no up announcing interface carries a subnet containing the IP.
+    SubnetNotLocal,
+}
+
+impl ExclusionReason {
+    /// The code as `edgelbctl` prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExclusionReason::ExcludedByLabel => "excludedByLabel",
+            ExclusionReason::NodeNotReady => "nodeNotReady",
+            ExclusionReason::NetworkUnavailable => "networkUnavailable",
+            ExclusionReason::NotInPool => "notInPool",
+            ExclusionReason::SelectorMismatch => "selectorMismatch",
+            ExclusionReason::NotLive => "notLive",
+            ExclusionReason::NicDown => "nicDown",
+            ExclusionReason::NoLocalEndpoints => "noLocalEndpoints",
+            ExclusionReason::SubnetNotLocal => "subnetNotLocal",
+        }
+    }
+}
+
+/// One excluded node and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Exclusion {
+    /// The node.
+    #[serde(serialize_with = "serialize_name")]
+    pub node: NodeName,
+    /// The first reason that excluded it.
+    pub reason: ExclusionReason,
+}
+
+fn serialize_name<S: Serializer>(name: &NodeName, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(name)
+}
+
+/// The outcome for one IP and mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ElectionResult {
+    /// The IP.
+    pub ip: IpAddr,
+    /// L2 or BGP.
+    pub mode: ModeKind,
+    /// The announcing nodes: at most one for L2, every eligible node (sorted
+    /// by name) for BGP. Empty when no node is eligible.
+    pub owners: Vec<NodeName>,
+    /// Exclusions shared by every IP of the same advertisement class
+    /// (labels, pool, selectors, liveness, NIC); shared to keep memory flat.
+    shared_exclusions: Arc<[Exclusion]>,
+    /// Exclusions that depend on this IP (local endpoints, subnet).
+    own_exclusions: Vec<Exclusion>,
+}
+
+impl ElectionResult {
+    /// Every excluded node with its reason.
+    pub fn exclusions(&self) -> impl Iterator<Item = &Exclusion> {
+        self.shared_exclusions
+            .iter()
+            .chain(self.own_exclusions.iter())
+    }
+
+    /// Why `node` was excluded, if it was.
+    pub fn exclusion_of(&self, node: &str) -> Option<ExclusionReason> {
+        self.exclusions()
+            .find(|e| &*e.node == node)
+            .map(|e| e.reason)
+    }
+
+    /// The single L2 owner, if any.
+    pub fn owner(&self) -> Option<&NodeName> {
+        self.owners.first()
+    }
+}
+
+struct ExclusionList<'a>(&'a ElectionResult);
+
+impl Serialize for ExclusionList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.exclusions())
+    }
+}
+
+impl Serialize for ElectionResult {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let owners: Vec<&str> = self.owners.iter().map(|n| &**n).collect();
+        let mut st = s.serialize_struct("ElectionResult", 4)?;
+        st.serialize_field("ip", &self.ip)?;
+        st.serialize_field("mode", &self.mode)?;
+        st.serialize_field("owners", &owners)?;
+        st.serialize_field("excluded", &ExclusionList(self))?;
+        st.end()
+    }
+}
+
+struct NodeEntry {
+    name: NodeName,
+    key: u64,
+    candidate: Candidate,
+}
+
+/// The nodes of one view, indexed for repeated elections.
+pub struct ElectionView {
+    nodes: Vec<NodeEntry>,
+}
+
+/// The class-level verdict for every node: what does not depend on the IP.
+struct ClassFilter {
+    status: Vec<Option<ExclusionReason>>,
+    ok: Vec<usize>,
+    excluded: Arc<[Exclusion]>,
+}
+
+type ClassKey<'r> = (&'r [NodeSelector], Option<&'r str>, &'r Mode);
+
+impl ElectionView {
+    /// Index `candidates`. A node name given twice keeps its first entry.
+    pub fn new(candidates: impl IntoIterator<Item = Candidate>) -> Self {
+        let mut nodes: Vec<NodeEntry> = candidates
+            .into_iter()
+            .map(|c| NodeEntry {
+                name: Arc::from(c.node.as_str()),
+                key: rendezvous::node_key(&c.node),
+                candidate: c,
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        nodes.dedup_by(|later, first| later.name == first.name);
+        ElectionView { nodes }
+    }
+
+    /// Number of nodes in the view.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the view has no node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Elect for one request alone.
+    pub fn elect(&self, request: &ElectionRequest) -> ElectionResult {
+        let class = self.class_filter(
+            &request.node_selectors,
+            request.pool.as_deref(),
+            &request.mode,
+        );
+        self.elect_one(request, &class)
+    }
+
+    /// Elect for every request; one result per (IP, mode kind), sorted by
+    /// IP then mode. Requests for the same IP and mode (Services sharing an
+    /// IP) are merged: a node must be eligible for each of them.
+    pub fn elect_many(&self, requests: &[ElectionRequest]) -> Vec<ElectionResult> {
+        let groups = group_requests(requests);
+        let mut classes: HashMap<ClassKey<'_>, ClassFilter> = HashMap::new();
+        let mut out = Vec::with_capacity(groups.len());
+        for ((ip, kind), group) in groups {
+            for r in &group {
+                let key: ClassKey<'_> = (&r.node_selectors, r.pool.as_deref(), &r.mode);
+                classes
+                    .entry(key)
+                    .or_insert_with(|| self.class_filter(key.0, key.1, key.2));
+            }
+            let group_classes: Vec<Option<&ClassFilter>> = group
+                .iter()
+                .map(|r| classes.get(&(r.node_selectors.as_slice(), r.pool.as_deref(), &r.mode)))
+                .collect();
+            match (group.as_slice(), group_classes.as_slice()) {
+                ([single], [Some(class)]) => out.push(self.elect_one(single, class)),
+                _ => out.push(self.elect_merged(ip, kind, &group, &group_classes)),
+            }
+        }
+        out
+    }
+
+    fn class_filter(
+        &self,
+        selectors: &[NodeSelector],
+        pool: Option<&str>,
+        mode: &Mode,
+    ) -> ClassFilter {
+        let mut status = Vec::with_capacity(self.nodes.len());
+        let mut ok = Vec::new();
+        let mut excluded = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let s = class_status(&n.candidate, selectors, pool, mode);
+            match s {
+                None => ok.push(i),
+                Some(reason) => excluded.push(Exclusion {
+                    node: n.name.clone(),
+                    reason,
+                }),
+            }
+            status.push(s);
+        }
+        ClassFilter {
+            status,
+            ok,
+            excluded: excluded.into(),
+        }
+    }
+
+    fn elect_one(&self, request: &ElectionRequest, class: &ClassFilter) -> ElectionResult {
+        let ip_key = rendezvous::ip_key(request.ip);
+        let mut own = Vec::new();
+        let mut owners = Vec::new();
+        let mut best: Option<(u64, &NodeEntry)> = None;
+        for &i in &class.ok {
+            let n = &self.nodes[i];
+            if let Some(reason) = ip_status(&n.candidate, request) {
+                own.push(Exclusion {
+                    node: n.name.clone(),
+                    reason,
+                });
+                continue;
+            }
+            consider(&mut best, &mut owners, request.mode.kind(), ip_key, n);
+        }
+        finish(
+            request.ip,
+            request.mode.kind(),
+            best,
+            owners,
+            class.excluded.clone(),
+            own,
+        )
+    }
+
+    fn elect_merged(
+        &self,
+        ip: IpAddr,
+        kind: ModeKind,
+        group: &[&ElectionRequest],
+        classes: &[Option<&ClassFilter>],
+    ) -> ElectionResult {
+        let ip_key = rendezvous::ip_key(ip);
+        let mut own = Vec::new();
+        let mut owners = Vec::new();
+        let mut best: Option<(u64, &NodeEntry)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let reason = group.iter().zip(classes).find_map(|(r, c)| {
+                let class_reason = match c {
+                    Some(c) => c.status.get(i).copied().flatten(),
+                    None => {
+                        class_status(&n.candidate, &r.node_selectors, r.pool.as_deref(), &r.mode)
+                    }
+                };
+                class_reason.or_else(|| ip_status(&n.candidate, r))
+            });
+            match reason {
+                Some(reason) => own.push(Exclusion {
+                    node: n.name.clone(),
+                    reason,
+                }),
+                None => consider(&mut best, &mut owners, kind, ip_key, n),
+            }
+        }
+        finish(ip, kind, best, owners, Arc::from(Vec::new()), own)
+    }
+}
+
+type Groups<'r> = BTreeMap<(IpAddr, ModeKind), Vec<&'r ElectionRequest>>;
+
+/// Requests by (IP, mode kind): Services sharing an IP land in one group.
+fn group_requests(requests: &[ElectionRequest]) -> Groups<'_> {
+    let mut groups: Groups<'_> = BTreeMap::new();
+    for r in requests {
+        groups.entry((r.ip, r.mode.kind())).or_default().push(r);
+    }
+    groups
+}
+
+fn consider<'n>(
+    best: &mut Option<(u64, &'n NodeEntry)>,
+    owners: &mut Vec<NodeName>,
+    kind: ModeKind,
+    ip_key: u64,
+    n: &'n NodeEntry,
+) {
+    match kind {
+        ModeKind::Bgp => owners.push(n.name.clone()),
+        ModeKind::L2 => {
+            let s = rendezvous::score(ip_key, n.key);
+            let wins = match best {
+                None => true,
+                Some((bs, bn)) => rendezvous::beats(s, &n.name, *bs, &bn.name),
+            };
+            if wins {
+                *best = Some((s, n));
+            }
+        }
+    }
+}
+
+fn finish(
+    ip: IpAddr,
+    mode: ModeKind,
+    best: Option<(u64, &NodeEntry)>,
+    mut owners: Vec<NodeName>,
+    shared_exclusions: Arc<[Exclusion]>,
+    own_exclusions: Vec<Exclusion>,
+) -> ElectionResult {
+    if let Some((_, n)) = best {
+        owners.push(n.name.clone());
+    }
+    ElectionResult {
+        ip,
+        mode,
+        owners,
+        shared_exclusions,
+        own_exclusions,
+    }
+}
+
+/// The interfaces a node may announce from in `mode`.
+fn announcing<'c>(c: &'c Candidate, mode: &'c Mode) -> impl Iterator<Item = &'c InterfaceFacts> {
+    let only: Option<&Vec<String>> = match mode {
+        Mode::L2 { interfaces } => interfaces.as_ref(),
+        Mode::Bgp => None,
+    };
+    c.interfaces
+        .iter()
+        .filter(move |i| only.is_none_or(|names| names.contains(&i.name)))
+}
+
+/// The checks that do not depend on the IP, in reporting order.
+fn class_status(
+    c: &Candidate,
+    selectors: &[NodeSelector],
+    pool: Option<&str>,
+    mode: &Mode,
+) -> Option<ExclusionReason> {
+    if c.excluded_label {
+        return Some(ExclusionReason::ExcludedByLabel);
+    }
+    if !c.ready {
+        return Some(ExclusionReason::NodeNotReady);
+    }
+    if c.network_unavailable {
+        return Some(ExclusionReason::NetworkUnavailable);
+    }
+    if let Some(pool) = pool {
+        if c.node_pool.as_deref() != Some(pool) {
+            return Some(ExclusionReason::NotInPool);
+        }
+    }
+    if !selector::matches_any(selectors, &c.labels) {
+        return Some(ExclusionReason::SelectorMismatch);
+    }
+    if !c.live {
+        return Some(ExclusionReason::NotLive);
+    }
+    if !announcing(c, mode).any(|i| i.up) {
+        return Some(ExclusionReason::NicDown);
+    }
+    None
+}
+
+/// The checks that depend on the IP or its Service.
+fn ip_status(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionReason> {
+    if let Some(nodes) = &r.local_endpoints {
+        if !nodes.contains(&c.node) {
+            return Some(ExclusionReason::NoLocalEndpoints);
+        }
+    }
+    if let Mode::L2 { .. } = r.mode {
+        let local =
+            announcing(c, &r.mode).any(|i| i.up && i.subnets.iter().any(|net| net.contains(&r.ip)));
+        if !local {
+            return Some(ExclusionReason::SubnetNotLocal);
+        }
+    }
+    None
+}

@@ -1,0 +1,425 @@
+//! Gossip membership between speakers: SWIM (Das, Gupta and Motivala, 2002)
+//! through the `foca` crate, over UDP on the node addresses, every datagram
+//! authenticated with HMAC-SHA256 ([`auth`]).
+//!
+//! foca does no I/O; [`task`] is its runtime: one tokio task owns the socket,
+//! the foca state and the timers, and talks to the rest of the daemon through
+//! a command channel, an event channel and a shared snapshot.
+//!
+//! ```text
+//!  MembershipHandle ──commands──►  membership task  ──events──► daemon loop
+//!   members()/quorum() ◄─snapshot─┘   │   ▲
+//!                                      ▼   │ UDP (sealed frames)
+//!                                    other speakers
+//! ```
+//!
+//! Each member also gossips its [`MemberFacts`] (announcing interfaces,
+//! carrier, subnets) as foca custom broadcasts so that every speaker can run
+//! the same election. A stopping speaker says goodbye: it sends a signed
+//! goodbye frame straight to every live member and then leaves the SWIM
+//! cluster, so the others declare it down at once instead of after a failure
+//! detection period.
+
+pub mod auth;
+pub mod facts;
+pub mod identity;
+mod task;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+
+pub use auth::{AuthError, GossipKey, Keyring};
+pub use facts::MemberFacts;
+pub use identity::SpeakerId;
+
+use crate::election::{InterfaceFacts, QuorumView};
+
+/// Failure-detector timings.
+///
+/// Defaults ([`Timings::lan`]) aim at sub-second detection on a LAN:
+/// - `probe_period` 150 ms: each member probes one other per period, so with
+///   N-1 members probing at random a dead member is probed within about one
+///   period.
+/// - `probe_rtt` 60 ms: LAN round trips are well under a millisecond; the
+///   margin absorbs a loaded node's scheduling delay, and leaves 90 ms for the
+///   indirect probes (SWIM section 3.1) before the period ends.
+/// - `suspect_to_down_after`: 4 x max(1, log10 N) probe periods, at least
+///   600 ms (the suspicion multiplier of hashicorp/memberlist). The suspected
+///   member needs a few gossip rounds (100 ms each, to 3 members) to hear
+///   of the suspicion and refute it; a shorter timeout turns one lost
+///   packet into a false failover.
+///
+/// Expected detection of a crash: about one period until probed, one period
+/// to fail direct and indirect probes, the suspicion timeout, one gossip
+/// round: about 150 + 150 + 600 + 100 ms = 1 s for up to 10 members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Timings {
+    /// How often a member probes another.
+    pub probe_period: Duration,
+    /// How long to wait for a direct ack before indirect probes.
+    pub probe_rtt: Duration,
+    /// How many members relay an indirect probe.
+    pub indirect_probes: usize,
+    /// How long a suspect may refute before it is declared down.
+    pub suspect_to_down_after: Duration,
+    /// Gossip period (updates are also piggybacked on probes).
+    pub gossip_period: Duration,
+    /// How many times each update is retransmitted.
+    pub max_transmissions: u8,
+    /// How long a down member is remembered (and counted as known for the
+    /// quorum, see [`crate::election::quorum`]).
+    pub remove_down_after: Duration,
+    /// How often a member alone in its view re-announces itself to the
+    /// seeds, and how often own facts are re-disseminated.
+    pub rejoin_period: Duration,
+    /// Re-disseminate our facts this often even without change, so that a
+    /// member who missed them converges.
+    pub facts_refresh: Duration,
+}
+
+impl Timings {
+    /// Sub-second failure detection on a LAN of about `expected_members`.
+    pub fn lan(expected_members: usize) -> Self {
+        let probe_period = Duration::from_millis(150);
+        let scale = (expected_members.max(1) as f64).log10().max(1.0);
+        let suspicion = probe_period
+            .mul_f64(4.0 * scale)
+            .max(Duration::from_millis(600));
+        let max_tx = (4.0 * ((expected_members + 1) as f64).log10().ceil()).clamp(6.0, 15.0);
+        Timings {
+            probe_period,
+            probe_rtt: Duration::from_millis(60),
+            indirect_probes: 3,
+            suspect_to_down_after: suspicion,
+            gossip_period: Duration::from_millis(100),
+            max_transmissions: max_tx as u8,
+            remove_down_after: Duration::from_secs(15 * 60),
+            rejoin_period: Duration::from_millis(500),
+            facts_refresh: Duration::from_secs(5),
+        }
+    }
+
+    /// The foca configuration for these timings.
+    fn foca_config(&self) -> Result<foca::Config, MembershipError> {
+        let bad = |field: &'static str, value: String| MembershipError::Config { field, value };
+        if self.probe_rtt >= self.probe_period || self.probe_rtt.is_zero() {
+            return Err(bad(
+                "probe_rtt",
+                format!(
+                    "{:?} (must be > 0 and < probe_period {:?})",
+                    self.probe_rtt, self.probe_period
+                ),
+            ));
+        }
+        if self.suspect_to_down_after.is_zero() || self.gossip_period.is_zero() {
+            return Err(bad("suspect_to_down_after/gossip_period", "zero".into()));
+        }
+        let indirect = NonZeroUsize::new(self.indirect_probes)
+            .ok_or_else(|| bad("indirect_probes", "0".into()))?;
+        let max_tx = NonZeroU8::new(self.max_transmissions)
+            .ok_or_else(|| bad("max_transmissions", "0".into()))?;
+        let one = NonZeroUsize::MIN;
+        let three = NonZeroUsize::new(3).unwrap_or(one);
+        Ok(foca::Config {
+            probe_period: self.probe_period,
+            probe_rtt: self.probe_rtt,
+            num_indirect_probes: indirect,
+            max_transmissions: max_tx,
+            suspect_to_down_after: self.suspect_to_down_after,
+            remove_down_after: self.remove_down_after,
+            max_packet_size: NonZeroUsize::new(MAX_PAYLOAD).unwrap_or(one),
+            notify_down_members: true,
+            periodic_announce: Some(foca::PeriodicParams {
+                frequency: Duration::from_secs(10),
+                num_members: one,
+            }),
+            periodic_announce_to_down_members: Some(foca::PeriodicParams {
+                frequency: Duration::from_secs(5),
+                num_members: NonZeroUsize::new(2).unwrap_or(one),
+            }),
+            periodic_gossip: Some(foca::PeriodicParams {
+                frequency: self.gossip_period,
+                num_members: three,
+            }),
+        })
+    }
+}
+
+/// foca payload limit: with our 37 bytes of header and tag a datagram stays
+/// under 1400 bytes, below a 1500-byte MTU with IPv6 and tunnel headers
+/// (RFC 8085 section 3.2).
+const MAX_PAYLOAD: usize = 1400 - auth::HEADER_LEN - auth::TAG_LEN;
+
+/// How to start the membership.
+#[derive(Clone, Debug)]
+pub struct MembershipConfig {
+    /// This node's name.
+    pub node: String,
+    /// Local address to bind the gossip socket to.
+    pub bind: SocketAddr,
+    /// The address other speakers reach us at (the node address and gossip
+    /// port); usually equal to `bind`.
+    pub advertise: SocketAddr,
+    /// Gossip addresses of some other speakers to join through.
+    pub seeds: Vec<SocketAddr>,
+    /// Authentication keys (from a Secret).
+    pub keys: Keyring,
+    /// Failure-detector timings.
+    pub timings: Timings,
+    /// Our announcing interfaces, as first published.
+    pub interfaces: Vec<InterfaceFacts>,
+    /// The generation of our identity; `None`: the start time in ms.
+    pub generation: Option<u64>,
+}
+
+/// Why a member went down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// It said goodbye (graceful stop).
+    Left,
+    /// The failure detector declared it down.
+    Failed,
+}
+
+/// What the membership tells the daemon.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MembershipEvent {
+    /// A member became live.
+    MemberUp {
+        /// The member.
+        id: SpeakerId,
+    },
+    /// A member was declared down.
+    MemberDown {
+        /// The member.
+        id: SpeakerId,
+        /// Goodbye or failure.
+        reason: DownReason,
+        /// When this speaker declared it down (wall clock, for events and
+        /// the failover histogram).
+        at: SystemTime,
+        /// The same moment on the monotonic clock.
+        at_instant: Instant,
+    },
+    /// A member published new facts.
+    FactsChanged {
+        /// The new facts.
+        facts: MemberFacts,
+    },
+}
+
+/// A member's health as this speaker sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; still counted as live until declared down.
+    Suspect,
+    /// Declared down (failed or left).
+    Down,
+}
+
+/// One member in a snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberSnapshot {
+    /// The identity.
+    pub id: SpeakerId,
+    /// Its health.
+    pub health: Health,
+    /// Whether it left on purpose (only meaningful when down).
+    pub left: bool,
+    /// The newest facts it published, if any arrived.
+    pub facts: Option<MemberFacts>,
+    /// Whether this is the local speaker.
+    pub is_self: bool,
+}
+
+/// Datagram counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    /// Datagrams that passed authentication.
+    pub accepted: u64,
+    /// Datagrams dropped for a missing, unknown or wrong signature.
+    pub rejected_auth: u64,
+    /// Authenticated datagrams that foca or the goodbye decoder refused.
+    pub rejected_payload: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Events dropped because the event channel was full.
+    pub events_dropped: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    accepted: AtomicU64,
+    rejected_auth: AtomicU64,
+    rejected_payload: AtomicU64,
+    sent: AtomicU64,
+    events_dropped: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> MembershipStats {
+        MembershipStats {
+            accepted: self.accepted.load(Ordering::Relaxed),
+            rejected_auth: self.rejected_auth.load(Ordering::Relaxed),
+            rejected_payload: self.rejected_payload.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            events_dropped: self.events_dropped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Errors of the membership.
+#[derive(Debug, thiserror::Error)]
+pub enum MembershipError {
+    /// Binding the gossip socket failed.
+    #[error("membership: cannot bind gossip socket {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A timing or size setting is invalid.
+    #[error("membership config: field {field} has invalid value {value}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The membership task is gone (stopped or crashed).
+    #[error("membership task has stopped")]
+    Stopped,
+    /// foca refused an operation.
+    #[error("membership: foca: {0}")]
+    Foca(String),
+}
+
+enum Command {
+    UpdateFacts(Vec<InterfaceFacts>),
+    SetKeys(Keyring),
+    Leave(oneshot::Sender<()>),
+}
+
+/// The running membership. Dropping it without [`MembershipHandle::leave`]
+/// stops the task without a goodbye, as a crash would.
+pub struct MembershipHandle {
+    commands: mpsc::Sender<Command>,
+    snapshot: Arc<Mutex<Vec<MemberSnapshot>>>,
+    counters: Arc<Counters>,
+    local: SpeakerId,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Entry point.
+pub struct Membership;
+
+impl Membership {
+    /// Bind the socket, join through the seeds and run the gossip.
+    pub async fn start(
+        config: MembershipConfig,
+    ) -> Result<(MembershipHandle, mpsc::Receiver<MembershipEvent>), MembershipError> {
+        let (commands, command_rx) = mpsc::channel(64);
+        let (events_tx, events) = mpsc::channel(4096);
+        let snapshot = Arc::new(Mutex::new(Vec::new()));
+        let counters = Arc::new(Counters::default());
+        let started =
+            task::MembershipTask::start(config, events_tx, snapshot.clone(), counters.clone())
+                .await?;
+        let local = started.local_id();
+        let task = tokio::spawn(started.run(command_rx));
+        Ok((
+            MembershipHandle {
+                commands,
+                snapshot,
+                counters,
+                local,
+                task,
+            },
+            events,
+        ))
+    }
+}
+
+impl MembershipHandle {
+    /// Our own identity.
+    pub fn local_id(&self) -> &SpeakerId {
+        &self.local
+    }
+
+    /// Every member this speaker knows (itself included), with health and facts.
+    pub fn members(&self) -> Vec<MemberSnapshot> {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The counts the split-brain guard needs ([`crate::election::may_own_l2`]).
+    pub fn quorum(&self, api_reachable: bool) -> QuorumView {
+        let members = self.members();
+        let live = members.iter().filter(|m| m.health != Health::Down).count();
+        let failed = members
+            .iter()
+            .filter(|m| m.health == Health::Down && !m.left)
+            .count();
+        QuorumView {
+            live_members: live,
+            known_members: live + failed,
+            api_reachable,
+        }
+    }
+
+    /// Datagram counters.
+    pub fn stats(&self) -> MembershipStats {
+        self.counters.snapshot()
+    }
+
+    /// Publish new facts about our interfaces.
+    pub async fn update_facts(
+        &self,
+        interfaces: Vec<InterfaceFacts>,
+    ) -> Result<(), MembershipError> {
+        self.commands
+            .send(Command::UpdateFacts(interfaces))
+            .await
+            .map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Replace the keyring (the gossip Secret changed).
+    pub async fn set_keys(&self, keys: Keyring) -> Result<(), MembershipError> {
+        self.commands
+            .send(Command::SetKeys(keys))
+            .await
+            .map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Say goodbye and stop: the others declare us down at once.
+    pub async fn leave(self) -> Result<(), MembershipError> {
+        let (done, wait) = oneshot::channel();
+        self.commands
+            .send(Command::Leave(done))
+            .await
+            .map_err(|_| MembershipError::Stopped)?;
+        wait.await.map_err(|_| MembershipError::Stopped)
+    }
+}
+
+impl Drop for MembershipHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

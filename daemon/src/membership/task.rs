@@ -1,0 +1,424 @@
+//! The membership task: foca's runtime (socket, timers, notifications).
+//!
+//! One task owns everything; nothing here blocks: datagrams go out with
+//! `try_send_to` (a full socket buffer drops a datagram, which SWIM tolerates
+//! like any loss), events with `try_send` (counted when dropped; the snapshot
+//! stays authoritative).
+
+use std::collections::{BTreeMap, HashSet};
+use std::iter;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, State, Timer};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::auth::FrameKind;
+use super::facts::{self, FactsBook, FactsHandler, MemberFacts};
+use super::{
+    Command, Counters, DownReason, Health, Keyring, MemberSnapshot, MembershipConfig,
+    MembershipError, MembershipEvent, SpeakerId, Timings,
+};
+use crate::election::InterfaceFacts;
+
+type SwimState = Foca<SpeakerId, PostcardCodec, SmallRng, FactsHandler>;
+
+/// Goodbye frames are sent this many times: a lost goodbye only costs a
+/// failure-detection period, but two copies make that rare.
+const GOODBYE_COPIES: usize = 2;
+
+pub(super) struct MembershipTask {
+    swim: SwimState,
+    runtime: AccumulatingRuntime<SpeakerId>,
+    socket: UdpSocket,
+    keys: Keyring,
+    seeds: Vec<SocketAddr>,
+    timings: Timings,
+    timers: BTreeMap<(Instant, u64), Timer<SpeakerId>>,
+    timer_seq: u64,
+    book: FactsBook,
+    own_facts: MemberFacts,
+    left: HashSet<SpeakerId>,
+    /// Events wait here until the snapshot reflects them, so a consumer
+    /// that reads `members()` on an event sees the change.
+    pending: Vec<MembershipEvent>,
+    events: mpsc::Sender<MembershipEvent>,
+    snapshot: Arc<Mutex<Vec<MemberSnapshot>>>,
+    counters: Arc<Counters>,
+}
+
+impl MembershipTask {
+    pub(super) async fn start(
+        config: MembershipConfig,
+        events: mpsc::Sender<MembershipEvent>,
+        snapshot: Arc<Mutex<Vec<MemberSnapshot>>>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, MembershipError> {
+        let foca_config = config.timings.foca_config()?;
+        let socket =
+            UdpSocket::bind(config.bind)
+                .await
+                .map_err(|source| MembershipError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+        let generation = config.generation.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        });
+        // Port 0 in the advertised address means "the port we were given".
+        let mut advertise = config.advertise;
+        if advertise.port() == 0 {
+            let bound = socket
+                .local_addr()
+                .map_err(|source| MembershipError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+            advertise.set_port(bound.port());
+        }
+        let id = SpeakerId {
+            node: config.node.clone(),
+            addr: advertise,
+            generation,
+        };
+        let book = FactsBook::default();
+        let swim = Foca::with_custom_broadcast(
+            id.clone(),
+            foca_config,
+            SmallRng::from_os_rng(),
+            PostcardCodec,
+            FactsHandler { book: book.clone() },
+        );
+        let own_facts = MemberFacts {
+            node: config.node,
+            generation,
+            version: 1,
+            interfaces: config.interfaces,
+        };
+        let mut task = MembershipTask {
+            swim,
+            runtime: AccumulatingRuntime::new(),
+            socket,
+            keys: config.keys,
+            seeds: config.seeds,
+            timings: config.timings,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            book,
+            own_facts,
+            left: HashSet::new(),
+            pending: Vec::new(),
+            events,
+            snapshot,
+            counters,
+        };
+        task.publish_own_facts();
+        task.announce_to_seeds();
+        task.flush();
+        Ok(task)
+    }
+
+    pub(super) fn local_id(&self) -> SpeakerId {
+        self.swim.identity().clone()
+    }
+
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut rejoin = tokio::time::interval(self.timings.rejoin_period);
+        let mut refresh = tokio::time::interval(self.timings.facts_refresh);
+        loop {
+            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let sleep_until =
+                next_timer.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.on_datagram(&buf[..len], from),
+                    Err(e) => warn!(error = %e, "gossip socket receive failed"),
+                },
+                _ = tokio::time::sleep_until(sleep_until.into()) => self.fire_due_timers(),
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::UpdateFacts(interfaces)) => self.update_facts(interfaces),
+                    Some(Command::SetKeys(keys)) => {
+                        info!(current_key = keys.current_id(), "gossip keys replaced");
+                        self.keys = keys;
+                    }
+                    Some(Command::Leave(done)) => {
+                        self.leave();
+                        let _ = done.send(());
+                        return;
+                    }
+                },
+                _ = rejoin.tick() => {
+                    if self.swim.num_members() == 0 {
+                        self.announce_to_seeds();
+                    }
+                }
+                _ = refresh.tick() => self.publish_own_facts(),
+            }
+            self.flush();
+        }
+    }
+
+    fn on_datagram(&mut self, frame: &[u8], from: SocketAddr) {
+        let (kind, payload) = match self.keys.open(frame) {
+            Ok(opened) => opened,
+            Err(e) => {
+                Counters::bump(&self.counters.rejected_auth);
+                debug!(peer = %from, error = %e, "gossip datagram rejected");
+                return;
+            }
+        };
+        Counters::bump(&self.counters.accepted);
+        match kind {
+            FrameKind::Swim => {
+                if let Err(e) = self.swim.handle_data(payload, &mut self.runtime) {
+                    Counters::bump(&self.counters.rejected_payload);
+                    debug!(peer = %from, error = %e, "gossip payload refused");
+                }
+            }
+            FrameKind::Goodbye => self.on_goodbye(payload, from),
+        }
+    }
+
+    /// A member says it is leaving: declare it down now.
+    fn on_goodbye(&mut self, payload: &[u8], from: SocketAddr) {
+        let Ok(id) = postcard::from_bytes::<SpeakerId>(payload) else {
+            Counters::bump(&self.counters.rejected_payload);
+            return;
+        };
+        let known = self.swim.iter_membership_state().any(|m| *m.id() == id);
+        if !known || id.addr != from {
+            debug!(peer = %from, node = %id.node, "goodbye from an unknown identity ignored");
+            return;
+        }
+        info!(node = %id.node, "member says goodbye");
+        self.left.insert(id.clone());
+        let update = Member::new(id, 0, State::Down);
+        if let Err(e) = self
+            .swim
+            .apply_many(iter::once(update), true, &mut self.runtime)
+        {
+            warn!(error = %e, "applying a goodbye failed");
+        }
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.timers.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let timer = entry.remove();
+            if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
+                debug!(error = %e, "foca timer");
+            }
+        }
+    }
+
+    fn update_facts(&mut self, interfaces: Vec<InterfaceFacts>) {
+        if interfaces == self.own_facts.interfaces {
+            return;
+        }
+        self.own_facts.interfaces = interfaces;
+        self.own_facts.version += 1;
+        self.publish_own_facts();
+    }
+
+    /// (Re)disseminate our facts and push them out at once.
+    fn publish_own_facts(&mut self) {
+        match facts::encode(&self.own_facts) {
+            Ok(data) => {
+                if let Err(e) = self.swim.add_broadcast(&data) {
+                    warn!(error = %e, "own facts do not fit a gossip datagram");
+                }
+            }
+            Err(e) => warn!(error = %e, "encoding own facts"),
+        }
+        if let Err(e) = self.swim.broadcast(&mut self.runtime) {
+            debug!(error = %e, "broadcasting facts");
+        }
+    }
+
+    fn announce_to_seeds(&mut self) {
+        let me = self.swim.identity().addr;
+        for seed in self.seeds.clone() {
+            if seed == me {
+                continue;
+            }
+            // foca accepts an Announce addressed to any identity at its
+            // address, so the seed's name and generation need not be known.
+            let placeholder = SpeakerId {
+                node: String::new(),
+                addr: seed,
+                generation: 0,
+            };
+            if let Err(e) = self.swim.announce(placeholder, &mut self.runtime) {
+                debug!(seed = %seed, error = %e, "announce");
+            }
+        }
+    }
+
+    fn leave(&mut self) {
+        let me = self.swim.identity().clone();
+        match postcard::to_allocvec(&me) {
+            Ok(payload) => {
+                let frame = self.keys.seal(FrameKind::Goodbye, &payload);
+                let peers: Vec<SocketAddr> =
+                    self.swim.iter_members().map(|m| m.id().addr).collect();
+                for _ in 0..GOODBYE_COPIES {
+                    for peer in &peers {
+                        self.send_raw(&frame, *peer);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "encoding goodbye"),
+        }
+        if let Err(e) = self.swim.leave_cluster(&mut self.runtime) {
+            warn!(error = %e, "leaving the SWIM cluster");
+        }
+        self.flush();
+        info!(node = %me.node, "left the membership");
+    }
+
+    fn send_raw(&self, frame: &[u8], to: SocketAddr) {
+        match self.socket.try_send_to(frame, to) {
+            Ok(_) => Counters::bump(&self.counters.sent),
+            Err(e) => debug!(peer = %to, error = %e, "gossip send failed"),
+        }
+    }
+
+    /// Carry out what foca asked for, then publish events and the snapshot.
+    fn flush(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            let frame = self.keys.seal(FrameKind::Swim, &data);
+            self.send_raw(&frame, to.addr);
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.insert((now + after, self.timer_seq), timer);
+        }
+        while let Some(note) = self.runtime.to_notify() {
+            self.on_notification(note);
+        }
+        let changed: Vec<String> = {
+            let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut book.changed)
+        };
+        for node in &changed {
+            if *node == self.own_facts.node {
+                continue;
+            }
+            let facts = self
+                .book
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_node
+                .get(node)
+                .cloned();
+            if let Some(facts) = facts {
+                self.emit(MembershipEvent::FactsChanged { facts });
+            }
+        }
+        // Health (alive/suspect) changes without a notification: always
+        // refresh; a few hundred clones per datagram are cheap.
+        self.publish_snapshot();
+        self.send_pending_events();
+    }
+
+    fn on_notification(&mut self, note: OwnedNotification<SpeakerId>) {
+        match note {
+            OwnedNotification::MemberUp(id) => {
+                info!(node = %id.node, addr = %id.addr, "member up");
+                self.left.remove(&id);
+                self.emit(MembershipEvent::MemberUp { id });
+                // A newcomer has none of our facts yet.
+                self.publish_own_facts();
+            }
+            OwnedNotification::MemberDown(id) => {
+                let reason = if self.left.contains(&id) {
+                    DownReason::Left
+                } else {
+                    DownReason::Failed
+                };
+                info!(node = %id.node, addr = %id.addr, ?reason, "member down");
+                self.emit(MembershipEvent::MemberDown {
+                    id,
+                    reason,
+                    at: SystemTime::now(),
+                    at_instant: Instant::now(),
+                });
+            }
+            OwnedNotification::Rename(old, new) => {
+                debug!(old = ?old, new = ?new, "member identity renewed");
+                self.left.remove(&old);
+            }
+            OwnedNotification::Rejoin(id) => {
+                warn!(
+                    generation = id.generation,
+                    "we were declared down; rejoined with a new generation"
+                );
+                self.own_facts.generation = id.generation;
+                self.own_facts.version = 1;
+                self.publish_own_facts();
+            }
+            OwnedNotification::Defunct => warn!("our identity was declared down"),
+            OwnedNotification::Active => info!("joined the membership"),
+            OwnedNotification::Idle => info!("no other live member"),
+        }
+    }
+
+    fn emit(&mut self, event: MembershipEvent) {
+        self.pending.push(event);
+    }
+
+    fn send_pending_events(&mut self) {
+        for event in self.pending.drain(..) {
+            if self.events.try_send(event).is_err() {
+                Counters::bump(&self.counters.events_dropped);
+            }
+        }
+    }
+
+    fn publish_snapshot(&self) {
+        let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        let facts_for = |id: &SpeakerId| {
+            book.by_node
+                .get(&id.node)
+                .filter(|f| f.generation == id.generation)
+                .cloned()
+        };
+        let me = self.swim.identity();
+        let mut members = vec![MemberSnapshot {
+            id: me.clone(),
+            health: Health::Alive,
+            left: false,
+            facts: Some(self.own_facts.clone()),
+            is_self: true,
+        }];
+        for m in self.swim.iter_membership_state() {
+            let health = match m.state() {
+                State::Alive => Health::Alive,
+                State::Suspect => Health::Suspect,
+                State::Down => Health::Down,
+            };
+            members.push(MemberSnapshot {
+                id: m.id().clone(),
+                health,
+                left: self.left.contains(m.id()),
+                facts: facts_for(m.id()),
+                is_self: false,
+            });
+        }
+        drop(book);
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = members;
+    }
+}

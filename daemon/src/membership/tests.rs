@@ -1,0 +1,350 @@
+//! Membership on loopback: real UDP sockets on 127.0.0.1, real timers.
+//! Deadlines are generous (a loaded 2-core machine runs tests in parallel);
+//! measured figures are printed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::election::{may_own_l2, InterfaceFacts};
+
+const CONVERGE: Duration = Duration::from_secs(10);
+/// Crash detection bound for the assertion; the expected figure is ~1 s.
+const DETECT: Duration = Duration::from_secs(5);
+
+fn key(id: u8, fill: u8) -> GossipKey {
+    GossipKey::new(id, vec![fill; 32]).expect("valid key")
+}
+
+fn ring(current: GossipKey, others: Vec<GossipKey>) -> Keyring {
+    Keyring::new(current, others).expect("valid ring")
+}
+
+fn eth0(last: u8, up: bool) -> Vec<InterfaceFacts> {
+    vec![InterfaceFacts {
+        name: "eth0".into(),
+        up,
+        subnets: vec![format!("192.0.2.{last}/24").parse().expect("literal")],
+    }]
+}
+
+fn config(node: &str, seeds: Vec<SocketAddr>, keys: Keyring) -> MembershipConfig {
+    let local: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+    MembershipConfig {
+        node: node.into(),
+        bind: local,
+        advertise: local,
+        seeds,
+        keys,
+        timings: Timings::lan(3),
+        interfaces: eth0(1, true),
+        generation: None,
+    }
+}
+
+struct Member {
+    handle: MembershipHandle,
+    events: mpsc::Receiver<MembershipEvent>,
+}
+
+async fn start(node: &str, seeds: Vec<SocketAddr>, keys: Keyring) -> Member {
+    let (handle, events) = Membership::start(config(node, seeds, keys))
+        .await
+        .expect("membership starts");
+    Member { handle, events }
+}
+
+fn live_nodes(m: &Member) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .handle
+        .members()
+        .into_iter()
+        .filter(|s| s.health != Health::Down)
+        .map(|s| s.id.node)
+        .collect();
+    v.sort();
+    v
+}
+
+async fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Three members seeded through the first; returns once all see all three.
+async fn trio(keys: impl Fn() -> Keyring) -> (Member, Member, Member) {
+    let a = start("node-a", vec![], keys()).await;
+    let seed = a.handle.local_id().addr;
+    let b = start("node-b", vec![seed], keys()).await;
+    let c = start("node-c", vec![seed], keys()).await;
+    let all = vec!["node-a".to_string(), "node-b".into(), "node-c".into()];
+    wait_for("three members to converge", CONVERGE, || {
+        [&a, &b, &c].iter().all(|m| live_nodes(m) == all)
+    })
+    .await;
+    (a, b, c)
+}
+
+/// Drain events until `node` is declared down; return why and when.
+async fn wait_down(m: &mut Member, node: &str, deadline: Duration) -> (DownReason, Instant) {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match tokio::time::timeout_at(until, m.events.recv()).await {
+            Ok(Some(MembershipEvent::MemberDown {
+                id,
+                reason,
+                at_instant,
+                ..
+            })) if id.node == node => return (reason, at_instant),
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("event channel closed"),
+            Err(_) => panic!("{node} not declared down within {deadline:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_converge_and_see_each_others_facts() {
+    let t0 = Instant::now();
+    let (a, b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    eprintln!("three members converged in {:?}", t0.elapsed());
+    wait_for("facts of every member everywhere", CONVERGE, || {
+        [&a, &b, &c].iter().all(|m| {
+            m.handle.members().iter().all(|s| {
+                s.facts
+                    .as_ref()
+                    .is_some_and(|f| f.interfaces == eth0(1, true))
+            })
+        })
+    })
+    .await;
+    let q = a.handle.quorum(false);
+    assert_eq!((q.live_members, q.known_members), (3, 3));
+    assert!(may_own_l2(&q));
+    assert_eq!(a.handle.stats().rejected_auth, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_member_is_declared_down_within_the_detection_bound() {
+    let (mut a, mut b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    let killed = Instant::now();
+    drop(c); // no goodbye: the task and socket vanish as in a crash
+    let (reason_a, at_a) = wait_down(&mut a, "node-c", DETECT).await;
+    let (reason_b, at_b) = wait_down(&mut b, "node-c", DETECT).await;
+    eprintln!(
+        "crash detection: node-a after {:?}, node-b after {:?}",
+        at_a - killed,
+        at_b - killed
+    );
+    assert_eq!(
+        (reason_a, reason_b),
+        (DownReason::Failed, DownReason::Failed)
+    );
+    // A failed member still counts as known: 2 of 3 live is a majority.
+    let q = a.handle.quorum(false);
+    assert_eq!((q.live_members, q.known_members), (2, 3));
+    assert!(may_own_l2(&q));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_member_is_seen_down_at_once() {
+    let (mut a, mut b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    let left = Instant::now();
+    c.handle.leave().await.expect("leave");
+    let (reason_a, at_a) = wait_down(&mut a, "node-c", DETECT).await;
+    let (reason_b, at_b) = wait_down(&mut b, "node-c", DETECT).await;
+    eprintln!(
+        "graceful leave seen: node-a after {:?}, node-b after {:?}",
+        at_a - left,
+        at_b - left
+    );
+    assert_eq!((reason_a, reason_b), (DownReason::Left, DownReason::Left));
+    // "At once": far below one failure-detection period (probe + suspicion).
+    let period = Timings::lan(3).probe_period + Timings::lan(3).suspect_to_down_after;
+    assert!(
+        at_a - left < period && at_b - left < period,
+        "leave took a detection period"
+    );
+    // A member that left is not counted as known: 2 of 2.
+    let q = a.handle.quorum(false);
+    assert_eq!((q.live_members, q.known_members), (2, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_with_a_wrong_key_is_never_admitted_and_counted() {
+    let a = start("node-a", vec![], ring(key(1, 7), vec![])).await;
+    let seed = a.handle.local_id().addr;
+    let b = start("node-b", vec![seed], ring(key(1, 7), vec![])).await;
+    // Same key id, other secret; and another id altogether.
+    let intruder = start("intruder", vec![seed], ring(key(1, 8), vec![])).await;
+    let stranger = start("stranger", vec![seed], ring(key(9, 7), vec![])).await;
+    wait_for("a and b to converge", CONVERGE, || {
+        live_nodes(&a).len() == 2 && live_nodes(&b).len() == 2
+    })
+    .await;
+    // The intruders re-announce every rejoin period; give them several.
+    wait_for("rejected datagrams", CONVERGE, || {
+        a.handle.stats().rejected_auth >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(live_nodes(&a), vec!["node-a".to_string(), "node-b".into()]);
+    assert_eq!(live_nodes(&b), vec!["node-a".to_string(), "node-b".into()]);
+    assert_eq!(live_nodes(&intruder), vec!["intruder".to_string()]);
+    assert_eq!(live_nodes(&stranger), vec!["stranger".to_string()]);
+    eprintln!(
+        "seed rejected {} unauthenticated datagrams",
+        a.handle.stats().rejected_auth
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_without_a_flag_day() {
+    let old = || key(1, 7);
+    let new = || key(2, 9);
+    // Start on the old key everywhere.
+    let (mut a, mut b, mut c) = trio(|| ring(old(), vec![])).await;
+    // Step 1: everyone accepts the new key, then b starts sending with it.
+    for m in [&a, &b, &c] {
+        m.handle
+            .set_keys(ring(old(), vec![new()]))
+            .await
+            .expect("keys");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.handle
+        .set_keys(ring(new(), vec![old()]))
+        .await
+        .expect("keys");
+    // Step 2: all send with the new key; step 3: the old key is dropped.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for m in [&a, &b, &c] {
+        m.handle
+            .set_keys(ring(new(), vec![old()]))
+            .await
+            .expect("keys");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for m in [&a, &b, &c] {
+        m.handle.set_keys(ring(new(), vec![])).await.expect("keys");
+    }
+    // Stay together for several detection periods: no one is declared down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for m in [&mut a, &mut b, &mut c] {
+        assert_eq!(live_nodes(m).len(), 3);
+        while let Ok(e) = m.events.try_recv() {
+            assert!(
+                !matches!(e, MembershipEvent::MemberDown { .. }),
+                "rotation caused {e:?}"
+            );
+        }
+        assert_eq!(
+            m.handle.stats().rejected_auth,
+            0,
+            "a datagram was rejected during rotation"
+        );
+    }
+    // A latecomer on the retired key is refused.
+    let late = start("late", vec![a.handle.local_id().addr], ring(old(), vec![])).await;
+    wait_for("the retired key to be rejected", CONVERGE, || {
+        a.handle.stats().rejected_auth > 0
+    })
+    .await;
+    assert_eq!(live_nodes(&late), vec!["late".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_facts_propagate_to_every_member() {
+    let (mut a, b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    let changed_at = Instant::now();
+    b.handle.update_facts(eth0(2, false)).await.expect("update");
+    let until = tokio::time::Instant::now() + CONVERGE;
+    loop {
+        match tokio::time::timeout_at(until, a.events.recv()).await {
+            Ok(Some(MembershipEvent::FactsChanged { facts }))
+                if facts.node == "node-b" && facts.interfaces == eth0(2, false) =>
+            {
+                assert!(facts.version >= 2);
+                break;
+            }
+            Ok(Some(_)) => continue,
+            other => panic!("no facts change from node-b: {other:?}"),
+        }
+    }
+    eprintln!(
+        "facts change reached node-a after {:?}",
+        changed_at.elapsed()
+    );
+    wait_for("node-c to see node-b's new facts", CONVERGE, || {
+        c.handle.members().iter().any(|m| {
+            m.id.node == "node-b"
+                && m.facts
+                    .as_ref()
+                    .is_some_and(|f| f.interfaces == eth0(2, false))
+        })
+    })
+    .await;
+}
+
+/// A member cut off from the others (here: its key no longer matches, which
+/// drops every datagram both ways, like a cut link) loses its L2 quorum
+/// within two detection periods, the majority keeps it, and the member
+/// rejoins under a new generation once the cut heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_member_loses_its_l2_quorum_and_rejoins_after_healing() {
+    let (a, _b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    let old_generation = c.handle.local_id().generation;
+    let cut = Instant::now();
+    c.handle
+        .set_keys(ring(key(1, 99), vec![]))
+        .await
+        .expect("keys");
+    wait_for("the cut member to lose its quorum", DETECT, || {
+        !may_own_l2(&c.handle.quorum(false))
+    })
+    .await;
+    let lost = cut.elapsed();
+    let t = Timings::lan(3);
+    let detection = t.probe_period * 2 + t.suspect_to_down_after;
+    eprintln!(
+        "partitioned member stopped owning L2 after {lost:?} (one detection period ~{detection:?})"
+    );
+    assert!(
+        may_own_l2(&c.handle.quorum(true)),
+        "reaching the API server keeps ownership"
+    );
+    wait_for("the majority to see the cut member down", DETECT, || {
+        live_nodes(&a) == vec!["node-a".to_string(), "node-b".into()]
+    })
+    .await;
+    assert!(may_own_l2(&a.handle.quorum(false)), "2 of 3 is a majority");
+
+    c.handle
+        .set_keys(ring(key(1, 7), vec![]))
+        .await
+        .expect("keys");
+    let all = vec!["node-a".to_string(), "node-b".into(), "node-c".into()];
+    wait_for("the healed member to rejoin", CONVERGE, || {
+        live_nodes(&a) == all && live_nodes(&c) == all
+    })
+    .await;
+    eprintln!("healed member rejoined after {:?}", cut.elapsed() - lost);
+    let rejoined = a
+        .handle
+        .members()
+        .into_iter()
+        .find(|m| m.id.node == "node-c" && m.health != Health::Down)
+        .expect("node-c live");
+    assert!(
+        rejoined.id.generation > old_generation,
+        "a member declared down comes back as a new identity"
+    );
+}
