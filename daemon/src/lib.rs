@@ -8,6 +8,8 @@ pub mod api;
 pub mod election;
 pub mod fixtures;
 pub mod ipam;
+pub mod local_api;
+pub mod metrics;
 pub mod membership;
 #[cfg(test)]
 mod mock_api;
