@@ -9,8 +9,8 @@ pub mod election;
 pub mod fixtures;
 pub mod ipam;
 pub mod local_api;
-pub mod metrics;
 pub mod membership;
+pub mod metrics;
 #[cfg(test)]
 mod mock_api;
 pub mod plan;

@@ -96,6 +96,11 @@ impl BgpActuator {
         self.speaker.peers()
     }
 
+    /// The route table handed to each peer (for the local API).
+    pub fn tables(&self) -> &BTreeMap<IpAddr, Arc<RouteTable>> {
+        &self.tables
+    }
+
     /// The speaker, e.g. to subscribe to peer events.
     pub fn speaker(&self) -> &Speaker {
         &self.speaker

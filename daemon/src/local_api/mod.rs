@@ -9,6 +9,7 @@
 pub mod build;
 pub mod client;
 pub mod http;
+pub mod publish;
 pub mod server;
 pub mod view;
 
