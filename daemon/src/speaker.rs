@@ -2,20 +2,19 @@
 //! reports through the log and a local state file; cluster mode additionally writes to the
 //! API while it holds the Lease.
 
+mod announcing;
+
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edgelb_bgp::{Speaker, SpeakerConfig, SpeakerError};
+pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::actuate::bgp::BgpActuator;
 use crate::ipam::{allocate, Assignments};
-use crate::plan::bgp::{self as bgp_plan, BgpDefaults, NodeFacts};
 use crate::snapshot::{Selection, Snapshot};
 use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
@@ -33,76 +32,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// How this node announces.
     pub announce: AnnounceConfig,
-}
-
-/// What announcing needs besides the cluster objects.
-#[derive(Clone, Debug, Default)]
-pub struct AnnounceConfig {
-    /// Accept BGP connections here (`None`: active sessions only).
-    pub bgp_listen: Option<SocketAddr>,
-    /// This node's addresses, after the Node object's `InternalIP`s (router id, L2 interface).
-    pub node_addresses: Vec<IpAddr>,
-    /// Session settings that are not in the CRDs.
-    pub bgp: BgpDefaults,
-}
-
-/// Plans and applies announcements for each new (snapshot, allocation).
-pub struct Announcing {
-    node: String,
-    extra_addresses: Vec<IpAddr>,
-    defaults: BgpDefaults,
-    bgp: BgpActuator,
-}
-
-impl Announcing {
-    /// Starts the BGP speaker (no peers yet). Needs a tokio runtime.
-    pub fn new(cfg: &Config) -> Result<Announcing, SpeakerError> {
-        // Every peer carries its own router id from the plan; this one is never sent.
-        let speaker = Speaker::new(SpeakerConfig {
-            router_id: Ipv4Addr::UNSPECIFIED,
-            listen: cfg.announce.bgp_listen,
-        })?;
-        Ok(Announcing {
-            node: cfg.node.clone(),
-            extra_addresses: cfg.announce.node_addresses.clone(),
-            defaults: cfg.announce.bgp.clone(),
-            bgp: BgpActuator::new(speaker),
-        })
-    }
-
-    /// Plans for this node and converges the actuators; problems and errors are logged.
-    pub fn step(&mut self, snap: &Snapshot, a: &Assignments) {
-        let me = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
-        let plan = bgp_plan::plan(snap, a, &me, &self.defaults);
-        for p in &plan.problems {
-            tracing::warn!(problem = %p, "bgp plan");
-        }
-        let (done, errors) = self.bgp.apply(&plan);
-        for e in errors {
-            tracing::warn!(error = %e, "bgp apply");
-        }
-        if done != Default::default() {
-            let routes: usize = plan.peers.values().map(|p| p.routes.len()).sum();
-            tracing::info!(
-                peers = plan.peers.len(),
-                routes,
-                peers_set = done.peers_set,
-                peers_removed = done.peers_removed,
-                tables_set = done.tables_set,
-                "bgp applied"
-            );
-        }
-    }
-
-    /// The BGP actuator (peer status for the local API).
-    pub fn bgp(&self) -> &BgpActuator {
-        &self.bgp
-    }
-
-    /// Graceful stop: Cease / Administrative Shutdown (RFC 8203) to every peer, bounded.
-    pub async fn stop(self) {
-        self.bgp.shutdown("edgelb-speaker stopping").await;
-    }
+    /// Feeds the local API and the metrics, when they run.
+    pub publisher: Option<crate::local_api::publish::Publisher>,
 }
 
 /// Allocation across snapshots: keeps the previous result so that IPs stay put.
@@ -147,6 +78,9 @@ fn write_local(cfg: &Config, a: &Assignments) {
     }
 }
 
+/// How often the membership view and the split-brain guard are re-checked.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(100);
+
 /// Standalone: allocate and announce on every snapshot and write the local state file.
 /// Returns when the source stops or `stop` completes, after a graceful stop of the
 /// announcements.
@@ -154,9 +88,11 @@ pub async fn run_standalone(
     cfg: Config,
     mut rx: watch::Receiver<Snapshot>,
     stop: impl Future<Output = ()>,
-) -> Result<(), SpeakerError> {
-    let mut announcing = Announcing::new(&cfg)?;
+) -> Result<(), AnnounceError> {
+    let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
     let mut alloc = Allocator::default();
+    let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -164,10 +100,30 @@ pub async fn run_standalone(
                 if r.is_err() {
                     break;
                 }
+                let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
                 let (a, _) = alloc.step(&snap);
                 write_local(&cfg, &a);
-                announcing.step(&snap, &a);
+                announcing.step(&snap, &a).await;
+                if let Some(p) = &cfg.publisher {
+                    p.observe_reconcile(t0.elapsed());
+                    p.publish(announcing.view_parts());
+                }
+            }
+            ev = announcing.membership_event() => {
+                if let Some(ev) = ev {
+                    tracing::info!(event = ?ev, "membership");
+                    if let Some(p) = &cfg.publisher {
+                        p.on_membership_event(&ev);
+                    }
+                }
+                announcing.tick().await;
+            }
+            _ = tick.tick() => {
+                announcing.tick().await;
+                if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
+                    p.publish(announcing.view_parts());
+                }
             }
             _ = &mut stop => {
                 tracing::info!("stopping");

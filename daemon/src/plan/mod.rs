@@ -2,4 +2,5 @@
 
 pub mod bgp;
 pub mod endpoints;
+pub mod l2;
 pub mod policy_route;

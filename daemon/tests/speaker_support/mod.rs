@@ -87,6 +87,24 @@ pub fn cluster_yaml(nodes: &[(&str, &str)], pool: &str, services: &[Svc], extra:
     s
 }
 
+/// `text` without ANSI escape sequences (`ESC [ ... letter`).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Writes `text` to `path` atomically (the speaker never reads half a file).
 pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -133,8 +151,9 @@ impl SpeakerProc {
         })
     }
 
+    /// The log without terminal colour codes.
     pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        strip_ansi(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     /// SIGTERM, then waits (bounded) for the exit; returns how long the exit took.
