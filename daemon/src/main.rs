@@ -221,10 +221,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.lease_seconds.max(3)),
         ..Default::default()
     };
-    tokio::select! {
-        _ = speaker::run_cluster(cfg, lease, client, rx) => {}
-        _ = stop_signal() => tracing::info!("stopping"),
-    }
+    let result = speaker::run_cluster(cfg, lease, client, rx, stop_signal()).await;
     source.abort();
-    Ok(())
+    result.context("starting the announcers")
 }

@@ -16,10 +16,11 @@ use tokio::sync::watch;
 
 use crate::ipam::{allocate, Assignments};
 use crate::snapshot::{Selection, Snapshot};
+use crate::status::announced::{announcements, AnnouncedTracker};
 use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
 use crate::status::local::LocalState;
-use crate::status::writer::StatusWriter;
+use crate::status::writer::{StatusWriter, Written};
 
 /// What a speaker is told at start.
 #[derive(Clone, Debug)]
@@ -164,7 +165,8 @@ pub async fn run_cluster(
     lease: LeaseConfig,
     client: kube::Client,
     mut rx: watch::Receiver<Snapshot>,
-) {
+    stop: impl Future<Output = ()>,
+) -> Result<(), AnnounceError> {
     let mut leadership = Leadership::new(
         client.clone(),
         &cfg.selection.namespace,
@@ -176,21 +178,42 @@ pub async fn run_cluster(
     let mut alloc = Allocator::default();
     let mut ticker = tokio::time::interval(lease.duration / 3);
     let mut current: Option<(Snapshot, Assignments)> = None;
+    let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
+    let mut announced = AnnouncedTracker::default();
+    let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
     loop {
         let mut changes = Vec::new();
         tokio::select! {
             r = rx.changed() => {
                 if r.is_err() {
-                    return;
+                    break;
                 }
                 let snap = rx.borrow_and_update().clone();
                 let (a, c) = alloc.step(&snap);
                 write_local(&cfg, &a);
+                announcing.step(&snap, &a).await;
                 changes = c;
                 current = Some((snap, a));
             }
             _ = ticker.tick() => {
                 leadership.tick(Timestamp::now()).await;
+                announcing.set_api_reachable(leadership.api_reachable());
+            }
+            ev = announcing.membership_event() => {
+                if let Some(ev) = ev {
+                    tracing::info!(event = ?ev, "membership");
+                }
+                announcing.tick().await;
+            }
+            _ = tick.tick() => {
+                announcing.tick().await;
+                continue;
+            }
+            _ = &mut stop => {
+                tracing::info!("stopping");
+                break;
             }
         }
         if !leadership.is_leader() {
@@ -209,6 +232,15 @@ pub async fn run_cluster(
                     "wrote to the API"
                 );
             }
+            // Who announces each Service: one Event per change, never per heartbeat.
+            let now = announcements(snap, a, announcing.candidates(snap));
+            let todo = announced.changes(&now);
+            let mut out = Written::default();
+            for (k, v) in writer.write_announced(snap, &todo, &mut out).await {
+                announced.reported(k, v);
+            }
         }
     }
+    announcing.stop().await;
+    Ok(())
 }

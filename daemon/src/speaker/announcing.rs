@@ -107,6 +107,7 @@ pub struct Announcing {
     may_own: bool,
     started: Instant,
     joined: bool,
+    api_reachable: bool,
     last: Option<(Snapshot, Assignments)>,
     l2_plan: L2Plan,
 }
@@ -142,6 +143,7 @@ impl Announcing {
             may_own: true,
             started: Instant::now(),
             joined: false,
+            api_reachable: false,
             last: None,
             l2_plan: L2Plan::default(),
         };
@@ -215,6 +217,23 @@ impl Announcing {
         self.members = members;
         self.may_own = may_own;
         changed
+    }
+
+    /// Cluster mode: whether the API server answered lately (the split-brain guard keeps
+    /// L2 ownership while it does, whatever the gossip says).
+    pub fn set_api_reachable(&mut self, reachable: bool) {
+        self.api_reachable = reachable;
+    }
+
+    /// The election candidates as this speaker sees them (for the leader's `AnnouncedBy`).
+    pub fn candidates(&self, snap: &Snapshot) -> Vec<crate::election::Candidate> {
+        let facts = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
+        let me = L2Node {
+            name: self.node.clone(),
+            interfaces: self.interfaces.clone(),
+            addresses: facts.addresses,
+        };
+        l2_plan::candidates(snap, &me, &self.members)
     }
 
     /// Waits for the next membership event (forever without gossip).
@@ -346,6 +365,12 @@ impl Announcing {
                 Err(_) => tracing::warn!("goodbye timed out"),
             }
         }
+        // The grace only matters when there is something to hand over.
+        let grace = if l2.owned().values().all(|ips| ips.is_empty()) {
+            Duration::ZERO
+        } else {
+            grace
+        };
         let l2_stop = async {
             tokio::time::sleep(grace.saturating_sub(started.elapsed())).await;
             l2.shutdown().await;
