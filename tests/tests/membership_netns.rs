@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use edgelb_daemon::election::{may_own_l2, InterfaceFacts};
 use edgelb_daemon::membership::{
-    GossipKey, Health, Keyring, Membership, MembershipConfig, MembershipHandle, Timings,
+    GossipKey, Health, Keyring, Membership, MembershipConfig, MembershipEvent, MembershipHandle,
+    Timings,
 };
 use edgelb_tests::lab::{self, wait_until, Lan, Netns};
 use tokio::sync::oneshot;
@@ -24,6 +25,7 @@ const PORT: u16 = 7946;
 
 struct Speaker {
     handle: Option<MembershipHandle>,
+    events: tokio::sync::mpsc::Receiver<MembershipEvent>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -98,8 +100,8 @@ fn start_in(ns: &Netns, node: &str, addr: SocketAddr, seed: SocketAddr) -> anyho
             };
             let started = Membership::start(config).await;
             match started {
-                Ok((handle, _events)) => {
-                    let _ = ready_tx.send(Ok(handle));
+                Ok((handle, events)) => {
+                    let _ = ready_tx.send(Ok((handle, events)));
                     // Drive the membership task until the test is done.
                     let _ = stop_rx.await;
                 }
@@ -111,11 +113,12 @@ fn start_in(ns: &Netns, node: &str, addr: SocketAddr, seed: SocketAddr) -> anyho
         })
         .ok();
     });
-    let handle = ready_rx
+    let (handle, events) = ready_rx
         .recv_timeout(Duration::from_secs(10))
         .context("speaker thread did not report")??;
     Ok(Speaker {
         handle: Some(handle),
+        events,
         stop: Some(stop),
         thread: Some(thread),
     })
@@ -208,6 +211,16 @@ fn cutting_a_link_fails_the_member_over_and_restoring_it_rejoins() -> anyhow::Re
         "link restored: all three live again after {:?}",
         healed.elapsed()
     );
+    // Healing must not fail the majority over: node-3 dropped its stale
+    // "down" verdicts about node-1 and node-2 when it found itself alone, so
+    // no speaker declared them down (a silent identity renewal is allowed).
+    for s in speakers.iter_mut().take(2) {
+        while let Ok(event) = s.events.try_recv() {
+            if let MembershipEvent::MemberDown { id, .. } = &event {
+                anyhow::ensure!(id.node == "node-3", "the heal failed {} over", id.node);
+            }
+        }
+    }
     let back = speakers[0]
         .handle()?
         .members()

@@ -44,6 +44,10 @@ impl ElectionView {
             let class = classes
                 .entry(key)
                 .or_insert_with(|| self.class_filter(key.0, key.1, key.2));
+            if single.mode == super::Mode::Bgp && single.local_endpoints.is_none() {
+                out.push(self.elect_one(single, class));
+                continue;
+            }
             let x_owned = prev.owners.iter().any(|o| &**o == changed);
             if x_owned && kind == ModeKind::L2 {
                 out.push(self.elect_one(single, class));
@@ -121,7 +125,7 @@ impl ElectionView {
         ElectionResult {
             ip: request.ip,
             mode: request.mode.kind(),
-            owners,
+            owners: owners.into(),
             shared_exclusions: class.excluded.clone(),
             own_exclusions: own,
         }

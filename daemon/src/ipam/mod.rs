@@ -13,7 +13,14 @@
 //! Service can never take an address another Service is using, whatever the key order.
 //!
 //! Node pools slot in through [`AllocationKey::node_pool`]: today every key has `None`
-//! (one allocation per Service for the whole cluster).
+//! (one allocation per Service for the whole cluster). With node pools (SPEC.md, "Node pools
+//! and regions") the first pass expands each Service into one key per node pool its
+//! `service.openyurt.io/nodepool-labelselector` selects (the snapshot already holds
+//! `node_pools` and each node's pool); [`pool::PoolView`] gains the node pools an
+//! `IPAddressPool` may serve, which `serves` checks beside `serviceAllocation`. Keep and
+//! allocate stay as they are, per key; `Assignments::ips` of a Service becomes the union
+//! over its keys (its `status.loadBalancer.ingress`), and the PoolService writer reads the
+//! per-key outcomes.
 
 pub mod pool;
 pub mod range;
@@ -267,7 +274,8 @@ struct Run<'a> {
     pools: &'a [PoolView],
     used: HashMap<IpAddr, Holder>,
     shared: HashMap<Arc<str>, Vec<IpAddr>>,
-    cursors: HashMap<(usize, Family), Cursor>,
+    /// One cursor per (pool, family), at `pool * 2 + family`.
+    cursors: Vec<Cursor>,
 }
 
 impl Run<'_> {
@@ -300,10 +308,18 @@ impl Run<'_> {
         holder.users.push(key.clone());
     }
 
+    /// Whether the scan of a pool and family has passed its last range (nothing free left
+    /// in this run), so a full pool costs nothing to skip.
+    fn exhausted(&self, pool_idx: usize, family: Family) -> bool {
+        self.cursors
+            .get(cursor_slot(pool_idx, family))
+            .is_none_or(|c| c.range >= self.pools[pool_idx].ranges.len())
+    }
+
     /// The first free address of a family in a pool, without taking it.
     fn peek_free(&mut self, pool_idx: usize, family: Family) -> Option<IpAddr> {
         let pool = &self.pools[pool_idx];
-        let cursor = self.cursors.entry((pool_idx, family)).or_default();
+        let cursor = self.cursors.get_mut(cursor_slot(pool_idx, family))?;
         while let Some(range) = pool.ranges.get(cursor.range) {
             let (first, last) = range.bounds();
             if range.family() != family {
@@ -366,6 +382,10 @@ impl Run<'_> {
     }
 }
 
+fn cursor_slot(pool_idx: usize, family: Family) -> usize {
+    pool_idx * 2 + usize::from(family == Family::V6)
+}
+
 fn family_list(families: &[Family]) -> String {
     families
         .iter()
@@ -381,7 +401,7 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
         pools,
         used: HashMap::new(),
         shared: HashMap::new(),
-        cursors: HashMap::new(),
+        cursors: vec![Cursor::default(); pools.len() * 2],
     };
     let mut outcomes: BTreeMap<AllocationKey, Outcome> = BTreeMap::new();
     let mut pending: Vec<Pending> = Vec::new();
@@ -396,11 +416,12 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
                 continue;
             }
         };
-        let labels = svc.metadata.labels.clone().unwrap_or_default();
+        let no_labels = BTreeMap::new();
+        let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
         let ns_labels = snap.namespace_labels.get(&key.namespace);
         let serves: Vec<bool> = pools
             .iter()
-            .map(|p| p.serves(&key.namespace, ns_labels, &labels))
+            .map(|p| p.serves(&key.namespace, ns_labels, labels))
             .collect();
         let prev_ips: Vec<IpAddr> = match previous.outcomes.get(&akey) {
             Some(Ok(a)) => a.ips.clone(),
@@ -569,6 +590,14 @@ fn fresh(
         });
     }
     for idx in with_families.iter().copied() {
+        let full = req.sharing.is_none()
+            && req
+                .required()
+                .iter()
+                .any(|f| !ips.iter().any(|ip| Family::of(ip) == *f) && run.exhausted(idx, *f));
+        if full {
+            continue;
+        }
         let mut got = ips.clone();
         let mut ok = true;
         for family in req.wanted() {

@@ -84,6 +84,12 @@ impl PoolView {
                     .iter()
                     .any(|s| selector::matches(s, l))
             });
+        if self.namespaces.is_empty()
+            && self.namespace_selectors.is_empty()
+            && self.service_selectors.is_empty()
+        {
+            return true;
+        }
         ns_ok && selector::matches_any(&self.service_selectors, service_labels)
     }
 }

@@ -78,8 +78,10 @@ fn family_named(name: &str) -> Option<Family> {
 
 /// Reads a Service's request; an unreadable annotation is an error for this Service alone.
 pub fn request_of(svc: &Service) -> Result<Request, AllocationError> {
-    let spec = svc.spec.clone().unwrap_or_default();
-    let annotations = svc.metadata.annotations.clone().unwrap_or_default();
+    let no_spec = k8s_openapi::api::core::v1::ServiceSpec::default();
+    let no_annotations = BTreeMap::new();
+    let spec = svc.spec.as_ref().unwrap_or(&no_spec);
+    let annotations = svc.metadata.annotations.as_ref().unwrap_or(&no_annotations);
     let bad = |annotation: &str, value: &str| AllocationError::BadAnnotation {
         annotation: annotation.to_string(),
         value: value.to_string(),

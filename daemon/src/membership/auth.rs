@@ -19,6 +19,7 @@
 //! datagram stays valid while its key is accepted; SWIM incarnations make old
 //! member states lose against newer ones, which limits the damage).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -120,6 +121,44 @@ impl Keyring {
         Ok(Keyring { current, accepted })
     }
 
+    /// Build a keyring from a Kubernetes Secret's `data`:
+    /// `key-<id>` entries (id 0 to 255) hold the keys, `current` holds the id
+    /// to send with. Rotation is three Secret edits, each given time to reach
+    /// every node: add `key-2`; set `current` to `2`; remove `key-1`.
+    pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, AuthError> {
+        let mut keys = Vec::new();
+        for (name, value) in data {
+            let Some(id) = name.strip_prefix("key-") else {
+                continue;
+            };
+            let id: u8 = id.parse().map_err(|_| AuthError::SecretField {
+                field: name.clone(),
+                problem: "the suffix must be a key id from 0 to 255",
+            })?;
+            keys.push(GossipKey::new(id, value.clone())?);
+        }
+        let current = data.get("current").ok_or(AuthError::SecretField {
+            field: "current".into(),
+            problem: "missing: it names the key id to send with",
+        })?;
+        let current: u8 = std::str::from_utf8(current)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or(AuthError::SecretField {
+                field: "current".into(),
+                problem: "must be a key id from 0 to 255",
+            })?;
+        let at = keys
+            .iter()
+            .position(|k| k.id == current)
+            .ok_or(AuthError::SecretField {
+                field: "current".into(),
+                problem: "names a key id that has no key-<id> entry",
+            })?;
+        let current = keys.remove(at);
+        Keyring::new(current, keys)
+    }
+
     /// The id of the key used to send.
     pub fn current_id(&self) -> u8 {
         self.current.id
@@ -202,6 +241,14 @@ pub enum AuthError {
         /// The key id in the frame.
         id: u8,
     },
+    /// A field of the gossip Secret is missing or malformed.
+    #[error("gossip Secret: field {field}: {problem}")]
+    SecretField {
+        /// The field name.
+        field: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// Authenticated, but of a kind we do not know (a newer peer).
     #[error("gossip datagram: unknown kind {kind}")]
     UnknownKind {
@@ -283,6 +330,46 @@ mod tests {
         }
         // Step 3: the old key is gone; its frames are refused.
         assert!(new.open(&old.seal(FrameKind::Swim, b"m")).is_err());
+    }
+
+    #[test]
+    fn keyring_comes_from_secret_data_with_a_current_id() {
+        let data = |pairs: &[(&str, &[u8])]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect()
+        };
+        let k1 = [1u8; 32];
+        let k2 = [2u8; 32];
+        let ring = Keyring::from_secret_data(&data(&[
+            ("key-1", &k1),
+            ("key-2", &k2),
+            ("current", b"2\n"),
+        ]))
+        .expect("valid");
+        assert_eq!(ring.current_id(), 2);
+        let old = Keyring::new(GossipKey::new(1, k1.to_vec()).expect("key"), vec![]).expect("ring");
+        assert!(
+            ring.open(&old.seal(FrameKind::Swim, b"m")).is_ok(),
+            "key-1 still accepted"
+        );
+        for (bad, field) in [
+            (data(&[("key-1", &k1)]), "current"),
+            (data(&[("key-1", &k1), ("current", b"3")]), "current"),
+            (data(&[("key-1", &k1), ("current", b"x")]), "current"),
+            (data(&[("key-300", &k1), ("current", b"1")]), "key-300"),
+        ] {
+            match Keyring::from_secret_data(&bad) {
+                Err(AuthError::SecretField { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected a SecretField error on {field}, got {other:?}"),
+            }
+        }
+        let short = data(&[("key-1", b"short"), ("current", b"1")]);
+        assert!(matches!(
+            Keyring::from_secret_data(&short),
+            Err(AuthError::KeyTooShort { id: 1, .. })
+        ));
     }
 
     #[test]

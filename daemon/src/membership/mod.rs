@@ -355,9 +355,12 @@ impl Membership {
 }
 
 impl MembershipHandle {
-    /// Our own identity.
-    pub fn local_id(&self) -> &SpeakerId {
-        &self.local
+    /// Our own identity (its generation grows when we rejoin).
+    pub fn local_id(&self) -> SpeakerId {
+        self.members()
+            .into_iter()
+            .find(|m| m.is_self)
+            .map_or_else(|| self.local.clone(), |m| m.id)
     }
 
     /// Every member this speaker knows (itself included), with health and facts.

@@ -38,6 +38,15 @@ pub(super) struct MembershipTask {
     socket: UdpSocket,
     keys: Keyring,
     seeds: Vec<SocketAddr>,
+    /// Addresses of members known before we were left alone; announced to
+    /// (with the seeds) until someone answers.
+    rejoin_addrs: Vec<SocketAddr>,
+    /// Set when every other member went down (see [`Self::reset`]).
+    reset_pending: bool,
+    /// Failed members of the view dropped by [`Self::reset`]: still shown
+    /// (down) so that the quorum keeps counting them until they are back.
+    remembered_down: Vec<SpeakerId>,
+    foca_config: foca::Config,
     timings: Timings,
     timers: BTreeMap<(Instant, u64), Timer<SpeakerId>>,
     timer_seq: u64,
@@ -91,7 +100,7 @@ impl MembershipTask {
         let book = FactsBook::default();
         let swim = Foca::with_custom_broadcast(
             id.clone(),
-            foca_config,
+            foca_config.clone(),
             SmallRng::from_os_rng(),
             PostcardCodec,
             FactsHandler { book: book.clone() },
@@ -108,6 +117,10 @@ impl MembershipTask {
             socket,
             keys: config.keys,
             seeds: config.seeds,
+            rejoin_addrs: Vec::new(),
+            reset_pending: false,
+            remembered_down: Vec::new(),
+            foca_config,
             timings: config.timings,
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -249,7 +262,9 @@ impl MembershipTask {
 
     fn announce_to_seeds(&mut self) {
         let me = self.swim.identity().addr;
-        for seed in self.seeds.clone() {
+        let mut targets = self.seeds.clone();
+        targets.extend(self.rejoin_addrs.iter().filter(|a| !self.seeds.contains(a)));
+        for seed in targets {
             if seed == me {
                 continue;
             }
@@ -263,6 +278,55 @@ impl MembershipTask {
             if let Err(e) = self.swim.announce(placeholder, &mut self.runtime) {
                 debug!(seed = %seed, error = %e, "announce");
             }
+        }
+    }
+
+    /// Every other member is down: most likely we are the one cut off. Drop
+    /// our view (its "down" verdicts about the majority are stale and, once
+    /// the link heals, SWIM would spread them: a confirmed failure overrides
+    /// an alive member) and come back as a new identity, announcing to the
+    /// seeds and every address we knew until someone answers.
+    fn reset(&mut self) {
+        for m in self.swim.iter_membership_state() {
+            if !self.rejoin_addrs.contains(&m.id().addr) {
+                self.rejoin_addrs.push(m.id().addr);
+            }
+            let remembered = self.remembered_down.iter().any(|r| r.addr == m.id().addr);
+            if !self.left.contains(m.id()) && !remembered {
+                self.remembered_down.push(m.id().clone());
+            }
+        }
+        let old = self.swim.identity().clone();
+        let new = SpeakerId {
+            generation: old.generation.saturating_add(1),
+            ..old
+        };
+        info!(node = %new.node, generation = new.generation, "membership view reset");
+        self.swim = Foca::with_custom_broadcast(
+            new.clone(),
+            self.foca_config.clone(),
+            SmallRng::from_os_rng(),
+            PostcardCodec,
+            FactsHandler {
+                book: self.book.clone(),
+            },
+        );
+        // Timers and queued datagrams belong to the old instance.
+        self.timers.clear();
+        self.runtime = AccumulatingRuntime::new();
+        self.left.clear();
+        self.own_facts.generation = new.generation;
+        self.own_facts.version = 1;
+        self.publish_own_facts();
+        self.announce_to_seeds();
+        while let Some((to, data)) = self.runtime.to_send() {
+            let frame = self.keys.seal(FrameKind::Swim, &data);
+            self.send_raw(&frame, to.addr);
+        }
+        let now = Instant::now();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.timer_seq += 1;
+            self.timers.insert((now + after, self.timer_seq), timer);
         }
     }
 
@@ -308,6 +372,10 @@ impl MembershipTask {
         }
         while let Some(note) = self.runtime.to_notify() {
             self.on_notification(note);
+        }
+        if self.reset_pending {
+            self.reset_pending = false;
+            self.reset();
         }
         let changed: Vec<String> = {
             let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
@@ -372,7 +440,10 @@ impl MembershipTask {
             }
             OwnedNotification::Defunct => warn!("our identity was declared down"),
             OwnedNotification::Active => info!("joined the membership"),
-            OwnedNotification::Idle => info!("no other live member"),
+            OwnedNotification::Idle => {
+                info!("no other live member: starting afresh under a new generation");
+                self.reset_pending = true;
+            }
         }
     }
 
@@ -390,12 +461,10 @@ impl MembershipTask {
 
     fn publish_snapshot(&self) {
         let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        let facts_for = |id: &SpeakerId| {
-            book.by_node
-                .get(&id.node)
-                .filter(|f| f.generation == id.generation)
-                .cloned()
-        };
+        // The newest facts of the node, even from an older generation: a
+        // renewed identity republishes within milliseconds, and showing none
+        // meanwhile would make the election see its NIC down and move IPs.
+        let facts_for = |id: &SpeakerId| book.by_node.get(&id.node).cloned();
         let me = self.swim.identity();
         let mut members = vec![MemberSnapshot {
             id: me.clone(),
@@ -419,6 +488,17 @@ impl MembershipTask {
             });
         }
         drop(book);
+        for r in &self.remembered_down {
+            if !members.iter().any(|m| m.id.addr == r.addr) {
+                members.push(MemberSnapshot {
+                    id: r.clone(),
+                    health: Health::Down,
+                    left: false,
+                    facts: None,
+                    is_self: false,
+                });
+            }
+        }
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = members;
     }
 }
