@@ -190,10 +190,15 @@ pub async fn run_cluster(
                 if r.is_err() {
                     break;
                 }
+                let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
                 let (a, c) = alloc.step(&snap);
                 write_local(&cfg, &a);
                 announcing.step(&snap, &a).await;
+                if let Some(p) = &cfg.publisher {
+                    p.observe_reconcile(t0.elapsed());
+                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                }
                 changes = c;
                 current = Some((snap, a));
             }
@@ -204,11 +209,17 @@ pub async fn run_cluster(
             ev = announcing.membership_event() => {
                 if let Some(ev) = ev {
                     tracing::info!(event = ?ev, "membership");
+                    if let Some(p) = &cfg.publisher {
+                        p.on_membership_event(&ev);
+                    }
                 }
                 announcing.tick().await;
             }
             _ = tick.tick() => {
                 announcing.tick().await;
+                if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
+                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                }
                 continue;
             }
             _ = &mut stop => {
@@ -243,4 +254,19 @@ pub async fn run_cluster(
     }
     announcing.stop().await;
     Ok(())
+}
+
+/// Publishes the local view in cluster mode (the leader names itself; followers do not
+/// know the holder).
+fn publish_cluster(
+    p: &crate::local_api::publish::Publisher,
+    announcing: &Announcing,
+    node: &str,
+    leader: bool,
+) {
+    let mut parts = announcing.view_parts();
+    if leader {
+        parts.leader = Some(node.to_string());
+    }
+    p.publish(parts);
 }
