@@ -1,13 +1,20 @@
-//! `edgelbctl`: the operator's view of edgelb speakers.
+//! `edgelbctl` (also `kubectl edgelb` when installed as `kubectl-edgelb` on the PATH).
 #![forbid(unsafe_code)]
 use clap::Parser;
 
-/// Show peers, announcements, pools and routes of edgelb speakers.
-#[derive(Debug, Parser)]
-#[command(name = "edgelbctl", version, about)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+fn main() -> std::process::ExitCode {
+    let cli = edgelbctl::cli::Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgelbctl: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(edgelbctl::cli::EXIT_UNREACHABLE);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let colour = edgelbctl::cli::use_colour();
+    std::process::ExitCode::from(rt.block_on(edgelbctl::cli::run(&cli, &mut out, colour)))
 }

@@ -8,7 +8,9 @@ pub mod api;
 pub mod election;
 pub mod fixtures;
 pub mod ipam;
+pub mod local_api;
 pub mod membership;
+pub mod metrics;
 #[cfg(test)]
 mod mock_api;
 pub mod plan;

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edgelb_daemon::snapshot::Redacted;
 use edgelb_daemon::snapshot::{Selection, Snapshot};
-use edgelb_daemon::speaker::{self, Config, LeaseConfig};
+use edgelb_daemon::speaker::{self, AnnounceConfig, Config, GossipConfig, LeaseConfig};
 use tokio::sync::watch;
 
 /// The edgelb speaker daemon.
@@ -17,6 +18,8 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once at start; boxing the big variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Write the CRD YAML (one file per kind) generated from the Rust types.
     Crds {
@@ -57,6 +60,47 @@ struct RunArgs {
     /// Lease term in seconds.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// Accept BGP connections on this address (e.g. `[::]:179`). Default: none, every
+    /// session is opened by this speaker (routers use passive or dynamic neighbours).
+    #[arg(long)]
+    bgp_listen: Option<std::net::SocketAddr>,
+    /// This node's address (repeatable); used after the Node object's InternalIPs for the
+    /// BGP identifier and to find the L2 interface.
+    #[arg(long = "node-address")]
+    node_addresses: Vec<std::net::IpAddr>,
+    /// Gossip (SWIM membership) on this address, e.g. `192.0.2.10:7946`. Without it every
+    /// Node counts as live and L2 IPs do not fail over between speakers.
+    #[arg(long)]
+    member_addr: Option<std::net::SocketAddr>,
+    /// Other speakers' gossip addresses to join through (repeatable or comma-separated).
+    #[arg(long = "member-peers", value_delimiter = ',')]
+    member_peers: Vec<std::net::SocketAddr>,
+    /// File holding the gossip key (HMAC-SHA256, at least 16 bytes); required with
+    /// --member-addr.
+    #[arg(long, requires = "member_addr")]
+    member_key_file: Option<PathBuf>,
+    /// The local API's Unix socket (read-only JSON for edgelbctl; owner-only).
+    #[arg(long, default_value = edgelb_daemon::local_api::server::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Serve /metrics, /healthz, /readyz (and the read-only views) on this address.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -107,10 +151,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_class: args.default_class,
         namespace: args.namespace,
     };
+    let gossip = match args.member_addr {
+        Some(addr) => {
+            let path = args
+                .member_key_file
+                .context("--member-addr needs --member-key-file")?;
+            let mut key = std::fs::read(&path)
+                .with_context(|| format!("reading the gossip key {}", path.display()))?;
+            while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                key.pop();
+            }
+            Some(GossipConfig {
+                addr,
+                peers: args.member_peers,
+                key: Redacted(key),
+            })
+        }
+        None => None,
+    };
+    let (publisher, _servers) =
+        edgelb_daemon::local_api::publish::start(&args.node, &args.socket, args.metrics_addr)
+            .await
+            .context("starting the local API and metrics")?;
     let cfg = Config {
+        publisher: Some(publisher),
         node: args.node,
         selection: selection.clone(),
         state_file: args.state,
+        announce: AnnounceConfig {
+            bgp_listen: args.bgp_listen,
+            node_addresses: args.node_addresses,
+            gossip,
+            ..Default::default()
+        },
     };
     let (tx, rx) = watch::channel(Snapshot::default());
     if let Some(file) = args.file {
@@ -121,12 +194,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             Duration::from_millis(200),
             tx,
         ));
-        tokio::select! {
-            _ = speaker::run_standalone(cfg, rx) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-        }
+        let result = speaker::run_standalone(cfg, rx, stop_signal()).await;
         source.abort();
-        return Ok(());
+        return result.context("starting the announcers");
     }
     let client = match &args.kubeconfig {
         Some(path) => {
@@ -151,10 +221,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(args.lease_seconds.max(3)),
         ..Default::default()
     };
-    tokio::select! {
-        _ = speaker::run_cluster(cfg, lease, client, rx) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-    }
+    let result = speaker::run_cluster(cfg, lease, client, rx, stop_signal()).await;
     source.abort();
-    Ok(())
+    result.context("starting the announcers")
 }

@@ -2,8 +2,13 @@
 //! reports through the log and a local state file; cluster mode additionally writes to the
 //! API while it holds the Lease.
 
+mod announcing;
+
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -11,10 +16,11 @@ use tokio::sync::watch;
 
 use crate::ipam::{allocate, Assignments};
 use crate::snapshot::{Selection, Snapshot};
+use crate::status::announced::{announcements, AnnouncedTracker};
 use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
 use crate::status::local::LocalState;
-use crate::status::writer::StatusWriter;
+use crate::status::writer::{StatusWriter, Written};
 
 /// What a speaker is told at start.
 #[derive(Clone, Debug)]
@@ -25,6 +31,10 @@ pub struct Config {
     pub selection: Selection,
     /// Where to write the local state file, if anywhere.
     pub state_file: Option<PathBuf>,
+    /// How this node announces.
+    pub announce: AnnounceConfig,
+    /// Feeds the local API and the metrics, when they run.
+    pub publisher: Option<crate::local_api::publish::Publisher>,
 }
 
 /// Allocation across snapshots: keeps the previous result so that IPs stay put.
@@ -69,15 +79,61 @@ fn write_local(cfg: &Config, a: &Assignments) {
     }
 }
 
-/// Standalone: allocate on every snapshot and write the local state file. Returns when the
-/// source stops.
-pub async fn run_standalone(cfg: Config, mut rx: watch::Receiver<Snapshot>) {
+/// How often the membership view and the split-brain guard are re-checked.
+const MEMBERSHIP_TICK: Duration = Duration::from_millis(100);
+
+/// Standalone: allocate and announce on every snapshot and write the local state file.
+/// Returns when the source stops or `stop` completes, after a graceful stop of the
+/// announcements.
+pub async fn run_standalone(
+    cfg: Config,
+    mut rx: watch::Receiver<Snapshot>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), AnnounceError> {
+    let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
     let mut alloc = Allocator::default();
-    while rx.changed().await.is_ok() {
-        let snap = rx.borrow_and_update().clone();
-        let (a, _) = alloc.step(&snap);
-        write_local(&cfg, &a);
+    let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            r = rx.changed() => {
+                if r.is_err() {
+                    break;
+                }
+                let t0 = std::time::Instant::now();
+                let snap = rx.borrow_and_update().clone();
+                let (a, _) = alloc.step(&snap);
+                write_local(&cfg, &a);
+                announcing.step(&snap, &a).await;
+                if let Some(p) = &cfg.publisher {
+                    p.observe_reconcile(t0.elapsed());
+                    p.publish(announcing.view_parts());
+                }
+            }
+            ev = announcing.membership_event() => {
+                if let Some(ev) = ev {
+                    tracing::info!(event = ?ev, "membership");
+                    if let Some(p) = &cfg.publisher {
+                        p.on_membership_event(&ev);
+                    }
+                }
+                announcing.tick().await;
+            }
+            _ = tick.tick() => {
+                announcing.tick().await;
+                if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
+                    p.publish(announcing.view_parts());
+                }
+            }
+            _ = &mut stop => {
+                tracing::info!("stopping");
+                break;
+            }
+        }
     }
+    announcing.stop().await;
+    Ok(())
 }
 
 /// Lease settings.
@@ -109,7 +165,8 @@ pub async fn run_cluster(
     lease: LeaseConfig,
     client: kube::Client,
     mut rx: watch::Receiver<Snapshot>,
-) {
+    stop: impl Future<Output = ()>,
+) -> Result<(), AnnounceError> {
     let mut leadership = Leadership::new(
         client.clone(),
         &cfg.selection.namespace,
@@ -121,21 +178,53 @@ pub async fn run_cluster(
     let mut alloc = Allocator::default();
     let mut ticker = tokio::time::interval(lease.duration / 3);
     let mut current: Option<(Snapshot, Assignments)> = None;
+    let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
+    let mut announced = AnnouncedTracker::default();
+    let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
     loop {
         let mut changes = Vec::new();
         tokio::select! {
             r = rx.changed() => {
                 if r.is_err() {
-                    return;
+                    break;
                 }
+                let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
                 let (a, c) = alloc.step(&snap);
                 write_local(&cfg, &a);
+                announcing.step(&snap, &a).await;
+                if let Some(p) = &cfg.publisher {
+                    p.observe_reconcile(t0.elapsed());
+                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                }
                 changes = c;
                 current = Some((snap, a));
             }
             _ = ticker.tick() => {
                 leadership.tick(Timestamp::now()).await;
+                announcing.set_api_reachable(leadership.api_reachable());
+            }
+            ev = announcing.membership_event() => {
+                if let Some(ev) = ev {
+                    tracing::info!(event = ?ev, "membership");
+                    if let Some(p) = &cfg.publisher {
+                        p.on_membership_event(&ev);
+                    }
+                }
+                announcing.tick().await;
+            }
+            _ = tick.tick() => {
+                announcing.tick().await;
+                if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
+                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                }
+                continue;
+            }
+            _ = &mut stop => {
+                tracing::info!("stopping");
+                break;
             }
         }
         if !leadership.is_leader() {
@@ -154,6 +243,30 @@ pub async fn run_cluster(
                     "wrote to the API"
                 );
             }
+            // Who announces each Service: one Event per change, never per heartbeat.
+            let now = announcements(snap, a, announcing.candidates(snap));
+            let todo = announced.changes(&now);
+            let mut out = Written::default();
+            for (k, v) in writer.write_announced(snap, &todo, &mut out).await {
+                announced.reported(k, v);
+            }
         }
     }
+    announcing.stop().await;
+    Ok(())
+}
+
+/// Publishes the local view in cluster mode (the leader names itself; followers do not
+/// know the holder).
+fn publish_cluster(
+    p: &crate::local_api::publish::Publisher,
+    announcing: &Announcing,
+    node: &str,
+    leader: bool,
+) {
+    let mut parts = announcing.view_parts();
+    if leader {
+        parts.leader = Some(node.to_string());
+    }
+    p.publish(parts);
 }

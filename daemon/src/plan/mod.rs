@@ -1,3 +1,6 @@
 //! Pure planning: from data (snapshot, node facts) to desired state, without I/O or clock.
 
+pub mod bgp;
+pub mod endpoints;
+pub mod l2;
 pub mod policy_route;

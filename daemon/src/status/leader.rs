@@ -97,6 +97,7 @@ pub struct Leadership {
     me: String,
     duration: Duration,
     leader: bool,
+    api_reachable: bool,
 }
 
 impl Leadership {
@@ -114,6 +115,7 @@ impl Leadership {
             me: me.to_string(),
             duration,
             leader: false,
+            api_reachable: false,
         }
     }
 
@@ -122,9 +124,15 @@ impl Leadership {
         self.leader
     }
 
+    /// Whether the last tick reached the API server (the split-brain guard's second way).
+    pub fn api_reachable(&self) -> bool {
+        self.api_reachable
+    }
+
     /// One round: read, decide, write. Call it every `duration / 3`.
     pub async fn tick(&mut self, now: Timestamp) -> bool {
         let result = self.round(now).await;
+        self.api_reachable = result.is_ok();
         let leader = match result {
             Ok(l) => l,
             Err(e) => {

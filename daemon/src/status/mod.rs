@@ -2,6 +2,7 @@
 //! Service status each Service should carry, the local state file of standalone mode, and
 //! (leader only) the writes to the Kubernetes API.
 
+pub mod announced;
 pub mod changes;
 pub mod conditions;
 pub mod leader;

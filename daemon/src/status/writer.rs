@@ -171,6 +171,40 @@ impl StatusWriter {
         }
     }
 
+    /// Emits one `AnnouncedBy` Event per Service whose announcing nodes changed; returns the
+    /// Services written, for [`super::announced::AnnouncedTracker::reported`].
+    pub async fn write_announced(
+        &self,
+        snap: &Snapshot,
+        changes: &[(ObjectKey, String)],
+        out: &mut Written,
+    ) -> Vec<(ObjectKey, String)> {
+        let mut written = Vec::new();
+        for (key, text) in changes {
+            let Some(svc) = snap.services.get(key) else {
+                continue;
+            };
+            let ev = Event {
+                type_: EventType::Normal,
+                reason: super::announced::REASON.into(),
+                note: Some(format!("announced: {text}")),
+                action: "Announce".into(),
+                secondary: None,
+            };
+            let what = format!("Event {} on {key}", super::announced::REASON);
+            if self
+                .timed(&what, self.recorder.publish(&ev, &svc.object_ref(&())))
+                .await
+            {
+                out.events += 1;
+                written.push((key.clone(), text.clone()));
+            } else {
+                out.failed += 1;
+            }
+        }
+        written
+    }
+
     /// One round: Service statuses, conditions, Events.
     pub async fn write(
         &mut self,

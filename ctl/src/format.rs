@@ -1,0 +1,493 @@
+//! Pure formatting: a [`LocalView`] in, text out. Tables look like kubectl's (upper-case
+//! headers, columns three spaces apart, `<none>` for empty cells, ages as `5m`); colour is a
+//! parameter so the caller decides (only on a terminal, never under `NO_COLOR`).
+
+use edgelb_daemon::local_api::view::{
+    AllocationView, AnnouncementView, CandidateView, Health, LocalView, MemberView, PeerView,
+    PolicyRouteView, PoolView,
+};
+use serde::Serialize;
+
+/// How to print.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Human table.
+    Table,
+    /// Table with more columns.
+    Wide,
+    /// The view's JSON.
+    Json,
+    /// The view's YAML.
+    Yaml,
+}
+
+/// The age of something that started at `since`, seen at `now` (Unix seconds), the way
+/// kubectl prints ages (`45s`, `3m20s`, `15m`, `5h10m`, `3d4h`, `40d`).
+pub fn age(now: u64, since: Option<u64>) -> String {
+    let Some(since) = since else {
+        return "<none>".into();
+    };
+    let s = now.saturating_sub(since);
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    if s < 120 {
+        format!("{s}s")
+    } else if m < 10 {
+        if s % 60 == 0 {
+            format!("{m}m")
+        } else {
+            format!("{m}m{}s", s % 60)
+        }
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        if m % 60 == 0 {
+            format!("{h}h")
+        } else {
+            format!("{h}h{}m", m % 60)
+        }
+    } else if h < 48 {
+        format!("{h}h")
+    } else if d < 8 {
+        if h % 24 == 0 {
+            format!("{d}d")
+        } else {
+            format!("{d}d{}h", h % 24)
+        }
+    } else if d < 365 * 2 {
+        format!("{d}d")
+    } else {
+        format!("{}y{}d", d / 365, d % 365)
+    }
+}
+
+/// ANSI colour of a cell, applied after padding so columns stay aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Colour {
+    /// Healthy.
+    Green,
+    /// In between.
+    Yellow,
+    /// Broken.
+    Red,
+}
+
+/// The colour of a BGP state.
+pub fn state_colour(state: &str) -> Colour {
+    match state {
+        "Established" => Colour::Green,
+        "OpenSent" | "OpenConfirm" | "Connect" => Colour::Yellow,
+        _ => Colour::Red,
+    }
+}
+
+/// The colour of a member health.
+pub fn health_colour(h: Health) -> Colour {
+    match h {
+        Health::Alive => Colour::Green,
+        Health::Suspect | Health::Unknown => Colour::Yellow,
+        Health::Dead => Colour::Red,
+    }
+}
+
+/// One cell, maybe coloured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cell {
+    text: String,
+    colour: Option<Colour>,
+}
+
+impl Cell {
+    fn plain(text: impl Into<String>) -> Cell {
+        let text = text.into();
+        Cell {
+            text: if text.is_empty() {
+                "<none>".into()
+            } else {
+                text
+            },
+            colour: None,
+        }
+    }
+
+    fn coloured(text: impl Into<String>, colour: Colour) -> Cell {
+        Cell {
+            colour: Some(colour),
+            ..Cell::plain(text)
+        }
+    }
+}
+
+/// Renders rows under headers, kubectl style; `colour` enables ANSI colours.
+pub fn table(headers: &[&str], rows: &[Vec<Cell>], colour: bool) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.text.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<(String, Option<Colour>)>, out: &mut String| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, (text, c)) in cells.into_iter().enumerate() {
+            let pad = if i + 1 < n {
+                widths[i].saturating_sub(text.chars().count()) + 3
+            } else {
+                0
+            };
+            match (c, colour) {
+                (Some(c), true) => {
+                    let code = match c {
+                        Colour::Green => "32",
+                        Colour::Yellow => "33",
+                        Colour::Red => "31",
+                    };
+                    s.push_str(&format!("\x1b[{code}m{text}\x1b[0m"));
+                }
+                _ => s.push_str(&text),
+            }
+            s.push_str(&" ".repeat(pad));
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(
+        headers.iter().map(|h| (h.to_string(), None)).collect(),
+        &mut out,
+    );
+    for r in rows {
+        line(
+            r.iter().map(|c| (c.text.clone(), c.colour)).collect(),
+            &mut out,
+        );
+    }
+    out
+}
+
+/// `peers`.
+pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
+    let mut headers = vec!["PEER", "NAME", "STATE", "UPTIME", "SENT", "RECEIVED"];
+    if wide {
+        headers.extend(["MSGS-IN", "MSGS-OUT", "UPDATES-OUT", "FLAPS"]);
+    }
+    headers.push("LAST-ERROR");
+    let rows = v
+        .peers
+        .iter()
+        .map(|p: &PeerView| {
+            let mut r = vec![
+                Cell::plain(&p.address),
+                Cell::plain(&p.name),
+                Cell::coloured(&p.state, state_colour(&p.state)),
+                Cell::plain(age(v.generated_at, p.established_since)),
+                Cell::plain(p.prefixes_sent.to_string()),
+                Cell::plain(p.prefixes_received.to_string()),
+            ];
+            if wide {
+                r.extend([
+                    Cell::plain(p.messages_in.to_string()),
+                    Cell::plain(p.messages_out.to_string()),
+                    Cell::plain(p.updates_out.to_string()),
+                    Cell::plain(
+                        p.established_count
+                            .saturating_sub(u64::from(p.is_up()))
+                            .to_string(),
+                    ),
+                ]);
+            }
+            r.push(Cell::plain(match (&p.last_error, p.last_error_at) {
+                (Some(e), Some(at)) => format!("{e} ({} ago)", age(v.generated_at, Some(at))),
+                (Some(e), None) => e.clone(),
+                _ => String::new(),
+            }));
+            r
+        })
+        .collect::<Vec<_>>();
+    table(&headers, &rows, colour)
+}
+
+fn targets(a: &AnnouncementView) -> String {
+    if a.peers.is_empty() {
+        a.interfaces.join(",")
+    } else {
+        a.peers.join(",")
+    }
+}
+
+/// `announcements`.
+pub fn announcements_table(v: &LocalView, wide: bool) -> String {
+    let mut headers = vec!["IP", "SERVICE", "POOL", "MODE", "OWNER", "AGE"];
+    if wide {
+        headers.extend(["PREFIX", "TO"]);
+    }
+    let rows = v
+        .announcements
+        .iter()
+        .map(|a| {
+            let mut r = vec![
+                Cell::plain(&a.ip),
+                Cell::plain(&a.service),
+                Cell::plain(&a.pool),
+                Cell::plain(a.mode.as_str()),
+                Cell::plain(&a.owner),
+                Cell::plain(age(v.generated_at, a.since)),
+            ];
+            if wide {
+                r.push(Cell::plain(a.prefix.clone().unwrap_or_default()));
+                r.push(Cell::plain(targets(a)));
+            }
+            r
+        })
+        .collect::<Vec<_>>();
+    table(&headers, &rows, false)
+}
+
+/// `pools`.
+pub fn pools_table(v: &LocalView, wide: bool) -> String {
+    let mut headers = vec!["NAME", "SIZE", "USED", "FAILURES", "AUTO-ASSIGN"];
+    if wide {
+        headers.extend(["ADDRESSES", "ERROR"]);
+    }
+    let rows = v
+        .pools
+        .iter()
+        .map(|p: &PoolView| {
+            let mut r = vec![
+                Cell::plain(&p.name),
+                Cell::plain(p.size.to_string()),
+                Cell::plain(p.used.to_string()),
+                Cell::plain(p.failures.to_string()),
+                Cell::plain(p.auto_assign.to_string()),
+            ];
+            if wide {
+                r.push(Cell::plain(p.addresses.join(",")));
+                r.push(Cell::plain(p.error.clone().unwrap_or_default()));
+            }
+            r
+        })
+        .collect::<Vec<_>>();
+    table(&headers, &rows, false)
+}
+
+/// `routes`.
+pub fn routes_table(v: &LocalView, wide: bool) -> String {
+    let mut headers = vec!["NAME", "FROM", "TABLE", "GATEWAY", "STATE"];
+    if wide {
+        headers.push("INTERFACE");
+    }
+    let rows = v
+        .policy_routes
+        .iter()
+        .map(|r: &PolicyRouteView| {
+            let mut row = vec![
+                Cell::plain(&r.name),
+                Cell::plain(&r.from),
+                Cell::plain(r.table.to_string()),
+                Cell::plain(r.gateway.clone().unwrap_or_default()),
+                Cell::plain(&r.state),
+            ];
+            if wide {
+                row.push(Cell::plain(r.interface.clone().unwrap_or_default()));
+            }
+            row
+        })
+        .collect::<Vec<_>>();
+    table(&headers, &rows, false)
+}
+
+/// `members`.
+pub fn members_table(v: &LocalView, wide: bool, colour: bool) -> String {
+    let mut headers = vec!["NAME", "HEALTH", "AGE", "LEADER"];
+    if wide {
+        headers.push("NODE-POOL");
+    }
+    let rows = v
+        .members
+        .iter()
+        .map(|m: &MemberView| {
+            let mut r = vec![
+                Cell::plain(&m.name),
+                Cell::coloured(m.health.as_str(), health_colour(m.health)),
+                Cell::plain(age(v.generated_at, m.since)),
+                Cell::plain(if v.leader.as_deref() == Some(m.name.as_str()) {
+                    "*"
+                } else {
+                    ""
+                }),
+            ];
+            if wide {
+                r.push(Cell::plain(m.node_pool.clone().unwrap_or_default()));
+            }
+            r
+        })
+        .collect::<Vec<_>>();
+    table(&headers, &rows, colour)
+}
+
+/// `status`: one line per subject.
+pub fn status_text(v: &LocalView) -> String {
+    let up = v.peers.iter().filter(|p| p.is_up()).count();
+    let alive = v
+        .members
+        .iter()
+        .filter(|m| m.health == Health::Alive)
+        .count();
+    let bgp = v
+        .announcements
+        .iter()
+        .filter(|a| a.mode == edgelb_daemon::local_api::view::Mode::Bgp)
+        .count();
+    let failed = v.allocations.iter().filter(|a| a.error.is_some()).count();
+    let ifaces_up = v.interfaces.iter().filter(|i| i.up).count();
+    let lines = [
+        ("Node", v.node.clone()),
+        ("Version", v.version.clone()),
+        ("Ready", v.ready.to_string()),
+        (
+            "Leader",
+            v.leader.clone().unwrap_or_else(|| "<none>".into()),
+        ),
+        ("Members", format!("{} ({alive} alive)", v.members.len())),
+        ("BGP peers", format!("{up}/{} established", v.peers.len())),
+        (
+            "Announcements",
+            format!(
+                "{} (BGP {bgp}, L2 {})",
+                v.announcements.len(),
+                v.announcements.len() - bgp
+            ),
+        ),
+        (
+            "L2 interfaces",
+            format!("{} ({ifaces_up} up)", v.interfaces.len()),
+        ),
+        ("Policy routes", v.policy_routes.len().to_string()),
+        (
+            "Allocations",
+            format!("{} ({failed} failed)", v.allocations.len()),
+        ),
+    ];
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 3;
+    lines
+        .iter()
+        .map(|(k, val)| format!("{:<width$}{val}\n", format!("{k}:")))
+        .collect()
+}
+
+/// Everything `explain` shows about one Service, as seen by one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Explain {
+    /// The node that answered.
+    pub node: String,
+    /// `namespace/name`.
+    pub service: String,
+    /// `externalTrafficPolicy`, when the Service is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_policy: Option<String>,
+    /// Allocation outcome(s): IPs and pool, or why none.
+    pub allocations: Vec<AllocationView>,
+    /// Candidate nodes, each with why it was excluded.
+    pub candidates: Vec<CandidateView>,
+    /// What this node announces for it (owner, since, peers or interfaces).
+    pub announcements: Vec<AnnouncementView>,
+}
+
+/// Collects what the view says about `service` (`namespace/name`); `None` when the view
+/// knows nothing of it.
+pub fn explain(v: &LocalView, service: &str) -> Option<Explain> {
+    let allocations: Vec<AllocationView> = v
+        .allocations
+        .iter()
+        .filter(|a| a.service == service)
+        .cloned()
+        .collect();
+    let sv = v.services.iter().find(|s| s.service == service);
+    if allocations.is_empty() && sv.is_none() {
+        return None;
+    }
+    Some(Explain {
+        node: v.node.clone(),
+        service: service.to_string(),
+        traffic_policy: sv.map(|s| s.traffic_policy.clone()),
+        allocations,
+        candidates: sv.map(|s| s.candidates.clone()).unwrap_or_default(),
+        announcements: v
+            .announcements
+            .iter()
+            .filter(|a| a.service == service)
+            .cloned()
+            .collect(),
+    })
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// `explain` as text.
+pub fn explain_text(e: &Explain, now: u64) -> String {
+    let mut out = format!("Service:         {}\n", e.service);
+    out.push_str(&format!(
+        "Traffic policy:  {}\n",
+        e.traffic_policy.as_deref().unwrap_or("<unknown>")
+    ));
+    for a in &e.allocations {
+        let np = a
+            .node_pool
+            .as_ref()
+            .map(|p| format!(" [node pool {p}]"))
+            .unwrap_or_default();
+        match (&a.error, &a.pool) {
+            (Some(err), _) => out.push_str(&format!("IPs:             <none>{np}: {err}\n")),
+            (None, pool) => out.push_str(&format!(
+                "IPs:             {} (pool {}){np}\n",
+                a.ips.join(", "),
+                pool.as_deref().unwrap_or("<none>")
+            )),
+        }
+    }
+    out.push_str("Candidates:\n");
+    let rows: Vec<Vec<Cell>> = e
+        .candidates
+        .iter()
+        .map(|c| {
+            vec![
+                Cell::plain(&c.node),
+                Cell::plain(if c.excluded.is_some() { "no" } else { "yes" }),
+                Cell::plain(c.excluded.clone().unwrap_or_default()),
+            ]
+        })
+        .collect();
+    out.push_str(&indent(&table(
+        &["NODE", "ELIGIBLE", "EXCLUDED-BECAUSE"],
+        &rows,
+        false,
+    )));
+    out.push_str(&format!("Announced by {}:\n", e.node));
+    if e.announcements.is_empty() {
+        out.push_str("  <nothing>\n");
+    } else {
+        let rows: Vec<Vec<Cell>> = e
+            .announcements
+            .iter()
+            .map(|a| {
+                vec![
+                    Cell::plain(&a.ip),
+                    Cell::plain(a.mode.as_str()),
+                    Cell::plain(&a.owner),
+                    Cell::plain(age(now, a.since)),
+                    Cell::plain(targets(a)),
+                ]
+            })
+            .collect();
+        out.push_str(&indent(&table(
+            &["IP", "MODE", "OWNER", "SINCE", "TO"],
+            &rows,
+            false,
+        )));
+    }
+    out
+}

@@ -1,0 +1,340 @@
+//! Golden tables from a fixed view: what an operator sees, byte for byte.
+use edgelb_daemon::local_api::view::*;
+use edgelbctl::cli::{render, service_key, Command, EXIT_CHECK_FAILED, EXIT_OK};
+use edgelbctl::format::{age, Output};
+
+const NOW: u64 = 1_000_000;
+
+fn view() -> LocalView {
+    LocalView {
+        api: VIEW_API.into(),
+        node: "edge-1".into(),
+        version: "0.1.0".into(),
+        generated_at: NOW,
+        ready: true,
+        leader: Some("edge-2".into()),
+        members: vec![
+            MemberView {
+                name: "edge-1".into(),
+                health: Health::Alive,
+                since: Some(NOW - 3600),
+                node_pool: Some("hz".into()),
+            },
+            MemberView {
+                name: "edge-2".into(),
+                health: Health::Suspect,
+                since: Some(NOW - 4),
+                node_pool: None,
+            },
+        ],
+        peers: vec![
+            PeerView {
+                address: "198.51.100.1".into(),
+                name: "edgelb-system/tor-a".into(),
+                state: "Established".into(),
+                established_since: Some(NOW - 300),
+                prefixes_sent: 2,
+                messages_in: 12,
+                messages_out: 14,
+                updates_out: 3,
+                established_count: 2,
+                ..PeerView::default()
+            },
+            PeerView {
+                address: "198.51.100.2".into(),
+                name: "edgelb-system/tor-b".into(),
+                state: "Active".into(),
+                last_error: Some("connection lost".into()),
+                last_error_at: Some(NOW - 75),
+                established_count: 1,
+                ..PeerView::default()
+            },
+        ],
+        announcements: vec![AnnouncementView {
+            ip: "203.0.113.10".into(),
+            service: "default/web".into(),
+            pool: "public".into(),
+            mode: Mode::Bgp,
+            owner: "edge-1".into(),
+            since: Some(NOW - 250),
+            prefix: Some("203.0.113.10/32".into()),
+            peers: vec!["198.51.100.1".into()],
+            interfaces: vec![],
+        }],
+        interfaces: vec![],
+        policy_routes: vec![PolicyRouteView {
+            name: "ens".into(),
+            from: "10.0.0.3".into(),
+            table: 4,
+            gateway: Some("10.0.0.1".into()),
+            interface: Some("eth1".into()),
+            state: "Installed".into(),
+        }],
+        allocations: vec![
+            AllocationView {
+                service: "default/web".into(),
+                node_pool: None,
+                pool: Some("public".into()),
+                ips: vec!["203.0.113.10".into()],
+                error: None,
+            },
+            AllocationView {
+                service: "default/db".into(),
+                node_pool: None,
+                pool: None,
+                ips: vec![],
+                error: Some("no free address in IPAddressPool \"public\"".into()),
+            },
+        ],
+        pools: vec![PoolView {
+            name: "public".into(),
+            addresses: vec!["203.0.113.10/32".into()],
+            size: 1,
+            used: 1,
+            failures: 1,
+            auto_assign: true,
+            error: None,
+        }],
+        services: vec![ServiceView {
+            service: "default/web".into(),
+            traffic_policy: "Local".into(),
+            candidates: vec![
+                CandidateView {
+                    node: "edge-1".into(),
+                    excluded: None,
+                },
+                CandidateView {
+                    node: "edge-2".into(),
+                    excluded: Some(
+                        "externalTrafficPolicy Local: no ready endpoint on this node".into(),
+                    ),
+                },
+            ],
+        }],
+    }
+}
+
+fn show(c: Command, o: Output) -> (String, u8) {
+    render(&c, &view(), o, false).expect("render")
+}
+
+#[test]
+fn ages_print_like_kubectl() {
+    let cases = [
+        (0, "0s"),
+        (45, "45s"),
+        (119, "119s"),
+        (200, "3m20s"),
+        (300, "5m"),
+        (900, "15m"),
+        (3 * 3600 + 600, "3h10m"),
+        (10 * 3600, "10h"),
+        (3 * 86_400 + 4 * 3600, "3d4h"),
+        (40 * 86_400, "40d"),
+        (800 * 86_400, "2y70d"),
+    ];
+    let now = 100_000_000;
+    for (s, want) in cases {
+        assert_eq!(age(now, Some(now - s)), want, "{s} s");
+    }
+    assert_eq!(age(NOW, None), "<none>");
+    assert_eq!(
+        age(NOW, Some(NOW + 10)),
+        "0s",
+        "a clock ahead never gives a negative age"
+    );
+}
+
+#[test]
+fn peers_table_golden() {
+    let (t, code) = show(Command::Peers { check: false }, Output::Table);
+    assert_eq!(code, EXIT_OK);
+    assert_eq!(t, "\
+PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          connection lost (75s ago)
+");
+}
+
+#[test]
+fn peers_wide_golden() {
+    let (t, _) = show(Command::Peers { check: false }, Output::Wide);
+    assert_eq!(t, "\
+PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          12        14         3             1       <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          0         0          0             1       connection lost (75s ago)
+");
+}
+
+#[test]
+fn check_exits_non_zero_when_a_peer_is_down() {
+    assert_eq!(
+        show(Command::Peers { check: true }, Output::Table).1,
+        EXIT_CHECK_FAILED
+    );
+    let mut v = view();
+    v.peers.truncate(1);
+    assert_eq!(
+        render(&Command::Peers { check: true }, &v, Output::Json, false)
+            .expect("render")
+            .1,
+        EXIT_OK
+    );
+}
+
+#[test]
+fn colour_only_when_asked_and_columns_stay_aligned() {
+    let plain = render(
+        &Command::Peers { check: false },
+        &view(),
+        Output::Table,
+        false,
+    )
+    .expect("r")
+    .0;
+    let col = render(
+        &Command::Peers { check: false },
+        &view(),
+        Output::Table,
+        true,
+    )
+    .expect("r")
+    .0;
+    assert!(!plain.contains('\x1b'));
+    assert!(col.contains("\x1b[32mEstablished\x1b[0m"));
+    assert!(col.contains("\x1b[31mActive\x1b[0m"));
+    let stripped = col
+        .replace("\x1b[32m", "")
+        .replace("\x1b[31m", "")
+        .replace("\x1b[0m", "");
+    assert_eq!(stripped, plain);
+}
+
+#[test]
+fn announcements_pools_routes_members_golden() {
+    assert_eq!(
+        show(Command::Announcements, Output::Table).0,
+        "\
+IP             SERVICE       POOL     MODE   OWNER    AGE
+203.0.113.10   default/web   public   BGP    edge-1   4m10s
+"
+    );
+    assert_eq!(
+        show(Command::Announcements, Output::Wide).0,
+        "\
+IP             SERVICE       POOL     MODE   OWNER    AGE     PREFIX            TO
+203.0.113.10   default/web   public   BGP    edge-1   4m10s   203.0.113.10/32   198.51.100.1
+"
+    );
+    assert_eq!(
+        show(Command::Pools, Output::Table).0,
+        "\
+NAME     SIZE   USED   FAILURES   AUTO-ASSIGN
+public   1      1      1          true
+"
+    );
+    assert_eq!(
+        show(Command::Routes, Output::Table).0,
+        "\
+NAME   FROM       TABLE   GATEWAY    STATE
+ens    10.0.0.3   4       10.0.0.1   Installed
+"
+    );
+    assert_eq!(
+        show(Command::Members, Output::Table).0,
+        "\
+NAME     HEALTH    AGE   LEADER
+edge-1   Alive     60m   <none>
+edge-2   Suspect   4s    *
+"
+    );
+}
+
+#[test]
+fn status_golden() {
+    assert_eq!(
+        show(Command::Status, Output::Table).0,
+        "\
+Node:           edge-1
+Version:        0.1.0
+Ready:          true
+Leader:         edge-2
+Members:        2 (1 alive)
+BGP peers:      1/2 established
+Announcements:  1 (BGP 1, L2 0)
+L2 interfaces:  0 (0 up)
+Policy routes:  1
+Allocations:    2 (1 failed)
+"
+    );
+}
+
+#[test]
+fn explain_golden_and_unknown_service() {
+    let (t, code) = show(
+        Command::Explain {
+            target: "svc/web".into(),
+            service_namespace: "default".into(),
+        },
+        Output::Table,
+    );
+    assert_eq!(code, EXIT_OK);
+    assert_eq!(
+        t,
+        "\
+Service:         default/web
+Traffic policy:  Local
+IPs:             203.0.113.10 (pool public)
+Candidates:
+  NODE     ELIGIBLE   EXCLUDED-BECAUSE
+  edge-1   yes        <none>
+  edge-2   no         externalTrafficPolicy Local: no ready endpoint on this node
+Announced by edge-1:
+  IP             MODE   OWNER    SINCE   TO
+  203.0.113.10   BGP    edge-1   4m10s   198.51.100.1
+"
+    );
+    let (t, code) = show(
+        Command::Explain {
+            target: "svc/default/db".into(),
+            service_namespace: "x".into(),
+        },
+        Output::Table,
+    );
+    assert_eq!(code, EXIT_OK);
+    assert!(
+        t.contains("IPs:             <none>: no free address in IPAddressPool \"public\""),
+        "{t}"
+    );
+    let (_, code) = show(
+        Command::Explain {
+            target: "svc/nope".into(),
+            service_namespace: "default".into(),
+        },
+        Output::Table,
+    );
+    assert_eq!(code, EXIT_CHECK_FAILED);
+    assert_eq!(service_key("svc/web", "prod").as_deref(), Some("prod/web"));
+    assert_eq!(service_key("service/a/b", "prod").as_deref(), Some("a/b"));
+    assert_eq!(service_key("svc/", "prod"), None);
+}
+
+#[test]
+fn json_and_yaml_are_the_view_sections() {
+    let (j, _) = show(Command::Peers { check: false }, Output::Json);
+    let peers: Vec<PeerView> = serde_json::from_str(&j).expect("json");
+    assert_eq!(peers, view().peers);
+    let (y, _) = show(Command::Status, Output::Yaml);
+    let back: LocalView = serde_norway::from_str(&y).expect("yaml");
+    assert_eq!(back, view());
+    let (j, _) = show(
+        Command::Explain {
+            target: "svc/web".into(),
+            service_namespace: "default".into(),
+        },
+        Output::Json,
+    );
+    let e: serde_json::Value = serde_json::from_str(&j).expect("json");
+    assert_eq!(e["candidates"][1]["node"], "edge-2");
+    assert_eq!(e["announcements"][0]["peers"][0], "198.51.100.1");
+}

@@ -1,0 +1,342 @@
+//! Pure builders: the daemon's own types in, [`super::view`] types out. Time comes in as
+//! values (`now` as an `Instant` and the wall clock at that instant), never read here.
+//!
+//! They copy field by field, so a secret held by a source type (a BGP peer's password lives
+//! in `PeerConfig`, never in `PeerStatus`) cannot reach the view by accident.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use edgelb_bgp::{PeerStatus, RouteTable};
+use edgelb_l2::InterfaceStats;
+
+use super::view::{
+    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView, PoolView,
+    ServiceView,
+};
+use crate::ipam::range::IpRange;
+use crate::ipam::{AllocationError, Assignments};
+use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
+use crate::snapshot::Snapshot;
+
+/// Unix seconds of a wall-clock time (0 before the epoch).
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The wall-clock time of a monotonic `at`, given that `now` is `wall_now`.
+pub fn wall_of(at: Instant, now: Instant, wall_now: SystemTime) -> SystemTime {
+    let ago = now.saturating_duration_since(at);
+    wall_now.checked_sub(ago).unwrap_or(UNIX_EPOCH)
+}
+
+/// The view of one BGP session. `name` is the `BGPPeer` object when known (else the
+/// speaker's description of the peer).
+pub fn peer_view(
+    p: &PeerStatus,
+    name: Option<&str>,
+    now: Instant,
+    wall_now: SystemTime,
+) -> PeerView {
+    let established_since = match (p.established_at, p.uptime) {
+        (Some(at), _) => Some(unix(wall_of(at, now, wall_now))),
+        (None, Some(up)) => Some(unix(wall_now.checked_sub(up).unwrap_or(UNIX_EPOCH))),
+        (None, None) => None,
+    };
+    let established_since = if p.state == edgelb_bgp::fsm::State::Established {
+        established_since
+    } else {
+        None
+    };
+    let last_error = p.last_error.as_ref().map(|e| match e.code {
+        Some((code, sub)) => format!(
+            "{} NOTIFICATION {code}/{sub}: {}",
+            if e.received { "received" } else { "sent" },
+            e.text
+        ),
+        None => e.text.clone(),
+    });
+    let last_error_at = p
+        .last_error
+        .as_ref()
+        .map(|e| unix(wall_of(e.at, now, wall_now)));
+    PeerView {
+        address: p.address.to_string(),
+        name: name.map_or_else(|| p.description.clone(), str::to_string),
+        state: format!("{:?}", p.state),
+        established_since,
+        last_error,
+        last_error_at,
+        prefixes_sent: p.prefixes_sent,
+        prefixes_received: p.prefixes_received,
+        messages_in: p.messages_in,
+        messages_out: p.messages_out,
+        updates_in: p.updates_in,
+        updates_out: p.updates_out,
+        established_count: p.established_count,
+    }
+}
+
+/// The view of one L2 interface.
+pub fn interface_view(s: &InterfaceStats) -> InterfaceView {
+    InterfaceView {
+        name: s.interface.clone(),
+        up: s.link.as_ref().is_some_and(|l| l.up && l.running),
+        error: s.error.as_ref().map(ToString::to_string),
+        ips: s.ips.iter().map(|i| i.ip.to_string()).collect(),
+        announcements: s.ips.iter().map(|i| i.announcements).sum(),
+        requests_answered: s.requests_answered,
+        frames_received: s.frames_received,
+        send_errors: s.send_errors,
+        receive_drops: s.receive_drops,
+    }
+}
+
+/// Every allocation outcome, in key order.
+pub fn allocations_view(a: &Assignments) -> Vec<AllocationView> {
+    a.outcomes
+        .iter()
+        .map(|(k, o)| AllocationView {
+            service: k.service.to_string(),
+            node_pool: k.node_pool.as_deref().map(str::to_string),
+            pool: o.as_ref().ok().map(|a| a.pool.to_string()),
+            ips: o
+                .as_ref()
+                .map(|a| a.ips.iter().map(ToString::to_string).collect())
+                .unwrap_or_default(),
+            error: o.as_ref().err().map(ToString::to_string),
+        })
+        .collect()
+}
+
+/// The pools an allocation error names (to count failures per pool).
+pub fn failed_pools(e: &AllocationError) -> Vec<String> {
+    match e {
+        AllocationError::RequestedIpNotInPool { pool, .. }
+        | AllocationError::UnknownPool { pool }
+        | AllocationError::PoolNotAllowed { pool } => vec![pool.clone()],
+        AllocationError::RequestedIpsInDifferentPools {
+            first_pool,
+            second_pool,
+            ..
+        } => vec![first_pool.clone(), second_pool.clone()],
+        AllocationError::PoolsExhausted { pools } => pools
+            .split(',')
+            .map(|p| p.trim().trim_matches('"').to_string())
+            .filter(|p| !p.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Number of addresses in a range, saturating at `u64::MAX`.
+fn range_size(r: &IpRange) -> u64 {
+    let (first, last) = r.bounds();
+    u64::try_from(last.saturating_sub(first).saturating_add(1)).unwrap_or(u64::MAX)
+}
+
+/// Every pool with its size (addresses in its ranges, before `avoidBuggyIPs`), the distinct
+/// IPs allocated from it, and the allocations that fail naming it.
+pub fn pools_view(snap: &Snapshot, a: &Assignments) -> Vec<PoolView> {
+    let mut used: BTreeMap<&str, BTreeSet<IpAddr>> = BTreeMap::new();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    for o in a.outcomes.values() {
+        match o {
+            Ok(al) => {
+                used.entry(&al.pool)
+                    .or_default()
+                    .extend(al.ips.iter().copied());
+            }
+            Err(e) => {
+                for p in failed_pools(e) {
+                    *failures.entry(p).or_default() += 1;
+                }
+            }
+        }
+    }
+    snap.pools
+        .values()
+        .map(|p| {
+            let name = p.object.metadata.name.clone().unwrap_or_default();
+            let size = p
+                .object
+                .spec
+                .addresses
+                .iter()
+                .filter_map(|s| IpRange::parse(s).ok())
+                .map(|r| range_size(&r))
+                .fold(0u64, u64::saturating_add);
+            PoolView {
+                used: used.get(name.as_str()).map_or(0, |s| s.len() as u64),
+                failures: failures.get(&name).copied().unwrap_or(0),
+                addresses: p.object.spec.addresses.clone(),
+                size,
+                auto_assign: p.object.spec.auto_assign,
+                error: (!p.is_valid()).then(|| {
+                    p.problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Whether the Node object says Ready (a node without conditions counts as ready: the
+/// standalone file often lists bare nodes).
+fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_none_or(|c| c.status == "True")
+}
+
+/// For each of our Services with an IP: every known node and why it may not serve it
+/// (node not Ready, no ready endpoint on it under `Local`, no ready endpoint at all).
+pub fn services_view(snap: &Snapshot, a: &Assignments) -> Vec<ServiceView> {
+    let mut out = Vec::new();
+    for key in a.outcomes.keys() {
+        if key.node_pool.is_some() {
+            continue;
+        }
+        let Some(svc) = snap.services.get(&key.service) else {
+            continue;
+        };
+        let local = is_local(svc);
+        let ready = ready_nodes(snap, &key.service);
+        let any_ready = has_ready_endpoint(snap, &key.service);
+        let candidates = snap
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                let name = name.to_string();
+                let excluded = if !node_ready(&n.node) {
+                    Some("node is not Ready".to_string())
+                } else if local && !ready.contains(name.as_str()) {
+                    Some("externalTrafficPolicy Local: no ready endpoint on this node".to_string())
+                } else if !any_ready {
+                    Some("the Service has no ready endpoint".to_string())
+                } else {
+                    None
+                };
+                CandidateView {
+                    node: name,
+                    excluded,
+                }
+            })
+            .collect();
+        out.push(ServiceView {
+            service: key.service.to_string(),
+            traffic_policy: if local { "Local" } else { "Cluster" }.to_string(),
+            candidates,
+        });
+    }
+    out
+}
+
+/// Remembers since when each announcement exists, across views.
+#[derive(Clone, Debug, Default)]
+pub struct SinceTracker {
+    first_seen: BTreeMap<(String, Mode), u64>,
+}
+
+impl SinceTracker {
+    /// Fills `since` of every announcement (first time this `(ip, mode)` was seen in an
+    /// unbroken run of views) and forgets those that disappeared.
+    pub fn stamp(&mut self, anns: &mut [AnnouncementView], now: u64) {
+        let mut next = BTreeMap::new();
+        for a in anns.iter_mut() {
+            let key = (a.ip.clone(), a.mode);
+            let since = a
+                .since
+                .or_else(|| self.first_seen.get(&key).copied())
+                .unwrap_or(now);
+            a.since = Some(since);
+            next.insert(key, since);
+        }
+        self.first_seen = next;
+    }
+}
+
+/// BGP announcements of this node: for each allocated IP, the peers whose table carries a
+/// prefix that covers it (only peers that are Established count as announced to).
+pub fn bgp_announcements(
+    node: &str,
+    a: &Assignments,
+    tables: &BTreeMap<IpAddr, std::sync::Arc<RouteTable>>,
+    established: &BTreeSet<IpAddr>,
+) -> Vec<AnnouncementView> {
+    let mut out = Vec::new();
+    for (key, o) in &a.outcomes {
+        let Ok(al) = o else { continue };
+        for ip in &al.ips {
+            let mut peers = Vec::new();
+            let mut prefix = None;
+            for (peer, table) in tables {
+                if let Some(net) = table.keys().find(|n| n.contains(ip)) {
+                    prefix.get_or_insert(net.to_string());
+                    if established.contains(peer) {
+                        peers.push(peer.to_string());
+                    }
+                }
+            }
+            if prefix.is_none() {
+                continue;
+            }
+            out.push(AnnouncementView {
+                ip: ip.to_string(),
+                service: key.service.to_string(),
+                pool: al.pool.to_string(),
+                mode: Mode::Bgp,
+                owner: node.to_string(),
+                since: None,
+                prefix,
+                peers,
+                interfaces: Vec::new(),
+            });
+        }
+    }
+    out
+}
+
+/// L2 announcements of this node: each owned IP with the interfaces it is announced on and
+/// since when (the announcer's `owned_since`).
+pub fn l2_announcements(
+    node: &str,
+    a: &Assignments,
+    stats: &[InterfaceStats],
+) -> Vec<AnnouncementView> {
+    let mut by_ip: BTreeMap<IpAddr, (Vec<String>, Option<SystemTime>)> = BTreeMap::new();
+    for s in stats {
+        for i in &s.ips {
+            let e = by_ip.entry(i.ip).or_default();
+            e.0.push(s.interface.clone());
+            e.1 = Some(e.1.map_or(i.owned_since, |t| t.min(i.owned_since)));
+        }
+    }
+    let mut out = Vec::new();
+    for (key, o) in &a.outcomes {
+        let Ok(al) = o else { continue };
+        for ip in &al.ips {
+            if let Some((ifaces, since)) = by_ip.get(ip) {
+                out.push(AnnouncementView {
+                    ip: ip.to_string(),
+                    service: key.service.to_string(),
+                    pool: al.pool.to_string(),
+                    mode: Mode::L2,
+                    owner: node.to_string(),
+                    since: since.map(unix),
+                    prefix: None,
+                    peers: Vec::new(),
+                    interfaces: ifaces.clone(),
+                });
+            }
+        }
+    }
+    out
+}

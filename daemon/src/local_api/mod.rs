@@ -1,0 +1,19 @@
+//! The speaker's read-only local API for `edgelbctl`: [`view`] holds the JSON types,
+//! [`build`] the pure functions that fill them from the daemon's state, [`server`] the Unix
+//! socket server (HTTP/1.1 `GET /v1/view`), [`client`] the matching client.
+//!
+//! Protocol (documented for scripts): connect to the socket (default
+//! [`server::DEFAULT_SOCKET`]), send `GET /v1/view HTTP/1.1`, read one JSON [`view::LocalView`].
+//! `curl --unix-socket /run/edgelb/speaker.sock http://x/v1/view` works too.
+
+pub mod build;
+pub mod client;
+pub mod http;
+pub mod publish;
+pub mod server;
+pub mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use view::LocalView;

@@ -1,0 +1,264 @@
+//! The run loop's side of the local API and the metrics: after each reconcile (and at most
+//! every [`TICK_EVERY`] otherwise) it hands over what it holds ([`ViewParts`]); the
+//! [`Publisher`] assembles a [`LocalView`] with the pure builders, sends it on the `watch`
+//! channel the servers read, and updates the metrics from it.
+//!
+//! Cheap to clone (one `Arc`), so it can sit in the speaker's `Config`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use edgelb_bgp::{PeerStatus, RouteTable};
+use edgelb_l2::InterfaceStats;
+use tokio::sync::watch;
+
+use super::build::{
+    allocations_view, bgp_announcements, interface_view, l2_announcements, peer_view, pools_view,
+    services_view, unix, SinceTracker,
+};
+use super::view::{Health, LocalView, MemberView, VIEW_API};
+use crate::ipam::Assignments;
+use crate::membership::{self, MemberSnapshot};
+use crate::metrics::{failover_gaps, Metrics};
+use crate::snapshot::Snapshot;
+
+/// Periodic publications (between reconciles) are at least this far apart.
+pub const TICK_EVERY: Duration = Duration::from_millis(500);
+
+/// What the run loop holds, borrowed for one publication.
+#[derive(Default)]
+pub struct ViewParts<'a> {
+    /// The last snapshot and allocation, once there is one.
+    pub last: Option<(&'a Snapshot, &'a Assignments)>,
+    /// BGP sessions.
+    pub peers: Vec<PeerStatus>,
+    /// The route table handed to each peer.
+    pub bgp_tables: Option<&'a BTreeMap<IpAddr, Arc<RouteTable>>>,
+    /// L2 announcer statistics.
+    pub l2_stats: Vec<InterfaceStats>,
+    /// Gossip members (empty without gossip).
+    pub members: Vec<MemberSnapshot>,
+    /// The Lease holder, when known.
+    pub leader: Option<String>,
+}
+
+/// Members as the view shows them; a member's `since` is when this node first saw it in
+/// its current health.
+pub fn member_views(
+    members: &[MemberSnapshot],
+    seen: &mut BTreeMap<String, (Health, u64)>,
+    now: u64,
+) -> Vec<MemberView> {
+    let mut out: Vec<MemberView> = members
+        .iter()
+        .map(|m| {
+            let health = match m.health {
+                membership::Health::Alive => Health::Alive,
+                membership::Health::Suspect => Health::Suspect,
+                membership::Health::Down => Health::Dead,
+            };
+            let since = match seen.get(&m.id.node) {
+                Some((h, t)) if *h == health => *t,
+                _ => now,
+            };
+            seen.insert(m.id.node.clone(), (health, since));
+            MemberView {
+                name: m.id.node.clone(),
+                health,
+                since: Some(since),
+                node_pool: None,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+#[derive(Debug)]
+struct Inner {
+    node: String,
+    tx: watch::Sender<LocalView>,
+    metrics: Arc<Metrics>,
+    since: SinceTracker,
+    members_seen: BTreeMap<String, (Health, u64)>,
+    last_publish: Option<Instant>,
+    /// Members declared dead, not yet followed by a first announcement of every IP taken.
+    deaths: Vec<SystemTime>,
+    failovers_seen: BTreeSet<(IpAddr, SystemTime)>,
+}
+
+/// Publishes views and metrics; see the module doc.
+#[derive(Clone, Debug)]
+pub struct Publisher(Arc<Mutex<Inner>>);
+
+impl Publisher {
+    /// A publisher for `node`, and the receiver the servers read.
+    pub fn new(node: &str, metrics: Arc<Metrics>) -> (Publisher, watch::Receiver<LocalView>) {
+        let first = LocalView {
+            api: VIEW_API.into(),
+            node: node.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            generated_at: unix(SystemTime::now()),
+            ..LocalView::default()
+        };
+        metrics.update(&first);
+        let (tx, rx) = watch::channel(first);
+        let inner = Inner {
+            node: node.into(),
+            tx,
+            metrics,
+            since: SinceTracker::default(),
+            members_seen: BTreeMap::new(),
+            last_publish: None,
+            deaths: Vec::new(),
+            failovers_seen: BTreeSet::new(),
+        };
+        (Publisher(Arc::new(Mutex::new(inner))), rx)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The metrics this publisher updates.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.lock().metrics.clone()
+    }
+
+    /// Records one reconcile's duration.
+    pub fn observe_reconcile(&self, took: Duration) {
+        self.lock().metrics.observe_reconcile(took);
+    }
+
+    /// A member was declared dead at `at`: IPs this node starts announcing after it count
+    /// toward the failover histogram (for 60 s).
+    pub fn member_down(&self, at: SystemTime) {
+        self.lock().deaths.push(at);
+    }
+
+    /// True when a periodic publication is due.
+    pub fn due(&self) -> bool {
+        self.lock()
+            .last_publish
+            .is_none_or(|t| t.elapsed() >= TICK_EVERY)
+    }
+
+    /// Builds and sends the view, and updates the metrics.
+    pub fn publish(&self, parts: ViewParts<'_>) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let secs = unix(wall);
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.last_publish = Some(now);
+        let node = inner.node.clone();
+        let mut view = LocalView {
+            api: VIEW_API.into(),
+            node: node.clone(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            generated_at: secs,
+            ready: parts.last.is_some(),
+            leader: parts.leader,
+            members: member_views(&parts.members, &mut inner.members_seen, secs),
+            peers: parts
+                .peers
+                .iter()
+                .map(|p| peer_view(p, None, now, wall))
+                .collect(),
+            interfaces: parts.l2_stats.iter().map(interface_view).collect(),
+            ..LocalView::default()
+        };
+        if let Some((snap, a)) = parts.last {
+            let established: BTreeSet<IpAddr> = parts
+                .peers
+                .iter()
+                .filter(|p| p.state == edgelb_bgp::fsm::State::Established)
+                .map(|p| p.address)
+                .collect();
+            let empty = BTreeMap::new();
+            let tables = parts.bgp_tables.unwrap_or(&empty);
+            let mut anns = bgp_announcements(&node, a, tables, &established);
+            anns.extend(l2_announcements(&node, a, &parts.l2_stats));
+            inner.since.stamp(&mut anns, secs);
+            view.announcements = anns;
+            view.allocations = allocations_view(a);
+            view.pools = pools_view(snap, a);
+            view.services = services_view(snap, a);
+        }
+        // Failover: from a death to the first L2 announcement of each IP taken after it.
+        inner
+            .deaths
+            .retain(|d| wall.duration_since(*d).unwrap_or_default() < Duration::from_secs(60));
+        let deaths = inner.deaths.clone();
+        inner.failovers_seen.retain(|(_, d)| deaths.contains(d));
+        let taken: Vec<(IpAddr, SystemTime, Option<SystemTime>)> = parts
+            .l2_stats
+            .iter()
+            .flat_map(|s| s.ips.iter())
+            .map(|i| (i.ip, i.owned_since, i.first_announced))
+            .collect();
+        for dead in deaths {
+            for (ip, gap) in failover_gaps(dead, &taken) {
+                if inner.failovers_seen.insert((ip, dead)) {
+                    tracing::info!(%ip, gap_ms = gap.as_millis() as u64, "failover: first announcement");
+                    inner.metrics.observe_failover(gap);
+                }
+            }
+        }
+        inner.metrics.update(&view);
+        inner.tx.send_replace(view);
+    }
+}
+
+impl Publisher {
+    /// Notes a membership event (a death starts a failover measurement).
+    pub fn on_membership_event(&self, ev: &membership::MembershipEvent) {
+        if let membership::MembershipEvent::MemberDown { at, .. } = ev {
+            self.member_down(*at);
+        }
+    }
+}
+
+/// Why the servers cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The Unix socket.
+    #[error(transparent)]
+    Socket(#[from] super::server::ServeError),
+    /// The metrics port.
+    #[error("metrics: cannot listen on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Binds the local API socket and (when given) the metrics port, spawns both servers and
+/// returns the publisher that feeds them, with the server tasks (abort them to stop).
+pub async fn start(
+    node: &str,
+    socket: &std::path::Path,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> Result<(Publisher, Vec<tokio::task::JoinHandle<()>>), StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let (publisher, rx) = Publisher::new(node, metrics.clone());
+    let listener = super::server::bind(socket)?;
+    tracing::info!(socket = %socket.display(), "local API listening");
+    let mut tasks = vec![tokio::spawn(super::server::serve(listener, rx.clone()))];
+    if let Some(addr) = metrics_addr {
+        let l = crate::metrics::server::bind(addr)
+            .await
+            .map_err(|source| StartError::Metrics { addr, source })?;
+        tracing::info!(%addr, "metrics listening");
+        tasks.push(tokio::spawn(crate::metrics::server::serve(l, metrics, rx)));
+    }
+    Ok((publisher, tasks))
+}

@@ -1,0 +1,297 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use edgelb_bgp::{PeerConfig, PeerStatus, RouteAttrs, RouteTable, Secret, Speaker, SpeakerConfig};
+
+use super::build::*;
+use super::server::route;
+use super::view::*;
+use crate::ipam::{allocate, Assignments};
+use crate::snapshot::{Selection, Snapshot};
+use crate::source::file::{parse, store_of};
+
+const PASSWORD: &str = "n0t-in-any-view-7f3a";
+
+fn lab_yaml() -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: edgelb.io/speaker
+  externalTrafficPolicy: Local
+  ports: [{{port: 80, protocol: TCP}}]
+---
+apiVersion: edgelb.io/v1alpha1
+kind: IPAddressPool
+metadata: {{name: lan, namespace: edgelb-system}}
+spec:
+  addresses: ["192.0.2.0/30", "192.0.2.8-192.0.2.9"]
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: n1}}
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: n2}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{{addresses: ["10.1.0.5"], nodeName: n1, conditions: {{ready: true}}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bgp, namespace: edgelb-system}}
+stringData: {{password: {PASSWORD}}}
+---
+apiVersion: edgelb.io/v1alpha1
+kind: BGPPeer
+metadata: {{name: router, namespace: edgelb-system}}
+spec:
+  myASN: 64512
+  peerASN: 64500
+  peerAddress: 127.0.0.1
+  passwordSecret: {{name: bgp}}
+"#
+    )
+}
+
+fn lab() -> (Snapshot, Assignments) {
+    let loaded = parse(&lab_yaml());
+    assert_eq!(loaded.errors, vec![]);
+    let snap = store_of(&loaded, "edgelb-system").snapshot(&Selection::default());
+    let a = allocate(&snap, &Assignments::default());
+    (snap, a)
+}
+
+fn view_of(snap: &Snapshot, a: &Assignments, peers: Vec<PeerView>) -> LocalView {
+    LocalView {
+        api: VIEW_API.into(),
+        node: "n1".into(),
+        version: "0.1.0".into(),
+        generated_at: 1_000,
+        ready: true,
+        peers,
+        allocations: allocations_view(a),
+        pools: pools_view(snap, a),
+        services: services_view(snap, a),
+        ..LocalView::default()
+    }
+}
+
+#[test]
+fn pools_count_size_used_and_failures() {
+    let (snap, a) = lab();
+    let pools = pools_view(&snap, &a);
+    assert_eq!(pools.len(), 1);
+    assert_eq!(pools[0].name, "lan");
+    assert_eq!(pools[0].size, 6, "a /30 (4) and a two-address range");
+    assert_eq!(pools[0].used, 1);
+    assert_eq!(pools[0].failures, 0);
+    let allocs = allocations_view(&a);
+    assert_eq!(allocs[0].service, "default/web");
+    assert_eq!(allocs[0].pool.as_deref(), Some("lan"));
+    assert_eq!(allocs[0].ips.len(), 1);
+}
+
+#[test]
+fn exhausted_pools_are_each_named_in_failures() {
+    let e = crate::ipam::AllocationError::PoolsExhausted {
+        pools: "\"a\", \"b\"".into(),
+    };
+    assert_eq!(failed_pools(&e), vec!["a", "b"]);
+    assert!(failed_pools(&crate::ipam::AllocationError::NoEligiblePool).is_empty());
+}
+
+#[test]
+fn explain_names_why_each_node_is_excluded() {
+    let (snap, a) = lab();
+    let services = services_view(&snap, &a);
+    assert_eq!(services.len(), 1);
+    assert_eq!(services[0].traffic_policy, "Local");
+    let by_node: BTreeMap<&str, Option<&str>> = services[0]
+        .candidates
+        .iter()
+        .map(|c| (c.node.as_str(), c.excluded.as_deref()))
+        .collect();
+    assert_eq!(by_node["n1"], None);
+    assert_eq!(
+        by_node["n2"],
+        Some("externalTrafficPolicy Local: no ready endpoint on this node")
+    );
+}
+
+#[test]
+fn peer_view_turns_instants_into_unix_seconds() {
+    let now = Instant::now();
+    let wall = UNIX_EPOCH + Duration::from_secs(10_000);
+    let mut p = PeerStatus::new("198.51.100.1".parse().expect("ip"), "router".into());
+    p.state = edgelb_bgp::fsm::State::Established;
+    p.established_at = now.checked_sub(Duration::from_secs(300));
+    p.last_error = Some(edgelb_bgp::LastError {
+        code: Some((6, 4)),
+        received: true,
+        text: "Cease/Administrative Reset".into(),
+        at: now.checked_sub(Duration::from_secs(400)).expect("instant"),
+    });
+    p.prefixes_sent = 2;
+    p.updates_out = 3;
+    let v = peer_view(&p, Some("edgelb-system/router"), now, wall);
+    assert_eq!(v.state, "Established");
+    assert!(v.is_up());
+    assert_eq!(v.established_since, Some(9_700));
+    assert_eq!(v.last_error_at, Some(9_600));
+    assert_eq!(
+        v.last_error.as_deref(),
+        Some("received NOTIFICATION 6/4: Cease/Administrative Reset")
+    );
+    assert_eq!(v.name, "edgelb-system/router");
+    p.state = edgelb_bgp::fsm::State::Active;
+    assert_eq!(peer_view(&p, None, now, wall).established_since, None);
+    assert_eq!(peer_view(&p, None, now, wall).name, "router");
+}
+
+#[test]
+fn bgp_announcements_list_established_peers_whose_table_covers_the_ip() {
+    let (_, a) = lab();
+    let ip = a
+        .outcomes
+        .values()
+        .next()
+        .and_then(|o| o.as_ref().ok())
+        .expect("allocated")
+        .ips[0];
+    let p1: IpAddr = "198.51.100.1".parse().expect("ip");
+    let p2: IpAddr = "198.51.100.2".parse().expect("ip");
+    let mut table = RouteTable::new();
+    table.insert(
+        ipnet::IpNet::new(ip, 32).expect("net"),
+        Arc::new(RouteAttrs::default()),
+    );
+    let tables = BTreeMap::from([(p1, Arc::new(table.clone())), (p2, Arc::new(table))]);
+    let anns = bgp_announcements("n1", &a, &tables, &BTreeSet::from([p1]));
+    assert_eq!(anns.len(), 1);
+    assert_eq!(anns[0].mode, Mode::Bgp);
+    assert_eq!(anns[0].peers, vec!["198.51.100.1"]);
+    assert_eq!(anns[0].prefix, Some(format!("{ip}/32")));
+    assert_eq!(anns[0].service, "default/web");
+    let mut anns = anns;
+    let mut since = SinceTracker::default();
+    since.stamp(&mut anns, 50);
+    assert_eq!(anns[0].since, Some(50));
+    anns[0].since = None;
+    since.stamp(&mut anns, 90);
+    assert_eq!(anns[0].since, Some(50), "still announced: keeps its start");
+    since.stamp(&mut [], 100);
+    anns[0].since = None;
+    since.stamp(&mut anns, 120);
+    assert_eq!(anns[0].since, Some(120), "announced again: a new start");
+}
+
+#[test]
+fn routes_answer_the_view_its_sections_and_404() {
+    let (snap, a) = lab();
+    let view = view_of(&snap, &a, vec![]);
+    let whole = route("/v1/view", &view);
+    assert_eq!(whole.status, http::StatusCode::OK);
+    let back: LocalView = serde_json::from_str(&whole.body).expect("json");
+    assert_eq!(back, view);
+    let pools = route("/v1/pools", &view);
+    let pools: Vec<PoolView> = serde_json::from_str(&pools.body).expect("json");
+    assert_eq!(pools, view.pools);
+    assert_eq!(
+        route("/v1/nothing", &view).status,
+        http::StatusCode::NOT_FOUND
+    );
+    assert_eq!(route("/metrics", &view).status, http::StatusCode::NOT_FOUND);
+    assert_eq!(route("/healthz", &view).body, "ok\n");
+}
+
+/// The password sits in the snapshot (Secret) and in the running speaker's peer config;
+/// neither the view nor any section of it may carry it.
+#[tokio::test]
+async fn bgp_password_never_appears_in_the_view() {
+    let (snap, a) = lab();
+    let mut speaker = Speaker::new(SpeakerConfig {
+        router_id: "192.0.2.1".parse().expect("id"),
+        listen: None,
+    })
+    .expect("speaker");
+    let mut cfg = PeerConfig::new("127.0.0.1".parse().expect("ip"), 64512, 64500);
+    cfg.passive = true;
+    cfg.password = Some(Secret::new(PASSWORD));
+    cfg.description = "edgelb-system/router".into();
+    speaker.set_peer(cfg).expect("peer");
+    let peers = speaker
+        .peers()
+        .iter()
+        .map(|p| peer_view(p, None, Instant::now(), SystemTime::now()))
+        .collect();
+    let view = view_of(&snap, &a, peers);
+    assert_eq!(view.peers.len(), 1);
+    for path in [
+        "/v1/view",
+        "/v1/peers",
+        "/v1/pools",
+        "/v1/allocations",
+        "/v1/services",
+    ] {
+        let body = route(path, &view).body;
+        assert!(!body.contains(PASSWORD), "{path} leaks the password");
+    }
+    assert!(!serde_norway::to_string(&view)
+        .expect("yaml")
+        .contains(PASSWORD));
+    speaker.shutdown("test done").await;
+}
+
+#[tokio::test]
+async fn unix_socket_is_owner_only_and_serves_the_latest_view() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("edgelb-local-api-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sock = dir.join("sub").join("speaker.sock");
+    let listener = super::server::bind(&sock).expect("bind");
+    let mode = std::fs::metadata(&sock).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dmode = std::fs::metadata(sock.parent().expect("dir"))
+        .expect("meta")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(dmode, 0o700);
+    let (snap, a) = lab();
+    let (tx, rx) = tokio::sync::watch::channel(LocalView::default());
+    let task = tokio::spawn(super::server::serve(listener, rx));
+    let t = Duration::from_secs(5);
+    let first = super::client::view(&sock, t).await.expect("view");
+    assert_eq!(first, LocalView::default());
+    let view = view_of(&snap, &a, vec![]);
+    tx.send(view.clone()).expect("send");
+    assert_eq!(super::client::view(&sock, t).await.expect("view"), view);
+    let err = super::client::get(&sock, "/v1/nope", t)
+        .await
+        .expect_err("404");
+    assert!(err.to_string().contains("404"), "{err}");
+    // A second speaker start replaces the stale socket file.
+    task.abort();
+    let _again = super::server::bind(&sock).expect("rebind over a stale socket");
+    // ...but never a regular file.
+    let file = dir.join("file");
+    std::fs::write(&file, "x").expect("write");
+    assert!(matches!(
+        super::server::bind(&file),
+        Err(super::server::ServeError::NotASocket { .. })
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,303 @@
+//! The JSON a speaker serves on its local API (`GET /v1/view`) and `edgelbctl` reads.
+//!
+//! Plain data: strings, numbers and Unix times in seconds, so the CLI, scripts and tests read
+//! it without knowing the daemon's internals. Times are wall-clock seconds since the epoch on
+//! the speaker; `generated_at` is the speaker's clock when the view was taken, so a reader
+//! computes ages as `generated_at - since` and is not fooled by its own clock.
+//!
+//! Nothing here can hold a secret: BGP passwords are never copied into a view (the builders in
+//! [`super::build`] take the daemon's types and copy only what is listed here).
+
+use serde::{Deserialize, Serialize};
+
+/// The version of this JSON shape; bumped on an incompatible change.
+pub const VIEW_API: &str = "v1";
+
+/// Everything a speaker shows about itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalView {
+    /// [`VIEW_API`].
+    pub api: String,
+    /// This node's name.
+    pub node: String,
+    /// The speaker's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// When the view was taken (Unix seconds, the speaker's clock).
+    pub generated_at: u64,
+    /// True once the first snapshot has been applied.
+    pub ready: bool,
+    /// The node holding the leader Lease, when known (standalone mode: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Speakers this node knows of, with their health.
+    #[serde(default)]
+    pub members: Vec<MemberView>,
+    /// BGP sessions.
+    #[serde(default)]
+    pub peers: Vec<PeerView>,
+    /// What this node announces now.
+    #[serde(default)]
+    pub announcements: Vec<AnnouncementView>,
+    /// Interfaces the L2 announcer serves.
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceView>,
+    /// Policy routes this node installs.
+    #[serde(default)]
+    pub policy_routes: Vec<PolicyRouteView>,
+    /// Allocation outcome of every Service.
+    #[serde(default)]
+    pub allocations: Vec<AllocationView>,
+    /// IP pools with their size and usage.
+    #[serde(default)]
+    pub pools: Vec<PoolView>,
+    /// Per Service: which nodes may serve it and why the others may not (`explain`).
+    #[serde(default)]
+    pub services: Vec<ServiceView>,
+}
+
+/// Health of a member as this node sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Health {
+    /// Answers probes (or, without membership, is a Ready node).
+    Alive,
+    /// Missed probes; not yet declared dead.
+    Suspect,
+    /// Declared dead: its IPs moved.
+    Dead,
+    /// No information.
+    Unknown,
+}
+
+impl Health {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Alive => "Alive",
+            Health::Suspect => "Suspect",
+            Health::Dead => "Dead",
+            Health::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One speaker of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    /// Node name.
+    pub name: String,
+    /// Its health.
+    pub health: Health,
+    /// Since when it has had this health (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// Its node pool, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+}
+
+/// One BGP session (RFC 4271 §8 state and counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerView {
+    /// Peer address.
+    pub address: String,
+    /// The `BGPPeer` object (or description) it comes from.
+    pub name: String,
+    /// FSM state: Idle, Connect, Active, OpenSent, OpenConfirm, Established.
+    pub state: String,
+    /// When the session reached Established (Unix seconds), while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub established_since: Option<u64>,
+    /// The last error (NOTIFICATION code/subcode and text, or a transport error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the last error happened (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<u64>,
+    /// Prefixes the peer has from us.
+    pub prefixes_sent: u64,
+    /// Prefixes the peer sent us.
+    pub prefixes_received: u64,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// UPDATE messages received.
+    pub updates_in: u64,
+    /// UPDATE messages sent.
+    pub updates_out: u64,
+    /// Times the session reached Established.
+    pub established_count: u64,
+}
+
+impl PeerView {
+    /// True when the session is Established.
+    pub fn is_up(&self) -> bool {
+        self.state == "Established"
+    }
+}
+
+/// How an IP is announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// To BGP peers.
+    #[serde(rename = "BGP")]
+    Bgp,
+    /// By gratuitous ARP / unsolicited NA and answers on a LAN.
+    #[serde(rename = "L2")]
+    L2,
+}
+
+impl Mode {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bgp => "BGP",
+            Mode::L2 => "L2",
+        }
+    }
+}
+
+/// One IP this node announces, in one mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnnouncementView {
+    /// The address (BGP: the announced prefix may be wider, see `prefix`).
+    pub ip: String,
+    /// `namespace/name` of the Service.
+    pub service: String,
+    /// The pool the IP comes from.
+    pub pool: String,
+    /// BGP or L2.
+    pub mode: Mode,
+    /// The node that owns the IP (BGP: every announcing node is an owner; this node).
+    pub owner: String,
+    /// Since when this node announces it (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    /// BGP: the announced prefix (`ip/32` unless aggregated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// BGP: the peers it is announced to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// L2: the interfaces it is announced on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+}
+
+/// One interface of the L2 announcer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceView {
+    /// Interface name.
+    pub name: String,
+    /// Carrier and operstate up.
+    pub up: bool,
+    /// Why it cannot be served now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// IPs owned on it.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Announcement rounds sent (all IPs).
+    pub announcements: u64,
+    /// ARP requests and neighbour solicitations answered.
+    pub requests_answered: u64,
+    /// Frames read.
+    pub frames_received: u64,
+    /// Frames that could not be sent.
+    pub send_errors: u64,
+    /// Frames the kernel dropped.
+    pub receive_drops: u64,
+}
+
+/// One policy route (rule and route) this node installs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRouteView {
+    /// The `PolicyRoute` object.
+    pub name: String,
+    /// Source address of the rule (`from`).
+    pub from: String,
+    /// Routing table.
+    pub table: u32,
+    /// Gateway of the table's default route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// Interface of the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// `Installed`, or why not.
+    pub state: String,
+}
+
+/// The allocation outcome of one Service (and node pool).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocationView {
+    /// `namespace/name`.
+    pub service: String,
+    /// The node pool, for per-pool allocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    /// The IP pool, when allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
+    /// The IPs.
+    #[serde(default)]
+    pub ips: Vec<String>,
+    /// Why there is no IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One IP pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolView {
+    /// Pool name.
+    pub name: String,
+    /// The pool's ranges as written.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Allocatable addresses (saturating at `u64::MAX` for huge IPv6 ranges).
+    pub size: u64,
+    /// Addresses in use.
+    pub used: u64,
+    /// Allocations that failed and named this pool.
+    #[serde(default)]
+    pub failures: u64,
+    /// `autoAssign`.
+    pub auto_assign: bool,
+    /// Why the pool is not used, when it is invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What `edgelbctl explain svc/NAME` shows besides allocations and announcements.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    /// `namespace/name`.
+    pub service: String,
+    /// `externalTrafficPolicy`.
+    pub traffic_policy: String,
+    /// Every node considered, with why it was excluded (none when it may serve).
+    #[serde(default)]
+    pub candidates: Vec<CandidateView>,
+}
+
+/// One node considered for a Service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CandidateView {
+    /// Node name.
+    pub node: String,
+    /// Why it may not serve the Service; `None` when it may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
+}

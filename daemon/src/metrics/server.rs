@@ -1,0 +1,58 @@
+//! The metrics port: `GET /metrics` (OpenMetrics text), `/healthz` (the process answers),
+//! `/readyz` (200 once the first snapshot is applied, else 503), and the local API's
+//! read-only `/v1/...` views, so `edgelbctl --node NAME` can reach a speaker through the
+//! Kubernetes API's pod proxy (the Unix socket is not reachable from outside the node).
+//! The views hold no secrets (see `local_api::view`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Metrics;
+use crate::local_api::http::{serve_connection, Handler, Reply};
+use crate::local_api::server::route as view_route;
+use crate::local_api::view::LocalView;
+
+/// The OpenMetrics content type `prometheus-client` encodes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Answers one path (pure apart from encoding the registry).
+pub fn route(path: &str, metrics: &Metrics, view: &LocalView) -> Reply {
+    match path {
+        "/metrics" => Reply {
+            status: StatusCode::OK,
+            content_type: CONTENT_TYPE,
+            body: metrics.encode(),
+        },
+        "/readyz" if view.ready => Reply::text(StatusCode::OK, "ready\n"),
+        "/readyz" => Reply::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no snapshot applied yet\n",
+        ),
+        _ => view_route(path, view),
+    }
+}
+
+/// Binds the metrics port.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves the metrics port until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, rx: watch::Receiver<LocalView>) {
+    let handler: Handler = Arc::new(move |path: &str| route(path, &metrics, &rx.borrow()));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, handler.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

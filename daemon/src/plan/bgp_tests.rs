@@ -1,0 +1,373 @@
+use super::*;
+use crate::api::bgp_peer::SecretReference;
+use crate::api::{BGPAdvertisementSpec, BGPPeerSpec, Community as CommunityObj, CommunityAlias};
+use crate::fixtures;
+use crate::ipam::allocate;
+use crate::snapshot::{Object, Selection, Store};
+use k8s_openapi::api::core::v1::Secret as K8sSecret;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+
+const NS: &str = "edgelb-system";
+
+fn meta(ns: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(ns.into()),
+        ..Default::default()
+    }
+}
+
+fn peer(name: &str, addr: &str, f: impl FnOnce(&mut BGPPeerSpec)) -> Object {
+    let mut spec = BGPPeerSpec {
+        my_asn: 64512,
+        peer_asn: 64500,
+        peer_address: addr.into(),
+        ..Default::default()
+    };
+    f(&mut spec);
+    Object::BGPPeer(BGPPeer {
+        metadata: meta(NS, name),
+        spec,
+        status: None,
+    })
+}
+
+fn adv(name: &str, f: impl FnOnce(&mut BGPAdvertisementSpec)) -> Object {
+    let mut spec = BGPAdvertisementSpec::default();
+    f(&mut spec);
+    Object::BGPAdvertisement(BGPAdvertisement {
+        metadata: meta(NS, name),
+        spec,
+        status: None,
+    })
+}
+
+/// An EndpointSlice of `svc` with one endpoint per `(node, ready)`.
+fn slice(svc: &str, name: &str, eps: &[(&str, bool)]) -> Object {
+    let mut m = meta("default", name);
+    m.labels = Some(BTreeMap::from([(
+        "kubernetes.io/service-name".to_string(),
+        svc.to_string(),
+    )]));
+    Object::EndpointSlice(EndpointSlice {
+        metadata: m,
+        address_type: "IPv4".into(),
+        endpoints: Some(
+            eps.iter()
+                .enumerate()
+                .map(|(i, (node, ready))| Endpoint {
+                    addresses: vec![format!("10.0.0.{}", i + 1)],
+                    node_name: Some(node.to_string()),
+                    conditions: Some(EndpointConditions {
+                        ready: Some(*ready),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ports: None,
+    })
+}
+
+fn local(svc: k8s_openapi::api::core::v1::Service) -> k8s_openapi::api::core::v1::Service {
+    let mut svc = svc;
+    if let Some(s) = svc.spec.as_mut() {
+        s.external_traffic_policy = Some("Local".into());
+    }
+    svc
+}
+
+fn base() -> Vec<Object> {
+    vec![
+        Object::IPAddressPool(fixtures::pool(NS, "lan", &["198.51.100.10-198.51.100.20"])),
+        Object::Node(fixtures::node("node-a", &[("rack", "1")])),
+        Object::Node(fixtures::node("node-b", &[("rack", "2")])),
+        Object::Service(fixtures::service("default", "web", 80)),
+        slice("web", "web-1", &[("node-a", true)]),
+    ]
+}
+
+fn run(objects: Vec<Object>, node: &str) -> BgpPlan {
+    let mut store = Store::default();
+    for o in objects {
+        store.apply(o, NS);
+    }
+    let snap = store.snapshot(&Selection::default());
+    let a = allocate(&snap, &Assignments::default());
+    let mut me = NodeFacts::from_snapshot(&snap, node, &[]);
+    me.addresses.push("192.0.2.11".parse().unwrap());
+    plan(&snap, &a, &me, &BgpDefaults::default())
+}
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn prefixes(p: &BgpPlan, peer: &str) -> Vec<String> {
+    p.peers[&addr(peer)]
+        .routes
+        .keys()
+        .map(|k| k.to_string())
+        .collect()
+}
+
+#[test]
+fn cluster_service_is_announced_to_every_peer_with_a_host_route() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(peer("r2", "192.0.2.2", |_| {}));
+    objs.push(adv("all", |_| {}));
+    for node in ["node-a", "node-b"] {
+        let p = run(objs.clone(), node);
+        assert_eq!(
+            prefixes(&p, "192.0.2.1"),
+            vec!["198.51.100.10/32"],
+            "{node}"
+        );
+        assert_eq!(
+            prefixes(&p, "192.0.2.2"),
+            vec!["198.51.100.10/32"],
+            "{node}"
+        );
+        let c = &p.peers[&addr("192.0.2.1")].config;
+        assert_eq!((c.local_as, c.remote_as), (64512, 64500));
+        assert_eq!(c.router_id, Some("192.0.2.11".parse().unwrap()));
+        assert!(p.problems.is_empty(), "{:?}", p.problems);
+    }
+}
+
+#[test]
+fn no_advertisement_opens_sessions_but_announces_nothing() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    let p = run(objs, "node-a");
+    assert!(p.peers[&addr("192.0.2.1")].routes.is_empty());
+}
+
+#[test]
+fn cluster_service_without_ready_endpoints_is_not_announced() {
+    let mut objs = base();
+    objs.pop();
+    objs.push(slice("web", "web-1", &[("node-a", false)]));
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(adv("all", |_| {}));
+    assert!(run(objs, "node-b").peers[&addr("192.0.2.1")]
+        .routes
+        .is_empty());
+}
+
+#[test]
+fn local_service_is_announced_only_by_nodes_with_a_ready_endpoint() {
+    let mut objs = base();
+    objs[3] = Object::Service(local(fixtures::service("default", "web", 80)));
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(adv("all", |_| {}));
+    assert_eq!(
+        prefixes(&run(objs.clone(), "node-a"), "192.0.2.1"),
+        vec!["198.51.100.10/32"]
+    );
+    assert!(prefixes(&run(objs.clone(), "node-b"), "192.0.2.1").is_empty());
+    // The endpoint moves to node-b: so does the announcement.
+    objs[4] = slice("web", "web-1", &[("node-a", false), ("node-b", true)]);
+    assert!(prefixes(&run(objs.clone(), "node-a"), "192.0.2.1").is_empty());
+    assert_eq!(
+        prefixes(&run(objs, "node-b"), "192.0.2.1"),
+        vec!["198.51.100.10/32"]
+    );
+}
+
+#[test]
+fn peer_node_selectors_decide_which_nodes_open_the_session() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.node_selectors = vec![LabelSelector {
+            match_labels: Some(BTreeMap::from([("rack".into(), "1".into())])),
+            match_expressions: None,
+        }]
+    }));
+    assert!(run(objs.clone(), "node-a")
+        .peers
+        .contains_key(&addr("192.0.2.1")));
+    assert!(run(objs, "node-b").peers.is_empty());
+}
+
+#[test]
+fn advertisement_attributes_aggregation_and_peer_selection() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(peer("r2", "192.0.2.2", |_| {}));
+    objs.push(Object::Community(CommunityObj {
+        metadata: meta(NS, "aliases"),
+        spec: crate::api::CommunitySpec {
+            communities: vec![CommunityAlias {
+                name: "no-export".into(),
+                value: "65535:65281".into(),
+            }],
+        },
+        status: None,
+    }));
+    objs.push(adv("only-r2", |s| {
+        s.peers = vec!["r2".into()];
+        s.aggregation_length = Some(24);
+        s.local_pref = Some(200);
+        s.communities = vec![
+            "64512:7".into(),
+            "large:64512:1:2".into(),
+            "no-export".into(),
+        ];
+    }));
+    let p = run(objs, "node-a");
+    assert!(prefixes(&p, "192.0.2.1").is_empty());
+    assert_eq!(prefixes(&p, "192.0.2.2"), vec!["198.51.100.0/24"]);
+    let attrs = p.peers[&addr("192.0.2.2")]
+        .routes
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(attrs.local_pref, Some(200));
+    assert_eq!(
+        attrs.communities,
+        vec![Community((64512 << 16) | 7), Community(0xffff_ff01)]
+    );
+    assert_eq!(
+        attrs.large_communities,
+        vec![LargeCommunity {
+            global_admin: 64512,
+            local_data1: 1,
+            local_data2: 2
+        }]
+    );
+}
+
+#[test]
+fn two_advertisements_for_one_prefix_merge_communities_and_keep_the_higher_local_pref() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(adv("a", |s| {
+        s.communities = vec!["1:1".into()];
+        s.local_pref = Some(50);
+    }));
+    objs.push(adv("b", |s| {
+        s.communities = vec!["2:2".into(), "1:1".into()];
+        s.local_pref = Some(150);
+    }));
+    let p = run(objs, "node-a");
+    let attrs = p.peers[&addr("192.0.2.1")]
+        .routes
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        attrs.communities,
+        vec![Community(0x0001_0001), Community(0x0002_0002)]
+    );
+    assert_eq!(attrs.local_pref, Some(150));
+}
+
+#[test]
+fn advertisement_for_another_pool_or_node_announces_nothing() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(adv("other-pool", |s| {
+        s.ip_address_pools = vec!["wan".into()]
+    }));
+    objs.push(adv("rack-2", |s| {
+        s.node_selectors = vec![LabelSelector {
+            match_labels: Some(BTreeMap::from([("rack".into(), "2".into())])),
+            match_expressions: None,
+        }]
+    }));
+    assert!(prefixes(&run(objs.clone(), "node-a"), "192.0.2.1").is_empty());
+    assert_eq!(
+        prefixes(&run(objs, "node-b"), "192.0.2.1"),
+        vec!["198.51.100.10/32"]
+    );
+}
+
+#[test]
+fn password_comes_from_the_secret_and_a_missing_one_keeps_the_session_closed() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.password_secret = Some(SecretReference {
+            name: "bgp-auth".into(),
+            namespace: None,
+        })
+    }));
+    let p = run(objs.clone(), "node-a");
+    assert!(p.peers.is_empty());
+    assert!(matches!(
+        p.problems[..],
+        [BgpProblem::MissingPassword { .. }]
+    ));
+    objs.push(Object::Secret(K8sSecret {
+        metadata: meta(NS, "bgp-auth"),
+        string_data: Some(BTreeMap::from([("password".into(), "s3cret".into())])),
+        ..Default::default()
+    }));
+    let p = run(objs, "node-a");
+    let c = &p.peers[&addr("192.0.2.1")].config;
+    assert_eq!(c.password.as_ref().map(|s| s.expose()), Some("s3cret"));
+    assert!(!format!("{p:?}").contains("s3cret"));
+}
+
+#[test]
+fn session_fields_come_from_the_peer_object() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.peer_port = Some(1179);
+        s.hold_time = Some("9s".into());
+        s.keepalive_time = Some("3s".into());
+        s.router_id = Some("10.9.9.9".into());
+        s.ebgp_multi_hop = true;
+        s.enable_graceful_restart = true;
+    }));
+    let p = run(objs, "node-a");
+    let c = &p.peers[&addr("192.0.2.1")].config;
+    assert_eq!(c.port, 1179);
+    assert_eq!(c.hold_time, 9);
+    assert_eq!(c.keepalive, Some(3));
+    assert_eq!(c.router_id, Some("10.9.9.9".parse().unwrap()));
+    assert_eq!(c.ebgp_multihop, Some(255));
+    assert!(c.graceful_restart.is_some());
+    assert_eq!(c.validate(), Ok(()));
+}
+
+#[test]
+fn duplicate_peer_addresses_keep_the_first() {
+    let mut objs = base();
+    objs.push(peer("a", "192.0.2.1", |_| {}));
+    objs.push(peer("b", "192.0.2.1", |s| s.peer_asn = 64999));
+    let p = run(objs, "node-a");
+    assert_eq!(p.peers[&addr("192.0.2.1")].config.remote_as, 64500);
+    assert!(matches!(
+        p.problems[..],
+        [BgpProblem::DuplicateAddress { .. }]
+    ));
+}
+
+#[test]
+fn plan_is_deterministic_and_unchanged_input_gives_equal_output() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(adv("all", |_| {}));
+    assert_eq!(run(objs.clone(), "node-a"), run(objs, "node-a"));
+}
+
+#[test]
+fn community_parsing() {
+    assert_eq!(
+        parse_community("65535:65281"),
+        Some(Parsed::Standard(Community(0xffff_ff01)))
+    );
+    assert_eq!(parse_community("65536:1"), None);
+    assert_eq!(parse_community("large:1:2"), None);
+    assert_eq!(parse_community("large:1:2:3:4"), None);
+    assert!(matches!(
+        parse_community("large:1:2:3"),
+        Some(Parsed::Large(_))
+    ));
+}

@@ -1,0 +1,282 @@
+//! The L2 planner: which IPs this node owns and on which interface it announces them
+//! (gratuitous ARP, RFC 826 / RFC 5227; unsolicited NA, RFC 4861 7.2.6).
+//!
+//! For each IP of each Service covered by a valid `L2Advertisement`, the election
+//! ([`crate::election`]) picks one owner among the eligible, live nodes; this node owns the
+//! IPs it wins, on the first up interface (of the advertisement's list, when it has one)
+//! whose subnet contains the IP, else on the interface that carries the node's address.
+//! The split-brain guard ([`crate::election::may_own_l2`]) is an input: a node that may not
+//! own owns nothing.
+//!
+//! Pure: no I/O, no clock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::election::{
+    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, NodeName, NodeSelector,
+    SelectorOperator, SelectorRequirement,
+};
+use crate::ipam::Assignments;
+use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
+use crate::snapshot::{ObjectKey, Snapshot};
+
+/// Who is alive, as the membership says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Members {
+    /// No gossip configured: every Node of the snapshot counts as live with unknown
+    /// interfaces (single-node or externally coordinated setups).
+    Static,
+    /// Live members by node name, with the interfaces each last gossiped.
+    Gossip(BTreeMap<String, Vec<InterfaceFacts>>),
+}
+
+/// This node as the L2 planner needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L2Node {
+    /// Node name.
+    pub name: String,
+    /// The host's interfaces now (fresher than what the gossip carries).
+    pub interfaces: Vec<InterfaceFacts>,
+    /// The node's addresses (to find the default interface).
+    pub addresses: Vec<IpAddr>,
+}
+
+/// One elected IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The Service.
+    pub service: ObjectKey,
+    /// The IP.
+    pub ip: IpAddr,
+    /// The owner, `None` when no node is eligible.
+    pub node: Option<NodeName>,
+}
+
+/// What this node must do in L2 mode.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L2Plan {
+    /// Interface -> IPs this node owns there.
+    pub owned: BTreeMap<String, BTreeSet<IpAddr>>,
+    /// The owner of every L2 IP (for status, events and `edgelbctl`).
+    pub owners: Vec<Owner>,
+    /// IPs this node won but has no interface for.
+    pub unplaced: Vec<IpAddr>,
+}
+
+/// Converts a Kubernetes label selector to the election's. Unknown operators were refused
+/// by validation; should one arrive, it becomes a requirement nothing satisfies.
+pub fn node_selector(s: &LabelSelector) -> NodeSelector {
+    NodeSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions: s
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| {
+                let (operator, values) = match e.operator.as_str() {
+                    "In" => (SelectorOperator::In, e.values.clone().unwrap_or_default()),
+                    "NotIn" => (
+                        SelectorOperator::NotIn,
+                        e.values.clone().unwrap_or_default(),
+                    ),
+                    "Exists" => (SelectorOperator::Exists, Vec::new()),
+                    "DoesNotExist" => (SelectorOperator::DoesNotExist, Vec::new()),
+                    _ => (SelectorOperator::In, Vec::new()),
+                };
+                SelectorRequirement {
+                    key: e.key.clone(),
+                    operator,
+                    values,
+                }
+            })
+            .collect(),
+    }
+}
+
+fn condition(node: &Node, kind: &str) -> Option<bool> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| c.status == "True")
+}
+
+/// Any address, so that a node with unknown interfaces passes the interface checks.
+fn unknown_interfaces() -> Vec<InterfaceFacts> {
+    vec![InterfaceFacts {
+        name: "*".into(),
+        up: true,
+        subnets: ["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|s| s.parse::<IpNet>().ok())
+            .collect(),
+    }]
+}
+
+/// The election candidates: every Node of the snapshot, live per `members`. A Node
+/// without a `Ready` condition (standalone files) counts as ready.
+pub fn candidates(snap: &Snapshot, me: &L2Node, members: &Members) -> Vec<Candidate> {
+    snap.nodes
+        .iter()
+        .map(|(name, view)| {
+            let node = &view.node;
+            let (live, interfaces) = if **name == *me.name {
+                (true, me.interfaces.clone())
+            } else {
+                match members {
+                    Members::Static => (true, unknown_interfaces()),
+                    Members::Gossip(live) => match live.get(&**name) {
+                        Some(i) => (true, i.clone()),
+                        None => (false, Vec::new()),
+                    },
+                }
+            };
+            Candidate {
+                node: name.to_string(),
+                labels: node.metadata.labels.clone().unwrap_or_default(),
+                ready: condition(node, "Ready").unwrap_or(true),
+                network_unavailable: condition(node, "NetworkUnavailable").unwrap_or(false),
+                excluded_label: node.metadata.labels.as_ref().is_some_and(|l| {
+                    l.contains_key("node.kubernetes.io/exclude-from-external-load-balancers")
+                }),
+                node_pool: view.node_pool.clone(),
+                live,
+                interfaces,
+            }
+        })
+        .collect()
+}
+
+/// Plans the L2 ownership of node `me`.
+pub fn plan(
+    snap: &Snapshot,
+    assignments: &Assignments,
+    me: &L2Node,
+    members: &Members,
+    may_own: bool,
+) -> L2Plan {
+    let view = ElectionView::new(candidates(snap, me, members));
+    let mut requests = Vec::new();
+    let mut services = Vec::new();
+    for (akey, outcome) in &assignments.outcomes {
+        let Ok(alloc) = outcome else { continue };
+        let Some(svc) = snap.services.get(&akey.service) else {
+            continue;
+        };
+        let local = is_local(svc);
+        if !local && !has_ready_endpoint(snap, &akey.service) {
+            continue;
+        }
+        let local_endpoints = local.then(|| {
+            ready_nodes(snap, &akey.service)
+                .into_iter()
+                .map(String::from)
+                .collect()
+        });
+        for adv in snap.l2_advertisements.values() {
+            let spec = &adv.object.spec;
+            if !adv.is_valid() || !covers(snap, spec, &alloc.pool) {
+                continue;
+            }
+            for ip in &alloc.ips {
+                requests.push(ElectionRequest {
+                    ip: *ip,
+                    mode: Mode::L2 {
+                        interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
+                    },
+                    node_selectors: spec.node_selectors.iter().map(node_selector).collect(),
+                    pool: None,
+                    local_endpoints: local_endpoints.clone(),
+                });
+                services.push((akey.service.clone(), *ip));
+            }
+        }
+    }
+    let results = view.elect_many(&requests);
+    // Indexes instead of scans: 10 000 IPs must not cost 10 000 x 10 000 comparisons.
+    let by_ip: HashMap<IpAddr, &crate::election::ElectionResult> =
+        results.iter().map(|r| (r.ip, r)).collect();
+    let mut allowed_by_ip: HashMap<IpAddr, Option<Vec<String>>> = HashMap::new();
+    for q in &requests {
+        if let Mode::L2 { interfaces } = &q.mode {
+            allowed_by_ip
+                .entry(q.ip)
+                .or_insert_with(|| interfaces.clone());
+        }
+    }
+    let mut out = L2Plan::default();
+    let mut seen = BTreeSet::new();
+    for (service, ip) in services {
+        if !seen.insert((service.clone(), ip)) {
+            continue;
+        }
+        let node = by_ip.get(&ip).and_then(|r| r.owner().cloned());
+        out.owners.push(Owner { service, ip, node });
+    }
+    if !may_own {
+        return out;
+    }
+    for r in &results {
+        if r.owner().map(|o| &**o) != Some(me.name.as_str()) {
+            continue;
+        }
+        let allowed = allowed_by_ip.get(&r.ip).cloned().flatten();
+        match interface_for(me, r.ip, allowed.as_deref()) {
+            Some(name) => {
+                out.owned.entry(name).or_default().insert(r.ip);
+            }
+            None => out.unplaced.push(r.ip),
+        }
+    }
+    out
+}
+
+/// The advertisement covers the pool: by name, by labels, or (neither given) all pools.
+fn covers(snap: &Snapshot, spec: &crate::api::L2AdvertisementSpec, pool: &str) -> bool {
+    if spec.ip_address_pools.is_empty() && spec.ip_address_pool_selectors.is_empty() {
+        return true;
+    }
+    if spec.ip_address_pools.iter().any(|p| p == pool) {
+        return true;
+    }
+    let empty = BTreeMap::new();
+    let labels = snap
+        .pools
+        .iter()
+        .find(|(k, _)| &*k.name == pool)
+        .and_then(|(_, p)| p.object.metadata.labels.as_ref())
+        .unwrap_or(&empty);
+    spec.ip_address_pool_selectors
+        .iter()
+        .any(|s| crate::selector::matches(s, labels))
+}
+
+/// The interface to announce `ip` on: an up one whose subnet contains it, else the one
+/// carrying the node's address; restricted to `allowed` when given.
+pub fn interface_for(me: &L2Node, ip: IpAddr, allowed: Option<&[String]>) -> Option<String> {
+    let ok = |i: &&InterfaceFacts| i.up && allowed.is_none_or(|a| a.contains(&i.name));
+    let mut ifaces: Vec<&InterfaceFacts> = me.interfaces.iter().filter(ok).collect();
+    ifaces.sort_by(|a, b| a.name.cmp(&b.name));
+    ifaces
+        .iter()
+        .find(|i| i.subnets.iter().any(|s| s.contains(&ip)))
+        .or_else(|| {
+            ifaces.iter().find(|i| {
+                i.subnets
+                    .iter()
+                    .any(|s| me.addresses.iter().any(|a| s.contains(a)))
+            })
+        })
+        .map(|i| i.name.clone())
+}
+
+#[cfg(test)]
+#[path = "l2_tests.rs"]
+mod tests;

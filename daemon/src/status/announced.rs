@@ -1,0 +1,278 @@
+//! Which node announces each Service, and how: the text of the `AnnouncedBy` Event, and
+//! the tracker that lets the leader emit it once per change (never per heartbeat).
+//!
+//! Pure: the leader runs the same election every speaker runs ([`crate::election`]) over
+//! its own view; L2 IPs have one owner, BGP IPs every eligible node.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::election::{Candidate, ElectionRequest, ElectionView, Mode, ModeKind};
+use crate::ipam::Assignments;
+use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
+use crate::plan::l2::node_selector;
+use crate::snapshot::{ObjectKey, Snapshot};
+
+/// The Event reason.
+pub const REASON: &str = "AnnouncedBy";
+
+/// Per Service, one line per (IP, mode): `192.0.2.100 by node-1 (L2)` or
+/// `198.51.100.10 by node-0, node-1 (BGP)`; `... by no node (L2)` when none is eligible.
+pub fn announcements(
+    snap: &Snapshot,
+    a: &Assignments,
+    candidates: Vec<Candidate>,
+) -> BTreeMap<ObjectKey, String> {
+    let view = ElectionView::new(candidates);
+    let mut requests = Vec::new();
+    let mut keys: Vec<(ObjectKey, IpAddr)> = Vec::new();
+    for (akey, outcome) in &a.outcomes {
+        let Ok(alloc) = outcome else { continue };
+        let Some(svc) = snap.services.get(&akey.service) else {
+            continue;
+        };
+        let local = is_local(svc);
+        if !local && !has_ready_endpoint(snap, &akey.service) {
+            continue;
+        }
+        let local_endpoints = local.then(|| {
+            ready_nodes(snap, &akey.service)
+                .into_iter()
+                .map(String::from)
+                .collect()
+        });
+        let l2 = snap
+            .l2_advertisements
+            .values()
+            .filter(|c| c.is_valid() && covers(&c.object.spec.ip_address_pools, &alloc.pool))
+            .map(|c| {
+                let s = &c.object.spec;
+                (
+                    Mode::L2 {
+                        interfaces: (!s.interfaces.is_empty()).then(|| s.interfaces.clone()),
+                    },
+                    s.node_selectors
+                        .iter()
+                        .map(node_selector)
+                        .collect::<Vec<_>>(),
+                )
+            });
+        let bgp = snap
+            .bgp_advertisements
+            .values()
+            .filter(|c| c.is_valid() && covers(&c.object.spec.ip_address_pools, &alloc.pool))
+            .map(|c| {
+                (
+                    Mode::Bgp,
+                    c.object
+                        .spec
+                        .node_selectors
+                        .iter()
+                        .map(node_selector)
+                        .collect(),
+                )
+            });
+        for (mode, node_selectors) in l2.chain(bgp) {
+            for ip in &alloc.ips {
+                requests.push(ElectionRequest {
+                    ip: *ip,
+                    mode: mode.clone(),
+                    node_selectors: node_selectors.clone(),
+                    pool: None,
+                    local_endpoints: local_endpoints.clone(),
+                });
+                keys.push((akey.service.clone(), *ip));
+            }
+        }
+    }
+    let results = view.elect_many(&requests);
+    let mut out: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (service, ip) in keys {
+        for r in results.iter().filter(|r| r.ip == ip) {
+            if !seen.insert((service.clone(), ip, r.mode)) {
+                continue;
+            }
+            let who = if r.owners.is_empty() {
+                "no node".to_string()
+            } else {
+                r.owners.iter().map(|n| &**n).collect::<Vec<_>>().join(", ")
+            };
+            let mode = match r.mode {
+                ModeKind::L2 => "L2",
+                ModeKind::Bgp => "BGP",
+            };
+            out.entry(service.clone())
+                .or_default()
+                .push(format!("{ip} by {who} ({mode})"));
+        }
+    }
+    out.into_iter().map(|(k, v)| (k, v.join("; "))).collect()
+}
+
+/// Pools by name only (selectors by label are resolved in the planners; an advertisement
+/// with selectors counts as covering, which errs on saying more, never less).
+fn covers(pools: &[String], pool: &str) -> bool {
+    pools.is_empty() || pools.iter().any(|p| p == pool)
+}
+
+/// Remembers what was last reported, so an Event goes out once per change.
+#[derive(Debug, Default)]
+pub struct AnnouncedTracker {
+    last: BTreeMap<ObjectKey, String>,
+}
+
+impl AnnouncedTracker {
+    /// The Services whose announcement text differs from the last one reported. Call
+    /// [`AnnouncedTracker::reported`] for those that were written.
+    pub fn changes(&mut self, now: &BTreeMap<ObjectKey, String>) -> Vec<(ObjectKey, String)> {
+        self.last.retain(|k, _| now.contains_key(k));
+        now.iter()
+            .filter(|(k, v)| self.last.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Marks one Service's text as reported.
+    pub fn reported(&mut self, key: ObjectKey, text: String) {
+        self.last.insert(key, text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{L2Advertisement, L2AdvertisementSpec};
+    use crate::election::InterfaceFacts;
+    use crate::fixtures;
+    use crate::ipam::allocate;
+    use crate::snapshot::{Object, Selection, Store};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    const NS: &str = "edgelb-system";
+
+    fn candidate(node: &str, live: bool) -> Candidate {
+        Candidate {
+            node: node.into(),
+            labels: Default::default(),
+            ready: true,
+            network_unavailable: false,
+            excluded_label: false,
+            node_pool: None,
+            live,
+            interfaces: vec![InterfaceFacts {
+                name: "eth0".into(),
+                up: true,
+                subnets: vec!["192.0.2.0/24".parse().unwrap()],
+            }],
+        }
+    }
+
+    pub(crate) fn snapshot() -> (Snapshot, Assignments) {
+        let mut store = Store::default();
+        store.apply(
+            Object::IPAddressPool(fixtures::pool(NS, "lan", &["192.0.2.100/32"])),
+            NS,
+        );
+        store.apply(Object::Service(fixtures::service("default", "web", 80)), NS);
+        store.apply(
+            Object::EndpointSlice(k8s_openapi::api::discovery::v1::EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some("web-1".into()),
+                    namespace: Some("default".into()),
+                    labels: Some(BTreeMap::from([(
+                        "kubernetes.io/service-name".to_string(),
+                        "web".to_string(),
+                    )])),
+                    ..Default::default()
+                },
+                address_type: "IPv4".into(),
+                endpoints: Some(vec![Default::default()]),
+                ports: None,
+            }),
+            NS,
+        );
+        store.apply(
+            Object::L2Advertisement(L2Advertisement {
+                metadata: ObjectMeta {
+                    name: Some("l2".into()),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                spec: L2AdvertisementSpec::default(),
+                status: None,
+            }),
+            NS,
+        );
+        let snap = store.snapshot(&Selection::default());
+        let a = allocate(&snap, &Assignments::default());
+        (snap, a)
+    }
+
+    #[test]
+    fn one_event_per_change_and_none_while_nothing_changes() {
+        let (snap, a) = snapshot();
+        let all = vec![candidate("node-a", true), candidate("node-b", true)];
+        let now = announcements(&snap, &a, all.clone());
+        let text = now[&ObjectKey::new("default", "web")].clone();
+        assert!(text.starts_with("192.0.2.100 by node-"), "{text}");
+        assert!(text.ends_with("(L2)"), "{text}");
+        let mut t = AnnouncedTracker::default();
+        let c = t.changes(&now);
+        assert_eq!(c.len(), 1);
+        t.reported(c[0].0.clone(), c[0].1.clone());
+        // Heartbeats: same view, nothing to write.
+        assert!(t.changes(&announcements(&snap, &a, all.clone())).is_empty());
+        // The owner dies: a new text, one Event.
+        let owner = if text.contains("node-a") {
+            "node-a"
+        } else {
+            "node-b"
+        };
+        let other = if owner == "node-a" {
+            "node-b"
+        } else {
+            "node-a"
+        };
+        let after = announcements(
+            &snap,
+            &a,
+            vec![candidate(owner, false), candidate(other, true)],
+        );
+        let c = t.changes(&after);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].1, format!("192.0.2.100 by {other} (L2)"));
+    }
+
+    #[tokio::test]
+    async fn the_leader_writes_announced_by_once_through_the_status_writer() {
+        use crate::mock_api::{scripted, Call};
+        use crate::status::writer::{StatusWriter, Written};
+        let (snap, a) = snapshot();
+        let now = announcements(&snap, &a, vec![candidate("node-a", true)]);
+        let (client, server) = scripted(vec![Call::new(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/default/events?",
+            201,
+            serde_json::json!({}),
+        )
+        .check_body(|b| {
+            assert_eq!(b["reason"], "AnnouncedBy");
+            assert_eq!(b["note"], "announced: 192.0.2.100 by node-a (L2)");
+            assert_eq!(b["regarding"]["name"], "web");
+            assert_eq!(b["action"], "Announce");
+        })]);
+        let w = StatusWriter::new(client, "node-a", std::time::Duration::from_secs(2));
+        let mut t = AnnouncedTracker::default();
+        let mut out = Written::default();
+        for (k, v) in w.write_announced(&snap, &t.changes(&now), &mut out).await {
+            t.reported(k, v);
+        }
+        // A second round with the same view writes nothing (the mock would fail on a call).
+        let again = t.changes(&now);
+        assert!(again.is_empty());
+        assert_eq!(w.write_announced(&snap, &again, &mut out).await, vec![]);
+        assert_eq!(out.events, 1);
+        server.await.expect("every call came");
+    }
+}

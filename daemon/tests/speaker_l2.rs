@@ -1,0 +1,511 @@
+//! End to end, L2: three node namespaces and a client on one LAN, each node running the
+//! real `edgelb-speaker` (standalone file, authenticated gossip) and a TCP listener on the
+//! Service IP (on `lo`, with kube-proxy's strictARP settings `arp_ignore=1`,
+//! `arp_announce=2`, so only the announcer answers ARP for it).
+//!
+//! - exactly one node answers ARP for the IP;
+//! - SIGKILL of the owner (speaker and listener: the node dies): another node announces;
+//!   kill-to-first-GARP (capture on the client) and kill-to-first-success (a bounded TCP
+//!   connect loop) are printed with p50/p99 over the repetitions;
+//! - SIGTERM of the owner: handoff with zero failed connections;
+//! - partition: the cut owner stops owning within two detection periods, another node takes
+//!   over; after healing exactly one node answers again.
+mod speaker_support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use edgelb_tests::lab::capture::{epoch, Capture};
+use edgelb_tests::lab::{self, wait_until, Lan, Netns, NsProcess};
+use speaker_support::{cluster_yaml, write_atomic, Dir, SpeakerProc, Svc};
+
+const NODES: [(&str, &str); 3] = [
+    ("node-0", "192.0.2.10"),
+    ("node-1", "192.0.2.11"),
+    ("node-2", "192.0.2.12"),
+];
+const CLIENT: &str = "192.0.2.50";
+const IP: &str = "192.0.2.100";
+const PORT: &str = "8080";
+
+const L2ADV: &str = "---\napiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\n\
+metadata: {name: lan, namespace: edgelb-system}\nspec: {}\n";
+
+const SERVE: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(512)
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.sendall(sys.argv[2].encode())
+    finally:
+        c.close()
+"#;
+
+/// `probe.py IP PORT DURATION_S INTERVAL_MS`: one line per attempt, `EPOCH ok NAME` or
+/// `EPOCH err REASON`; connect and read time out after 200 ms.
+const PROBE: &str = r#"
+import socket, sys, time
+ip, port, dur, gap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) / 1000
+end = time.time() + dur
+while True:
+    t = time.time()
+    try:
+        c = socket.create_connection((ip, port), timeout=0.2)
+        c.settimeout(0.2)
+        name = c.recv(64).decode()
+        c.close()
+        if not name:
+            raise ConnectionError("closed before the name")
+        print("%.6f ok %s" % (t, name), flush=True)
+    except Exception as e:
+        print("%.6f err %s" % (t, type(e).__name__), flush=True)
+    if time.time() >= end:
+        break
+    time.sleep(gap)
+print("done", flush=True)
+"#;
+
+struct Node {
+    ns: Netns,
+    port: String,
+    mac: String,
+    file: PathBuf,
+    speaker: Option<SpeakerProc>,
+    listener: Option<NsProcess>,
+}
+
+struct L2Lab {
+    lan: Lan,
+    client: Netns,
+    nodes: Vec<Node>,
+    dir: Dir,
+    starts: usize,
+}
+
+fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<String> {
+    let out = ns.ip(&["-o", "link", "show", dev])?;
+    let mut words = out.split_whitespace();
+    words
+        .find(|w| *w == "link/ether")
+        .and_then(|_| words.next())
+        .map(str::to_string)
+        .with_context(|| format!("no MAC in {out:?}"))
+}
+
+fn is_mac(w: &str) -> bool {
+    let w = w.trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')' || c == ',');
+    w.len() == 17
+        && w.split(':').count() == 6
+        && w.split(':').all(|p| u8::from_str_radix(p, 16).is_ok())
+}
+
+impl L2Lab {
+    fn new(tag: &str) -> anyhow::Result<L2Lab> {
+        let dir = Dir::new(tag)?;
+        let mut lan = Lan::new()?;
+        let client = Netns::new("cl")?;
+        lan.attach(&client, "eth0")?;
+        client.addr("eth0", &format!("{CLIENT}/24"))?;
+        std::fs::write(dir.path("serve.py"), SERVE)?;
+        std::fs::write(dir.path("probe.py"), PROBE)?;
+        std::fs::write(dir.path("gossip.key"), "lab-gossip-key-0123456789abcdef\n")?;
+        let yaml = cluster_yaml(
+            &NODES,
+            &format!("{IP}-{IP}"),
+            &[Svc {
+                name: "web",
+                ip: IP,
+                local: false,
+                endpoints: vec!["node-0", "node-1", "node-2"],
+            }],
+            L2ADV,
+        );
+        let mut nodes = Vec::new();
+        for (i, (name, addr)) in NODES.iter().enumerate() {
+            let ns = Netns::new(&format!("m{i}"))?;
+            let port = lan.attach(&ns, "eth0")?;
+            ns.addr("eth0", &format!("{addr}/24"))?;
+            for dev in ["all", "eth0"] {
+                ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1")?;
+                ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2")?;
+            }
+            ns.addr("lo", &format!("{IP}/32"))?;
+            let file = dir.path(&format!("{name}.yaml"));
+            write_atomic(&file, &yaml)?;
+            nodes.push(Node {
+                mac: mac_of(&ns, "eth0")?,
+                ns,
+                port,
+                file,
+                speaker: None,
+                listener: None,
+            });
+        }
+        let mut lab = L2Lab {
+            lan,
+            client,
+            nodes,
+            dir,
+            starts: 0,
+        };
+        for i in 0..NODES.len() {
+            lab.start_listener(i)?;
+            lab.start_speaker(i)?;
+        }
+        Ok(lab)
+    }
+
+    fn start_listener(&mut self, i: usize) -> anyhow::Result<()> {
+        let log = self.dir.path(&format!("serve-{i}-{}.log", self.starts));
+        self.starts += 1;
+        let script = self.dir.path("serve.py").display().to_string();
+        let p = self.nodes[i]
+            .ns
+            .spawn(&["/usr/bin/python3", &script, PORT, NODES[i].0], Some(&log))?;
+        wait_until(
+            "listener",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                Ok(std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("listening")
+                    .then_some(()))
+            },
+        )?;
+        self.nodes[i].listener = Some(p);
+        Ok(())
+    }
+
+    fn start_speaker(&mut self, i: usize) -> anyhow::Result<()> {
+        let log = self
+            .dir
+            .path(&format!("{}-{}.log", NODES[i].0, self.starts));
+        self.starts += 1;
+        let me = format!("{}:7946", NODES[i].1);
+        let peers: Vec<String> = NODES
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, (_, a))| format!("{a}:7946"))
+            .collect();
+        let key = self.dir.path("gossip.key").display().to_string();
+        let peers = peers.join(",");
+        let node = &mut self.nodes[i];
+        node.speaker = Some(SpeakerProc::start(
+            &node.ns,
+            NODES[i].0,
+            &node.file,
+            log,
+            &[
+                "--member-addr",
+                &me,
+                "--member-peers",
+                &peers,
+                "--member-key-file",
+                &key,
+            ],
+        )?);
+        Ok(())
+    }
+
+    fn node_of_mac(&self, mac: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.mac.eq_ignore_ascii_case(mac))
+    }
+
+    /// The MACs that answer an ARP request for the IP (the client's cache flushed first).
+    fn arp_answers(&self) -> anyhow::Result<Vec<String>> {
+        let _ = self.client.ip(&["neigh", "flush", "dev", "eth0"]);
+        let out = self
+            .client
+            .output(&["arping", "-c", "2", "-w", "1", "-I", "eth0", IP])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut macs: Vec<String> = text
+            .split_whitespace()
+            .filter(|w| is_mac(w))
+            .map(|w| {
+                w.trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')' || c == ',')
+                    .to_ascii_lowercase()
+            })
+            .collect();
+        macs.sort();
+        macs.dedup();
+        Ok(macs)
+    }
+
+    /// Waits until exactly one node answers ARP for the IP; returns it.
+    fn single_owner(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let mut last = Vec::new();
+        wait_until(
+            "exactly one ARP owner",
+            timeout,
+            Duration::from_millis(100),
+            || {
+                last = self.arp_answers()?;
+                Ok(match last.as_slice() {
+                    [one] => self.node_of_mac(one),
+                    _ => None,
+                })
+            },
+        )
+        .with_context(|| format!("last answers {last:?}\n{}", self.logs()))
+    }
+
+    fn probe(&self, name: &str, secs: f64) -> anyhow::Result<(NsProcess, PathBuf)> {
+        let log = self.dir.path(&format!("probe-{name}.log"));
+        let script = self.dir.path("probe.py").display().to_string();
+        let p = self.client.spawn(
+            &[
+                "/usr/bin/python3",
+                &script,
+                IP,
+                PORT,
+                &secs.to_string(),
+                "5",
+            ],
+            Some(&log),
+        )?;
+        Ok((p, log))
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.speaker.as_ref())
+            .map(|s| format!("--- {}:\n{}", s.node, lab::router::tail(&s.logs(), 12)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+/// `(time, Some(name))` for a success, `(time, None)` for a failure.
+fn probe_lines(log: &Path) -> Vec<(f64, Option<String>)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let t: f64 = w.next()?.parse().ok()?;
+            match w.next()? {
+                "ok" => Some((t, w.next().map(str::to_string))),
+                _ => Some((t, None)),
+            }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[test]
+fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
+) -> anyhow::Result<()> {
+    if !lab::enabled("speaker_l2") {
+        return Ok(());
+    }
+    let mut lab = L2Lab::new("speaker-l2")?;
+    let owner = lab.single_owner(Duration::from_secs(20))?;
+    eprintln!("speaker_l2: one owner answers ARP: {}", NODES[owner].0);
+    let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
+
+    // SIGKILL failovers, bounded to about a minute.
+    let budget = Instant::now();
+    let (mut garp, mut success) = (Vec::new(), Vec::new());
+    let mut failed_total = 0;
+    for rep in 0..20 {
+        if budget.elapsed() > Duration::from_secs(55) {
+            break;
+        }
+        let owner = lab.single_owner(Duration::from_secs(15))?;
+        let (mut probe, log) = lab.probe(&format!("kill{rep}"), 2.0)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = SystemTime::now();
+        if let Some(s) = lab.nodes[owner].speaker.as_mut() {
+            s.process.signal(libc::SIGKILL)?;
+        }
+        lab.nodes[owner].listener.take();
+        let k = epoch(killed);
+        let first_ok = wait_until(
+            "a connection to another node after the kill",
+            Duration::from_secs(8),
+            Duration::from_millis(20),
+            || {
+                Ok(probe_lines(&log)
+                    .into_iter()
+                    .find(|(t, ok)| *t > k && ok.as_deref().is_some_and(|n| n != NODES[owner].0))
+                    .map(|(t, _)| t))
+            },
+        )
+        .with_context(|| lab.logs())?;
+        // tcpdump writes a moment after the frame: wait for it, bounded.
+        let garp_line = format!("who-has {IP} tell {IP}");
+        let old_mac = lab.nodes[owner].mac.clone();
+        let first_garp = wait_until(
+            "the new owner's gratuitous ARP in the capture",
+            Duration::from_secs(3),
+            Duration::from_millis(20),
+            || {
+                Ok(capture
+                    .frames()?
+                    .into_iter()
+                    .filter(|f| f.time > k && !f.src_mac.eq_ignore_ascii_case(&old_mac))
+                    .find(|f| f.line.contains(&garp_line))
+                    .map(|f| f.time))
+            },
+        )
+            .with_context(|| {
+                let frames: Vec<String> = capture
+                    .frames()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|f| f.time > k - 1.0)
+                    .map(|f| f.line)
+                    .collect();
+                format!("no gratuitous ARP from another node after the kill at {k}; ARP seen:\n{}\nprobe:\n{}\n{}", frames.join("\n"), std::fs::read_to_string(&log).unwrap_or_default(), lab.logs())
+            })?;
+        let _ = probe.wait_exit(Duration::from_secs(10));
+        let failed = probe_lines(&log)
+            .iter()
+            .filter(|(_, ok)| ok.is_none())
+            .count();
+        failed_total += failed;
+        garp.push((first_garp - k) * 1000.0);
+        success.push((first_ok - k) * 1000.0);
+        eprintln!(
+            "speaker_l2: rep {rep}: killed {}; first GARP +{:.0} ms, first success +{:.0} ms, {failed} failed connects",
+            NODES[owner].0,
+            (first_garp - k) * 1000.0,
+            (first_ok - k) * 1000.0
+        );
+        lab.nodes[owner].speaker.take();
+        lab.start_listener(owner)?;
+        lab.start_speaker(owner)?;
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    garp.sort_by(f64::total_cmp);
+    success.sort_by(f64::total_cmp);
+    eprintln!(
+        "speaker_l2: SIGKILL failover over {} reps: kill->first GARP p50 {:.0} ms p99 {:.0} ms; kill->first success p50 {:.0} ms p99 {:.0} ms; {failed_total} failed connects in all",
+        garp.len(),
+        percentile(&garp, 0.5),
+        percentile(&garp, 0.99),
+        percentile(&success, 0.5),
+        percentile(&success, 0.99)
+    );
+    if garp.len() < 3 {
+        bail!("only {} failover repetitions fit in the budget", garp.len());
+    }
+    // Detection (~1 s) plus a loaded machine: generous bound, the figures are printed.
+    assert!(percentile(&success, 0.5) < 5000.0);
+
+    // SIGTERM: planned handoff. The old node's listener goes right after its speaker exits,
+    // so a client still sending to the old MAC would fail.
+    let owner = lab.single_owner(Duration::from_secs(15))?;
+    let (mut probe, log) = lab.probe("term", 4.0)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let took = lab.nodes[owner]
+        .speaker
+        .as_mut()
+        .context("no speaker")?
+        .terminate(Duration::from_secs(2))?;
+    lab.nodes[owner].listener.take();
+    let _ = probe.wait_exit(Duration::from_secs(10));
+    let lines = probe_lines(&log);
+    let failed = lines.iter().filter(|(_, ok)| ok.is_none()).count();
+    let after: Vec<&String> = lines
+        .iter()
+        .rev()
+        .take(10)
+        .filter_map(|(_, ok)| ok.as_ref())
+        .collect();
+    eprintln!(
+        "speaker_l2: SIGTERM handoff from {}: exit {took:?}, {} connects, {failed} failed, last answered by {:?}",
+        NODES[owner].0,
+        lines.len(),
+        after.first()
+    );
+    assert_eq!(
+        failed,
+        0,
+        "connections failed during the planned handoff:\n{}",
+        lab.logs()
+    );
+    assert!(after.iter().all(|n| *n != NODES[owner].0));
+    Ok(())
+}
+
+#[test]
+fn a_cut_off_owner_stops_owning_and_healing_leaves_one_owner() -> anyhow::Result<()> {
+    if !lab::enabled("speaker_l2") {
+        return Ok(());
+    }
+    let lab = L2Lab::new("speaker-l2-cut")?;
+    let owner = lab.single_owner(Duration::from_secs(20))?;
+    let speaker = lab.nodes[owner].speaker.as_ref().context("speaker")?;
+    let before = speaker.logs().len();
+    let cut = Instant::now();
+    lab.lan
+        .switch()
+        .ip(&["link", "set", &lab.nodes[owner].port, "down"])?;
+    wait_until(
+        "the cut owner to give up its L2 IPs",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let text = speaker.logs();
+            Ok(text[before.min(text.len())..]
+                .lines()
+                .any(|l| {
+                    l.contains("l2 applied")
+                        && l.contains("owned=[]")
+                        && l.contains("may_own=false")
+                })
+                .then_some(()))
+        },
+    )
+    .with_context(|| lab.logs())?;
+    let stopped = cut.elapsed();
+    let next = lab.single_owner(Duration::from_secs(10))?;
+    let moved = cut.elapsed();
+    assert_ne!(next, owner);
+    eprintln!(
+        "speaker_l2: partition: {} cut off, stopped owning after {stopped:?}; {} answers after {moved:?}",
+        NODES[owner].0, NODES[next].0
+    );
+    // Membership detects in about a second (SWIM timings for a LAN): two periods, with
+    // slack for a loaded machine.
+    assert!(stopped < Duration::from_secs(4), "took {stopped:?}");
+
+    lab.lan
+        .switch()
+        .ip(&["link", "set", &lab.nodes[owner].port, "up"])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let healed = lab.single_owner(Duration::from_secs(15))?;
+    // Stable: still exactly one a moment later.
+    std::thread::sleep(Duration::from_millis(500));
+    let answers = lab.arp_answers()?;
+    assert_eq!(
+        answers.len(),
+        1,
+        "after healing: {answers:?}\n{}",
+        lab.logs()
+    );
+    eprintln!(
+        "speaker_l2: healed: exactly one owner again ({})",
+        NODES[healed].0
+    );
+    Ok(())
+}
