@@ -64,9 +64,16 @@ fi
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 ok "FRR $(/usr/lib/frr/bgpd --version 2>/dev/null | head -1 | awk '{print $NF}'), $(cargo --version)"
 
-step "2. build edgelb-speaker and edgelbctl (release)"
-timeout 1800 cargo build --release --locked -q -p edgelb-daemon -p edgelbctl
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
+# EDGELB_DEMO_PROFILE=debug reuses the binaries a `cargo test` run already built (CI does).
+profile="${EDGELB_DEMO_PROFILE:-release}"
+step "2. build edgelb-speaker and edgelbctl ($profile)"
+if [ "$profile" = release ]; then
+    timeout 1800 cargo build --release --locked -q -p edgelb-daemon -p edgelbctl
+    BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
+else
+    timeout 1800 cargo build --locked -q -p edgelb-daemon -p edgelbctl
+    BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+fi
 [ -x "$BIN/edgelb-speaker" ] && [ -x "$BIN/edgelbctl" ] || die "binaries not in $BIN"
 ok "$BIN/edgelb-speaker, $BIN/edgelbctl"
 
