@@ -3,12 +3,14 @@
 //! API while it holds the Lease.
 
 mod announcing;
+mod policy_routes;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
+pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -91,6 +93,7 @@ pub async fn run_standalone(
     stop: impl Future<Output = ()>,
 ) -> Result<(), AnnounceError> {
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
+    let policy_routes = PolicyRoutes::start();
     let mut alloc = Allocator::default();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,6 +109,7 @@ pub async fn run_standalone(
                 let (a, _) = alloc.step(&snap);
                 write_local(&cfg, &a);
                 announcing.step(&snap, &a).await;
+                policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
                     p.publish(announcing.view_parts());
@@ -179,6 +183,7 @@ pub async fn run_cluster(
     let mut ticker = tokio::time::interval(lease.duration / 3);
     let mut current: Option<(Snapshot, Assignments)> = None;
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
+    let policy_routes = PolicyRoutes::start();
     let mut announced = AnnouncedTracker::default();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -195,6 +200,7 @@ pub async fn run_cluster(
                 let (a, c) = alloc.step(&snap);
                 write_local(&cfg, &a);
                 announcing.step(&snap, &a).await;
+                policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
                     publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
