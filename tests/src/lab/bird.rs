@@ -7,138 +7,99 @@
 //! `protocol static` blackhole routes; their attributes are set by the export filter, because
 //! BIRD sends MED to an eBGP peer only when the export filter set it.
 use super::router::{
-    canonical_prefix, next_hop, quote, read_pid, tail, Announce, BgpRouter, Family, ListenRange,
-    Neighbor, Origin, Route, RunDir,
+    canonical_prefix, next_hop, quote, read_pid, tail, Announce, BgpRouter, Family, Origin, Route,
+    RouterConfig, RunDir,
 };
 use super::{wait_until, Netns, NsProcess};
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// What a BIRD router is configured with.
-#[derive(Debug, Clone)]
-pub struct BirdConfig {
-    pub router_id: Ipv4Addr,
-    pub local_as: u32,
-    pub neighbors: Vec<Neighbor>,
-    /// Dynamic neighbours: `neighbor range PREFIX as N; dynamic name "dyn"`.
-    pub listen_ranges: Vec<ListenRange>,
-    /// Static blackhole routes exported to every neighbour, with their attributes.
-    pub announce: Vec<Announce>,
-    /// Local BGP port (`local port P`); 179 when `None`.
-    pub listen_port: Option<u16>,
-    /// Raw configuration appended at the end (an escape hatch for one test's needs).
-    pub extra: Vec<String>,
-}
+/// The configuration a BIRD router takes.
+pub type BirdConfig = RouterConfig;
 
-impl BirdConfig {
-    pub fn new(router_id: Ipv4Addr, local_as: u32) -> BirdConfig {
-        BirdConfig {
-            router_id,
-            local_as,
-            neighbors: Vec::new(),
-            listen_ranges: Vec::new(),
-            announce: Vec::new(),
-            listen_port: None,
-            extra: Vec::new(),
+/// The `bird.conf` text.
+pub fn render(config: &RouterConfig) -> String {
+    let mut out = format!(
+        "router id {};\nlog stderr all;\nprotocol device {{}}\n",
+        config.router_id
+    );
+    for (name, family) in [("static4", Family::V4), ("static6", Family::V6)] {
+        let routes: Vec<&Announce> = config
+            .announce
+            .iter()
+            .filter(|a| a.family() == family)
+            .collect();
+        if routes.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(
+            "protocol static {name} {{\n  {};\n",
+            channel(family)
+        ));
+        for a in routes {
+            out.push_str(&format!("  route {} blackhole;\n", a.prefix));
+        }
+        out.push_str("}\n");
+    }
+    out.push_str("filter export_attrs {\n");
+    for a in &config.announce {
+        let sets = attribute_sets(a);
+        if !sets.is_empty() {
+            out.push_str(&format!("  if net = {} then {{ {sets} }}\n", a.prefix));
         }
     }
-    pub fn neighbor(mut self, n: Neighbor) -> Self {
-        self.neighbors.push(n);
-        self
-    }
-    pub fn listen_range(mut self, r: ListenRange) -> Self {
-        self.listen_ranges.push(r);
-        self
-    }
-    pub fn announce(mut self, a: Announce) -> Self {
-        self.announce.push(a);
-        self
-    }
-
-    /// The `bird.conf` text.
-    pub fn render(&self) -> String {
-        let mut out = format!(
-            "router id {};\nlog stderr all;\nprotocol device {{}}\n",
-            self.router_id
-        );
-        for (name, family) in [("static4", Family::V4), ("static6", Family::V6)] {
-            let routes: Vec<&Announce> = self
-                .announce
-                .iter()
-                .filter(|a| a.family() == family)
-                .collect();
-            if routes.is_empty() {
-                continue;
-            }
+    out.push_str("  accept;\n}\n");
+    let local_port = config
+        .listen_port
+        .map(|p| format!(" port {p}"))
+        .unwrap_or_default();
+    for (i, n) in config.neighbors.iter().enumerate() {
+        out.push_str(&format!("protocol bgp n{i} {{\n"));
+        out.push_str(&format!("  local{local_port} as {};\n", config.local_as));
+        let port = n.port.map(|p| format!(" port {p}")).unwrap_or_default();
+        out.push_str(&format!(
+            "  neighbor {}{port} as {};\n",
+            n.address, n.remote_as
+        ));
+        if n.passive {
+            out.push_str("  passive on;\n");
+        }
+        if let Some(p) = &n.password {
+            out.push_str(&format!("  password \"{p}\";\n"));
+        }
+        if let Some(ttl) = n.ebgp_multihop {
+            out.push_str(&format!("  multihop {ttl};\n"));
+        }
+        if let Some(h) = n.hold_time {
             out.push_str(&format!(
-                "protocol static {name} {{\n  {};\n",
-                channel(family)
+                "  hold time {h};\n  keepalive time {};\n",
+                (h / 3).max(1)
             ));
-            for a in routes {
-                out.push_str(&format!("  route {} blackhole;\n", a.prefix));
-            }
-            out.push_str("}\n");
         }
-        out.push_str("filter export_attrs {\n");
-        for a in &self.announce {
-            let sets = attribute_sets(a);
-            if !sets.is_empty() {
-                out.push_str(&format!("  if net = {} then {{ {sets} }}\n", a.prefix));
-            }
-        }
-        out.push_str("  accept;\n}\n");
-        let local_port = self
-            .listen_port
-            .map(|p| format!(" port {p}"))
-            .unwrap_or_default();
-        for (i, n) in self.neighbors.iter().enumerate() {
-            out.push_str(&format!("protocol bgp n{i} {{\n"));
-            out.push_str(&format!("  local{local_port} as {};\n", self.local_as));
-            let port = n.port.map(|p| format!(" port {p}")).unwrap_or_default();
-            out.push_str(&format!(
-                "  neighbor {}{port} as {};\n",
-                n.address, n.remote_as
-            ));
-            if n.passive {
-                out.push_str("  passive on;\n");
-            }
-            if let Some(p) = &n.password {
-                out.push_str(&format!("  password \"{p}\";\n"));
-            }
-            if let Some(ttl) = n.ebgp_multihop {
-                out.push_str(&format!("  multihop {ttl};\n"));
-            }
-            if let Some(h) = n.hold_time {
-                out.push_str(&format!(
-                    "  hold time {h};\n  keepalive time {};\n",
-                    (h / 3).max(1)
-                ));
-            }
-            out.push_str(&session_body(&n.active_families()));
-            out.push_str("}\n");
-        }
-        for (i, r) in self.listen_ranges.iter().enumerate() {
-            out.push_str(&format!("protocol bgp range{i} {{\n"));
-            out.push_str(&format!("  local{local_port} as {};\n", self.local_as));
-            out.push_str(&format!(
-                "  neighbor range {} as {};\n  dynamic name \"dyn{i}_\";\n",
-                r.prefix, r.remote_as
-            ));
-            if let Some(p) = &r.password {
-                out.push_str(&format!("  password \"{p}\";\n"));
-            }
-            out.push_str(&session_body(&r.active_families()));
-            out.push_str("}\n");
-        }
-        for l in &self.extra {
-            out.push_str(l);
-            out.push('\n');
-        }
-        out
+        out.push_str(&session_body(&n.active_families()));
+        out.push_str("}\n");
     }
+    for (i, r) in config.listen_ranges.iter().enumerate() {
+        out.push_str(&format!("protocol bgp range{i} {{\n"));
+        out.push_str(&format!("  local{local_port} as {};\n", config.local_as));
+        out.push_str(&format!(
+            "  neighbor range {} as {};\n  dynamic name \"dyn{i}_\";\n",
+            r.prefix, r.remote_as
+        ));
+        if let Some(p) = &r.password {
+            out.push_str(&format!("  password \"{p}\";\n"));
+        }
+        out.push_str(&session_body(&r.active_families()));
+        out.push_str("}\n");
+    }
+    for l in &config.extra {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 fn channel(f: Family) -> &'static str {
@@ -200,7 +161,7 @@ impl Bird {
     /// Writes the config, starts BIRD in `ns` and waits (up to 10 s) until birdc answers.
     pub fn start(ns: &Netns, config: BirdConfig) -> anyhow::Result<Bird> {
         let mut dir = RunDir::new("bird")?;
-        let conf = dir.write("bird.conf", &config.render())?;
+        let conf = dir.write("bird.conf", &render(&config))?;
         let sock = dir.file("bird.ctl");
         let pid_file = dir.file("bird.pid");
         let log = dir.log("bird.log");
@@ -235,7 +196,7 @@ impl Bird {
             return Err(e.context(format!(
                 "starting BIRD in {} with config:\n{}\nlog:\n{}",
                 ns.name(),
-                quote(&config.render()),
+                quote(&render(&config)),
                 tail(&dir.read_logs(), 40)
             )));
         }
@@ -256,7 +217,7 @@ impl Bird {
 
     /// Replaces the configuration and applies it with `birdc configure`.
     pub fn reconfigure(&mut self, config: BirdConfig) -> anyhow::Result<()> {
-        let conf = self.dir.write("bird.conf", &config.render())?;
+        let conf = self.dir.write("bird.conf", &render(&config))?;
         let out = self.birdc(&["configure", &format!("\"{}\"", conf.display())])?;
         if !out.contains("Reconfigured") && !out.contains("Reconfiguration in progress") {
             bail!("BIRD did not take the new config: {}", quote(&out));

@@ -10,136 +10,97 @@
 //! in its RIB unless `no bgp network import-check`: both are always set.
 use super::router::{
     canonical_prefix, next_hop, quote, read_pid, tail, well_known_community, Announce, BgpRouter,
-    Family, ListenRange, Neighbor, Origin, Route, RunDir,
+    Family, Origin, Route, RouterConfig, RunDir,
 };
 use super::{wait_until, Netns, NsProcess};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// What an FRR router is configured with.
-#[derive(Debug, Clone)]
-pub struct FrrConfig {
-    pub router_id: Ipv4Addr,
-    pub local_as: u32,
-    pub neighbors: Vec<Neighbor>,
-    /// Dynamic neighbours: `bgp listen range PREFIX peer-group RANGEn`.
-    pub listen_ranges: Vec<ListenRange>,
-    /// Prefixes originated with `network PREFIX route-map ...`.
-    pub announce: Vec<Announce>,
-    /// BGP listen port (`-p`); 179 when `None`, 0 to not listen.
-    pub listen_port: Option<u16>,
-    /// Raw lines appended inside `router bgp` (an escape hatch for one test's needs).
-    pub extra: Vec<String>,
-}
+/// The configuration a FRR router takes.
+pub type FrrConfig = RouterConfig;
 
-impl FrrConfig {
-    pub fn new(router_id: Ipv4Addr, local_as: u32) -> FrrConfig {
-        FrrConfig {
-            router_id,
-            local_as,
-            neighbors: Vec::new(),
-            listen_ranges: Vec::new(),
-            announce: Vec::new(),
-            listen_port: None,
-            extra: Vec::new(),
+/// The `bgpd.conf` text.
+pub fn render(config: &RouterConfig) -> String {
+    let mut out =
+        String::from("frr defaults traditional\nhostname frr\nlog stdout informational\n");
+    out.push_str("debug bgp neighbor-events\n!\n");
+    let mut networks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for a in &config.announce {
+        let (route_map, network) = announce_lines(a);
+        for l in route_map {
+            out.push_str(&l);
+            out.push('\n');
         }
+        networks
+            .entry(family_block(a.family()))
+            .or_default()
+            .push(network);
     }
-    pub fn neighbor(mut self, n: Neighbor) -> Self {
-        self.neighbors.push(n);
-        self
-    }
-    pub fn listen_range(mut self, r: ListenRange) -> Self {
-        self.listen_ranges.push(r);
-        self
-    }
-    pub fn announce(mut self, a: Announce) -> Self {
-        self.announce.push(a);
-        self
-    }
-
-    /// The `bgpd.conf` text.
-    pub fn render(&self) -> String {
-        let mut out =
-            String::from("frr defaults traditional\nhostname frr\nlog stdout informational\n");
-        out.push_str("debug bgp neighbor-events\n!\n");
-        let mut networks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for a in &self.announce {
-            let (route_map, network) = announce_lines(a);
-            for l in route_map {
-                out.push_str(&l);
-                out.push('\n');
-            }
-            networks
-                .entry(family_block(a.family()))
+    out.push_str(&format!("router bgp {}\n", config.local_as));
+    out.push_str(&format!(" bgp router-id {}\n", config.router_id));
+    out.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n");
+    out.push_str(" no bgp network import-check\n");
+    let mut activate: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for n in &config.neighbors {
+        let a = n.address;
+        out.push_str(&format!(" neighbor {a} remote-as {}\n", n.remote_as));
+        out.push_str(&session_lines(&a.to_string(), n.password.as_deref()));
+        if let Some(p) = n.port {
+            out.push_str(&format!(" neighbor {a} port {p}\n"));
+        }
+        if n.passive {
+            out.push_str(&format!(" neighbor {a} passive\n"));
+        }
+        if let Some(ttl) = n.ebgp_multihop {
+            out.push_str(&format!(" neighbor {a} ebgp-multihop {ttl}\n"));
+        }
+        if let Some(h) = n.hold_time {
+            out.push_str(&format!(" neighbor {a} timers {} {h}\n", (h / 3).max(1)));
+        }
+        for f in n.active_families() {
+            activate
+                .entry(family_block(f))
                 .or_default()
-                .push(network);
+                .push(format!("  neighbor {a} activate\n"));
         }
-        out.push_str(&format!("router bgp {}\n", self.local_as));
-        out.push_str(&format!(" bgp router-id {}\n", self.router_id));
-        out.push_str(" no bgp ebgp-requires-policy\n no bgp default ipv4-unicast\n");
-        out.push_str(" no bgp network import-check\n");
-        let mut activate: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for n in &self.neighbors {
-            let a = n.address;
-            out.push_str(&format!(" neighbor {a} remote-as {}\n", n.remote_as));
-            out.push_str(&session_lines(&a.to_string(), n.password.as_deref()));
-            if let Some(p) = n.port {
-                out.push_str(&format!(" neighbor {a} port {p}\n"));
-            }
-            if n.passive {
-                out.push_str(&format!(" neighbor {a} passive\n"));
-            }
-            if let Some(ttl) = n.ebgp_multihop {
-                out.push_str(&format!(" neighbor {a} ebgp-multihop {ttl}\n"));
-            }
-            if let Some(h) = n.hold_time {
-                out.push_str(&format!(" neighbor {a} timers {} {h}\n", (h / 3).max(1)));
-            }
-            for f in n.active_families() {
-                activate
-                    .entry(family_block(f))
-                    .or_default()
-                    .push(format!("  neighbor {a} activate\n"));
-            }
-        }
-        for (i, r) in self.listen_ranges.iter().enumerate() {
-            let g = format!("RANGE{i}");
-            out.push_str(&format!(" neighbor {g} peer-group\n"));
-            out.push_str(&format!(" neighbor {g} remote-as {}\n", r.remote_as));
-            out.push_str(&session_lines(&g, r.password.as_deref()));
-            out.push_str(&format!(" bgp listen range {} peer-group {g}\n", r.prefix));
-            for f in r.active_families() {
-                activate
-                    .entry(family_block(f))
-                    .or_default()
-                    .push(format!("  neighbor {g} activate\n"));
-            }
-        }
-        for l in &self.extra {
-            out.push_str(&format!(" {l}\n"));
-        }
-        for block in ["ipv4 unicast", "ipv6 unicast"] {
-            let acts = activate.get(block).cloned().unwrap_or_default();
-            let nets = networks.get(block).cloned().unwrap_or_default();
-            if acts.is_empty() && nets.is_empty() {
-                continue;
-            }
-            out.push_str(&format!(" address-family {block}\n"));
-            for l in acts {
-                out.push_str(&l);
-            }
-            for l in nets {
-                out.push_str(&format!("  {l}\n"));
-            }
-            out.push_str(" exit-address-family\n");
-        }
-        out.push_str("!\n");
-        out
     }
+    for (i, r) in config.listen_ranges.iter().enumerate() {
+        let g = format!("RANGE{i}");
+        out.push_str(&format!(" neighbor {g} peer-group\n"));
+        out.push_str(&format!(" neighbor {g} remote-as {}\n", r.remote_as));
+        out.push_str(&session_lines(&g, r.password.as_deref()));
+        out.push_str(&format!(" bgp listen range {} peer-group {g}\n", r.prefix));
+        for f in r.active_families() {
+            activate
+                .entry(family_block(f))
+                .or_default()
+                .push(format!("  neighbor {g} activate\n"));
+        }
+    }
+    for l in &config.extra {
+        out.push_str(&format!(" {l}\n"));
+    }
+    for block in ["ipv4 unicast", "ipv6 unicast"] {
+        let acts = activate.get(block).cloned().unwrap_or_default();
+        let nets = networks.get(block).cloned().unwrap_or_default();
+        if acts.is_empty() && nets.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(" address-family {block}\n"));
+        for l in acts {
+            out.push_str(&l);
+        }
+        for l in nets {
+            out.push_str(&format!("  {l}\n"));
+        }
+        out.push_str(" exit-address-family\n");
+    }
+    out.push_str("!\n");
+    out
 }
 
 fn family_block(f: Family) -> &'static str {
@@ -207,7 +168,7 @@ impl Frr {
     /// Writes the config, starts bgpd in `ns` and waits (up to 10 s) until vtysh answers.
     pub fn start(ns: &Netns, config: FrrConfig) -> anyhow::Result<Frr> {
         let mut dir = RunDir::new("frr")?;
-        let conf = dir.write("bgpd.conf", &config.render())?;
+        let conf = dir.write("bgpd.conf", &render(&config))?;
         let pid_file = dir.file("bgpd.pid");
         let log = dir.log("bgpd.log");
         let port = config.listen_port.unwrap_or(179).to_string();
@@ -252,7 +213,7 @@ impl Frr {
             return Err(e.context(format!(
                 "starting FRR in {} with config:\n{}\nlog:\n{}",
                 ns.name(),
-                config.render(),
+                render(&config),
                 tail(&dir.read_logs(), 40)
             )));
         }
@@ -576,17 +537,19 @@ mod tests {
 
     #[test]
     fn config_has_the_knobs_tests_need() {
-        let c = FrrConfig::new("192.0.2.1".parse().expect("ip"), 65001)
-            .neighbor(
-                Neighbor::new("192.0.2.2".parse().expect("ip"), 65002)
-                    .password("s3cret")
-                    .passive()
-                    .port(1790)
-                    .hold_time(9),
-            )
-            .listen_range(ListenRange::new("198.51.100.0/24", 65010))
-            .announce(Announce::new("203.0.113.0/24").community("65001:7").med(5))
-            .render();
+        use crate::lab::router::{ListenRange, Neighbor};
+        let c = render(
+            &FrrConfig::new("192.0.2.1".parse().expect("ip"), 65001)
+                .neighbor(
+                    Neighbor::new("192.0.2.2".parse().expect("ip"), 65002)
+                        .password("s3cret")
+                        .passive()
+                        .port(1790)
+                        .hold_time(9),
+                )
+                .listen_range(ListenRange::new("198.51.100.0/24", 65010))
+                .announce(Announce::new("203.0.113.0/24").community("65001:7").med(5)),
+        );
         for want in [
             " neighbor 192.0.2.2 password s3cret",
             " neighbor 192.0.2.2 passive",

@@ -9,111 +9,75 @@
 //! configured: make its neighbours `passive()` on the GoBGP side and let the other router
 //! connect, or wait ~20 s.
 use super::router::{
-    canonical_prefix, next_hop, quote, tail, Announce, BgpRouter, Family, ListenRange, Neighbor,
-    Origin, Route, RunDir,
+    canonical_prefix, next_hop, quote, tail, Announce, BgpRouter, Family, Origin, Route,
+    RouterConfig, RunDir,
 };
 use super::{wait_until, Netns, NsProcess};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 static API_PORTS: AtomicU16 = AtomicU16::new(50051);
 
-/// What a GoBGP router is configured with.
-#[derive(Debug, Clone)]
-pub struct GobgpConfig {
-    pub router_id: Ipv4Addr,
-    pub local_as: u32,
-    pub neighbors: Vec<Neighbor>,
-    /// Dynamic neighbours (one peer group with a fixed peer AS per range).
-    pub listen_ranges: Vec<ListenRange>,
-    /// Prefixes added to the global RIB once the daemon is up (`gobgp global rib add`).
-    pub announce: Vec<Announce>,
-    /// BGP listen port; 179 when `None`; `Some(-1)` does not listen.
-    pub listen_port: Option<i32>,
-}
+/// The configuration a GoBGP router takes.
+pub type GobgpConfig = RouterConfig;
 
-impl GobgpConfig {
-    pub fn new(router_id: Ipv4Addr, local_as: u32) -> GobgpConfig {
-        GobgpConfig {
-            router_id,
-            local_as,
-            neighbors: Vec::new(),
-            listen_ranges: Vec::new(),
-            announce: Vec::new(),
-            listen_port: None,
-        }
-    }
-    pub fn neighbor(mut self, n: Neighbor) -> Self {
-        self.neighbors.push(n);
-        self
-    }
-    pub fn listen_range(mut self, r: ListenRange) -> Self {
-        self.listen_ranges.push(r);
-        self
-    }
-    pub fn announce(mut self, a: Announce) -> Self {
-        self.announce.push(a);
-        self
-    }
-
-    /// The `gobgpd.toml` text.
-    pub fn render(&self) -> String {
-        let mut out = format!(
-            "[global.config]\n  as = {}\n  router-id = \"{}\"\n  port = {}\n",
-            self.local_as,
-            self.router_id,
-            self.listen_port.unwrap_or(179)
-        );
-        for n in &self.neighbors {
-            out.push_str(&format!(
+/// The `gobgpd.toml` text.
+pub fn render(config: &RouterConfig) -> String {
+    let mut out = format!(
+        "[global.config]\n  as = {}\n  router-id = \"{}\"\n  port = {}\n",
+        config.local_as,
+        config.router_id,
+        config.listen_port.unwrap_or(179)
+    );
+    for n in &config.neighbors {
+        out.push_str(&format!(
                 "[[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{}\"\n    peer-as = {}\n",
                 n.address, n.remote_as
             ));
-            if let Some(p) = &n.password {
-                out.push_str(&format!("    auth-password = \"{p}\"\n"));
-            }
-            out.push_str("  [neighbors.transport.config]\n");
-            if n.passive {
-                out.push_str("    passive-mode = true\n");
-            }
-            if let Some(p) = n.port {
-                out.push_str(&format!("    remote-port = {p}\n"));
-            }
-            if let Some(ttl) = n.ebgp_multihop {
-                out.push_str(&format!(
+        if let Some(p) = &n.password {
+            out.push_str(&format!("    auth-password = \"{p}\"\n"));
+        }
+        out.push_str("  [neighbors.transport.config]\n");
+        if n.passive {
+            out.push_str("    passive-mode = true\n");
+        }
+        if let Some(p) = n.port {
+            out.push_str(&format!("    remote-port = {p}\n"));
+        }
+        if let Some(ttl) = n.ebgp_multihop {
+            out.push_str(&format!(
                     "  [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = {ttl}\n"
                 ));
-            }
-            out.push_str("  [neighbors.timers.config]\n    connect-retry = 1\n");
-            if let Some(h) = n.hold_time {
-                out.push_str(&format!(
-                    "    hold-time = {h}\n    keepalive-interval = {}\n",
-                    (h / 3).max(1)
-                ));
-            }
-            out.push_str(&afi_safis("neighbors", &n.active_families()));
         }
-        for (i, r) in self.listen_ranges.iter().enumerate() {
+        out.push_str("  [neighbors.timers.config]\n    connect-retry = 1\n");
+        if let Some(h) = n.hold_time {
             out.push_str(&format!(
+                "    hold-time = {h}\n    keepalive-interval = {}\n",
+                (h / 3).max(1)
+            ));
+        }
+        out.push_str(&afi_safis("neighbors", &n.active_families()));
+    }
+    for (i, r) in config.listen_ranges.iter().enumerate() {
+        out.push_str(&format!(
                 "[[peer-groups]]\n  [peer-groups.config]\n    peer-group-name = \"range{i}\"\n    peer-as = {}\n",
                 r.remote_as
             ));
-            if let Some(p) = &r.password {
-                out.push_str(&format!("    auth-password = \"{p}\"\n"));
-            }
-            out.push_str(&afi_safis("peer-groups", &r.active_families()));
-            out.push_str(&format!(
+        if let Some(p) = &r.password {
+            out.push_str(&format!("    auth-password = \"{p}\"\n"));
+        }
+        out.push_str(&afi_safis("peer-groups", &r.active_families()));
+        out.push_str(&format!(
                 "[[dynamic-neighbors]]\n  [dynamic-neighbors.config]\n    prefix = \"{}\"\n    peer-group = \"range{i}\"\n",
                 r.prefix
             ));
-        }
-        out
     }
+    out
 }
 
 fn afi_safis(table: &str, families: &[Family]) -> String {
@@ -146,7 +110,7 @@ impl Gobgp {
     /// the configured announcements.
     pub fn start(ns: &Netns, config: GobgpConfig) -> anyhow::Result<Gobgp> {
         let mut dir = RunDir::new("gobgp")?;
-        let conf = dir.write("gobgpd.toml", &config.render())?;
+        let conf = dir.write("gobgpd.toml", &render(&config))?;
         let log = dir.log("gobgpd.log");
         let api_port = API_PORTS.fetch_add(1, Ordering::Relaxed);
         let api = format!("127.0.0.1:{api_port}");
@@ -186,7 +150,7 @@ impl Gobgp {
             return Err(e.context(format!(
                 "starting GoBGP in {} with config:\n{}\nlog:\n{}",
                 ns.name(),
-                config.render(),
+                render(&config),
                 tail(&router.dir.read_logs(), 40)
             )));
         }

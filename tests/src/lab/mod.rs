@@ -10,7 +10,7 @@ pub mod wait;
 pub use bird::{Bird, BirdConfig};
 pub use frr::{Frr, FrrConfig};
 pub use gobgp::{Gobgp, GobgpConfig};
-pub use router::{Announce, BgpRouter, Family, ListenRange, Neighbor, Origin, Route};
+pub use router::{Announce, BgpRouter, Family, ListenRange, Neighbor, Origin, Route, RouterConfig};
 
 pub use netns::{Lan, Netns, NsProcess};
 pub use wait::wait_until;

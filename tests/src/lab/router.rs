@@ -6,7 +6,7 @@
 //! three: prefixes in canonical text, communities as `"ASN:VALUE"` (RFC 1997, well-known names
 //! turned into numbers), large communities as `"GLOBAL:DATA1:DATA2"` (RFC 8092).
 use anyhow::{bail, Context};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -37,6 +37,51 @@ impl Family {
         } else {
             Family::V4
         }
+    }
+}
+
+/// What a lab router is configured with. FRR, BIRD and GoBGP take the same description and
+/// each renders it in its own syntax (`frr::render`, `bird::render`, `gobgp::render`).
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub router_id: Ipv4Addr,
+    pub local_as: u32,
+    pub neighbors: Vec<Neighbor>,
+    /// Dynamic neighbours (FRR `bgp listen range`, BIRD `neighbor range`, GoBGP dynamic
+    /// neighbours with one fixed peer AS per range).
+    pub listen_ranges: Vec<ListenRange>,
+    /// Prefixes the router originates, with their attributes.
+    pub announce: Vec<Announce>,
+    /// BGP listen port; 179 when `None`. FRR: 0 does not listen.
+    pub listen_port: Option<u16>,
+    /// Raw configuration for one test's needs: FRR puts it inside `router bgp`, BIRD at the
+    /// end of the file; GoBGP has none.
+    pub extra: Vec<String>,
+}
+
+impl RouterConfig {
+    pub fn new(router_id: Ipv4Addr, local_as: u32) -> RouterConfig {
+        RouterConfig {
+            router_id,
+            local_as,
+            neighbors: Vec::new(),
+            listen_ranges: Vec::new(),
+            announce: Vec::new(),
+            listen_port: None,
+            extra: Vec::new(),
+        }
+    }
+    pub fn neighbor(mut self, n: Neighbor) -> Self {
+        self.neighbors.push(n);
+        self
+    }
+    pub fn listen_range(mut self, r: ListenRange) -> Self {
+        self.listen_ranges.push(r);
+        self
+    }
+    pub fn announce(mut self, a: Announce) -> Self {
+        self.announce.push(a);
+        self
     }
 }
 
