@@ -140,6 +140,12 @@ impl SpeakerProc {
             "--file",
             &file_s,
         ];
+        // Each speaker its own local-API socket: speakers sharing the default path race on
+        // remove-and-bind, and the loser exits at start.
+        let socket = log.with_extension("sock").to_string_lossy().into_owned();
+        if !args.contains(&"--socket") {
+            argv.extend_from_slice(&["--socket", &socket]);
+        }
         argv.extend_from_slice(args);
         let process = ns
             .spawn(&argv, Some(&log))
