@@ -116,13 +116,7 @@ pub async fn run_standalone(
                 }
             }
             ev = announcing.membership_event() => {
-                if let Some(ev) = ev {
-                    tracing::info!(event = ?ev, "membership");
-                    if let Some(p) = &cfg.publisher {
-                        p.on_membership_event(&ev);
-                    }
-                }
-                announcing.tick().await;
+                on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
             }
             _ = tick.tick() => {
                 announcing.tick().await;
@@ -213,13 +207,7 @@ pub async fn run_cluster(
                 announcing.set_api_reachable(leadership.api_reachable());
             }
             ev = announcing.membership_event() => {
-                if let Some(ev) = ev {
-                    tracing::info!(event = ?ev, "membership");
-                    if let Some(p) = &cfg.publisher {
-                        p.on_membership_event(&ev);
-                    }
-                }
-                announcing.tick().await;
+                on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
             }
             _ = tick.tick() => {
                 announcing.tick().await;
@@ -275,4 +263,20 @@ fn publish_cluster(
         parts.leader = Some(node.to_string());
     }
     p.publish(parts);
+}
+
+/// A membership event, the same in both run modes: log it, count it for the view and the
+/// failover histogram, and re-check ownership at once.
+async fn on_membership_event(
+    announcing: &mut Announcing,
+    publisher: Option<&crate::local_api::publish::Publisher>,
+    ev: Option<crate::membership::MembershipEvent>,
+) {
+    if let Some(ev) = ev {
+        tracing::info!(event = ?ev, "membership");
+        if let Some(p) = publisher {
+            p.on_membership_event(&ev);
+        }
+    }
+    announcing.tick().await;
 }
