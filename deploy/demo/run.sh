@@ -216,10 +216,12 @@ print(len(ps), best[0] if best else "-")'; }
 t=$(now_ms)
 for _ in $(seq 300); do
     read -r count best < <(paths)
-    [ "$count" = 2 ] && break
+    # FRR marks the best path a moment after the second path arrives: wait for both.
+    [ "$count" = 2 ] && [ "$best" != "-" ] && break
     sleep 0.1
 done
 [ "$count" = 2 ] || die "router has $count paths for $SVC_IP/32 after 30 s"
+[ "$best" != "-" ] || die "router has no best path for $SVC_IP/32 after 30 s"
 ok "2 paths after $(($(now_ms) - t)) ms"
 vtysh "show bgp ipv4 unicast" | sed 's/^/    /'
 
