@@ -15,13 +15,13 @@ use super::view::LocalView;
 pub enum ClientError {
     /// Cannot connect (no speaker, or no permission).
     #[error(
-        "cannot connect to {path}: {source} (is edgelb-speaker running here, and are you root?)"
+        "cannot connect to {path}: {error} (is edgelb-speaker running here, and are you root?)"
     )]
     Connect {
         /// The socket.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error, in the message and not as a `source`, so that `{:#}` prints it once.
+        error: std::io::Error,
     },
     /// HTTP failed.
     #[error("local API {path}: {message}")]
@@ -32,12 +32,12 @@ pub enum ClientError {
         message: String,
     },
     /// The answer is not a view.
-    #[error("local API {path}: the answer is not a view: {source}")]
+    #[error("local API {path}: the answer is not a view: {error}")]
     Decode {
         /// The socket.
         path: PathBuf,
-        /// The error.
-        source: serde_json::Error,
+        /// The error, in the message only (see `Connect`).
+        error: serde_json::Error,
     },
 }
 
@@ -50,9 +50,9 @@ pub async fn get(socket: &Path, uri: &str, timeout: Duration) -> Result<String, 
     let work = async {
         let stream = UnixStream::connect(socket)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|error| ClientError::Connect {
                 path: socket.to_path_buf(),
-                source,
+                error,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -88,8 +88,8 @@ pub async fn get(socket: &Path, uri: &str, timeout: Duration) -> Result<String, 
 /// The whole view of the speaker behind `socket`.
 pub async fn view(socket: &Path, timeout: Duration) -> Result<LocalView, ClientError> {
     let body = get(socket, "/v1/view", timeout).await?;
-    serde_json::from_str(&body).map_err(|source| ClientError::Decode {
+    serde_json::from_str(&body).map_err(|error| ClientError::Decode {
         path: socket.to_path_buf(),
-        source,
+        error,
     })
 }
