@@ -360,11 +360,18 @@ fn sections_end_at_the_next_heading_of_their_level() -> anyhow::Result<()> {
 
 /// The bodies of the ```yaml blocks of a Markdown text.
 fn yaml_blocks(text: &str) -> Vec<String> {
+    code_blocks(text, "yaml")
+}
+
+/// The bodies of the fenced blocks of language `lang` of a Markdown text (indented fences,
+/// as inside list items, count too).
+fn code_blocks(text: &str, lang: &str) -> Vec<String> {
+    let fence = format!("```{lang}");
     let mut out = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
         match (&mut current, line.trim()) {
-            (None, "```yaml") => current = Some(String::new()),
+            (None, l) if l == fence => current = Some(String::new()),
             (Some(_), "```") => out.extend(current.take()),
             (Some(body), _) => {
                 body.push_str(line);
@@ -421,5 +428,283 @@ fn the_readme_configuration_example_is_valid_and_gives_the_pinned_ip() -> anyhow
     let assigned = allocate(&snap, &Assignments::default());
     let want: std::net::IpAddr = "192.0.2.10".parse()?;
     assert_eq!(assigned.ips(&ObjectKey::new("default", "web")), [want]);
+    Ok(())
+}
+
+/// MetalLB objects as a user keeps them in git: every kind edgelb takes over, with the
+/// fields that need converting (`routerID`, the Secret's namespace).
+const METALLB_MANIFESTS: &str = r#"apiVersion: metallb.io/v1beta1
+kind: IPAddressPool
+metadata:
+  name: public
+  namespace: metallb-system
+spec:
+  addresses:
+  - 192.0.2.0/28
+  - 2001:db8::/120
+  avoidBuggyIPs: true
+  serviceAllocation:
+    priority: 10
+    namespaces: [web]
+---
+apiVersion: metallb.io/v1beta2
+kind: BGPPeer
+metadata:
+  name: tor
+  namespace: metallb-system
+spec:
+  myASN: 64512
+  peerASN: 64500
+  peerAddress: 192.0.2.254
+  routerID: 192.0.2.1
+  holdTime: 90s
+  keepaliveTime: 30s
+  passwordSecret:
+    name: tor-password
+    namespace: metallb-system
+  nodeSelectors:
+  - matchLabels: {rack: a}
+---
+apiVersion: metallb.io/v1beta1
+kind: BGPAdvertisement
+metadata:
+  name: public
+  namespace: metallb-system
+spec:
+  ipAddressPools: [public]
+  aggregationLength: 32
+  localPref: 50
+  communities: [no-advertise, "64512:100"]
+  peers: [tor]
+---
+apiVersion: metallb.io/v1beta1
+kind: L2Advertisement
+metadata:
+  name: lan
+  namespace: metallb-system
+spec:
+  ipAddressPools: [public]
+  interfaces: [eth0]
+---
+apiVersion: metallb.io/v1beta1
+kind: Community
+metadata:
+  name: aliases
+  namespace: metallb-system
+spec:
+  communities:
+  - name: no-advertise
+    value: "65535:65282"
+"#;
+
+/// Checks converted objects as the speaker would: they parse, all five kinds are there and
+/// valid in the speaker's namespace, and the BGPPeer kept its router ID.
+fn check_converted(yaml: &str) -> anyhow::Result<()> {
+    use edgelb_daemon::snapshot::Selection;
+    use edgelb_daemon::source::file::{parse, store_of};
+
+    let loaded = parse(yaml);
+    assert!(loaded.errors.is_empty(), "{:?}\n{yaml}", loaded.errors);
+    let sel = Selection::default();
+    let snap = store_of(&loaded, &sel.namespace).snapshot(&sel);
+    assert_eq!(
+        (
+            snap.pools.len(),
+            snap.peers.len(),
+            snap.bgp_advertisements.len(),
+            snap.l2_advertisements.len(),
+            snap.communities.len()
+        ),
+        (1, 1, 1, 1, 1),
+        "not every object landed in {:?}:\n{yaml}",
+        sel.namespace
+    );
+    let mut problems = Vec::new();
+    problems.extend(snap.pools.values().flat_map(|c| c.problems.clone()));
+    problems.extend(snap.peers.values().flat_map(|c| c.problems.clone()));
+    problems.extend(
+        snap.bgp_advertisements
+            .values()
+            .flat_map(|c| c.problems.clone()),
+    );
+    problems.extend(
+        snap.l2_advertisements
+            .values()
+            .flat_map(|c| c.problems.clone()),
+    );
+    problems.extend(snap.communities.values().flat_map(|c| c.problems.clone()));
+    assert!(problems.is_empty(), "{problems:?}\n{yaml}");
+    // The kube source reads these kinds only in the speaker's namespace (the file source
+    // takes any), so a conversion that keeps `metallb-system` would be silently ignored.
+    let namespaces: BTreeSet<String> = snap
+        .pools
+        .keys()
+        .chain(snap.peers.keys())
+        .chain(snap.bgp_advertisements.keys())
+        .chain(snap.l2_advertisements.keys())
+        .chain(snap.communities.keys())
+        .map(|k| k.namespace.to_string())
+        .collect();
+    assert_eq!(
+        namespaces,
+        BTreeSet::from([sel.namespace.clone()]),
+        "objects outside the speaker's namespace:\n{yaml}"
+    );
+    let peer = snap.peers.values().next().context("no peer")?;
+    assert_eq!(
+        peer.object.spec.router_id.as_deref(),
+        Some("192.0.2.1"),
+        "routerID was lost in the conversion"
+    );
+    Ok(())
+}
+
+fn migration_section() -> anyhow::Result<String> {
+    let path = root().join("README.md");
+    let readme =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(section(&readme, "## Migrating from MetalLB")?.to_string())
+}
+
+/// Runs `program args` with `input` on stdin; `None` when the program is not installed.
+fn run_filter(program: &str, args: &[&str], input: &str) -> anyhow::Result<Option<String>> {
+    use std::io::Write;
+    let child = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).context(format!("starting {program}")),
+    };
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(input.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Some(String::from_utf8(out.stdout)?))
+}
+
+/// The single-quoted arguments of the README's one-line `sed -e '...' -e '...'`.
+fn readme_sed_expressions(section: &str) -> anyhow::Result<Vec<String>> {
+    let start = section
+        .find("`sed -e '")
+        .context("no `sed -e '...'` one-liner in the migration section")?;
+    let line = &section[start + 1..];
+    let line = &line[..line.find('`').context("unterminated sed line")?];
+    let exprs: Vec<String> = line
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    if exprs.is_empty() {
+        bail!("no expressions in {line:?}");
+    }
+    Ok(exprs)
+}
+
+#[test]
+fn the_readme_sed_one_liner_turns_metallb_manifests_into_valid_edgelb_objects() -> anyhow::Result<()>
+{
+    let exprs = readme_sed_expressions(&migration_section()?)?;
+    let mut args = Vec::new();
+    for e in &exprs {
+        args.push("-e");
+        args.push(e.as_str());
+    }
+    let converted = run_filter("sed", &args, METALLB_MANIFESTS)?.context("sed is not installed")?;
+    check_converted(&converted)
+}
+
+/// The jq programs of the migration section, in order (`jq '...'` or `jq -r '...'`).
+fn readme_jq_programs(section: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for block in code_blocks(section, "sh") {
+        let mut rest = block.as_str();
+        while let Some(i) = rest.find("jq ") {
+            rest = &rest[i + 3..];
+            let Some(open) = rest.find('\'') else { break };
+            if !rest[..open].trim().is_empty() && rest[..open].trim() != "-r" {
+                continue;
+            }
+            let body = &rest[open + 1..];
+            let Some(close) = body.find('\'') else { break };
+            out.push(body[..close].to_string());
+            rest = &body[close + 1..];
+        }
+    }
+    out
+}
+
+#[test]
+fn the_readme_jq_programs_convert_metallb_objects_and_pin_service_ips() -> anyhow::Result<()> {
+    let programs = readme_jq_programs(&migration_section()?);
+    assert_eq!(programs.len(), 2, "{programs:?}");
+
+    // 1. `kubectl get -o json` of the MetalLB objects: a List with server-side metadata.
+    let mut items = Vec::new();
+    for doc in METALLB_MANIFESTS.split("\n---\n") {
+        let mut v: Value = serde_norway::from_str(doc)?;
+        v["metadata"]["uid"] = "0b7c".into();
+        v["metadata"]["resourceVersion"] = "42".into();
+        v["status"] = serde_json::json!({});
+        items.push(v);
+    }
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    let Some(out) = run_filter("jq", &[programs[0].as_str()], &list.to_string())? else {
+        eprintln!("SKIP: jq is not installed; the README's jq programs were not run");
+        return Ok(());
+    };
+    let out: Value = serde_json::from_str(&out)?;
+    let docs: Vec<String> = out["items"]
+        .as_array()
+        .context("no items")?
+        .iter()
+        .map(|i| {
+            assert!(i["metadata"].get("uid").is_none(), "uid kept: {i}");
+            assert!(i.get("status").is_none(), "status kept: {i}");
+            serde_json::to_string(i)
+        })
+        .collect::<Result<_, _>>()?;
+    check_converted(&docs.join("\n---\n"))?;
+
+    // 2. The pinning commands for the Services.
+    let services = serde_json::json!({"items": [
+        {"metadata": {"namespace": "default", "name": "web", "annotations": {
+            "metallb.universe.tf/allow-shared-ip": "k1", "metallb.io/address-pool": "public",
+            "other": "x"}},
+         "spec": {"type": "LoadBalancer"},
+         "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}, {"ip": "2001:db8::10"}]}}},
+        {"metadata": {"namespace": "default", "name": "pending"},
+         "spec": {"type": "LoadBalancer"}, "status": {"loadBalancer": {}}},
+        {"metadata": {"namespace": "default", "name": "other-class"},
+         "spec": {"type": "LoadBalancer", "loadBalancerClass": "example.com/lb"},
+         "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.11"}]}}},
+        {"metadata": {"namespace": "kube-system", "name": "kube-dns"},
+         "spec": {"type": "ClusterIP"}, "status": {}}
+    ]});
+    let out = run_filter("jq", &["-r", programs[1].as_str()], &services.to_string())?
+        .context("jq vanished")?;
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            "kubectl -n default annotate --overwrite svc web 'edgelb.io/address-pool=public'",
+            "kubectl -n default annotate --overwrite svc web 'edgelb.io/allow-shared-ip=k1'",
+            "kubectl -n default annotate --overwrite svc web 'edgelb.io/loadBalancerIPs=192.0.2.10,2001:db8::10'",
+        ]
+    );
     Ok(())
 }
