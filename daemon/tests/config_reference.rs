@@ -432,7 +432,7 @@ fn the_readme_configuration_example_is_valid_and_gives_the_pinned_ip() -> anyhow
 }
 
 /// MetalLB objects as a user keeps them in git: every kind edgelb takes over, with the
-/// fields that need converting (`routerID`, the Secret's namespace).
+/// fields that need converting (the Secret's namespace).
 const METALLB_MANIFESTS: &str = r#"apiVersion: metallb.io/v1beta1
 kind: IPAddressPool
 metadata:

@@ -43,8 +43,14 @@ pub struct BGPPeerSpec {
     /// KEEPALIVE interval as a duration (`30s`); must be below the hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<String>,
-    /// BGP identifier to use instead of the node's address (dotted quad).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// BGP identifier to use instead of the node's address (dotted quad). Spelled `routerID`
+    /// as in MetalLB; the `routerId` of edgelb's first CRDs is still read.
+    #[serde(
+        default,
+        rename = "routerID",
+        alias = "routerId",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub router_id: Option<String>,
     /// Only nodes matching one of these selectors open this session; empty means all nodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -73,4 +79,34 @@ pub struct SecretReference {
     /// Namespace of the Secret; must be the speaker's own namespace when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BGPPeerSpec;
+
+    fn router_id(yaml: &str) -> Option<String> {
+        let spec: BGPPeerSpec = serde_norway::from_str(yaml).expect("spec");
+        spec.router_id
+    }
+
+    /// MetalLB's spelling is the field; edgelb's first spelling is still read; writing uses
+    /// MetalLB's, so a round trip through the API keeps it.
+    #[test]
+    fn router_id_reads_metallb_and_old_spelling_and_writes_metallb() {
+        let base = "myASN: 64512\npeerASN: 64500\npeerAddress: 192.0.2.1\n";
+        assert_eq!(
+            router_id(&format!("{base}routerID: 10.0.0.1\n")).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            router_id(&format!("{base}routerId: 10.0.0.2\n")).as_deref(),
+            Some("10.0.0.2")
+        );
+        let spec: BGPPeerSpec =
+            serde_norway::from_str(&format!("{base}routerId: 10.0.0.3\n")).expect("spec");
+        let json = serde_json::to_value(&spec).expect("json");
+        assert_eq!(json["routerID"], "10.0.0.3");
+        assert!(json.get("routerId").is_none());
+    }
 }
