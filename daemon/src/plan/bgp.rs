@@ -10,6 +10,9 @@
 //!   names none). The prefix is the IP truncated to `aggregationLength(V6)`; attributes carry
 //!   the advertisement's communities (RFC 1997), large communities (RFC 8092) and LOCAL_PREF
 //!   (RFC 4271 5.1.5, sent to iBGP peers only by the speaker).
+//! - The floor ([`node_floor`]): a Node that is not `Ready`, has `NetworkUnavailable`, or
+//!   carries `node.kubernetes.io/exclude-from-external-load-balancers` keeps its sessions
+//!   but announces nothing, as in L2.
 //! - Traffic policy ([`super::endpoints`]): `Local` announces only from nodes with a ready
 //!   local endpoint, `Cluster` from every selected node while any endpoint is ready.
 //! - Two advertisements giving one prefix to one peer: their communities are merged and the
@@ -29,8 +32,10 @@ use ipnet::IpNet;
 
 use crate::api::validate::parse_duration;
 use crate::api::{BGPAdvertisement, BGPPeer};
+use crate::election::ExclusionReason;
 use crate::ipam::Assignments;
 use crate::plan::endpoints::node_may_serve;
+use crate::plan::l2::node_floor;
 use crate::selector::{matches, matches_any};
 use crate::snapshot::{ObjectKey, Snapshot};
 
@@ -155,6 +160,14 @@ pub enum BgpProblem {
         /// The peer that keeps it.
         winner: ObjectKey,
     },
+    /// This node is below the floor: sessions stay up, nothing is announced.
+    #[error("node {node} announces nothing: {}", reason.as_str())]
+    NodeExcluded {
+        /// The node.
+        node: String,
+        /// Why (`excludedByLabel`, `nodeNotReady` or `networkUnavailable`).
+        reason: ExclusionReason,
+    },
 }
 
 /// Everything BGP this node must do.
@@ -219,6 +232,17 @@ pub fn plan(
         }
     }
     if out.peers.is_empty() {
+        return out;
+    }
+    if let Some(reason) = snap
+        .nodes
+        .get(me.name.as_str())
+        .and_then(|n| node_floor(&n.node))
+    {
+        out.problems.push(BgpProblem::NodeExcluded {
+            node: me.name.clone(),
+            reason,
+        });
         return out;
     }
 

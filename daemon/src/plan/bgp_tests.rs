@@ -371,3 +371,80 @@ fn community_parsing() {
         Some(Parsed::Large(_))
     ));
 }
+
+/// `node-a` as in `base()`, changed by `f`.
+fn node_a(f: impl FnOnce(&mut k8s_openapi::api::core::v1::Node)) -> Vec<Object> {
+    let mut objs = base();
+    let mut n = fixtures::node("node-a", &[("rack", "1")]);
+    f(&mut n);
+    objs[1] = Object::Node(n);
+    objs.push(peer("r1", "192.0.2.1", |_| {}));
+    objs.push(adv("all", |_| {}));
+    objs
+}
+
+fn set_condition(n: &mut k8s_openapi::api::core::v1::Node, kind: &str, status: &str) {
+    let status_obj = n.status.get_or_insert_with(Default::default);
+    status_obj.conditions.get_or_insert_with(Vec::new).push(
+        k8s_openapi::api::core::v1::NodeCondition {
+            type_: kind.into(),
+            status: status.into(),
+            ..Default::default()
+        },
+    );
+}
+
+#[test]
+fn a_node_below_the_floor_keeps_its_session_and_announces_nothing() {
+    let healthy = run(node_a(|_| {}), "node-a");
+    assert_eq!(prefixes(&healthy, "192.0.2.1"), ["198.51.100.10/32"]);
+    assert!(healthy.problems.is_empty(), "{:?}", healthy.problems);
+
+    let cases: [(&str, Box<dyn Fn(&mut k8s_openapi::api::core::v1::Node)>); 3] = [
+        (
+            "excludedByLabel",
+            Box::new(|n| {
+                n.metadata
+                    .labels
+                    .get_or_insert_with(Default::default)
+                    .insert(
+                        "node.kubernetes.io/exclude-from-external-load-balancers".into(),
+                        String::new(),
+                    );
+            }),
+        ),
+        (
+            "nodeNotReady",
+            Box::new(|n| set_condition(n, "Ready", "False")),
+        ),
+        (
+            "networkUnavailable",
+            Box::new(|n| set_condition(n, "NetworkUnavailable", "True")),
+        ),
+    ];
+    for (code, change) in cases {
+        let p = run(node_a(|n| change(n)), "node-a");
+        assert!(
+            p.peers.contains_key(&addr("192.0.2.1")),
+            "{code}: session dropped"
+        );
+        assert!(
+            prefixes(&p, "192.0.2.1").is_empty(),
+            "{code}: still announced"
+        );
+        assert_eq!(
+            p.problems.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+            [format!("node node-a announces nothing: {code}")]
+        );
+    }
+
+    // Ready True and NetworkUnavailable False are no reason to stop.
+    let fine = run(
+        node_a(|n| {
+            set_condition(n, "Ready", "True");
+            set_condition(n, "NetworkUnavailable", "False");
+        }),
+        "node-a",
+    );
+    assert_eq!(prefixes(&fine, "192.0.2.1"), ["198.51.100.10/32"]);
+}

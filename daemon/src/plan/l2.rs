@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::election::{
-    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, NodeName, NodeSelector,
-    SelectorOperator, SelectorRequirement,
+    Candidate, ElectionRequest, ElectionView, ExclusionReason, InterfaceFacts, Mode, NodeName,
+    NodeSelector, SelectorOperator, SelectorRequirement,
 };
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
@@ -98,6 +98,29 @@ pub fn node_selector(s: &LabelSelector) -> NodeSelector {
     }
 }
 
+/// The Node opts out of external load balancers (the label's value does not matter).
+fn excluded_by_label(node: &Node) -> bool {
+    node.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key("node.kubernetes.io/exclude-from-external-load-balancers"))
+}
+
+/// The floor that no announcement crosses, in the election's reporting order: the
+/// exclusion label, `Ready` not `True`, `NetworkUnavailable` `True`. Conditions a Node does
+/// not report pass (a standalone file may list Nodes without status).
+pub fn node_floor(node: &Node) -> Option<ExclusionReason> {
+    if excluded_by_label(node) {
+        Some(ExclusionReason::ExcludedByLabel)
+    } else if !condition(node, "Ready").unwrap_or(true) {
+        Some(ExclusionReason::NodeNotReady)
+    } else if condition(node, "NetworkUnavailable").unwrap_or(false) {
+        Some(ExclusionReason::NetworkUnavailable)
+    } else {
+        None
+    }
+}
+
 fn condition(node: &Node, kind: &str) -> Option<bool> {
     node.status
         .as_ref()?
@@ -143,9 +166,7 @@ pub fn candidates(snap: &Snapshot, me: &L2Node, members: &Members) -> Vec<Candid
                 labels: node.metadata.labels.clone().unwrap_or_default(),
                 ready: condition(node, "Ready").unwrap_or(true),
                 network_unavailable: condition(node, "NetworkUnavailable").unwrap_or(false),
-                excluded_label: node.metadata.labels.as_ref().is_some_and(|l| {
-                    l.contains_key("node.kubernetes.io/exclude-from-external-load-balancers")
-                }),
+                excluded_label: excluded_by_label(node),
                 node_pool: view.node_pool.clone(),
                 live,
                 interfaces,
