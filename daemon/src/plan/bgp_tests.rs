@@ -383,6 +383,8 @@ fn node_a(f: impl FnOnce(&mut k8s_openapi::api::core::v1::Node)) -> Vec<Object> 
     objs
 }
 
+type NodeEdit = dyn Fn(&mut k8s_openapi::api::core::v1::Node);
+
 fn set_condition(n: &mut k8s_openapi::api::core::v1::Node, kind: &str, status: &str) {
     let status_obj = n.status.get_or_insert_with(Default::default);
     status_obj.conditions.get_or_insert_with(Vec::new).push(
@@ -400,7 +402,7 @@ fn a_node_below_the_floor_keeps_its_session_and_announces_nothing() {
     assert_eq!(prefixes(&healthy, "192.0.2.1"), ["198.51.100.10/32"]);
     assert!(healthy.problems.is_empty(), "{:?}", healthy.problems);
 
-    let cases: [(&str, Box<dyn Fn(&mut k8s_openapi::api::core::v1::Node)>); 3] = [
+    let cases: [(&str, Box<NodeEdit>); 3] = [
         (
             "excludedByLabel",
             Box::new(|n| {
