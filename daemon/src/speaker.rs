@@ -112,7 +112,7 @@ pub async fn run_standalone(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    p.publish(announcing.view_parts());
+                    p.publish(view_parts(&announcing, &policy_routes));
                 }
             }
             ev = announcing.membership_event() => {
@@ -121,7 +121,7 @@ pub async fn run_standalone(
             _ = tick.tick() => {
                 announcing.tick().await;
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    p.publish(announcing.view_parts());
+                    p.publish(view_parts(&announcing, &policy_routes));
                 }
             }
             _ = &mut stop => {
@@ -197,7 +197,7 @@ pub async fn run_cluster(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), &cfg.node, leadership.is_leader());
                 }
                 changes = c;
                 current = Some((snap, a));
@@ -212,7 +212,7 @@ pub async fn run_cluster(
             _ = tick.tick() => {
                 announcing.tick().await;
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), &cfg.node, leadership.is_leader());
                 }
                 continue;
             }
@@ -254,15 +254,24 @@ pub async fn run_cluster(
 /// know the holder).
 fn publish_cluster(
     p: &crate::local_api::publish::Publisher,
-    announcing: &Announcing,
+    mut parts: crate::local_api::publish::ViewParts<'_>,
     node: &str,
     leader: bool,
 ) {
-    let mut parts = announcing.view_parts();
     if leader {
         parts.leader = Some(node.to_string());
     }
     p.publish(parts);
+}
+
+/// What the local API shows: the announcers' state and the policy-route task's last report.
+fn view_parts<'a>(
+    announcing: &'a Announcing,
+    policy_routes: &PolicyRoutes,
+) -> crate::local_api::publish::ViewParts<'a> {
+    let mut parts = announcing.view_parts();
+    parts.policy_routes = policy_routes.report();
+    parts
 }
 
 /// A membership event, the same in both run modes: log it, count it for the view and the

@@ -12,9 +12,10 @@ use edgelb_bgp::{PeerStatus, RouteTable};
 use edgelb_l2::InterfaceStats;
 
 use super::view::{
-    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView, PoolView,
-    ServiceView,
+    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView,
+    PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
 };
+use crate::actuate::policy_route_task::TaskReport;
 use crate::ipam::range::IpRange;
 use crate::ipam::{AllocationError, Assignments};
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
@@ -339,4 +340,56 @@ pub fn l2_announcements(
         }
     }
     out
+}
+
+/// Every `PolicyRoute` that selects this node, in name order, with the rules and routes the
+/// policy-route task planned for it (grouped by the object's table, which is its own) and
+/// its state: `Installed`, the planner's reason, or `KernelRefused` with the kernel's answer.
+pub fn policy_routes_view(r: &TaskReport) -> Vec<PolicyRouteView> {
+    r.conditions
+        .iter()
+        .map(|c| {
+            let table = c.table.filter(|_| c.installed());
+            let refused = table.and_then(|t| r.last.refused_tables.get(&t));
+            let (state, message) = match refused {
+                Some(error) => ("KernelRefused".to_string(), error.clone()),
+                None => (c.reason.as_str().to_string(), c.message.clone()),
+            };
+            let rules = r
+                .rules
+                .iter()
+                .filter(|x| Some(x.table) == table)
+                .map(|x| PolicyRuleView {
+                    priority: x.priority,
+                    from: x.src.to_string(),
+                    to: "all".into(),
+                    table: x.table,
+                })
+                .collect();
+            let routes = r
+                .routes
+                .iter()
+                .filter(|x| Some(x.table) == table)
+                .map(|x| PolicyRouteEntryView {
+                    dst: x.dst.to_string(),
+                    gateway: x.gateway.map(|g| g.to_string()),
+                    dev: r
+                        .links
+                        .get(&x.oif)
+                        .cloned()
+                        .unwrap_or_else(|| format!("if{}", x.oif)),
+                    table: x.table,
+                })
+                .collect();
+            PolicyRouteView {
+                name: c.policy_route.clone(),
+                table: c.table,
+                priority: c.priority,
+                state,
+                message,
+                rules,
+                routes,
+            }
+        })
+        .collect()
 }

@@ -15,10 +15,11 @@ use edgelb_l2::InterfaceStats;
 use tokio::sync::watch;
 
 use super::build::{
-    allocations_view, bgp_announcements, interface_view, l2_announcements, peer_view, pools_view,
-    services_view, unix, SinceTracker,
+    allocations_view, bgp_announcements, interface_view, l2_announcements, peer_view,
+    policy_routes_view, pools_view, services_view, unix, SinceTracker,
 };
 use super::view::{Health, LocalView, MemberView, VIEW_API};
+use crate::actuate::policy_route_task::TaskReport;
 use crate::ipam::Assignments;
 use crate::membership::{self, MemberSnapshot};
 use crate::metrics::{failover_gaps, Metrics};
@@ -42,6 +43,8 @@ pub struct ViewParts<'a> {
     pub members: Vec<MemberSnapshot>,
     /// The Lease holder, when known.
     pub leader: Option<String>,
+    /// The policy-route task's last report.
+    pub policy_routes: TaskReport,
 }
 
 /// Members as the view shows them; a member's `since` is when this node first saw it in
@@ -172,6 +175,7 @@ impl Publisher {
                 .map(|p| peer_view(p, None, now, wall))
                 .collect(),
             interfaces: parts.l2_stats.iter().map(interface_view).collect(),
+            policy_routes: policy_routes_view(&parts.policy_routes),
             ..LocalView::default()
         };
         if let Some((snap, a)) = parts.last {

@@ -295,3 +295,112 @@ async fn unix_socket_is_owner_only_and_serves_the_latest_view() {
     ));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The planner's output for two objects (one installed in table 4, one on a reserved table)
+/// becomes one view per object: the installed one with its rule and routes (device names
+/// from the task's link list), the other with its reason and nothing else; a table the
+/// kernel refused turns `Installed` into `KernelRefused` with the kernel's answer.
+#[test]
+fn policy_routes_view_groups_the_plan_by_object_and_says_why_not() {
+    use crate::actuate::policy_route_task::TaskReport;
+    use crate::api::policy_route::PolicyRouteSpec;
+    use crate::plan::policy_route::{
+        plan, LinkFacts, NamedPolicyRoute, NodeFacts, PolicyRouteInput,
+    };
+    let spec = |table: u32, priority: Option<u32>| PolicyRouteSpec {
+        node_selector: None,
+        node_pools: vec![],
+        interface: Some("eth1".into()),
+        table,
+        priority,
+        gateways: vec!["10.0.0.1".parse().expect("ip")],
+        ip_families: vec![],
+    };
+    let input = PolicyRouteInput {
+        routes: vec![
+            NamedPolicyRoute {
+                name: "mgmt".into(),
+                spec: spec(254, Some(900)),
+            },
+            NamedPolicyRoute {
+                name: "ens".into(),
+                spec: spec(4, None),
+            },
+        ],
+        node: NodeFacts {
+            name: "edge-1".into(),
+            ..Default::default()
+        },
+        links: vec![LinkFacts {
+            name: "eth1".into(),
+            index: 3,
+            up: true,
+            addrs: vec!["10.0.0.3/24".parse().expect("net")],
+        }],
+        kernel_routes: vec![],
+        foreign_rule_tables: BTreeSet::new(),
+    };
+    let p = plan(&input);
+    let mut report = TaskReport {
+        passes: 1,
+        conditions: p.conditions,
+        rules: p.rules,
+        routes: p.routes,
+        links: [(3, "eth1".to_string())].into(),
+        ..TaskReport::default()
+    };
+    let v = policy_routes_view(&report);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].name, "ens");
+    assert_eq!((v[0].table, v[0].priority), (Some(4), 1000));
+    assert_eq!(v[0].state, "Installed");
+    assert!(v[0].installed());
+    assert_eq!(
+        v[0].rules,
+        vec![PolicyRuleView {
+            priority: 1000,
+            from: "10.0.0.3/32".into(),
+            to: "all".into(),
+            table: 4
+        }]
+    );
+    assert_eq!(
+        v[0].routes,
+        vec![
+            PolicyRouteEntryView {
+                dst: "0.0.0.0/0".into(),
+                gateway: Some("10.0.0.1".into()),
+                dev: "eth1".into(),
+                table: 4
+            },
+            PolicyRouteEntryView {
+                dst: "10.0.0.0/24".into(),
+                gateway: None,
+                dev: "eth1".into(),
+                table: 4
+            },
+        ]
+    );
+    assert_eq!(v[1].name, "mgmt");
+    assert_eq!((v[1].table, v[1].priority), (Some(254), 900));
+    assert_eq!(v[1].state, "ReservedTable");
+    assert!(
+        v[1].message.contains("table 254 is reserved"),
+        "{}",
+        v[1].message
+    );
+    assert!(v[1].rules.is_empty() && v[1].routes.is_empty());
+
+    report
+        .last
+        .refused_tables
+        .insert(4, "netlink replace route ...: File exists".into());
+    let v = policy_routes_view(&report);
+    assert_eq!(v[0].state, "KernelRefused");
+    assert!(!v[0].installed());
+    assert_eq!(v[0].message, "netlink replace route ...: File exists");
+    assert_eq!(
+        v[1].state, "ReservedTable",
+        "a refused table is not another's"
+    );
+}

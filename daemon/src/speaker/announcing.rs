@@ -343,6 +343,7 @@ impl Announcing {
                 .map(|m| m.members())
                 .unwrap_or_default(),
             leader: None,
+            policy_routes: Default::default(),
         }
     }
 
