@@ -22,6 +22,7 @@ use crate::status::announced::{announcements, AnnouncedTracker};
 use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
 use crate::status::local::LocalState;
+use crate::status::policy_route::PolicyRouteStatusWriter;
 use crate::status::writer::{StatusWriter, Written};
 
 /// What a speaker is told at start.
@@ -157,7 +158,8 @@ impl Default for LeaseConfig {
 
 /// Cluster mode: allocate on every snapshot; while leader, write statuses, conditions and
 /// Events. Statuses and conditions are re-checked on every Lease round, so a failed write
-/// is retried without waiting for a cluster change.
+/// is retried without waiting for a cluster change. Leader or not, every speaker writes its
+/// own node's condition on the `PolicyRoute`s after each policy-route pass that changed it.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -172,12 +174,13 @@ pub async fn run_cluster(
         &cfg.node,
         lease.duration,
     );
-    let mut writer = StatusWriter::new(client, &cfg.node, lease.write_timeout);
+    let mut writer = StatusWriter::new(client.clone(), &cfg.node, lease.write_timeout);
+    let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
     let mut alloc = Allocator::default();
     let mut ticker = tokio::time::interval(lease.duration / 3);
     let mut current: Option<(Snapshot, Assignments)> = None;
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
-    let policy_routes = PolicyRoutes::start();
+    let mut policy_routes = PolicyRoutes::start();
     let mut announced = AnnouncedTracker::default();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -209,6 +212,7 @@ pub async fn run_cluster(
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
             }
+            () = policy_routes.changed() => {}
             _ = tick.tick() => {
                 announcing.tick().await;
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
@@ -220,6 +224,11 @@ pub async fn run_cluster(
                 tracing::info!("stopping");
                 break;
             }
+        }
+        if let Some((snap, _)) = &current {
+            route_status
+                .write(snap, &policy_routes.report(), Time(Timestamp::now()))
+                .await;
         }
         if !leadership.is_leader() {
             continue;
