@@ -200,7 +200,7 @@ pub async fn run_cluster(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), &cfg.node, leadership.is_leader());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
                 }
                 changes = c;
                 current = Some((snap, a));
@@ -216,7 +216,7 @@ pub async fn run_cluster(
             _ = tick.tick() => {
                 announcing.tick().await;
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), &cfg.node, leadership.is_leader());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
                 }
                 continue;
             }
@@ -259,17 +259,14 @@ pub async fn run_cluster(
     Ok(())
 }
 
-/// Publishes the local view in cluster mode (the leader names itself; followers do not
-/// know the holder).
+/// Publishes the local view in cluster mode, naming the Lease holder as the last round
+/// read it (leader and followers alike).
 fn publish_cluster(
     p: &crate::local_api::publish::Publisher,
     mut parts: crate::local_api::publish::ViewParts<'_>,
-    node: &str,
-    leader: bool,
+    holder: Option<&str>,
 ) {
-    if leader {
-        parts.leader = Some(node.to_string());
-    }
+    parts.leader = holder.map(str::to_string);
     p.publish(parts);
 }
 
