@@ -138,9 +138,7 @@ fn view() -> LocalView {
                 },
                 CandidateView {
                     node: "edge-2".into(),
-                    excluded: Some(
-                        "externalTrafficPolicy Local: no ready endpoint on this node".into(),
-                    ),
+                    excluded: Some("noLocalEndpoints".into()),
                 },
             ],
         }],
@@ -333,7 +331,7 @@ IPs:             203.0.113.10 (pool public)
 Candidates:
   NODE     ELIGIBLE   EXCLUDED-BECAUSE
   edge-1   yes        <none>
-  edge-2   no         externalTrafficPolicy Local: no ready endpoint on this node
+  edge-2   no         noLocalEndpoints
 Announced by edge-1:
   IP             MODE   OWNER    SINCE   TO
   203.0.113.10   BGP    edge-1   4m10s   198.51.100.1

@@ -62,6 +62,11 @@ spec:
   peerASN: 64500
   peerAddress: 127.0.0.1
   passwordSecret: {{name: bgp}}
+---
+apiVersion: edgelb.io/v1alpha1
+kind: BGPAdvertisement
+metadata: {{name: all, namespace: edgelb-system}}
+spec: {{}}
 "#
     )
 }
@@ -84,7 +89,7 @@ fn view_of(snap: &Snapshot, a: &Assignments, peers: Vec<PeerView>) -> LocalView 
         peers,
         allocations: allocations_view(a),
         pools: pools_view(snap, a),
-        services: services_view(snap, a),
+        services: services_view(snap, a, &Default::default()),
         ..LocalView::default()
     }
 }
@@ -113,22 +118,72 @@ fn exhausted_pools_are_each_named_in_failures() {
     assert!(failed_pools(&crate::ipam::AllocationError::NoEligiblePool).is_empty());
 }
 
-#[test]
-fn explain_names_why_each_node_is_excluded() {
-    let (snap, a) = lab();
-    let services = services_view(&snap, &a);
+/// A node of the lab as the election sees it: Ready, with or without a live speaker.
+fn candidate(node: &str, live: bool) -> crate::election::Candidate {
+    crate::election::Candidate {
+        node: node.into(),
+        labels: BTreeMap::new(),
+        ready: true,
+        network_unavailable: false,
+        excluded_label: false,
+        node_pool: None,
+        live,
+        interfaces: vec![crate::election::InterfaceFacts {
+            name: "eth0".into(),
+            up: true,
+            subnets: vec!["192.0.2.0/24".parse().expect("net")],
+        }],
+    }
+}
+
+fn excluded(services: &[ServiceView]) -> BTreeMap<String, Option<String>> {
     assert_eq!(services.len(), 1);
-    assert_eq!(services[0].traffic_policy, "Local");
-    let by_node: BTreeMap<&str, Option<&str>> = services[0]
+    services[0]
         .candidates
         .iter()
-        .map(|c| (c.node.as_str(), c.excluded.as_deref()))
-        .collect();
-    assert_eq!(by_node["n1"], None);
-    assert_eq!(
-        by_node["n2"],
-        Some("externalTrafficPolicy Local: no ready endpoint on this node")
+        .map(|c| (c.node.clone(), c.excluded.clone()))
+        .collect()
+}
+
+/// `explain` shows the election's own reasons: with `Local`, the node without an endpoint
+/// is `noLocalEndpoints`; a node whose speaker is gone is `notLive` (the earlier check);
+/// a Service the election never saw says why for every node.
+#[test]
+fn explain_names_the_elections_reason_for_each_excluded_node() {
+    use crate::status::announced::service_elections;
+    let (snap, a) = lab();
+    let both = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", true), candidate("n2", true)],
     );
+    let services = services_view(&snap, &a, &both);
+    assert_eq!(services[0].traffic_policy, "Local");
+    let by_node = excluded(&services);
+    assert_eq!(by_node["n1"], None);
+    assert_eq!(by_node["n2"].as_deref(), Some("noLocalEndpoints"));
+
+    let n2_gone = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", true), candidate("n2", false)],
+    );
+    let by_node = excluded(&services_view(&snap, &a, &n2_gone));
+    assert_eq!(by_node["n1"], None);
+    assert_eq!(by_node["n2"].as_deref(), Some("notLive"));
+
+    let n1_gone = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", false), candidate("n2", true)],
+    );
+    let by_node = excluded(&services_view(&snap, &a, &n1_gone));
+    assert_eq!(by_node["n1"].as_deref(), Some("notLive"));
+    assert_eq!(by_node["n2"].as_deref(), Some("noLocalEndpoints"));
+
+    let by_node = excluded(&services_view(&snap, &a, &BTreeMap::new()));
+    assert_eq!(by_node["n1"].as_deref(), Some("noAdvertisement"));
+    assert_eq!(by_node["n2"].as_deref(), Some("noAdvertisement"));
 }
 
 #[test]
@@ -403,4 +458,26 @@ fn policy_routes_view_groups_the_plan_by_object_and_says_why_not() {
         v[1].state, "ReservedTable",
         "a refused table is not another's"
     );
+}
+
+/// The publisher runs the election from the speaker's candidates; with the same snapshot
+/// and new candidates (a member died) the view follows at once (the cache is keyed by all
+/// three inputs).
+#[test]
+fn the_published_view_carries_the_elections_reasons_and_follows_the_candidates() {
+    use super::publish::{Publisher, ViewParts};
+    let (snap, a) = lab();
+    let (p, rx) = Publisher::new("n1", Arc::new(crate::metrics::Metrics::new()));
+    let publish = |live_n2: bool| {
+        p.publish(ViewParts {
+            last: Some((&snap, &a)),
+            candidates: vec![candidate("n1", true), candidate("n2", live_n2)],
+            ..ViewParts::default()
+        });
+        excluded(&rx.borrow().services)
+    };
+    assert_eq!(publish(true)["n2"].as_deref(), Some("noLocalEndpoints"));
+    assert_eq!(publish(false)["n2"].as_deref(), Some("notLive"));
+    assert_eq!(publish(false)["n2"].as_deref(), Some("notLive"));
+    assert_eq!(publish(true)["n2"].as_deref(), Some("noLocalEndpoints"));
 }

@@ -344,6 +344,11 @@ impl Announcing {
                 .unwrap_or_default(),
             leader: None,
             policy_routes: Default::default(),
+            candidates: self
+                .last
+                .as_ref()
+                .map(|(s, _)| self.candidates(s))
+                .unwrap_or_default(),
         }
     }
 
