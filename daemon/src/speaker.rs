@@ -196,6 +196,7 @@ pub async fn run_cluster(
                 let snap = rx.borrow_and_update().clone();
                 let (a, c) = alloc.step(&snap);
                 write_local(&cfg, &a);
+                announcing.seed_members_from(&snap).await;
                 announcing.step(&snap, &a).await;
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
