@@ -4,7 +4,7 @@
 
 use edgelb_daemon::local_api::view::{
     AllocationView, AnnouncementView, CandidateView, Health, LocalView, MemberView, PeerView,
-    PolicyRouteView, PoolView,
+    PoolView,
 };
 use serde::Serialize;
 
@@ -271,29 +271,61 @@ pub fn pools_table(v: &LocalView, wide: bool) -> String {
     table(&headers, &rows, false)
 }
 
-/// `routes`.
+/// `routes`: one line per rule and per route of each `PolicyRoute` that selects the node
+/// (`ip rule` / `ip route` fields), and one line for an object that installs nothing, whose
+/// state says why. `wide` adds the condition's message.
 pub fn routes_table(v: &LocalView, wide: bool) -> String {
-    let mut headers = vec!["NAME", "FROM", "TABLE", "GATEWAY", "STATE"];
+    let mut headers = vec![
+        "NAME", "TABLE", "KIND", "PRIORITY", "FROM", "TO", "GATEWAY", "DEV", "STATE",
+    ];
     if wide {
-        headers.push("INTERFACE");
+        headers.push("MESSAGE");
     }
-    let rows = v
-        .policy_routes
-        .iter()
-        .map(|r: &PolicyRouteView| {
+    let mut rows = Vec::new();
+    for r in &v.policy_routes {
+        let table = r.table.map(|t| t.to_string()).unwrap_or_default();
+        let mut lines: Vec<[String; 6]> = Vec::new();
+        for rule in &r.rules {
+            lines.push([
+                "rule".into(),
+                rule.priority.to_string(),
+                rule.from.clone(),
+                rule.to.clone(),
+                String::new(),
+                String::new(),
+            ]);
+        }
+        for route in &r.routes {
+            lines.push([
+                "route".into(),
+                String::new(),
+                String::new(),
+                route.dst.clone(),
+                route.gateway.clone().unwrap_or_default(),
+                route.dev.clone(),
+            ]);
+        }
+        if lines.is_empty() {
+            lines.push(Default::default());
+        }
+        for [kind, priority, from, to, gateway, dev] in lines {
             let mut row = vec![
                 Cell::plain(&r.name),
-                Cell::plain(&r.from),
-                Cell::plain(r.table.to_string()),
-                Cell::plain(r.gateway.clone().unwrap_or_default()),
+                Cell::plain(&table),
+                Cell::plain(kind),
+                Cell::plain(priority),
+                Cell::plain(from),
+                Cell::plain(to),
+                Cell::plain(gateway),
+                Cell::plain(dev),
                 Cell::plain(&r.state),
             ];
             if wide {
-                row.push(Cell::plain(r.interface.clone().unwrap_or_default()));
+                row.push(Cell::plain(&r.message));
             }
-            row
-        })
-        .collect::<Vec<_>>();
+            rows.push(row);
+        }
+    }
     table(&headers, &rows, false)
 }
 
@@ -363,7 +395,14 @@ pub fn status_text(v: &LocalView) -> String {
             "L2 interfaces",
             format!("{} ({ifaces_up} up)", v.interfaces.len()),
         ),
-        ("Policy routes", v.policy_routes.len().to_string()),
+        (
+            "Policy routes",
+            format!(
+                "{} ({} installed)",
+                v.policy_routes.len(),
+                v.policy_routes.iter().filter(|r| r.installed()).count()
+            ),
+        ),
         (
             "Allocations",
             format!("{} ({failed} failed)", v.allocations.len()),

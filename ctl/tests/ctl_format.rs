@@ -62,14 +62,47 @@ fn view() -> LocalView {
             interfaces: vec![],
         }],
         interfaces: vec![],
-        policy_routes: vec![PolicyRouteView {
-            name: "ens".into(),
-            from: "10.0.0.3".into(),
-            table: 4,
-            gateway: Some("10.0.0.1".into()),
-            interface: Some("eth1".into()),
-            state: "Installed".into(),
-        }],
+        policy_routes: vec![
+            PolicyRouteView {
+                name: "ens".into(),
+                table: Some(4),
+                priority: 1000,
+                state: "Installed".into(),
+                message: "node edge-1: 1 rule(s) and 2 route(s) in table 4 via 10.0.0.1 on eth1"
+                    .into(),
+                rules: vec![PolicyRuleView {
+                    priority: 1000,
+                    from: "10.0.0.3/32".into(),
+                    to: "all".into(),
+                    table: 4,
+                }],
+                routes: vec![
+                    PolicyRouteEntryView {
+                        dst: "0.0.0.0/0".into(),
+                        gateway: Some("10.0.0.1".into()),
+                        dev: "eth1".into(),
+                        table: 4,
+                    },
+                    PolicyRouteEntryView {
+                        dst: "10.0.0.0/24".into(),
+                        gateway: None,
+                        dev: "eth1".into(),
+                        table: 4,
+                    },
+                ],
+            },
+            PolicyRouteView {
+                name: "mgmt".into(),
+                table: Some(254),
+                priority: 900,
+                state: "ReservedTable".into(),
+                message: "node edge-1: table 254 is reserved by the kernel (0, 253, 254, 255); \
+                          nothing installed on this node"
+                    .into(),
+                rules: vec![],
+                routes: vec![],
+            },
+        ],
         allocations: vec![
             AllocationView {
                 service: "default/web".into(),
@@ -105,9 +138,7 @@ fn view() -> LocalView {
                 },
                 CandidateView {
                     node: "edge-2".into(),
-                    excluded: Some(
-                        "externalTrafficPolicy Local: no ready endpoint on this node".into(),
-                    ),
+                    excluded: Some("noLocalEndpoints".into()),
                 },
             ],
         }],
@@ -236,10 +267,22 @@ public   1      1      1          true
     assert_eq!(
         show(Command::Routes, Output::Table).0,
         "\
-NAME   FROM       TABLE   GATEWAY    STATE
-ens    10.0.0.3   4       10.0.0.1   Installed
+NAME   TABLE   KIND     PRIORITY   FROM          TO            GATEWAY    DEV      STATE
+ens    4       rule     1000       10.0.0.3/32   all           <none>     <none>   Installed
+ens    4       route    <none>     <none>        0.0.0.0/0     10.0.0.1   eth1     Installed
+ens    4       route    <none>     <none>        10.0.0.0/24   <none>     eth1     Installed
+mgmt   254     <none>   <none>     <none>        <none>        <none>     <none>   ReservedTable
 "
     );
+    let (wide, _) = show(Command::Routes, Output::Wide);
+    let last = wide.lines().last().unwrap_or_default();
+    assert!(
+        last.ends_with("ReservedTable   node edge-1: table 254 is reserved by the kernel (0, 253, 254, 255); nothing installed on this node"),
+        "{wide}"
+    );
+    let (j, _) = show(Command::Routes, Output::Json);
+    let back: Vec<PolicyRouteView> = serde_json::from_str(&j).expect("json");
+    assert_eq!(back, view().policy_routes);
     assert_eq!(
         show(Command::Members, Output::Table).0,
         "\
@@ -263,7 +306,7 @@ Members:        2 (1 alive)
 BGP peers:      1/2 established
 Announcements:  1 (BGP 1, L2 0)
 L2 interfaces:  0 (0 up)
-Policy routes:  1
+Policy routes:  2 (1 installed)
 Allocations:    2 (1 failed)
 "
     );
@@ -288,7 +331,7 @@ IPs:             203.0.113.10 (pool public)
 Candidates:
   NODE     ELIGIBLE   EXCLUDED-BECAUSE
   edge-1   yes        <none>
-  edge-2   no         externalTrafficPolicy Local: no ready endpoint on this node
+  edge-2   no         noLocalEndpoints
 Announced by edge-1:
   IP             MODE   OWNER    SINCE   TO
   203.0.113.10   BGP    edge-1   4m10s   198.51.100.1

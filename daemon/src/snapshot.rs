@@ -369,6 +369,13 @@ pub struct NodeView {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot(Arc<SnapshotData>);
 
+impl Snapshot {
+    /// True when both are the very same snapshot (cheap; for caches keyed by snapshot).
+    pub fn same_as(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl std::ops::Deref for Snapshot {
     type Target = SnapshotData;
     fn deref(&self) -> &SnapshotData {

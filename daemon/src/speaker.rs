@@ -22,6 +22,7 @@ use crate::status::announced::{announcements, AnnouncedTracker};
 use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
 use crate::status::local::LocalState;
+use crate::status::policy_route::PolicyRouteStatusWriter;
 use crate::status::writer::{StatusWriter, Written};
 
 /// What a speaker is told at start.
@@ -112,7 +113,7 @@ pub async fn run_standalone(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    p.publish(announcing.view_parts());
+                    p.publish(view_parts(&announcing, &policy_routes));
                 }
             }
             ev = announcing.membership_event() => {
@@ -121,7 +122,7 @@ pub async fn run_standalone(
             _ = tick.tick() => {
                 announcing.tick().await;
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    p.publish(announcing.view_parts());
+                    p.publish(view_parts(&announcing, &policy_routes));
                 }
             }
             _ = &mut stop => {
@@ -157,7 +158,8 @@ impl Default for LeaseConfig {
 
 /// Cluster mode: allocate on every snapshot; while leader, write statuses, conditions and
 /// Events. Statuses and conditions are re-checked on every Lease round, so a failed write
-/// is retried without waiting for a cluster change.
+/// is retried without waiting for a cluster change. Leader or not, every speaker writes its
+/// own node's condition on the `PolicyRoute`s after each policy-route pass that changed it.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -172,12 +174,13 @@ pub async fn run_cluster(
         &cfg.node,
         lease.duration,
     );
-    let mut writer = StatusWriter::new(client, &cfg.node, lease.write_timeout);
+    let mut writer = StatusWriter::new(client.clone(), &cfg.node, lease.write_timeout);
+    let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
     let mut alloc = Allocator::default();
     let mut ticker = tokio::time::interval(lease.duration / 3);
     let mut current: Option<(Snapshot, Assignments)> = None;
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
-    let policy_routes = PolicyRoutes::start();
+    let mut policy_routes = PolicyRoutes::start();
     let mut announced = AnnouncedTracker::default();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -193,11 +196,12 @@ pub async fn run_cluster(
                 let snap = rx.borrow_and_update().clone();
                 let (a, c) = alloc.step(&snap);
                 write_local(&cfg, &a);
+                announcing.seed_members_from(&snap).await;
                 announcing.step(&snap, &a).await;
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
                 }
                 changes = c;
                 current = Some((snap, a));
@@ -209,10 +213,11 @@ pub async fn run_cluster(
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
             }
+            () = policy_routes.changed() => {}
             _ = tick.tick() => {
                 announcing.tick().await;
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, &announcing, &cfg.node, leadership.is_leader());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
                 }
                 continue;
             }
@@ -220,6 +225,11 @@ pub async fn run_cluster(
                 tracing::info!("stopping");
                 break;
             }
+        }
+        if let Some((snap, _)) = &current {
+            route_status
+                .write(snap, &policy_routes.report(), Time(Timestamp::now()))
+                .await;
         }
         if !leadership.is_leader() {
             continue;
@@ -250,19 +260,25 @@ pub async fn run_cluster(
     Ok(())
 }
 
-/// Publishes the local view in cluster mode (the leader names itself; followers do not
-/// know the holder).
+/// Publishes the local view in cluster mode, naming the Lease holder as the last round
+/// read it (leader and followers alike).
 fn publish_cluster(
     p: &crate::local_api::publish::Publisher,
-    announcing: &Announcing,
-    node: &str,
-    leader: bool,
+    mut parts: crate::local_api::publish::ViewParts<'_>,
+    holder: Option<&str>,
 ) {
-    let mut parts = announcing.view_parts();
-    if leader {
-        parts.leader = Some(node.to_string());
-    }
+    parts.leader = holder.map(str::to_string);
     p.publish(parts);
+}
+
+/// What the local API shows: the announcers' state and the policy-route task's last report.
+fn view_parts<'a>(
+    announcing: &'a Announcing,
+    policy_routes: &PolicyRoutes,
+) -> crate::local_api::publish::ViewParts<'a> {
+    let mut parts = announcing.view_parts();
+    parts.policy_routes = policy_routes.report();
+    parts
 }
 
 /// A membership event, the same in both run modes: log it, count it for the view and the

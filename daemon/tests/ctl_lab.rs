@@ -224,6 +224,12 @@ fn edgelbctl_and_metrics_agree_with_frr_and_check_fails_when_the_router_dies() -
         text.contains(&format!("IPs:             {IP} (pool lan)")),
         "{text}"
     );
+    // The election's verdict: the only node, live, may serve the Service.
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with(NODE.0) && l.contains(" yes ")),
+        "{text}"
+    );
 
     // metrics move.
     let (ready, _) = scrape(&ns, "/readyz")?;

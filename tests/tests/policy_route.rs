@@ -89,7 +89,8 @@ fn apply_is_idempotent_adopts_after_restart_and_cleanup_keeps_foreign_objects() 
             rules_removed: 0,
             routes_replaced: 2,
             routes_removed: 0,
-            failed: vec![]
+            failed: vec![],
+            refused_tables: Default::default(),
         }
     );
     let after_first = dump(&t.node)?;
@@ -121,7 +122,8 @@ fn apply_is_idempotent_adopts_after_restart_and_cleanup_keeps_foreign_objects() 
             rules_removed: 1,
             routes_replaced: 0,
             routes_removed: 2,
-            failed: vec![]
+            failed: vec![],
+            refused_tables: Default::default(),
         }
     );
     assert_eq!(

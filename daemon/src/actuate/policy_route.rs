@@ -67,12 +67,23 @@ pub struct ApplyReport {
     /// Changes the kernel refused, each naming the object and the error. One refusal does
     /// not stop the others; the rules of a table whose route was refused are not added.
     pub failed: Vec<String>,
+    /// Tables whose wanted route or rule the kernel refused, with the first refusal: what
+    /// the plan wants there is not (all) installed.
+    pub refused_tables: BTreeMap<u32, String>,
 }
 
 impl ApplyReport {
     fn refused(&mut self, error: ActuateError) {
         warn!(%error, "kernel refused a policy-route change");
         self.failed.push(error.to_string());
+    }
+
+    /// A wanted route or rule of `table` was refused.
+    fn refused_in(&mut self, table: u32, error: ActuateError) {
+        self.refused_tables
+            .entry(table)
+            .or_insert_with(|| error.to_string());
+        self.refused(error);
     }
 
     /// True when anything was changed.
@@ -282,11 +293,14 @@ impl PolicyRouteActuator {
                 }
                 Err(source) => {
                     refused_tables.insert(want.table);
-                    report.refused(ActuateError::Netlink {
-                        op: "replace route",
-                        object: show_route(want),
-                        source,
-                    });
+                    report.refused_in(
+                        want.table,
+                        ActuateError::Netlink {
+                            op: "replace route",
+                            object: show_route(want),
+                            source,
+                        },
+                    );
                 }
             }
         }
@@ -307,11 +321,14 @@ impl PolicyRouteActuator {
                 Err(e) if errno(&e) == Some(EEXIST) => {
                     debug!(rule = %show_rule(want), "rule exists")
                 }
-                Err(source) => report.refused(ActuateError::Netlink {
-                    op: "add rule",
-                    object: show_rule(want),
-                    source,
-                }),
+                Err(source) => report.refused_in(
+                    want.table,
+                    ActuateError::Netlink {
+                        op: "add rule",
+                        object: show_rule(want),
+                        source,
+                    },
+                ),
             }
         }
         // 3. Rules: remove ours that are not wanted (and duplicates of wanted ones).

@@ -13,7 +13,10 @@
 //! never removes anything on the way out: a restarting speaker must not cut traffic, and
 //! removal is what deleting the objects or `edgelb-speaker cleanup` is for.
 use super::policy_route::{watch_changes, ActuateError, ApplyReport, PolicyRouteActuator};
-use crate::plan::policy_route::{plan, NamedPolicyRoute, NodeCondition, NodeFacts};
+use crate::plan::policy_route::{
+    plan, NamedPolicyRoute, NodeCondition, NodeFacts, PlannedRoute, PlannedRule,
+};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -36,6 +39,22 @@ pub struct TaskReport {
     pub last: ApplyReport,
     /// One condition per object that selects this node (for the status writer).
     pub conditions: Vec<NodeCondition>,
+    /// The rules the last pass planned (installed unless their table is in
+    /// `last.refused_tables`); each belongs to the installed condition of its table.
+    pub rules: Vec<PlannedRule>,
+    /// The routes the last pass planned, likewise.
+    pub routes: Vec<PlannedRoute>,
+    /// Interface names by index, as the last pass saw them (to name the routes' devices).
+    pub links: BTreeMap<u32, String>,
+}
+
+/// The outcome of one successful pass.
+struct Pass {
+    report: ApplyReport,
+    conditions: Vec<NodeCondition>,
+    rules: Vec<PlannedRule>,
+    routes: Vec<PlannedRoute>,
+    links: BTreeMap<u32, String>,
 }
 
 /// Timing of the task.
@@ -71,17 +90,20 @@ pub async fn run(
     loop {
         let cfg = config.borrow_and_update().clone();
         let wait = match pass(&mut actuator, cfg).await {
-            Ok((last, conditions)) => {
+            Ok(done) => {
                 // A refused change is retried soon, like a failed pass.
-                let wait = if last.failed.is_empty() {
+                let wait = if done.report.failed.is_empty() {
                     timing.resync
                 } else {
                     timing.retry
                 };
                 report.send_modify(|r| {
                     r.passes += 1;
-                    r.last = last;
-                    r.conditions = conditions;
+                    r.last = done.report;
+                    r.conditions = done.conditions;
+                    r.rules = done.rules;
+                    r.routes = done.routes;
+                    r.links = done.links;
                 });
                 wait
             }
@@ -107,12 +129,17 @@ pub async fn run(
     }
 }
 
-/// One observe, plan, apply pass; returns what changed and the conditions.
+/// One observe, plan, apply pass; returns what changed, the conditions and the plan.
 async fn pass(
     actuator: &mut PolicyRouteActuator,
     cfg: PolicyRouteConfig,
-) -> Result<(ApplyReport, Vec<NodeCondition>), ActuateError> {
+) -> Result<Pass, ActuateError> {
     let facts = actuator.observe().await?;
+    let links = facts
+        .links
+        .iter()
+        .map(|l| (l.index, l.name.clone()))
+        .collect();
     let plan = plan(&facts.into_input(cfg.routes, cfg.node));
     let report = actuator.apply(&plan).await?;
     if report.changed() {
@@ -127,5 +154,11 @@ async fn pass(
     for c in plan.conditions.iter().filter(|c| !c.installed()) {
         warn!(policy_route = %c.policy_route, reason = c.reason.as_str(), "{}", c.message);
     }
-    Ok((report, plan.conditions))
+    Ok(Pass {
+        report,
+        conditions: plan.conditions,
+        rules: plan.rules,
+        routes: plan.routes,
+        links,
+    })
 }

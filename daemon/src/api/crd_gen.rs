@@ -122,6 +122,23 @@ mod tests {
         }
     }
 
+    /// Each speaker owns its own `Installed.<node>` entry under server-side apply only if
+    /// the list is a map keyed by `type` (otherwise an apply replaces the whole list).
+    #[test]
+    fn policy_route_conditions_are_a_map_list_keyed_by_type() {
+        let crd = serde_json::to_value(PolicyRoute::crd()).expect("json");
+        let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+            ["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{conditions}");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
+        assert!(conditions["items"]["required"]
+            .as_array()
+            .is_some_and(|r| r.contains(&serde_json::json!("type"))));
+    }
+
     #[test]
     fn cel_rules_reach_the_schema() {
         let yaml = render(&IPAddressPool::crd()).expect("render");

@@ -12,13 +12,15 @@ use edgelb_bgp::{PeerStatus, RouteTable};
 use edgelb_l2::InterfaceStats;
 
 use super::view::{
-    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView, PoolView,
-    ServiceView,
+    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView,
+    PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
 };
+use crate::actuate::policy_route_task::TaskReport;
+use crate::election::ElectionResult;
 use crate::ipam::range::IpRange;
 use crate::ipam::{AllocationError, Assignments};
-use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
-use crate::snapshot::Snapshot;
+use crate::plan::endpoints::{has_ready_endpoint, is_local};
+use crate::snapshot::{ObjectKey, Snapshot};
 
 /// Unix seconds of a wall-clock time (0 before the epoch).
 pub fn unix(t: SystemTime) -> u64 {
@@ -186,19 +188,18 @@ pub fn pools_view(snap: &Snapshot, a: &Assignments) -> Vec<PoolView> {
         .collect()
 }
 
-/// Whether the Node object says Ready (a node without conditions counts as ready: the
-/// standalone file often lists bare nodes).
-fn node_ready(node: &k8s_openapi::api::core::v1::Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_none_or(|c| c.status == "True")
-}
-
-/// For each of our Services with an IP: every known node and why it may not serve it
-/// (node not Ready, no ready endpoint on it under `Local`, no ready endpoint at all).
-pub fn services_view(snap: &Snapshot, a: &Assignments) -> Vec<ServiceView> {
+/// For each of our Services with an IP: every known node and why the election excludes
+/// it, as the election's reason codes (`notLive`, `noLocalEndpoints`, `nicDown`,
+/// `subnetNotLocal`, `excludedByLabel`, `selectorMismatch`, ...). A node is a candidate
+/// when some IP and mode of the Service may be announced by it; otherwise it shows the
+/// reasons of every (IP, mode), without repeats. A Service the election never saw shows
+/// why for every node: `noReadyEndpoints` (`Cluster` and no ready endpoint) or
+/// `noAdvertisement` (no valid advertisement covers its pool).
+pub fn services_view(
+    snap: &Snapshot,
+    a: &Assignments,
+    elections: &BTreeMap<ObjectKey, Vec<ElectionResult>>,
+) -> Vec<ServiceView> {
     let mut out = Vec::new();
     for key in a.outcomes.keys() {
         if key.node_pool.is_some() {
@@ -208,24 +209,33 @@ pub fn services_view(snap: &Snapshot, a: &Assignments) -> Vec<ServiceView> {
             continue;
         };
         let local = is_local(svc);
-        let ready = ready_nodes(snap, &key.service);
-        let any_ready = has_ready_endpoint(snap, &key.service);
+        let results = elections
+            .get(&key.service)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let not_elected = if !results.is_empty() {
+            None
+        } else if !local && !has_ready_endpoint(snap, &key.service) {
+            Some("noReadyEndpoints")
+        } else {
+            Some("noAdvertisement")
+        };
         let candidates = snap
             .nodes
-            .iter()
-            .map(|(name, n)| {
-                let name = name.to_string();
-                let excluded = if !node_ready(&n.node) {
-                    Some("node is not Ready".to_string())
-                } else if local && !ready.contains(name.as_str()) {
-                    Some("externalTrafficPolicy Local: no ready endpoint on this node".to_string())
-                } else if !any_ready {
-                    Some("the Service has no ready endpoint".to_string())
-                } else {
-                    None
+            .keys()
+            .map(|name| {
+                let excluded = match not_elected {
+                    Some(why) => Some(why.to_string()),
+                    None => {
+                        let reasons: Option<BTreeSet<&str>> = results
+                            .iter()
+                            .map(|r| r.exclusion_of(name).map(|e| e.as_str()))
+                            .collect();
+                        reasons.map(|r| r.into_iter().collect::<Vec<_>>().join(", "))
+                    }
                 };
                 CandidateView {
-                    node: name,
+                    node: name.to_string(),
                     excluded,
                 }
             })
@@ -339,4 +349,56 @@ pub fn l2_announcements(
         }
     }
     out
+}
+
+/// Every `PolicyRoute` that selects this node, in name order, with the rules and routes the
+/// policy-route task planned for it (grouped by the object's table, which is its own) and
+/// its state: `Installed`, the planner's reason, or `KernelRefused` with the kernel's answer.
+pub fn policy_routes_view(r: &TaskReport) -> Vec<PolicyRouteView> {
+    r.conditions
+        .iter()
+        .map(|c| {
+            let table = c.table.filter(|_| c.installed());
+            let refused = table.and_then(|t| r.last.refused_tables.get(&t));
+            let (state, message) = match refused {
+                Some(error) => ("KernelRefused".to_string(), error.clone()),
+                None => (c.reason.as_str().to_string(), c.message.clone()),
+            };
+            let rules = r
+                .rules
+                .iter()
+                .filter(|x| Some(x.table) == table)
+                .map(|x| PolicyRuleView {
+                    priority: x.priority,
+                    from: x.src.to_string(),
+                    to: "all".into(),
+                    table: x.table,
+                })
+                .collect();
+            let routes = r
+                .routes
+                .iter()
+                .filter(|x| Some(x.table) == table)
+                .map(|x| PolicyRouteEntryView {
+                    dst: x.dst.to_string(),
+                    gateway: x.gateway.map(|g| g.to_string()),
+                    dev: r
+                        .links
+                        .get(&x.oif)
+                        .cloned()
+                        .unwrap_or_else(|| format!("if{}", x.oif)),
+                    table: x.table,
+                })
+                .collect();
+            PolicyRouteView {
+                name: c.policy_route.clone(),
+                table: c.table,
+                priority: c.priority,
+                state,
+                message,
+                rules,
+                routes,
+            }
+        })
+        .collect()
 }

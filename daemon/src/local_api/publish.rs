@@ -15,14 +15,17 @@ use edgelb_l2::InterfaceStats;
 use tokio::sync::watch;
 
 use super::build::{
-    allocations_view, bgp_announcements, interface_view, l2_announcements, peer_view, pools_view,
-    services_view, unix, SinceTracker,
+    allocations_view, bgp_announcements, interface_view, l2_announcements, peer_view,
+    policy_routes_view, pools_view, services_view, unix, SinceTracker,
 };
 use super::view::{Health, LocalView, MemberView, VIEW_API};
+use crate::actuate::policy_route_task::TaskReport;
+use crate::election::{Candidate, ElectionResult};
 use crate::ipam::Assignments;
 use crate::membership::{self, MemberSnapshot};
 use crate::metrics::{failover_gaps, Metrics};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{ObjectKey, Snapshot};
+use crate::status::announced::service_elections;
 
 /// Periodic publications (between reconciles) are at least this far apart.
 pub const TICK_EVERY: Duration = Duration::from_millis(500);
@@ -42,6 +45,23 @@ pub struct ViewParts<'a> {
     pub members: Vec<MemberSnapshot>,
     /// The Lease holder, when known.
     pub leader: Option<String>,
+    /// The policy-route task's last report.
+    pub policy_routes: TaskReport,
+    /// The election candidates as this speaker sees them (liveness, interfaces), for the
+    /// per-Service exclusion reasons.
+    pub candidates: Vec<Candidate>,
+}
+
+type Elections = BTreeMap<ObjectKey, Vec<ElectionResult>>;
+
+/// The last election run for the view, reused while its inputs are the same (publications
+/// come every [`TICK_EVERY`]; an election over every IP is not free).
+#[derive(Debug)]
+struct ElectionCache {
+    snapshot: Snapshot,
+    assignments: Assignments,
+    candidates: Vec<Candidate>,
+    elections: Arc<Elections>,
 }
 
 /// Members as the view shows them; a member's `since` is when this node first saw it in
@@ -88,6 +108,26 @@ struct Inner {
     /// Members declared dead, not yet followed by a first announcement of every IP taken.
     deaths: Vec<SystemTime>,
     failovers_seen: BTreeSet<(IpAddr, SystemTime)>,
+    elections: Option<ElectionCache>,
+}
+
+impl Inner {
+    /// The elections for this snapshot, allocation and candidates (cached).
+    fn elections(&mut self, snap: &Snapshot, a: &Assignments, c: Vec<Candidate>) -> Arc<Elections> {
+        if let Some(e) = &self.elections {
+            if e.snapshot.same_as(snap) && e.assignments == *a && e.candidates == c {
+                return e.elections.clone();
+            }
+        }
+        let elections = Arc::new(service_elections(snap, a, c.clone()));
+        self.elections = Some(ElectionCache {
+            snapshot: snap.clone(),
+            assignments: a.clone(),
+            candidates: c,
+            elections: elections.clone(),
+        });
+        elections
+    }
 }
 
 /// Publishes views and metrics; see the module doc.
@@ -115,6 +155,7 @@ impl Publisher {
             last_publish: None,
             deaths: Vec::new(),
             failovers_seen: BTreeSet::new(),
+            elections: None,
         };
         (Publisher(Arc::new(Mutex::new(inner))), rx)
     }
@@ -172,6 +213,7 @@ impl Publisher {
                 .map(|p| peer_view(p, None, now, wall))
                 .collect(),
             interfaces: parts.l2_stats.iter().map(interface_view).collect(),
+            policy_routes: policy_routes_view(&parts.policy_routes),
             ..LocalView::default()
         };
         if let Some((snap, a)) = parts.last {
@@ -189,7 +231,8 @@ impl Publisher {
             view.announcements = anns;
             view.allocations = allocations_view(a);
             view.pools = pools_view(snap, a);
-            view.services = services_view(snap, a);
+            let elections = inner.elections(snap, a, parts.candidates);
+            view.services = services_view(snap, a, &elections);
         }
         // Failover: from a death to the first L2 announcement of each IP taken after it.
         inner

@@ -62,6 +62,11 @@ spec:
   peerASN: 64500
   peerAddress: 127.0.0.1
   passwordSecret: {{name: bgp}}
+---
+apiVersion: edgelb.io/v1alpha1
+kind: BGPAdvertisement
+metadata: {{name: all, namespace: edgelb-system}}
+spec: {{}}
 "#
     )
 }
@@ -84,7 +89,7 @@ fn view_of(snap: &Snapshot, a: &Assignments, peers: Vec<PeerView>) -> LocalView 
         peers,
         allocations: allocations_view(a),
         pools: pools_view(snap, a),
-        services: services_view(snap, a),
+        services: services_view(snap, a, &Default::default()),
         ..LocalView::default()
     }
 }
@@ -113,22 +118,72 @@ fn exhausted_pools_are_each_named_in_failures() {
     assert!(failed_pools(&crate::ipam::AllocationError::NoEligiblePool).is_empty());
 }
 
-#[test]
-fn explain_names_why_each_node_is_excluded() {
-    let (snap, a) = lab();
-    let services = services_view(&snap, &a);
+/// A node of the lab as the election sees it: Ready, with or without a live speaker.
+fn candidate(node: &str, live: bool) -> crate::election::Candidate {
+    crate::election::Candidate {
+        node: node.into(),
+        labels: BTreeMap::new(),
+        ready: true,
+        network_unavailable: false,
+        excluded_label: false,
+        node_pool: None,
+        live,
+        interfaces: vec![crate::election::InterfaceFacts {
+            name: "eth0".into(),
+            up: true,
+            subnets: vec!["192.0.2.0/24".parse().expect("net")],
+        }],
+    }
+}
+
+fn excluded(services: &[ServiceView]) -> BTreeMap<String, Option<String>> {
     assert_eq!(services.len(), 1);
-    assert_eq!(services[0].traffic_policy, "Local");
-    let by_node: BTreeMap<&str, Option<&str>> = services[0]
+    services[0]
         .candidates
         .iter()
-        .map(|c| (c.node.as_str(), c.excluded.as_deref()))
-        .collect();
-    assert_eq!(by_node["n1"], None);
-    assert_eq!(
-        by_node["n2"],
-        Some("externalTrafficPolicy Local: no ready endpoint on this node")
+        .map(|c| (c.node.clone(), c.excluded.clone()))
+        .collect()
+}
+
+/// `explain` shows the election's own reasons: with `Local`, the node without an endpoint
+/// is `noLocalEndpoints`; a node whose speaker is gone is `notLive` (the earlier check);
+/// a Service the election never saw says why for every node.
+#[test]
+fn explain_names_the_elections_reason_for_each_excluded_node() {
+    use crate::status::announced::service_elections;
+    let (snap, a) = lab();
+    let both = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", true), candidate("n2", true)],
     );
+    let services = services_view(&snap, &a, &both);
+    assert_eq!(services[0].traffic_policy, "Local");
+    let by_node = excluded(&services);
+    assert_eq!(by_node["n1"], None);
+    assert_eq!(by_node["n2"].as_deref(), Some("noLocalEndpoints"));
+
+    let n2_gone = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", true), candidate("n2", false)],
+    );
+    let by_node = excluded(&services_view(&snap, &a, &n2_gone));
+    assert_eq!(by_node["n1"], None);
+    assert_eq!(by_node["n2"].as_deref(), Some("notLive"));
+
+    let n1_gone = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", false), candidate("n2", true)],
+    );
+    let by_node = excluded(&services_view(&snap, &a, &n1_gone));
+    assert_eq!(by_node["n1"].as_deref(), Some("notLive"));
+    assert_eq!(by_node["n2"].as_deref(), Some("noLocalEndpoints"));
+
+    let by_node = excluded(&services_view(&snap, &a, &BTreeMap::new()));
+    assert_eq!(by_node["n1"].as_deref(), Some("noAdvertisement"));
+    assert_eq!(by_node["n2"].as_deref(), Some("noAdvertisement"));
 }
 
 #[test]
@@ -294,4 +349,135 @@ async fn unix_socket_is_owner_only_and_serves_the_latest_view() {
         Err(super::server::ServeError::NotASocket { .. })
     ));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The planner's output for two objects (one installed in table 4, one on a reserved table)
+/// becomes one view per object: the installed one with its rule and routes (device names
+/// from the task's link list), the other with its reason and nothing else; a table the
+/// kernel refused turns `Installed` into `KernelRefused` with the kernel's answer.
+#[test]
+fn policy_routes_view_groups_the_plan_by_object_and_says_why_not() {
+    use crate::actuate::policy_route_task::TaskReport;
+    use crate::api::policy_route::PolicyRouteSpec;
+    use crate::plan::policy_route::{
+        plan, LinkFacts, NamedPolicyRoute, NodeFacts, PolicyRouteInput,
+    };
+    let spec = |table: u32, priority: Option<u32>| PolicyRouteSpec {
+        node_selector: None,
+        node_pools: vec![],
+        interface: Some("eth1".into()),
+        table,
+        priority,
+        gateways: vec!["10.0.0.1".parse().expect("ip")],
+        ip_families: vec![],
+    };
+    let input = PolicyRouteInput {
+        routes: vec![
+            NamedPolicyRoute {
+                name: "mgmt".into(),
+                spec: spec(254, Some(900)),
+            },
+            NamedPolicyRoute {
+                name: "ens".into(),
+                spec: spec(4, None),
+            },
+        ],
+        node: NodeFacts {
+            name: "edge-1".into(),
+            ..Default::default()
+        },
+        links: vec![LinkFacts {
+            name: "eth1".into(),
+            index: 3,
+            up: true,
+            addrs: vec!["10.0.0.3/24".parse().expect("net")],
+        }],
+        kernel_routes: vec![],
+        foreign_rule_tables: BTreeSet::new(),
+    };
+    let p = plan(&input);
+    let mut report = TaskReport {
+        passes: 1,
+        conditions: p.conditions,
+        rules: p.rules,
+        routes: p.routes,
+        links: [(3, "eth1".to_string())].into(),
+        ..TaskReport::default()
+    };
+    let v = policy_routes_view(&report);
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].name, "ens");
+    assert_eq!((v[0].table, v[0].priority), (Some(4), 1000));
+    assert_eq!(v[0].state, "Installed");
+    assert!(v[0].installed());
+    assert_eq!(
+        v[0].rules,
+        vec![PolicyRuleView {
+            priority: 1000,
+            from: "10.0.0.3/32".into(),
+            to: "all".into(),
+            table: 4
+        }]
+    );
+    assert_eq!(
+        v[0].routes,
+        vec![
+            PolicyRouteEntryView {
+                dst: "0.0.0.0/0".into(),
+                gateway: Some("10.0.0.1".into()),
+                dev: "eth1".into(),
+                table: 4
+            },
+            PolicyRouteEntryView {
+                dst: "10.0.0.0/24".into(),
+                gateway: None,
+                dev: "eth1".into(),
+                table: 4
+            },
+        ]
+    );
+    assert_eq!(v[1].name, "mgmt");
+    assert_eq!((v[1].table, v[1].priority), (Some(254), 900));
+    assert_eq!(v[1].state, "ReservedTable");
+    assert!(
+        v[1].message.contains("table 254 is reserved"),
+        "{}",
+        v[1].message
+    );
+    assert!(v[1].rules.is_empty() && v[1].routes.is_empty());
+
+    report
+        .last
+        .refused_tables
+        .insert(4, "netlink replace route ...: File exists".into());
+    let v = policy_routes_view(&report);
+    assert_eq!(v[0].state, "KernelRefused");
+    assert!(!v[0].installed());
+    assert_eq!(v[0].message, "netlink replace route ...: File exists");
+    assert_eq!(
+        v[1].state, "ReservedTable",
+        "a refused table is not another's"
+    );
+}
+
+/// The publisher runs the election from the speaker's candidates; with the same snapshot
+/// and new candidates (a member died) the view follows at once (the cache is keyed by all
+/// three inputs).
+#[test]
+fn the_published_view_carries_the_elections_reasons_and_follows_the_candidates() {
+    use super::publish::{Publisher, ViewParts};
+    let (snap, a) = lab();
+    let (p, rx) = Publisher::new("n1", Arc::new(crate::metrics::Metrics::new()));
+    let publish = |live_n2: bool| {
+        p.publish(ViewParts {
+            last: Some((&snap, &a)),
+            candidates: vec![candidate("n1", true), candidate("n2", live_n2)],
+            ..ViewParts::default()
+        });
+        excluded(&rx.borrow().services)
+    };
+    assert_eq!(publish(true)["n2"].as_deref(), Some("noLocalEndpoints"));
+    assert_eq!(publish(false)["n2"].as_deref(), Some("notLive"));
+    assert_eq!(publish(false)["n2"].as_deref(), Some("notLive"));
+    assert_eq!(publish(true)["n2"].as_deref(), Some("noLocalEndpoints"));
 }

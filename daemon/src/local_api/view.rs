@@ -215,24 +215,65 @@ pub struct InterfaceView {
     pub receive_drops: u64,
 }
 
-/// One policy route (rule and route) this node installs.
+/// One `PolicyRoute` object that selects this node: what it installs here, or why nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRouteView {
     /// The `PolicyRoute` object.
     pub name: String,
-    /// Source address of the rule (`from`).
+    /// Routing table on this node (after the node's annotation), when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    /// Priority of its rules.
+    pub priority: u32,
+    /// `Installed`; the planner's reason for installing nothing (`TableInUse`,
+    /// `UnknownInterface`, ...); or `KernelRefused` when the kernel refused a change.
+    pub state: String,
+    /// The condition's message, or the kernel's refusal.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Its rules (none unless planned).
+    #[serde(default)]
+    pub rules: Vec<PolicyRuleView>,
+    /// Its routes in `table` (none unless planned).
+    #[serde(default)]
+    pub routes: Vec<PolicyRouteEntryView>,
+}
+
+impl PolicyRouteView {
+    /// True when everything the object wants on this node is installed.
+    pub fn installed(&self) -> bool {
+        self.state == "Installed"
+    }
+}
+
+/// One rule, `ip rule` style: `priority: from FROM to TO lookup TABLE`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRuleView {
+    /// Rule priority.
+    pub priority: u32,
+    /// Source prefix (`10.0.0.3/32`).
     pub from: String,
-    /// Routing table.
+    /// Destination prefix; `all` (our rules match any destination).
+    pub to: String,
+    /// Table looked up.
     pub table: u32,
-    /// Gateway of the table's default route.
+}
+
+/// One route in a policy table, `ip route` style: `DST [via GATEWAY] dev DEV table TABLE`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRouteEntryView {
+    /// Destination (`0.0.0.0/0`, or the interface's subnet).
+    pub dst: String,
+    /// Gateway; none for the on-link subnet route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// Interface of the route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface: Option<String>,
-    /// `Installed`, or why not.
-    pub state: String,
+    /// Output interface (its index when the name is unknown).
+    pub dev: String,
+    /// Routing table.
+    pub table: u32,
 }
 
 /// The allocation outcome of one Service (and node pool).

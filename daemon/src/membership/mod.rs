@@ -311,6 +311,7 @@ pub enum MembershipError {
 enum Command {
     UpdateFacts(Vec<InterfaceFacts>),
     SetKeys(Keyring),
+    SetSeeds(Vec<SocketAddr>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -406,6 +407,16 @@ impl MembershipHandle {
     pub async fn set_keys(&self, keys: Keyring) -> Result<(), MembershipError> {
         self.commands
             .send(Command::SetKeys(keys))
+            .await
+            .map_err(|_| MembershipError::Stopped)
+    }
+
+    /// Replace the seeds (cluster mode: the Node list changed). Addresses that were not
+    /// seeds before are announced to at once, so a new node's speaker is found without
+    /// waiting for it to find us; the list is also what a lone member rejoins through.
+    pub async fn set_seeds(&self, seeds: Vec<SocketAddr>) -> Result<(), MembershipError> {
+        self.commands
+            .send(Command::SetSeeds(seeds))
             .await
             .map_err(|_| MembershipError::Stopped)
     }

@@ -163,6 +163,7 @@ impl MembershipTask {
                         info!(current_key = keys.current_id(), "gossip keys replaced");
                         self.keys = keys;
                     }
+                    Some(Command::SetSeeds(seeds)) => self.set_seeds(seeds),
                     Some(Command::Leave(done)) => {
                         self.leave();
                         let _ = done.send(());
@@ -260,11 +261,30 @@ impl MembershipTask {
         }
     }
 
+    /// New seeds; announces to those that are new.
+    fn set_seeds(&mut self, seeds: Vec<SocketAddr>) {
+        let new: Vec<SocketAddr> = seeds
+            .iter()
+            .filter(|a| !self.seeds.contains(a))
+            .copied()
+            .collect();
+        self.seeds = seeds;
+        if new.is_empty() {
+            return;
+        }
+        info!(new = ?new, seeds = self.seeds.len(), "gossip seeds updated");
+        self.announce_to(&new);
+    }
+
     fn announce_to_seeds(&mut self) {
-        let me = self.swim.identity().addr;
         let mut targets = self.seeds.clone();
         targets.extend(self.rejoin_addrs.iter().filter(|a| !self.seeds.contains(a)));
-        for seed in targets {
+        self.announce_to(&targets);
+    }
+
+    fn announce_to(&mut self, targets: &[SocketAddr]) {
+        let me = self.swim.identity().addr;
+        for &seed in targets {
             if seed == me {
                 continue;
             }

@@ -348,3 +348,24 @@ async fn a_partitioned_member_loses_its_l2_quorum_and_rejoins_after_healing() {
         "a member declared down comes back as a new identity"
     );
 }
+
+/// Two speakers that started knowing nobody (a DaemonSet without `--member-peers`) find
+/// each other once one of them is given the other's address as a new seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_added_at_run_time_is_announced_to_and_joins_the_two() {
+    let a = start("node-a", vec![], ring(key(1, 7), vec![])).await;
+    let b = start("node-b", vec![], ring(key(1, 7), vec![])).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(live_nodes(&a), vec!["node-a".to_string()], "no seed: alone");
+    let t0 = Instant::now();
+    a.handle
+        .set_seeds(vec![b.handle.local_id().addr])
+        .await
+        .expect("task runs");
+    let both = vec!["node-a".to_string(), "node-b".into()];
+    wait_for("the two to meet through the new seed", CONVERGE, || {
+        live_nodes(&a) == both && live_nodes(&b) == both
+    })
+    .await;
+    eprintln!("met {:?} after the seed was added", t0.elapsed());
+}

@@ -199,6 +199,11 @@ pub struct NodeCondition {
     pub reason: Reason,
     /// A sentence naming the node and the problem or what is installed.
     pub message: String,
+    /// The table the object uses on this node (after the node's annotation), when it could
+    /// be read; every planned rule and route of the object is in this table.
+    pub table: Option<u32>,
+    /// The priority of the object's rules.
+    pub priority: u32,
 }
 
 impl NodeCondition {
@@ -245,6 +250,8 @@ pub fn plan(input: &PolicyRouteInput) -> PolicyRoutePlan {
             continue;
         }
         let node = &input.node.name;
+        let table = table_for(&obj.name, &obj.spec, &input.node).ok();
+        let priority = obj.spec.effective_priority();
         let condition = match plan_one(obj, input, &claimed) {
             Ok(one) => {
                 claimed.insert(one.table, &obj.name);
@@ -263,6 +270,8 @@ pub fn plan(input: &PolicyRouteInput) -> PolicyRoutePlan {
                     node: node.clone(),
                     reason: Reason::Installed,
                     message,
+                    table,
+                    priority,
                 }
             }
             Err((reason, problem)) => NodeCondition {
@@ -270,6 +279,8 @@ pub fn plan(input: &PolicyRouteInput) -> PolicyRoutePlan {
                 node: node.clone(),
                 reason,
                 message: format!("node {node}: {problem}; nothing installed on this node"),
+                table,
+                priority,
             },
         };
         conditions.push(condition);

@@ -241,6 +241,12 @@ fn node_annotations_override_table_and_gateway_and_the_specific_key_wins() {
         .insert(GATEWAY_ANNOTATION.into(), "10.0.0.254".into());
     let p = plan(&input);
     assert!(p.rules.iter().all(|r| r.table == 8));
+    assert_eq!(
+        only_condition(&p).table,
+        Some(8),
+        "the condition names the table used"
+    );
+    assert_eq!(only_condition(&p).priority, 1000);
     assert!(p
         .routes
         .iter()
@@ -453,6 +459,10 @@ proptest! {
         for c in &p.conditions {
             prop_assert!(c.message.contains("n1"));
         }
+        // An installed object names its table, and every planned rule and route in that
+        // table is the object's (the view groups them by it).
+        let named: BTreeSet<u32> = installed.iter().filter_map(|c| c.table).collect();
+        prop_assert_eq!(named, tables);
     }
 
     #[test]

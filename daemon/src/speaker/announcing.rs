@@ -110,6 +110,10 @@ pub struct Announcing {
     api_reachable: bool,
     last: Option<(Snapshot, Assignments)>,
     l2_plan: L2Plan,
+    /// Gossip address and `--member-peers`, when gossiping.
+    gossip: Option<(SocketAddr, Vec<SocketAddr>)>,
+    /// The seeds last handed to the membership.
+    seeds: Vec<SocketAddr>,
 }
 
 impl Announcing {
@@ -146,6 +150,12 @@ impl Announcing {
             api_reachable: false,
             last: None,
             l2_plan: L2Plan::default(),
+            gossip: cfg.gossip.as_ref().map(|g| (g.addr, g.peers.clone())),
+            seeds: cfg
+                .gossip
+                .as_ref()
+                .map(|g| g.peers.clone())
+                .unwrap_or_default(),
         };
         a.read_interfaces().await;
         if let Some(g) = &cfg.gossip {
@@ -234,6 +244,26 @@ impl Announcing {
             addresses: facts.addresses,
         };
         l2_plan::candidates(snap, &me, &self.members)
+    }
+
+    /// Cluster mode: the gossip seeds follow the Node list (every other Node's InternalIP
+    /// at our member port, [`crate::plan::member_seeds`]) plus `--member-peers`; the
+    /// membership is told only when they change, and announces to the new ones.
+    pub async fn seed_members_from(&mut self, snap: &Snapshot) {
+        let (Some(m), Some((addr, peers))) = (&self.membership, &self.gossip) else {
+            return;
+        };
+        let mut seeds = crate::plan::member_seeds::member_seeds(snap, &self.node, *addr);
+        seeds.extend(peers.iter().filter(|p| *p != addr));
+        seeds.sort();
+        seeds.dedup();
+        if seeds == self.seeds {
+            return;
+        }
+        match m.set_seeds(seeds.clone()).await {
+            Ok(()) => self.seeds = seeds,
+            Err(e) => tracing::warn!(error = %e, "cannot update the gossip seeds"),
+        }
     }
 
     /// Waits for the next membership event (forever without gossip).
@@ -343,6 +373,12 @@ impl Announcing {
                 .map(|m| m.members())
                 .unwrap_or_default(),
             leader: None,
+            policy_routes: Default::default(),
+            candidates: self
+                .last
+                .as_ref()
+                .map(|(s, _)| self.candidates(s))
+                .unwrap_or_default(),
         }
     }
 

@@ -77,6 +77,14 @@ impl PolicyRoutes {
     pub fn report(&self) -> TaskReport {
         self.report.borrow().clone()
     }
+
+    /// Waits for the task's next report; never returns once the task has ended (so a
+    /// `select!` over it does not spin).
+    pub async fn changed(&mut self) {
+        if self.report.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Drop for PolicyRoutes {

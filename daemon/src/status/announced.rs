@@ -4,10 +4,10 @@
 //! Pure: the leader runs the same election every speaker runs ([`crate::election`]) over
 //! its own view; L2 IPs have one owner, BGP IPs every eligible node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use crate::election::{Candidate, ElectionRequest, ElectionView, Mode, ModeKind};
+use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind};
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
 use crate::plan::l2::node_selector;
@@ -16,13 +16,14 @@ use crate::snapshot::{ObjectKey, Snapshot};
 /// The Event reason.
 pub const REASON: &str = "AnnouncedBy";
 
-/// Per Service, one line per (IP, mode): `192.0.2.100 by node-1 (L2)` or
-/// `198.51.100.10 by node-0, node-1 (BGP)`; `... by no node (L2)` when none is eligible.
-pub fn announcements(
+/// The election of every IP of every Service, per mode (the results of an IP shared by
+/// Services are the same for each), in allocation order. A Service without a result has no
+/// ready endpoint (`Cluster`) or no valid advertisement covering its pool.
+pub fn service_elections(
     snap: &Snapshot,
     a: &Assignments,
     candidates: Vec<Candidate>,
-) -> BTreeMap<ObjectKey, String> {
+) -> BTreeMap<ObjectKey, Vec<ElectionResult>> {
     let view = ElectionView::new(candidates);
     let mut requests = Vec::new();
     let mut keys: Vec<(ObjectKey, IpAddr)> = Vec::new();
@@ -86,28 +87,50 @@ pub fn announcements(
         }
     }
     let results = view.elect_many(&requests);
-    let mut out: BTreeMap<ObjectKey, Vec<String>> = BTreeMap::new();
+    let mut by_ip: HashMap<IpAddr, Vec<&ElectionResult>> = HashMap::new();
+    for r in &results {
+        by_ip.entry(r.ip).or_default().push(r);
+    }
+    let mut out: BTreeMap<ObjectKey, Vec<ElectionResult>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for (service, ip) in keys {
-        for r in results.iter().filter(|r| r.ip == ip) {
-            if !seen.insert((service.clone(), ip, r.mode)) {
-                continue;
+        for r in by_ip.get(&ip).into_iter().flatten() {
+            if seen.insert((service.clone(), ip, r.mode)) {
+                out.entry(service.clone()).or_default().push((*r).clone());
             }
-            let who = if r.owners.is_empty() {
-                "no node".to_string()
-            } else {
-                r.owners.iter().map(|n| &**n).collect::<Vec<_>>().join(", ")
-            };
-            let mode = match r.mode {
-                ModeKind::L2 => "L2",
-                ModeKind::Bgp => "BGP",
-            };
-            out.entry(service.clone())
-                .or_default()
-                .push(format!("{ip} by {who} ({mode})"));
         }
     }
-    out.into_iter().map(|(k, v)| (k, v.join("; "))).collect()
+    out
+}
+
+/// Per Service, one line per (IP, mode): `192.0.2.100 by node-1 (L2)` or
+/// `198.51.100.10 by node-0, node-1 (BGP)`; `... by no node (L2)` when none is eligible.
+pub fn announcements(
+    snap: &Snapshot,
+    a: &Assignments,
+    candidates: Vec<Candidate>,
+) -> BTreeMap<ObjectKey, String> {
+    service_elections(snap, a, candidates)
+        .into_iter()
+        .map(|(service, results)| {
+            let lines: Vec<String> = results
+                .iter()
+                .map(|r| {
+                    let who = if r.owners.is_empty() {
+                        "no node".to_string()
+                    } else {
+                        r.owners.iter().map(|n| &**n).collect::<Vec<_>>().join(", ")
+                    };
+                    let mode = match r.mode {
+                        ModeKind::L2 => "L2",
+                        ModeKind::Bgp => "BGP",
+                    };
+                    format!("{} by {who} ({mode})", r.ip)
+                })
+                .collect();
+            (service, lines.join("; "))
+        })
+        .collect()
 }
 
 /// Pools by name only (selectors by label are resolved in the planners; an advertisement

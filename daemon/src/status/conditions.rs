@@ -32,7 +32,7 @@ impl ConditionUpdate {
 }
 
 /// Equal for writing purposes: the timestamp alone never causes a write.
-fn same(a: &Condition, b: &Condition) -> bool {
+pub(crate) fn same(a: &Condition, b: &Condition) -> bool {
     a.type_ == b.type_
         && a.status == b.status
         && a.reason == b.reason

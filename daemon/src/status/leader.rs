@@ -6,6 +6,9 @@
 //! 409 Conflict and follows. Any API error means "not leader" for this tick: a speaker that
 //! cannot reach the API server cannot write anyway, and must not believe it leads after its
 //! Lease may have passed to another.
+//!
+//! Every speaker, leader or follower, learns the holder on each round ([`Leadership::holder`])
+//! for its local view; it is unknown after an API error or a lost race (until the next read).
 
 use std::time::Duration;
 
@@ -90,6 +93,14 @@ fn lease_spec(
     }
 }
 
+/// What one round found.
+enum Round {
+    /// We hold the Lease.
+    Lead,
+    /// Another holds it (its name when read; `None` after losing a race to an unknown one).
+    Follow(Option<String>),
+}
+
 /// Leader election over one Lease.
 pub struct Leadership {
     api: Api<Lease>,
@@ -98,6 +109,7 @@ pub struct Leadership {
     duration: Duration,
     leader: bool,
     api_reachable: bool,
+    holder: Option<String>,
 }
 
 impl Leadership {
@@ -116,12 +128,19 @@ impl Leadership {
             duration,
             leader: false,
             api_reachable: false,
+            holder: None,
         }
     }
 
     /// Whether the last tick made or kept us leader.
     pub fn is_leader(&self) -> bool {
         self.leader
+    }
+
+    /// The Lease holder as the last tick found (or made) it: this node when it leads, the
+    /// other node when it follows; `None` when unknown (API error, lost race, no tick yet).
+    pub fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
     }
 
     /// Whether the last tick reached the API server (the split-brain guard's second way).
@@ -133,13 +152,18 @@ impl Leadership {
     pub async fn tick(&mut self, now: Timestamp) -> bool {
         let result = self.round(now).await;
         self.api_reachable = result.is_ok();
-        let leader = match result {
-            Ok(l) => l,
+        let (leader, holder) = match result {
+            Ok(Round::Lead) => (true, Some(self.me.clone())),
+            Ok(Round::Follow(holder)) => (false, holder),
             Err(e) => {
                 tracing::warn!(lease = %self.name, error = %e, "lease round failed; not leading this round");
-                false
+                (false, None)
             }
         };
+        if holder != self.holder {
+            tracing::info!(lease = %self.name, holder = holder.as_deref().unwrap_or("<unknown>"), "lease holder");
+        }
+        self.holder = holder;
         if leader != self.leader {
             tracing::info!(lease = %self.name, me = %self.me, leader, "leadership changed");
         }
@@ -147,10 +171,10 @@ impl Leadership {
         leader
     }
 
-    async fn round(&self, now: Timestamp) -> Result<bool, kube::Error> {
+    async fn round(&self, now: Timestamp) -> Result<Round, kube::Error> {
         let current = self.api.get_opt(&self.name).await?;
         match decide(current.as_ref(), &self.me, now, self.duration) {
-            Decision::Follow { .. } => Ok(false),
+            Decision::Follow { holder } => Ok(Round::Follow(Some(holder))),
             Decision::Create => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -160,14 +184,14 @@ impl Leadership {
                     spec: Some(lease_spec(&self.me, now, self.duration, None)),
                 };
                 match self.api.create(&PostParams::default(), &lease).await {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Ok(_) => Ok(Round::Lead),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Follow(None)),
                     Err(e) => Err(e),
                 }
             }
             Decision::Renew | Decision::TakeOver => {
                 let Some(mut lease) = current else {
-                    return Ok(false);
+                    return Ok(Round::Follow(None));
                 };
                 lease.spec = Some(lease_spec(
                     &self.me,
@@ -180,8 +204,8 @@ impl Leadership {
                     .replace(&self.name, &PostParams::default(), &lease)
                     .await
                 {
-                    Ok(_) => Ok(true),
-                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+                    Ok(_) => Ok(Round::Lead),
+                    Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Follow(None)),
                     Err(e) => Err(e),
                 }
             }

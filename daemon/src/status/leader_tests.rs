@@ -71,6 +71,7 @@ async fn missing_lease_is_created_and_we_lead() {
     let mut l = Leadership::new(client, "edgelb-system", "edgelb", "node-a", DUR);
     assert!(l.tick(ts(1_000)).await);
     assert!(l.is_leader());
+    assert_eq!(l.holder(), Some("node-a"), "the leader names itself");
     server.await.expect("every call came");
 }
 
@@ -83,7 +84,9 @@ async fn a_fresh_lease_of_another_node_is_followed_without_writing() {
         serde_json::to_value(lease("node-b", 995)).expect("json"),
     )]);
     let mut l = Leadership::new(client, "edgelb-system", "edgelb", "node-a", DUR);
+    assert_eq!(l.holder(), None, "unknown before the first round");
     assert!(!l.tick(ts(1_000)).await);
+    assert_eq!(l.holder(), Some("node-b"), "a follower names the holder");
     server.await.expect("every call came");
 }
 
@@ -114,6 +117,11 @@ async fn an_expired_lease_is_taken_over_with_its_resource_version_and_a_conflict
     ]);
     let mut l = Leadership::new(client, "edgelb-system", "edgelb", "node-a", DUR);
     assert!(!l.tick(ts(1_000)).await, "another speaker won the race");
+    assert_eq!(
+        l.holder(),
+        None,
+        "the winner is not known until the next read"
+    );
     server.await.expect("every call came");
 }
 
@@ -140,7 +148,9 @@ async fn renewing_keeps_acquire_time_and_an_api_error_means_not_leading() {
     ]);
     let mut l = Leadership::new(client, "edgelb-system", "edgelb", "node-a", DUR);
     assert!(l.tick(ts(1_000)).await);
+    assert_eq!(l.holder(), Some("node-a"));
     assert!(!l.tick(ts(1_005)).await);
     assert!(!l.is_leader());
+    assert_eq!(l.holder(), None, "unknown when the API cannot be read");
     server.await.expect("every call came");
 }

@@ -1,11 +1,13 @@
 //! Telling the world what was decided: what changed between two allocation runs, the
 //! Service status each Service should carry, the local state file of standalone mode, and
-//! (leader only) the writes to the Kubernetes API.
+//! the writes to the Kubernetes API: the leader's (Services, `Valid` conditions, Events), and
+//! each speaker's own `Installed.<node>` condition on the `PolicyRoute`s.
 
 pub mod announced;
 pub mod changes;
 pub mod conditions;
 pub mod leader;
 pub mod local;
+pub mod policy_route;
 pub mod service;
 pub mod writer;
