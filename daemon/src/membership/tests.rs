@@ -348,3 +348,166 @@ async fn a_partitioned_member_loses_its_l2_quorum_and_rejoins_after_healing() {
         "a member declared down comes back as a new identity"
     );
 }
+
+/// What one member of [`live_members_under_cpu_load_are_never_declared_down`]
+/// saw.
+struct LoadOutcome {
+    node: String,
+    downs: Vec<String>,
+    stats: MembershipStats,
+    live_at_end: usize,
+}
+
+/// One member on its own thread and current-thread runtime, as in its own
+/// process: runs until `stop`, recording every member it declared down.
+fn member_on_own_thread(
+    node: &'static str,
+    seeds: Vec<SocketAddr>,
+    addr: std::sync::mpsc::Sender<SocketAddr>,
+    converged: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<LoadOutcome> {
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let mut m = start(node, seeds, ring(key(1, 7), vec![])).await;
+            let _ = addr.send(m.handle.local_id().addr);
+            let mut seen_all = false;
+            let mut downs = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(20), m.events.recv()).await {
+                    Ok(Some(MembershipEvent::MemberDown { id, .. })) => downs.push(id.node),
+                    Ok(None) => break,
+                    _ => {}
+                }
+                if !seen_all && live_nodes(&m).len() == 3 {
+                    seen_all = true;
+                    converged.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            LoadOutcome {
+                node: node.to_string(),
+                downs,
+                stats: m.handle.stats(),
+                live_at_end: live_nodes(&m).len(),
+            }
+        })
+    })
+}
+
+/// The failure detector's timings ([`Timings::lan`]) are short; a member
+/// that is alive but starved of CPU must still never be declared down. Three
+/// members, each on its own thread (as three processes would be), stay
+/// together for 20 s while busy-loop threads, two per core, keep every core
+/// saturated: no member declares another down. Bounded: the busy threads and
+/// the members stop on a flag after the load period.
+#[test]
+fn live_members_under_cpu_load_are_never_declared_down() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const LOAD_FOR: Duration = Duration::from_secs(20);
+    let stop = Arc::new(AtomicBool::new(false));
+    let converged = Arc::new(AtomicUsize::new(0));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let a = member_on_own_thread(
+        "node-a",
+        vec![],
+        addr_tx.clone(),
+        converged.clone(),
+        stop.clone(),
+    );
+    let seed = addr_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("node-a starts");
+    let b = member_on_own_thread(
+        "node-b",
+        vec![seed],
+        addr_tx.clone(),
+        converged.clone(),
+        stop.clone(),
+    );
+    let c = member_on_own_thread(
+        "node-c",
+        vec![seed],
+        addr_tx,
+        converged.clone(),
+        stop.clone(),
+    );
+    let t0 = Instant::now();
+    while converged.load(Ordering::SeqCst) < 3 {
+        if t0.elapsed() > CONVERGE {
+            stop.store(true, Ordering::SeqCst);
+            panic!("three members did not converge within {CONVERGE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let burners: Vec<_> = (0..(2 * cores).min(8))
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x: u64 = 1;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..10_000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                }
+                x
+            })
+        })
+        .collect();
+    let loaded_at = Instant::now();
+    std::thread::sleep(LOAD_FOR);
+    stop.store(true, Ordering::SeqCst);
+    let loaded_for = loaded_at.elapsed();
+    for t in burners {
+        let _ = t.join();
+    }
+    let outcomes: Vec<LoadOutcome> = [a, b, c]
+        .into_iter()
+        .map(|t| t.join().expect("member thread"))
+        .collect();
+    for o in &outcomes {
+        eprintln!(
+            "under load ({} busy threads on {cores} cores, {loaded_for:?}): {} suspected {} times, declared {} down, sees {} live",
+            (2 * cores).min(8),
+            o.node,
+            o.stats.suspected,
+            o.stats.declared_down,
+            o.live_at_end
+        );
+    }
+    for o in &outcomes {
+        assert!(
+            o.downs.is_empty() && o.stats.declared_down == 0,
+            "{} declared live members down under CPU load: {:?}",
+            o.node,
+            o.downs
+        );
+        assert_eq!(o.live_at_end, 3, "{} lost members under load", o.node);
+    }
+}
+
+#[test]
+fn lan_timings_keep_the_suspicion_floor_for_small_clusters_and_grow_with_log_n() {
+    let ms = Duration::from_millis;
+    for (n, suspicion) in [
+        (1, 250),
+        (3, 250),
+        (6, 250),
+        (10, 300),
+        (100, 600),
+        (1000, 900),
+    ] {
+        let t = Timings::lan(n);
+        assert_eq!(t.suspect_to_down_after, ms(suspicion), "{n} members");
+        assert_eq!((t.probe_period, t.probe_rtt), (ms(100), ms(40)));
+        assert!(t.foca_config().is_ok(), "{n} members: {t:?}");
+    }
+}
