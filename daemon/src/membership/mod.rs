@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod facts;
 pub mod identity;
+pub mod rotation;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -38,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use auth::{AuthError, GossipKey, Keyring};
 pub use facts::MemberFacts;
 pub use identity::SpeakerId;
+pub use rotation::{KeyRotation, KeySource};
 
 use crate::election::{InterfaceFacts, QuorumView};
 

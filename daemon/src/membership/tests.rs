@@ -494,6 +494,107 @@ fn live_members_under_cpu_load_are_never_declared_down() {
     }
 }
 
+/// Keys as the speaker gets them from its Secret: two members whose keys come from the
+/// same Secret data (a plain `key` entry, as the README's `kubectl create secret` makes
+/// it) join; a member with another key is not admitted. The Secret's key is then replaced,
+/// and each member follows it through [`KeyRotation`] at its own moment (one sees the
+/// change, then the other, through every phase): they keep talking, no datagram between
+/// them is refused, no one is declared down. Afterwards the retired key is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_keyed_from_a_secret_join_and_survive_its_rotation() {
+    use std::collections::BTreeMap;
+    let secret = |value: &str| -> Keyring {
+        let data: BTreeMap<String, Vec<u8>> =
+            [("key".to_string(), format!("{value}\n").into_bytes())].into();
+        Keyring::from_secret_data(&data).expect("a valid Secret")
+    };
+    let (old, new) = (
+        "old-key-0123456789abcdef0123456789",
+        "new-key-fedcba9876543210fedcba9876",
+    );
+    let t0 = Instant::now();
+    let mut rot_a = KeyRotation::new(secret(old), t0);
+    let mut rot_b = KeyRotation::new(secret(old), t0);
+    let mut a = start("node-a", vec![], rot_a.keyring_at(t0)).await;
+    let seed = a.handle.local_id().addr;
+    let mut b = start("node-b", vec![seed], rot_b.keyring_at(t0)).await;
+    let wrong = start(
+        "wrong",
+        vec![seed],
+        secret("wrong-key-0123456789abcdef012345"),
+    )
+    .await;
+    let two = vec!["node-a".to_string(), "node-b".into()];
+    wait_for("a and b to join", CONVERGE, || {
+        live_nodes(&a) == two && live_nodes(&b) == two
+    })
+    .await;
+    wait_for("the wrong key to be refused", CONVERGE, || {
+        a.handle.stats().rejected_auth > 0
+    })
+    .await;
+    assert_eq!(live_nodes(&wrong), vec!["wrong".to_string()]);
+    drop(wrong);
+    let refused_before = a.handle.stats().rejected_auth;
+
+    // The Secret changes at t1; a sees it at once, b 2 s later (a slow watch). Each phase
+    // of the rotation is reached at a different moment on each member; the clock is
+    // simulated, the gossip between the steps is real.
+    let t1 = t0 + Duration::from_secs(100);
+    assert!(rot_a.update(secret(new), t1));
+    let b_sees = t1 + Duration::from_secs(2);
+    let steps = [
+        (t1, true, false),
+        (b_sees, false, true),
+        (t1 + rotation::SEND_PREVIOUS_FOR, true, false),
+        (b_sees + rotation::SEND_PREVIOUS_FOR, false, true),
+        (t1 + rotation::ACCEPT_PREVIOUS_FOR, true, false),
+        (b_sees + rotation::ACCEPT_PREVIOUS_FOR, false, true),
+    ];
+    for (i, (at, on_a, on_b)) in steps.into_iter().enumerate() {
+        if on_b && i == 1 {
+            assert!(rot_b.update(secret(new), b_sees));
+        }
+        if on_a {
+            a.handle.set_keys(rot_a.keyring_at(at)).await.expect("keys");
+        }
+        if on_b {
+            b.handle.set_keys(rot_b.keyring_at(at)).await.expect("keys");
+        }
+        // Several detection periods at each step.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(live_nodes(&a), two, "after rotation step {i}");
+        assert_eq!(live_nodes(&b), two, "after rotation step {i}");
+    }
+    for (name, m) in [("node-a", &mut a), ("node-b", &mut b)] {
+        while let Ok(e) = m.events.try_recv() {
+            if let MembershipEvent::MemberDown { id, .. } = &e {
+                assert_ne!(id.node, "node-b", "{name}: rotation took b down");
+                assert_ne!(id.node, "node-a", "{name}: rotation took a down");
+            }
+        }
+    }
+    assert_eq!(
+        a.handle.stats().rejected_auth,
+        refused_before,
+        "a datagram of b was refused during the rotation"
+    );
+    assert_eq!(b.handle.stats().rejected_auth, 0);
+    assert_eq!(
+        rot_a.keyring_at(t1 + rotation::ACCEPT_PREVIOUS_FOR),
+        secret(new)
+    );
+
+    // The retired key is refused now.
+    let late = start("late", vec![seed], secret(old)).await;
+    wait_for("the retired key to be refused", CONVERGE, || {
+        a.handle.stats().rejected_auth > refused_before
+    })
+    .await;
+    assert_eq!(live_nodes(&late), vec!["late".to_string()]);
+    assert_eq!(live_nodes(&a), two);
+}
+
 #[test]
 fn lan_timings_keep_the_suspicion_floor_for_small_clusters_and_grow_with_log_n() {
     let ms = Duration::from_millis;
