@@ -444,12 +444,27 @@ impl Announcing {
     pub async fn stop(self) {
         let Announcing {
             bgp,
-            l2,
+            mut l2,
             membership,
             grace,
             ..
         } = self;
         let started = Instant::now();
+        // The grace only matters when there is something to hand over.
+        let grace = if l2.owned().values().all(|ips| ips.is_empty()) {
+            Duration::ZERO
+        } else {
+            grace
+        };
+        // Keep answering through the grace, but announce nothing more: a scheduled repeat
+        // of our gratuitous ARP after the next owner's would turn the clients back to us
+        // right before we go. Bounded: go_quiet waits at most the announcer's apply timeout.
+        if !grace.is_zero() {
+            let quiet = tokio::time::timeout(Duration::from_millis(200), l2.go_quiet()).await;
+            for e in quiet.unwrap_or_default() {
+                tracing::warn!(error = %e, "l2 quiet");
+            }
+        }
         if let Some(m) = membership {
             match tokio::time::timeout(Duration::from_millis(300), m.leave()).await {
                 Ok(Ok(())) => tracing::info!("said goodbye to the gossip"),
@@ -457,12 +472,6 @@ impl Announcing {
                 Err(_) => tracing::warn!("goodbye timed out"),
             }
         }
-        // The grace only matters when there is something to hand over.
-        let grace = if l2.owned().values().all(|ips| ips.is_empty()) {
-            Duration::ZERO
-        } else {
-            grace
-        };
         let l2_stop = async {
             tokio::time::sleep(grace.saturating_sub(started.elapsed())).await;
             l2.shutdown().await;
