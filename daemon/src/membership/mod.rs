@@ -78,9 +78,12 @@ use crate::election::{InterfaceFacts, QuorumView};
 ///
 /// Expected detection of a crash with 3 members: ~70 ms until probed, 100 ms
 /// to fail direct and indirect probes, 250 ms suspicion, ~1 ms to spread:
-/// ~420 ms; the worst case: 200 + 100 + 250 = ~550 ms. (Measured with the
-/// previous floor of 300 ms: kill to the new owner's gratuitous ARP p50
-/// 495 ms, p99 604 ms over 20 SIGKILLs, `daemon/tests/speaker_l2.rs`.)
+/// ~420 ms; the worst case: 200 + 100 + 250 = ~550 ms. Measured by
+/// `daemon/tests/speaker_l2.rs` (20 SIGKILLs of the owner, 3 speakers, on a
+/// shared 2-core machine at load 5-7), kill to the new owner's gratuitous
+/// ARP: p50 420 ms / p99 560 ms and p50 422 ms / p99 509 ms in two runs;
+/// with a 300 ms floor it was p50 475-495 ms, with the old 150/60/600 ms
+/// timings 827-911 ms.
 /// `membership::tests::live_members_under_cpu_load_are_never_declared_down`
 /// checks that these numbers do not declare starved members down.
 #[derive(Clone, Debug, PartialEq, Eq)]
