@@ -458,9 +458,9 @@ impl Announcing {
         };
         // Keep answering through the grace, but announce nothing more: a scheduled repeat
         // of our gratuitous ARP after the next owner's would turn the clients back to us
-        // right before we go. Bounded: go_quiet waits at most the announcer's apply timeout.
+        // right before we go. Bounded (an in-memory hand-off to the interface tasks).
         if !grace.is_zero() {
-            let quiet = tokio::time::timeout(Duration::from_millis(200), l2.go_quiet()).await;
+            let quiet = tokio::time::timeout(Duration::from_millis(100), l2.go_quiet()).await;
             for e in quiet.unwrap_or_default() {
                 tracing::warn!(error = %e, "l2 quiet");
             }
