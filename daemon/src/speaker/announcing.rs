@@ -488,3 +488,7 @@ impl Announcing {
         tracing::info!(took = ?started.elapsed(), "stopped");
     }
 }
+
+#[cfg(test)]
+#[path = "announcing_tests.rs"]
+mod tests;
