@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edgelb_daemon::membership::KeySource;
 use edgelb_daemon::snapshot::Redacted;
 use edgelb_daemon::snapshot::{Selection, Snapshot};
 use edgelb_daemon::speaker::{self, AnnounceConfig, Config, GossipConfig, LeaseConfig};
@@ -75,10 +76,16 @@ struct RunArgs {
     /// Other speakers' gossip addresses to join through (repeatable or comma-separated).
     #[arg(long = "member-peers", value_delimiter = ',')]
     member_peers: Vec<std::net::SocketAddr>,
-    /// File holding the gossip key (HMAC-SHA256, at least 16 bytes); required with
-    /// --member-addr.
-    #[arg(long, requires = "member_addr")]
+    /// File holding the gossip key (HMAC-SHA256, at least 16 bytes; trailing whitespace
+    /// ignored), read once at start. With --member-addr, this or --member-key-secret.
+    #[arg(long, requires = "member_addr", conflicts_with = "member_key_secret")]
     member_key_file: Option<PathBuf>,
+    /// Secret (in --namespace) holding the gossip key, followed as it changes: a plain `key`
+    /// entry, or `key-<id>` entries and `current` (the id to send with). Read through the
+    /// API in cluster mode, from the file's Secret objects with --file. The gossip starts
+    /// once the Secret is read; a replaced key is phased in and out without a flag day.
+    #[arg(long, requires = "member_addr")]
+    member_key_secret: Option<String>,
     /// The local API's Unix socket (read-only JSON for edgelbctl; owner-only).
     #[arg(long, default_value = edgelb_daemon::local_api::server::DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -153,18 +160,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let gossip = match args.member_addr {
         Some(addr) => {
-            let path = args
-                .member_key_file
-                .context("--member-addr needs --member-key-file")?;
-            let mut key = std::fs::read(&path)
-                .with_context(|| format!("reading the gossip key {}", path.display()))?;
-            while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                key.pop();
-            }
+            let key = match (args.member_key_file, args.member_key_secret) {
+                (Some(path), None) => KeySource::Bytes(Redacted(
+                    std::fs::read(&path)
+                        .with_context(|| format!("reading the gossip key {}", path.display()))?,
+                )),
+                (None, Some(secret)) => KeySource::Secret(secret),
+                _ => anyhow::bail!(
+                    "--member-addr needs one of --member-key-file or --member-key-secret"
+                ),
+            };
             Some(GossipConfig {
                 addr,
                 peers: args.member_peers,
-                key: Redacted(key),
+                key,
             })
         }
         None => None,

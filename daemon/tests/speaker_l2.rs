@@ -15,7 +15,7 @@ mod speaker_support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use edgelb_tests::lab::capture::{epoch, Capture};
 use edgelb_tests::lab::{self, wait_until, Lan, Netns, NsProcess};
 use speaker_support::{cluster_yaml, write_atomic, Dir, SpeakerProc, Svc};
@@ -28,9 +28,22 @@ const NODES: [(&str, &str); 3] = [
 const CLIENT: &str = "192.0.2.50";
 const IP: &str = "192.0.2.100";
 const PORT: &str = "8080";
+/// SIGKILL failovers per run (issue 5: p50 and p99 over 20).
+const REPS: usize = 20;
+/// Every single failover must beat this (the target is 1 s at p99; the slack is for a
+/// loaded machine).
+const FAILOVER_BOUND_MS: f64 = 3000.0;
 
 const L2ADV: &str = "---\napiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\n\
 metadata: {name: lan, namespace: edgelb-system}\nspec: {}\n";
+
+/// The gossip key: node-0 reads it from a file (`--member-key-file`), the others from this
+/// Secret of the cluster file (`--member-key-secret`), laid out as the README's
+/// `kubectl create secret generic edgelb-memberlist --from-literal=key=...` makes it.
+const GOSSIP_KEY: &str = "lab-gossip-key-0123456789abcdef";
+const KEY_SECRET: &str = "---\napiVersion: v1\nkind: Secret\n\
+metadata: {name: edgelb-memberlist, namespace: edgelb-system}\n\
+stringData: {key: lab-gossip-key-0123456789abcdef}\n";
 
 const SERVE: &str = r#"
 import socket, sys
@@ -114,7 +127,7 @@ impl L2Lab {
         client.addr("eth0", &format!("{CLIENT}/24"))?;
         std::fs::write(dir.path("serve.py"), SERVE)?;
         std::fs::write(dir.path("probe.py"), PROBE)?;
-        std::fs::write(dir.path("gossip.key"), "lab-gossip-key-0123456789abcdef\n")?;
+        std::fs::write(dir.path("gossip.key"), format!("{GOSSIP_KEY}\n"))?;
         let yaml = cluster_yaml(
             &NODES,
             &format!("{IP}-{IP}"),
@@ -124,7 +137,7 @@ impl L2Lab {
                 local: false,
                 endpoints: vec!["node-0", "node-1", "node-2"],
             }],
-            L2ADV,
+            &format!("{L2ADV}{KEY_SECRET}"),
         );
         let mut nodes = Vec::new();
         for (i, (name, addr)) in NODES.iter().enumerate() {
@@ -197,6 +210,11 @@ impl L2Lab {
             .collect();
         let key = self.dir.path("gossip.key").display().to_string();
         let peers = peers.join(",");
+        let key_args = if i == 0 {
+            ["--member-key-file", key.as_str()]
+        } else {
+            ["--member-key-secret", "edgelb-memberlist"]
+        };
         let node = &mut self.nodes[i];
         node.speaker = Some(SpeakerProc::start(
             &node.ns,
@@ -208,10 +226,25 @@ impl L2Lab {
                 &me,
                 "--member-peers",
                 &peers,
-                "--member-key-file",
-                &key,
+                key_args[0],
+                key_args[1],
             ],
         )?);
+        Ok(())
+    }
+
+    /// Waits until the (re)started speaker of node `i` has seen both others come up, then
+    /// a moment for a handoff back to it (its GARP) to settle.
+    fn wait_joined(&self, i: usize) -> anyhow::Result<()> {
+        let speaker = self.nodes[i].speaker.as_ref().context("no speaker")?;
+        wait_until(
+            "the restarted speaker to see both others",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || Ok((speaker.logs().matches("member up").count() >= NODES.len() - 1).then_some(())),
+        )
+        .with_context(|| self.logs())?;
+        std::thread::sleep(Duration::from_millis(300));
         Ok(())
     }
 
@@ -321,17 +354,14 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
     eprintln!("speaker_l2: one owner answers ARP: {}", NODES[owner].0);
     let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
 
-    // SIGKILL failovers, bounded to about a minute.
-    let budget = Instant::now();
+    // SIGKILL failovers: REPS repetitions, each bounded by its waits.
     let (mut garp, mut success) = (Vec::new(), Vec::new());
     let mut failed_total = 0;
-    for rep in 0..20 {
-        if budget.elapsed() > Duration::from_secs(55) {
-            break;
-        }
+    let started = Instant::now();
+    for rep in 0..REPS {
         let owner = lab.single_owner(Duration::from_secs(15))?;
-        let (mut probe, log) = lab.probe(&format!("kill{rep}"), 2.0)?;
-        std::thread::sleep(Duration::from_millis(300));
+        let (probe, log) = lab.probe(&format!("kill{rep}"), 4.0)?;
+        std::thread::sleep(Duration::from_millis(200));
         let killed = SystemTime::now();
         if let Some(s) = lab.nodes[owner].speaker.as_mut() {
             s.process.signal(libc::SIGKILL)?;
@@ -376,10 +406,11 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
                     .collect();
                 format!("no gratuitous ARP from another node after the kill at {k}; ARP seen:\n{}\nprobe:\n{}\n{}", frames.join("\n"), std::fs::read_to_string(&log).unwrap_or_default(), lab.logs())
             })?;
-        let _ = probe.wait_exit(Duration::from_secs(10));
+        // The failover is measured: stop the client (its failures so far are the gap).
+        drop(probe);
         let failed = probe_lines(&log)
             .iter()
-            .filter(|(_, ok)| ok.is_none())
+            .filter(|(t, ok)| *t > k && ok.is_none())
             .count();
         failed_total += failed;
         garp.push((first_garp - k) * 1000.0);
@@ -393,23 +424,30 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
         lab.nodes[owner].speaker.take();
         lab.start_listener(owner)?;
         lab.start_speaker(owner)?;
-        std::thread::sleep(Duration::from_millis(1500));
+        lab.wait_joined(owner)?;
     }
     garp.sort_by(f64::total_cmp);
     success.sort_by(f64::total_cmp);
     eprintln!(
-        "speaker_l2: SIGKILL failover over {} reps: kill->first GARP p50 {:.0} ms p99 {:.0} ms; kill->first success p50 {:.0} ms p99 {:.0} ms; {failed_total} failed connects in all",
+        "speaker_l2: SIGKILL failover over {} reps in {:.0} s: kill->first GARP p50 {:.0} ms p99 {:.0} ms; kill->first success p50 {:.0} ms p99 {:.0} ms; {failed_total} failed connects in all",
         garp.len(),
+        started.elapsed().as_secs_f64(),
         percentile(&garp, 0.5),
         percentile(&garp, 0.99),
         percentile(&success, 0.5),
         percentile(&success, 0.99)
     );
-    if garp.len() < 3 {
-        bail!("only {} failover repetitions fit in the budget", garp.len());
-    }
-    // Detection (~1 s) plus a loaded machine: generous bound, the figures are printed.
-    assert!(percentile(&success, 0.5) < 5000.0);
+    // The targets (p50 <= 500 ms, p99 <= 1 s) are read from the figures above, not asserted:
+    // a loaded machine moves them. A failover that takes seconds is a bug, though.
+    let worst = garp
+        .last()
+        .copied()
+        .unwrap_or(f64::NAN)
+        .max(success.last().copied().unwrap_or(f64::NAN));
+    assert!(
+        worst < FAILOVER_BOUND_MS,
+        "a SIGKILL failover took {worst:.0} ms (bound {FAILOVER_BOUND_MS} ms)"
+    );
 
     // SIGTERM: planned handoff. The old node's listener goes right after its speaker exits,
     // so a client still sending to the old MAC would fail.

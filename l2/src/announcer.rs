@@ -97,8 +97,33 @@ impl Announcer {
             w.owned_tx.send_replace(Owned {
                 version,
                 ips: Arc::new(ips),
+                quiet: false,
             });
         }
+        self.wait_applied(&mut errors).await;
+        errors
+    }
+
+    /// Planned handoff, on the old owner once the new one announces: keep answering for
+    /// every owned address but send no more gratuitous ARP or unsolicited advertisement, so
+    /// that a scheduled repeat of ours cannot turn the clients back to this node in its last
+    /// moments. The next `set_owned` announces again. Returns the problems per interface.
+    pub async fn go_quiet(&mut self) -> Vec<InterfaceError> {
+        for w in self.workers.values_mut() {
+            w.version += 1;
+            let version = w.version;
+            w.owned_tx.send_modify(|o| {
+                o.version = version;
+                o.quiet = true;
+            });
+        }
+        let mut errors = Vec::new();
+        self.wait_applied(&mut errors).await;
+        errors
+    }
+
+    /// Waits for every worker to apply its latest version; collects their problems.
+    async fn wait_applied(&mut self, errors: &mut Vec<InterfaceError>) {
         for (name, w) in self.workers.iter_mut() {
             let version = w.version;
             let applied = tokio::time::timeout(
@@ -126,7 +151,6 @@ impl Announcer {
                 }
             }
         }
-        errors
     }
 
     /// A snapshot per interface, in name order.

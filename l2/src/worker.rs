@@ -29,6 +29,9 @@ const RECV_BUFFER: usize = 4096;
 pub(crate) struct Owned {
     pub version: u64,
     pub ips: Arc<BTreeSet<IpAddr>>,
+    /// Answer for `ips` but announce nothing more (a planned handoff: the next owner's
+    /// announcements must be the last word the clients hear).
+    pub quiet: bool,
 }
 
 pub(crate) struct Worker {
@@ -121,9 +124,16 @@ impl Worker {
                 debug!(%ip, "released");
             }
             for ip in &added {
-                self.schedule.own(*ip, now);
+                if !owned.quiet {
+                    self.schedule.own(*ip, now);
+                }
                 rec.owned(*ip, wall);
                 debug!(%ip, "owned");
+            }
+            if owned.quiet {
+                for ip in owned.ips.iter() {
+                    self.schedule.disown(ip);
+                }
             }
         }
         if !added.is_empty() || !removed.is_empty() {

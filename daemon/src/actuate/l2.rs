@@ -44,6 +44,12 @@ impl L2Actuator {
         self.announcer.stats()
     }
 
+    /// Keeps answering but announces nothing more (planned handoff, see
+    /// [`Announcer::go_quiet`]).
+    pub async fn go_quiet(&mut self) -> Vec<InterfaceError> {
+        self.announcer.go_quiet().await
+    }
+
     /// Stops answering everywhere.
     pub async fn shutdown(self) {
         self.announcer.shutdown().await

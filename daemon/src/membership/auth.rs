@@ -37,6 +37,9 @@ pub const TAG_LEN: usize = 32;
 /// the hash output length; we refuse anything weaker than 16 bytes).
 pub const MIN_KEY_LEN: usize = 16;
 
+/// The id of a key given alone (a key file, a Secret's plain `key` entry).
+pub const PLAIN_KEY_ID: u8 = 0;
+
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameKind {
@@ -121,11 +124,44 @@ impl Keyring {
         Ok(Keyring { current, accepted })
     }
 
-    /// Build a keyring from a Kubernetes Secret's `data`:
-    /// `key-<id>` entries (id 0 to 255) hold the keys, `current` holds the id
-    /// to send with. Rotation is three Secret edits, each given time to reach
-    /// every node: add `key-2`; set `current` to `2`; remove `key-1`.
+    /// A keyring of one key with id [`PLAIN_KEY_ID`]: a key file, or a Secret
+    /// with a plain `key` entry. Trailing whitespace (a newline from `echo`
+    /// or an editor) is not part of the key.
+    pub fn from_plain_key(key: &[u8]) -> Result<Self, AuthError> {
+        let end = key
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        Keyring::new(
+            GossipKey::new(PLAIN_KEY_ID, key[..end].to_vec())?,
+            Vec::new(),
+        )
+    }
+
+    /// Build a keyring from a Kubernetes Secret's `data`, in one of two
+    /// layouts:
+    /// - a plain `key` entry (what `kubectl create secret generic
+    ///   edgelb-memberlist --from-literal=key=...` makes): one key, id
+    ///   [`PLAIN_KEY_ID`]. Rotating is replacing its value; the speaker keeps
+    ///   the previous key for a while ([`super::rotation`]).
+    /// - `key-<id>` entries (id 0 to 255) and `current`, the id to send with.
+    ///   Rotation is three Secret edits, each given time to reach every node:
+    ///   add `key-2`; set `current` to `2`; remove `key-1`.
+    ///
+    /// Both layouts at once are refused (which one would be meant?).
     pub fn from_secret_data(data: &BTreeMap<String, Vec<u8>>) -> Result<Self, AuthError> {
+        if let Some(plain) = data.get("key") {
+            if let Some(other) = data
+                .keys()
+                .find(|k| k.starts_with("key-") || *k == "current")
+            {
+                return Err(AuthError::SecretField {
+                    field: other.clone(),
+                    problem: "a plain `key` entry excludes `key-<id>` and `current` entries",
+                });
+            }
+            return Keyring::from_plain_key(plain);
+        }
         let mut keys = Vec::new();
         for (name, value) in data {
             let Some(id) = name.strip_prefix("key-") else {
@@ -164,6 +200,32 @@ impl Keyring {
         self.current.id
     }
 
+    /// The key used to send.
+    pub fn current(&self) -> &GossipKey {
+        &self.current
+    }
+
+    /// Whether `key` (id and secret) is accepted.
+    pub fn accepts(&self, key: &GossipKey) -> bool {
+        self.accepted.contains(key)
+    }
+
+    /// This keyring sending with `current` and also accepting `extra`, even
+    /// where `extra` shares an id with one of its keys (a replaced plain
+    /// key): a frame is accepted when any key of its id verifies it.
+    pub(super) fn with_transition(&self, current: &GossipKey, extra: &GossipKey) -> Keyring {
+        let mut accepted = self.accepted.clone();
+        for k in [current, extra] {
+            if !accepted.contains(k) {
+                accepted.push(k.clone());
+            }
+        }
+        Keyring {
+            current: current.clone(),
+            accepted,
+        }
+    }
+
     /// Frame and sign `payload`.
     pub fn seal(&self, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
@@ -187,16 +249,20 @@ impl Keyring {
             return Err(AuthError::BadHeader);
         }
         let key_id = frame[4];
-        let key = self
-            .accepted
-            .iter()
-            .find(|k| k.id == key_id)
-            .ok_or(AuthError::UnknownKey { id: key_id })?;
         let (signed, tag) = frame.split_at(frame.len() - TAG_LEN);
-        let mut mac = key.mac();
-        mac.update(signed);
-        mac.verify_slice(tag)
-            .map_err(|_| AuthError::BadTag { id: key_id })?;
+        // Usually one key per id; two only while a plain key is replaced.
+        let mut candidates = self.accepted.iter().filter(|k| k.id == key_id).peekable();
+        if candidates.peek().is_none() {
+            return Err(AuthError::UnknownKey { id: key_id });
+        }
+        let verified = candidates.any(|key| {
+            let mut mac = key.mac();
+            mac.update(signed);
+            mac.verify_slice(tag).is_ok()
+        });
+        if !verified {
+            return Err(AuthError::BadTag { id: key_id });
+        }
         let kind =
             FrameKind::from_code(frame[3]).ok_or(AuthError::UnknownKind { kind: frame[3] })?;
         Ok((kind, &signed[HEADER_LEN..]))
@@ -370,6 +436,48 @@ mod tests {
             Keyring::from_secret_data(&short),
             Err(AuthError::KeyTooShort { id: 1, .. })
         ));
+    }
+
+    #[test]
+    fn a_plain_key_entry_is_a_keyring_of_one_and_excludes_the_other_layout() {
+        let data = |pairs: &[(&str, &[u8])]| -> BTreeMap<String, Vec<u8>> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect()
+        };
+        let hex = b"0123456789abcdef0123456789abcdef\n";
+        let ring = Keyring::from_secret_data(&data(&[("key", hex)])).expect("plain key");
+        assert_eq!(ring.current_id(), PLAIN_KEY_ID);
+        // The trailing newline is not part of the key: a key file with the same text agrees.
+        let file = Keyring::from_plain_key(&hex[..hex.len() - 1]).expect("file key");
+        assert!(ring.open(&file.seal(FrameKind::Swim, b"m")).is_ok());
+        assert_eq!(ring, file);
+        for extra in ["key-1", "current"] {
+            let mixed = data(&[("key", hex), (extra, b"1")]);
+            match Keyring::from_secret_data(&mixed) {
+                Err(AuthError::SecretField { field, .. }) => assert_eq!(field, extra),
+                other => panic!("mixed layouts accepted: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            Keyring::from_secret_data(&data(&[("key", b"short\n")])),
+            Err(AuthError::KeyTooShort { id: 0, len: 5 })
+        ));
+    }
+
+    #[test]
+    fn two_keys_of_one_id_are_both_tried() {
+        let old = Keyring::new(key(0, 7), vec![]).expect("ring");
+        let new = Keyring::new(key(0, 9), vec![]).expect("ring");
+        let both = new.with_transition(&key(0, 9), &key(0, 7));
+        assert!(both.open(&old.seal(FrameKind::Swim, b"m")).is_ok());
+        assert!(both.open(&new.seal(FrameKind::Swim, b"m")).is_ok());
+        let stranger = Keyring::new(key(0, 8), vec![]).expect("ring");
+        assert_eq!(
+            both.open(&stranger.seal(FrameKind::Swim, b"m")),
+            Err(AuthError::BadTag { id: 0 })
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 pub mod auth;
 pub mod facts;
 pub mod identity;
+pub mod rotation;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -38,27 +39,53 @@ use tokio::sync::{mpsc, oneshot};
 pub use auth::{AuthError, GossipKey, Keyring};
 pub use facts::MemberFacts;
 pub use identity::SpeakerId;
+pub use rotation::{KeyRotation, KeySource};
 
 use crate::election::{InterfaceFacts, QuorumView};
 
 /// Failure-detector timings.
 ///
-/// Defaults ([`Timings::lan`]) aim at sub-second detection on a LAN:
-/// - `probe_period` 150 ms: each member probes one other per period, so with
-///   N-1 members probing at random a dead member is probed within about one
-///   period.
-/// - `probe_rtt` 60 ms: LAN round trips are well under a millisecond; the
-///   margin absorbs a loaded node's scheduling delay, and leaves 90 ms for the
-///   indirect probes (SWIM section 3.1) before the period ends.
-/// - `suspect_to_down_after`: 4 x max(1, log10 N) probe periods, at least
-///   600 ms (the suspicion multiplier of hashicorp/memberlist). The suspected
-///   member needs a few gossip rounds (100 ms each, to 3 members) to hear
-///   of the suspicion and refute it; a shorter timeout turns one lost
-///   packet into a false failover.
+/// Defaults ([`Timings::lan`]) aim at an unplanned L2 failover (crash of the
+/// owner to the new owner's gratuitous ARP) of p50 <= 500 ms and p99 <= 1 s
+/// on a LAN, without declaring a live but CPU-starved member down:
+/// - `probe_period` 100 ms: each member probes one other per period, in a
+///   shuffled round robin, so with N-1 members probing, a crashed member is
+///   first probed about two thirds of a period after the crash (3 members:
+///   each of the two others probes it every other period) and at the latest
+///   after two periods. foca decides a probe failed at the end of the period,
+///   so the period is paid once in full.
+/// - `probe_rtt` 40 ms: LAN round trips are well under a millisecond; 40 ms
+///   absorbs the scheduling delay of a loaded node (tens of ms on a busy
+///   2-core host), and leaves 60 ms for the indirect probes (SWIM section
+///   3.1) before the period ends. A datagram that arrived while the task was
+///   starved is read before any due timer fires ([`task`]), so a late ack is
+///   not mistaken for a lost one.
+/// - `suspect_to_down_after`: 3 x log10 N probe periods, at least 250 ms
+///   (the floor holds up to 6 members). A new suspicion is gossiped at once, the suspect included (the
+///   "buddy system" of Lifeguard, Dadgar et al. 2018), and foca refutes a
+///   suspicion of itself at once with a gossip round, so a live member
+///   refutes within a round trip plus its own scheduling delay. To be
+///   declared down, a live member must miss its direct and indirect probes
+///   (stalled for ~60-100 ms) and then not refute for 250 ms: a stall of a
+///   third of a second, which CPU contention alone does not cause (the load
+///   test sees not even a suspicion in 20 s); a CPU limit on the speaker
+///   could, which is why the manifests set none. hashicorp/memberlist's LAN
+///   profile (4 x log10 N seconds) would cost the failover target. Larger
+///   clusters wait longer (a suspicion takes log N gossip rounds to reach the
+///   suspect): 300 ms at 10 members, 600 ms at 100.
+/// - A member we declare down is gossiped at once too, so the next owner
+///   hears it within a round trip instead of at the next gossip round.
 ///
-/// Expected detection of a crash: about one period until probed, one period
-/// to fail direct and indirect probes, the suspicion timeout, one gossip
-/// round: about 150 + 150 + 600 + 100 ms = 1 s for up to 10 members.
+/// Expected detection of a crash with 3 members: ~70 ms until probed, 100 ms
+/// to fail direct and indirect probes, 250 ms suspicion, ~1 ms to spread:
+/// ~420 ms; the worst case: 200 + 100 + 250 = ~550 ms. Measured by
+/// `daemon/tests/speaker_l2.rs` (20 SIGKILLs of the owner, 3 speakers, on a
+/// shared 2-core machine at load 5-7), kill to the new owner's gratuitous
+/// ARP: p50 420 ms / p99 560 ms and p50 422 ms / p99 509 ms in two runs;
+/// with a 300 ms floor it was p50 475-495 ms, with the old 150/60/600 ms
+/// timings 827-911 ms.
+/// `membership::tests::live_members_under_cpu_load_are_never_declared_down`
+/// checks that these numbers do not declare starved members down.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timings {
     /// How often a member probes another.
@@ -87,15 +114,15 @@ pub struct Timings {
 impl Timings {
     /// Sub-second failure detection on a LAN of about `expected_members`.
     pub fn lan(expected_members: usize) -> Self {
-        let probe_period = Duration::from_millis(150);
-        let scale = (expected_members.max(1) as f64).log10().max(1.0);
+        let probe_period = Duration::from_millis(100);
+        let scale = (expected_members.max(1) as f64).log10();
         let suspicion = probe_period
-            .mul_f64(4.0 * scale)
-            .max(Duration::from_millis(600));
+            .mul_f64(3.0 * scale)
+            .max(Duration::from_millis(250));
         let max_tx = (4.0 * ((expected_members + 1) as f64).log10().ceil()).clamp(6.0, 15.0);
         Timings {
             probe_period,
-            probe_rtt: Duration::from_millis(60),
+            probe_rtt: Duration::from_millis(40),
             indirect_probes: 3,
             suspect_to_down_after: suspicion,
             gossip_period: Duration::from_millis(100),
@@ -241,7 +268,7 @@ pub struct MemberSnapshot {
     pub is_self: bool,
 }
 
-/// Datagram counters.
+/// Datagram and failure-detector counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MembershipStats {
     /// Datagrams that passed authentication.
@@ -254,6 +281,10 @@ pub struct MembershipStats {
     pub sent: u64,
     /// Events dropped because the event channel was full.
     pub events_dropped: u64,
+    /// Times our own probes turned a live member into a suspect.
+    pub suspected: u64,
+    /// Times our own suspicion timer declared a member down.
+    pub declared_down: u64,
 }
 
 #[derive(Debug, Default)]
@@ -263,6 +294,8 @@ struct Counters {
     rejected_payload: AtomicU64,
     sent: AtomicU64,
     events_dropped: AtomicU64,
+    suspected: AtomicU64,
+    declared_down: AtomicU64,
 }
 
 impl Counters {
@@ -277,6 +310,8 @@ impl Counters {
             rejected_payload: self.rejected_payload.load(Ordering::Relaxed),
             sent: self.sent.load(Ordering::Relaxed),
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
+            suspected: self.suspected.load(Ordering::Relaxed),
+            declared_down: self.declared_down.load(Ordering::Relaxed),
         }
     }
 }

@@ -32,6 +32,9 @@ type SwimState = Foca<SpeakerId, PostcardCodec, SmallRng, FactsHandler>;
 /// failure-detection period, but two copies make that rare.
 const GOODBYE_COPIES: usize = 2;
 
+/// Datagrams read from the socket before due timers fire.
+const DRAIN_MAX: usize = 64;
+
 pub(super) struct MembershipTask {
     swim: SwimState,
     runtime: AccumulatingRuntime<SpeakerId>,
@@ -155,7 +158,14 @@ impl MembershipTask {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(e) => warn!(error = %e, "gossip socket receive failed"),
                 },
-                _ = tokio::time::sleep_until(sleep_until.into()) => self.fire_due_timers(),
+                _ = tokio::time::sleep_until(sleep_until.into()) => {
+                    // A starved task wakes with acks waiting and probe timers
+                    // due: read the acks first, or a slow node would suspect
+                    // healthy peers (Lifeguard's local health, in its
+                    // simplest form).
+                    self.drain_socket(&mut buf);
+                    self.fire_due_timers();
+                }
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::UpdateFacts(interfaces)) => self.update_facts(interfaces),
@@ -224,7 +234,31 @@ impl MembershipTask {
         }
     }
 
+    /// Handle the datagrams already queued on the socket, at most
+    /// [`DRAIN_MAX`] (a flood must not starve the timers).
+    fn drain_socket(&mut self, buf: &mut [u8]) {
+        for _ in 0..DRAIN_MAX {
+            match self.socket.try_recv_from(buf) {
+                Ok((len, from)) => self.on_datagram(&buf[..len], from),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    warn!(error = %e, "gossip socket receive failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Fire the due foca timers. Our own failure detector acts only here
+    /// (a failed probe makes a suspect, a suspicion timer a down member):
+    /// such a verdict is gossiped at once, so that the suspect can refute it
+    /// and the others act on a failure without waiting for a gossip round.
     fn fire_due_timers(&mut self) {
+        let before: Vec<(SpeakerId, State)> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| (m.id().clone(), m.state()))
+            .collect();
         let now = Instant::now();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
@@ -234,6 +268,31 @@ impl MembershipTask {
             if let Err(e) = self.swim.handle_timer(timer, &mut self.runtime) {
                 debug!(error = %e, "foca timer");
             }
+        }
+        let (mut suspected, mut down) = (0, 0);
+        for m in self.swim.iter_membership_state() {
+            let was = before.iter().find(|(id, _)| id == m.id()).map(|(_, s)| *s);
+            match (was, m.state()) {
+                (Some(State::Alive), State::Suspect) => suspected += 1,
+                (Some(State::Alive | State::Suspect), State::Down) => down += 1,
+                _ => {}
+            }
+        }
+        if suspected + down == 0 {
+            return;
+        }
+        self.counters
+            .suspected
+            .fetch_add(suspected, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .declared_down
+            .fetch_add(down, std::sync::atomic::Ordering::Relaxed);
+        debug!(
+            suspected,
+            down, "failure detector verdict, gossiped at once"
+        );
+        if let Err(e) = self.swim.gossip(&mut self.runtime) {
+            debug!(error = %e, "gossiping a verdict");
         }
     }
 

@@ -22,8 +22,8 @@ use crate::actuate::l2::L2Actuator;
 use crate::election::{may_own_l2, InterfaceFacts};
 use crate::ipam::Assignments;
 use crate::membership::{
-    AuthError, GossipKey, Health, Keyring, Membership, MembershipConfig, MembershipError,
-    MembershipEvent, MembershipHandle, Timings,
+    AuthError, Health, KeyRotation, KeySource, Keyring, Membership, MembershipConfig,
+    MembershipError, MembershipEvent, MembershipHandle, Timings,
 };
 use crate::plan::bgp::{self as bgp_plan, BgpDefaults, NodeFacts};
 use crate::plan::l2::{self as l2_plan, L2Node, L2Plan, Members};
@@ -36,8 +36,8 @@ pub struct GossipConfig {
     pub addr: SocketAddr,
     /// Other speakers to join through.
     pub peers: Vec<SocketAddr>,
-    /// The shared key (at least 16 bytes); never logged.
-    pub key: crate::snapshot::Redacted<Vec<u8>>,
+    /// Where the shared key (at least 16 bytes) comes from; never logged.
+    pub key: KeySource,
 }
 
 /// What announcing needs besides the cluster objects.
@@ -103,6 +103,14 @@ pub struct Announcing {
     interfaces_read: Option<Instant>,
     membership: Option<MembershipHandle>,
     events: Option<mpsc::Receiver<MembershipEvent>>,
+    /// Gossip that waits for its key Secret to appear in a snapshot.
+    pending_gossip: Option<GossipConfig>,
+    /// The Secret the gossip keys come from, if any.
+    key_secret: Option<String>,
+    keys: Option<KeyRotation>,
+    keys_applied: Option<Keyring>,
+    /// The last problem with the key Secret (logged once per change).
+    key_problem: Option<String>,
     members: Members,
     may_own: bool,
     started: Instant,
@@ -143,6 +151,11 @@ impl Announcing {
             interfaces_read: None,
             membership: None,
             events: None,
+            pending_gossip: None,
+            key_secret: None,
+            keys: None,
+            keys_applied: None,
+            key_problem: None,
             members: Members::Static,
             may_own: true,
             started: Instant::now(),
@@ -159,25 +172,102 @@ impl Announcing {
         };
         a.read_interfaces().await;
         if let Some(g) = &cfg.gossip {
-            let keys = Keyring::new(GossipKey::new(1, g.key.0.clone())?, Vec::new())?;
-            let (handle, events) = Membership::start(MembershipConfig {
-                node: node.to_string(),
-                bind: g.addr,
-                advertise: g.addr,
-                seeds: g.peers.clone(),
-                keys,
-                timings: Timings::lan(g.peers.len() + 1),
-                interfaces: a.interfaces.clone(),
-                generation: None,
-            })
-            .await?;
-            a.membership = Some(handle);
-            a.events = Some(events);
+            // No L2 IP until the gossip runs and has members (or is alone for JOIN_WAIT).
             a.members = Members::Gossip(BTreeMap::new());
             a.may_own = false;
-            a.refresh_members();
+            match &g.key {
+                KeySource::Bytes(bytes) => {
+                    let keys = Keyring::from_plain_key(&bytes.0)?;
+                    a.start_membership(g, keys).await?;
+                }
+                KeySource::Secret(name) => {
+                    tracing::info!(secret = %name, "gossip starts once its key Secret is read");
+                    a.key_secret = Some(name.clone());
+                    a.pending_gossip = Some(g.clone());
+                }
+            }
         }
         Ok(a)
+    }
+
+    async fn start_membership(
+        &mut self,
+        g: &GossipConfig,
+        keys: Keyring,
+    ) -> Result<(), AnnounceError> {
+        let (handle, events) = Membership::start(MembershipConfig {
+            node: self.node.clone(),
+            bind: g.addr,
+            advertise: g.addr,
+            seeds: g.peers.clone(),
+            keys: keys.clone(),
+            timings: Timings::lan(g.peers.len() + 1),
+            interfaces: self.interfaces.clone(),
+            generation: None,
+        })
+        .await?;
+        self.membership = Some(handle);
+        self.events = Some(events);
+        self.keys = Some(KeyRotation::new(keys.clone(), Instant::now()));
+        self.keys_applied = Some(keys);
+        self.started = Instant::now();
+        self.refresh_members();
+        Ok(())
+    }
+
+    /// Reads the gossip key Secret from a snapshot: starts the gossip on the first usable
+    /// keys, follows later changes ([`KeyRotation`]). A missing or malformed Secret keeps
+    /// the keys in use (and is logged once).
+    async fn follow_key_secret(&mut self, snap: &Snapshot) {
+        let Some(name) = self.key_secret.clone() else {
+            return;
+        };
+        let wanted = match snap.secrets.get(name.as_str()) {
+            None => Err("not found in the speaker's namespace".to_string()),
+            Some(secret) => Keyring::from_secret_data(&secret.data.0).map_err(|e| e.to_string()),
+        };
+        let keys = match wanted {
+            Ok(keys) => keys,
+            Err(problem) => {
+                if self.key_problem.as_ref() != Some(&problem) {
+                    tracing::warn!(secret = %name, %problem, "gossip key Secret unusable; keys unchanged");
+                    self.key_problem = Some(problem);
+                }
+                return;
+            }
+        };
+        self.key_problem = None;
+        if let Some(g) = self.pending_gossip.take() {
+            if let Err(e) = self.start_membership(&g, keys).await {
+                tracing::warn!(error = %e, "cannot start the gossip; retrying on the next change");
+                self.pending_gossip = Some(g);
+            }
+            return;
+        }
+        if let Some(rotation) = &mut self.keys {
+            if rotation.update(keys, Instant::now()) {
+                tracing::info!(secret = %name, "gossip key Secret changed");
+            }
+        }
+        self.apply_keys().await;
+    }
+
+    /// Hands the membership the keys of this moment of a rotation, when they changed.
+    async fn apply_keys(&mut self) {
+        let (Some(rotation), Some(m)) = (&self.keys, &self.membership) else {
+            return;
+        };
+        let now = rotation.keyring_at(Instant::now());
+        if self.keys_applied.as_ref() == Some(&now) {
+            return;
+        }
+        match m.set_keys(now.clone()).await {
+            Ok(()) => {
+                tracing::info!(current_key = now.current_id(), "gossip keys applied");
+                self.keys_applied = Some(now);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot apply gossip keys"),
+        }
     }
 
     async fn read_interfaces(&mut self) -> bool {
@@ -281,6 +371,7 @@ impl Announcing {
 
     /// Periodic work: members, quorum and (every second) interfaces; re-plans L2 on change.
     pub async fn tick(&mut self) {
+        self.apply_keys().await;
         let mut changed = self.refresh_members();
         if self
             .interfaces_read
@@ -295,6 +386,7 @@ impl Announcing {
 
     /// Plans for a new snapshot and allocation and converges both actuators.
     pub async fn step(&mut self, snap: &Snapshot, a: &Assignments) {
+        self.follow_key_secret(snap).await;
         self.last = Some((snap.clone(), a.clone()));
         let me = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
         let plan = bgp_plan::plan(snap, a, &me, &self.defaults);
@@ -388,12 +480,27 @@ impl Announcing {
     pub async fn stop(self) {
         let Announcing {
             bgp,
-            l2,
+            mut l2,
             membership,
             grace,
             ..
         } = self;
         let started = Instant::now();
+        // The grace only matters when there is something to hand over.
+        let grace = if l2.owned().values().all(|ips| ips.is_empty()) {
+            Duration::ZERO
+        } else {
+            grace
+        };
+        // Keep answering through the grace, but announce nothing more: a scheduled repeat
+        // of our gratuitous ARP after the next owner's would turn the clients back to us
+        // right before we go. Bounded (an in-memory hand-off to the interface tasks).
+        if !grace.is_zero() {
+            let quiet = tokio::time::timeout(Duration::from_millis(100), l2.go_quiet()).await;
+            for e in quiet.unwrap_or_default() {
+                tracing::warn!(error = %e, "l2 quiet");
+            }
+        }
         if let Some(m) = membership {
             match tokio::time::timeout(Duration::from_millis(300), m.leave()).await {
                 Ok(Ok(())) => tracing::info!("said goodbye to the gossip"),
@@ -401,12 +508,6 @@ impl Announcing {
                 Err(_) => tracing::warn!("goodbye timed out"),
             }
         }
-        // The grace only matters when there is something to hand over.
-        let grace = if l2.owned().values().all(|ips| ips.is_empty()) {
-            Duration::ZERO
-        } else {
-            grace
-        };
         let l2_stop = async {
             tokio::time::sleep(grace.saturating_sub(started.elapsed())).await;
             l2.shutdown().await;
@@ -423,3 +524,7 @@ impl Announcing {
         tracing::info!(took = ?started.elapsed(), "stopped");
     }
 }
+
+#[cfg(test)]
+#[path = "announcing_tests.rs"]
+mod tests;
