@@ -347,6 +347,7 @@ enum Command {
     UpdateFacts(Vec<InterfaceFacts>),
     SetKeys(Keyring),
     SetSeeds(Vec<SocketAddr>),
+    SetTimings(foca::Config),
     Leave(oneshot::Sender<()>),
 }
 
@@ -452,6 +453,17 @@ impl MembershipHandle {
     pub async fn set_seeds(&self, seeds: Vec<SocketAddr>) -> Result<(), MembershipError> {
         self.commands
             .send(Command::SetSeeds(seeds))
+            .await
+            .map_err(|_| MembershipError::Stopped)
+    }
+
+    /// New timings for a cluster that grew or shrank (the suspicion timeout and the
+    /// retransmissions scale with log N, see [`Timings::lan`]). Only the foca settings
+    /// change; a bad value is refused here and the running ones stay.
+    pub async fn set_timings(&self, timings: &Timings) -> Result<(), MembershipError> {
+        let config = timings.foca_config()?;
+        self.commands
+            .send(Command::SetTimings(config))
             .await
             .map_err(|_| MembershipError::Stopped)
     }

@@ -174,6 +174,7 @@ impl MembershipTask {
                         self.keys = keys;
                     }
                     Some(Command::SetSeeds(seeds)) => self.set_seeds(seeds),
+                    Some(Command::SetTimings(config)) => self.set_timings(config),
                     Some(Command::Leave(done)) => {
                         self.leave();
                         let _ = done.send(());
@@ -333,6 +334,21 @@ impl MembershipTask {
         }
         info!(new = ?new, seeds = self.seeds.len(), "gossip seeds updated");
         self.announce_to(&new);
+    }
+
+    /// New foca timings; kept for a view reset too.
+    fn set_timings(&mut self, config: foca::Config) {
+        match self.swim.set_config(config.clone()) {
+            Ok(()) => {
+                info!(
+                    suspect_to_down_after = ?config.suspect_to_down_after,
+                    max_transmissions = config.max_transmissions.get(),
+                    "gossip timings resized"
+                );
+                self.foca_config = config;
+            }
+            Err(e) => warn!(error = %e, "foca refused the new timings; the old ones stay"),
+        }
     }
 
     fn announce_to_seeds(&mut self) {

@@ -357,6 +357,18 @@ async fn a_seed_added_at_run_time_is_announced_to_and_joins_the_two() {
     let b = start("node-b", vec![], ring(key(1, 7), vec![])).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(live_nodes(&a), vec!["node-a".to_string()], "no seed: alone");
+    // The Node list also sizes the timings: a bad set is refused before it reaches foca,
+    // a good one is taken and the two still meet under it.
+    let mut bad = Timings::lan(100);
+    bad.probe_rtt = bad.probe_period;
+    match a.handle.set_timings(&bad).await {
+        Err(MembershipError::Config { field, .. }) => assert_eq!(field, "probe_rtt"),
+        other => panic!("bad timings accepted: {other:?}"),
+    }
+    a.handle
+        .set_timings(&Timings::lan(100))
+        .await
+        .expect("good timings taken");
     let t0 = Instant::now();
     a.handle
         .set_seeds(vec![b.handle.local_id().addr])

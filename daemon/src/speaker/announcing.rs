@@ -350,6 +350,17 @@ impl Announcing {
         if seeds == self.seeds {
             return;
         }
+        // Size the suspicion timeout for the cluster we now know of, not for the
+        // command line's `--member-peers` (none in a DaemonSet).
+        let (old, new) = (
+            Timings::lan(self.seeds.len() + 1),
+            Timings::lan(seeds.len() + 1),
+        );
+        if old != new {
+            if let Err(e) = m.set_timings(&new).await {
+                tracing::warn!(error = %e, "cannot resize the gossip timings");
+            }
+        }
         match m.set_seeds(seeds.clone()).await {
             Ok(()) => self.seeds = seeds,
             Err(e) => tracing::warn!(error = %e, "cannot update the gossip seeds"),
