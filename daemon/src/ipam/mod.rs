@@ -277,6 +277,8 @@ struct Cursor {
 struct Run<'a> {
     pools: &'a [PoolView],
     by_name: HashMap<&'a str, usize>,
+    /// No pool restricts which Services it serves (`serviceAllocation` selectors unset).
+    all_open: bool,
     used: HashMap<IpAddr, Holder>,
     /// IPs held under each sharing key, in address order (a Service joining a shared IP
     /// takes the lowest compatible one, whatever the order its holders came in).
@@ -296,6 +298,7 @@ impl<'a> Run<'a> {
                 }
                 m
             },
+            all_open: pools.iter().all(PoolView::serves_all),
             used: HashMap::new(),
             shared: HashMap::new(),
             cursors: vec![Cursor::default(); pools.len() * 2],
@@ -430,7 +433,10 @@ fn family_list(families: &[Family]) -> String {
 /// run's state, re-checking only what changed.
 pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
     let mut run = Run::new(&snap.allocation_pools);
-    let mut outcomes: BTreeMap<AllocationKey, Outcome> = BTreeMap::new();
+    run.used.reserve(snap.services.len());
+    // Two runs in key order (pass 1's outcomes, pass 2's): collected, then built into the
+    // map in one go rather than inserted one by one.
+    let mut outcomes: Vec<(AllocationKey, Outcome)> = Vec::with_capacity(snap.services.len());
     let mut pending: Vec<Pending> = Vec::new();
 
     // Pass 1: keep what is still valid.
@@ -438,16 +444,18 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
         let akey = AllocationKey::cluster(key.clone());
         let prev = previous.outcomes.get(&akey);
         if let Some(outcome) = first_pass(&mut run, snap, &akey, svc, prev, &mut pending) {
-            outcomes.insert(akey, outcome);
+            outcomes.push((akey, outcome));
         }
     }
 
     // Pass 2: allocate the rest, in key order.
     for (akey, req, serves, kept) in pending {
         let outcome = fresh(&mut run, &akey.service, &req, &serves, kept);
-        outcomes.insert(akey, outcome);
+        outcomes.push((akey, outcome));
     }
-    Assignments { outcomes }
+    Assignments {
+        outcomes: outcomes.into_iter().collect(),
+    }
 }
 
 /// Pass 1 for one Service: its outcome when it is decided (kept, or refused), else `None`
@@ -468,11 +476,14 @@ fn first_pass(
     let no_labels = BTreeMap::new();
     let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
     let ns_labels = snap.namespace_labels.get(&key.namespace);
-    let serves: Vec<bool> = run
-        .pools
-        .iter()
-        .map(|p| p.serves(&key.namespace, ns_labels, labels))
-        .collect();
+    let serves: Vec<bool> = if run.all_open {
+        vec![true; run.pools.len()]
+    } else {
+        run.pools
+            .iter()
+            .map(|p| p.serves(&key.namespace, ns_labels, labels))
+            .collect()
+    };
     let (prev_ips, prev_pool) = previous_ips(prev, &req);
     match keep(run, &req, &serves, &prev_ips, prev_pool) {
         Keep::Nothing => {
@@ -621,26 +632,26 @@ fn fresh(
         None => (Vec::new(), named),
     };
 
-    let candidates: Vec<usize> = match fixed_pool {
-        Some(idx) => vec![idx],
-        None => (0..run.pools.len())
-            .filter(|i| run.pools[*i].auto_assign && serves[*i])
-            .collect(),
+    // Candidate pools, in order, without collecting them: most runs stop at the first.
+    let pools = run.pools;
+    let is_candidate = |i: usize| match fixed_pool {
+        Some(idx) => i == idx,
+        None => pools[i].auto_assign && serves[i],
     };
-    if candidates.is_empty() {
+    let has_families =
+        |pools: &[PoolView], i: usize| req.required().iter().all(|f| pools[i].has_family(*f));
+    if !(0..pools.len()).any(is_candidate) {
         return Err(AllocationError::NoEligiblePool);
     }
-    let with_families: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|i| req.required().iter().all(|f| run.pools[*i].has_family(*f)))
-        .collect();
-    if with_families.is_empty() {
+    if !(0..pools.len()).any(|i| is_candidate(i) && has_families(pools, i)) {
         return Err(AllocationError::NoPoolForFamily {
             families: family_list(req.required()),
         });
     }
-    for idx in with_families.iter().copied() {
+    for idx in 0..pools.len() {
+        if !is_candidate(idx) || !has_families(pools, idx) {
+            continue;
+        }
         let full = req.sharing.is_none()
             && req
                 .required()
@@ -686,9 +697,9 @@ fn fresh(
         }
     }
     Err(AllocationError::PoolsExhausted {
-        pools: with_families
-            .iter()
-            .map(|i| format!("{:?}", run.pools[*i].name))
+        pools: (0..pools.len())
+            .filter(|i| is_candidate(*i) && has_families(pools, *i))
+            .map(|i| format!("{:?}", pools[i].name))
             .collect::<Vec<_>>()
             .join(", "),
     })
