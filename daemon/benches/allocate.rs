@@ -6,8 +6,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgelb_daemon::fixtures::{node, pool, service};
 use edgelb_daemon::ipam::{allocate, Assignments, IncrementalAllocator, UpdateKind};
-use edgelb_daemon::status::changes::diff;
 use edgelb_daemon::snapshot::{Object, Selection, Store};
+use edgelb_daemon::status::changes::diff;
 
 const NS: &str = "edgelb-system";
 

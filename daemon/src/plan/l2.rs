@@ -163,8 +163,24 @@ pub fn plan(
     may_own: bool,
 ) -> L2Plan {
     let view = ElectionView::new(candidates(snap, me, members));
-    let mut requests = Vec::new();
-    let mut services = Vec::new();
+    let reqs = requests(snap, assignments);
+    let results = view.elect_many(&reqs.requests);
+    assemble(&reqs, &results, me, may_own)
+}
+
+/// The election requests of every L2 IP, and the (Service, IP) each came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct L2Requests {
+    /// One per IP and covering advertisement, in Service key order.
+    pub requests: Vec<ElectionRequest>,
+    /// The Service and IP of each request, in the same order.
+    pub services: Vec<(ObjectKey, IpAddr)>,
+}
+
+/// What the election must decide for the snapshot and allocation (it does not depend on
+/// the membership).
+pub fn requests(snap: &Snapshot, assignments: &Assignments) -> L2Requests {
+    let mut out = L2Requests::default();
     for (akey, outcome) in &assignments.outcomes {
         let Ok(alloc) = outcome else { continue };
         let Some(svc) = snap.services.get(&akey.service) else {
@@ -186,7 +202,7 @@ pub fn plan(
                 continue;
             }
             for ip in &alloc.ips {
-                requests.push(ElectionRequest {
+                out.requests.push(ElectionRequest {
                     ip: *ip,
                     mode: Mode::L2 {
                         interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
@@ -195,16 +211,25 @@ pub fn plan(
                     pool: None,
                     local_endpoints: local_endpoints.clone(),
                 });
-                services.push((akey.service.clone(), *ip));
+                out.services.push((akey.service.clone(), *ip));
             }
         }
     }
-    let results = view.elect_many(&requests);
+    out
+}
+
+/// The plan from the election results of `reqs`.
+pub fn assemble(
+    reqs: &L2Requests,
+    results: &[crate::election::ElectionResult],
+    me: &L2Node,
+    may_own: bool,
+) -> L2Plan {
     // Indexes instead of scans: 10 000 IPs must not cost 10 000 x 10 000 comparisons.
     let by_ip: HashMap<IpAddr, &crate::election::ElectionResult> =
         results.iter().map(|r| (r.ip, r)).collect();
     let mut allowed_by_ip: HashMap<IpAddr, Option<Vec<String>>> = HashMap::new();
-    for q in &requests {
+    for q in &reqs.requests {
         if let Mode::L2 { interfaces } = &q.mode {
             allowed_by_ip
                 .entry(q.ip)
@@ -213,17 +238,21 @@ pub fn plan(
     }
     let mut out = L2Plan::default();
     let mut seen = BTreeSet::new();
-    for (service, ip) in services {
-        if !seen.insert((service.clone(), ip)) {
+    for (service, ip) in &reqs.services {
+        if !seen.insert((service, *ip)) {
             continue;
         }
-        let node = by_ip.get(&ip).and_then(|r| r.owner().cloned());
-        out.owners.push(Owner { service, ip, node });
+        let node = by_ip.get(ip).and_then(|r| r.owner().cloned());
+        out.owners.push(Owner {
+            service: service.clone(),
+            ip: *ip,
+            node,
+        });
     }
     if !may_own {
         return out;
     }
-    for r in &results {
+    for r in results {
         if r.owner().map(|o| &**o) != Some(me.name.as_str()) {
             continue;
         }

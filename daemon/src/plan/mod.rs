@@ -3,4 +3,5 @@
 pub mod bgp;
 pub mod endpoints;
 pub mod l2;
+pub mod l2_incremental;
 pub mod policy_route;
