@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::election::{
-    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, NodeName, NodeSelector,
-    SelectorOperator, SelectorRequirement,
+    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, ModeKind, NodeName,
+    NodeSelector, SelectorOperator, SelectorRequirement,
 };
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
@@ -225,24 +225,28 @@ pub fn assemble(
     me: &L2Node,
     may_own: bool,
 ) -> L2Plan {
-    // Indexes instead of scans: 10 000 IPs must not cost 10 000 x 10 000 comparisons.
-    let by_ip: HashMap<IpAddr, &crate::election::ElectionResult> =
-        results.iter().map(|r| (r.ip, r)).collect();
-    let mut allowed_by_ip: HashMap<IpAddr, Option<Vec<String>>> = HashMap::new();
-    for q in &reqs.requests {
-        if let Mode::L2 { interfaces } = &q.mode {
-            allowed_by_ip
-                .entry(q.ip)
-                .or_insert_with(|| interfaces.clone());
-        }
-    }
+    // Results are sorted by (IP, mode): a lookup is a bisection, not a 10 000-entry index.
+    let result_of = |ip: IpAddr| {
+        results
+            .binary_search_by(|r| (r.ip, r.mode).cmp(&(ip, ModeKind::L2)))
+            .ok()
+            .map(|i| &results[i])
+    };
     let mut out = L2Plan::default();
-    let mut seen = BTreeSet::new();
+    // The pairs of one Service are consecutive; only several advertisements covering one
+    // IP repeat a pair, so duplicates are found among the Service's own pairs.
+    let mut current: Option<&ObjectKey> = None;
+    let mut seen: Vec<IpAddr> = Vec::new();
     for (service, ip) in &reqs.services {
-        if !seen.insert((service, *ip)) {
+        if current != Some(service) {
+            current = Some(service);
+            seen.clear();
+        }
+        if seen.contains(ip) {
             continue;
         }
-        let node = by_ip.get(ip).and_then(|r| r.owner().cloned());
+        seen.push(*ip);
+        let node = result_of(*ip).and_then(|r| r.owner().cloned());
         out.owners.push(Owner {
             service: service.clone(),
             ip: *ip,
@@ -252,16 +256,27 @@ pub fn assemble(
     if !may_own {
         return out;
     }
-    for r in results {
-        if r.owner().map(|o| &**o) != Some(me.name.as_str()) {
-            continue;
-        }
-        let allowed = allowed_by_ip.get(&r.ip).cloned().flatten();
-        match interface_for(me, r.ip, allowed.as_deref()) {
-            Some(name) => {
-                out.owned.entry(name).or_default().insert(r.ip);
+    let mine: Vec<IpAddr> = results
+        .iter()
+        .filter(|r| r.mode == ModeKind::L2 && r.owner().map(|o| &**o) == Some(me.name.as_str()))
+        .map(|r| r.ip)
+        .collect();
+    // The interface list of the first request of each IP this node owns.
+    let mut allowed_by_ip: HashMap<IpAddr, Option<&Vec<String>>> = HashMap::new();
+    for q in &reqs.requests {
+        if let Mode::L2 { interfaces } = &q.mode {
+            if mine.contains(&q.ip) {
+                allowed_by_ip.entry(q.ip).or_insert(interfaces.as_ref());
             }
-            None => out.unplaced.push(r.ip),
+        }
+    }
+    for ip in mine {
+        let allowed = allowed_by_ip.get(&ip).copied().flatten();
+        match interface_for(me, ip, allowed.map(Vec::as_slice)) {
+            Some(name) => {
+                out.owned.entry(name).or_default().insert(ip);
+            }
+            None => out.unplaced.push(ip),
         }
     }
     out
