@@ -1,7 +1,11 @@
 //! Allocation and snapshot build at scale: 10 000 Services, 50 pools, 1 000 nodes; cold, and
 //! after one Service change. Goal (issue 4): under 20 ms cold, under 1 ms for one change.
+//! `allocate_*` is the full reference; `incremental_*` is what the speaker runs
+//! (`IncrementalAllocator`). Also timed: a copy of the whole result and the diff of two
+//! whole results, which the speaker's loop still pays per snapshot or would without the
+//! incremental path's own diff.
 //!
-//! `cargo bench -p edgelb-daemon --bench allocate -- --measurement-time 3`
+//! `cargo bench -p edgelb-daemon --bench allocate -- --measurement-time 3 --warm-up-time 1`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgelb_daemon::fixtures::{node, pool, service};
