@@ -182,40 +182,52 @@ pub struct L2Requests {
 pub fn requests(snap: &Snapshot, assignments: &Assignments) -> L2Requests {
     let mut out = L2Requests::default();
     for (akey, outcome) in &assignments.outcomes {
-        let Ok(alloc) = outcome else { continue };
-        let Some(svc) = snap.services.get(&akey.service) else {
-            continue;
-        };
-        let local = is_local(svc);
-        if !local && !has_ready_endpoint(snap, &akey.service) {
-            continue;
-        }
-        let local_endpoints = local.then(|| {
-            ready_nodes(snap, &akey.service)
-                .into_iter()
-                .map(String::from)
-                .collect()
-        });
-        for adv in snap.l2_advertisements.values() {
-            let spec = &adv.object.spec;
-            if !adv.is_valid() || !covers(snap, spec, &alloc.pool) {
-                continue;
-            }
-            for ip in &alloc.ips {
-                out.requests.push(ElectionRequest {
-                    ip: *ip,
-                    mode: Mode::L2 {
-                        interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
-                    },
-                    node_selectors: spec.node_selectors.iter().map(node_selector).collect(),
-                    pool: None,
-                    local_endpoints: local_endpoints.clone(),
-                });
-                out.services.push((akey.service.clone(), *ip));
-            }
-        }
+        requests_of(snap, &akey.service, outcome, &mut out);
     }
     out
+}
+
+/// Appends the requests of one allocation outcome; returns how many.
+pub fn requests_of(
+    snap: &Snapshot,
+    service: &ObjectKey,
+    outcome: &crate::ipam::Outcome,
+    out: &mut L2Requests,
+) -> usize {
+    let Ok(alloc) = outcome else { return 0 };
+    let Some(svc) = snap.services.get(service) else {
+        return 0;
+    };
+    let local = is_local(svc);
+    if !local && !has_ready_endpoint(snap, service) {
+        return 0;
+    }
+    let local_endpoints = local.then(|| {
+        ready_nodes(snap, service)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    });
+    let before = out.requests.len();
+    for adv in snap.l2_advertisements.values() {
+        let spec = &adv.object.spec;
+        if !adv.is_valid() || !covers(snap, spec, &alloc.pool) {
+            continue;
+        }
+        for ip in &alloc.ips {
+            out.requests.push(ElectionRequest {
+                ip: *ip,
+                mode: Mode::L2 {
+                    interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
+                },
+                node_selectors: spec.node_selectors.iter().map(node_selector).collect(),
+                pool: None,
+                local_endpoints: local_endpoints.clone(),
+            });
+            out.services.push((service.clone(), *ip));
+        }
+    }
+    out.requests.len() - before
 }
 
 /// The plan from the election results of `reqs`.

@@ -8,15 +8,20 @@
 //!   gossiped new interfaces; a Node changed), it re-elects incrementally per node ([`ElectionView::reelect_after_change_owned`]:
 //!   only the IPs that node owned are elected in full);
 //! - when the requests changed (a Service, its endpoints or its IPs) and no node did, it
-//!   re-elects only the IPs whose requests changed, with the last view;
+//!   rebuilds the requests of those Services only (the others' are moved over) and
+//!   re-elects only their IPs, with the last view;
 //! - otherwise (both changed, or many nodes at once) it elects everything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, ModeKind};
-use crate::ipam::Assignments;
-use crate::plan::l2::{assemble, candidates, requests, L2Node, L2Plan, L2Requests, Members};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView};
+use crate::ipam::{AllocationKey, Assignments, Outcome};
+use crate::plan::l2::{assemble, candidates, requests_of, L2Node, L2Plan, L2Requests, Members};
 use crate::snapshot::Snapshot;
 
 /// Node changes re-elected one after another before a full election is cheaper.
@@ -38,8 +43,67 @@ pub enum L2PlanKind {
 struct Last {
     snap: Snapshot,
     reqs: L2Requests,
+    /// What each allocation's requests were built from, in key order.
+    inputs: Vec<ServiceInputs>,
     view: ElectionView,
     results: Vec<ElectionResult>,
+}
+
+/// What the requests of one allocation depend on, besides the advertisements and pools.
+struct ServiceInputs {
+    key: AllocationKey,
+    svc: Option<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    outcome: Option<(Arc<str>, Vec<IpAddr>)>,
+    /// How many requests it gave (consecutive in `L2Requests`).
+    count: usize,
+}
+
+impl ServiceInputs {
+    fn new(
+        key: &AllocationKey,
+        svc: Option<&Arc<Service>>,
+        slices: &[Arc<EndpointSlice>],
+        outcome: &Outcome,
+        count: usize,
+    ) -> ServiceInputs {
+        ServiceInputs {
+            key: key.clone(),
+            svc: svc.cloned(),
+            slices: slices.to_vec(),
+            outcome: outcome
+                .as_ref()
+                .ok()
+                .map(|a| (a.pool.clone(), a.ips.clone())),
+            count,
+        }
+    }
+
+    fn same(
+        &self,
+        svc: Option<&Arc<Service>>,
+        slices: &[Arc<EndpointSlice>],
+        outcome: &Outcome,
+    ) -> bool {
+        let svc_same = match (&self.svc, svc) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let outcome_same = match (&self.outcome, outcome) {
+            (Some((pool, ips)), Ok(a)) => *pool == a.pool && *ips == a.ips,
+            (None, Err(_)) => true,
+            _ => false,
+        };
+        svc_same
+            && outcome_same
+            && self.slices.len() == slices.len()
+            && self
+                .slices
+                .iter()
+                .zip(slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
 }
 
 /// The L2 planner with memory; see the module documentation.
@@ -75,10 +139,12 @@ impl L2Planner {
     ) -> L2Plan {
         let _span = tracing::debug_span!("l2_plan").entered();
         let cands = candidates(snap, me, members);
-        let reqs = requests(snap, assignments);
         let (last, kind) = match self.last.take() {
-            None => (full(snap, reqs, cands), L2PlanKind::Full),
-            Some(last) => step(last, snap, reqs, cands),
+            None => {
+                let (reqs, inputs) = all_requests(snap, assignments);
+                (full(snap, reqs, inputs, cands), L2PlanKind::Full)
+            }
+            Some(last) => step(last, snap, assignments, cands),
         };
         let plan = assemble(&last.reqs, &last.results, me, may_own);
         self.last = Some(last);
@@ -107,39 +173,168 @@ impl L2Planner {
     }
 }
 
-fn full(snap: &Snapshot, reqs: L2Requests, cands: Vec<Candidate>) -> Last {
+fn full(
+    snap: &Snapshot,
+    reqs: L2Requests,
+    inputs: Vec<ServiceInputs>,
+    cands: Vec<Candidate>,
+) -> Last {
     let view = ElectionView::new(cands);
     let results = view.elect_many(&reqs.requests);
     Last {
         snap: snap.clone(),
         reqs,
+        inputs,
         view,
         results,
     }
 }
 
+/// Every request, with what each allocation's requests came from.
+fn all_requests(snap: &Snapshot, assignments: &Assignments) -> (L2Requests, Vec<ServiceInputs>) {
+    let mut reqs = L2Requests::default();
+    let mut inputs = Vec::with_capacity(assignments.outcomes.len());
+    for (akey, outcome) in &assignments.outcomes {
+        let n = requests_of(snap, &akey.service, outcome, &mut reqs);
+        let slices = snap
+            .endpoint_slices
+            .get(&akey.service)
+            .map_or(&[][..], Vec::as_slice);
+        inputs.push(ServiceInputs::new(
+            akey,
+            snap.services.get(&akey.service),
+            slices,
+            outcome,
+            n,
+        ));
+    }
+    (reqs, inputs)
+}
+
 fn step(
     last: Last,
     snap: &Snapshot,
-    reqs: L2Requests,
+    assignments: &Assignments,
     cands: Vec<Candidate>,
 ) -> (Last, L2PlanKind) {
-    if reqs == last.reqs {
+    let Last {
+        snap: last_snap,
+        reqs: last_reqs,
+        inputs: last_inputs,
+        view,
+        results,
+    } = last;
+    let Some((reqs, inputs, stale)) =
+        update_requests(&last_snap, snap, assignments, last_reqs, last_inputs)
+    else {
+        let (reqs, inputs) = all_requests(snap, assignments);
+        return (full(snap, reqs, inputs, cands), L2PlanKind::Full);
+    };
+    let last = Last {
+        snap: last_snap,
+        reqs,
+        inputs,
+        view,
+        results,
+    };
+    if stale.is_empty() {
         return nodes_changed(last, snap, cands);
     }
     if !changed_nodes(last.view.candidates(), &cands).is_empty() {
-        return (full(snap, reqs, cands), L2PlanKind::Full);
+        return (full(snap, last.reqs, last.inputs, cands), L2PlanKind::Full);
     }
-    let (results, n) = reelect_changed(&last.view, &last.reqs.requests, last.results, &reqs);
+    let (results, n) = reelect_stale(&last.view, &last.reqs.requests, last.results, &stale);
     (
         Last {
             snap: snap.clone(),
-            reqs,
-            view: last.view,
             results,
+            ..last
         },
         L2PlanKind::RequestsChanged(n),
     )
+}
+
+/// The requests for the new inputs, moving over those of every allocation whose inputs are
+/// unchanged, and the IPs whose requests changed. `None` when the advertisements or pools
+/// changed (every request may have).
+fn update_requests(
+    last_snap: &Snapshot,
+    snap: &Snapshot,
+    assignments: &Assignments,
+    last_reqs: L2Requests,
+    last_inputs: Vec<ServiceInputs>,
+) -> Option<(L2Requests, Vec<ServiceInputs>, HashSet<IpAddr>)> {
+    if snap.l2_advertisements != last_snap.l2_advertisements || snap.pools != last_snap.pools {
+        return None;
+    }
+    let mut stale: HashSet<IpAddr> = HashSet::new();
+    let mut reqs = L2Requests::default();
+    let mut inputs = Vec::with_capacity(assignments.outcomes.len());
+    let mut old = last_inputs.into_iter().peekable();
+    let mut old_reqs = last_reqs.requests.into_iter();
+    let mut old_svcs = last_reqs.services.into_iter();
+    // Drops `count` old requests (of a Service changed or gone); their IPs are stale.
+    fn drop_old<R: Iterator<Item = ElectionRequest>, S: Iterator>(
+        count: usize,
+        reqs: &mut R,
+        svcs: &mut S,
+        stale: &mut HashSet<IpAddr>,
+    ) {
+        for _ in 0..count {
+            svcs.next();
+            if let Some(r) = reqs.next() {
+                stale.insert(r.ip);
+            }
+        }
+    }
+    let mut services = snap.services.iter().peekable();
+    let mut slices_of = snap.endpoint_slices.iter().peekable();
+    for (akey, outcome) in &assignments.outcomes {
+        while old.peek().is_some_and(|o| o.key < *akey) {
+            if let Some(o) = old.next() {
+                drop_old(o.count, &mut old_reqs, &mut old_svcs, &mut stale);
+            }
+        }
+        while services.peek().is_some_and(|(k, _)| *k < &akey.service) {
+            services.next();
+        }
+        while slices_of.peek().is_some_and(|(k, _)| *k < &akey.service) {
+            slices_of.next();
+        }
+        let svc = services
+            .peek()
+            .filter(|(k, _)| **k == akey.service)
+            .map(|(_, s)| *s);
+        let slices = slices_of
+            .peek()
+            .filter(|(k, _)| **k == akey.service)
+            .map_or(&[][..], |(_, v)| v.as_slice());
+        let prev = old.next_if(|o| o.key == *akey);
+        match prev {
+            Some(o) if o.same(svc, slices, outcome) => {
+                for _ in 0..o.count {
+                    if let (Some(r), Some(sv)) = (old_reqs.next(), old_svcs.next()) {
+                        reqs.requests.push(r);
+                        reqs.services.push(sv);
+                    }
+                }
+                inputs.push(o);
+            }
+            prev => {
+                if let Some(o) = prev {
+                    drop_old(o.count, &mut old_reqs, &mut old_svcs, &mut stale);
+                }
+                let from = reqs.requests.len();
+                let n = requests_of(snap, &akey.service, outcome, &mut reqs);
+                stale.extend(reqs.requests[from..].iter().map(|r| r.ip));
+                inputs.push(ServiceInputs::new(akey, svc, slices, outcome, n));
+            }
+        }
+    }
+    for o in old {
+        drop_old(o.count, &mut old_reqs, &mut old_svcs, &mut stale);
+    }
+    Some((reqs, inputs, stale))
 }
 
 /// Same requests as `last`: re-elect for the nodes that changed.
@@ -156,6 +351,7 @@ fn nodes_changed(last: Last, snap: &Snapshot, cands: Vec<Candidate>) -> (Last, L
         n if n <= MAX_NODE_STEPS => {
             let Last {
                 reqs,
+                inputs,
                 view,
                 results,
                 ..
@@ -165,13 +361,14 @@ fn nodes_changed(last: Last, snap: &Snapshot, cands: Vec<Candidate>) -> (Last, L
                 Last {
                     snap: snap.clone(),
                     reqs,
+                    inputs,
                     view,
                     results,
                 },
                 L2PlanKind::NodesChanged(n),
             )
         }
-        _ => (full(snap, last.reqs, cands), L2PlanKind::Full),
+        _ => (full(snap, last.reqs, last.inputs, cands), L2PlanKind::Full),
     }
 }
 
@@ -230,47 +427,38 @@ fn node_steps(
     (view, results)
 }
 
-type GroupKey = (IpAddr, ModeKind);
-
-fn groups(requests: &[ElectionRequest]) -> BTreeMap<GroupKey, Vec<&ElectionRequest>> {
-    let mut out: BTreeMap<GroupKey, Vec<&ElectionRequest>> = BTreeMap::new();
-    for r in requests {
-        out.entry((r.ip, r.mode.kind())).or_default().push(r);
-    }
-    out
-}
-
-/// Results for `reqs` with the same view: the last result of every IP whose requests are
-/// unchanged, a new election for the others. Returns the results and how many were new.
-fn reelect_changed(
+/// Results for the requests with the same view: a new election for every IP in `stale`
+/// (all its requests, including those of unchanged Services sharing it), the last result
+/// for the others. Returns the results (sorted, as `elect_many` gives them) and how many
+/// were elected.
+fn reelect_stale(
     view: &ElectionView,
-    old_requests: &[ElectionRequest],
+    requests: &[ElectionRequest],
     old_results: Vec<ElectionResult>,
-    reqs: &L2Requests,
+    stale: &HashSet<IpAddr>,
 ) -> (Vec<ElectionResult>, usize) {
-    let old_groups = groups(old_requests);
-    let new_groups = groups(&reqs.requests);
-    let mut stale: Vec<ElectionRequest> = Vec::new();
-    for (key, group) in &new_groups {
-        if old_groups.get(key) != Some(group) {
-            stale.extend(group.iter().map(|r| (*r).clone()));
-        }
-    }
-    let mut fresh: HashMap<GroupKey, ElectionResult> = view
-        .elect_many(&stale)
-        .into_iter()
-        .map(|r| ((r.ip, r.mode), r))
+    let todo: Vec<ElectionRequest> = requests
+        .iter()
+        .filter(|r| stale.contains(&r.ip))
+        .cloned()
         .collect();
+    let fresh = view.elect_many(&todo);
     let n = fresh.len();
-    let mut old: HashMap<GroupKey, ElectionResult> = old_results
-        .into_iter()
-        .map(|r| ((r.ip, r.mode), r))
-        .collect();
-    let results = new_groups
-        .keys()
-        .filter_map(|key| fresh.remove(key).or_else(|| old.remove(key)))
-        .collect();
-    (results, n)
+    let kept = old_results.into_iter().filter(|r| !stale.contains(&r.ip));
+    // Merge two sorted runs by (IP, mode).
+    let mut out = Vec::with_capacity(requests.len());
+    let mut fresh = fresh.into_iter().peekable();
+    for r in kept {
+        while fresh
+            .peek()
+            .is_some_and(|f| (f.ip, f.mode) < (r.ip, r.mode))
+        {
+            out.extend(fresh.next());
+        }
+        out.push(r);
+    }
+    out.extend(fresh);
+    (out, n)
 }
 
 #[cfg(test)]

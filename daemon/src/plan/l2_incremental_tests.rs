@@ -65,8 +65,17 @@ fn slice(svc: u8, nodes: &[usize]) -> Object {
     })
 }
 
+/// Even Services share IPs with each other (distinct ports, same traffic policy for those
+/// with the same parity of `local`).
 fn service(i: u8, local: bool) -> Object {
-    let mut svc = fixtures::service("default", &format!("s{i}"), 80);
+    let mut svc = fixtures::service("default", &format!("s{i}"), 80 + i32::from(i));
+    if i % 2 == 0 {
+        svc = fixtures::annotate(
+            svc,
+            crate::api::annotations::ALLOW_SHARED_IP,
+            if local { "shared-local" } else { "shared" },
+        );
+    }
     if local {
         if let Some(s) = svc.spec.as_mut() {
             s.external_traffic_policy = Some("Local".into());
@@ -124,6 +133,22 @@ impl World {
                     ..Default::default()
                 },
                 spec: L2AdvertisementSpec::default(),
+                status: None,
+            }),
+            NS,
+        );
+        // A second advertisement covering the same pool, limited to eth0.
+        store.apply(
+            Object::L2Advertisement(L2Advertisement {
+                metadata: ObjectMeta {
+                    name: Some("lan-eth0".into()),
+                    namespace: Some(NS.into()),
+                    ..Default::default()
+                },
+                spec: L2AdvertisementSpec {
+                    interfaces: vec!["eth0".into()],
+                    ..Default::default()
+                },
                 status: None,
             }),
             NS,
