@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::ipam::{allocate, Assignments};
+use crate::ipam::{Assignments, IncrementalAllocator};
 use crate::snapshot::{Selection, Snapshot};
 use crate::status::announced::{announcements, AnnouncedTracker};
 use crate::status::changes::{diff, Change};
@@ -40,22 +40,31 @@ pub struct Config {
     pub publisher: Option<crate::local_api::publish::Publisher>,
 }
 
-/// Allocation across snapshots: keeps the previous result so that IPs stay put.
+/// Allocation across snapshots: keeps the previous result so that IPs stay put, and
+/// re-checks only the Services that changed (see `ipam::incremental`).
 #[derive(Debug, Default)]
 pub struct Allocator {
-    previous: Option<Assignments>,
+    inner: Option<IncrementalAllocator>,
 }
 
 impl Allocator {
     /// Allocates for `snap`; the first run is seeded from the Services' status so that a
     /// restart never moves an IP. Returns the result and what changed, each change logged.
     pub fn step(&mut self, snap: &Snapshot) -> (Assignments, Vec<Change>) {
-        let previous = self
-            .previous
-            .take()
-            .unwrap_or_else(|| Assignments::from_status(snap));
-        let next = allocate(snap, &previous);
-        let changes = diff(&previous, &next);
+        let changes = match &mut self.inner {
+            Some(inc) => {
+                let u = inc.update(snap);
+                tracing::debug!(kind = ?u.kind, "allocated");
+                diff(&u.before, &u.after)
+            }
+            None => {
+                let seed = Assignments::from_status(snap);
+                let inc = IncrementalAllocator::new(snap, &seed);
+                let changes = diff(&seed, inc.assignments());
+                self.inner = Some(inc);
+                changes
+            }
+        };
         for c in &changes {
             let service = c.key().service.to_string();
             match c {
@@ -67,7 +76,11 @@ impl Allocator {
                 }
             }
         }
-        self.previous = Some(next.clone());
+        let next = self
+            .inner
+            .as_ref()
+            .map(|i| i.assignments().clone())
+            .unwrap_or_default();
         (next, changes)
     }
 }

@@ -25,6 +25,19 @@ impl ElectionView {
         previous: &[ElectionResult],
         changed: &str,
     ) -> Vec<ElectionResult> {
+        self.reelect_after_change_owned(requests, previous.to_vec(), changed)
+    }
+
+    /// [`ElectionView::reelect_after_change`], consuming `previous`: the results that
+    /// stand are patched in place instead of copied (with `externalTrafficPolicy: Local`
+    /// a result lists nearly every node as excluded, so copying them costs more than the
+    /// re-election).
+    pub fn reelect_after_change_owned(
+        &self,
+        requests: &[ElectionRequest],
+        previous: Vec<ElectionResult>,
+        changed: &str,
+    ) -> Vec<ElectionResult> {
         let groups = group_requests(requests);
         if groups.len() != previous.len() {
             return self.elect_many(requests);
@@ -90,7 +103,7 @@ impl ElectionView {
     fn patch(
         &self,
         request: &ElectionRequest,
-        prev: &ElectionResult,
+        prev: ElectionResult,
         class: &ClassFilter,
         x: Option<usize>,
         changed: &str,
@@ -101,12 +114,12 @@ impl ElectionView {
             .filter(|o| &***o != changed)
             .cloned()
             .collect();
-        let mut own: Vec<Exclusion> = prev
-            .own_exclusions
-            .iter()
-            .filter(|e| &*e.node != changed)
-            .cloned()
-            .collect();
+        let mut own: Vec<Exclusion> = prev.own_exclusions;
+        // Sorted by node: the changed node's entry, if any, is found by bisection.
+        let at = own.partition_point(|e| *e.node < *changed);
+        if own.get(at).is_some_and(|e| &*e.node == changed) {
+            own.remove(at);
+        }
         if let Some(i) = x {
             let n = &self.nodes[i];
             // A class-level reason is listed in the shared exclusions.

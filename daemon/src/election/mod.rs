@@ -278,6 +278,11 @@ impl ElectionView {
         ElectionView { nodes }
     }
 
+    /// The candidates of the view, sorted by node name (one per name).
+    pub fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        self.nodes.iter().map(|n| &n.candidate)
+    }
+
     /// Number of nodes in the view.
     pub fn len(&self) -> usize {
         self.nodes.len()

@@ -22,11 +22,12 @@
 //! over its keys (its `status.loadBalancer.ingress`), and the PoolService writer reads the
 //! per-key outcomes.
 
+mod incremental;
 pub mod pool;
 pub mod range;
 pub mod request;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -34,6 +35,9 @@ use self::pool::PoolView;
 use self::range::{from_u128, is_buggy, Family};
 use self::request::{request_of, Request, Sharing};
 use crate::snapshot::{ObjectKey, Snapshot};
+use k8s_openapi::api::core::v1::Service;
+
+pub use self::incremental::{IncrementalAllocator, Update, UpdateKind};
 
 /// What one allocation is for: a Service, and (with node pools) one node pool of it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -272,20 +276,49 @@ struct Cursor {
 
 struct Run<'a> {
     pools: &'a [PoolView],
+    by_name: HashMap<&'a str, usize>,
+    /// No pool restricts which Services it serves (`serviceAllocation` selectors unset).
+    all_open: bool,
     used: HashMap<IpAddr, Holder>,
-    shared: HashMap<Arc<str>, Vec<IpAddr>>,
+    /// IPs held under each sharing key, in address order (a Service joining a shared IP
+    /// takes the lowest compatible one, whatever the order its holders came in).
+    shared: HashMap<Arc<str>, BTreeSet<IpAddr>>,
     /// One cursor per (pool, family), at `pool * 2 + family`.
     cursors: Vec<Cursor>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    fn new(pools: &'a [PoolView]) -> Run<'a> {
+        Run {
+            pools,
+            by_name: {
+                let mut m = HashMap::with_capacity(pools.len());
+                for (i, p) in pools.iter().enumerate() {
+                    m.entry(&*p.name).or_insert(i);
+                }
+                m
+            },
+            all_open: pools.iter().all(PoolView::serves_all),
+            used: HashMap::new(),
+            shared: HashMap::new(),
+            cursors: vec![Cursor::default(); pools.len() * 2],
+        }
+    }
+
+    /// The position of a pool by name (the first, should two share a name).
+    fn pool_index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
     fn conflict(&self, ip: &IpAddr, sharing: Option<&Sharing>) -> Option<(ObjectKey, String)> {
         let holder = self.used.get(ip)?;
         let why = share_conflict(holder, sharing)?;
+        // The lowest key, not the first to come: the same holder however it was built.
         Some((
             holder
                 .users
-                .first()
+                .iter()
+                .min()
                 .cloned()
                 .unwrap_or_else(|| ObjectKey::new("", "")),
             why,
@@ -301,7 +334,7 @@ impl Run<'_> {
             (Some(have), Some(want)) => have.ports.extend(want.ports.iter().cloned()),
             (slot @ None, Some(want)) if holder.users.is_empty() => {
                 *slot = Some(want.clone());
-                self.shared.entry(want.key.clone()).or_default().push(ip);
+                self.shared.entry(want.key.clone()).or_default().insert(ip);
             }
             _ => {}
         }
@@ -395,72 +428,100 @@ fn family_list(families: &[Family]) -> String {
 }
 
 /// Gives every Service of `snap` its IPs, keeping those of `previous` that are still valid.
+///
+/// This is the reference: [`IncrementalAllocator`] gives the same result from the previous
+/// run's state, re-checking only what changed.
 pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
-    let pools = &snap.allocation_pools;
-    let mut run = Run {
-        pools,
-        used: HashMap::new(),
-        shared: HashMap::new(),
-        cursors: vec![Cursor::default(); pools.len() * 2],
-    };
-    let mut outcomes: BTreeMap<AllocationKey, Outcome> = BTreeMap::new();
+    let mut run = Run::new(&snap.allocation_pools);
+    run.used.reserve(snap.services.len());
+    // Two runs in key order (pass 1's outcomes, pass 2's): collected, then built into the
+    // map in one go rather than inserted one by one.
+    let mut outcomes: Vec<(AllocationKey, Outcome)> = Vec::with_capacity(snap.services.len());
     let mut pending: Vec<Pending> = Vec::new();
 
     // Pass 1: keep what is still valid.
     for (key, svc) in &snap.services {
         let akey = AllocationKey::cluster(key.clone());
-        let req = match request_of(svc) {
-            Ok(r) => r,
-            Err(e) => {
-                outcomes.insert(akey, Err(e));
-                continue;
-            }
-        };
-        let no_labels = BTreeMap::new();
-        let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
-        let ns_labels = snap.namespace_labels.get(&key.namespace);
-        let serves: Vec<bool> = pools
-            .iter()
-            .map(|p| p.serves(&key.namespace, ns_labels, labels))
-            .collect();
-        let prev_ips: Vec<IpAddr> = match previous.outcomes.get(&akey) {
-            Some(Ok(a)) => a.ips.clone(),
-            Some(Err(AllocationError::IpRemovedFromPool { ip })) if req.requested.is_empty() => {
-                vec![*ip]
-            }
-            _ => Vec::new(),
-        };
-        match keep(&run, &req, &serves, &prev_ips) {
-            Keep::Nothing => pending.push((akey, req, serves, None)),
-            Keep::Removed(ip) => {
-                outcomes.insert(akey, Err(AllocationError::IpRemovedFromPool { ip }));
-            }
-            Keep::Ips(idx, ips) => {
-                for ip in &ips {
-                    run.take(*ip, key, req.sharing.as_ref());
-                }
-                let have: Vec<Family> = ips.iter().map(Family::of).collect();
-                if req.required().iter().all(|f| have.contains(f)) {
-                    outcomes.insert(
-                        akey,
-                        Ok(Allocation {
-                            pool: pools[idx].name.clone(),
-                            ips,
-                        }),
-                    );
-                } else {
-                    pending.push((akey, req, serves, Some((idx, ips))));
-                }
-            }
+        let prev = previous.outcomes.get(&akey);
+        if let Some(outcome) = first_pass(&mut run, snap, &akey, svc, prev, &mut pending) {
+            outcomes.push((akey, outcome));
         }
     }
 
     // Pass 2: allocate the rest, in key order.
     for (akey, req, serves, kept) in pending {
         let outcome = fresh(&mut run, &akey.service, &req, &serves, kept);
-        outcomes.insert(akey, outcome);
+        outcomes.push((akey, outcome));
     }
-    Assignments { outcomes }
+    Assignments {
+        outcomes: outcomes.into_iter().collect(),
+    }
+}
+
+/// Pass 1 for one Service: its outcome when it is decided (kept, or refused), else `None`
+/// with what pass 2 must finish pushed to `pending`.
+fn first_pass(
+    run: &mut Run<'_>,
+    snap: &Snapshot,
+    akey: &AllocationKey,
+    svc: &Service,
+    prev: Option<&Outcome>,
+    pending: &mut Vec<Pending>,
+) -> Option<Outcome> {
+    let key = &akey.service;
+    let req = match request_of(svc) {
+        Ok(r) => r,
+        Err(e) => return Some(Err(e)),
+    };
+    let no_labels = BTreeMap::new();
+    let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let ns_labels = snap.namespace_labels.get(&key.namespace);
+    let serves: Vec<bool> = if run.all_open {
+        vec![true; run.pools.len()]
+    } else {
+        run.pools
+            .iter()
+            .map(|p| p.serves(&key.namespace, ns_labels, labels))
+            .collect()
+    };
+    let (prev_ips, prev_pool) = previous_ips(prev, &req);
+    match keep(run, &req, &serves, &prev_ips, prev_pool) {
+        Keep::Nothing => {
+            pending.push((akey.clone(), req, serves, None));
+            None
+        }
+        Keep::Removed(ip) => Some(Err(AllocationError::IpRemovedFromPool { ip })),
+        Keep::Ips(idx, ips) => {
+            for ip in &ips {
+                run.take(*ip, key, req.sharing.as_ref());
+            }
+            if req
+                .required()
+                .iter()
+                .all(|f| ips.iter().any(|ip| Family::of(ip) == *f))
+            {
+                Some(Ok(Allocation {
+                    pool: run.pools[idx].name.clone(),
+                    ips,
+                }))
+            } else {
+                pending.push((akey.clone(), req, serves, Some((idx, ips))));
+                None
+            }
+        }
+    }
+}
+
+/// What pass 1 may keep of a previous outcome: its IPs and pool, or an IP removed from its
+/// pool (reported again until the range comes back).
+fn previous_ips<'p>(prev: Option<&'p Outcome>, req: &Request) -> (Vec<IpAddr>, &'p str) {
+    match prev {
+        Some(Ok(a)) => (a.ips.clone(), &a.pool),
+        Some(Err(AllocationError::IpRemovedFromPool { ip })) if req.requested.is_empty() => {
+            (vec![*ip], "")
+        }
+        _ => (Vec::new(), ""),
+    }
 }
 
 /// A Service left for pass 2: key, request, which pools serve it, and what pass 1 kept.
@@ -479,10 +540,15 @@ enum Keep {
 
 /// Which previous IPs stay. A changed request (other IPs, pool or families) keeps nothing;
 /// an IP no longer in any pool is reported, not replaced.
-fn keep(run: &Run<'_>, req: &Request, serves: &[bool], prev: &[IpAddr]) -> Keep {
+///
+/// Each IP stays in the pool it came from (`prev_pool`) while that pool still holds it and
+/// serves the Service, so that a re-run with nothing changed gives the same outcome even
+/// where pools overlap.
+fn keep(run: &Run<'_>, req: &Request, serves: &[bool], prev: &[IpAddr], prev_pool: &str) -> Keep {
     if prev.is_empty() {
         return Keep::Nothing;
     }
+    let prev_idx = run.pool_index(prev_pool);
     // Requested IPs must all be among the previous ones; a previous IP beside them is fine
     // only for a family the request leaves open (dual-stack completed from the pool).
     let requested_families: Vec<Family> = req.requested.iter().map(Family::of).collect();
@@ -505,12 +571,10 @@ fn keep(run: &Run<'_>, req: &Request, serves: &[bool], prev: &[IpAddr]) -> Keep 
         }
         let in_pool = |i: &usize| run.pools[*i].contains(ip);
         let found = match &req.pool {
-            Some(name) => run
-                .pools
-                .iter()
-                .position(|p| &*p.name == name)
-                .filter(in_pool),
-            None => (0..run.pools.len()).find(|i| in_pool(i) && serves[*i]),
+            Some(name) => run.pool_index(name).filter(in_pool),
+            None => prev_idx
+                .filter(|i| in_pool(i) && serves[*i])
+                .or_else(|| (0..run.pools.len()).find(|i| in_pool(i) && serves[*i])),
         };
         let Some(idx) = found else {
             if (0..run.pools.len()).any(|i| in_pool(&i)) {
@@ -544,9 +608,7 @@ fn fresh(
     let named = match &req.pool {
         Some(name) => {
             let idx = run
-                .pools
-                .iter()
-                .position(|p| &*p.name == name)
+                .pool_index(name)
                 .ok_or_else(|| AllocationError::UnknownPool { pool: name.clone() })?;
             if !serves[idx] {
                 return Err(AllocationError::PoolNotAllowed { pool: name.clone() });
@@ -570,26 +632,26 @@ fn fresh(
         None => (Vec::new(), named),
     };
 
-    let candidates: Vec<usize> = match fixed_pool {
-        Some(idx) => vec![idx],
-        None => (0..run.pools.len())
-            .filter(|i| run.pools[*i].auto_assign && serves[*i])
-            .collect(),
+    // Candidate pools, in order, without collecting them: most runs stop at the first.
+    let pools = run.pools;
+    let is_candidate = |i: usize| match fixed_pool {
+        Some(idx) => i == idx,
+        None => pools[i].auto_assign && serves[i],
     };
-    if candidates.is_empty() {
+    let has_families =
+        |pools: &[PoolView], i: usize| req.required().iter().all(|f| pools[i].has_family(*f));
+    if !(0..pools.len()).any(is_candidate) {
         return Err(AllocationError::NoEligiblePool);
     }
-    let with_families: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|i| req.required().iter().all(|f| run.pools[*i].has_family(*f)))
-        .collect();
-    if with_families.is_empty() {
+    if !(0..pools.len()).any(|i| is_candidate(i) && has_families(pools, i)) {
         return Err(AllocationError::NoPoolForFamily {
             families: family_list(req.required()),
         });
     }
-    for idx in with_families.iter().copied() {
+    for idx in 0..pools.len() {
+        if !is_candidate(idx) || !has_families(pools, idx) {
+            continue;
+        }
         let full = req.sharing.is_none()
             && req
                 .required()
@@ -635,9 +697,9 @@ fn fresh(
         }
     }
     Err(AllocationError::PoolsExhausted {
-        pools: with_families
-            .iter()
-            .map(|i| format!("{:?}", run.pools[*i].name))
+        pools: (0..pools.len())
+            .filter(|i| is_candidate(*i) && has_families(pools, *i))
+            .map(|i| format!("{:?}", pools[i].name))
             .collect::<Vec<_>>()
             .join(", "),
     })

@@ -68,6 +68,13 @@ impl PoolView {
         self.ranges.iter().any(|r| r.family() == family)
     }
 
+    /// Whether the pool serves every Service (no namespace or Service restriction).
+    pub fn serves_all(&self) -> bool {
+        self.namespaces.is_empty()
+            && self.namespace_selectors.is_empty()
+            && self.service_selectors.is_empty()
+    }
+
     /// Whether `serviceAllocation` lets a Service of this namespace and with these labels use
     /// the pool. Namespaces match by name or by selector (either suffices); Services by any
     /// selector; an empty list allows all.
@@ -77,6 +84,9 @@ impl PoolView {
         namespace_labels: Option<&BTreeMap<String, String>>,
         service_labels: &BTreeMap<String, String>,
     ) -> bool {
+        if self.serves_all() {
+            return true;
+        }
         let ns_ok = (self.namespaces.is_empty() && self.namespace_selectors.is_empty())
             || self.namespaces.iter().any(|n| n == namespace)
             || namespace_labels.is_some_and(|l| {
@@ -84,12 +94,6 @@ impl PoolView {
                     .iter()
                     .any(|s| selector::matches(s, l))
             });
-        if self.namespaces.is_empty()
-            && self.namespace_selectors.is_empty()
-            && self.service_selectors.is_empty()
-        {
-            return true;
-        }
         ns_ok && selector::matches_any(&self.service_selectors, service_labels)
     }
 }

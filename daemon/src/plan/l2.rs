@@ -18,8 +18,8 @@ use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::election::{
-    Candidate, ElectionRequest, ElectionView, ExclusionReason, InterfaceFacts, Mode, NodeName,
-    NodeSelector, SelectorOperator, SelectorRequirement,
+    Candidate, ElectionRequest, ElectionView, ExclusionReason, InterfaceFacts, Mode, ModeKind,
+    NodeName, NodeSelector, SelectorOperator, SelectorRequirement,
 };
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
@@ -184,76 +184,132 @@ pub fn plan(
     may_own: bool,
 ) -> L2Plan {
     let view = ElectionView::new(candidates(snap, me, members));
-    let mut requests = Vec::new();
-    let mut services = Vec::new();
+    let reqs = requests(snap, assignments);
+    let results = view.elect_many(&reqs.requests);
+    assemble(&reqs, &results, me, may_own)
+}
+
+/// The election requests of every L2 IP, and the (Service, IP) each came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct L2Requests {
+    /// One per IP and covering advertisement, in Service key order.
+    pub requests: Vec<ElectionRequest>,
+    /// The Service and IP of each request, in the same order.
+    pub services: Vec<(ObjectKey, IpAddr)>,
+}
+
+/// What the election must decide for the snapshot and allocation (it does not depend on
+/// the membership).
+pub fn requests(snap: &Snapshot, assignments: &Assignments) -> L2Requests {
+    let mut out = L2Requests::default();
     for (akey, outcome) in &assignments.outcomes {
-        let Ok(alloc) = outcome else { continue };
-        let Some(svc) = snap.services.get(&akey.service) else {
-            continue;
-        };
-        let local = is_local(svc);
-        if !local && !has_ready_endpoint(snap, &akey.service) {
+        requests_of(snap, &akey.service, outcome, &mut out);
+    }
+    out
+}
+
+/// Appends the requests of one allocation outcome; returns how many.
+pub fn requests_of(
+    snap: &Snapshot,
+    service: &ObjectKey,
+    outcome: &crate::ipam::Outcome,
+    out: &mut L2Requests,
+) -> usize {
+    let Ok(alloc) = outcome else { return 0 };
+    let Some(svc) = snap.services.get(service) else {
+        return 0;
+    };
+    let local = is_local(svc);
+    if !local && !has_ready_endpoint(snap, service) {
+        return 0;
+    }
+    let local_endpoints = local.then(|| {
+        ready_nodes(snap, service)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    });
+    let before = out.requests.len();
+    for adv in snap.l2_advertisements.values() {
+        let spec = &adv.object.spec;
+        if !adv.is_valid() || !covers(snap, spec, &alloc.pool) {
             continue;
         }
-        let local_endpoints = local.then(|| {
-            ready_nodes(snap, &akey.service)
-                .into_iter()
-                .map(String::from)
-                .collect()
-        });
-        for adv in snap.l2_advertisements.values() {
-            let spec = &adv.object.spec;
-            if !adv.is_valid() || !covers(snap, spec, &alloc.pool) {
-                continue;
-            }
-            for ip in &alloc.ips {
-                requests.push(ElectionRequest {
-                    ip: *ip,
-                    mode: Mode::L2 {
-                        interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
-                    },
-                    node_selectors: spec.node_selectors.iter().map(node_selector).collect(),
-                    pool: None,
-                    local_endpoints: local_endpoints.clone(),
-                });
-                services.push((akey.service.clone(), *ip));
-            }
+        for ip in &alloc.ips {
+            out.requests.push(ElectionRequest {
+                ip: *ip,
+                mode: Mode::L2 {
+                    interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
+                },
+                node_selectors: spec.node_selectors.iter().map(node_selector).collect(),
+                pool: None,
+                local_endpoints: local_endpoints.clone(),
+            });
+            out.services.push((service.clone(), *ip));
         }
     }
-    let results = view.elect_many(&requests);
-    // Indexes instead of scans: 10 000 IPs must not cost 10 000 x 10 000 comparisons.
-    let by_ip: HashMap<IpAddr, &crate::election::ElectionResult> =
-        results.iter().map(|r| (r.ip, r)).collect();
-    let mut allowed_by_ip: HashMap<IpAddr, Option<Vec<String>>> = HashMap::new();
-    for q in &requests {
-        if let Mode::L2 { interfaces } = &q.mode {
-            allowed_by_ip
-                .entry(q.ip)
-                .or_insert_with(|| interfaces.clone());
-        }
-    }
+    out.requests.len() - before
+}
+
+/// The plan from the election results of `reqs`.
+pub fn assemble(
+    reqs: &L2Requests,
+    results: &[crate::election::ElectionResult],
+    me: &L2Node,
+    may_own: bool,
+) -> L2Plan {
+    // Results are sorted by (IP, mode): a lookup is a bisection, not a 10 000-entry index.
+    let result_of = |ip: IpAddr| {
+        results
+            .binary_search_by(|r| (r.ip, r.mode).cmp(&(ip, ModeKind::L2)))
+            .ok()
+            .map(|i| &results[i])
+    };
     let mut out = L2Plan::default();
-    let mut seen = BTreeSet::new();
-    for (service, ip) in services {
-        if !seen.insert((service.clone(), ip)) {
+    // The pairs of one Service are consecutive; only several advertisements covering one
+    // IP repeat a pair, so duplicates are found among the Service's own pairs.
+    let mut current: Option<&ObjectKey> = None;
+    let mut seen: Vec<IpAddr> = Vec::new();
+    for (service, ip) in &reqs.services {
+        if current != Some(service) {
+            current = Some(service);
+            seen.clear();
+        }
+        if seen.contains(ip) {
             continue;
         }
-        let node = by_ip.get(&ip).and_then(|r| r.owner().cloned());
-        out.owners.push(Owner { service, ip, node });
+        seen.push(*ip);
+        let node = result_of(*ip).and_then(|r| r.owner().cloned());
+        out.owners.push(Owner {
+            service: service.clone(),
+            ip: *ip,
+            node,
+        });
     }
     if !may_own {
         return out;
     }
-    for r in &results {
-        if r.owner().map(|o| &**o) != Some(me.name.as_str()) {
-            continue;
-        }
-        let allowed = allowed_by_ip.get(&r.ip).cloned().flatten();
-        match interface_for(me, r.ip, allowed.as_deref()) {
-            Some(name) => {
-                out.owned.entry(name).or_default().insert(r.ip);
+    let mine: Vec<IpAddr> = results
+        .iter()
+        .filter(|r| r.mode == ModeKind::L2 && r.owner().map(|o| &**o) == Some(me.name.as_str()))
+        .map(|r| r.ip)
+        .collect();
+    // The interface list of the first request of each IP this node owns.
+    let mut allowed_by_ip: HashMap<IpAddr, Option<&Vec<String>>> = HashMap::new();
+    for q in &reqs.requests {
+        if let Mode::L2 { interfaces } = &q.mode {
+            if mine.contains(&q.ip) {
+                allowed_by_ip.entry(q.ip).or_insert(interfaces.as_ref());
             }
-            None => out.unplaced.push(r.ip),
+        }
+    }
+    for ip in mine {
+        let allowed = allowed_by_ip.get(&ip).copied().flatten();
+        match interface_for(me, ip, allowed.map(Vec::as_slice)) {
+            Some(name) => {
+                out.owned.entry(name).or_default().insert(ip);
+            }
+            None => out.unplaced.push(ip),
         }
     }
     out

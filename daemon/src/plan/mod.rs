@@ -3,5 +3,6 @@
 pub mod bgp;
 pub mod endpoints;
 pub mod l2;
+pub mod l2_incremental;
 pub mod member_seeds;
 pub mod policy_route;

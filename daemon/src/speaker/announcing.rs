@@ -27,6 +27,7 @@ use crate::membership::{
 };
 use crate::plan::bgp::{self as bgp_plan, BgpDefaults, NodeFacts};
 use crate::plan::l2::{self as l2_plan, L2Node, L2Plan, Members};
+use crate::plan::l2_incremental::L2Planner;
 use crate::snapshot::Snapshot;
 
 /// Gossip settings of this speaker.
@@ -122,6 +123,7 @@ pub struct Announcing {
     gossip: Option<(SocketAddr, Vec<SocketAddr>)>,
     /// The seeds last handed to the membership.
     seeds: Vec<SocketAddr>,
+    l2_planner: L2Planner,
 }
 
 impl Announcing {
@@ -169,6 +171,7 @@ impl Announcing {
                 .as_ref()
                 .map(|g| g.peers.clone())
                 .unwrap_or_default(),
+            l2_planner: L2Planner::default(),
         };
         a.read_interfaces().await;
         if let Some(g) = &cfg.gossip {
@@ -391,7 +394,7 @@ impl Announcing {
             changed |= self.read_interfaces().await;
         }
         if changed {
-            self.apply_l2().await;
+            self.apply_l2(false).await;
         }
     }
 
@@ -419,10 +422,12 @@ impl Announcing {
                 "bgp applied"
             );
         }
-        self.apply_l2().await;
+        self.apply_l2(true).await;
     }
 
-    async fn apply_l2(&mut self) {
+    /// Re-plans L2; with `new_inputs` false only the members or interfaces changed, and
+    /// the planner re-elects only for the nodes that changed.
+    async fn apply_l2(&mut self, new_inputs: bool) {
         let Some((snap, a)) = &self.last else { return };
         let facts = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
         let me = L2Node {
@@ -430,7 +435,16 @@ impl Announcing {
             interfaces: self.interfaces.clone(),
             addresses: facts.addresses,
         };
-        let plan = l2_plan::plan(snap, a, &me, &self.members, self.may_own);
+        let replanned = if new_inputs {
+            None
+        } else {
+            self.l2_planner
+                .replan_members(&me, &self.members, self.may_own)
+        };
+        let plan = replanned.unwrap_or_else(|| {
+            self.l2_planner
+                .plan(snap, a, &me, &self.members, self.may_own)
+        });
         for ip in &plan.unplaced {
             tracing::warn!(%ip, "won the election but no interface can announce it");
         }
