@@ -2,6 +2,7 @@
 //! reports through the log and a local state file; cluster mode additionally writes to the
 //! API while it holds the Lease.
 
+mod allocator;
 mod announcing;
 mod policy_routes;
 
@@ -9,6 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use allocator::Allocator;
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
@@ -16,10 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::ipam::{Assignments, IncrementalAllocator};
+use crate::ipam::Assignments;
 use crate::snapshot::{Selection, Snapshot};
 use crate::status::announced::{announcements, AnnouncedTracker};
-use crate::status::changes::{diff, Change};
 use crate::status::leader::Leadership;
 use crate::status::local::LocalState;
 use crate::status::policy_route::PolicyRouteStatusWriter;
@@ -38,51 +39,6 @@ pub struct Config {
     pub announce: AnnounceConfig,
     /// Feeds the local API and the metrics, when they run.
     pub publisher: Option<crate::local_api::publish::Publisher>,
-}
-
-/// Allocation across snapshots: keeps the previous result so that IPs stay put, and
-/// re-checks only the Services that changed (see `ipam::incremental`).
-#[derive(Debug, Default)]
-pub struct Allocator {
-    inner: Option<IncrementalAllocator>,
-}
-
-impl Allocator {
-    /// Allocates for `snap`; the first run is seeded from the Services' status so that a
-    /// restart never moves an IP. Returns the result and what changed, each change logged.
-    pub fn step(&mut self, snap: &Snapshot) -> (Assignments, Vec<Change>) {
-        let changes = match &mut self.inner {
-            Some(inc) => {
-                let u = inc.update(snap);
-                tracing::debug!(kind = ?u.kind, "allocated");
-                diff(&u.before, &u.after)
-            }
-            None => {
-                let seed = Assignments::from_status(snap);
-                let inc = IncrementalAllocator::new(snap, &seed);
-                let changes = diff(&seed, inc.assignments());
-                self.inner = Some(inc);
-                changes
-            }
-        };
-        for c in &changes {
-            let service = c.key().service.to_string();
-            match c {
-                Change::Failed { .. } => {
-                    tracing::warn!(%service, reason = c.reason(), message = %c.message(), "allocation")
-                }
-                _ => {
-                    tracing::info!(%service, reason = c.reason(), message = %c.message(), "allocation")
-                }
-            }
-        }
-        let next = self
-            .inner
-            .as_ref()
-            .map(|i| i.assignments().clone())
-            .unwrap_or_default();
-        (next, changes)
-    }
 }
 
 fn write_local(cfg: &Config, a: &Assignments) {

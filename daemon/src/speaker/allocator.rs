@@ -1,0 +1,156 @@
+//! Allocation across snapshots, as the run loops use it: sticky, incremental, and in
+//! cluster mode deferring to the leader's record on followers.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::ipam::{Allocation, AllocationKey, Assignments, IncrementalAllocator};
+use crate::snapshot::{ObjectKey, Snapshot};
+use crate::status::changes::{diff, Change};
+
+/// Allocation across snapshots: keeps the previous result so that IPs stay put, and
+/// re-checks only the Services that changed (see `ipam::incremental`).
+#[derive(Debug, Default)]
+pub struct Allocator {
+    inner: Option<IncrementalAllocator>,
+}
+
+impl Allocator {
+    /// Allocates for `snap`; the first run is seeded from the Services' status so that a
+    /// restart never moves an IP. Returns the result and what changed, each change logged.
+    pub fn step(&mut self, snap: &Snapshot) -> (Assignments, Vec<Change>) {
+        let changes = match &mut self.inner {
+            Some(inc) => {
+                let u = inc.update(snap);
+                tracing::debug!(kind = ?u.kind, "allocated");
+                diff(&u.before, &u.after)
+            }
+            None => {
+                let seed = Assignments::from_status(snap);
+                let inc = IncrementalAllocator::new(snap, &seed);
+                let changes = diff(&seed, inc.assignments());
+                self.inner = Some(inc);
+                changes
+            }
+        };
+        log_changes(&changes, "allocation");
+        (self.current(), changes)
+    }
+
+    /// A follower's step (cluster mode, not holding the Lease): as [`Allocator::step`], then
+    /// wherever a Service that changed in this snapshot has a status (the leader's record)
+    /// naming other IPs than this speaker's own result, the leader's IPs are taken and the
+    /// rest re-allocated around them. Two speakers that saw Services arrive in a different
+    /// order can otherwise hold different IPs for them; the leader's record settles it, as
+    /// MetalLB's speakers announce what its controller wrote.
+    pub fn step_following(&mut self, snap: &Snapshot) -> (Assignments, Vec<Change>) {
+        let changed = match &self.inner {
+            Some(inc) => changed_services(inc.snapshot(), snap),
+            // The first run is seeded from the status already.
+            None => return self.step(snap),
+        };
+        let (mine, mut changes) = self.step(snap);
+        let theirs = status_disagreements(&mine, snap, &changed);
+        if theirs.is_empty() {
+            return (mine, changes);
+        }
+        let mut seed = mine.clone();
+        for (key, ips) in theirs {
+            seed.outcomes.insert(
+                key,
+                Ok(Allocation {
+                    pool: "".into(),
+                    ips,
+                }),
+            );
+        }
+        let inc = IncrementalAllocator::new(snap, &seed);
+        let adopted = diff(&mine, inc.assignments());
+        log_changes(&adopted, "took the leader's allocation");
+        self.inner = Some(inc);
+        changes.extend(adopted);
+        (self.current(), changes)
+    }
+
+    fn current(&self) -> Assignments {
+        self.inner
+            .as_ref()
+            .map(|i| i.assignments().clone())
+            .unwrap_or_default()
+    }
+}
+
+fn log_changes(changes: &[Change], what: &str) {
+    for c in changes {
+        let service = c.key().service.to_string();
+        match c {
+            Change::Failed { .. } => {
+                tracing::warn!(%service, reason = c.reason(), message = %c.message(), "{what}")
+            }
+            _ => {
+                tracing::info!(%service, reason = c.reason(), message = %c.message(), "{what}")
+            }
+        }
+    }
+}
+
+/// Services added or replaced between two snapshots (objects are shared, so an unchanged
+/// Service is the same `Arc`).
+fn changed_services(before: &Snapshot, after: &Snapshot) -> BTreeSet<ObjectKey> {
+    after
+        .services
+        .iter()
+        .filter(|(k, svc)| {
+            before
+                .services
+                .get(*k)
+                .is_none_or(|old| !Arc::ptr_eq(old, svc))
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Among `keys`, the Services whose status lists IPs that differ (as a set) from this
+/// speaker's successful allocation; with the status's IPs. A Service without status IPs
+/// has no record to follow and is left out.
+pub fn status_disagreements(
+    mine: &Assignments,
+    snap: &Snapshot,
+    keys: &BTreeSet<ObjectKey>,
+) -> Vec<(AllocationKey, Vec<IpAddr>)> {
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(svc) = snap.services.get(key) else {
+            continue;
+        };
+        let mut recorded: Vec<IpAddr> = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.ip.as_deref()?.parse().ok())
+            .collect();
+        if recorded.is_empty() {
+            continue;
+        }
+        recorded.sort();
+        recorded.dedup();
+        let mut own: Vec<IpAddr> = match mine.get(key) {
+            Some(Ok(a)) => a.ips.clone(),
+            _ => Vec::new(),
+        };
+        own.sort();
+        own.dedup();
+        if own != recorded {
+            out.push((AllocationKey::cluster(key.clone()), recorded));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[path = "allocator_tests.rs"]
+mod tests;
