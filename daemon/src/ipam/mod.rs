@@ -211,15 +211,7 @@ impl Assignments {
     pub fn from_status(snap: &Snapshot) -> Assignments {
         let mut outcomes = BTreeMap::new();
         for (key, svc) in &snap.services {
-            let ips: Vec<IpAddr> = svc
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect();
+            let ips = status_ips(svc);
             if !ips.is_empty() {
                 outcomes.insert(
                     AllocationKey::cluster(key.clone()),
@@ -232,6 +224,19 @@ impl Assignments {
         }
         Assignments { outcomes }
     }
+}
+
+/// The IPs a Service's status records (`status.loadBalancer.ingress[].ip`), in order;
+/// entries that are not IPs (hostnames) are skipped.
+pub fn status_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<IpAddr> {
+    svc.status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
 }
 
 /// Who holds an IP during one run.

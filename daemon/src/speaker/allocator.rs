@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::ipam::{Allocation, AllocationKey, Assignments, IncrementalAllocator};
+use crate::ipam::{status_ips, Allocation, AllocationKey, Assignments, IncrementalAllocator};
 use crate::snapshot::{ObjectKey, Snapshot};
 use crate::status::changes::{diff, Change};
 
@@ -124,15 +124,7 @@ pub fn status_disagreements(
         let Some(svc) = snap.services.get(key) else {
             continue;
         };
-        let mut recorded: Vec<IpAddr> = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i.ip.as_deref()?.parse().ok())
-            .collect();
+        let mut recorded = status_ips(svc);
         if recorded.is_empty() {
             continue;
         }
