@@ -428,7 +428,7 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
     }
     garp.sort_by(f64::total_cmp);
     success.sort_by(f64::total_cmp);
-    eprintln!(
+    figure(format!(
         "speaker_l2: SIGKILL failover over {} reps in {:.0} s: kill->first GARP p50 {:.0} ms p99 {:.0} ms; kill->first success p50 {:.0} ms p99 {:.0} ms; {failed_total} failed connects in all",
         garp.len(),
         started.elapsed().as_secs_f64(),
@@ -436,7 +436,7 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
         percentile(&garp, 0.99),
         percentile(&success, 0.5),
         percentile(&success, 0.99)
-    );
+    ));
     // The targets (p50 <= 500 ms, p99 <= 1 s) are read from the figures above, not asserted:
     // a loaded machine moves them. A failover that takes seconds is a bug, though.
     let worst = garp
@@ -469,12 +469,12 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
         .take(10)
         .filter_map(|(_, ok)| ok.as_ref())
         .collect();
-    eprintln!(
+    figure(format!(
         "speaker_l2: SIGTERM handoff from {}: exit {took:?}, {} connects, {failed} failed, last answered by {:?}",
         NODES[owner].0,
         lines.len(),
         after.first()
-    );
+    ));
     assert_eq!(
         failed,
         0,
@@ -519,10 +519,10 @@ fn a_cut_off_owner_stops_owning_and_healing_leaves_one_owner() -> anyhow::Result
     let next = lab.single_owner(Duration::from_secs(10))?;
     let moved = cut.elapsed();
     assert_ne!(next, owner);
-    eprintln!(
+    figure(format!(
         "speaker_l2: partition: {} cut off, stopped owning after {stopped:?}; {} answers after {moved:?}",
         NODES[owner].0, NODES[next].0
-    );
+    ));
     // Membership detects in about a second (SWIM timings for a LAN): two periods, with
     // slack for a loaded machine.
     assert!(stopped < Duration::from_secs(4), "took {stopped:?}");
@@ -541,9 +541,26 @@ fn a_cut_off_owner_stops_owning_and_healing_leaves_one_owner() -> anyhow::Result
         "after healing: {answers:?}\n{}",
         lab.logs()
     );
-    eprintln!(
+    figure(format!(
         "speaker_l2: healed: exactly one owner again ({})",
         NODES[healed].0
-    );
+    ));
     Ok(())
+}
+
+/// Prints a measured figure and keeps it in `target/tmp/figures/speaker_l2.txt`, which
+/// `.ci/run` prints after the tests (cargo hides a passing test's output).
+fn figure(line: String) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("speaker_l2.txt"))
+    });
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "{line}");
+    }
 }
