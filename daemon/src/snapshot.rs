@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
@@ -141,6 +142,16 @@ impl<T> Index<T> {
         self.objects.remove(key);
     }
 
+    /// Adds or replaces an already shared object; returns the one it replaced.
+    fn put(&mut self, key: ObjectKey, obj: Arc<T>) -> Option<Arc<T>> {
+        self.objects.insert(key, obj)
+    }
+
+    /// Removes an object and returns it.
+    fn take(&mut self, key: &ObjectKey) -> Option<Arc<T>> {
+        self.objects.remove(key)
+    }
+
     /// Replaces everything (after a watcher's re-list).
     pub fn reset(&mut self, objects: impl IntoIterator<Item = (ObjectKey, T)>) {
         self.objects = objects.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
@@ -259,12 +270,20 @@ pub fn node_pool_of(node: &Node) -> Option<String> {
 }
 
 /// The mutable side: one [`Index`] per kind, fed by a source.
+///
+/// Services and EndpointSlices change only through [`Store::apply`], [`Store::delete`] and
+/// [`Store::reset`] (read them with [`Store::services`] / [`Store::endpoint_slices`]): the
+/// store keeps the snapshot's maps of our Services and their slices up to date as they
+/// change, as persistent maps, so that a snapshot after one change costs O(log n), not a
+/// rebuild of 10 000 entries.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
     /// Services (all classes: a class change must be seen as ours -> not ours).
-    pub services: Index<Service>,
+    services: Index<Service>,
     /// EndpointSlices.
-    pub endpoint_slices: Index<EndpointSlice>,
+    endpoint_slices: Index<EndpointSlice>,
+    /// The snapshot's Service and slice maps for one [`Selection`].
+    derived: Derived,
     /// Nodes.
     pub nodes: Index<Node>,
     /// Namespaces.
@@ -285,13 +304,141 @@ pub struct Store {
     pub policy_routes: Index<PolicyRoute>,
 }
 
+/// The Service-keyed maps of a snapshot for one selection, kept in step with the indexes.
+/// Unchanged Services and slices keep their `Arc` (readers compare with `Arc::ptr_eq`).
+#[derive(Clone, Debug, Default)]
+struct Derived {
+    /// The selection these maps were made for.
+    sel: Selection,
+    /// Our Services (as `SnapshotData::services`).
+    services: OrdMap<ObjectKey, Arc<Service>>,
+    /// Slices of every Service, ours or not, by Service key then slice key (so a Service
+    /// that becomes ours finds its slices without a scan).
+    slices_by_service: BTreeMap<ObjectKey, BTreeMap<ObjectKey, Arc<EndpointSlice>>>,
+    /// Slices of our Services, in slice key order (as `SnapshotData::endpoint_slices`).
+    endpoint_slices: OrdMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
+}
+
+impl Derived {
+    /// The maps for `sel`, from scratch.
+    fn build(services: &Index<Service>, slices: &Index<EndpointSlice>, sel: &Selection) -> Derived {
+        let mut d = Derived {
+            sel: sel.clone(),
+            ..Derived::default()
+        };
+        for (key, slice) in slices.iter() {
+            if let Some(owner) = owner_of(key, slice) {
+                d.slices_by_service
+                    .entry(owner)
+                    .or_default()
+                    .insert(key.clone(), slice.clone());
+            }
+        }
+        for (key, svc) in services.iter() {
+            if is_ours(svc, sel) {
+                d.services.insert(key.clone(), svc.clone());
+                d.refresh_slices(key);
+            }
+        }
+        d
+    }
+
+    /// After Service `key` was added, replaced (`Some`) or removed (`None`).
+    fn service_changed(&mut self, key: &ObjectKey, svc: Option<&Arc<Service>>) {
+        match svc {
+            Some(svc) if is_ours(svc, &self.sel) => {
+                self.services.insert(key.clone(), svc.clone());
+            }
+            _ => {
+                self.services.remove(key);
+            }
+        }
+        self.refresh_slices(key);
+    }
+
+    /// After slice `key` went from `old` to `new` (either absent).
+    fn slice_changed(
+        &mut self,
+        key: &ObjectKey,
+        old: Option<&Arc<EndpointSlice>>,
+        new: Option<&Arc<EndpointSlice>>,
+    ) {
+        if let Some(owner) = old.and_then(|s| owner_of(key, s)) {
+            if let Some(slices) = self.slices_by_service.get_mut(&owner) {
+                slices.remove(key);
+                if slices.is_empty() {
+                    self.slices_by_service.remove(&owner);
+                }
+            }
+            self.refresh_slices(&owner);
+        }
+        if let Some((owner, slice)) = new.and_then(|s| Some((owner_of(key, s)?, s))) {
+            self.slices_by_service
+                .entry(owner.clone())
+                .or_default()
+                .insert(key.clone(), slice.clone());
+            self.refresh_slices(&owner);
+        }
+    }
+
+    /// Makes the snapshot's slice entry of Service `key` match: its slices if it is ours
+    /// and has any, else none.
+    fn refresh_slices(&mut self, key: &ObjectKey) {
+        match self.slices_by_service.get(key) {
+            Some(slices) if self.services.contains_key(key) => {
+                self.endpoint_slices
+                    .insert(key.clone(), slices.values().cloned().collect());
+            }
+            _ => {
+                self.endpoint_slices.remove(key);
+            }
+        }
+    }
+}
+
+/// The Service an EndpointSlice belongs to (label `kubernetes.io/service-name`, same
+/// namespace).
+fn owner_of(key: &ObjectKey, slice: &EndpointSlice) -> Option<ObjectKey> {
+    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some(ObjectKey {
+        namespace: key.namespace.clone(),
+        name: svc.as_str().into(),
+    })
+}
+
 impl Store {
+    /// Services (all classes).
+    pub fn services(&self) -> &Index<Service> {
+        &self.services
+    }
+
+    /// EndpointSlices.
+    pub fn endpoint_slices(&self) -> &Index<EndpointSlice> {
+        &self.endpoint_slices
+    }
+
+    /// Keeps the snapshot's Service maps for `sel` from now on (the default selection
+    /// until called). A snapshot for another selection is still right, but built whole.
+    pub fn select(&mut self, sel: &Selection) {
+        if self.derived.sel != *sel {
+            self.derived = Derived::build(&self.services, &self.endpoint_slices, sel);
+        }
+    }
+
     /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
     pub fn apply(&mut self, obj: Object, namespace: &str) {
         let (_, key) = obj.describe();
         match obj {
-            Object::Service(o) => self.services.apply(key, o),
-            Object::EndpointSlice(o) => self.endpoint_slices.apply(key, o),
+            Object::Service(o) => {
+                let svc = Arc::new(o);
+                self.derived.service_changed(&key, Some(&svc));
+                self.services.put(key, svc);
+            }
+            Object::EndpointSlice(o) => {
+                let slice = Arc::new(o);
+                let old = self.endpoint_slices.put(key.clone(), slice.clone());
+                self.derived.slice_changed(&key, old.as_ref(), Some(&slice));
+            }
             Object::Node(o) => self.nodes.apply(key, o),
             Object::Namespace(o) => self.namespaces.apply(key, o),
             Object::Secret(o) => {
@@ -311,8 +458,14 @@ impl Store {
     /// Removes one object of a kind (as [`Object::describe`] names kinds).
     pub fn delete(&mut self, kind: &str, key: &ObjectKey) {
         match kind {
-            "Service" => self.services.delete(key),
-            "EndpointSlice" => self.endpoint_slices.delete(key),
+            "Service" => {
+                self.services.take(key);
+                self.derived.service_changed(key, None);
+            }
+            "EndpointSlice" => {
+                let old = self.endpoint_slices.take(key);
+                self.derived.slice_changed(key, old.as_ref(), None);
+            }
             "Node" => self.nodes.delete(key),
             "Namespace" => self.namespaces.delete(key),
             "Secret" => self.secrets.delete(key),
@@ -346,6 +499,11 @@ impl Store {
             if o.describe().0 == kind {
                 self.apply(o, namespace);
             }
+        }
+        if kind == "Service" || kind == "EndpointSlice" {
+            // The patches above started from maps that still held the old list.
+            let sel = self.derived.sel.clone();
+            self.derived = Derived::build(&self.services, &self.endpoint_slices, &sel);
         }
     }
 
@@ -388,10 +546,12 @@ impl std::ops::Deref for Snapshot {
 pub struct SnapshotData {
     /// What made a Service ours.
     pub selection: Selection,
-    /// Our Services only, by `namespace/name`.
-    pub services: BTreeMap<ObjectKey, Arc<Service>>,
-    /// EndpointSlices of our Services, by Service key (label `kubernetes.io/service-name`).
-    pub endpoint_slices: BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
+    /// Our Services only, by `namespace/name` (a persistent map: shared with the store,
+    /// iterated in key order like a `BTreeMap`).
+    pub services: OrdMap<ObjectKey, Arc<Service>>,
+    /// EndpointSlices of our Services, by Service key (label `kubernetes.io/service-name`),
+    /// each Service's in slice key order.
+    pub endpoint_slices: OrdMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
     /// Nodes by name, with their node pool.
     pub nodes: BTreeMap<Arc<str>, NodeView>,
     /// Node pool -> member node names (sorted).
@@ -444,34 +604,16 @@ where
 }
 
 fn build(store: &Store, sel: &Selection) -> Snapshot {
-    let services: BTreeMap<ObjectKey, Arc<Service>> = store
-        .services
-        .iter()
-        .filter(|(_, s)| is_ours(s, sel))
-        .map(|(k, s)| (k.clone(), s.clone()))
-        .collect();
-
-    let mut endpoint_slices: BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
-    for (key, slice) in store.endpoint_slices.iter() {
-        let Some(svc) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let svc_key = ObjectKey {
-            namespace: key.namespace.clone(),
-            name: svc.as_str().into(),
-        };
-        if services.contains_key(&svc_key) {
-            endpoint_slices
-                .entry(svc_key)
-                .or_default()
-                .push(slice.clone());
-        }
-    }
+    // O(1): persistent maps share their nodes with the store's.
+    let (services, endpoint_slices) = if store.derived.sel == *sel {
+        (
+            store.derived.services.clone(),
+            store.derived.endpoint_slices.clone(),
+        )
+    } else {
+        let d = Derived::build(&store.services, &store.endpoint_slices, sel);
+        (d.services, d.endpoint_slices)
+    };
 
     let mut nodes = BTreeMap::new();
     let mut node_pools: BTreeMap<String, Vec<Arc<str>>> = BTreeMap::new();

@@ -137,7 +137,7 @@ fn snapshot_holds_our_services_slices_by_service_nodes_by_pool_and_checked_pools
     );
     assert_eq!(snap.allocation_pools.len(), 1);
     // Snapshots are immutable: a later change makes a new one, the old stays as it was.
-    store.services.delete(&ObjectKey::new("default", "web"));
+    store.delete("Service", &ObjectKey::new("default", "web"));
     assert_eq!(snap.services.len(), 1);
     assert_eq!(store.snapshot(&Selection::default()).services.len(), 0);
 }
@@ -168,4 +168,159 @@ fn secrets_are_kept_only_from_our_namespace_and_never_printed() {
         "{printed}"
     );
     assert!(printed.contains("***"));
+}
+
+/// The snapshot's Service maps the way a whole rebuild makes them (the reference the
+/// store's patched maps must equal).
+#[allow(clippy::type_complexity)]
+fn rebuilt(
+    store: &Store,
+    sel: &Selection,
+) -> (
+    Vec<(ObjectKey, Arc<Service>)>,
+    Vec<(ObjectKey, Vec<Arc<EndpointSlice>>)>,
+) {
+    let services: BTreeMap<ObjectKey, Arc<Service>> = store
+        .services()
+        .iter()
+        .filter(|(_, s)| is_ours(s, sel))
+        .map(|(k, s)| (k.clone(), s.clone()))
+        .collect();
+    let mut slices: BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
+    for (key, slice) in store.endpoint_slices().iter() {
+        let Some(owner) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+        else {
+            continue;
+        };
+        let owner = ObjectKey::new(&key.namespace, owner);
+        if services.contains_key(&owner) {
+            slices.entry(owner).or_default().push(slice.clone());
+        }
+    }
+    (services.into_iter().collect(), slices.into_iter().collect())
+}
+
+/// Same keys in the same order, and the very same `Arc`s.
+fn assert_same_maps(snap: &Snapshot, store: &Store, sel: &Selection) {
+    let (services, slices) = rebuilt(store, sel);
+    let got: Vec<_> = snap.services.iter().collect();
+    assert_eq!(got.len(), services.len(), "{got:?} vs {services:?}");
+    for ((gk, gs), (wk, ws)) in got.iter().zip(&services) {
+        assert_eq!(*gk, wk);
+        assert!(Arc::ptr_eq(gs, ws), "{gk}: another Arc");
+    }
+    let got: Vec<_> = snap.endpoint_slices.iter().collect();
+    assert_eq!(got.len(), slices.len(), "{got:?} vs {slices:?}");
+    for ((gk, gv), (wk, wv)) in got.iter().zip(&slices) {
+        assert_eq!(*gk, wk);
+        assert_eq!(gv.len(), wv.len(), "{gk}");
+        assert!(gv.iter().zip(wv).all(|(a, b)| Arc::ptr_eq(a, b)), "{gk}");
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Service (namespace, name) with class: 0 ours, 1 another, 2 none.
+    Service(usize, usize, usize),
+    DeleteService(usize, usize),
+    /// Slice (namespace, name) of Service name `Some(n)` or unlabelled.
+    Slice(usize, usize, Option<usize>),
+    DeleteSlice(usize, usize),
+    /// Re-list of Services: (namespace, name, class).
+    ResetServices(Vec<(usize, usize, usize)>),
+    /// Re-list of slices: (namespace, name, owner).
+    ResetSlices(Vec<(usize, usize, Option<usize>)>),
+}
+
+const NSS: [&str; 2] = ["a", "b"];
+
+fn svc_obj(ns: usize, name: usize, class: usize) -> Object {
+    let mut s = service(NSS[ns], &format!("s{name}"), 80);
+    if let Some(spec) = s.spec.as_mut() {
+        spec.load_balancer_class = match class {
+            0 => Some("edgelb.io/speaker".into()),
+            1 => Some("other.example/lb".into()),
+            _ => None,
+        };
+    }
+    Object::Service(s)
+}
+
+fn slice_obj(ns: usize, name: usize, owner: Option<usize>) -> Object {
+    Object::EndpointSlice(EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(format!("e{name}")),
+            namespace: Some(NSS[ns].into()),
+            labels: owner
+                .map(|o| [("kubernetes.io/service-name".to_string(), format!("s{o}"))].into()),
+            ..Default::default()
+        },
+        address_type: "IPv4".into(),
+        endpoints: None,
+        ports: None,
+    })
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    let svc = (0..2usize, 0..4usize, 0..3usize);
+    let slice = (0..2usize, 0..5usize, proptest::option::of(0..4usize));
+    prop_oneof![
+        4 => svc.clone().prop_map(|(n, s, c)| Op::Service(n, s, c)),
+        2 => (0..2usize, 0..4usize).prop_map(|(n, s)| Op::DeleteService(n, s)),
+        4 => slice.clone().prop_map(|(n, s, o)| Op::Slice(n, s, o)),
+        2 => (0..2usize, 0..5usize).prop_map(|(n, s)| Op::DeleteSlice(n, s)),
+        1 => proptest::collection::vec(svc, 0..6).prop_map(Op::ResetServices),
+        1 => proptest::collection::vec(slice, 0..6).prop_map(Op::ResetSlices),
+    ]
+}
+
+proptest::proptest! {
+    /// After any sequence of changes, the maps the store keeps up to date are the ones a
+    /// whole rebuild makes (same keys and order, same `Arc`s), for the selection it keeps
+    /// them for and, built whole, for another; and an earlier snapshot never changes.
+    #[test]
+    fn patched_service_maps_equal_a_rebuild(ops in proptest::collection::vec(op(), 1..40)) {
+        let ours = Selection::default();
+        let default_class = Selection { default_class: true, ..Selection::default() };
+        let mut store = Store::default();
+        let mut kept: Vec<(Snapshot, Store)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Service(n, s, c) => store.apply(svc_obj(n, s, c), NS),
+                Op::DeleteService(n, s) => {
+                    store.delete("Service", &ObjectKey::new(NSS[n], &format!("s{s}")))
+                }
+                Op::Slice(n, s, o) => store.apply(slice_obj(n, s, o), NS),
+                Op::DeleteSlice(n, s) => {
+                    store.delete("EndpointSlice", &ObjectKey::new(NSS[n], &format!("e{s}")))
+                }
+                Op::ResetServices(list) => store.reset(
+                    "Service",
+                    list.into_iter().map(|(n, s, c)| svc_obj(n, s, c)).collect(),
+                    NS,
+                ),
+                Op::ResetSlices(list) => store.reset(
+                    "EndpointSlice",
+                    list.into_iter().map(|(n, s, o)| slice_obj(n, s, o)).collect(),
+                    NS,
+                ),
+            }
+            let snap = store.snapshot(&ours);
+            assert_same_maps(&snap, &store, &ours);
+            assert_same_maps(&store.snapshot(&default_class), &store, &default_class);
+            kept.push((snap, store.clone()));
+        }
+        for (snap, then) in &kept {
+            assert_same_maps(snap, then, &ours);
+        }
+        // Switching the kept selection rebuilds the maps for it.
+        store.select(&default_class);
+        assert_same_maps(&store.snapshot(&default_class), &store, &default_class);
+        assert_same_maps(&store.snapshot(&ours), &store, &ours);
+    }
 }

@@ -211,6 +211,7 @@ pub async fn run_streams(
     tx: watch::Sender<Snapshot>,
 ) {
     let mut feeder = Feeder::new(&sel.namespace, streams.len());
+    feeder.store.select(&sel);
     let mut all = select_all(streams);
     while let Some(update) = all.next().await {
         feeder.handle(update);

@@ -26,7 +26,7 @@ fn nothing_is_ready_until_every_kind_is_listed() {
     f.handle(ev("IPAddressPool", watcher::Event::Init));
     f.handle(ev("IPAddressPool", watcher::Event::InitDone));
     assert!(f.ready());
-    assert_eq!(f.store.services.len(), 1);
+    assert_eq!(f.store.services().len(), 1);
 }
 
 #[test]
@@ -44,12 +44,12 @@ fn a_relist_is_swapped_in_whole_at_init_done() {
     // Reconnect: the re-list is buffered; until InitDone the old objects stay.
     f.handle(ev("Service", watcher::Event::Init));
     f.handle(ev("Service", watcher::Event::InitApply(svc("b"))));
-    assert_eq!(f.store.services.len(), 2);
+    assert_eq!(f.store.services().len(), 2);
     assert!(!f.take_dirty(), "a half re-list changes nothing");
     f.handle(ev("Service", watcher::Event::InitDone));
     assert_eq!(
         f.store
-            .services
+            .services()
             .iter()
             .map(|(k, _)| k.to_string())
             .collect::<Vec<_>>(),
@@ -67,7 +67,7 @@ fn apply_delete_and_errors() {
     ));
     f.handle(ev("Service", watcher::Event::Apply(svc("a"))));
     f.handle(ev("Service", watcher::Event::Delete(svc("a"))));
-    assert!(f.store.services.is_empty());
+    assert!(f.store.services().is_empty());
     assert_eq!(f.store.pools.len(), 1);
     assert!(f.take_dirty());
     f.handle(Update::Error {
