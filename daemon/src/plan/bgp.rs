@@ -10,7 +10,7 @@
 //!   names none). The prefix is the IP truncated to `aggregationLength(V6)`; attributes carry
 //!   the advertisement's communities (RFC 1997), large communities (RFC 8092) and LOCAL_PREF
 //!   (RFC 4271 5.1.5, sent to iBGP peers only by the speaker).
-//! - The floor ([`node_floor`]): a Node that is not `Ready`, has `NetworkUnavailable`, or
+//! - The floor ([`super::node_floor`]): a Node that is not `Ready`, has `NetworkUnavailable`, or
 //!   carries `node.kubernetes.io/exclude-from-external-load-balancers` keeps its sessions
 //!   but announces nothing, as in L2.
 //! - Traffic policy ([`super::endpoints`]): `Local` announces only from nodes with a ready
@@ -35,7 +35,7 @@ use crate::api::{BGPAdvertisement, BGPPeer};
 use crate::election::ExclusionReason;
 use crate::ipam::Assignments;
 use crate::plan::endpoints::node_may_serve;
-use crate::plan::l2::node_floor;
+use crate::plan::node_floor::node_floor;
 use crate::selector::{matches, matches_any};
 use crate::snapshot::{ObjectKey, Snapshot};
 

@@ -14,15 +14,15 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::election::{
-    Candidate, ElectionRequest, ElectionView, ExclusionReason, InterfaceFacts, Mode, ModeKind,
-    NodeName, NodeSelector, SelectorOperator, SelectorRequirement,
+    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, ModeKind, NodeName,
+    NodeSelector, SelectorOperator, SelectorRequirement,
 };
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
+use crate::plan::node_floor;
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// Who is alive, as the membership says.
@@ -98,39 +98,6 @@ pub fn node_selector(s: &LabelSelector) -> NodeSelector {
     }
 }
 
-/// The Node opts out of external load balancers (the label's value does not matter).
-fn excluded_by_label(node: &Node) -> bool {
-    node.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.contains_key("node.kubernetes.io/exclude-from-external-load-balancers"))
-}
-
-/// The floor that no announcement crosses, in the election's reporting order: the
-/// exclusion label, `Ready` not `True`, `NetworkUnavailable` `True`. Conditions a Node does
-/// not report pass (a standalone file may list Nodes without status).
-pub fn node_floor(node: &Node) -> Option<ExclusionReason> {
-    if excluded_by_label(node) {
-        Some(ExclusionReason::ExcludedByLabel)
-    } else if !condition(node, "Ready").unwrap_or(true) {
-        Some(ExclusionReason::NodeNotReady)
-    } else if condition(node, "NetworkUnavailable").unwrap_or(false) {
-        Some(ExclusionReason::NetworkUnavailable)
-    } else {
-        None
-    }
-}
-
-fn condition(node: &Node, kind: &str) -> Option<bool> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| c.status == "True")
-}
-
 /// Any address, so that a node with unknown interfaces passes the interface checks.
 fn unknown_interfaces() -> Vec<InterfaceFacts> {
     vec![InterfaceFacts {
@@ -164,9 +131,9 @@ pub fn candidates(snap: &Snapshot, me: &L2Node, members: &Members) -> Vec<Candid
             Candidate {
                 node: name.to_string(),
                 labels: node.metadata.labels.clone().unwrap_or_default(),
-                ready: condition(node, "Ready").unwrap_or(true),
-                network_unavailable: condition(node, "NetworkUnavailable").unwrap_or(false),
-                excluded_label: excluded_by_label(node),
+                ready: node_floor::ready(node),
+                network_unavailable: node_floor::network_unavailable(node),
+                excluded_label: node_floor::excluded_by_label(node),
                 node_pool: view.node_pool.clone(),
                 live,
                 interfaces,

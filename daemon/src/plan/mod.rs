@@ -5,4 +5,5 @@ pub mod endpoints;
 pub mod l2;
 pub mod l2_incremental;
 pub mod member_seeds;
+pub mod node_floor;
 pub mod policy_route;
