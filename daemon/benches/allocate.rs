@@ -7,6 +7,8 @@
 //!
 //! `cargo bench -p edgelb-daemon --bench allocate -- --measurement-time 3 --warm-up-time 1`
 
+mod common;
+
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use edgelb_daemon::fixtures::{node, pool, service};
 use edgelb_daemon::ipam::{allocate, Assignments, IncrementalAllocator, UpdateKind};
@@ -64,15 +66,7 @@ fn bench(c: &mut Criterion) {
     // insert per Service key.
     let keys: Vec<_> = snap.services.keys().cloned().collect();
     c.bench_function("baseline_hashmap_insert_10k_keys", |b| {
-        b.iter(|| {
-            let m: std::collections::HashMap<_, usize> = keys
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(i, k)| (k, i))
-                .collect();
-            black_box(m)
-        })
+        b.iter(|| black_box(common::hashmap_insert_baseline(&keys)))
     });
     c.bench_function("snapshot_build_cold_10k_services", |b| {
         b.iter(|| black_box(store.snapshot(&sel)))

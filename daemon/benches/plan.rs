@@ -6,6 +6,8 @@
 //!
 //! `cargo bench -p edgelb-daemon --bench plan`
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
@@ -159,15 +161,7 @@ fn bench(c: &mut Criterion) {
     // Baseline for ratios on a loaded machine: one hash-map insert per Service key.
     let keys: Vec<_> = snap.services.keys().cloned().collect();
     g.bench_function("baseline_hashmap_insert_10k_keys", |b| {
-        b.iter(|| {
-            let m: std::collections::HashMap<_, usize> = keys
-                .iter()
-                .cloned()
-                .enumerate()
-                .map(|(i, k)| (k, i))
-                .collect();
-            black_box(m)
-        })
+        b.iter(|| black_box(common::hashmap_insert_baseline(&keys)))
     });
     g.bench_function("bgp_cold", |b| {
         b.iter(|| black_box(bgp::plan(&snap, &a, &me_bgp, &defaults)))
