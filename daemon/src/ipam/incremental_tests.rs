@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::*;
-use crate::api::annotations::{ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS};
-use crate::fixtures::{annotate, families, namespace, pool, service};
+use crate::api::annotations::ADDRESS_POOL;
+use crate::fixtures::{annotate, namespace, pool};
 use crate::ipam::allocate;
 use crate::snapshot::{Object, Selection, Store};
 use crate::status::changes::diff;
@@ -49,27 +49,11 @@ fn svc_strategy() -> impl Strategy<Value = Svc> {
 
 fn object(s: &Svc) -> Object {
     let ns = if s.gold { "gold" } else { "default" };
-    let mut o = service(ns, &format!("s{}", s.name), s.port);
-    if let Some(k) = s.share {
-        o = annotate(o, ALLOW_SHARED_IP, &format!("k{k}"));
-    }
-    if let Some(r) = s.request {
-        let req = if s.family == 1 {
-            format!("2001:db8::{r:x}")
-        } else {
-            format!("192.0.2.{r}")
-        };
-        o = annotate(o, LOAD_BALANCER_IPS, &req);
-    }
+    let mut o =
+        crate::ipam::tests::generated_service(ns, s.name, s.port, s.share, s.request, s.family);
     if let Some(p) = s.pool {
         o = annotate(o, ADDRESS_POOL, ["a", "b", "c"][usize::from(p)]);
     }
-    o = match s.family {
-        1 => families(o, &["IPv6"], "SingleStack"),
-        2 => families(o, &["IPv4", "IPv6"], "RequireDualStack"),
-        3 => families(o, &["IPv6", "IPv4"], "PreferDualStack"),
-        _ => o,
-    };
     Object::Service(o)
 }
 

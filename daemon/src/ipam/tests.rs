@@ -451,27 +451,41 @@ fn svc_strategy() -> impl Strategy<Value = Svc> {
 fn build(svcs: &[Svc], pools: &[Object]) -> Snapshot {
     let mut objects: Vec<Object> = pools.to_vec();
     for s in svcs {
-        let mut o = service("default", &format!("s{}", s.name), s.port);
-        if let Some(k) = s.share {
-            o = annotate(o, ALLOW_SHARED_IP, &format!("k{k}"));
-        }
-        if let Some(r) = s.request {
-            let req = if s.family == 1 {
-                format!("2001:db8::{r:x}")
-            } else {
-                format!("192.0.2.{r}")
-            };
-            o = annotate(o, LOAD_BALANCER_IPS, &req);
-        }
-        o = match s.family {
-            1 => families(o, &["IPv6"], "SingleStack"),
-            2 => families(o, &["IPv4", "IPv6"], "RequireDualStack"),
-            3 => families(o, &["IPv6", "IPv4"], "PreferDualStack"),
-            _ => o,
-        };
+        let o = generated_service("default", s.name, s.port, s.share, s.request, s.family);
         objects.push(Object::Service(o));
     }
     snap(objects)
+}
+
+/// A Service as the property tests generate it (here and in `incremental`'s): named
+/// `s<name>`, sharing key `k<share>`, a requested IP in the family's documentation range,
+/// and its families (0 default, 1 IPv6, 2 required dual stack, 3 preferred dual stack).
+pub(super) fn generated_service(
+    ns: &str,
+    name: u8,
+    port: i32,
+    share: Option<u8>,
+    request: Option<u8>,
+    family: u8,
+) -> k8s_openapi::api::core::v1::Service {
+    let mut o = service(ns, &format!("s{name}"), port);
+    if let Some(k) = share {
+        o = annotate(o, ALLOW_SHARED_IP, &format!("k{k}"));
+    }
+    if let Some(r) = request {
+        let req = if family == 1 {
+            format!("2001:db8::{r:x}")
+        } else {
+            format!("192.0.2.{r}")
+        };
+        o = annotate(o, LOAD_BALANCER_IPS, &req);
+    }
+    match family {
+        1 => families(o, &["IPv6"], "SingleStack"),
+        2 => families(o, &["IPv4", "IPv6"], "RequireDualStack"),
+        3 => families(o, &["IPv6", "IPv4"], "PreferDualStack"),
+        _ => o,
+    }
 }
 
 /// One spec per name (the last wins, as it would in the snapshot), so that "unrelated
