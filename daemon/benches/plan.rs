@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -23,7 +22,6 @@ use edgelb_daemon::plan::bgp::{self, BgpDefaults, NodeFacts};
 use edgelb_daemon::plan::l2::{self, L2Node, Members};
 use edgelb_daemon::plan::l2_incremental::{L2PlanKind, L2Planner};
 use edgelb_daemon::snapshot::{Object, Selection, Store};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 const NS: &str = "edgelb-system";
@@ -39,30 +37,12 @@ fn meta(ns: &str, name: &str) -> ObjectMeta {
 }
 
 fn slice(svc: usize, nodes: [usize; 3]) -> Object {
-    let mut m = meta("default", &format!("svc-{svc}-1"));
-    m.labels = Some(BTreeMap::from([(
-        "kubernetes.io/service-name".to_string(),
-        format!("svc-{svc}"),
-    )]));
-    Object::EndpointSlice(EndpointSlice {
-        metadata: m,
-        address_type: "IPv4".into(),
-        endpoints: Some(
-            nodes
-                .iter()
-                .map(|n| Endpoint {
-                    addresses: vec!["10.244.0.1".into()],
-                    node_name: Some(format!("node-{n}")),
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        ports: None,
-    })
+    Object::EndpointSlice(fixtures::endpoint_slice(
+        "default",
+        &format!("svc-{svc}"),
+        &format!("svc-{svc}-1"),
+        nodes.map(|n| format!("node-{n}")),
+    ))
 }
 
 fn store() -> Store {

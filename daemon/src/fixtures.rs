@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::annotations::DEFAULT_LOAD_BALANCER_CLASS;
@@ -93,5 +94,40 @@ pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
     Namespace {
         metadata: m,
         ..Default::default()
+    }
+}
+
+/// An IPv4 EndpointSlice `name` of Service `namespace/service`, with one ready endpoint on
+/// each of `nodes`.
+pub fn endpoint_slice(
+    namespace: &str,
+    service: &str,
+    name: &str,
+    nodes: impl IntoIterator<Item = String>,
+) -> EndpointSlice {
+    let mut m = meta(Some(namespace), name);
+    m.labels = Some(BTreeMap::from([(
+        "kubernetes.io/service-name".to_string(),
+        service.to_string(),
+    )]));
+    EndpointSlice {
+        metadata: m,
+        address_type: "IPv4".into(),
+        endpoints: Some(
+            nodes
+                .into_iter()
+                .enumerate()
+                .map(|(i, node)| Endpoint {
+                    addresses: vec![format!("10.244.0.{}", i + 1)],
+                    node_name: Some(node),
+                    conditions: Some(EndpointConditions {
+                        ready: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ports: None,
     }
 }

@@ -11,7 +11,6 @@ use crate::fixtures;
 use crate::ipam::allocate;
 use crate::plan::l2;
 use crate::snapshot::{Object, ObjectKey, Selection, Store};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 const NS: &str = "edgelb-system";
@@ -36,33 +35,12 @@ fn iface(up: bool, lan: bool) -> Vec<InterfaceFacts> {
 }
 
 fn slice(svc: u8, nodes: &[usize]) -> Object {
-    Object::EndpointSlice(EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some(format!("s{svc}-1")),
-            namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".to_string(),
-                format!("s{svc}"),
-            )])),
-            ..Default::default()
-        },
-        address_type: "IPv4".into(),
-        endpoints: Some(
-            nodes
-                .iter()
-                .map(|n| Endpoint {
-                    addresses: vec!["10.0.0.1".into()],
-                    node_name: Some(node_name(*n)),
-                    conditions: Some(EndpointConditions {
-                        ready: Some(true),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        ports: None,
-    })
+    Object::EndpointSlice(fixtures::endpoint_slice(
+        "default",
+        &format!("s{svc}"),
+        &format!("s{svc}-1"),
+        nodes.iter().map(|n| node_name(*n)),
+    ))
 }
 
 /// Even Services share IPs with each other (distinct ports, same traffic policy for those
