@@ -404,14 +404,7 @@ fn the_readme_configuration_example_is_valid_and_gives_the_pinned_ip() -> anyhow
 
     let sel = Selection::default();
     let snap = store_of(&loaded, &sel.namespace).snapshot(&sel);
-    let mut problems = Vec::new();
-    problems.extend(snap.pools.values().flat_map(|c| c.problems.clone()));
-    problems.extend(snap.peers.values().flat_map(|c| c.problems.clone()));
-    problems.extend(
-        snap.bgp_advertisements
-            .values()
-            .flat_map(|c| c.problems.clone()),
-    );
+    let problems = validation_problems(&snap);
     assert!(
         problems.is_empty(),
         "the example is not valid: {problems:?}"
@@ -519,20 +512,7 @@ fn check_converted(yaml: &str) -> anyhow::Result<()> {
         "not every object landed in {:?}:\n{yaml}",
         sel.namespace
     );
-    let mut problems = Vec::new();
-    problems.extend(snap.pools.values().flat_map(|c| c.problems.clone()));
-    problems.extend(snap.peers.values().flat_map(|c| c.problems.clone()));
-    problems.extend(
-        snap.bgp_advertisements
-            .values()
-            .flat_map(|c| c.problems.clone()),
-    );
-    problems.extend(
-        snap.l2_advertisements
-            .values()
-            .flat_map(|c| c.problems.clone()),
-    );
-    problems.extend(snap.communities.values().flat_map(|c| c.problems.clone()));
+    let problems = validation_problems(&snap);
     assert!(problems.is_empty(), "{problems:?}\n{yaml}");
     // The kube source reads these kinds only in the speaker's namespace (the file source
     // takes any), so a conversion that keeps `metallb-system` would be silently ignored.
@@ -707,4 +687,26 @@ fn the_readme_jq_programs_convert_metallb_objects_and_pin_service_ips() -> anyho
         ]
     );
     Ok(())
+}
+
+/// Every validation problem of the edgelb objects in `snap` (pools, peers, both
+/// advertisement kinds, communities).
+fn validation_problems(
+    snap: &edgelb_daemon::snapshot::Snapshot,
+) -> Vec<edgelb_daemon::api::validate::FieldError> {
+    let mut problems = Vec::new();
+    problems.extend(snap.pools.values().flat_map(|c| c.problems.clone()));
+    problems.extend(snap.peers.values().flat_map(|c| c.problems.clone()));
+    problems.extend(
+        snap.bgp_advertisements
+            .values()
+            .flat_map(|c| c.problems.clone()),
+    );
+    problems.extend(
+        snap.l2_advertisements
+            .values()
+            .flat_map(|c| c.problems.clone()),
+    );
+    problems.extend(snap.communities.values().flat_map(|c| c.problems.clone()));
+    problems
 }
