@@ -163,7 +163,13 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                let (a, c) = alloc.step(&snap);
+                // A follower takes the leader's record (the Services' status) over its own
+                // result wherever they differ, so every speaker announces the same IPs.
+                let (a, c) = if leadership.is_leader() {
+                    alloc.step(&snap)
+                } else {
+                    alloc.step_following(&snap)
+                };
                 write_local(&cfg, &a);
                 announcing.seed_members_from(&snap).await;
                 announcing.step(&snap, &a).await;
