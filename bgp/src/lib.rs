@@ -8,9 +8,11 @@
 //! - [`rib_out`]: Adj-RIB-Out diff and attribute grouping, pure.
 //! - [`socket_options`]: TCP MD5, TTL/GTSM, user timeout (the one `unsafe` module).
 //! - [`connection`]: listener and outgoing connections with those options.
+//! - [`bfd`]: BFD (RFC 5880, 5881, 5883): codec, sans-IO sessions, runtime.
 //! - `peer`: the task that runs one peer; [`speaker`]: the public [`Speaker`] API.
 #![deny(unsafe_code)]
 
+pub mod bfd;
 pub mod config;
 pub mod connection;
 pub mod fsm;
