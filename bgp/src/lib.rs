@@ -24,7 +24,9 @@ pub mod socket_options;
 pub mod speaker;
 pub mod status;
 
-pub use config::{GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig};
+pub use config::{
+    BfdPeerConfig, GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig,
+};
 pub use rib_out::{RouteAttrs, RouteTable};
 pub use speaker::{Speaker, SpeakerError};
 pub use status::{LastError, PeerEvent, PeerStatus};

@@ -15,5 +15,5 @@ pub mod session;
 pub mod socket;
 
 pub use packet::{ControlPacket, DecodeError, Diag, State};
-pub use runtime::{Bfd, BfdStatus, RuntimeConfig, SessionKey, SessionParams};
+pub use runtime::{Bfd, BfdStatus, Registration, RuntimeConfig, SessionKey, SessionParams};
 pub use session::{SessionConfig, SessionStatus, StateChange};

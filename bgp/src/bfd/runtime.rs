@@ -20,6 +20,7 @@ use super::session::{Input, Output, Session, SessionConfig, SessionStatus, State
 use super::socket::{self, Datagram, MULTIHOP_PORT, SEND_TTL, SINGLE_HOP_PORT};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -88,8 +89,10 @@ enum Command {
         key: SessionKey,
         params: SessionParams,
         status: watch::Sender<BfdStatus>,
+        owner: u64,
     },
-    Remove(SessionKey),
+    /// Remove the session if `owner` still holds it (a restarted client may have taken it).
+    Remove(SessionKey, u64),
 }
 
 /// A task handle that aborts the task when dropped.
@@ -106,7 +109,35 @@ impl Drop for AbortOnDrop {
 #[derive(Clone)]
 pub struct Bfd {
     commands: mpsc::UnboundedSender<Command>,
+    /// Registration numbers: which client holds a session.
+    owners: Arc<AtomicU64>,
     _task: Arc<AbortOnDrop>,
+}
+
+/// A client's hold on one session: dropping it removes the session (sending AdminDown),
+/// unless another registration has taken the same key since.
+pub struct Registration {
+    /// Only the command channel: a registration does not keep the runtime alive.
+    commands: mpsc::UnboundedSender<Command>,
+    key: SessionKey,
+    owner: u64,
+    params: SessionParams,
+}
+
+impl Registration {
+    pub fn key(&self) -> SessionKey {
+        self.key
+    }
+
+    pub fn params(&self) -> SessionParams {
+        self.params
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Remove(self.key, self.owner));
+    }
 }
 
 impl Bfd {
@@ -116,34 +147,40 @@ impl Bfd {
         let task = tokio::spawn(Runtime::new(cfg).run(rx));
         Bfd {
             commands: tx,
+            owners: Arc::new(AtomicU64::new(1)),
             _task: Arc::new(AbortOnDrop(task)),
         }
     }
 
-    /// Adds a session or changes one (timers through a Poll Sequence, §6.8.3); the
-    /// returned receiver follows it (a new one each call; the previous one stops).
-    pub fn set_session(
+    /// Adds a session or changes one (timers through a Poll Sequence, §6.8.3). The
+    /// receiver follows it; dropping the [`Registration`] ends it, telling the peer
+    /// AdminDown (RFC 5882 §3.2: not a failure).
+    pub fn register(
         &self,
         key: SessionKey,
         params: SessionParams,
-    ) -> watch::Receiver<BfdStatus> {
+    ) -> (Registration, watch::Receiver<BfdStatus>) {
         let (status, rx) = watch::channel(BfdStatus::default());
+        let owner = self.owners.fetch_add(1, Ordering::Relaxed);
         let _ = self.commands.send(Command::Set {
             key,
             params,
             status,
+            owner,
         });
-        rx
-    }
-
-    /// Ends a session, telling the peer AdminDown first (RFC 5882 §3.2: not a failure).
-    pub fn remove_session(&self, key: SessionKey) {
-        let _ = self.commands.send(Command::Remove(key));
+        let reg = Registration {
+            commands: self.commands.clone(),
+            key,
+            owner,
+            params,
+        };
+        (reg, rx)
     }
 }
 
 struct Entry {
     key: SessionKey,
+    owner: u64,
     params: SessionParams,
     session: Session,
     socket: Option<UdpSocket>,
@@ -211,8 +248,10 @@ impl Runtime {
             tokio::select! {
                 biased;
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Set { key, params, status }) => self.set(key, params, status),
-                    Some(Command::Remove(key)) => self.remove(key),
+                    Some(Command::Set { key, params, status, owner }) => {
+                        self.set(key, params, status, owner)
+                    }
+                    Some(Command::Remove(key, owner)) => self.remove(key, owner),
                     None => return,
                 },
                 Some((multihop, d)) = self.datagrams_rx.recv() => self.received(multihop, d),
@@ -221,7 +260,13 @@ impl Runtime {
         }
     }
 
-    fn set(&mut self, key: SessionKey, params: SessionParams, status: watch::Sender<BfdStatus>) {
+    fn set(
+        &mut self,
+        key: SessionKey,
+        params: SessionParams,
+        status: watch::Sender<BfdStatus>,
+        owner: u64,
+    ) {
         if let Some(&discr) = self.by_key.get(&key) {
             let dest = SocketAddr::new(key.peer, self.dest_port(&key, &params));
             let seed = self.random() as u16;
@@ -231,6 +276,7 @@ impl Runtime {
             // The new receiver starts where the old one was (failure count included).
             status.send_replace(e.status.borrow().clone());
             e.status = status;
+            e.owner = owner;
             let timers_changed = e.params.timers != params.timers;
             if e.params.local != params.local {
                 e.socket = open_sender(&key, &params, seed, &e.status);
@@ -257,6 +303,7 @@ impl Runtime {
         }
         let entry = Entry {
             key,
+            owner,
             params,
             session: Session::new(params.timers, discr, seed),
             socket,
@@ -283,10 +330,14 @@ impl Runtime {
         })
     }
 
-    fn remove(&mut self, key: SessionKey) {
-        let Some(discr) = self.by_key.remove(&key) else {
+    fn remove(&mut self, key: SessionKey, owner: u64) {
+        let Some(&discr) = self.by_key.get(&key) else {
             return;
         };
+        if self.sessions.get(&discr).is_some_and(|e| e.owner != owner) {
+            return;
+        }
+        self.by_key.remove(&key);
         let out = match self.sessions.get_mut(&discr) {
             Some(e) => e.session.handle(Input::AdminDown),
             None => Vec::new(),
