@@ -45,10 +45,7 @@ fn live_others(a: &Announcing) -> Vec<String> {
 }
 
 fn membership(a: &Announcing) -> &crate::membership::MembershipHandle {
-    a.gossip
-        .as_ref()
-        .and_then(|g| g.handle())
-        .expect("gossip")
+    a.gossip.as_ref().and_then(|g| g.handle()).expect("gossip")
 }
 
 fn gossip_addr(a: &Announcing) -> SocketAddr {
@@ -132,7 +129,8 @@ async fn gossip_keyed_from_a_secret_starts_with_it_and_follows_a_replaced_key() 
     let before = membership(&a).stats();
     a.step(&snapshot_with_key(k2), &none).await;
     b.step(&snapshot_with_key(k2), &none).await;
-    let applied = a.gossip
+    let applied = a
+        .gossip
         .as_ref()
         .and_then(|g| g.keys_applied())
         .cloned()

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use crate::election::InterfaceFacts;
 use crate::membership::{
-    KeyRotation, KeySource, Keyring, MemberSnapshot, Membership, MembershipConfig,
-    MembershipEvent, MembershipHandle, Timings,
+    KeyRotation, KeySource, Keyring, MemberSnapshot, Membership, MembershipConfig, MembershipEvent,
+    MembershipHandle, Timings,
 };
 use crate::snapshot::Snapshot;
 
