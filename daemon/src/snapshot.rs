@@ -17,7 +17,9 @@ use kube::Resource;
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
 use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
-use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
 use crate::ipam::pool::PoolView;
 
 /// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
@@ -202,6 +204,8 @@ pub enum Object {
     L2Advertisement(L2Advertisement),
     /// A `Community`.
     Community(Community),
+    /// A `BFDProfile`.
+    BFDProfile(BFDProfile),
     /// A `PolicyRoute`.
     PolicyRoute(PolicyRoute),
 }
@@ -220,6 +224,7 @@ impl Object {
             Object::BGPAdvertisement(o) => ("BGPAdvertisement", ObjectKey::of(o)),
             Object::L2Advertisement(o) => ("L2Advertisement", ObjectKey::of(o)),
             Object::Community(o) => ("Community", ObjectKey::of(o)),
+            Object::BFDProfile(o) => ("BFDProfile", ObjectKey::of(o)),
             Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
         }
     }
@@ -300,6 +305,8 @@ pub struct Store {
     pub l2_advertisements: Index<L2Advertisement>,
     /// `Community` aliases.
     pub communities: Index<Community>,
+    /// `BFDProfile`s.
+    pub bfd_profiles: Index<BFDProfile>,
     /// `PolicyRoute`s.
     pub policy_routes: Index<PolicyRoute>,
 }
@@ -451,6 +458,7 @@ impl Store {
             Object::BGPAdvertisement(o) => self.bgp_advertisements.apply(key, o),
             Object::L2Advertisement(o) => self.l2_advertisements.apply(key, o),
             Object::Community(o) => self.communities.apply(key, o),
+            Object::BFDProfile(o) => self.bfd_profiles.apply(key, o),
             Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
         }
     }
@@ -474,6 +482,7 @@ impl Store {
             "BGPAdvertisement" => self.bgp_advertisements.delete(key),
             "L2Advertisement" => self.l2_advertisements.delete(key),
             "Community" => self.communities.delete(key),
+            "BFDProfile" => self.bfd_profiles.delete(key),
             "PolicyRoute" => self.policy_routes.delete(key),
             _ => {}
         }
@@ -492,6 +501,7 @@ impl Store {
             "BGPAdvertisement" => self.bgp_advertisements = Index::default(),
             "L2Advertisement" => self.l2_advertisements = Index::default(),
             "Community" => self.communities = Index::default(),
+            "BFDProfile" => self.bfd_profiles = Index::default(),
             "PolicyRoute" => self.policy_routes = Index::default(),
             _ => {}
         }
@@ -570,6 +580,8 @@ pub struct SnapshotData {
     pub l2_advertisements: BTreeMap<ObjectKey, Checked<L2Advertisement>>,
     /// `Community` objects with validation outcome.
     pub communities: BTreeMap<ObjectKey, Checked<Community>>,
+    /// `BFDProfile`s with validation outcome.
+    pub bfd_profiles: BTreeMap<ObjectKey, Checked<BFDProfile>>,
     /// `PolicyRoute`s (validated by the policy-route planner).
     pub policy_routes: BTreeMap<ObjectKey, Arc<PolicyRoute>>,
     /// Valid pools in allocation order (priority, then name), parsed once.
@@ -651,7 +663,12 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
         .collect();
 
     let communities = check(&store.communities, |c| validate::community(&c.spec));
+    let bfd_profiles = check(&store.bfd_profiles, |p| validate::bfd_profile(&p.spec));
     let ctx = validate::Context {
+        bfd_profiles: bfd_profiles
+            .iter()
+            .map(|(k, c)| (k.name.to_string(), c.is_valid()))
+            .collect(),
         namespace: sel.namespace.clone(),
         community_aliases: communities
             .values()
@@ -678,6 +695,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             validate::l2_advertisement(&a.spec)
         }),
         communities,
+        bfd_profiles,
         policy_routes: store
             .policy_routes
             .iter()

@@ -24,7 +24,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use crate::api::policy_route::PolicyRoute;
-use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
 use crate::snapshot::{Object, Selection, Snapshot, Store};
 
 /// One thing a watcher reported. (Large, but each is moved once, straight into the feeder.)
@@ -194,6 +196,11 @@ pub fn streams(client: &Client, namespace: &str) -> Vec<BoxStream<'static, Updat
             Api::<Community>::namespaced(ns(client), namespace),
             "Community",
             Object::Community,
+        ),
+        stream(
+            Api::<BFDProfile>::namespaced(ns(client), namespace),
+            "BFDProfile",
+            Object::BFDProfile,
         ),
         stream(
             Api::<PolicyRoute>::all(ns(client)),
