@@ -38,6 +38,7 @@ fn view() -> LocalView {
                 messages_out: 14,
                 updates_out: 3,
                 established_count: 2,
+                bfd: Some("Up".into()),
                 ..PeerView::default()
             },
             PeerView {
@@ -185,9 +186,9 @@ fn peers_table_golden() {
     let (t, code) = show(Command::Peers { check: false }, Output::Table);
     assert_eq!(code, EXIT_OK);
     assert_eq!(t, "\
-PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          connection lost (75s ago)
 ");
 }
 
@@ -195,9 +196,9 @@ PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   LA
 fn peers_wide_golden() {
     let (t, _) = show(Command::Peers { check: false }, Output::Wide);
     assert_eq!(t, "\
-PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          12        14         3             1       <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          0         0          0             1       connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          12        14         3             1       <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          0         0          0             1       connection lost (75s ago)
 ");
 }
 

@@ -139,6 +139,8 @@ pub struct Metrics {
     bgp_down_transitions: Family<PeerLabels, Counter>,
     bgp_prefixes_announced: Family<PeerLabels, Gauge>,
     bgp_updates_sent: Family<PeerLabels, Counter>,
+    bfd_session_up: Family<PeerLabels, Gauge>,
+    bfd_failures: Family<PeerLabels, Counter>,
     l2_announcements_sent: Family<InterfaceLabels, Counter>,
     l2_requests_answered: Family<InterfaceLabels, Counter>,
     owned_ips: Family<ModeLabels, Gauge>,
@@ -175,6 +177,8 @@ impl Metrics {
             bgp_down_transitions: Family::default(),
             bgp_prefixes_announced: Family::default(),
             bgp_updates_sent: Family::default(),
+            bfd_session_up: Family::default(),
+            bfd_failures: Family::default(),
             l2_announcements_sent: Family::default(),
             l2_requests_answered: Family::default(),
             owned_ips: Family::default(),
@@ -201,6 +205,16 @@ impl Metrics {
             "bgp_session_up",
             "1 while the BGP session is Established",
             m.bgp_session_up.clone(),
+        );
+        r.register(
+            "bfd_session_up",
+            "1 while the peer's BFD session is Up (peers with a bfdProfile only)",
+            m.bfd_session_up.clone(),
+        );
+        r.register(
+            "bfd_session_failures",
+            "Times a BFD failure took the peer's BGP session down",
+            m.bfd_failures.clone(),
         );
         r.register(
             "bgp_session_state",
@@ -354,6 +368,7 @@ impl Metrics {
         self.ready.set(i64::from(view.ready));
 
         self.bgp_session_up.clear();
+        self.bfd_session_up.clear();
         self.bgp_session_state.clear();
         self.bgp_prefixes_announced.clear();
         for p in &view.peers {
@@ -372,6 +387,18 @@ impl Metrics {
             self.bgp_prefixes_announced
                 .get_or_create(&l)
                 .set(gauge_value(p.prefixes_sent));
+            if let Some(state) = &p.bfd {
+                self.bfd_session_up
+                    .get_or_create(&l)
+                    .set(i64::from(state == "Up"));
+                self.add(
+                    seen,
+                    "bfd_down",
+                    &p.address,
+                    p.bfd_failures,
+                    &self.bfd_failures.get_or_create(&l),
+                );
+            }
             let downs = p.established_count.saturating_sub(u64::from(p.is_up()));
             self.add(
                 seen,
