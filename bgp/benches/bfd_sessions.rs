@@ -119,7 +119,10 @@ async fn main() {
         )
         .await;
         if !matches!(up, Ok(Ok(_))) {
-            eprintln!("bfd_sessions: a session did not come Up at 50 ms: {:?}", *s.borrow());
+            eprintln!(
+                "bfd_sessions: a session did not come Up at 50 ms: {:?}",
+                *s.borrow()
+            );
             std::process::exit(1);
         }
     }
