@@ -117,8 +117,9 @@ async fn main() {
                     && x.session.and_then(|s| s.detection_time) == Some(Duration::from_millis(150))
             }),
         )
-        .await;
-        if !matches!(up, Ok(Ok(_))) {
+        .await
+        .map(|r| r.is_ok());
+        if up != Ok(true) {
             eprintln!(
                 "bfd_sessions: a session did not come Up at 50 ms: {:?}",
                 *s.borrow()
