@@ -160,7 +160,7 @@ impl Timings {
             num_indirect_probes: indirect,
             max_transmissions: max_tx,
             suspect_to_down_after: self.suspect_to_down_after,
-            remove_down_after: self.remove_down_after,
+            remove_down_after: Some(self.remove_down_after),
             max_packet_size: NonZeroUsize::new(MAX_PAYLOAD).unwrap_or(one),
             notify_down_members: true,
             periodic_announce: Some(foca::PeriodicParams {

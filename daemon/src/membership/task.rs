@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, State, Timer};
-use rand::rngs::SmallRng;
+use rand::rngs::{SmallRng, SysRng};
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -104,7 +104,7 @@ impl MembershipTask {
         let swim = Foca::with_custom_broadcast(
             id.clone(),
             foca_config.clone(),
-            SmallRng::from_os_rng(),
+            seeded_rng(),
             PostcardCodec,
             FactsHandler { book: book.clone() },
         );
@@ -226,7 +226,7 @@ impl MembershipTask {
         }
         info!(node = %id.node, "member says goodbye");
         self.left.insert(id.clone());
-        let update = Member::new(id, 0, State::Down);
+        let update = Member::down(id);
         if let Err(e) = self
             .swim
             .apply_many(iter::once(update), true, &mut self.runtime)
@@ -400,7 +400,7 @@ impl MembershipTask {
         self.swim = Foca::with_custom_broadcast(
             new.clone(),
             self.foca_config.clone(),
-            SmallRng::from_os_rng(),
+            seeded_rng(),
             PostcardCodec,
             FactsHandler {
                 book: self.book.clone(),
@@ -596,4 +596,15 @@ impl MembershipTask {
         }
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = members;
     }
+}
+
+/// foca's random choices (whom to probe, gossip to) seeded from the OS; should the OS have
+/// no entropy to give, the clock and pid still make each speaker's sequence its own.
+fn seeded_rng() -> SmallRng {
+    SmallRng::try_from_rng(&mut SysRng).unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        SmallRng::seed_from_u64(nanos ^ u64::from(std::process::id()))
+    })
 }
