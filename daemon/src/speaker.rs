@@ -268,6 +268,9 @@ async fn on_membership_event(
         if let Some(p) = publisher {
             p.on_membership_event(&ev);
         }
+        if let crate::membership::MembershipEvent::LostContact { .. } = ev {
+            announcing.reannounce().await;
+        }
     }
     announcing.tick().await;
 }

@@ -9,7 +9,7 @@
 //!  host interfaces (netlink, every second) ─────┘
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,10 @@ pub enum AnnounceError {
     Membership(#[from] MembershipError),
 }
 
+/// How many of the nodes ranked next for each owned IP get our owner heartbeats: the first
+/// takes over when we fail; the second covers a first that fails with us.
+const HEARTBEAT_SUCCESSORS: usize = 2;
+
 /// How often interfaces are re-read.
 const INTERFACE_POLL: Duration = Duration::from_secs(1);
 
@@ -124,6 +128,8 @@ pub struct Announcing {
     /// The seeds last handed to the membership.
     seeds: Vec<SocketAddr>,
     l2_planner: L2Planner,
+    /// The successors of our L2 IPs, which get our owner heartbeats.
+    heartbeat_targets: BTreeSet<String>,
 }
 
 impl Announcing {
@@ -172,6 +178,7 @@ impl Announcing {
                 .map(|g| g.peers.clone())
                 .unwrap_or_default(),
             l2_planner: L2Planner::default(),
+            heartbeat_targets: BTreeSet::new(),
         };
         a.read_interfaces().await;
         if let Some(g) = &cfg.gossip {
@@ -460,6 +467,34 @@ impl Announcing {
             }
         }
         self.l2_plan = plan;
+        self.update_heartbeat_targets().await;
+    }
+
+    /// Owner heartbeats go to the nodes ranked next for the IPs we own
+    /// ([`crate::membership::heartbeat`]); none when we own nothing.
+    async fn update_heartbeat_targets(&mut self) {
+        let Some(m) = &self.membership else { return };
+        let targets = if self.l2_plan.owned.values().all(BTreeSet::is_empty) {
+            BTreeSet::new()
+        } else {
+            self.l2_planner.successors(&self.node, HEARTBEAT_SUCCESSORS)
+        };
+        if targets == self.heartbeat_targets {
+            return;
+        }
+        match m.set_heartbeat_targets(targets.clone()).await {
+            Ok(()) => self.heartbeat_targets = targets,
+            Err(e) => tracing::warn!(error = %e, "cannot set the heartbeat targets"),
+        }
+    }
+
+    /// We may have been replaced without knowing it (frozen, cut off, declared down while
+    /// alive): announce every L2 IP we own again, so that whoever answers for an IP has
+    /// announced it since anyone else did.
+    pub async fn reannounce(&mut self) {
+        for e in self.l2.reannounce().await {
+            tracing::warn!(error = %e, "l2 re-announce");
+        }
     }
 
     /// The BGP actuator (peer status for the local API).
