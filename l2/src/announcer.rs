@@ -94,12 +94,10 @@ impl Announcer {
                 .or_insert_with(|| spawn_worker(&name, config));
             w.version += 1;
             let version = w.version;
-            let epoch = w.owned_tx.borrow().epoch;
             w.owned_tx.send_replace(Owned {
                 version,
                 ips: Arc::new(ips),
                 quiet: false,
-                epoch,
             });
         }
         self.wait_applied(&mut errors).await;
@@ -117,25 +115,6 @@ impl Announcer {
             w.owned_tx.send_modify(|o| {
                 o.version = version;
                 o.quiet = true;
-            });
-        }
-        let mut errors = Vec::new();
-        self.wait_applied(&mut errors).await;
-        errors
-    }
-
-    /// Announces every owned address again at once and repeats the timetable, as for a newly
-    /// owned one: for an owner that may have been replaced without knowing it (it was frozen,
-    /// cut off, or declared down while alive), so that whoever answers for an address has
-    /// announced it since anyone else did. Ends a quiet handoff. Returns the problems.
-    pub async fn reannounce(&mut self) -> Vec<InterfaceError> {
-        for w in self.workers.values_mut() {
-            w.version += 1;
-            let version = w.version;
-            w.owned_tx.send_modify(|o| {
-                o.version = version;
-                o.quiet = false;
-                o.epoch += 1;
             });
         }
         let mut errors = Vec::new();
@@ -219,7 +198,6 @@ fn spawn_worker(name: &str, config: &Arc<Config>) -> WorkerHandle {
         groups: None,
         schedule: Schedule::new(config.timetable.clone()),
         applied: BTreeSet::new(),
-        epoch: 0,
     };
     let span = tracing::info_span!("l2_interface", interface = %name);
     let task = tokio::spawn(worker.run().instrument(span));

@@ -32,8 +32,6 @@ pub(crate) struct Owned {
     /// Answer for `ips` but announce nothing more (a planned handoff: the next owner's
     /// announcements must be the last word the clients hear).
     pub quiet: bool,
-    /// Bumped by `Announcer::reannounce`: every owned address starts its timetable again.
-    pub epoch: u64,
 }
 
 pub(crate) struct Worker {
@@ -48,8 +46,6 @@ pub(crate) struct Worker {
     pub schedule: Schedule,
     /// The set the timetable and groups were last brought in line with.
     pub applied: BTreeSet<IpAddr>,
-    /// The re-announcement epoch last acted on.
-    pub epoch: u64,
 }
 
 enum Event {
@@ -138,21 +134,7 @@ impl Worker {
                 for ip in owned.ips.iter() {
                     self.schedule.disown(ip);
                 }
-            } else if owned.epoch != self.epoch {
-                // Another node may have announced our addresses meanwhile (we were frozen,
-                // cut off or declared down): the clients must hear from us again.
-                for ip in owned.ips.iter() {
-                    self.schedule.own(*ip, now);
-                }
-                self.schedule.restart(now);
-                if !owned.ips.is_empty() {
-                    info!(
-                        owned = owned.ips.len(),
-                        "announcing every owned address again"
-                    );
-                }
             }
-            self.epoch = owned.epoch;
         }
         if !added.is_empty() || !removed.is_empty() {
             info!(

@@ -44,11 +44,6 @@ impl L2Actuator {
         self.announcer.stats()
     }
 
-    /// Announces every owned IP again ([`Announcer::reannounce`]).
-    pub async fn reannounce(&mut self) -> Vec<InterfaceError> {
-        self.announcer.reannounce().await
-    }
-
     /// Keeps answering but announces nothing more (planned handoff, see
     /// [`Announcer::go_quiet`]).
     pub async fn go_quiet(&mut self) -> Vec<InterfaceError> {

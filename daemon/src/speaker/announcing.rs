@@ -28,6 +28,7 @@ use crate::membership::{
 use crate::plan::bgp::{self as bgp_plan, BgpDefaults, NodeFacts};
 use crate::plan::l2::{self as l2_plan, L2Node, L2Plan, Members};
 use crate::plan::l2_incremental::L2Planner;
+use crate::plan::takeover::Takeover;
 use crate::snapshot::Snapshot;
 
 /// Gossip settings of this speaker.
@@ -130,6 +131,8 @@ pub struct Announcing {
     l2_planner: L2Planner,
     /// The successors of our L2 IPs, which get our owner heartbeats.
     heartbeat_targets: BTreeSet<String>,
+    /// IPs won but held back while another live node may still answer for them.
+    takeover: Takeover,
 }
 
 impl Announcing {
@@ -179,6 +182,7 @@ impl Announcing {
                 .unwrap_or_default(),
             l2_planner: L2Planner::default(),
             heartbeat_targets: BTreeSet::new(),
+            takeover: Takeover::default(),
         };
         a.read_interfaces().await;
         if let Some(g) = &cfg.gossip {
@@ -400,7 +404,11 @@ impl Announcing {
         {
             changed |= self.read_interfaces().await;
         }
-        if changed {
+        let hold_ended = self
+            .takeover
+            .next_due()
+            .is_some_and(|t| t <= Instant::now());
+        if changed || hold_ended {
             self.apply_l2(false).await;
         }
     }
@@ -448,10 +456,23 @@ impl Announcing {
             self.l2_planner
                 .replan_members(&me, &self.members, self.may_own)
         };
-        let plan = replanned.unwrap_or_else(|| {
+        let mut plan = replanned.unwrap_or_else(|| {
             self.l2_planner
                 .plan(snap, a, &me, &self.members, self.may_own)
         });
+        let answering: BTreeSet<IpAddr> = self.l2.owned().into_values().flatten().collect();
+        let live = |n: &str| match &self.members {
+            Members::Static => true,
+            Members::Gossip(live) => live.contains_key(n),
+        };
+        self.takeover.filter(
+            &mut plan,
+            &answering,
+            &self.l2_plan.owners,
+            live,
+            &self.node,
+            Instant::now(),
+        );
         for ip in &plan.unplaced {
             tracing::warn!(%ip, "won the election but no interface can announce it");
         }
@@ -491,10 +512,19 @@ impl Announcing {
     /// We may have been replaced without knowing it (frozen, cut off, declared down while
     /// alive): announce every L2 IP we own again, so that whoever answers for an IP has
     /// announced it since anyone else did.
+    /// The IPs are released at once and owned again after the takeover hold
+    /// ([`Takeover::hold_all`]), when the others have seen us back: never two answering.
     pub async fn reannounce(&mut self) {
-        for e in self.l2.reannounce().await {
-            tracing::warn!(error = %e, "l2 re-announce");
+        let answering: BTreeSet<IpAddr> = self.l2.owned().into_values().flatten().collect();
+        if answering.is_empty() {
+            return;
         }
+        tracing::warn!(
+            ips = answering.len(),
+            "we may have been replaced: releasing our L2 IPs, announcing them again after the hold"
+        );
+        self.takeover.hold_all(&answering, Instant::now());
+        self.apply_l2(false).await;
     }
 
     /// The BGP actuator (peer status for the local API).
