@@ -61,7 +61,8 @@ fn view() -> LocalView {
             prefix: Some("203.0.113.10/32".into()),
             peers: vec!["198.51.100.1".into()],
             interfaces: vec![],
-        }],
+        }]
+        .into(),
         interfaces: vec![],
         policy_routes: vec![
             PolicyRouteView {
@@ -119,7 +120,8 @@ fn view() -> LocalView {
                 ips: vec![],
                 error: Some("no free address in IPAddressPool \"public\"".into()),
             },
-        ],
+        ]
+        .into(),
         pools: vec![PoolView {
             name: "public".into(),
             addresses: vec!["203.0.113.10/32".into()],
@@ -128,7 +130,8 @@ fn view() -> LocalView {
             failures: 1,
             auto_assign: true,
             error: None,
-        }],
+        }]
+        .into(),
         services: vec![ServiceView {
             service: "default/web".into(),
             traffic_policy: "Local".into(),
@@ -142,7 +145,8 @@ fn view() -> LocalView {
                     excluded: Some("noLocalEndpoints".into()),
                 },
             ],
-        }],
+        }]
+        .into(),
     }
 }
 
