@@ -39,7 +39,9 @@ impl L2Announcer {
     }
 
     /// Re-plans and applies. With `new_inputs` false only the members or interfaces
-    /// changed, and the planner re-elects only for the nodes that changed.
+    /// changed, and the planner re-elects only for the nodes that changed. The IPs in
+    /// `denied` (no quorum in their scope) are not owned, whoever won them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &mut self,
         snap: &Snapshot,
@@ -47,6 +49,7 @@ impl L2Announcer {
         me: &L2Node,
         members: &Members,
         may_own: bool,
+        denied: &BTreeSet<IpAddr>,
         new_inputs: bool,
     ) {
         let replanned = if new_inputs {
@@ -56,6 +59,13 @@ impl L2Announcer {
         };
         let mut plan =
             replanned.unwrap_or_else(|| self.planner.plan(snap, a, me, members, may_own));
+        if !denied.is_empty() {
+            for ips in plan.owned.values_mut() {
+                ips.retain(|ip| !denied.contains(ip));
+            }
+            plan.owned.retain(|_, ips| !ips.is_empty());
+            plan.unplaced.retain(|ip| !denied.contains(ip));
+        }
         let live = |n: &str| match members {
             Members::Static => true,
             Members::Gossip(live) => live.contains_key(n),
@@ -77,7 +87,10 @@ impl L2Announcer {
                 .iter()
                 .flat_map(|(i, ips)| ips.iter().map(move |ip| format!("{ip}@{i}")))
                 .collect();
-            tracing::info!(owned = ?owned, may_own, "l2 applied");
+            // `may_own` false: the join wait, or the guard denies IPs (no quorum in
+            // their scope).
+            let may_own = may_own && denied.is_empty();
+            tracing::info!(owned = ?owned, may_own, denied = denied.len(), "l2 applied");
             for e in errors {
                 tracing::warn!(error = %e, "l2 apply");
             }
