@@ -10,7 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use allocator::Allocator;
+pub use allocator::{recorded_only, Allocator};
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
@@ -20,11 +20,10 @@ use tokio::sync::watch;
 
 use crate::ipam::Assignments;
 use crate::snapshot::{Selection, Snapshot};
-use crate::status::announced::{announcements, AnnouncedTracker};
-use crate::status::leader::Leadership;
+use crate::status::leader::{Leadership, LeaseTimings};
 use crate::status::local::LocalState;
 use crate::status::policy_route::PolicyRouteStatusWriter;
-use crate::status::writer::{StatusWriter, Written};
+use crate::status::writer::{WriterConfig, WriterHandle};
 
 /// What a speaker is told at start.
 #[derive(Clone, Debug)]
@@ -109,9 +108,9 @@ pub async fn run_standalone(
 pub struct LeaseConfig {
     /// Lease name (in the speaker's namespace).
     pub name: String,
-    /// Term length; renewed every third of it.
-    pub duration: Duration,
-    /// Timeout of each write.
+    /// Lease duration, renew deadline and retry period.
+    pub timings: LeaseTimings,
+    /// Timeout of each status write (a write starts only if the Lease outlasts it).
     pub write_timeout: Duration,
 }
 
@@ -119,16 +118,17 @@ impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
             name: "edgelb-leader".into(),
-            duration: Duration::from_secs(15),
-            write_timeout: Duration::from_secs(10),
+            timings: LeaseTimings::default(),
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// Cluster mode: allocate on every snapshot; while leader, write statuses, conditions and
-/// Events. Statuses and conditions are re-checked on every Lease round, so a failed write
-/// is retried without waiting for a cluster change. Leader or not, every speaker writes its
-/// own node's condition on the `PolicyRoute`s after each policy-route pass that changed it.
+/// Cluster mode: every speaker allocates following the record (the Services' status) and
+/// announces only what is recorded; the Lease ([`Leadership`]) and the allocator of record
+/// ([`WriterHandle`]) run on tasks of their own, so this loop never waits on the API for
+/// them. Leader or not, every speaker writes its own node's condition on the
+/// `PolicyRoute`s after each policy-route pass that changed it.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -136,26 +136,37 @@ pub async fn run_cluster(
     mut rx: watch::Receiver<Snapshot>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), AnnounceError> {
-    let mut leadership = Leadership::new(
+    let leader = Leadership::new(
         client.clone(),
         &cfg.selection.namespace,
         &lease.name,
         &cfg.node,
-        lease.duration,
+        lease.timings,
+    )
+    .spawn();
+    // A write must fit inside the fence between two renewals.
+    let t = lease.timings;
+    let write_timeout = lease
+        .write_timeout
+        .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
+    let writer = WriterHandle::spawn(
+        client.clone(),
+        WriterConfig {
+            write_timeout,
+            ..WriterConfig::new(&cfg.node, cfg.selection.clone())
+        },
+        leader.fence(),
     );
-    let mut writer = StatusWriter::new(client.clone(), &cfg.node, lease.write_timeout);
     let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
     let mut alloc = Allocator::default();
-    let mut ticker = tokio::time::interval(lease.duration / 3);
-    let mut current: Option<(Snapshot, Assignments)> = None;
+    let mut current: Option<Snapshot> = None;
+    let mut candidates = Vec::new();
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
     let mut policy_routes = PolicyRoutes::start();
-    let mut announced = AnnouncedTracker::default();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
-        let mut changes = Vec::new();
         tokio::select! {
             r = rx.changed() => {
                 if r.is_err() {
@@ -163,36 +174,39 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                // A follower takes the leader's record (the Services' status) over its own
-                // result wherever they differ, so every speaker announces the same IPs.
-                let (a, c) = if leadership.is_leader() {
-                    alloc.step(&snap)
-                } else {
-                    alloc.step_following(&snap)
-                };
-                write_local(&cfg, &a);
+                // Every speaker takes the record over its own result wherever they
+                // differ, and announces only what is recorded.
+                let (a, _) = alloc.step_following(&snap);
+                let shown = recorded_only(&snap, &a);
+                write_local(&cfg, &shown);
                 announcing.seed_members_from(&snap).await;
-                announcing.step(&snap, &a).await;
+                announcing.step(&snap, &shown).await;
                 policy_routes.update(&snap, &cfg.node);
+                candidates = announcing.candidates(&snap);
+                writer.submit(snap.clone(), candidates.clone());
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), leader.holder().as_deref());
                 }
-                changes = c;
-                current = Some((snap, a));
-            }
-            _ = ticker.tick() => {
-                leadership.tick(Timestamp::now()).await;
-                announcing.set_api_reachable(leadership.api_reachable());
+                current = Some(snap);
             }
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
             }
             () = policy_routes.changed() => {}
             _ = tick.tick() => {
+                announcing.set_api_reachable(leader.api_reachable());
                 announcing.tick().await;
+                // The writer names the announcing nodes: tell it when they change.
+                if let Some(snap) = &current {
+                    let now = announcing.candidates(snap);
+                    if now != candidates {
+                        candidates = now;
+                        writer.submit(snap.clone(), candidates.clone());
+                    }
+                }
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), leader.holder().as_deref());
                 }
                 continue;
             }
@@ -201,36 +215,15 @@ pub async fn run_cluster(
                 break;
             }
         }
-        if let Some((snap, _)) = &current {
+        if let Some(snap) = &current {
             route_status
                 .write(snap, &policy_routes.report(), Time(Timestamp::now()))
                 .await;
         }
-        if !leadership.is_leader() {
-            continue;
-        }
-        if let Some((snap, a)) = &current {
-            let written = writer
-                .write(snap, a, &changes, Time(Timestamp::now()))
-                .await;
-            if written != Default::default() {
-                tracing::info!(
-                    services = written.services,
-                    conditions = written.conditions,
-                    events = written.events,
-                    failed = written.failed,
-                    "wrote to the API"
-                );
-            }
-            // Who announces each Service: one Event per change, never per heartbeat.
-            let now = announcements(snap, a, announcing.candidates(snap));
-            let todo = announced.changes(&now);
-            let mut out = Written::default();
-            for (k, v) in writer.write_announced(snap, &todo, &mut out).await {
-                announced.reported(k, v);
-            }
-        }
     }
+    // No write in flight, then hand the Lease to the next speaker at once.
+    writer.stop().await;
+    leader.release().await;
     announcing.stop().await;
     Ok(())
 }
