@@ -19,6 +19,7 @@ use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
 use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 use crate::ipam::pool::PoolView;
+use crate::source::decode::Undecodable;
 
 /// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
 /// shared so that building a snapshot of 10 000 Services copies pointers, not text.
@@ -204,6 +205,13 @@ pub enum Object {
     Community(Community),
     /// A `PolicyRoute`.
     PolicyRoute(PolicyRoute),
+    /// An object of `kind` that the API server accepted but our types cannot read.
+    Undecodable {
+        /// Kind name as in [`Object::describe`].
+        kind: &'static str,
+        /// What is known of it and why it does not decode.
+        object: Undecodable,
+    },
 }
 
 impl Object {
@@ -221,6 +229,13 @@ impl Object {
             Object::L2Advertisement(o) => ("L2Advertisement", ObjectKey::of(o)),
             Object::Community(o) => ("Community", ObjectKey::of(o)),
             Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
+            Object::Undecodable { kind, object } => (
+                kind,
+                ObjectKey::new(
+                    object.meta.namespace.as_deref().unwrap_or(""),
+                    object.meta.name.as_deref().unwrap_or(""),
+                ),
+            ),
         }
     }
 }
@@ -302,6 +317,9 @@ pub struct Store {
     pub communities: Index<Community>,
     /// `PolicyRoute`s.
     pub policy_routes: Index<PolicyRoute>,
+    /// Objects of any kind that do not decode, by kind and key. An edgelb object here is
+    /// absent from its index (it is invalid); a built-in one keeps its last decoded version.
+    undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
 }
 
 /// The Service-keyed maps of a snapshot for one selection, kept in step with the indexes.
@@ -427,7 +445,15 @@ impl Store {
 
     /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
     pub fn apply(&mut self, obj: Object, namespace: &str) {
-        let (_, key) = obj.describe();
+        let (kind, key) = obj.describe();
+        if let Object::Undecodable { kind, object } = obj {
+            if is_edgelb_kind(kind) {
+                self.delete_decoded(kind, &key);
+            }
+            self.undecodable.insert((kind, key), Arc::new(object));
+            return;
+        }
+        self.undecodable.remove(&(kind, key.clone()));
         match obj {
             Object::Service(o) => {
                 let svc = Arc::new(o);
@@ -452,11 +478,24 @@ impl Store {
             Object::L2Advertisement(o) => self.l2_advertisements.apply(key, o),
             Object::Community(o) => self.communities.apply(key, o),
             Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
+            Object::Undecodable { .. } => {}
         }
+    }
+
+    /// Objects that do not decode, by kind and key.
+    pub fn undecodable(&self) -> &BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>> {
+        &self.undecodable
     }
 
     /// Removes one object of a kind (as [`Object::describe`] names kinds).
     pub fn delete(&mut self, kind: &str, key: &ObjectKey) {
+        self.undecodable
+            .retain(|(k, o), _| !(*k == kind && o == key));
+        self.delete_decoded(kind, key);
+    }
+
+    /// Removes the decoded version of an object.
+    fn delete_decoded(&mut self, kind: &str, key: &ObjectKey) {
         match kind {
             "Service" => {
                 self.services.take(key);
@@ -481,6 +520,7 @@ impl Store {
 
     /// Replaces every object of a kind (after a watcher's re-list).
     pub fn reset(&mut self, kind: &str, objects: Vec<Object>, namespace: &str) {
+        self.undecodable.retain(|(k, _), _| *k != kind);
         match kind {
             "Service" => self.services = Index::default(),
             "EndpointSlice" => self.endpoint_slices = Index::default(),
@@ -574,6 +614,9 @@ pub struct SnapshotData {
     pub policy_routes: BTreeMap<ObjectKey, Arc<PolicyRoute>>,
     /// Valid pools in allocation order (priority, then name), parsed once.
     pub allocation_pools: Vec<PoolView>,
+    /// Objects of any kind that do not decode, by kind and key (edgelb's also appear,
+    /// invalid, in their kind's map above).
+    pub undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
 }
 
 impl Snapshot {
@@ -585,11 +628,57 @@ impl Snapshot {
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-fn check<T, F>(index: &Index<T>, f: F) -> BTreeMap<ObjectKey, Checked<T>>
+/// The kinds edgelb defines (their objects carry a `Valid` condition).
+pub const EDGELB_KINDS: [&str; 6] = [
+    "IPAddressPool",
+    "BGPPeer",
+    "BGPAdvertisement",
+    "L2Advertisement",
+    "Community",
+    "PolicyRoute",
+];
+
+/// Whether `kind` is one of ours (an undecodable one is invalid, not kept at its last
+/// version: the user changed it and must see why it no longer counts).
+pub fn is_edgelb_kind(kind: &str) -> bool {
+    EDGELB_KINDS.contains(&kind)
+}
+
+/// An object that stands for an undecodable one in its kind's map: its metadata and
+/// conditions, an empty spec, and the decoding problem. It is never valid, so nothing
+/// reads its spec for a decision; views and the `Valid` condition show why.
+trait Placeholder: Sized {
+    fn placeholder(u: &Undecodable) -> Self;
+}
+
+macro_rules! placeholder {
+    ($($t:ty),*) => {$(
+        impl Placeholder for $t {
+            fn placeholder(u: &Undecodable) -> Self {
+                let mut o = <$t>::default();
+                o.metadata = u.meta.clone();
+                o.status = Some(crate::api::ObjectStatus {
+                    conditions: u.conditions.clone(),
+                });
+                o
+            }
+        }
+    )*};
+}
+placeholder!(
+    IPAddressPool,
+    BGPPeer,
+    BGPAdvertisement,
+    L2Advertisement,
+    Community
+);
+
+fn check<T, F>(store: &Store, kind: &str, index: &Index<T>, f: F) -> BTreeMap<ObjectKey, Checked<T>>
 where
+    T: Placeholder,
     F: Fn(&T) -> Vec<FieldError>,
 {
-    index
+    let mut out: BTreeMap<ObjectKey, Checked<T>> = index
         .iter()
         .map(|(k, o)| {
             (
@@ -600,7 +689,17 @@ where
                 },
             )
         })
-        .collect()
+        .collect();
+    for ((_, key), u) in store.undecodable.iter().filter(|((k, _), _)| *k == kind) {
+        out.insert(
+            key.clone(),
+            Checked {
+                object: Arc::new(T::placeholder(u)),
+                problems: vec![u.problem.clone()],
+            },
+        );
+    }
+    out
 }
 
 fn build(store: &Store, sel: &Selection) -> Snapshot {
@@ -650,7 +749,9 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
         .map(|(k, s)| (k.name.clone(), s.clone()))
         .collect();
 
-    let communities = check(&store.communities, |c| validate::community(&c.spec));
+    let communities = check(store, "Community", &store.communities, |c| {
+        validate::community(&c.spec)
+    });
     let ctx = validate::Context {
         namespace: sel.namespace.clone(),
         community_aliases: communities
@@ -659,7 +760,9 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             .flat_map(|c| c.object.spec.communities.iter().map(|a| a.name.clone()))
             .collect(),
     };
-    let pools = check(&store.pools, |p| validate::ip_address_pool(&p.spec));
+    let pools = check(store, "IPAddressPool", &store.pools, |p| {
+        validate::ip_address_pool(&p.spec)
+    });
     let allocation_pools = crate::ipam::pool::allocation_order(&pools);
 
     Snapshot(Arc::new(SnapshotData {
@@ -670,11 +773,13 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
         node_pools,
         namespace_labels,
         secrets,
-        peers: check(&store.peers, |p| validate::bgp_peer(&p.spec, &ctx)),
-        bgp_advertisements: check(&store.bgp_advertisements, |a| {
+        peers: check(store, "BGPPeer", &store.peers, |p| {
+            validate::bgp_peer(&p.spec, &ctx)
+        }),
+        bgp_advertisements: check(store, "BGPAdvertisement", &store.bgp_advertisements, |a| {
             validate::bgp_advertisement(&a.spec, &ctx)
         }),
-        l2_advertisements: check(&store.l2_advertisements, |a| {
+        l2_advertisements: check(store, "L2Advertisement", &store.l2_advertisements, |a| {
             validate::l2_advertisement(&a.spec)
         }),
         communities,
@@ -685,6 +790,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             .collect(),
         pools,
         allocation_pools,
+        undecodable: store.undecodable.clone(),
     }))
 }
 

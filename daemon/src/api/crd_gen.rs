@@ -139,6 +139,51 @@ mod tests {
             .is_some_and(|r| r.contains(&serde_json::json!("type"))));
     }
 
+    /// Every integer property outside the standard condition shape, with the path that
+    /// reaches it.
+    fn integers<'a>(
+        path: String,
+        schema: &'a serde_json::Value,
+        out: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        if schema["type"] == "integer" {
+            out.push((path.clone(), schema));
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, sub) in props {
+                if name == "conditions" {
+                    continue; // metav1.Condition: observedGeneration is int64, as the server keeps it
+                }
+                integers(format!("{path}.{name}"), sub, out);
+            }
+        }
+        if schema["items"].is_object() {
+            integers(format!("{path}[]"), &schema["items"], out);
+        }
+    }
+
+    /// The API server enforces `minimum`/`maximum` but not `format: uint32`/`int32`: a
+    /// number our field cannot hold must be refused at admission, not fail decoding later.
+    #[test]
+    fn every_integer_field_has_a_range_the_api_server_enforces() {
+        let mut missing = Vec::new();
+        for crd in crds() {
+            let crd_json = serde_json::to_value(&crd).expect("json");
+            let schema = &crd_json["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let mut found = Vec::new();
+            integers(crd.spec.names.kind.clone(), schema, &mut found);
+            for (path, s) in found {
+                if !s["minimum"].is_number() || !s["maximum"].is_number() {
+                    missing.push(path);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "integers without minimum and maximum: {missing:?}"
+        );
+    }
+
     #[test]
     fn cel_rules_reach_the_schema() {
         let yaml = render(&IPAddressPool::crd()).expect("render");

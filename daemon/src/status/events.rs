@@ -44,27 +44,46 @@ pub enum Posted {
     Repeated(i32),
 }
 
-/// The Event's name: the Service's name and a hash of what the Event says about this very
-/// object (its UID), so the same report always has the same name.
-pub fn event_name(svc: &Service, note: &Note) -> String {
+/// The Event's name: the object's name and a hash of what the Event says about this very
+/// object (its kind and UID), so the same report always has the same name.
+pub fn event_name(regarding: &ObjectReference, note: &Note) -> String {
     let mut h = siphasher::sip::SipHasher13::new_with_keys(0, 0);
-    h.write(svc.metadata.uid.as_deref().unwrap_or_default().as_bytes());
-    h.write_u8(0);
-    h.write(note.reason.as_bytes());
-    h.write_u8(0);
-    h.write(note.note.as_bytes());
-    let name = svc.metadata.name.as_deref().unwrap_or("service");
-    // 253 characters at most; a Service name has at most 63.
+    for part in [
+        regarding.kind.as_deref().unwrap_or_default(),
+        regarding.uid.as_deref().unwrap_or_default(),
+        note.reason,
+        &note.note,
+    ] {
+        h.write(part.as_bytes());
+        h.write_u8(0);
+    }
+    let name: String = regarding
+        .name
+        .as_deref()
+        .unwrap_or("object")
+        .chars()
+        .take(200)
+        .collect();
+    // 253 characters at most.
     format!("{name}.{:016x}", h.finish())
 }
 
-/// The Event object for `note` about `svc`, reported by `instance` at `now`.
-pub fn event(svc: &Service, note: &Note, instance: &str, now: Timestamp) -> Event {
-    let regarding: ObjectReference = svc.object_ref(&());
+/// Where an Event about `regarding` lives: its namespace, `default` for cluster-scoped
+/// objects.
+fn event_namespace(regarding: &ObjectReference) -> String {
+    regarding
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "default".into())
+}
+
+/// The Event object for `note` about `regarding`, reported by `instance` at `now`.
+pub fn event(regarding: &ObjectReference, note: &Note, instance: &str, now: Timestamp) -> Event {
     Event {
         metadata: ObjectMeta {
-            name: Some(event_name(svc, note)),
-            namespace: svc.metadata.namespace.clone(),
+            name: Some(event_name(regarding, note)),
+            namespace: Some(event_namespace(regarding)),
             ..Default::default()
         },
         event_time: Some(MicroTime(now)),
@@ -72,16 +91,14 @@ pub fn event(svc: &Service, note: &Note, instance: &str, now: Timestamp) -> Even
         reason: Some(note.reason.into()),
         note: Some(note.note.chars().take(1024).collect()),
         type_: Some(note.type_.into()),
-        regarding: Some(regarding),
+        regarding: Some(regarding.clone()),
         reporting_controller: Some(CONTROLLER.into()),
         reporting_instance: Some(instance.chars().take(128).collect()),
         ..Default::default()
     }
 }
 
-/// Posts `note` about `svc`. `repeat`: the writer saw the state change away and back
-/// since it last reported this, so an existing Event is a true repeat (series bumped);
-/// otherwise an existing Event means it was already reported.
+/// Posts `note` about `svc`; see [`post_about`].
 pub async fn post(
     client: &Client,
     instance: &str,
@@ -90,9 +107,30 @@ pub async fn post(
     repeat: bool,
     timeout: Duration,
 ) -> Result<Posted, String> {
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let api: Api<Event> = Api::namespaced(client.clone(), ns);
-    let ev = event(svc, note, instance, Timestamp::now());
+    post_about(
+        client,
+        instance,
+        &svc.object_ref(&()),
+        note,
+        repeat,
+        timeout,
+    )
+    .await
+}
+
+/// Posts `note` about `regarding`. `repeat`: the writer saw the state change away and
+/// back since it last reported this, so an existing Event is a true repeat (series
+/// bumped); otherwise an existing Event means it was already reported.
+pub async fn post_about(
+    client: &Client,
+    instance: &str,
+    regarding: &ObjectReference,
+    note: &Note,
+    repeat: bool,
+    timeout: Duration,
+) -> Result<Posted, String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), &event_namespace(regarding));
+    let ev = event(regarding, note, instance, Timestamp::now());
     let name = ev.metadata.name.clone().unwrap_or_default();
     match tokio::time::timeout(timeout, api.create(&PostParams::default(), &ev)).await {
         Ok(Ok(_)) => return Ok(Posted::Created),
@@ -147,21 +185,21 @@ mod tests {
         }
     }
 
+    fn name(s: &Service, n: &Note) -> String {
+        event_name(&s.object_ref(&()), n)
+    }
+
     #[test]
     fn the_name_follows_what_is_said_about_which_object() {
-        let a = event_name(&svc(), &allocated("192.0.2.1"));
+        let a = name(&svc(), &allocated("192.0.2.1"));
         assert!(a.starts_with("web."), "{a}");
-        assert_eq!(a, event_name(&svc(), &allocated("192.0.2.1")), "stable");
-        assert_ne!(
-            a,
-            event_name(&svc(), &allocated("192.0.2.2")),
-            "another note"
-        );
+        assert_eq!(a, name(&svc(), &allocated("192.0.2.1")), "stable");
+        assert_ne!(a, name(&svc(), &allocated("192.0.2.2")), "another note");
         let mut again = svc();
         again.metadata.uid = Some("uid-2".into());
         assert_ne!(
             a,
-            event_name(&again, &allocated("192.0.2.1")),
+            name(&again, &allocated("192.0.2.1")),
             "a re-created Service"
         );
     }
@@ -170,7 +208,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_event_then_an_old_one_left_alone_then_a_true_repeat_counted() {
-        let name = event_name(&svc(), &allocated("192.0.2.1"));
+        let ev_name = name(&svc(), &allocated("192.0.2.1"));
         let (client, server) = scripted(vec![
             Call::new("POST", format!("{URL}?"), 201, json!({})).check_body(|b| {
                 assert_eq!(b["reason"], "IPAllocated");
@@ -195,17 +233,17 @@ mod tests {
             ),
             Call::new(
                 "GET",
-                format!("{URL}/{name}"),
+                format!("{URL}/{ev_name}"),
                 200,
                 serde_json::to_value(event(
-                    &svc(),
+                    &svc().object_ref(&()),
                     &allocated("192.0.2.1"),
                     "node-a",
                     Timestamp::now(),
                 ))
                 .expect("json"),
             ),
-            Call::new("PATCH", format!("{URL}/{name}?"), 200, json!({})).check_body(|b| {
+            Call::new("PATCH", format!("{URL}/{ev_name}?"), 200, json!({})).check_body(|b| {
                 assert_eq!(b["series"]["count"], 2);
                 assert!(b["series"]["lastObservedTime"].is_string());
             }),

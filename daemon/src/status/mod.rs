@@ -13,4 +13,5 @@ pub mod policy_route;
 pub mod queue;
 pub mod record;
 pub mod service;
+pub mod undecodable;
 pub mod writer;

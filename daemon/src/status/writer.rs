@@ -35,12 +35,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::announced::announcements;
-use super::conditions::{same, updates, ConditionUpdate};
-use super::events::{post, Note, Posted};
+use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
+use super::events::{post, post_about, Note, Posted};
 use super::leader::Fence;
 use super::queue::{Done, Queue};
 use super::record::{read, Record};
 use super::service::{apply_body, current_ingress, desired_ingress};
+use super::undecodable::{Reported, UndecodableEvent};
 use crate::election::Candidate;
 use crate::ipam::{status_ips, Assignments};
 use crate::snapshot::{ObjectKey, Selection, Snapshot};
@@ -127,13 +128,23 @@ enum Key {
     Condition(&'static str, ObjectKey),
     Failed(ObjectKey),
     Announced(ObjectKey),
+    Undecodable(String, ObjectKey),
 }
 
 impl Key {
     fn service(&self) -> &ObjectKey {
         match self {
-            Key::Status(k) | Key::Condition(_, k) | Key::Failed(k) | Key::Announced(k) => k,
+            Key::Status(k)
+            | Key::Condition(_, k)
+            | Key::Failed(k)
+            | Key::Announced(k)
+            | Key::Undecodable(_, k) => k,
         }
+    }
+
+    /// Whether the key is about a Service (dropped when the Service goes).
+    fn about_service(&self) -> bool {
+        matches!(self, Key::Status(_) | Key::Failed(_) | Key::Announced(_))
     }
 }
 
@@ -162,6 +173,7 @@ enum Write {
     },
     Condition(Cond),
     Note(String),
+    Undecodable(UndecodableEvent),
 }
 
 /// How one write ended.
@@ -172,7 +184,8 @@ enum Ended {
         events: usize,
     },
     Reported(String, usize),
-    Condition(Cond),
+    Condition(Cond, usize),
+    Undecodable(UndecodableEvent),
     Retry(String),
     Conflict(String),
     Gone,
@@ -233,6 +246,8 @@ struct Writer {
     announced: HashMap<ObjectKey, String>,
     /// Keys whose reported text changed this term (a later equal text is a true repeat).
     changed: BTreeSet<Key>,
+    /// Built-in objects already reported as undecodable (kind, key, version).
+    undecodable: Reported,
     latest: Option<Submission>,
     processed: Option<Snapshot>,
     assignments: Arc<Assignments>,
@@ -266,6 +281,7 @@ impl WriterHandle {
             failed: HashMap::new(),
             announced: HashMap::new(),
             changed: BTreeSet::new(),
+            undecodable: Reported::default(),
             latest: None,
             processed: None,
             assignments: Arc::default(),
@@ -432,6 +448,7 @@ impl Writer {
         self.failed.clear();
         self.announced.clear();
         self.changed.clear();
+        self.undecodable = Reported::default();
         self.processed = None;
         self.assignments = Arc::default();
         self.reading.abort_all();
@@ -512,6 +529,7 @@ impl Writer {
         let a = self.assignments.clone();
         self.queue_statuses(snap, &a);
         self.queue_conditions(snap);
+        self.queue_undecodable(snap);
         self.queue_failures(snap, &a);
         self.queue_announced(snap, &a, &sub.candidates);
         self.processed = Some(snap.clone());
@@ -538,10 +556,8 @@ impl Writer {
         self.failed.retain(|k, _| live(k));
         self.announced.retain(|k, _| live(k));
         self.changed.retain(|k| live(k.service()));
-        self.queue.retain(|k| match k {
-            Key::Condition(..) => true,
-            other => live(other.service()),
-        });
+        self.queue
+            .retain(|k| !k.about_service() || live(k.service()));
     }
 
     fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments) {
@@ -590,6 +606,18 @@ impl Writer {
             }
             self.queue
                 .offer(Key::Condition(id.0, id.1), Write::Condition(c));
+        }
+    }
+
+    fn queue_undecodable(&mut self, snap: &Snapshot) {
+        for ev in self.undecodable.new_events(snap) {
+            let kind = ev.reference.kind.clone().unwrap_or_default();
+            let key = ObjectKey::new(
+                ev.reference.namespace.as_deref().unwrap_or_default(),
+                ev.reference.name.as_deref().unwrap_or_default(),
+            );
+            self.queue
+                .offer(Key::Undecodable(kind, key), Write::Undecodable(ev));
         }
     }
 
@@ -658,12 +686,19 @@ impl Writer {
             let Some((key, write)) = self.queue.next(now) else {
                 return;
             };
-            let Some(svc) = sub.snap.services.get(key.service()).cloned() else {
-                if let Key::Condition(..) = key {
+            match write {
+                Write::Condition(_) => {
                     self.spawn_condition(epoch, key, write);
-                } else {
-                    self.queue.done(&key, Done::Dropped, now);
+                    continue;
                 }
+                Write::Undecodable(ev) => {
+                    self.spawn_undecodable(epoch, key, ev);
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(svc) = sub.snap.services.get(key.service()).cloned() else {
+                self.queue.done(&key, Done::Dropped, now);
                 continue;
             };
             match (&key, write) {
@@ -691,7 +726,6 @@ impl Writer {
                     };
                     self.spawn_note(epoch, key, svc, note, repeat, text);
                 }
-                (Key::Condition(..), w) => self.spawn_condition(epoch, key, w),
                 (key, _) => self.queue.done(key, Done::Dropped, now),
             }
         }
@@ -748,15 +782,58 @@ impl Writer {
         });
     }
 
+    fn spawn_undecodable(&mut self, epoch: u64, key: Key, ev: UndecodableEvent) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let note = Note {
+                reason: super::undecodable::REASON,
+                type_: "Warning",
+                action: "Validate",
+                note: ev.note.clone(),
+            };
+            let outcome =
+                match post_about(&client, &node, &ev.reference, &note, false, timeout).await {
+                    Ok(_) => Ended::Undecodable(ev),
+                    Err(e) => Ended::Retry(e),
+                };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
+    /// Writes a condition; a `Valid=False` written also gets a Warning Event on its
+    /// object (named after its message, so once per message).
     fn spawn_condition(&mut self, epoch: u64, key: Key, write: Write) {
         let Write::Condition(c) = write else {
             return;
         };
         let client = self.client.clone();
         let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
         self.tasks.spawn(async move {
             let outcome = match write_condition(&client, &c.0, timeout).await {
-                Ok(()) => Ended::Condition(c),
+                Ok(()) => {
+                    let mut events = 0;
+                    if let Some((reference, text)) = c.0.warning() {
+                        let note = Note {
+                            reason: INVALID_REASON,
+                            type_: "Warning",
+                            action: "Validate",
+                            note: text,
+                        };
+                        match post_about(&client, &node, &reference, &note, false, timeout).await {
+                            Ok(Posted::AlreadyReported) => {}
+                            Ok(_) => events = 1,
+                            Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),
+                        }
+                    }
+                    Ended::Condition(c, events)
+                }
                 Err(e) => Ended::Retry(e),
             };
             Finished {
@@ -797,8 +874,14 @@ impl Writer {
                 self.changed.insert(key.clone());
                 self.queue.done(&key, Done::Written, now);
             }
-            Ended::Condition(c) => {
+            Ended::Undecodable(ev) => {
+                self.stats.events += 1;
+                self.undecodable.published(&ev);
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::Condition(c, events) => {
                 self.stats.conditions += 1;
+                self.stats.events += events;
                 if let Key::Condition(kind, k) = &key {
                     self.conditions_applied.insert((kind, k.clone()), c);
                 }
@@ -1002,7 +1085,12 @@ async fn write_condition(
         kind: up.kind.into(),
         plural: up.plural.into(),
     };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &up.key.namespace, &ar);
+    // PolicyRoutes are cluster-scoped: no namespace in the key.
+    let api: Api<DynamicObject> = if up.key.namespace.is_empty() {
+        Api::all_with(client.clone(), &ar)
+    } else {
+        Api::namespaced_with(client.clone(), &up.key.namespace, &ar)
+    };
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let body = up.apply_body();
     match tokio::time::timeout(

@@ -210,3 +210,125 @@ async fn a_conflict_with_a_foreign_record_starts_the_term_over() {
     w.stop().await;
     server.await.expect("every call came");
 }
+
+/// Runs one term over `objects` (no Services) and expects `calls` after the record read.
+async fn one_term(
+    objects: Vec<Object>,
+    calls: Vec<Call>,
+    until: impl Fn(&WriterStats) -> bool,
+) -> WriterStats {
+    let mut all = vec![Call::new("GET", LIST, 200, list(vec![]))];
+    all.extend(calls);
+    let (client, server) = scripted(all);
+    let (_fence_tx, fence) = watch::channel(leading(1));
+    let w = WriterHandle::spawn(client, config(), fence);
+    let mut store = Store::default();
+    for o in objects {
+        store.apply(o, NS);
+    }
+    w.submit(store.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| until(s) && s.pending == 0).await;
+    w.stop().await;
+    server.await.expect("every call came");
+    s
+}
+
+#[tokio::test]
+async fn conditions_of_a_valid_and_an_invalid_pool_are_applied_with_a_warning_for_the_invalid() {
+    let url = |n: &str| {
+        format!("/apis/edgelb.io/v1alpha1/namespaces/{NS}/ipaddresspools/{n}/status?&force=true&fieldManager=edgelb")
+    };
+    let s = one_term(
+        vec![
+            Object::IPAddressPool(pool(NS, "bad", &["10.0.0.300/24"])),
+            Object::IPAddressPool(pool(NS, "good", &["192.0.2.0/30"])),
+        ],
+        vec![
+            Call::new("PATCH", url("bad"), 200, json!({})).check_body(|b| {
+                let c = &b["status"]["conditions"][0];
+                assert_eq!(b["kind"], "IPAddressPool");
+                assert_eq!(
+                    (&c["type"], &c["status"], &c["reason"]),
+                    (&json!("Valid"), &json!("False"), &json!("InvalidSpec"))
+                );
+                assert_eq!(
+                    c["message"],
+                    "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range"
+                );
+            }),
+            // Valid=False also gets a Warning Event on the pool, naming field and value.
+            Call::new(
+                "POST",
+                format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+                201,
+                json!({}),
+            )
+            .check_body(|b| {
+                assert_eq!(b["type"], "Warning");
+                assert_eq!(b["reason"], "InvalidSpec");
+                assert_eq!(b["regarding"]["kind"], "IPAddressPool");
+                assert_eq!(b["regarding"]["apiVersion"], "edgelb.io/v1alpha1");
+                assert_eq!(b["regarding"]["name"], "bad");
+                assert_eq!(
+                    b["note"],
+                    "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range"
+                );
+            }),
+            Call::new("PATCH", url("good"), 200, json!({})).check_body(|b| {
+                assert_eq!(b["status"]["conditions"][0]["status"], "True");
+                assert_eq!(b["status"]["conditions"][0]["message"], "spec accepted");
+            }),
+        ],
+        |s| s.conditions == 2,
+    )
+    .await;
+    assert_eq!((s.conditions, s.events, s.failed), (2, 1, 0));
+}
+
+/// A `PolicyRoute` (cluster-scoped) that does not decode gets `Valid=False` on its own
+/// status URL (no namespace in the path) and a Warning Event.
+#[tokio::test]
+async fn an_undecodable_policy_route_gets_valid_false_and_a_warning() {
+    let raw = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "PolicyRoute",
+        "metadata": {"name": "r", "uid": "u-1", "generation": 4},
+        "spec": {"table": 4, "gateways": ["10.0.0.1.5"]}});
+    let crate::source::decode::Lenient::Undecodable(object) =
+        crate::source::decode::decode::<crate::api::PolicyRoute>(raw)
+    else {
+        panic!("decoded");
+    };
+    let s =
+        one_term(
+            vec![Object::Undecodable {
+                kind: "PolicyRoute",
+                object,
+            }],
+            vec![
+            Call::new(
+                "PATCH",
+                "/apis/edgelb.io/v1alpha1/policyroutes/r/status?&force=true&fieldManager=edgelb",
+                200,
+                json!({}),
+            )
+            .check_body(|b| {
+                let c = &b["status"]["conditions"][0];
+                assert_eq!(c["type"], "Valid");
+                assert_eq!(c["status"], "False");
+                assert_eq!(c["observedGeneration"], 4);
+                assert_eq!(
+                    c["message"],
+                    "spec.gateways[0]: \"10.0.0.1.5\" cannot be read: invalid IP address syntax"
+                );
+            }),
+            Call::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events?", 201, json!({}))
+                .check_body(|b| {
+                    assert_eq!(b["type"], "Warning");
+                    assert_eq!(b["regarding"]["kind"], "PolicyRoute");
+                    assert_eq!(b["regarding"]["uid"], "u-1");
+                }),
+        ],
+            |s| s.conditions == 1,
+        )
+        .await;
+    assert_eq!((s.conditions, s.events, s.failed), (1, 1, 0));
+}
