@@ -17,7 +17,9 @@ use kube::Resource;
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
 use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
-use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
 use crate::ipam::pool::PoolView;
 use crate::source::decode::Undecodable;
 
@@ -203,6 +205,8 @@ pub enum Object {
     L2Advertisement(L2Advertisement),
     /// A `Community`.
     Community(Community),
+    /// A `BFDProfile`.
+    BFDProfile(BFDProfile),
     /// A `PolicyRoute`.
     PolicyRoute(PolicyRoute),
     /// An object of `kind` that the API server accepted but our types cannot read.
@@ -228,6 +232,7 @@ impl Object {
             Object::BGPAdvertisement(o) => ("BGPAdvertisement", ObjectKey::of(o)),
             Object::L2Advertisement(o) => ("L2Advertisement", ObjectKey::of(o)),
             Object::Community(o) => ("Community", ObjectKey::of(o)),
+            Object::BFDProfile(o) => ("BFDProfile", ObjectKey::of(o)),
             Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
             Object::Undecodable { kind, object } => (
                 kind,
@@ -315,6 +320,8 @@ pub struct Store {
     pub l2_advertisements: Index<L2Advertisement>,
     /// `Community` aliases.
     pub communities: Index<Community>,
+    /// `BFDProfile`s.
+    pub bfd_profiles: Index<BFDProfile>,
     /// `PolicyRoute`s.
     pub policy_routes: Index<PolicyRoute>,
     /// Objects of any kind that do not decode, by kind and key. An edgelb object here is
@@ -477,6 +484,7 @@ impl Store {
             Object::BGPAdvertisement(o) => self.bgp_advertisements.apply(key, o),
             Object::L2Advertisement(o) => self.l2_advertisements.apply(key, o),
             Object::Community(o) => self.communities.apply(key, o),
+            Object::BFDProfile(o) => self.bfd_profiles.apply(key, o),
             Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
             Object::Undecodable { .. } => {}
         }
@@ -513,6 +521,7 @@ impl Store {
             "BGPAdvertisement" => self.bgp_advertisements.delete(key),
             "L2Advertisement" => self.l2_advertisements.delete(key),
             "Community" => self.communities.delete(key),
+            "BFDProfile" => self.bfd_profiles.delete(key),
             "PolicyRoute" => self.policy_routes.delete(key),
             _ => {}
         }
@@ -532,6 +541,7 @@ impl Store {
             "BGPAdvertisement" => self.bgp_advertisements = Index::default(),
             "L2Advertisement" => self.l2_advertisements = Index::default(),
             "Community" => self.communities = Index::default(),
+            "BFDProfile" => self.bfd_profiles = Index::default(),
             "PolicyRoute" => self.policy_routes = Index::default(),
             _ => {}
         }
@@ -610,6 +620,8 @@ pub struct SnapshotData {
     pub l2_advertisements: BTreeMap<ObjectKey, Checked<L2Advertisement>>,
     /// `Community` objects with validation outcome.
     pub communities: BTreeMap<ObjectKey, Checked<Community>>,
+    /// `BFDProfile`s with validation outcome.
+    pub bfd_profiles: BTreeMap<ObjectKey, Checked<BFDProfile>>,
     /// `PolicyRoute`s (validated by the policy-route planner).
     pub policy_routes: BTreeMap<ObjectKey, Arc<PolicyRoute>>,
     /// Valid pools in allocation order (priority, then name), parsed once.
@@ -629,12 +641,13 @@ impl Snapshot {
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The kinds edgelb defines (their objects carry a `Valid` condition).
-pub const EDGELB_KINDS: [&str; 6] = [
+pub const EDGELB_KINDS: [&str; 7] = [
     "IPAddressPool",
     "BGPPeer",
     "BGPAdvertisement",
     "L2Advertisement",
     "Community",
+    "BFDProfile",
     "PolicyRoute",
 ];
 
@@ -670,7 +683,8 @@ placeholder!(
     BGPPeer,
     BGPAdvertisement,
     L2Advertisement,
-    Community
+    Community,
+    BFDProfile
 );
 
 fn check<T, F>(store: &Store, kind: &str, index: &Index<T>, f: F) -> BTreeMap<ObjectKey, Checked<T>>
@@ -752,7 +766,14 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     let communities = check(store, "Community", &store.communities, |c| {
         validate::community(&c.spec)
     });
+    let bfd_profiles = check(store, "BFDProfile", &store.bfd_profiles, |p| {
+        validate::bfd_profile(&p.spec)
+    });
     let ctx = validate::Context {
+        bfd_profiles: bfd_profiles
+            .iter()
+            .map(|(k, c)| (k.name.to_string(), c.is_valid()))
+            .collect(),
         namespace: sel.namespace.clone(),
         community_aliases: communities
             .values()
@@ -783,6 +804,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             validate::l2_advertisement(&a.spec)
         }),
         communities,
+        bfd_profiles,
         policy_routes: store
             .policy_routes
             .iter()

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 use super::policy_route::PolicyRoute;
-use super::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use super::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
 /// Errors of the generator.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         L2Advertisement::crd(),
         Community::crd(),
         PolicyRoute::crd(),
+        BFDProfile::crd(),
     ]
 }
 

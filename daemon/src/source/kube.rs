@@ -34,7 +34,9 @@ use tokio::sync::watch;
 use super::decode::Lenient;
 
 use crate::api::policy_route::PolicyRoute;
-use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
 use crate::snapshot::{Object, Selection, Snapshot, Store};
 
 /// One thing a watcher reported. (Large, but each is moved once, straight into the feeder.)
@@ -289,6 +291,11 @@ pub fn streams(client: &Client, namespace: &str) -> Vec<BoxStream<'static, Updat
             Api::<Lenient<Community>>::namespaced(ns(client), namespace),
             "Community",
             Object::Community,
+        ),
+        stream(
+            Api::<Lenient<BFDProfile>>::namespaced(ns(client), namespace),
+            "BFDProfile",
+            Object::BFDProfile,
         ),
         stream(
             Api::<Lenient<PolicyRoute>>::all(ns(client)),

@@ -62,10 +62,15 @@ impl Allocator {
             .flat_map(|(_, ips)| ips.iter().copied())
             .collect();
         let mut seed = mine.clone();
-        seed.outcomes.retain(|_, o| match o {
-            Ok(a) => !a.ips.iter().any(|ip| taken.contains(ip)),
-            Err(_) => true,
-        });
+        let against: Vec<AllocationKey> = seed
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Ok(a) if a.ips.iter().any(|ip| taken.contains(ip))))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in against {
+            seed.outcomes.remove(&k);
+        }
         for (key, ips) in theirs {
             seed.outcomes.insert(
                 key,

@@ -128,6 +128,7 @@ pub fn updates(snap: &Snapshot, now: Time) -> Vec<ConditionUpdate> {
         "l2advertisements"
     );
     kind!(snap.communities, "Community", "communities");
+    kind!(snap.bfd_profiles, "BFDProfile", "bfdprofiles");
     policy_routes(snap, &now, &mut out);
     out
 }
