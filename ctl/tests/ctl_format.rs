@@ -302,7 +302,7 @@ edge-2   Suspect   4s    *
 #[test]
 fn an_invalid_pool_is_shown_invalid_with_the_reason() {
     let mut v = view();
-    v.pools.push(PoolView {
+    std::sync::Arc::make_mut(&mut v.pools).push(PoolView {
         name: "typo".into(),
         addresses: vec![],
         size: 0,

@@ -4,6 +4,7 @@
 
 mod allocator;
 mod announcing;
+mod api_task;
 mod bgp_announcer;
 mod gossip;
 mod guard;
@@ -17,18 +18,14 @@ use std::time::Duration;
 
 pub use allocator::{recorded_only, Allocator};
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
+pub use api_task::{ApiState, ApiTask};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::ipam::Assignments;
 use crate::snapshot::{Selection, Snapshot};
-use crate::status::leader::{Leadership, LeaseTimings};
 use crate::status::local::LocalState;
-use crate::status::policy_route::PolicyRouteStatusWriter;
-use crate::status::writer::{WriterConfig, WriterHandle};
 
 /// What a speaker is told at start.
 #[derive(Clone, Debug)]
@@ -114,7 +111,7 @@ pub struct LeaseConfig {
     /// Lease name (in the speaker's namespace).
     pub name: String,
     /// Lease duration, renew deadline and retry period.
-    pub timings: LeaseTimings,
+    pub timings: crate::status::leader::LeaseTimings,
     /// Timeout of each status write (a write starts only if the Lease outlasts it).
     pub write_timeout: Duration,
 }
@@ -123,17 +120,18 @@ impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
             name: "edgelb-leader".into(),
-            timings: LeaseTimings::default(),
+            timings: crate::status::leader::LeaseTimings::default(),
             write_timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// Cluster mode: every speaker allocates following the record (the Services' status) and
-/// announces only what is recorded; the Lease ([`Leadership`]) and the allocator of record
-/// ([`WriterHandle`]) run on tasks of their own, so this loop never waits on the API for
-/// them. Leader or not, every speaker writes its own node's condition on the
-/// `PolicyRoute`s after each policy-route pass that changed it.
+/// Cluster mode: sources (snapshots, membership, interfaces, the API side's state) →
+/// decide (allocate, plan, guard) → actuate (BGP, L2) → report (local view, and the API
+/// tasks through a mailbox that never blocks, [`ApiTask`]). Nothing on this loop awaits
+/// an API round trip: a failover is acted on while the API server is slow or frozen.
+/// Every speaker announces only what the record (the Services' status) shows; the
+/// allocator of record writes it from its own task while its Lease fence is open.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -141,28 +139,7 @@ pub async fn run_cluster(
     mut rx: watch::Receiver<Snapshot>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), AnnounceError> {
-    let leader = Leadership::new(
-        client.clone(),
-        &cfg.selection.namespace,
-        &lease.name,
-        &cfg.node,
-        lease.timings,
-    )
-    .spawn();
-    // A write must fit inside the fence between two renewals.
-    let t = lease.timings;
-    let write_timeout = lease
-        .write_timeout
-        .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
-    let writer = WriterHandle::spawn(
-        client.clone(),
-        WriterConfig {
-            write_timeout,
-            ..WriterConfig::new(&cfg.node, cfg.selection.clone())
-        },
-        leader.fence(),
-    );
-    let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
+    let mut api = ApiTask::spawn(client, &cfg, &lease);
     let mut alloc = Allocator::default();
     let mut current: Option<Snapshot> = None;
     let mut candidates = Vec::new();
@@ -180,55 +157,60 @@ pub async fn run_cluster(
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
                 // Every speaker takes the record over its own result wherever they
-                // differ, and announces only what is recorded.
+                // differ, and announces only what is recorded; the allocator of record
+                // (the writer, while this speaker's Lease fence is open) allocates apart.
                 let (a, _) = alloc.step_following(&snap);
                 let shown = recorded_only(&snap, &a);
                 write_local(&cfg, &shown);
                 announcing.seed_members_from(&snap).await;
                 announcing.step(&snap, &shown).await;
                 policy_routes.update(&snap, &cfg.node);
-                candidates = announcing.candidates(&snap);
-                writer.submit(snap.clone(), candidates.clone());
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), leader.holder().as_deref());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
                 }
+                candidates = announcing.candidates(&snap);
+                api.submit(&snap, candidates.clone());
+                api.want_witness(announcing.witness_needed());
                 current = Some(snap);
             }
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
-            }
-            () = policy_routes.changed() => {}
-            _ = tick.tick() => {
-                announcing.set_api_reachable(leader.api_reachable());
-                announcing.tick().await;
-                // The writer names the announcing nodes: tell it when they change.
                 if let Some(snap) = &current {
                     let now = announcing.candidates(snap);
                     if now != candidates {
                         candidates = now;
-                        writer.submit(snap.clone(), candidates.clone());
+                        api.submit(snap, candidates.clone());
                     }
                 }
-                if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), leader.holder().as_deref());
+                api.want_witness(announcing.witness_needed());
+            }
+            r = api.state().changed() => {
+                if r.is_err() {
+                    tracing::warn!("the API task stopped");
+                    break;
                 }
-                continue;
+                let contact = api.state().borrow_and_update().contact;
+                announcing.set_witness(contact);
+            }
+            () = policy_routes.changed() => {
+                api.routes(policy_routes.report());
+            }
+            _ = tick.tick() => {
+                announcing.tick().await;
+                api.want_witness(announcing.witness_needed());
+                if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
+                }
             }
             _ = &mut stop => {
                 tracing::info!("stopping");
                 break;
             }
         }
-        if let Some(snap) = &current {
-            route_status
-                .write(snap, &policy_routes.report(), Time(Timestamp::now()))
-                .await;
-        }
     }
-    // No write in flight, then hand the Lease to the next speaker at once.
-    writer.stop().await;
-    leader.release().await;
+    // No status write in flight, then the Lease handed to the next speaker at once.
+    api.stop().await;
     announcing.stop().await;
     Ok(())
 }
@@ -238,9 +220,9 @@ pub async fn run_cluster(
 fn publish_cluster(
     p: &crate::local_api::publish::Publisher,
     mut parts: crate::local_api::publish::ViewParts<'_>,
-    holder: Option<&str>,
+    holder: Option<String>,
 ) {
-    parts.leader = holder.map(str::to_string);
+    parts.leader = holder;
     p.publish(parts);
 }
 

@@ -151,6 +151,8 @@ pub struct Fence {
     pub holder: Option<String>,
     /// Whether the last Lease round reached the API server.
     pub api_reachable: bool,
+    /// When the API server last answered a Lease request (monotonic).
+    pub contact: Option<Instant>,
 }
 
 impl Fence {
@@ -202,6 +204,7 @@ impl Elector {
     /// A read at `now` found `lease` (`None`: there is none). Decides what to write.
     pub fn on_read(&mut self, lease: Option<LeaseView>, now: Instant) -> Action {
         self.fence.api_reachable = true;
+        self.fence.contact = Some(now);
         let Some(view) = lease else {
             self.observed = None;
             self.fence.holder = None;
@@ -239,6 +242,7 @@ impl Elector {
         self.fence.until = Some(sent + self.timings.renew_deadline);
         self.fence.holder = Some(self.me.clone());
         self.fence.api_reachable = true;
+        self.fence.contact = Some(now);
         self.observed = Some(Observed {
             view: written,
             since: now,

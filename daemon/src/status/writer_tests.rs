@@ -54,6 +54,7 @@ fn leading(epoch: u64) -> Fence {
         until: Some(Instant::now() + Duration::from_secs(60)),
         holder: Some("node-a".into()),
         api_reachable: true,
+        contact: None,
     }
 }
 
