@@ -1,18 +1,30 @@
-//! L2: plans this node's owned IPs ([`crate::plan::l2`], incrementally) and converges the
+//! L2: plans this node's owned IPs ([`crate::plan::l2`], incrementally), holds back the
+//! ones a live node may still answer for ([`crate::plan::takeover`]), and converges the
 //! [`L2Actuator`] to the plan. One concern: from (snapshot, allocation, members, guard) to
 //! the IPs answered on each interface.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::time::Instant;
 
 use crate::actuate::l2::L2Actuator;
 use crate::ipam::Assignments;
 use crate::plan::l2::{L2Node, L2Plan, Members};
 use crate::plan::l2_incremental::L2Planner;
+use crate::plan::takeover::Takeover;
 use crate::snapshot::Snapshot;
+
+/// How many of the nodes ranked next for each owned IP get our owner heartbeats: the first
+/// takes over when we fail; the second covers a first that fails with us.
+const HEARTBEAT_SUCCESSORS: usize = 2;
 
 /// The L2 planner and actuator.
 pub struct L2Announcer {
     actuator: L2Actuator,
     plan: L2Plan,
     planner: L2Planner,
+    /// IPs won but held back while another live node may still answer for them.
+    takeover: Takeover,
 }
 
 impl L2Announcer {
@@ -22,11 +34,14 @@ impl L2Announcer {
             actuator: L2Actuator::new(edgelb_l2::Config::default()),
             plan: L2Plan::default(),
             planner: L2Planner::default(),
+            takeover: Takeover::default(),
         }
     }
 
     /// Re-plans and applies. With `new_inputs` false only the members or interfaces
-    /// changed, and the planner re-elects only for the nodes that changed.
+    /// changed, and the planner re-elects only for the nodes that changed. The IPs in
+    /// `denied` (no quorum in their scope) are not owned, whoever won them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &mut self,
         snap: &Snapshot,
@@ -34,6 +49,7 @@ impl L2Announcer {
         me: &L2Node,
         members: &Members,
         may_own: bool,
+        denied: &BTreeSet<IpAddr>,
         new_inputs: bool,
     ) {
         let replanned = if new_inputs {
@@ -41,7 +57,27 @@ impl L2Announcer {
         } else {
             self.planner.replan_members(me, members, may_own)
         };
-        let plan = replanned.unwrap_or_else(|| self.planner.plan(snap, a, me, members, may_own));
+        let mut plan =
+            replanned.unwrap_or_else(|| self.planner.plan(snap, a, me, members, may_own));
+        if !denied.is_empty() {
+            for ips in plan.owned.values_mut() {
+                ips.retain(|ip| !denied.contains(ip));
+            }
+            plan.owned.retain(|_, ips| !ips.is_empty());
+            plan.unplaced.retain(|ip| !denied.contains(ip));
+        }
+        let live = |n: &str| match members {
+            Members::Static => true,
+            Members::Gossip(live) => live.contains_key(n),
+        };
+        self.takeover.filter(
+            &mut plan,
+            &self.answering(),
+            &self.plan.owners,
+            live,
+            &me.name,
+            Instant::now(),
+        );
         for ip in &plan.unplaced {
             tracing::warn!(%ip, "won the election but no interface can announce it");
         }
@@ -51,12 +87,50 @@ impl L2Announcer {
                 .iter()
                 .flat_map(|(i, ips)| ips.iter().map(move |ip| format!("{ip}@{i}")))
                 .collect();
-            tracing::info!(owned = ?owned, may_own, "l2 applied");
+            // `may_own` false: the join wait, or the guard denies IPs (no quorum in
+            // their scope).
+            let may_own = may_own && denied.is_empty();
+            tracing::info!(owned = ?owned, may_own, denied = denied.len(), "l2 applied");
             for e in errors {
                 tracing::warn!(error = %e, "l2 apply");
             }
         }
         self.plan = plan;
+    }
+
+    /// The IPs answered for now.
+    fn answering(&self) -> BTreeSet<IpAddr> {
+        self.actuator.owned().into_values().flatten().collect()
+    }
+
+    /// This node may have been replaced without knowing it: releases every IP now; they
+    /// are owned (and announced) again when the hold ends ([`Takeover::hold_all`]) and the
+    /// next [`L2Announcer::apply`] runs. False when nothing was answered for.
+    pub fn hold_all(&mut self) -> bool {
+        let answering = self.answering();
+        if answering.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            ips = answering.len(),
+            "we may have been replaced: releasing our L2 IPs, announcing them again after the hold"
+        );
+        self.takeover.hold_all(&answering, Instant::now());
+        true
+    }
+
+    /// Whether a hold has ended, so that a re-plan would answer for more.
+    pub fn hold_ended(&self, now: Instant) -> bool {
+        self.takeover.next_due().is_some_and(|t| t <= now)
+    }
+
+    /// Whom `me` sends owner heartbeats to: the nodes ranked next for the IPs it answers
+    /// for ([`crate::membership::heartbeat`]); nobody when it answers for none.
+    pub fn heartbeat_targets(&self, me: &str) -> BTreeSet<String> {
+        if self.plan.owned.values().all(BTreeSet::is_empty) {
+            return BTreeSet::new();
+        }
+        self.planner.successors(me, HEARTBEAT_SUCCESSORS)
     }
 
     /// The actuator (owned IPs and stats).
