@@ -255,11 +255,6 @@ impl Publisher {
         (Publisher(Arc::new(Mutex::new(inner))), rx)
     }
 
-    /// Another receiver of the views (for the view port, started once the client exists).
-    pub fn subscribe(&self) -> watch::Receiver<LocalView> {
-        self.lock().tx.subscribe()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         match self.0.lock() {
             Ok(g) => g,
