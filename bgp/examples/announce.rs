@@ -4,7 +4,7 @@
 //! announce --local-as A --remote-as B --peer ADDR[:PORT] [--peer ...] --router-id ID
 //!          [--count N] [--base 198.18.0.0] (alias --first; --peer-as for --remote-as) [--hold 9] [--password P] [--passive]
 //!          [--listen ADDR:PORT] [--source ADDR] [--families v4,v6] [--connect-retry SECS (1)]
-//!          [--multihop N] [--gtsm] [--graceful-restart SECS]
+//!          [--multihop N] [--gtsm] [--graceful-restart SECS] [--restarting] [--open-wait SECS]
 //!          [--community 65000:1] [--large 65000:1:2] [--local-pref 200] [--med 5]
 //! ```
 //!
@@ -12,7 +12,10 @@
 //! prints one JSON line per event on stdout (`established`, `all_sent`, `sent`, `down`,
 //! `applied`, `shutdown`) with a Unix timestamp, and reads route changes on stdin:
 //! `add PREFIX [community=A:B,...] [large=A:B:C,...] [local-pref=N] [med=N]`, `del PREFIX`,
-//! `clear`. SIGTERM or SIGINT sends Cease / Administrative Shutdown (RFC 8203) and exits.
+//! `clear`. SIGTERM or SIGINT sends Cease / Administrative Shutdown (RFC 8203) and exits;
+//! SIGUSR1 is a planned restart (graceful restart peers get no NOTIFICATION, RFC 4724) and
+//! `--restarting` sets the R bit in the next process's OPENs. `families_not_announced` lines
+//! say which negotiated families have no next hop.
 use edgelb_bgp::packet::{Community, Family, LargeCommunity};
 use edgelb_bgp::{
     GracefulRestartConfig, PeerConfig, PeerEvent, RouteAttrs, RouteTable, Secret, Speaker,
@@ -42,6 +45,8 @@ struct Args {
     multihop: Option<u8>,
     gtsm: bool,
     graceful_restart: Option<u16>,
+    restarting: bool,
+    open_wait: Option<u64>,
     attrs: RouteAttrs,
 }
 
@@ -102,6 +107,8 @@ fn parse_args() -> Args {
         multihop: None,
         gtsm: false,
         graceful_restart: None,
+        restarting: false,
+        open_wait: None,
         attrs: RouteAttrs::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -125,6 +132,8 @@ fn parse_args() -> Args {
             "--multihop" => a.multihop = Some(parse(&flag, it.next())),
             "--gtsm" => a.gtsm = true,
             "--graceful-restart" => a.graceful_restart = Some(parse(&flag, it.next())),
+            "--restarting" => a.restarting = true,
+            "--open-wait" => a.open_wait = Some(parse(&flag, it.next())),
             "--local-pref" => a.attrs.local_pref = Some(parse(&flag, it.next())),
             "--med" => a.attrs.med = Some(parse(&flag, it.next())),
             "--community" => {
@@ -297,13 +306,14 @@ async fn main() {
             p.connect_retry = Duration::from_secs(s.max(1));
             p.connect_retry_max = p.connect_retry.max(Duration::from_secs(30));
         }
-        p.graceful_restart = args
-            .graceful_restart
-            .map(|restart_time| GracefulRestartConfig {
-                restart_time,
-                restarting: false,
-                forwarding_preserved: true,
-            });
+        p.graceful_restart = args.graceful_restart.map(|restart_time| {
+            let mut gr = GracefulRestartConfig::new(restart_time);
+            gr.restarting = args.restarting;
+            gr
+        });
+        if let Some(s) = args.open_wait {
+            p.open_wait = Duration::from_secs(s.max(1));
+        }
         if let Err(e) = speaker
             .set_peer(p)
             .and_then(|()| speaker.set_routes_shared(addr, shared.clone()))
@@ -318,19 +328,22 @@ async fn main() {
         table.len()
     );
 
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         eprintln!("announce: cannot install signal handlers");
         std::process::exit(1);
     };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
+    let mut restart = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr1.recv() => { restart = true; break }
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
                     match apply_command(&line, &mut table) {
@@ -354,7 +367,11 @@ async fn main() {
         }
     }
     let at = Instant::now();
-    speaker.shutdown("edgelb announce: shutting down").await;
+    if restart {
+        speaker.shutdown_for_restart().await;
+    } else {
+        speaker.shutdown("edgelb announce: shutting down").await;
+    }
     let (cpu, rss) = resources();
     println!(
         r#"{{"event":"shutdown","t":{:.6},"took_ms":{:.1},"cpu_s":{cpu:.4},"peak_rss_kb":{rss}}}"#,
@@ -403,6 +420,17 @@ fn print_event(clock: &Clock, ev: &PeerEvent) {
             println!(
                 r#"{{"event":"down","peer":"{peer}","t":{:.6},"code":{code},"error":{text:?}}}"#,
                 clock.unix(*at)
+            );
+        }
+        PeerEvent::FamiliesNotAnnounced { peer, at, families } => {
+            let list: Vec<String> = families
+                .iter()
+                .map(|f| format!(r#"{{"family":"{:?}","reason":{:?}}}"#, f.family, f.reason))
+                .collect();
+            println!(
+                r#"{{"event":"families_not_announced","peer":"{peer}","t":{:.6},"families":[{}]}}"#,
+                clock.unix(*at),
+                list.join(",")
             );
         }
     }

@@ -5,13 +5,14 @@
 mod allocator;
 mod announcing;
 mod policy_routes;
+pub mod restart_marker;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use allocator::Allocator;
-pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
+pub use announcing::{AnnounceConfig, AnnounceError, Announcing, BgpStop, GossipConfig};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -12,8 +12,8 @@ use edgelb_bgp::{PeerStatus, RouteTable};
 use edgelb_l2::InterfaceStats;
 
 use super::view::{
-    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView,
-    PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
+    AllocationView, AnnouncementView, CandidateView, FamilyNotAnnouncedView, InterfaceView, Mode,
+    PeerView, PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
 };
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::ElectionResult;
@@ -77,6 +77,30 @@ pub fn peer_view(
         updates_in: p.updates_in,
         updates_out: p.updates_out,
         established_count: p.established_count,
+        families: p
+            .families
+            .iter()
+            .map(|f| family_name(*f).to_string())
+            .collect(),
+        families_not_announced: p
+            .families_not_announced
+            .iter()
+            .map(|f| FamilyNotAnnouncedView {
+                family: family_name(f.family).to_string(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+        prefixes_not_sent: p.prefixes_not_sent,
+        graceful_restart: p.graceful_restart,
+        graceful_notification: p.graceful_notification,
+    }
+}
+
+/// The name of an address family in the view and the metrics.
+pub fn family_name(f: edgelb_bgp::packet::Family) -> &'static str {
+    match f {
+        edgelb_bgp::packet::Family::Ipv4Unicast => "ipv4-unicast",
+        edgelb_bgp::packet::Family::Ipv6Unicast => "ipv6-unicast",
     }
 }
 

@@ -41,6 +41,17 @@ pub struct GossipConfig {
     pub key: KeySource,
 }
 
+/// What a stop of the speaker (SIGTERM, SIGINT) does to BGP peers with graceful restart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BgpStop {
+    /// A planned restart (RFC 4724 §4.1): the sessions close without a NOTIFICATION, the
+    /// routers keep our routes for the restart time, the next start sets the R bit.
+    #[default]
+    Restart,
+    /// Withdraw: Cease / Administrative Shutdown (a Hard Reset with RFC 8538 peers).
+    Withdraw,
+}
+
 /// What announcing needs besides the cluster objects.
 #[derive(Clone, Debug)]
 pub struct AnnounceConfig {
@@ -55,6 +66,10 @@ pub struct AnnounceConfig {
     /// On a graceful stop, how long this node keeps answering for its L2 IPs after saying
     /// goodbye, so that the next owner announces before this one goes quiet.
     pub handoff_grace: Duration,
+    /// What a stop does to graceful restart peers.
+    pub bgp_stop: BgpStop,
+    /// The graceful restart marker ([`super::restart_marker`]); `None`: no R bit, ever.
+    pub restart_marker: Option<std::path::PathBuf>,
 }
 
 impl Default for AnnounceConfig {
@@ -65,6 +80,8 @@ impl Default for AnnounceConfig {
             bgp: BgpDefaults::default(),
             gossip: None,
             handoff_grace: Duration::from_millis(300),
+            bgp_stop: BgpStop::default(),
+            restart_marker: None,
         }
     }
 }
@@ -97,6 +114,8 @@ pub struct Announcing {
     extra_addresses: Vec<IpAddr>,
     defaults: BgpDefaults,
     grace: Duration,
+    bgp_stop: BgpStop,
+    restart_marker: Option<std::path::PathBuf>,
     bgp: BgpActuator,
     l2: L2Actuator,
     host: Option<HostInterfaces>,
@@ -134,6 +153,13 @@ impl Announcing {
             router_id: Ipv4Addr::UNSPECIFIED,
             listen: cfg.bgp_listen,
         })?;
+        let mut defaults = cfg.bgp.clone();
+        if let Some(path) = &cfg.restart_marker {
+            defaults.restarting = super::restart_marker::read(path, std::time::SystemTime::now());
+            if defaults.restarting {
+                tracing::info!(marker = %path.display(), "back from a planned restart: graceful restart peers get the R bit");
+            }
+        }
         let host = match HostInterfaces::new() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -144,8 +170,10 @@ impl Announcing {
         let mut a = Announcing {
             node: node.to_string(),
             extra_addresses: cfg.node_addresses.clone(),
-            defaults: cfg.bgp.clone(),
+            defaults,
             grace: cfg.handoff_grace,
+            bgp_stop: cfg.bgp_stop,
+            restart_marker: cfg.restart_marker.clone(),
             bgp: BgpActuator::new(speaker),
             l2: L2Actuator::new(edgelb_l2::Config::default()),
             host,
@@ -500,14 +528,18 @@ impl Announcing {
     }
 
     /// Graceful stop: goodbye to the gossip (the next L2 owners take over at once), Cease /
-    /// Administrative Shutdown (RFC 8203) to every BGP peer, and after the handoff grace
-    /// stop answering for L2 IPs. Bounded well under 2 s.
+    /// Administrative Shutdown (RFC 8203) to every BGP peer (with [`BgpStop::Restart`] and
+    /// graceful restart peers, a planned restart instead: no NOTIFICATION to those, and the
+    /// restart marker), and after the handoff grace stop answering for L2 IPs. Bounded well
+    /// under 2 s.
     pub async fn stop(self) {
         let Announcing {
             bgp,
             mut l2,
             membership,
             grace,
+            bgp_stop,
+            restart_marker,
             ..
         } = self;
         let started = Instant::now();
@@ -537,8 +569,29 @@ impl Announcing {
             tokio::time::sleep(grace.saturating_sub(started.elapsed())).await;
             l2.shutdown().await;
         };
+        let restart_time = bgp.graceful_restart_time();
+        let bgp_stop = async {
+            match (bgp_stop, restart_time) {
+                (BgpStop::Restart, Some(t)) => {
+                    if let Some(path) = &restart_marker {
+                        let window = Duration::from_secs(u64::from(t));
+                        if let Err(e) =
+                            super::restart_marker::write(path, std::time::SystemTime::now(), window)
+                        {
+                            tracing::warn!(marker = %path.display(), error = %e, "cannot write the graceful restart marker");
+                        }
+                    }
+                    tracing::info!(
+                        restart_time_s = t,
+                        "planned restart: graceful restart peers keep our routes"
+                    );
+                    bgp.shutdown_for_restart().await;
+                }
+                _ => bgp.shutdown("edgelb-speaker stopping").await,
+            }
+        };
         let all = async {
-            tokio::join!(bgp.shutdown("edgelb-speaker stopping"), l2_stop);
+            tokio::join!(bgp_stop, l2_stop);
         };
         if tokio::time::timeout(Duration::from_millis(1500), all)
             .await
