@@ -89,6 +89,9 @@ pub enum Input {
     /// negotiated the connection is closed without a NOTIFICATION, so the peer keeps our
     /// routes for the restart time; elsewhere it is a `ManualStop(None)`.
     RestartStop,
+    /// BFD declared the path down (RFC 5882 §4.3): close with Cease / BFD Down (RFC 9384)
+    /// at once, then restart after IdleHold like any other failure.
+    BfdDown,
 }
 
 /// Why a session left OpenSent, OpenConfirm or Established (or an attempt was stopped).
@@ -401,6 +404,9 @@ impl Session {
             (S::OpenSent | S::OpenConfirm | S::Established, I::CollisionDump) => {
                 let n = cease(cease_subcode::CONNECTION_COLLISION_RESOLUTION);
                 self.fail(n, &mut out);
+            }
+            (S::OpenSent | S::OpenConfirm | S::Established, I::BfdDown) => {
+                self.fail(cease(cease_subcode::BFD_DOWN), &mut out);
             }
             (S::OpenSent | S::OpenConfirm | S::Established, I::RestartStop)
                 if self.negotiated.as_ref().is_some_and(|n| n.graceful_restart) =>

@@ -659,3 +659,33 @@ fn without_the_peer_n_bit_a_stop_is_a_plain_cease() {
     let out = s.handle(Input::ManualStop(None), t0());
     assert_eq!(notification(&out), Some((6, 2)));
 }
+
+#[test]
+fn with_the_n_bit_bfd_down_is_a_hard_reset() {
+    let mut s = graceful_session(true);
+    let out = s.handle(Input::BfdDown, t0());
+    assert_eq!(notification(&out), Some((6, 9)));
+}
+
+#[test]
+fn bfd_down_closes_an_established_session_with_cease_10_and_restarts() {
+    let mut s = session_in(State::Established);
+    let out = s.handle(Input::BfdDown, t0());
+    assert_eq!(
+        notification(&out),
+        Some((error_code::CEASE, cease_subcode::BFD_DOWN))
+    );
+    assert!(out.contains(&Output::CloseConnection));
+    assert_eq!(s.state(), State::Idle);
+    assert!(
+        timer(&out, Timer::IdleHold).is_some(),
+        "reconnects normally"
+    );
+}
+
+#[test]
+fn bfd_down_without_a_connection_changes_nothing() {
+    let mut s = session_in(State::Connect);
+    assert!(s.handle(Input::BfdDown, t0()).is_empty());
+    assert_eq!(s.state(), State::Connect);
+}

@@ -9,9 +9,11 @@
 //! - [`next_hop`]: the next hop of each family on a session (RFC 4760 §3, RFC 2545 §3).
 //! - [`socket_options`]: TCP MD5, TTL/GTSM, user timeout (the one `unsafe` module).
 //! - [`connection`]: listener and outgoing connections with those options.
+//! - [`bfd`]: BFD (RFC 5880, 5881, 5883): codec, sans-IO sessions, runtime.
 //! - `peer`: the task that runs one peer; [`speaker`]: the public [`Speaker`] API.
 #![deny(unsafe_code)]
 
+pub mod bfd;
 pub mod config;
 pub mod connection;
 pub mod fsm;
@@ -24,7 +26,9 @@ pub mod socket_options;
 pub mod speaker;
 pub mod status;
 
-pub use config::{GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig};
+pub use config::{
+    BfdPeerConfig, GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig,
+};
 pub use rib_out::{RouteAttrs, RouteTable};
 pub use speaker::{Speaker, SpeakerError};
 pub use status::{FamilyNotAnnounced, LastError, PeerEvent, PeerStatus};

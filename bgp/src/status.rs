@@ -65,6 +65,8 @@ pub struct PeerStatus {
     pub updates_out: u64,
     /// How many times the session reached Established.
     pub established_count: u64,
+    /// BFD towards this peer, when configured.
+    pub bfd: Option<crate::bfd::BfdStatus>,
     /// Families negotiated on the session, while it is up.
     pub families: Vec<Family>,
     /// Negotiated families whose routes are not announced, and why.
@@ -101,6 +103,7 @@ impl PeerStatus {
             updates_in: 0,
             updates_out: 0,
             established_count: 0,
+            bfd: None,
             families: Vec::new(),
             families_not_announced: Vec::new(),
             prefixes_not_sent: 0,

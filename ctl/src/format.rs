@@ -168,7 +168,7 @@ pub fn table(headers: &[&str], rows: &[Vec<Cell>], colour: bool) -> String {
 
 /// `peers`.
 pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
-    let mut headers = vec!["PEER", "NAME", "STATE", "UPTIME", "SENT", "RECEIVED"];
+    let mut headers = vec!["PEER", "NAME", "STATE", "BFD", "UPTIME", "SENT", "RECEIVED"];
     if wide {
         headers.extend([
             "NOT-SENT",
@@ -188,6 +188,7 @@ pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
                 Cell::plain(&p.address),
                 Cell::plain(&p.name),
                 Cell::coloured(&p.state, state_colour(&p.state)),
+                Cell::plain(bfd_cell(p)),
                 Cell::plain(age(v.generated_at, p.established_since)),
                 Cell::plain(p.prefixes_sent.to_string()),
                 Cell::plain(p.prefixes_received.to_string()),
@@ -227,6 +228,15 @@ pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
         })
         .collect::<Vec<_>>();
     table(&headers, &rows, colour)
+}
+
+/// `Up`, `Down (control detection time expired)`, or empty without BFD.
+fn bfd_cell(p: &PeerView) -> String {
+    match (&p.bfd, &p.bfd_diag) {
+        (Some(s), Some(d)) if s != "Up" => format!("{s} ({d})"),
+        (Some(s), _) => s.clone(),
+        (None, _) => String::new(),
+    }
 }
 
 fn targets(a: &AnnouncementView) -> String {

@@ -38,6 +38,7 @@ fn view() -> LocalView {
                 messages_out: 14,
                 updates_out: 3,
                 established_count: 2,
+                bfd: Some("Up".into()),
                 ..PeerView::default()
             },
             PeerView {
@@ -181,9 +182,9 @@ fn peers_table_golden() {
     let (t, code) = show(Command::Peers { check: false }, Output::Table);
     assert_eq!(code, EXIT_OK);
     assert_eq!(t, "\
-PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          connection lost (75s ago)
 ");
 }
 
@@ -208,9 +209,9 @@ fn a_family_not_announced_is_shown_before_the_last_error() {
 fn peers_wide_golden() {
     let (t, _) = show(Command::Peers { check: false }, Output::Wide);
     assert_eq!(t, "\
-PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   NOT-SENT   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   GR   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          0          12        14         3             1       no   <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          0          0         0          0             1       no   connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   NOT-SENT   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   GR   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          0          12        14         3             1       no   <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          0          0         0          0             1       no   connection lost (75s ago)
 ");
 }
 

@@ -60,8 +60,10 @@ impl Notification {
     /// Whether this NOTIFICATION must flush our routes at a peer that negotiated the N bit
     /// (RFC 8538 §5, "Suggested Behavior" Hard Reset): Cease / Maximum Number of Prefixes
     /// Reached, Administrative Shutdown, Peer De-configured, Administrative Reset (where the
-    /// RFC leaves it to the user, edgelb flushes: an operator's reset means it) and Hard
-    /// Reset itself. Every other NOTIFICATION keeps the routes for the restart time.
+    /// RFC leaves it to the user, edgelb flushes: an operator's reset means it), Hard Reset
+    /// itself, and BFD Down (RFC 9384, later than RFC 8538: the forwarding path is gone, so
+    /// the routes must not stay). Every other NOTIFICATION keeps the routes for the restart
+    /// time.
     pub fn must_flush(&self) -> bool {
         self.code == error_code::CEASE
             && matches!(
@@ -71,6 +73,7 @@ impl Notification {
                     | cease_subcode::PEER_DE_CONFIGURED
                     | cease_subcode::ADMINISTRATIVE_RESET
                     | cease_subcode::HARD_RESET
+                    | cease_subcode::BFD_DOWN
             )
     }
 

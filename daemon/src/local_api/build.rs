@@ -77,6 +77,18 @@ pub fn peer_view(
         updates_in: p.updates_in,
         updates_out: p.updates_out,
         established_count: p.established_count,
+        bfd: p.bfd.as_ref().map(|b| {
+            b.state()
+                .map_or_else(|| "Starting".to_string(), |s| s.to_string())
+        }),
+        bfd_diag: p.bfd.as_ref().and_then(|b| {
+            b.error.clone().or_else(|| {
+                b.last_change
+                    .filter(|c| c.diag != edgelb_bgp::bfd::Diag::None)
+                    .map(|c| c.diag.to_string())
+            })
+        }),
+        bfd_failures: p.bfd.as_ref().map_or(0, |b| b.failures),
         families: p
             .families
             .iter()

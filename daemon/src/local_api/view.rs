@@ -131,6 +131,15 @@ pub struct PeerView {
     pub updates_out: u64,
     /// Times the session reached Established.
     pub established_count: u64,
+    /// BFD state (RFC 5880: AdminDown, Down, Init, Up) when the peer has a `bfdProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
+    /// The diagnostic of BFD's last change, or why BFD cannot run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_diag: Option<String>,
+    /// Times a BFD failure took the BGP session down.
+    #[serde(default)]
+    pub bfd_failures: u64,
     /// Families negotiated on the session (`ipv4-unicast`, `ipv6-unicast`), while it is up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub families: Vec<String>,

@@ -144,6 +144,8 @@ pub struct Metrics {
     bgp_prefixes_not_announced: Family<PeerLabels, Gauge>,
     bgp_family_not_announced: Family<PeerFamilyLabels, Gauge>,
     bgp_updates_sent: Family<PeerLabels, Counter>,
+    bfd_session_up: Family<PeerLabels, Gauge>,
+    bfd_failures: Family<PeerLabels, Counter>,
     l2_announcements_sent: Family<InterfaceLabels, Counter>,
     l2_requests_answered: Family<InterfaceLabels, Counter>,
     owned_ips: Family<ModeLabels, Gauge>,
@@ -182,6 +184,8 @@ impl Metrics {
             bgp_prefixes_not_announced: Family::default(),
             bgp_family_not_announced: Family::default(),
             bgp_updates_sent: Family::default(),
+            bfd_session_up: Family::default(),
+            bfd_failures: Family::default(),
             l2_announcements_sent: Family::default(),
             l2_requests_answered: Family::default(),
             owned_ips: Family::default(),
@@ -208,6 +212,16 @@ impl Metrics {
             "bgp_session_up",
             "1 while the BGP session is Established",
             m.bgp_session_up.clone(),
+        );
+        r.register(
+            "bfd_session_up",
+            "1 while the peer's BFD session is Up (peers with a bfdProfile only)",
+            m.bfd_session_up.clone(),
+        );
+        r.register(
+            "bfd_session_failures",
+            "Times a BFD failure took the peer's BGP session down",
+            m.bfd_failures.clone(),
         );
         r.register(
             "bgp_session_state",
@@ -338,6 +352,7 @@ impl Metrics {
         self.ready.set(i64::from(view.ready));
 
         self.bgp_session_up.clear();
+        self.bfd_session_up.clear();
         self.bgp_session_state.clear();
         self.bgp_prefixes_announced.clear();
         self.bgp_prefixes_not_announced.clear();
@@ -368,6 +383,18 @@ impl Metrics {
                         family: f.family.clone(),
                     })
                     .set(1);
+            }
+            if let Some(state) = &p.bfd {
+                self.bfd_session_up
+                    .get_or_create(&l)
+                    .set(i64::from(state == "Up"));
+                self.add(
+                    seen,
+                    "bfd_down",
+                    &p.address,
+                    p.bfd_failures,
+                    &self.bfd_failures.get_or_create(&l),
+                );
             }
             let downs = p.established_count.saturating_sub(u64::from(p.is_up()));
             self.add(

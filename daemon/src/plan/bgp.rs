@@ -27,11 +27,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgelb_bgp::packet::{Community, Family, LargeCommunity};
-use edgelb_bgp::{GracefulRestartConfig, PeerConfig, RouteAttrs, RouteTable, Secret};
+use edgelb_bgp::{
+    BfdPeerConfig, GracefulRestartConfig, PeerConfig, RouteAttrs, RouteTable, Secret,
+};
 use ipnet::IpNet;
 
+use crate::api::bfd_profile::{
+    DEFAULT_DETECT_MULTIPLIER, DEFAULT_INTERVAL_MS, DEFAULT_MINIMUM_TTL,
+};
 use crate::api::validate::parse_duration;
-use crate::api::{BGPAdvertisement, BGPPeer};
+use crate::api::{BFDProfileSpec, BGPAdvertisement, BGPPeer};
 use crate::election::ExclusionReason;
 use crate::ipam::Assignments;
 use crate::plan::endpoints::node_may_serve;
@@ -146,6 +151,17 @@ pub enum BgpProblem {
         peer: ObjectKey,
         /// The Secret's name.
         secret: String,
+    },
+    /// `spec.bfdProfile` names no valid `BFDProfile` (validation says so too; this covers
+    /// a profile deleted between the two).
+    #[error(
+        "BGPPeer {peer}: BFDProfile {profile:?} is missing or not Valid; the session is not opened"
+    )]
+    MissingBfdProfile {
+        /// The peer object.
+        peer: ObjectKey,
+        /// The profile's name.
+        profile: String,
     },
     /// No router id: neither `spec.routerID` nor an IPv4 address of the node.
     #[error("BGPPeer {peer}: no spec.routerID and node {node} has no IPv4 address to use as BGP identifier")]
@@ -449,6 +465,23 @@ fn seconds(text: Option<&str>) -> Option<u16> {
     u16::try_from(d.as_secs()).ok()
 }
 
+/// BFD for a peer from its profile: MetalLB's defaults for unset fields; multihop (RFC
+/// 5883) exactly when the BGP session is eBGP multihop, single hop (RFC 5881) otherwise.
+pub fn bfd_config(p: &BFDProfileSpec, multihop: bool) -> BfdPeerConfig {
+    let ms = |v: Option<u32>| Duration::from_millis(u64::from(v.unwrap_or(DEFAULT_INTERVAL_MS)));
+    BfdPeerConfig {
+        timers: edgelb_bgp::bfd::SessionConfig {
+            desired_min_tx: ms(p.transmit_interval),
+            required_min_rx: ms(p.receive_interval),
+            detect_mult: u8::try_from(p.detect_multiplier.unwrap_or(DEFAULT_DETECT_MULTIPLIER))
+                .unwrap_or(u8::MAX),
+            passive: p.passive_mode,
+        },
+        multihop,
+        minimum_ttl: u8::try_from(p.minimum_ttl.unwrap_or(DEFAULT_MINIMUM_TTL)).unwrap_or(u8::MAX),
+    }
+}
+
 /// The session for one `BGPPeer` on this node. The spec was validated: every value here is
 /// one the speaker honours as written.
 fn peer_config(
@@ -505,6 +538,18 @@ fn peer_config(
         let mut gr = GracefulRestartConfig::new(time);
         gr.restarting = defaults.restarting;
         c.graceful_restart = Some(gr);
+    }
+    if let Some(name) = spec.bfd_profile.as_deref().filter(|n| !n.is_empty()) {
+        let profile = snap
+            .bfd_profiles
+            .iter()
+            .find(|(k, c)| &*k.name == name && c.is_valid())
+            .map(|(_, c)| &c.object.spec)
+            .ok_or_else(|| BgpProblem::MissingBfdProfile {
+                peer: key.clone(),
+                profile: name.to_string(),
+            })?;
+        c.bfd = Some(bfd_config(profile, c.ebgp_multihop.is_some()));
     }
     if let Some(secret) = &spec.password_secret {
         let value = snap

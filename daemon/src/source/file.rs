@@ -90,6 +90,7 @@ fn object(v: Value) -> Result<Object, String> {
         (crate::api::API_VERSION, "BGPAdvertisement") => typed(v, Object::BGPAdvertisement),
         (crate::api::API_VERSION, "L2Advertisement") => typed(v, Object::L2Advertisement),
         (crate::api::API_VERSION, "Community") => typed(v, Object::Community),
+        (crate::api::API_VERSION, "BFDProfile") => typed(v, Object::BFDProfile),
         (crate::api::API_VERSION, "PolicyRoute") => typed(v, Object::PolicyRoute),
         _ => Err(format!(
             "unsupported apiVersion {api_version:?} kind {kind:?}"
