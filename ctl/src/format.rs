@@ -275,11 +275,16 @@ pub fn announcements_table(v: &LocalView, wide: bool) -> String {
     table(&headers, &rows, false)
 }
 
-/// `pools`.
+/// `pools`: an invalid pool (bad spec, or one the speaker cannot read) says so in `STATE`,
+/// with the reason in `REASON` (shown whenever some pool is invalid, and with `wide`).
 pub fn pools_table(v: &LocalView, wide: bool) -> String {
-    let mut headers = vec!["NAME", "SIZE", "USED", "FAILURES", "AUTO-ASSIGN"];
+    let mut headers = vec!["NAME", "SIZE", "USED", "FAILURES", "AUTO-ASSIGN", "STATE"];
     if wide {
-        headers.extend(["ADDRESSES", "ERROR"]);
+        headers.push("ADDRESSES");
+    }
+    let reasons = wide || v.pools.iter().any(|p| p.error.is_some());
+    if reasons {
+        headers.push("REASON");
     }
     let rows = v
         .pools
@@ -291,9 +296,16 @@ pub fn pools_table(v: &LocalView, wide: bool) -> String {
                 Cell::plain(p.used.to_string()),
                 Cell::plain(p.failures.to_string()),
                 Cell::plain(p.auto_assign.to_string()),
+                Cell::plain(if p.error.is_some() {
+                    "Invalid"
+                } else {
+                    "Valid"
+                }),
             ];
             if wide {
                 r.push(Cell::plain(p.addresses.join(",")));
+            }
+            if reasons {
                 r.push(Cell::plain(p.error.clone().unwrap_or_default()));
             }
             r

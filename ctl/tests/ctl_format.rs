@@ -61,7 +61,8 @@ fn view() -> LocalView {
             prefix: Some("203.0.113.10/32".into()),
             peers: vec!["198.51.100.1".into()],
             interfaces: vec![],
-        }],
+        }]
+        .into(),
         interfaces: vec![],
         policy_routes: vec![
             PolicyRouteView {
@@ -119,7 +120,8 @@ fn view() -> LocalView {
                 ips: vec![],
                 error: Some("no free address in IPAddressPool \"public\"".into()),
             },
-        ],
+        ]
+        .into(),
         pools: vec![PoolView {
             name: "public".into(),
             addresses: vec!["203.0.113.10/32".into()],
@@ -128,7 +130,8 @@ fn view() -> LocalView {
             failures: 1,
             auto_assign: true,
             error: None,
-        }],
+        }]
+        .into(),
         services: vec![ServiceView {
             service: "default/web".into(),
             traffic_policy: "Local".into(),
@@ -142,7 +145,8 @@ fn view() -> LocalView {
                     excluded: Some("noLocalEndpoints".into()),
                 },
             ],
-        }],
+        }]
+        .into(),
     }
 }
 
@@ -278,8 +282,8 @@ IP             SERVICE       POOL     MODE   OWNER    AGE     PREFIX            
     assert_eq!(
         show(Command::Pools, Output::Table).0,
         "\
-NAME     SIZE   USED   FAILURES   AUTO-ASSIGN
-public   1      1      1          true
+NAME     SIZE   USED   FAILURES   AUTO-ASSIGN   STATE
+public   1      1      1          true          Valid
 "
     );
     assert_eq!(
@@ -307,6 +311,29 @@ mgmt   254     <none>   <none>     <none>        <none>        <none>     <none>
 NAME     HEALTH    AGE   LEADER
 edge-1   Alive     60m   <none>
 edge-2   Suspect   4s    *
+"
+    );
+}
+
+/// An invalid pool shows as invalid with its reason, without `-o wide`.
+#[test]
+fn an_invalid_pool_is_shown_invalid_with_the_reason() {
+    let mut v = view();
+    std::sync::Arc::make_mut(&mut v.pools).push(PoolView {
+        name: "typo".into(),
+        addresses: vec![],
+        size: 0,
+        used: 0,
+        failures: 0,
+        auto_assign: false,
+        error: Some("spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range".into()),
+    });
+    assert_eq!(
+        edgelbctl::format::pools_table(&v, false),
+        "\
+NAME     SIZE   USED   FAILURES   AUTO-ASSIGN   STATE     REASON
+public   1      1      1          true          Valid     <none>
+typo     0      0      0          false         Invalid   spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range
 "
     );
 }

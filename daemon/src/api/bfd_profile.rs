@@ -34,18 +34,22 @@ pub struct BFDProfileSpec {
     /// Shortest interval, in milliseconds, at which this speaker can receive control
     /// packets (RFC 5880 Required Min RX Interval); 10 to 60000, default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
     pub receive_interval: Option<u32>,
     /// Shortest interval, in milliseconds, at which this speaker wants to send control
     /// packets (RFC 5880 Desired Min TX Interval); 10 to 60000, default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
     pub transmit_interval: Option<u32>,
     /// Packets the peer may miss before the session is declared down (RFC 5880 Detect
     /// Mult); 2 to 255, default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 255))]
     pub detect_multiplier: Option<u32>,
     /// Echo interval in milliseconds (10 to 60000, default 50). Accepted for MetalLB
     /// compatibility; used only with `echoMode`, which edgelb does not support.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: Option<u32>,
     /// Echo function (RFC 5880 6.4). Not supported: `true` makes the profile Valid=False.
     #[serde(default)]
@@ -56,5 +60,6 @@ pub struct BFDProfileSpec {
     /// Multihop sessions only: the smallest TTL accepted on received packets (1 to 254,
     /// default 254).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 254))]
     pub minimum_ttl: Option<u32>,
 }

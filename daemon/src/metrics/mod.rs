@@ -14,7 +14,7 @@ pub mod server;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::local_api::view::{Health, LocalView, MemberView, Mode};
+use crate::local_api::view::{AnnouncementView, Health, LocalView, MemberView, Mode, PoolView};
 
 /// Label: one BGP peer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,11 +123,17 @@ pub fn failover_gaps(
         .collect()
 }
 
+/// The announcements and pools a view shared.
+type SectionsSeen = (Arc<Vec<AnnouncementView>>, Arc<Vec<PoolView>>);
+
 /// Absolute values last seen, per counter and label.
 #[derive(Debug, Default)]
 struct Seen {
     counters: BTreeMap<(&'static str, String), u64>,
     members: BTreeMap<String, Health>,
+    /// The Service-sized sections the gauges were last set from: a view that shares them
+    /// (a periodic publication at rest) leaves those gauges as they are.
+    sections: Option<SectionsSeen>,
 }
 
 /// Every metric family of a speaker.
@@ -335,6 +341,39 @@ impl Metrics {
         c.inc_by(counter_delta(prev, now));
     }
 
+    /// The gauges that are counted over every announcement and pool.
+    fn update_sections(&self, view: &LocalView) {
+        self.owned_ips.clear();
+        for mode in [Mode::Bgp, Mode::L2] {
+            let n = view
+                .announcements
+                .iter()
+                .filter(|a| a.mode == mode)
+                .map(|a| a.ip.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            self.owned_ips
+                .get_or_create(&ModeLabels {
+                    mode: mode.as_str().into(),
+                })
+                .set(gauge_value(n as u64));
+        }
+
+        self.pool_size.clear();
+        self.pool_used.clear();
+        self.allocation_failures.clear();
+        for p in view.pools.iter() {
+            let l = PoolLabels {
+                pool: p.name.clone(),
+            };
+            self.pool_size.get_or_create(&l).set(gauge_value(p.size));
+            self.pool_used.get_or_create(&l).set(gauge_value(p.used));
+            self.allocation_failures
+                .get_or_create(&l)
+                .set(gauge_value(p.failures));
+        }
+    }
+
     /// Sets every view-derived family from `view`.
     pub fn update(&self, view: &LocalView) {
         let mut guard = match self.seen.lock() {
@@ -440,34 +479,12 @@ impl Metrics {
             );
         }
 
-        self.owned_ips.clear();
-        for mode in [Mode::Bgp, Mode::L2] {
-            let n = view
-                .announcements
-                .iter()
-                .filter(|a| a.mode == mode)
-                .map(|a| a.ip.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
-            self.owned_ips
-                .get_or_create(&ModeLabels {
-                    mode: mode.as_str().into(),
-                })
-                .set(gauge_value(n as u64));
-        }
-
-        self.pool_size.clear();
-        self.pool_used.clear();
-        self.allocation_failures.clear();
-        for p in &view.pools {
-            let l = PoolLabels {
-                pool: p.name.clone(),
-            };
-            self.pool_size.get_or_create(&l).set(gauge_value(p.size));
-            self.pool_used.get_or_create(&l).set(gauge_value(p.used));
-            self.allocation_failures
-                .get_or_create(&l)
-                .set(gauge_value(p.failures));
+        let same = seen.sections.as_ref().is_some_and(|(a, p)| {
+            Arc::ptr_eq(a, &view.announcements) && Arc::ptr_eq(p, &view.pools)
+        });
+        if !same {
+            self.update_sections(view);
+            seen.sections = Some((view.announcements.clone(), view.pools.clone()));
         }
 
         self.members.clear();

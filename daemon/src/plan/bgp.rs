@@ -41,7 +41,7 @@ use crate::election::ExclusionReason;
 use crate::ipam::Assignments;
 use crate::plan::endpoints::node_may_serve;
 use crate::plan::node_floor::node_floor;
-use crate::selector::{matches, matches_any};
+use crate::selector::matches_any;
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// The Secret key that holds a BGP password (MetalLB's too).
@@ -326,16 +326,15 @@ pub fn plan(
 }
 
 /// The advertisement covers pool `pool`: by name, by labels, or (neither given) all pools.
+/// ([`super::coverage::covers`], the rule every caller shares).
 fn covers(adv: &Adv, pool: &str, labels: &BTreeMap<String, String>) -> bool {
     let spec = &adv.obj.spec;
-    if adv.spec_pools.is_empty() && spec.ip_address_pool_selectors.is_empty() {
-        return true;
-    }
-    adv.spec_pools.iter().any(|p| p == pool)
-        || spec
-            .ip_address_pool_selectors
-            .iter()
-            .any(|s| matches(s, labels))
+    super::coverage::covers(
+        &adv.spec_pools,
+        &spec.ip_address_pool_selectors,
+        pool,
+        labels,
+    )
 }
 
 /// Communities merged (sorted, deduplicated), the higher LOCAL_PREF.
