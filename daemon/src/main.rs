@@ -9,7 +9,9 @@ use edgelb_daemon::local_api::view::LocalView;
 use edgelb_daemon::membership::KeySource;
 use edgelb_daemon::snapshot::Redacted;
 use edgelb_daemon::snapshot::{Selection, Snapshot};
-use edgelb_daemon::speaker::{self, AnnounceConfig, Config, GossipConfig, LeaseConfig};
+use edgelb_daemon::speaker::{
+    self, restart_marker, AnnounceConfig, BgpStop, Config, GossipConfig, LeaseConfig,
+};
 use tokio::sync::watch;
 
 /// The edgelb speaker daemon.
@@ -104,6 +106,11 @@ struct RunArgs {
     /// the API server accepts and who may `get` `pods/proxy` in --namespace.
     #[arg(long, conflicts_with = "file")]
     view_addr: Option<std::net::SocketAddr>,
+    /// What SIGTERM/SIGINT does to BGP peers with enableGracefulRestart: `restart` (no
+    /// NOTIFICATION, the routers keep our routes for the restart time and the next start
+    /// sets the R bit) or `withdraw` (Cease, routes gone at once).
+    #[arg(long, value_enum, default_value_t = BgpStop::Restart)]
+    bgp_stop: BgpStop,
 }
 
 /// After each reconcile that changed the view's Service-sized sections, hands the memory
@@ -274,6 +281,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             bgp_listen: args.bgp_listen,
             node_addresses: args.node_addresses,
             gossip,
+            bgp_stop: args.bgp_stop,
+            restart_marker: Some(restart_marker::path_for_socket(&args.socket)),
             ..Default::default()
         },
     };
