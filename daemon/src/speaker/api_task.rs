@@ -22,6 +22,7 @@ use crate::status::announced::{announcements, AnnouncedTracker};
 use crate::status::changes::Change;
 use crate::status::leader::Leadership;
 use crate::status::policy_route::PolicyRouteStatusWriter;
+use crate::status::round::RoundGate;
 use crate::status::writer::{StatusWriter, Written};
 
 use super::{Config, LeaseConfig};
@@ -203,12 +204,14 @@ async fn writer_task(
     let mut writer = StatusWriter::new(client.clone(), &cfg.node, lease.write_timeout);
     let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
     let mut announced = AnnouncedTracker::default();
+    let mut gate = RoundGate::default();
     let mut ticker = tokio::time::interval(lease.duration / 3);
     let mut current: Option<(Snapshot, Assignments)> = None;
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut routes = TaskReport::default();
-    // Statuses and conditions are re-checked on every Lease round, so a failed write is
-    // retried without waiting for a cluster change.
+    // Statuses and conditions are re-checked on the next Lease round after a failed write,
+    // without waiting for a cluster change; a round over unchanged inputs after a complete
+    // one is skipped (`RoundGate`).
     loop {
         tokio::select! {
             _ = ticker.tick() => {
@@ -246,6 +249,11 @@ async fn writer_task(
             .write(snap, &routes, Time(Timestamp::now()))
             .await;
         if !state.borrow().leader {
+            gate.forget();
+            continue;
+        }
+        // A Lease round at rest: nothing new to compare, nothing left to retry.
+        if p.changes.is_empty() && !gate.due(snap, a, &candidates) {
             continue;
         }
         let written = writer
@@ -267,5 +275,7 @@ async fn writer_task(
         for (k, v) in writer.write_announced(snap, &todo, &mut out).await {
             announced.reported(k, v);
         }
+        let complete = written.failed == 0 && out.failed == 0;
+        gate.done(snap, a, &candidates, complete);
     }
 }

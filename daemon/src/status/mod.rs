@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod leader;
 pub mod local;
 pub mod policy_route;
+pub mod round;
 pub mod service;
 pub mod undecodable;
 pub mod writer;
