@@ -60,7 +60,8 @@ struct RunArgs {
     /// The speaker's namespace (our CRs and Secrets live there).
     #[arg(long, default_value = "edgelb-system")]
     namespace: String,
-    /// Lease term in seconds.
+    /// Lease term in seconds; the leader stops writing 2/3 of it after its last renewal,
+    /// and renews every 2/15 of it (15: client-go's 15 s / 10 s / 2 s).
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
     /// Accept BGP connections on this address (e.g. `[::]:179`). Default: none, every
@@ -295,7 +296,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tx,
     ));
     let lease = LeaseConfig {
-        duration: Duration::from_secs(args.lease_seconds.max(3)),
+        timings: edgelb_daemon::status::leader::LeaseTimings::for_duration(Duration::from_secs(
+            args.lease_seconds,
+        ))
+        .context("--lease-seconds")?,
         ..Default::default()
     };
     let result = speaker::run_cluster(cfg, lease, client, rx, stop_signal()).await;
