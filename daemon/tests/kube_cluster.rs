@@ -102,6 +102,11 @@ fn lab() -> anyhow::Result<Lab> {
 fn arp_answers(client: &Netns, ip: &str) -> anyhow::Result<Vec<String>> {
     let out = client.output(&["arping", "-c", "1", "-w", "1", "-I", "eth0", ip])?;
     let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        text.contains("reply"),
+        "arping: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(text
         .split_whitespace()
         .map(|w| w.trim_matches(|c: char| !c.is_ascii_hexdigit() && c != ':'))
