@@ -115,6 +115,19 @@ pub struct PeerConfig {
     pub import: bool,
     /// Free text for people; never resets a session.
     pub description: String,
+    /// BFD for this peer: a BFD failure takes the BGP session down at once.
+    pub bfd: Option<BfdPeerConfig>,
+}
+
+/// BFD towards one peer (RFC 5880 timers; RFC 5881 single hop or RFC 5883 multihop).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BfdPeerConfig {
+    pub timers: crate::bfd::SessionConfig,
+    /// RFC 5883 multihop (UDP 4784, TTL checked against `minimum_ttl`) instead of
+    /// single hop (UDP 3784, TTL 255).
+    pub multihop: bool,
+    /// Multihop only: the smallest TTL accepted.
+    pub minimum_ttl: u8,
 }
 
 impl PeerConfig {
@@ -144,6 +157,7 @@ impl PeerConfig {
             max_prefixes: None,
             import: false,
             description: String::new(),
+            bfd: None,
         }
     }
 
@@ -207,6 +221,16 @@ impl PeerConfig {
                     peer,
                     value: gr.restart_time,
                 });
+            }
+        }
+        if let Some(b) = &self.bfd {
+            let t = &b.timers;
+            if t.detect_mult == 0
+                || t.desired_min_tx.is_zero()
+                || t.required_min_rx.is_zero()
+                || b.minimum_ttl == 0
+            {
+                return Err(ConfigError::Bfd { peer });
             }
         }
         if let Some(src) = self.source_address {
@@ -281,6 +305,8 @@ pub enum ConfigError {
     Multihop { peer: IpAddr },
     #[error("peer {peer}: graceful restart time {value} exceeds 4095 seconds (12 bits)")]
     RestartTime { peer: IpAddr, value: u16 },
+    #[error("peer {peer}: BFD needs a non-zero detect multiplier, intervals and minimum TTL")]
+    Bfd { peer: IpAddr },
     #[error("peer {peer}: source_address {source_address} is of another address family")]
     SourceFamily {
         peer: IpAddr,

@@ -85,6 +85,9 @@ pub enum Input {
     TimerExpired(Timer),
     /// Event 23, OpenCollisionDump: this connection lost the collision resolution (§6.8).
     CollisionDump,
+    /// BFD declared the path down (RFC 5882 §4.3): close with Cease / BFD Down (RFC 9384)
+    /// at once, then restart after IdleHold like any other failure.
+    BfdDown,
 }
 
 /// Why a session left OpenSent, OpenConfirm or Established (or an attempt was stopped).
@@ -397,6 +400,9 @@ impl Session {
             (S::OpenSent | S::OpenConfirm | S::Established, I::CollisionDump) => {
                 let n = cease(cease_subcode::CONNECTION_COLLISION_RESOLUTION);
                 self.fail(n, &mut out);
+            }
+            (S::OpenSent | S::OpenConfirm | S::Established, I::BfdDown) => {
+                self.fail(cease(cease_subcode::BFD_DOWN), &mut out);
             }
             (S::OpenSent | S::OpenConfirm | S::Established, I::ManualStop(n)) => {
                 self.enabled = false;

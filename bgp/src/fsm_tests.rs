@@ -568,3 +568,26 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn bfd_down_closes_an_established_session_with_cease_10_and_restarts() {
+    let mut s = session_in(State::Established);
+    let out = s.handle(Input::BfdDown, t0());
+    assert_eq!(
+        notification(&out),
+        Some((error_code::CEASE, cease_subcode::BFD_DOWN))
+    );
+    assert!(out.contains(&Output::CloseConnection));
+    assert_eq!(s.state(), State::Idle);
+    assert!(
+        timer(&out, Timer::IdleHold).is_some(),
+        "reconnects normally"
+    );
+}
+
+#[test]
+fn bfd_down_without_a_connection_changes_nothing() {
+    let mut s = session_in(State::Connect);
+    assert!(s.handle(Input::BfdDown, t0()).is_empty());
+    assert_eq!(s.state(), State::Connect);
+}

@@ -8,9 +8,11 @@
 //! - [`rib_out`]: Adj-RIB-Out diff and attribute grouping, pure.
 //! - [`socket_options`]: TCP MD5, TTL/GTSM, user timeout (the one `unsafe` module).
 //! - [`connection`]: listener and outgoing connections with those options.
+//! - [`bfd`]: BFD (RFC 5880, 5881, 5883): codec, sans-IO sessions, runtime.
 //! - `peer`: the task that runs one peer; [`speaker`]: the public [`Speaker`] API.
 #![deny(unsafe_code)]
 
+pub mod bfd;
 pub mod config;
 pub mod connection;
 pub mod fsm;
@@ -22,7 +24,9 @@ pub mod socket_options;
 pub mod speaker;
 pub mod status;
 
-pub use config::{GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig};
+pub use config::{
+    BfdPeerConfig, GracefulRestartConfig, PeerConfig, PeerKey, Secret, SpeakerConfig,
+};
 pub use rib_out::{RouteAttrs, RouteTable};
 pub use speaker::{Speaker, SpeakerError};
 pub use status::{LastError, PeerEvent, PeerStatus};

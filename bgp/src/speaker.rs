@@ -1,6 +1,7 @@
 //! The [`Speaker`]: peers added, changed and removed at run time, each with the whole set of
 //! routes it should have; a shared listener for incoming connections; graceful shutdown
 //! with Cease / Administrative Shutdown (RFC 8203) to every peer at once.
+use crate::bfd::{Bfd, RuntimeConfig};
 use crate::config::{ConfigError, PeerConfig, PeerKey, SpeakerConfig};
 use crate::connection::{self, TransportError};
 use crate::packet::iana::{cease_subcode, error_code};
@@ -70,6 +71,8 @@ pub struct Speaker {
     listener: Option<Arc<TcpListener>>,
     _accept: Option<AbortOnDrop>,
     events: broadcast::Sender<PeerEvent>,
+    /// BFD for the peers that ask for it; opens no socket until one does.
+    bfd: Bfd,
 }
 
 impl Speaker {
@@ -92,6 +95,7 @@ impl Speaker {
             listener,
             _accept: accept,
             events,
+            bfd: Bfd::spawn(RuntimeConfig::default()),
         })
     }
 
@@ -149,6 +153,7 @@ impl Speaker {
             status: status.clone(),
             events: self.events.clone(),
             router_id: self.config.router_id,
+            bfd: self.bfd.clone(),
         };
         let span = tracing::info_span!("peer", peer = %key);
         let task = tokio::spawn(PeerTask::new(cfg, inputs).run().instrument(span));

@@ -65,6 +65,8 @@ pub struct PeerStatus {
     pub updates_out: u64,
     /// How many times the session reached Established.
     pub established_count: u64,
+    /// BFD towards this peer, when configured.
+    pub bfd: Option<crate::bfd::BfdStatus>,
 }
 
 impl PeerStatus {
@@ -83,6 +85,7 @@ impl PeerStatus {
             updates_in: 0,
             updates_out: 0,
             established_count: 0,
+            bfd: None,
         }
     }
 }

@@ -4,6 +4,11 @@
 
 mod allocator;
 mod announcing;
+mod bgp_announcer;
+mod gossip;
+mod guard;
+mod host;
+mod l2_announcer;
 mod policy_routes;
 
 use std::future::Future;

@@ -100,3 +100,16 @@ pub(super) async fn sleep_until(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+/// Waits for a change of the BFD status, or never without a BFD session.
+pub(super) async fn bfd_changed(
+    bfd: &mut Option<(
+        crate::bfd::Registration,
+        tokio::sync::watch::Receiver<crate::bfd::BfdStatus>,
+    )>,
+) -> Result<(), tokio::sync::watch::error::RecvError> {
+    match bfd {
+        Some((_, rx)) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}

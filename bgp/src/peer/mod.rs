@@ -20,6 +20,7 @@
 mod conn;
 mod routes;
 
+use crate::bfd::{Bfd, BfdStatus, Registration, SessionKey, SessionParams};
 use crate::config::PeerConfig;
 use crate::connection;
 use crate::fsm::{collision_keeps, Direction, Input, Output, Session, State, Timer};
@@ -32,7 +33,8 @@ use crate::rib_out::{self, RouteTable};
 use crate::status::{LastError, PeerEvent, PeerStatus};
 use bytes::BytesMut;
 use conn::{
-    connect_done, read_from, sleep_until, timer_index, write_timeout, Conn, ConnectFuture, Which,
+    bfd_changed, connect_done, read_from, sleep_until, timer_index, write_timeout, Conn,
+    ConnectFuture, Which,
 };
 use ipnet::IpNet;
 use std::collections::HashSet;
@@ -58,6 +60,7 @@ pub(crate) struct PeerInputs {
     pub status: Arc<Mutex<PeerStatus>>,
     pub events: broadcast::Sender<PeerEvent>,
     pub router_id: Ipv4Addr,
+    pub bfd: Bfd,
 }
 
 pub(crate) struct PeerTask {
@@ -73,6 +76,10 @@ pub(crate) struct PeerTask {
     sent: Arc<RouteTable>,
     rib_in: HashSet<IpNet>,
     events: Vec<PeerEvent>,
+    /// The BFD session while `cfg.bfd` asks for one; dropping it ends the session.
+    bfd: Option<(Registration, watch::Receiver<BfdStatus>)>,
+    /// BFD failures already acted on (the runtime counts them).
+    bfd_failures: u64,
 }
 
 impl PeerTask {
@@ -91,11 +98,14 @@ impl PeerTask {
             sent: Arc::new(RouteTable::new()),
             rib_in: HashSet::new(),
             events: Vec::new(),
+            bfd: None,
+            bfd_failures: 0,
         }
     }
 
     /// Runs until stopped (or until the Speaker is dropped).
     pub(crate) async fn run(mut self) {
+        self.sync_bfd();
         self.feed(Which::Main, Input::ManualStart);
         loop {
             // Collisions first: settling one may establish a session that then sends its
@@ -144,6 +154,7 @@ impl PeerTask {
                         self.sync_routes();
                     }
                 }
+                changed = bfd_changed(&mut self.bfd) => self.on_bfd(changed.is_ok()),
                 r = connect_done(&mut self.connecting) => {
                     self.connecting = None;
                     match r {
@@ -501,6 +512,7 @@ impl PeerTask {
         let description = new.description.clone();
         self.cfg = new;
         self.with_status(|s| s.description = description);
+        self.sync_bfd();
         // A lower limit applies at once (RFC 4486), not at the peer's next UPDATE.
         if let Some(limit) = self.cfg.max_prefixes.filter(|_| self.cfg.import) {
             if self.rib_in.len() > limit as usize && self.main.session.state() == State::Established
@@ -577,6 +589,64 @@ impl PeerTask {
         self.flush().await;
         self.publish();
         self.update_status();
+    }
+
+    /// Registers, changes or ends the BFD session to match `cfg.bfd`.
+    fn sync_bfd(&mut self) {
+        let want = self.cfg.bfd.map(|b| {
+            let key = SessionKey {
+                peer: self.cfg.address,
+                multihop: b.multihop,
+            };
+            let params = SessionParams {
+                timers: b.timers,
+                local: self.cfg.source_address,
+                minimum_ttl: b.minimum_ttl,
+                peer_port: None,
+            };
+            (key, params)
+        });
+        let current = self.bfd.as_ref().map(|(r, _)| (r.key(), r.params()));
+        if current == want {
+            return;
+        }
+        // Drop the old registration first: a changed key must end the old session.
+        if current.map(|c| c.0) != want.map(|w| w.0) {
+            self.bfd = None;
+        }
+        match want {
+            Some((key, params)) => {
+                let (reg, rx) = self.inputs.bfd.register(key, params);
+                self.bfd_failures = rx.borrow().failures;
+                self.bfd = Some((reg, rx));
+            }
+            None => {
+                self.bfd = None;
+                self.with_status(|s| s.bfd = None);
+            }
+        }
+    }
+
+    /// A BFD status change: a new failure takes the BGP session down at once (RFC 5882
+    /// §4.3); it then reconnects like after any other failure.
+    fn on_bfd(&mut self, alive: bool) {
+        let Some((_, rx)) = &mut self.bfd else { return };
+        if !alive {
+            tracing::warn!("BFD runtime gone");
+            self.bfd = None;
+            return;
+        }
+        let st = rx.borrow_and_update().clone();
+        let new_failure = st.failures > self.bfd_failures;
+        self.bfd_failures = st.failures;
+        self.with_status(|s| s.bfd = Some(st.clone()));
+        if new_failure {
+            tracing::info!(change = ?st.last_change, "BFD down: closing the BGP session");
+            self.feed(Which::Main, Input::BfdDown);
+            if self.extra.is_some() {
+                self.feed(Which::Extra, Input::BfdDown);
+            }
+        }
     }
 
     fn set_error(&self, e: LastError) {

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::membership::{Health, Keyring};
 use crate::snapshot::{Redacted, Selection};
 
 const SECRET: &str = "edgelb-memberlist";
@@ -43,9 +44,14 @@ fn live_others(a: &Announcing) -> Vec<String> {
     v
 }
 
+fn membership(a: &Announcing) -> &crate::membership::MembershipHandle {
+    a.gossip.as_ref().and_then(|g| g.handle()).expect("gossip")
+}
+
 fn gossip_addr(a: &Announcing) -> SocketAddr {
-    a.membership
+    a.gossip
         .as_ref()
+        .and_then(|g| g.handle())
         .expect("the gossip runs")
         .local_id()
         .addr
@@ -75,8 +81,11 @@ async fn gossip_keyed_from_a_secret_starts_with_it_and_follows_a_replaced_key() 
         .expect("starts");
     // No Secret yet: no gossip, no L2.
     a.step(&Snapshot::default(), &none).await;
-    assert!(a.membership.is_none(), "gossip started without its key");
-    assert!(!a.may_own);
+    assert!(
+        a.gossip.as_ref().and_then(|g| g.handle()).is_none(),
+        "gossip started without its key"
+    );
+    assert!(!a.guard.may_own());
     a.step(&snapshot_with_key(k1), &none).await;
     let seed = gossip_addr(&a);
     let mut b = Announcing::start("node-b", &config(vec![seed], secret()))
@@ -104,8 +113,9 @@ async fn gossip_keyed_from_a_secret_starts_with_it_and_follows_a_replaced_key() 
     })
     .await;
     wait_for("c's datagrams to be refused", || {
-        a.membership
+        a.gossip
             .as_ref()
+            .and_then(|g| g.handle())
             .is_some_and(|m| m.stats().rejected_auth > 0)
     })
     .await;
@@ -116,10 +126,15 @@ async fn gossip_keyed_from_a_secret_starts_with_it_and_follows_a_replaced_key() 
     // sending with k1 for now, so d (on a key file, never rotated) stays in.
     drop(c);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let before = a.membership.as_ref().expect("gossip").stats();
+    let before = membership(&a).stats();
     a.step(&snapshot_with_key(k2), &none).await;
     b.step(&snapshot_with_key(k2), &none).await;
-    let applied = a.keys_applied.clone().expect("keys applied");
+    let applied = a
+        .gossip
+        .as_ref()
+        .and_then(|g| g.keys_applied())
+        .cloned()
+        .expect("keys applied");
     let k2_ring = Keyring::from_plain_key(k2.as_bytes()).expect("key");
     assert!(
         applied.accepts(k2_ring.current()),
@@ -129,7 +144,7 @@ async fn gossip_keyed_from_a_secret_starts_with_it_and_follows_a_replaced_key() 
     tokio::time::sleep(Duration::from_millis(800)).await;
     a.tick().await;
     assert_eq!(live_others(&a), joined, "d (still on k1) stays in");
-    let after = a.membership.as_ref().expect("gossip").stats();
+    let after = membership(&a).stats();
     assert_eq!(
         after.rejected_auth, before.rejected_auth,
         "a datagram of b or d was refused during the change"
