@@ -20,7 +20,8 @@ fn daemonset_args_are_expanded_as_the_kubelet_does() -> anyhow::Result<()> {
         pod_name: "edgelb-speaker-abcde".into(),
     };
     let root = std::env::temp_dir().join(format!("edgelb-harness-args-{}", std::process::id()));
-    let (args, env) = container_command(&ds, &facts, &root)?;
+    let cmd = container_command(&ds, &facts, &root)?;
+    let (args, env) = (cmd.args, cmd.env);
     let _ = std::fs::remove_dir_all(&root);
     ensure!(
         args.first().map(String::as_str) == Some("run"),

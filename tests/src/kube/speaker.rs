@@ -71,13 +71,22 @@ pub struct PodFacts {
     pub pod_name: String,
 }
 
+/// A container's arguments and environment, as the kubelet runs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerCommand {
+    /// `args`, `$(VAR)` expanded and mount paths mapped.
+    pub args: Vec<String>,
+    /// `env`, in order, fieldRefs filled in.
+    pub env: Vec<(String, String)>,
+}
+
 /// The speaker container's command line and env as the kubelet would run it on `facts`'s
 /// node, with mount paths mapped under `mounts_root`.
 pub fn container_command(
     ds: &DaemonSet,
     facts: &PodFacts,
     mounts_root: &Path,
-) -> anyhow::Result<(Vec<String>, Vec<(String, String)>)> {
+) -> anyhow::Result<ContainerCommand> {
     let spec = ds
         .spec
         .template
@@ -149,7 +158,7 @@ pub fn container_command(
         }
         args.push(a);
     }
-    Ok((args, env))
+    Ok(ContainerCommand { args, env })
 }
 
 /// Kubernetes' `$(VAR)` expansion (unknown names stay as written, `$$` is a literal `$`).
@@ -249,7 +258,7 @@ impl Speaker {
             namespace: pod_ns,
             pod_name: format!("edgelb-speaker-{}", node.name),
         };
-        let (mut args, env) = container_command(&ds, &facts, &root)?;
+        let ContainerCommand { mut args, env } = container_command(&ds, &facts, &root)?;
         args.extend(node.extra_args.iter().cloned());
         let metrics = args
             .iter()
