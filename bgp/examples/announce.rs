@@ -4,7 +4,7 @@
 //! announce --local-as A --remote-as B --peer ADDR[:PORT] [--peer ...] --router-id ID
 //!          [--count N] [--base 198.18.0.0] (alias --first; --peer-as for --remote-as) [--hold 9] [--password P] [--passive]
 //!          [--listen ADDR:PORT] [--source ADDR] [--families v4,v6] [--connect-retry SECS (1)]
-//!          [--multihop N] [--gtsm] [--graceful-restart SECS]
+//!          [--multihop N] [--gtsm] [--graceful-restart SECS] [--bfd TX_MS,RX_MS,MULT]
 //!          [--community 65000:1] [--large 65000:1:2] [--local-pref 200] [--med 5]
 //! ```
 //!
@@ -15,8 +15,8 @@
 //! `clear`. SIGTERM or SIGINT sends Cease / Administrative Shutdown (RFC 8203) and exits.
 use edgelb_bgp::packet::{Community, Family, LargeCommunity};
 use edgelb_bgp::{
-    GracefulRestartConfig, PeerConfig, PeerEvent, RouteAttrs, RouteTable, Secret, Speaker,
-    SpeakerConfig,
+    BfdPeerConfig, GracefulRestartConfig, PeerConfig, PeerEvent, RouteAttrs, RouteTable, Secret,
+    Speaker, SpeakerConfig,
 };
 use ipnet::{IpNet, Ipv4Net};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,12 +42,14 @@ struct Args {
     multihop: Option<u8>,
     gtsm: bool,
     graceful_restart: Option<u16>,
+    /// BFD (desired min TX ms, required min RX ms, detect multiplier).
+    bfd: Option<(u64, u64, u8)>,
     attrs: RouteAttrs,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("announce: {msg}");
-    eprintln!("usage: announce --local-as A --remote-as B --peer ADDR[:PORT] --router-id ID [--count N] [--base IP] [--hold S] [--password P] [--passive] [--listen ADDR:PORT] [--source IP] [--families v4,v6] [--connect-retry S] [--multihop N] [--gtsm] [--graceful-restart S] [--community A:B] [--large A:B:C] [--local-pref N] [--med N]");
+    eprintln!("usage: announce --local-as A --remote-as B --peer ADDR[:PORT] --router-id ID [--count N] [--base IP] [--hold S] [--password P] [--passive] [--listen ADDR:PORT] [--source IP] [--families v4,v6] [--connect-retry S] [--multihop N] [--gtsm] [--graceful-restart S] [--bfd TX_MS,RX_MS,MULT] [--community A:B] [--large A:B:C] [--local-pref N] [--med N]");
     std::process::exit(2)
 }
 
@@ -102,6 +104,7 @@ fn parse_args() -> Args {
         multihop: None,
         gtsm: false,
         graceful_restart: None,
+        bfd: None,
         attrs: RouteAttrs::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -125,6 +128,18 @@ fn parse_args() -> Args {
             "--multihop" => a.multihop = Some(parse(&flag, it.next())),
             "--gtsm" => a.gtsm = true,
             "--graceful-restart" => a.graceful_restart = Some(parse(&flag, it.next())),
+            "--bfd" => {
+                let v: String = parse(&flag, it.next());
+                let parts: Vec<&str> = v.split(',').collect();
+                a.bfd = match parts.as_slice() {
+                    [tx, rx, m] => Some((
+                        parse(&flag, Some(tx.to_string())),
+                        parse(&flag, Some(rx.to_string())),
+                        parse(&flag, Some(m.to_string())),
+                    )),
+                    _ => usage("--bfd TX_MS,RX_MS,MULT"),
+                };
+            }
             "--local-pref" => a.attrs.local_pref = Some(parse(&flag, it.next())),
             "--med" => a.attrs.med = Some(parse(&flag, it.next())),
             "--community" => {
@@ -304,6 +319,16 @@ async fn main() {
                 restarting: false,
                 forwarding_preserved: true,
             });
+        p.bfd = args.bfd.map(|(tx, rx, mult)| BfdPeerConfig {
+            timers: edgelb_bgp::bfd::SessionConfig {
+                desired_min_tx: Duration::from_millis(tx),
+                required_min_rx: Duration::from_millis(rx),
+                detect_mult: mult,
+                passive: false,
+            },
+            multihop: args.multihop.is_some(),
+            minimum_ttl: 254,
+        });
         if let Err(e) = speaker
             .set_peer(p)
             .and_then(|()| speaker.set_routes_shared(addr, shared.clone()))

@@ -113,7 +113,7 @@ async fn fetch(cli: &Cli) -> anyhow::Result<LocalView> {
     }
 }
 
-fn structured<T: Serialize>(value: &T, output: Output) -> anyhow::Result<Option<String>> {
+fn structured<T: Serialize + ?Sized>(value: &T, output: Output) -> anyhow::Result<Option<String>> {
     Ok(match output {
         Output::Json => Some(serde_json::to_string_pretty(value)? + "\n"),
         Output::Yaml => Some(serde_norway::to_string(value)?),
@@ -148,14 +148,14 @@ pub fn render(
         }
         Command::Announcements => (
             text(
-                structured(&view.announcements, output)?,
+                structured(view.announcements.as_slice(), output)?,
                 format::announcements_table(view, wide),
             ),
             EXIT_OK,
         ),
         Command::Pools => (
             text(
-                structured(&view.pools, output)?,
+                structured(view.pools.as_slice(), output)?,
                 format::pools_table(view, wide),
             ),
             EXIT_OK,

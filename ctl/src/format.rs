@@ -168,7 +168,7 @@ pub fn table(headers: &[&str], rows: &[Vec<Cell>], colour: bool) -> String {
 
 /// `peers`.
 pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
-    let mut headers = vec!["PEER", "NAME", "STATE", "UPTIME", "SENT", "RECEIVED"];
+    let mut headers = vec!["PEER", "NAME", "STATE", "BFD", "UPTIME", "SENT", "RECEIVED"];
     if wide {
         headers.extend(["MSGS-IN", "MSGS-OUT", "UPDATES-OUT", "FLAPS"]);
     }
@@ -181,6 +181,7 @@ pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
                 Cell::plain(&p.address),
                 Cell::plain(&p.name),
                 Cell::coloured(&p.state, state_colour(&p.state)),
+                Cell::plain(bfd_cell(p)),
                 Cell::plain(age(v.generated_at, p.established_since)),
                 Cell::plain(p.prefixes_sent.to_string()),
                 Cell::plain(p.prefixes_received.to_string()),
@@ -206,6 +207,15 @@ pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
         })
         .collect::<Vec<_>>();
     table(&headers, &rows, colour)
+}
+
+/// `Up`, `Down (control detection time expired)`, or empty without BFD.
+fn bfd_cell(p: &PeerView) -> String {
+    match (&p.bfd, &p.bfd_diag) {
+        (Some(s), Some(d)) if s != "Up" => format!("{s} ({d})"),
+        (Some(s), _) => s.clone(),
+        (None, _) => String::new(),
+    }
 }
 
 fn targets(a: &AnnouncementView) -> String {
@@ -244,11 +254,16 @@ pub fn announcements_table(v: &LocalView, wide: bool) -> String {
     table(&headers, &rows, false)
 }
 
-/// `pools`.
+/// `pools`: an invalid pool (bad spec, or one the speaker cannot read) says so in `STATE`,
+/// with the reason in `REASON` (shown whenever some pool is invalid, and with `wide`).
 pub fn pools_table(v: &LocalView, wide: bool) -> String {
-    let mut headers = vec!["NAME", "SIZE", "USED", "FAILURES", "AUTO-ASSIGN"];
+    let mut headers = vec!["NAME", "SIZE", "USED", "FAILURES", "AUTO-ASSIGN", "STATE"];
     if wide {
-        headers.extend(["ADDRESSES", "ERROR"]);
+        headers.push("ADDRESSES");
+    }
+    let reasons = wide || v.pools.iter().any(|p| p.error.is_some());
+    if reasons {
+        headers.push("REASON");
     }
     let rows = v
         .pools
@@ -260,9 +275,16 @@ pub fn pools_table(v: &LocalView, wide: bool) -> String {
                 Cell::plain(p.used.to_string()),
                 Cell::plain(p.failures.to_string()),
                 Cell::plain(p.auto_assign.to_string()),
+                Cell::plain(if p.error.is_some() {
+                    "Invalid"
+                } else {
+                    "Valid"
+                }),
             ];
             if wide {
                 r.push(Cell::plain(p.addresses.join(",")));
+            }
+            if reasons {
                 r.push(Cell::plain(p.error.clone().unwrap_or_default()));
             }
             r

@@ -1,7 +1,8 @@
 //! Where a view comes from: the local speaker's Unix socket, or another node's speaker
 //! through the Kubernetes API's pod proxy (`GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/v1/view`),
-//! which needs only `get` on `pods/proxy` in the speaker's namespace — no port-forward, no
-//! exec, and nothing reaches the node's network from outside the API server.
+//! which needs `list` on `pods` (to find the node's speaker pod) and `get` on `pods/proxy`
+//! in the speaker's namespace — no port-forward, no exec, and nothing reaches the node's
+//! network from outside the API server.
 
 use std::path::Path;
 use std::time::Duration;
@@ -14,6 +15,9 @@ use kube::api::{Api, ListParams};
 /// Labels of the speaker's pods (deploy/manifests/20-speaker.yaml).
 pub const SPEAKER_LABELS: &str =
     "app.kubernetes.io/name=edgelb,app.kubernetes.io/component=speaker";
+
+/// What `--node` needs in the speaker's namespace, for error messages and the README.
+pub const NODE_GRANTS: &str = "`list` on `pods` and `get` on `pods/proxy`";
 
 /// The view of the speaker on this machine.
 pub async fn from_socket(socket: &Path, timeout: Duration) -> anyhow::Result<LocalView> {
@@ -38,7 +42,9 @@ pub async fn speaker_pod(
     let list = pods
         .list(&lp)
         .await
-        .with_context(|| format!("listing speaker pods in namespace {namespace}"))?;
+        .with_context(|| {
+            format!("listing speaker pods in namespace {namespace} (edgelbctl --node needs {NODE_GRANTS} there)")
+        })?;
     let running = list
         .items
         .iter()
@@ -64,10 +70,9 @@ pub async fn from_node(
     let req = http::Request::get(&path)
         .body(Vec::new())
         .context("building the proxy request")?;
-    let text = client
-        .request_text(req)
-        .await
-        .with_context(|| format!("GET {path}"))?;
+    let text = client.request_text(req).await.with_context(|| {
+        format!("GET {path} (edgelbctl --node needs {NODE_GRANTS} in namespace {namespace})")
+    })?;
     serde_json::from_str(&text).with_context(|| format!("{path}: the answer is not a view"))
 }
 
@@ -119,6 +124,29 @@ mod tests {
             .await
             .expect("view");
         assert_eq!(view.node, "edge-2");
+        server.await.expect("server");
+    }
+
+    /// A caller without `list` on pods is told which grants `--node` needs.
+    #[tokio::test]
+    async fn a_forbidden_pod_list_names_the_grants_needed() {
+        let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(svc, "default");
+        let server = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.expect("list");
+            let status = serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "message": "pods is forbidden: User \"bob\" cannot list resource \"pods\"",
+                "reason": "Forbidden", "code": 403});
+            let mut resp = Response::new(Body::from(serde_json::to_vec(&status).expect("json")));
+            *resp.status_mut() = http::StatusCode::FORBIDDEN;
+            send.send_response(resp);
+        });
+        let err = from_node(&client, "edgelb-system", "edge-2", 7472)
+            .await
+            .expect_err("forbidden");
+        let text = format!("{err:#}");
+        assert!(text.contains("`list` on `pods`"), "{text}");
+        assert!(text.contains("cannot list resource"), "{text}");
         server.await.expect("server");
     }
 

@@ -38,6 +38,7 @@ fn view() -> LocalView {
                 messages_out: 14,
                 updates_out: 3,
                 established_count: 2,
+                bfd: Some("Up".into()),
                 ..PeerView::default()
             },
             PeerView {
@@ -60,7 +61,8 @@ fn view() -> LocalView {
             prefix: Some("203.0.113.10/32".into()),
             peers: vec!["198.51.100.1".into()],
             interfaces: vec![],
-        }],
+        }]
+        .into(),
         interfaces: vec![],
         policy_routes: vec![
             PolicyRouteView {
@@ -118,7 +120,8 @@ fn view() -> LocalView {
                 ips: vec![],
                 error: Some("no free address in IPAddressPool \"public\"".into()),
             },
-        ],
+        ]
+        .into(),
         pools: vec![PoolView {
             name: "public".into(),
             addresses: vec!["203.0.113.10/32".into()],
@@ -127,7 +130,8 @@ fn view() -> LocalView {
             failures: 1,
             auto_assign: true,
             error: None,
-        }],
+        }]
+        .into(),
         services: vec![ServiceView {
             service: "default/web".into(),
             traffic_policy: "Local".into(),
@@ -141,7 +145,8 @@ fn view() -> LocalView {
                     excluded: Some("noLocalEndpoints".into()),
                 },
             ],
-        }],
+        }]
+        .into(),
     }
 }
 
@@ -181,9 +186,9 @@ fn peers_table_golden() {
     let (t, code) = show(Command::Peers { check: false }, Output::Table);
     assert_eq!(code, EXIT_OK);
     assert_eq!(t, "\
-PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          connection lost (75s ago)
 ");
 }
 
@@ -191,9 +196,9 @@ PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   LA
 fn peers_wide_golden() {
     let (t, _) = show(Command::Peers { check: false }, Output::Wide);
     assert_eq!(t, "\
-PEER           NAME                  STATE         UPTIME   SENT   RECEIVED   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   5m       2      0          12        14         3             1       <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   0      0          0         0          0             1       connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          12        14         3             1       <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          0         0          0             1       connection lost (75s ago)
 ");
 }
 
@@ -260,8 +265,8 @@ IP             SERVICE       POOL     MODE   OWNER    AGE     PREFIX            
     assert_eq!(
         show(Command::Pools, Output::Table).0,
         "\
-NAME     SIZE   USED   FAILURES   AUTO-ASSIGN
-public   1      1      1          true
+NAME     SIZE   USED   FAILURES   AUTO-ASSIGN   STATE
+public   1      1      1          true          Valid
 "
     );
     assert_eq!(
@@ -289,6 +294,29 @@ mgmt   254     <none>   <none>     <none>        <none>        <none>     <none>
 NAME     HEALTH    AGE   LEADER
 edge-1   Alive     60m   <none>
 edge-2   Suspect   4s    *
+"
+    );
+}
+
+/// An invalid pool shows as invalid with its reason, without `-o wide`.
+#[test]
+fn an_invalid_pool_is_shown_invalid_with_the_reason() {
+    let mut v = view();
+    std::sync::Arc::make_mut(&mut v.pools).push(PoolView {
+        name: "typo".into(),
+        addresses: vec![],
+        size: 0,
+        used: 0,
+        failures: 0,
+        auto_assign: false,
+        error: Some("spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range".into()),
+    });
+    assert_eq!(
+        edgelbctl::format::pools_table(&v, false),
+        "\
+NAME     SIZE   USED   FAILURES   AUTO-ASSIGN   STATE     REASON
+public   1      1      1          true          Valid     <none>
+typo     0      0      0          false         Invalid   spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range
 "
     );
 }

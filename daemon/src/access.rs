@@ -86,6 +86,15 @@ pub const WRITES: &[Write] = &[
     },
     Write {
         group: crate::api::GROUP,
+        resource: "bfdprofiles",
+        subresource: "status",
+        verbs: &["patch"],
+        reach: Reach::SpeakerNamespace,
+        name: None,
+        by: "status::writer: the Valid condition",
+    },
+    Write {
+        group: crate::api::GROUP,
         resource: "policyroutes",
         subresource: "status",
         verbs: &["patch"],

@@ -69,10 +69,14 @@ struct RunArgs {
     /// BGP identifier and to find the L2 interface.
     #[arg(long = "node-address")]
     node_addresses: Vec<std::net::IpAddr>,
-    /// Gossip (SWIM membership) on this address, e.g. `192.0.2.10:7946`. Without it every
-    /// Node counts as live and L2 IPs do not fail over between speakers.
+    /// Gossip (SWIM membership) on this address: an IP (`192.0.2.10`, `2001:db8::10`) with
+    /// the port of --member-port, or `IP:PORT` / `[IPv6]:PORT`. Without it every Node counts
+    /// as live and L2 IPs do not fail over between speakers.
     #[arg(long)]
-    member_addr: Option<std::net::SocketAddr>,
+    member_addr: Option<String>,
+    /// The gossip port when --member-addr names none.
+    #[arg(long, default_value_t = edgelb_daemon::membership::addr::DEFAULT_MEMBER_PORT)]
+    member_port: u16,
     /// Other speakers' gossip addresses to join through (repeatable or comma-separated).
     #[arg(long = "member-peers", value_delimiter = ',')]
     member_peers: Vec<std::net::SocketAddr>,
@@ -92,6 +96,12 @@ struct RunArgs {
     /// Serve /metrics, /healthz, /readyz (and the read-only views) on this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+}
+
+/// Colour in logs only on a terminal (the log goes to stdout), and never under a non-empty
+/// `NO_COLOR` (no-color.org): log collectors store escape codes as text.
+fn log_colour(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -122,11 +132,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
+            use std::io::IsTerminal;
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
+                .with_ansi(log_colour(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR"),
+                ))
                 .init();
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(run(args))
@@ -152,13 +167,23 @@ fn cleanup() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The gossip address from --member-addr and --member-port.
+fn member_addr(args: &RunArgs) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    args.member_addr
+        .as_deref()
+        .map(|t| edgelb_daemon::membership::addr::parse_member_addr(t, args.member_port))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--member-addr: {e}"))
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let member_addr = member_addr(&args)?;
     let selection = Selection {
         class: args.class,
         default_class: args.default_class,
         namespace: args.namespace,
     };
-    let gossip = match args.member_addr {
+    let gossip = match member_addr {
         Some(addr) => {
             let key = match (args.member_key_file, args.member_key_secret) {
                 (Some(path), None) => KeySource::Bytes(Redacted(
@@ -233,4 +258,91 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let result = speaker::run_cluster(cfg, lease, client, rx, stop_signal()).await;
     source.abort();
     result.context("starting the announcers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The speaker's arguments in a shipped manifest, with `$(NODE_IP)` as the kubelet
+    /// substitutes it.
+    fn shipped_args(path: &str, node_ip: &str) -> Vec<String> {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+                .expect("manifest");
+        let mut args = vec!["edgelb-speaker".to_string(), "run".to_string()];
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(arg) = line.strip_prefix("- --") {
+                if arg.starts_with("member-addr")
+                    || arg.starts_with("member-port")
+                    || arg.starts_with("node=")
+                {
+                    let arg = arg
+                        .replace("$(NODE_IP)", node_ip)
+                        .replace("$(NODE_NAME)", "edge-1")
+                        .replace("{{ .Values.membership.port }}", "7946");
+                    args.push(format!("--{arg}"));
+                }
+            }
+        }
+        args
+    }
+
+    #[test]
+    fn logs_are_plain_off_a_terminal_and_under_no_color() {
+        assert!(log_colour(true, None));
+        assert!(!log_colour(false, None), "piped or in a container");
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(
+            log_colour(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        // What the subscriber writes with that decision: no escape codes.
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let w = buf.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(log_colour(false, None))
+            .with_writer(move || Writer(w.clone()))
+            .finish();
+        tracing::subscriber::with_default(sub, || tracing::warn!(kind = "Service", "list failed"));
+        let text = String::from_utf8(buf.lock().expect("lock").clone()).expect("utf8");
+        assert!(
+            text.contains("list failed") && !text.contains('\x1b'),
+            "{text:?}"
+        );
+    }
+
+    struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Writer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn shipped_member_flags_work_with_ipv4_and_ipv6_node_ips() {
+        for path in [
+            "../deploy/manifests/20-speaker.yaml",
+            "../deploy/helm/edgelb/templates/daemonset.yaml",
+        ] {
+            for (ip, want) in [
+                ("192.0.2.10", "192.0.2.10:7946"),
+                ("2001:db8::10", "[2001:db8::10]:7946"),
+            ] {
+                let argv = shipped_args(path, ip);
+                let cli =
+                    Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{path}: {argv:?}: {e}"));
+                let Command::Run(args) = cli.command else {
+                    panic!("not run")
+                };
+                let addr = member_addr(&args).unwrap_or_else(|e| panic!("{path} {ip}: {e}"));
+                assert_eq!(addr.map(|a| a.to_string()).as_deref(), Some(want), "{path}");
+            }
+        }
+    }
 }

@@ -1,28 +1,53 @@
-//! Kubernetes label selectors (`matchLabels` and `matchExpressions`), evaluated purely.
+//! Kubernetes label selectors (`matchLabels` and `matchExpressions`), evaluated purely by
+//! the one evaluator in [`crate::election::selector`] (the election's node selectors use it
+//! too), and converted to the election's form by [`node_selector`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::election::selector::{labels_hold, requirement_holds};
+use crate::election::{NodeSelector, SelectorOperator, SelectorRequirement};
+
 /// Whether `labels` match `selector`. An empty selector matches everything, as in Kubernetes.
 /// An unknown operator matches nothing (`validate` reports it).
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    if let Some(want) = &selector.match_labels {
-        if !want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-            return false;
-        }
+    labels_hold(selector.match_labels.iter().flatten(), labels)
+        && selector.match_expressions.iter().flatten().all(|expr| {
+            requirement_holds(
+                SelectorOperator::parse(&expr.operator),
+                labels.get(&expr.key),
+                expr.values.as_deref().unwrap_or_default(),
+            )
+        })
+}
+
+/// Converts a Kubernetes label selector to the election's. Unknown operators were refused
+/// by validation; should one arrive, it becomes a requirement nothing satisfies (as in
+/// [`matches`]).
+pub fn node_selector(s: &LabelSelector) -> NodeSelector {
+    NodeSelector {
+        match_labels: s.match_labels.clone().unwrap_or_default(),
+        match_expressions: s
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|e| {
+                let (operator, values) = match SelectorOperator::parse(&e.operator) {
+                    Some(op @ (SelectorOperator::In | SelectorOperator::NotIn)) => {
+                        (op, e.values.clone().unwrap_or_default())
+                    }
+                    Some(op) => (op, Vec::new()),
+                    None => (SelectorOperator::In, Vec::new()),
+                };
+                SelectorRequirement {
+                    key: e.key.clone(),
+                    operator,
+                    values,
+                }
+            })
+            .collect(),
     }
-    selector.match_expressions.iter().flatten().all(|expr| {
-        let have = labels.get(&expr.key);
-        let values = expr.values.as_deref().unwrap_or_default();
-        match expr.operator.as_str() {
-            "In" => have.is_some_and(|v| values.contains(v)),
-            "NotIn" => have.is_none_or(|v| !values.contains(v)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => false,
-        }
-    })
 }
 
 /// Whether `labels` match any of `selectors`; an empty list matches everything.

@@ -17,8 +17,11 @@ use kube::Resource;
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
 use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
-use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
 use crate::ipam::pool::PoolView;
+use crate::source::decode::Undecodable;
 
 /// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
 /// shared so that building a snapshot of 10 000 Services copies pointers, not text.
@@ -202,8 +205,17 @@ pub enum Object {
     L2Advertisement(L2Advertisement),
     /// A `Community`.
     Community(Community),
+    /// A `BFDProfile`.
+    BFDProfile(BFDProfile),
     /// A `PolicyRoute`.
     PolicyRoute(PolicyRoute),
+    /// An object of `kind` that the API server accepted but our types cannot read.
+    Undecodable {
+        /// Kind name as in [`Object::describe`].
+        kind: &'static str,
+        /// What is known of it and why it does not decode.
+        object: Undecodable,
+    },
 }
 
 impl Object {
@@ -220,7 +232,15 @@ impl Object {
             Object::BGPAdvertisement(o) => ("BGPAdvertisement", ObjectKey::of(o)),
             Object::L2Advertisement(o) => ("L2Advertisement", ObjectKey::of(o)),
             Object::Community(o) => ("Community", ObjectKey::of(o)),
+            Object::BFDProfile(o) => ("BFDProfile", ObjectKey::of(o)),
             Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
+            Object::Undecodable { kind, object } => (
+                kind,
+                ObjectKey::new(
+                    object.meta.namespace.as_deref().unwrap_or(""),
+                    object.meta.name.as_deref().unwrap_or(""),
+                ),
+            ),
         }
     }
 }
@@ -300,8 +320,13 @@ pub struct Store {
     pub l2_advertisements: Index<L2Advertisement>,
     /// `Community` aliases.
     pub communities: Index<Community>,
+    /// `BFDProfile`s.
+    pub bfd_profiles: Index<BFDProfile>,
     /// `PolicyRoute`s.
     pub policy_routes: Index<PolicyRoute>,
+    /// Objects of any kind that do not decode, by kind and key. An edgelb object here is
+    /// absent from its index (it is invalid); a built-in one keeps its last decoded version.
+    undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
 }
 
 /// The Service-keyed maps of a snapshot for one selection, kept in step with the indexes.
@@ -427,7 +452,15 @@ impl Store {
 
     /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
     pub fn apply(&mut self, obj: Object, namespace: &str) {
-        let (_, key) = obj.describe();
+        let (kind, key) = obj.describe();
+        if let Object::Undecodable { kind, object } = obj {
+            if is_edgelb_kind(kind) {
+                self.delete_decoded(kind, &key);
+            }
+            self.undecodable.insert((kind, key), Arc::new(object));
+            return;
+        }
+        self.undecodable.remove(&(kind, key.clone()));
         match obj {
             Object::Service(o) => {
                 let svc = Arc::new(o);
@@ -451,12 +484,26 @@ impl Store {
             Object::BGPAdvertisement(o) => self.bgp_advertisements.apply(key, o),
             Object::L2Advertisement(o) => self.l2_advertisements.apply(key, o),
             Object::Community(o) => self.communities.apply(key, o),
+            Object::BFDProfile(o) => self.bfd_profiles.apply(key, o),
             Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
+            Object::Undecodable { .. } => {}
         }
+    }
+
+    /// Objects that do not decode, by kind and key.
+    pub fn undecodable(&self) -> &BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>> {
+        &self.undecodable
     }
 
     /// Removes one object of a kind (as [`Object::describe`] names kinds).
     pub fn delete(&mut self, kind: &str, key: &ObjectKey) {
+        self.undecodable
+            .retain(|(k, o), _| !(*k == kind && o == key));
+        self.delete_decoded(kind, key);
+    }
+
+    /// Removes the decoded version of an object.
+    fn delete_decoded(&mut self, kind: &str, key: &ObjectKey) {
         match kind {
             "Service" => {
                 self.services.take(key);
@@ -474,6 +521,7 @@ impl Store {
             "BGPAdvertisement" => self.bgp_advertisements.delete(key),
             "L2Advertisement" => self.l2_advertisements.delete(key),
             "Community" => self.communities.delete(key),
+            "BFDProfile" => self.bfd_profiles.delete(key),
             "PolicyRoute" => self.policy_routes.delete(key),
             _ => {}
         }
@@ -481,6 +529,7 @@ impl Store {
 
     /// Replaces every object of a kind (after a watcher's re-list).
     pub fn reset(&mut self, kind: &str, objects: Vec<Object>, namespace: &str) {
+        self.undecodable.retain(|(k, _), _| *k != kind);
         match kind {
             "Service" => self.services = Index::default(),
             "EndpointSlice" => self.endpoint_slices = Index::default(),
@@ -492,6 +541,7 @@ impl Store {
             "BGPAdvertisement" => self.bgp_advertisements = Index::default(),
             "L2Advertisement" => self.l2_advertisements = Index::default(),
             "Community" => self.communities = Index::default(),
+            "BFDProfile" => self.bfd_profiles = Index::default(),
             "PolicyRoute" => self.policy_routes = Index::default(),
             _ => {}
         }
@@ -570,10 +620,15 @@ pub struct SnapshotData {
     pub l2_advertisements: BTreeMap<ObjectKey, Checked<L2Advertisement>>,
     /// `Community` objects with validation outcome.
     pub communities: BTreeMap<ObjectKey, Checked<Community>>,
+    /// `BFDProfile`s with validation outcome.
+    pub bfd_profiles: BTreeMap<ObjectKey, Checked<BFDProfile>>,
     /// `PolicyRoute`s (validated by the policy-route planner).
     pub policy_routes: BTreeMap<ObjectKey, Arc<PolicyRoute>>,
     /// Valid pools in allocation order (priority, then name), parsed once.
     pub allocation_pools: Vec<PoolView>,
+    /// Objects of any kind that do not decode, by kind and key (edgelb's also appear,
+    /// invalid, in their kind's map above).
+    pub undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
 }
 
 impl Snapshot {
@@ -585,11 +640,59 @@ impl Snapshot {
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-fn check<T, F>(index: &Index<T>, f: F) -> BTreeMap<ObjectKey, Checked<T>>
+/// The kinds edgelb defines (their objects carry a `Valid` condition).
+pub const EDGELB_KINDS: [&str; 7] = [
+    "IPAddressPool",
+    "BGPPeer",
+    "BGPAdvertisement",
+    "L2Advertisement",
+    "Community",
+    "BFDProfile",
+    "PolicyRoute",
+];
+
+/// Whether `kind` is one of ours (an undecodable one is invalid, not kept at its last
+/// version: the user changed it and must see why it no longer counts).
+pub fn is_edgelb_kind(kind: &str) -> bool {
+    EDGELB_KINDS.contains(&kind)
+}
+
+/// An object that stands for an undecodable one in its kind's map: its metadata and
+/// conditions, an empty spec, and the decoding problem. It is never valid, so nothing
+/// reads its spec for a decision; views and the `Valid` condition show why.
+trait Placeholder: Sized {
+    fn placeholder(u: &Undecodable) -> Self;
+}
+
+macro_rules! placeholder {
+    ($($t:ty),*) => {$(
+        impl Placeholder for $t {
+            fn placeholder(u: &Undecodable) -> Self {
+                let mut o = <$t>::default();
+                o.metadata = u.meta.clone();
+                o.status = Some(crate::api::ObjectStatus {
+                    conditions: u.conditions.clone(),
+                });
+                o
+            }
+        }
+    )*};
+}
+placeholder!(
+    IPAddressPool,
+    BGPPeer,
+    BGPAdvertisement,
+    L2Advertisement,
+    Community,
+    BFDProfile
+);
+
+fn check<T, F>(store: &Store, kind: &str, index: &Index<T>, f: F) -> BTreeMap<ObjectKey, Checked<T>>
 where
+    T: Placeholder,
     F: Fn(&T) -> Vec<FieldError>,
 {
-    index
+    let mut out: BTreeMap<ObjectKey, Checked<T>> = index
         .iter()
         .map(|(k, o)| {
             (
@@ -600,7 +703,17 @@ where
                 },
             )
         })
-        .collect()
+        .collect();
+    for ((_, key), u) in store.undecodable.iter().filter(|((k, _), _)| *k == kind) {
+        out.insert(
+            key.clone(),
+            Checked {
+                object: Arc::new(T::placeholder(u)),
+                problems: vec![u.problem.clone()],
+            },
+        );
+    }
+    out
 }
 
 fn build(store: &Store, sel: &Selection) -> Snapshot {
@@ -650,8 +763,17 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
         .map(|(k, s)| (k.name.clone(), s.clone()))
         .collect();
 
-    let communities = check(&store.communities, |c| validate::community(&c.spec));
+    let communities = check(store, "Community", &store.communities, |c| {
+        validate::community(&c.spec)
+    });
+    let bfd_profiles = check(store, "BFDProfile", &store.bfd_profiles, |p| {
+        validate::bfd_profile(&p.spec)
+    });
     let ctx = validate::Context {
+        bfd_profiles: bfd_profiles
+            .iter()
+            .map(|(k, c)| (k.name.to_string(), c.is_valid()))
+            .collect(),
         namespace: sel.namespace.clone(),
         community_aliases: communities
             .values()
@@ -659,7 +781,9 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             .flat_map(|c| c.object.spec.communities.iter().map(|a| a.name.clone()))
             .collect(),
     };
-    let pools = check(&store.pools, |p| validate::ip_address_pool(&p.spec));
+    let pools = check(store, "IPAddressPool", &store.pools, |p| {
+        validate::ip_address_pool(&p.spec)
+    });
     let allocation_pools = crate::ipam::pool::allocation_order(&pools);
 
     Snapshot(Arc::new(SnapshotData {
@@ -670,14 +794,17 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
         node_pools,
         namespace_labels,
         secrets,
-        peers: check(&store.peers, |p| validate::bgp_peer(&p.spec, &ctx)),
-        bgp_advertisements: check(&store.bgp_advertisements, |a| {
+        peers: check(store, "BGPPeer", &store.peers, |p| {
+            validate::bgp_peer(&p.spec, &ctx)
+        }),
+        bgp_advertisements: check(store, "BGPAdvertisement", &store.bgp_advertisements, |a| {
             validate::bgp_advertisement(&a.spec, &ctx)
         }),
-        l2_advertisements: check(&store.l2_advertisements, |a| {
+        l2_advertisements: check(store, "L2Advertisement", &store.l2_advertisements, |a| {
             validate::l2_advertisement(&a.spec)
         }),
         communities,
+        bfd_profiles,
         policy_routes: store
             .policy_routes
             .iter()
@@ -685,6 +812,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             .collect(),
         pools,
         allocation_pools,
+        undecodable: store.undecodable.clone(),
     }))
 }
 

@@ -4,6 +4,7 @@
 
 mod allocator;
 mod announcing;
+mod api_task;
 mod bgp_announcer;
 mod gossip;
 mod guard;
@@ -17,19 +18,14 @@ use std::time::Duration;
 
 pub use allocator::Allocator;
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
+pub use api_task::{ApiState, ApiTask};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
 use crate::ipam::Assignments;
 use crate::snapshot::{Selection, Snapshot};
-use crate::status::announced::{announcements, AnnouncedTracker};
-use crate::status::leader::Leadership;
 use crate::status::local::LocalState;
-use crate::status::policy_route::PolicyRouteStatusWriter;
-use crate::status::writer::{StatusWriter, Written};
 
 /// What a speaker is told at start.
 #[derive(Clone, Debug)]
@@ -130,10 +126,11 @@ impl Default for LeaseConfig {
     }
 }
 
-/// Cluster mode: allocate on every snapshot; while leader, write statuses, conditions and
-/// Events. Statuses and conditions are re-checked on every Lease round, so a failed write
-/// is retried without waiting for a cluster change. Leader or not, every speaker writes its
-/// own node's condition on the `PolicyRoute`s after each policy-route pass that changed it.
+/// Cluster mode: sources (snapshots, membership, interfaces, the API side's state) →
+/// decide (allocate, plan, guard) → actuate (BGP, L2) → report (local view, and the API
+/// tasks through a mailbox that never blocks, [`ApiTask`]). Nothing on this loop awaits
+/// an API round trip: a failover is acted on while the API server is slow or frozen.
+/// Followers take the leader's record (the Services' status) over their own result.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -141,26 +138,15 @@ pub async fn run_cluster(
     mut rx: watch::Receiver<Snapshot>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), AnnounceError> {
-    let mut leadership = Leadership::new(
-        client.clone(),
-        &cfg.selection.namespace,
-        &lease.name,
-        &cfg.node,
-        lease.duration,
-    );
-    let mut writer = StatusWriter::new(client.clone(), &cfg.node, lease.write_timeout);
-    let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
+    let mut api = ApiTask::spawn(client, &cfg, &lease);
     let mut alloc = Allocator::default();
-    let mut ticker = tokio::time::interval(lease.duration / 3);
-    let mut current: Option<(Snapshot, Assignments)> = None;
+    let mut current: Option<Snapshot> = None;
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
     let mut policy_routes = PolicyRoutes::start();
-    let mut announced = AnnouncedTracker::default();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(stop);
     loop {
-        let mut changes = Vec::new();
         tokio::select! {
             r = rx.changed() => {
                 if r.is_err() {
@@ -168,9 +154,7 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                // A follower takes the leader's record (the Services' status) over its own
-                // result wherever they differ, so every speaker announces the same IPs.
-                let (a, c) = if leadership.is_leader() {
+                let (a, changes) = if api.is_leader() {
                     alloc.step(&snap)
                 } else {
                     alloc.step_following(&snap)
@@ -181,61 +165,45 @@ pub async fn run_cluster(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
                 }
-                changes = c;
-                current = Some((snap, a));
-            }
-            _ = ticker.tick() => {
-                leadership.tick(Timestamp::now()).await;
-                announcing.set_api_reachable(leadership.api_reachable());
+                api.submit(&snap, &a, changes);
+                api.candidates(announcing.candidates(&snap));
+                api.want_witness(announcing.witness_needed());
+                current = Some(snap);
             }
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
+                if let Some(snap) = &current {
+                    api.candidates(announcing.candidates(snap));
+                }
+                api.want_witness(announcing.witness_needed());
             }
-            () = policy_routes.changed() => {}
+            r = api.state().changed() => {
+                if r.is_err() {
+                    tracing::warn!("the API task stopped");
+                    break;
+                }
+                let contact = api.state().borrow_and_update().contact;
+                announcing.set_witness(contact);
+            }
+            () = policy_routes.changed() => {
+                api.routes(policy_routes.report());
+            }
             _ = tick.tick() => {
                 announcing.tick().await;
+                api.want_witness(announcing.witness_needed());
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), leadership.holder());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
                 }
-                continue;
             }
             _ = &mut stop => {
                 tracing::info!("stopping");
                 break;
             }
         }
-        if let Some((snap, _)) = &current {
-            route_status
-                .write(snap, &policy_routes.report(), Time(Timestamp::now()))
-                .await;
-        }
-        if !leadership.is_leader() {
-            continue;
-        }
-        if let Some((snap, a)) = &current {
-            let written = writer
-                .write(snap, a, &changes, Time(Timestamp::now()))
-                .await;
-            if written != Default::default() {
-                tracing::info!(
-                    services = written.services,
-                    conditions = written.conditions,
-                    events = written.events,
-                    failed = written.failed,
-                    "wrote to the API"
-                );
-            }
-            // Who announces each Service: one Event per change, never per heartbeat.
-            let now = announcements(snap, a, announcing.candidates(snap));
-            let todo = announced.changes(&now);
-            let mut out = Written::default();
-            for (k, v) in writer.write_announced(snap, &todo, &mut out).await {
-                announced.reported(k, v);
-            }
-        }
     }
+    api.stop();
     announcing.stop().await;
     Ok(())
 }
@@ -245,9 +213,9 @@ pub async fn run_cluster(
 fn publish_cluster(
     p: &crate::local_api::publish::Publisher,
     mut parts: crate::local_api::publish::ViewParts<'_>,
-    holder: Option<&str>,
+    holder: Option<String>,
 ) {
-    parts.leader = holder.map(str::to_string);
+    parts.leader = holder;
     p.publish(parts);
 }
 

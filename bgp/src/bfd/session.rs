@@ -268,6 +268,7 @@ impl Session {
         if p.auth.is_some() {
             return;
         }
+        let interval_before = self.tx_interval();
         self.remote_discr = p.my_discr;
         self.remote_state = p.state;
         self.remote_min_rx = p.required_min_rx;
@@ -280,6 +281,12 @@ impl Session {
         }
         if self.state == State::AdminDown {
             return;
+        }
+        // The peer may now expect packets sooner than our timer is set for (§6.8.7: the
+        // interval follows bfd.RemoteMinRxInterval): re-arm rather than let its detection
+        // time run out.
+        if self.tx_interval() < interval_before {
+            self.arm_transmit(out);
         }
         if let Some(d) = self.detection_time() {
             out.push(Output::SetTimer(Timer::Detect, d));

@@ -339,3 +339,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_peer_lowering_its_min_rx_gets_packets_at_the_new_rate_at_once() {
+    // Up at 300 ms both ways; the peer then asks for 50 ms (its Poll). Our transmit timer
+    // must not wait out the old 300 ms interval: the peer's detection time is already
+    // computed from 50 ms once it has our Final.
+    let (mut a, _) = up_pair(cfg(50, 300, 3), cfg(300, 300, 3));
+    assert_eq!(a.tx_interval(), ms(300));
+    let mut p = peer(State::Up, 1, 50_000, 50_000, 3);
+    p.poll = true;
+    let out = a.handle(Input::Received(p));
+    assert_eq!(a.tx_interval(), ms(50));
+    let t = timer(&out, Timer::Transmit).expect("transmit re-armed");
+    assert!(t <= ms(50), "{t:?}");
+}

@@ -161,7 +161,7 @@ pub(crate) fn decode(
         attr::AGGREGATOR => attrs.aggregator = Some(decode_aggregator(a, ctx.four_octet_as)?),
         // RFC 1997; RFC 7606 §7.8: a non-zero multiple of 4.
         attr::COMMUNITIES => {
-            if a.value.is_empty() || a.value.len() % 4 != 0 {
+            if a.value.is_empty() || !a.value.len().is_multiple_of(4) {
                 return Err(a.length_error());
             }
             attrs.communities = a
@@ -172,7 +172,7 @@ pub(crate) fn decode(
         }
         // RFC 8092 §5: a non-zero multiple of 12.
         attr::LARGE_COMMUNITIES => {
-            if a.value.is_empty() || a.value.len() % 12 != 0 {
+            if a.value.is_empty() || !a.value.len().is_multiple_of(12) {
                 return Err(a.length_error());
             }
             attrs.large_communities = a

@@ -300,7 +300,7 @@ fn decode_graceful_restart(value: &[u8]) -> Result<Capability, DecodeError> {
     let head = r
         .u16()
         .ok_or(cap_len(cap::GRACEFUL_RESTART, len, "2 + 4n"))?;
-    if r.remaining() % 4 != 0 {
+    if !r.remaining().is_multiple_of(4) {
         return Err(cap_len(cap::GRACEFUL_RESTART, len, "2 + 4n"));
     }
     let mut families = Vec::with_capacity(r.remaining() / 4);

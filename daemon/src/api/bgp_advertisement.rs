@@ -35,6 +35,7 @@ pub struct BGPAdvertisementSpec {
     pub aggregation_length_v6: Option<i32>,
     /// LOCAL_PREF attribute for iBGP peers (RFC 4271 5.1.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 4294967295u32))]
     pub local_pref: Option<u32>,
     /// Communities: `ASN:VALUE` (RFC 1997), `large:A:B:C` (RFC 8092) or a `Community` alias.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

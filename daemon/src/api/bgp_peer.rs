@@ -25,14 +25,17 @@ use super::status::ObjectStatus;
 pub struct BGPPeerSpec {
     /// Our AS number (RFC 6793 four-octet ASNs allowed).
     #[serde(rename = "myASN")]
+    #[schemars(range(min = 1, max = 4294967295u32))]
     pub my_asn: u32,
     /// The peer's AS number; equal to `myASN` makes an iBGP session.
     #[serde(rename = "peerASN")]
+    #[schemars(range(min = 1, max = 4294967295u32))]
     pub peer_asn: u32,
     /// The peer's IPv4 or IPv6 address.
     pub peer_address: String,
     /// TCP port of the peer (default 179, RFC 4271 section 8.2.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub peer_port: Option<u16>,
     /// Address to open the session from; default: chosen by the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 use super::policy_route::PolicyRoute;
-use super::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use super::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
 /// Errors of the generator.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         L2Advertisement::crd(),
         Community::crd(),
         PolicyRoute::crd(),
+        BFDProfile::crd(),
     ]
 }
 
@@ -137,6 +138,51 @@ mod tests {
         assert!(conditions["items"]["required"]
             .as_array()
             .is_some_and(|r| r.contains(&serde_json::json!("type"))));
+    }
+
+    /// Every integer property outside the standard condition shape, with the path that
+    /// reaches it.
+    fn integers<'a>(
+        path: String,
+        schema: &'a serde_json::Value,
+        out: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        if schema["type"] == "integer" {
+            out.push((path.clone(), schema));
+        }
+        if let Some(props) = schema["properties"].as_object() {
+            for (name, sub) in props {
+                if name == "conditions" {
+                    continue; // metav1.Condition: observedGeneration is int64, as the server keeps it
+                }
+                integers(format!("{path}.{name}"), sub, out);
+            }
+        }
+        if schema["items"].is_object() {
+            integers(format!("{path}[]"), &schema["items"], out);
+        }
+    }
+
+    /// The API server enforces `minimum`/`maximum` but not `format: uint32`/`int32`: a
+    /// number our field cannot hold must be refused at admission, not fail decoding later.
+    #[test]
+    fn every_integer_field_has_a_range_the_api_server_enforces() {
+        let mut missing = Vec::new();
+        for crd in crds() {
+            let crd_json = serde_json::to_value(&crd).expect("json");
+            let schema = &crd_json["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+            let mut found = Vec::new();
+            integers(crd.spec.names.kind.clone(), schema, &mut found);
+            for (path, s) in found {
+                if !s["minimum"].is_number() || !s["maximum"].is_number() {
+                    missing.push(path);
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "integers without minimum and maximum: {missing:?}"
+        );
     }
 
     #[test]

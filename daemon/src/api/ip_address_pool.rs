@@ -47,6 +47,7 @@ pub struct IPAddressPoolSpec {
 pub struct ServiceAllocation {
     /// Lower numbers are tried first; pools without a priority come after all that have one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 2147483647))]
     pub priority: Option<i32>,
     /// Namespaces (by name) whose Services may use the pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

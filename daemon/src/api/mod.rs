@@ -6,6 +6,7 @@
 //! advertisements").
 
 pub mod annotations;
+pub mod bfd_profile;
 pub mod bgp_advertisement;
 pub mod bgp_peer;
 pub mod community;
@@ -16,6 +17,7 @@ pub mod policy_route;
 pub mod status;
 pub mod validate;
 
+pub use bfd_profile::{BFDProfile, BFDProfileSpec};
 pub use bgp_advertisement::{BGPAdvertisement, BGPAdvertisementSpec};
 pub use bgp_peer::{BGPPeer, BGPPeerSpec};
 pub use community::{Community, CommunityAlias, CommunitySpec};

@@ -74,11 +74,13 @@ pub struct PolicyRouteSpec {
     /// Routing table number for the rules' lookup and the routes (`ip rule ... lookup
     /// TABLE`). 0 (unspec), 253 (default), 254 (main) and 255 (local) are refused, and so
     /// is a table that rules not installed by edgelb already look up.
+    #[schemars(range(min = 1, max = 4294967295u32))]
     pub table: u32,
 
     /// Priority of the rules (`ip rule ... priority N`), 1 to 32765 so they come after the
     /// `local` rule and before `main`. Default 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32765))]
     pub priority: Option<u32>,
 
     /// Explicit gateways, at most one per address family. A family listed in `ipFamilies`

@@ -37,6 +37,8 @@ pub struct Context {
     pub namespace: String,
     /// Names of every `Community` alias.
     pub community_aliases: BTreeSet<String>,
+    /// Every `BFDProfile` by name: whether it is valid.
+    pub bfd_profiles: std::collections::BTreeMap<String, bool>,
 }
 
 fn err(out: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
@@ -246,7 +248,53 @@ pub fn bgp_peer(spec: &BGPPeerSpec, ctx: &Context) -> Vec<FieldError> {
             }
         }
     }
+    if let Some(name) = spec.bfd_profile.as_deref().filter(|n| !n.is_empty()) {
+        match ctx.bfd_profiles.get(name) {
+            None => err(
+                &mut out,
+                "spec.bfdProfile",
+                format!("no BFDProfile named {name:?} in this namespace"),
+            ),
+            Some(false) => err(
+                &mut out,
+                "spec.bfdProfile",
+                format!("BFDProfile {name:?} is not Valid (see its status)"),
+            ),
+            Some(true) => {}
+        }
+    }
     check_selectors(&mut out, "spec.nodeSelectors", &spec.node_selectors);
+    out
+}
+
+/// Validates a `BFDProfile` spec: MetalLB's ranges, and no Echo mode (not implemented).
+pub fn bfd_profile(spec: &super::BFDProfileSpec) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let ranges = [
+        ("spec.receiveInterval", spec.receive_interval, 10, 60_000),
+        ("spec.transmitInterval", spec.transmit_interval, 10, 60_000),
+        ("spec.detectMultiplier", spec.detect_multiplier, 2, 255),
+        ("spec.echoInterval", spec.echo_interval, 10, 60_000),
+        ("spec.minimumTtl", spec.minimum_ttl, 1, 254),
+    ];
+    for (field, value, low, high) in ranges {
+        if let Some(v) = value {
+            if !(low..=high).contains(&v) {
+                err(
+                    &mut out,
+                    field,
+                    format!("{v} is not between {low} and {high}"),
+                );
+            }
+        }
+    }
+    if spec.echo_mode {
+        err(
+            &mut out,
+            "spec.echoMode",
+            "true is not supported: edgelb's BFD runs asynchronous mode without Echo",
+        );
+    }
     out
 }
 

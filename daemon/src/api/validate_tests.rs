@@ -31,6 +31,7 @@ fn ctx() -> Context {
     Context {
         namespace: "edgelb-system".into(),
         community_aliases: ["no-export".to_string()].into(),
+        bfd_profiles: [("fast".to_string(), true), ("broken".to_string(), false)].into(),
     }
 }
 
@@ -375,5 +376,59 @@ fn condition_says_valid_or_lists_every_problem_and_keeps_transition_time() {
     assert_eq!(
         bad.message,
         r#"spec.addresses[0]: "nope" is not a CIDR or range; spec.addresses[1]: "192.0.2.9-192.0.2.1": first address is after the last"#
+    );
+}
+
+#[test]
+fn peer_naming_a_missing_or_invalid_bfd_profile_is_invalid() {
+    let mut p = peer();
+    p.bfd_profile = Some("fast".into());
+    assert!(bgp_peer(&p, &ctx()).is_empty());
+    p.bfd_profile = Some("nope".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        ["spec.bfdProfile: no BFDProfile named \"nope\" in this namespace"]
+    );
+    p.bfd_profile = Some("broken".into());
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        ["spec.bfdProfile: BFDProfile \"broken\" is not Valid (see its status)"]
+    );
+}
+
+#[test]
+fn bfd_profile_values_outside_metallb_ranges_name_the_field() {
+    use crate::api::BFDProfileSpec;
+    assert!(bfd_profile(&BFDProfileSpec::default()).is_empty());
+    let bad = BFDProfileSpec {
+        receive_interval: Some(5),
+        transmit_interval: Some(60_001),
+        detect_multiplier: Some(1),
+        echo_interval: Some(0),
+        minimum_ttl: Some(255),
+        ..Default::default()
+    };
+    assert_eq!(
+        messages(bfd_profile(&bad)),
+        [
+            "spec.receiveInterval: 5 is not between 10 and 60000",
+            "spec.transmitInterval: 60001 is not between 10 and 60000",
+            "spec.detectMultiplier: 1 is not between 2 and 255",
+            "spec.echoInterval: 0 is not between 10 and 60000",
+            "spec.minimumTtl: 255 is not between 1 and 254",
+        ]
+    );
+}
+
+#[test]
+fn bfd_echo_mode_is_refused_as_not_supported() {
+    let spec = crate::api::BFDProfileSpec {
+        echo_mode: true,
+        echo_interval: Some(50),
+        ..Default::default()
+    };
+    assert_eq!(
+        messages(bfd_profile(&spec)),
+        ["spec.echoMode: true is not supported: edgelb's BFD runs asynchronous mode without Echo"]
     );
 }

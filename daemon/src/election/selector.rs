@@ -23,6 +23,47 @@ pub enum SelectorOperator {
     DoesNotExist,
 }
 
+impl SelectorOperator {
+    /// The operator named as in the Kubernetes API; `None` for any other text (validation
+    /// reports it; [`requirement_holds`] treats it as matching nothing).
+    pub fn parse(text: &str) -> Option<SelectorOperator> {
+        match text {
+            "In" => Some(SelectorOperator::In),
+            "NotIn" => Some(SelectorOperator::NotIn),
+            "Exists" => Some(SelectorOperator::Exists),
+            "DoesNotExist" => Some(SelectorOperator::DoesNotExist),
+            _ => None,
+        }
+    }
+}
+
+/// Whether one requirement holds for a label value (`None`: the label is absent). The one
+/// evaluator of set-based requirements: [`NodeSelector::matches`] and
+/// [`crate::selector::matches`] (pools, namespaces, policy routes) both call it, so no two
+/// callers can read a selector differently. `op` is `None` for an unknown operator, which
+/// matches nothing.
+pub fn requirement_holds(
+    op: Option<SelectorOperator>,
+    have: Option<&String>,
+    values: &[String],
+) -> bool {
+    match op {
+        Some(SelectorOperator::In) => have.is_some_and(|v| values.contains(v)),
+        Some(SelectorOperator::NotIn) => have.is_none_or(|v| !values.contains(v)),
+        Some(SelectorOperator::Exists) => have.is_some(),
+        Some(SelectorOperator::DoesNotExist) => have.is_none(),
+        None => false,
+    }
+}
+
+/// Whether every `matchLabels` pair holds (the other half of a selector).
+pub fn labels_hold<'a>(
+    want: impl IntoIterator<Item = (&'a String, &'a String)>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    want.into_iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
 /// One `matchExpressions` entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SelectorRequirement {
@@ -46,18 +87,11 @@ pub struct NodeSelector {
 impl NodeSelector {
     /// Whether a node with `labels` satisfies this selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|req| {
-                let have = labels.get(&req.key);
-                match req.operator {
-                    SelectorOperator::In => have.is_some_and(|v| req.values.contains(v)),
-                    SelectorOperator::NotIn => have.is_none_or(|v| !req.values.contains(v)),
-                    SelectorOperator::Exists => have.is_some(),
-                    SelectorOperator::DoesNotExist => have.is_none(),
-                }
-            })
+        labels_hold(&self.match_labels, labels)
+            && self
+                .match_expressions
+                .iter()
+                .all(|req| requirement_holds(Some(req.operator), labels.get(&req.key), &req.values))
     }
 }
 

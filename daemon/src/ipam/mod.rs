@@ -35,6 +35,7 @@ use self::pool::PoolView;
 use self::range::{from_u128, is_buggy, Family};
 use self::request::{request_of, Request, Sharing};
 use crate::snapshot::{ObjectKey, Snapshot};
+use imbl::OrdMap;
 use k8s_openapi::api::core::v1::Service;
 
 pub use self::incremental::{IncrementalAllocator, Update, UpdateKind};
@@ -186,10 +187,14 @@ pub enum AllocationError {
 pub type Outcome = Result<Allocation, AllocationError>;
 
 /// Every allocation outcome, keyed by Service (and node pool).
+///
+/// A persistent map: the allocator, the announcers, the view and the status writer each
+/// hold the same result for free (a clone shares every node), and comparing two results
+/// that share nodes skips those (`==` and [`OrdMap::diff`] are O(changes x log n)).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Assignments {
     /// Outcomes in key order.
-    pub outcomes: BTreeMap<AllocationKey, Outcome>,
+    pub outcomes: OrdMap<AllocationKey, Outcome>,
 }
 
 impl Assignments {
@@ -209,7 +214,7 @@ impl Assignments {
     /// What the cluster already says: the IPs in each Service's `status.loadBalancer`. The
     /// leader seeds its first run with this so that a restart never moves an IP.
     pub fn from_status(snap: &Snapshot) -> Assignments {
-        let mut outcomes = BTreeMap::new();
+        let mut outcomes = OrdMap::new();
         for (key, svc) in &snap.services {
             let ips = status_ips(svc);
             if !ips.is_empty() {

@@ -10,6 +10,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use edgelb_bgp::{PeerStatus, RouteTable};
 use edgelb_l2::InterfaceStats;
+use ipnet::IpNet;
 
 use super::view::{
     AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView,
@@ -77,6 +78,18 @@ pub fn peer_view(
         updates_in: p.updates_in,
         updates_out: p.updates_out,
         established_count: p.established_count,
+        bfd: p.bfd.as_ref().map(|b| {
+            b.state()
+                .map_or_else(|| "Starting".to_string(), |s| s.to_string())
+        }),
+        bfd_diag: p.bfd.as_ref().and_then(|b| {
+            b.error.clone().or_else(|| {
+                b.last_change
+                    .filter(|c| c.diag != edgelb_bgp::bfd::Diag::None)
+                    .map(|c| c.diag.to_string())
+            })
+        }),
+        bfd_failures: p.bfd.as_ref().map_or(0, |b| b.failures),
     }
 }
 
@@ -273,22 +286,62 @@ impl SinceTracker {
     }
 }
 
+/// The prefix lengths a route table holds, per family (ascending): the prefix that covers
+/// an IP is then found with one lookup per length, not a scan of the table.
+struct Covering<'a> {
+    table: &'a RouteTable,
+    v4: Vec<u8>,
+    v6: Vec<u8>,
+}
+
+impl<'a> Covering<'a> {
+    fn new(table: &'a RouteTable) -> Covering<'a> {
+        let (mut v4, mut v6) = (BTreeSet::new(), BTreeSet::new());
+        for net in table.keys() {
+            match net {
+                IpNet::V4(n) => v4.insert(n.prefix_len()),
+                IpNet::V6(n) => v6.insert(n.prefix_len()),
+            };
+        }
+        Covering {
+            table,
+            v4: v4.into_iter().collect(),
+            v6: v6.into_iter().collect(),
+        }
+    }
+
+    /// The first prefix of the table (in table order) that contains `ip`: the shortest,
+    /// since among the prefixes covering one IP a shorter one sorts first.
+    fn find(&self, ip: &IpAddr) -> Option<&'a IpNet> {
+        let lens = if ip.is_ipv4() { &self.v4 } else { &self.v6 };
+        lens.iter().find_map(|len| {
+            let net = IpNet::new(*ip, *len).ok()?.trunc();
+            self.table.get_key_value(&net).map(|(k, _)| k)
+        })
+    }
+}
+
 /// BGP announcements of this node: for each allocated IP, the peers whose table carries a
 /// prefix that covers it (only peers that are Established count as announced to).
+/// O(IPs x peers x prefix lengths x log table), from an index of each table's lengths.
 pub fn bgp_announcements(
     node: &str,
     a: &Assignments,
     tables: &BTreeMap<IpAddr, std::sync::Arc<RouteTable>>,
     established: &BTreeSet<IpAddr>,
 ) -> Vec<AnnouncementView> {
+    let covering: Vec<(&IpAddr, Covering<'_>)> = tables
+        .iter()
+        .map(|(peer, t)| (peer, Covering::new(t)))
+        .collect();
     let mut out = Vec::new();
     for (key, o) in &a.outcomes {
         let Ok(al) = o else { continue };
         for ip in &al.ips {
             let mut peers = Vec::new();
             let mut prefix = None;
-            for (peer, table) in tables {
-                if let Some(net) = table.keys().find(|n| n.contains(ip)) {
+            for (peer, table) in &covering {
+                if let Some(net) = table.find(ip) {
                     prefix.get_or_insert(net.to_string());
                     if established.contains(peer) {
                         peers.push(peer.to_string());
@@ -314,6 +367,18 @@ pub fn bgp_announcements(
     out
 }
 
+/// The L2 owned IPs of the announcer's statistics: (interface, IP, owned since).
+pub fn l2_owned(stats: &[InterfaceStats]) -> Vec<(String, IpAddr, SystemTime)> {
+    stats
+        .iter()
+        .flat_map(|s| {
+            s.ips
+                .iter()
+                .map(|i| (s.interface.clone(), i.ip, i.owned_since))
+        })
+        .collect()
+}
+
 /// L2 announcements of this node: each owned IP with the interfaces it is announced on and
 /// since when (the announcer's `owned_since`).
 pub fn l2_announcements(
@@ -321,15 +386,25 @@ pub fn l2_announcements(
     a: &Assignments,
     stats: &[InterfaceStats],
 ) -> Vec<AnnouncementView> {
+    l2_announcements_of(node, a, &l2_owned(stats))
+}
+
+/// [`l2_announcements`] from the owned IPs ([`l2_owned`]).
+pub fn l2_announcements_of(
+    node: &str,
+    a: &Assignments,
+    owned: &[(String, IpAddr, SystemTime)],
+) -> Vec<AnnouncementView> {
     let mut by_ip: BTreeMap<IpAddr, (Vec<String>, Option<SystemTime>)> = BTreeMap::new();
-    for s in stats {
-        for i in &s.ips {
-            let e = by_ip.entry(i.ip).or_default();
-            e.0.push(s.interface.clone());
-            e.1 = Some(e.1.map_or(i.owned_since, |t| t.min(i.owned_since)));
-        }
+    for (interface, ip, owned_since) in owned {
+        let e = by_ip.entry(*ip).or_default();
+        e.0.push(interface.clone());
+        e.1 = Some(e.1.map_or(*owned_since, |t| t.min(*owned_since)));
     }
     let mut out = Vec::new();
+    if by_ip.is_empty() {
+        return out;
+    }
     for (key, o) in &a.outcomes {
         let Ok(al) = o else { continue };
         for ip in &al.ips {

@@ -3,6 +3,14 @@
 //! [`Publisher`] assembles a [`LocalView`] with the pure builders, sends it on the `watch`
 //! channel the servers read, and updates the metrics from it.
 //!
+//! The sections that grow with the number of Services (announcements, allocations, pools,
+//! Services) are built again only when what they are built from changed: the snapshot, the
+//! allocation, the peers' route tables, which sessions are up, the L2 owned IPs, the
+//! election candidates. A periodic publication at rest therefore refreshes the counters
+//! (sessions, interfaces, members) and shares the last sections (`Arc`), so a speaker with
+//! 10 000 Services does no per-Service work while nothing changes ([`SectionBuilds`]
+//! counts the builds).
+//!
 //! Cheap to clone (one `Arc`), so it can sit in the speaker's `Config`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,16 +23,19 @@ use edgelb_l2::InterfaceStats;
 use tokio::sync::watch;
 
 use super::build::{
-    allocations_view, bgp_announcements, interface_view, l2_announcements, peer_view,
+    allocations_view, bgp_announcements, interface_view, l2_announcements_of, l2_owned, peer_view,
     policy_routes_view, pools_view, services_view, unix, SinceTracker,
 };
-use super::view::{Health, LocalView, MemberView, VIEW_API};
+use super::view::{
+    AllocationView, AnnouncementView, Health, LocalView, MemberView, PoolView, ServiceView,
+    VIEW_API,
+};
 use crate::actuate::policy_route_task::TaskReport;
-use crate::election::{Candidate, ElectionResult};
+use crate::election::Candidate;
 use crate::ipam::Assignments;
 use crate::membership::{self, MemberSnapshot};
 use crate::metrics::{failover_gaps, Metrics};
-use crate::snapshot::{ObjectKey, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::status::announced::service_elections;
 
 /// Periodic publications (between reconciles) are at least this far apart.
@@ -52,16 +63,53 @@ pub struct ViewParts<'a> {
     pub candidates: Vec<Candidate>,
 }
 
-type Elections = BTreeMap<ObjectKey, Vec<ElectionResult>>;
+/// How many times each Service-sized section of the view was built (each build walks every
+/// Service); at rest these stay put.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SectionBuilds {
+    /// `announcements`.
+    pub announcements: u64,
+    /// `allocations`.
+    pub allocations: u64,
+    /// `pools`.
+    pub pools: u64,
+    /// `services` (with the election it needs).
+    pub services: u64,
+}
 
-/// The last election run for the view, reused while its inputs are the same (publications
-/// come every [`TICK_EVERY`]; an election over every IP is not free).
+/// What the Service-sized sections are built from. Compared by identity where the run loop
+/// shares its values (snapshot, allocation, route tables), so that a comparison at rest
+/// costs O(peers + L2 IPs + nodes), never O(Services).
 #[derive(Debug)]
-struct ElectionCache {
+struct SectionInputs {
     snapshot: Snapshot,
     assignments: Assignments,
+    tables: Vec<(IpAddr, Arc<RouteTable>)>,
+    established: BTreeSet<IpAddr>,
+    /// L2 owned IPs: (interface, IP, owned since).
+    l2: Vec<(String, IpAddr, SystemTime)>,
     candidates: Vec<Candidate>,
-    elections: Arc<Elections>,
+}
+
+impl SectionInputs {
+    fn same_tables(&self, other: &SectionInputs) -> bool {
+        self.tables.len() == other.tables.len()
+            && self
+                .tables
+                .iter()
+                .zip(&other.tables)
+                .all(|((a, t), (b, u))| a == b && Arc::ptr_eq(t, u))
+    }
+}
+
+/// The last Service-sized sections and their inputs.
+#[derive(Debug)]
+struct Sections {
+    inputs: SectionInputs,
+    announcements: Arc<Vec<AnnouncementView>>,
+    allocations: Arc<Vec<AllocationView>>,
+    pools: Arc<Vec<PoolView>>,
+    services: Arc<Vec<ServiceView>>,
 }
 
 /// Members as the view shows them; a member's `since` is when this node first saw it in
@@ -108,25 +156,71 @@ struct Inner {
     /// Members declared dead, not yet followed by a first announcement of every IP taken.
     deaths: Vec<SystemTime>,
     failovers_seen: BTreeSet<(IpAddr, SystemTime)>,
-    elections: Option<ElectionCache>,
+    sections: Option<Sections>,
+    builds: SectionBuilds,
 }
 
 impl Inner {
-    /// The elections for this snapshot, allocation and candidates (cached).
-    fn elections(&mut self, snap: &Snapshot, a: &Assignments, c: Vec<Candidate>) -> Arc<Elections> {
-        if let Some(e) = &self.elections {
-            if e.snapshot.same_as(snap) && e.assignments == *a && e.candidates == c {
-                return e.elections.clone();
+    /// The Service-sized sections for `inputs`: each one rebuilt only when something it is
+    /// built from differs from the last time.
+    fn sections(&mut self, inputs: SectionInputs, secs: u64) -> &Sections {
+        let last = self.sections.take();
+        let node = self.node.as_str();
+        let (snap, a) = (&inputs.snapshot, &inputs.assignments);
+        let same_snap = last
+            .as_ref()
+            .is_some_and(|l| l.inputs.snapshot.same_as(snap));
+        let same_alloc = last.as_ref().is_some_and(|l| l.inputs.assignments == *a);
+        let announcements = match &last {
+            Some(l)
+                if same_alloc
+                    && l.inputs.same_tables(&inputs)
+                    && l.inputs.established == inputs.established
+                    && l.inputs.l2 == inputs.l2 =>
+            {
+                l.announcements.clone()
             }
-        }
-        let elections = Arc::new(service_elections(snap, a, c.clone()));
-        self.elections = Some(ElectionCache {
-            snapshot: snap.clone(),
-            assignments: a.clone(),
-            candidates: c,
-            elections: elections.clone(),
-        });
-        elections
+            _ => {
+                self.builds.announcements += 1;
+                let tables: BTreeMap<IpAddr, Arc<RouteTable>> =
+                    inputs.tables.iter().cloned().collect();
+                let mut anns = bgp_announcements(node, a, &tables, &inputs.established);
+                anns.extend(l2_announcements_of(node, a, &inputs.l2));
+                self.since.stamp(&mut anns, secs);
+                Arc::new(anns)
+            }
+        };
+        let allocations = match &last {
+            Some(l) if same_alloc => l.allocations.clone(),
+            _ => {
+                self.builds.allocations += 1;
+                Arc::new(allocations_view(a))
+            }
+        };
+        let pools = match &last {
+            Some(l) if same_alloc && same_snap => l.pools.clone(),
+            _ => {
+                self.builds.pools += 1;
+                Arc::new(pools_view(snap, a))
+            }
+        };
+        let services = match &last {
+            Some(l) if same_alloc && same_snap && l.inputs.candidates == inputs.candidates => {
+                l.services.clone()
+            }
+            _ => {
+                self.builds.services += 1;
+                let elections = service_elections(snap, a, inputs.candidates.clone());
+                Arc::new(services_view(snap, a, &elections))
+            }
+        };
+        self.sections.insert(Sections {
+            inputs,
+            announcements,
+            allocations,
+            pools,
+            services,
+        })
     }
 }
 
@@ -155,7 +249,8 @@ impl Publisher {
             last_publish: None,
             deaths: Vec::new(),
             failovers_seen: BTreeSet::new(),
-            elections: None,
+            sections: None,
+            builds: SectionBuilds::default(),
         };
         (Publisher(Arc::new(Mutex::new(inner))), rx)
     }
@@ -181,6 +276,11 @@ impl Publisher {
     /// toward the failover histogram (for 60 s).
     pub fn member_down(&self, at: SystemTime) {
         self.lock().deaths.push(at);
+    }
+
+    /// How many times each Service-sized section was built so far.
+    pub fn section_builds(&self) -> SectionBuilds {
+        self.lock().builds
     }
 
     /// True when a periodic publication is due.
@@ -217,22 +317,27 @@ impl Publisher {
             ..LocalView::default()
         };
         if let Some((snap, a)) = parts.last {
-            let established: BTreeSet<IpAddr> = parts
-                .peers
-                .iter()
-                .filter(|p| p.state == edgelb_bgp::fsm::State::Established)
-                .map(|p| p.address)
-                .collect();
-            let empty = BTreeMap::new();
-            let tables = parts.bgp_tables.unwrap_or(&empty);
-            let mut anns = bgp_announcements(&node, a, tables, &established);
-            anns.extend(l2_announcements(&node, a, &parts.l2_stats));
-            inner.since.stamp(&mut anns, secs);
-            view.announcements = anns;
-            view.allocations = allocations_view(a);
-            view.pools = pools_view(snap, a);
-            let elections = inner.elections(snap, a, parts.candidates);
-            view.services = services_view(snap, a, &elections);
+            let inputs = SectionInputs {
+                snapshot: snap.clone(),
+                assignments: a.clone(),
+                tables: parts
+                    .bgp_tables
+                    .map(|t| t.iter().map(|(k, v)| (*k, v.clone())).collect())
+                    .unwrap_or_default(),
+                established: parts
+                    .peers
+                    .iter()
+                    .filter(|p| p.state == edgelb_bgp::fsm::State::Established)
+                    .map(|p| p.address)
+                    .collect(),
+                l2: l2_owned(&parts.l2_stats),
+                candidates: parts.candidates,
+            };
+            let sections = inner.sections(inputs, secs);
+            view.announcements = sections.announcements.clone();
+            view.allocations = sections.allocations.clone();
+            view.pools = sections.pools.clone();
+            view.services = sections.services.clone();
         }
         // Failover: from a death to the first L2 announcement of each IP taken after it.
         inner

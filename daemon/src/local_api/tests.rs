@@ -87,9 +87,9 @@ fn view_of(snap: &Snapshot, a: &Assignments, peers: Vec<PeerView>) -> LocalView 
         generated_at: 1_000,
         ready: true,
         peers,
-        allocations: allocations_view(a),
-        pools: pools_view(snap, a),
-        services: services_view(snap, a, &Default::default()),
+        allocations: allocations_view(a).into(),
+        pools: pools_view(snap, a).into(),
+        services: services_view(snap, a, &Default::default()).into(),
         ..LocalView::default()
     }
 }
@@ -263,7 +263,7 @@ fn routes_answer_the_view_its_sections_and_404() {
     assert_eq!(back, view);
     let pools = route("/v1/pools", &view);
     let pools: Vec<PoolView> = serde_json::from_str(&pools.body).expect("json");
-    assert_eq!(pools, view.pools);
+    assert_eq!(pools, *view.pools);
     assert_eq!(
         route("/v1/nothing", &view).status,
         http::StatusCode::NOT_FOUND
@@ -480,4 +480,153 @@ fn the_published_view_carries_the_elections_reasons_and_follows_the_candidates()
     assert_eq!(publish(false)["n2"].as_deref(), Some("notLive"));
     assert_eq!(publish(false)["n2"].as_deref(), Some("notLive"));
     assert_eq!(publish(true)["n2"].as_deref(), Some("noLocalEndpoints"));
+}
+
+/// The indexed lookup of [`bgp_announcements`] finds what a scan of each table finds: the
+/// first prefix in table order that covers the IP (prefixes of every length, two families).
+mod covering {
+    use super::*;
+    use crate::ipam::{Allocation, AllocationKey};
+    use crate::snapshot::ObjectKey;
+    use proptest::prelude::*;
+
+    fn scan(
+        a: &Assignments,
+        tables: &BTreeMap<IpAddr, Arc<RouteTable>>,
+    ) -> Vec<(String, Option<String>, Vec<String>)> {
+        let mut out = Vec::new();
+        for o in a.outcomes.values() {
+            let Ok(al) = o else { continue };
+            for ip in &al.ips {
+                let mut peers = Vec::new();
+                let mut prefix = None;
+                for (peer, table) in tables {
+                    if let Some(net) = table.keys().find(|n| n.contains(ip)) {
+                        prefix.get_or_insert(net.to_string());
+                        peers.push(peer.to_string());
+                    }
+                }
+                if prefix.is_some() {
+                    out.push((ip.to_string(), prefix, peers));
+                }
+            }
+        }
+        out
+    }
+
+    fn ip_of(v4: bool, x: u32) -> IpAddr {
+        if v4 {
+            IpAddr::from(std::net::Ipv4Addr::from(0xC612_0000 | (x & 0xffff)))
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::from(
+                0x2001_0db8_0000_0000_0000_0000_0000_0000u128 | u128::from(x & 0xffff),
+            ))
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn indexed_lookup_equals_a_scan(
+            ips in proptest::collection::vec((any::<bool>(), any::<u32>()), 1..40),
+            routes in proptest::collection::vec(
+                (0usize..3, any::<bool>(), any::<u32>(), 0u8..=32), 0..60),
+        ) {
+            let mut a = Assignments::default();
+            for (i, (v4, x)) in ips.iter().enumerate() {
+                a.outcomes.insert(
+                    AllocationKey::cluster(ObjectKey::new("ns", &format!("s{i}"))),
+                    Ok(Allocation { pool: "p".into(), ips: vec![ip_of(*v4, *x)] }),
+                );
+            }
+            let peers: Vec<IpAddr> = (1..=3)
+                .map(|i| IpAddr::from(std::net::Ipv4Addr::new(192, 0, 2, i)))
+                .collect();
+            let mut tables: BTreeMap<IpAddr, RouteTable> = BTreeMap::new();
+            for (peer, v4, x, len) in routes {
+                let len = if v4 { 16 + len / 2 } else { 112 + len / 2 };
+                let net = ipnet::IpNet::new(ip_of(v4, x), len).expect("len").trunc();
+                tables
+                    .entry(peers[peer])
+                    .or_default()
+                    .insert(net, Arc::new(RouteAttrs::default()));
+            }
+            let tables: BTreeMap<IpAddr, Arc<RouteTable>> =
+                tables.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+            let all: BTreeSet<IpAddr> = peers.iter().copied().collect();
+            let got: Vec<_> = bgp_announcements("n1", &a, &tables, &all)
+                .into_iter()
+                .map(|x| (x.ip, x.prefix, x.peers))
+                .collect();
+            prop_assert_eq!(got, scan(&a, &tables));
+        }
+    }
+}
+
+/// Publications at rest share the Service-sized sections; a change rebuilds what depends
+/// on it (and only that).
+#[test]
+fn sections_are_rebuilt_only_when_their_inputs_change() {
+    use super::publish::{Publisher, SectionBuilds, ViewParts};
+    let (snap, a) = lab();
+    let ip = a.ips(&crate::snapshot::ObjectKey::new("default", "web"))[0];
+    let peer: IpAddr = "127.0.0.1".parse().expect("ip");
+    let mut table = RouteTable::new();
+    table.insert(
+        ipnet::IpNet::new(ip, 32).expect("net"),
+        Arc::new(RouteAttrs::default()),
+    );
+    let tables = BTreeMap::from([(peer, Arc::new(table))]);
+    let (publisher, rx) = Publisher::new("n1", Arc::new(crate::metrics::Metrics::new()));
+    fn parts<'a>(
+        snap: &'a Snapshot,
+        a: &'a Assignments,
+        tables: &'a BTreeMap<IpAddr, Arc<RouteTable>>,
+        live: bool,
+    ) -> ViewParts<'a> {
+        ViewParts {
+            last: Some((snap, a)),
+            bgp_tables: Some(tables),
+            candidates: vec![candidate("n1", live)],
+            ..ViewParts::default()
+        }
+    }
+    publisher.publish(parts(&snap, &a, &tables, true));
+    let all_once = SectionBuilds {
+        announcements: 1,
+        allocations: 1,
+        pools: 1,
+        services: 1,
+    };
+    assert_eq!(publisher.section_builds(), all_once);
+    let first = rx.borrow().clone();
+    assert_eq!(first.announcements.len(), 1);
+    for _ in 0..5 {
+        publisher.publish(parts(&snap, &a, &tables, true));
+    }
+    assert_eq!(publisher.section_builds(), all_once, "nothing changed");
+    assert!(Arc::ptr_eq(
+        &rx.borrow().announcements,
+        &first.announcements
+    ));
+
+    // Another allocation: every section reads it.
+    let mut other = a.clone();
+    other.outcomes.remove(&crate::ipam::AllocationKey::cluster(
+        crate::snapshot::ObjectKey::new("default", "web"),
+    ));
+    publisher.publish(parts(&snap, &other, &tables, true));
+    assert_eq!(
+        publisher.section_builds(),
+        SectionBuilds {
+            announcements: 2,
+            allocations: 2,
+            pools: 2,
+            services: 2,
+        }
+    );
+    assert!(rx.borrow().announcements.is_empty());
+    // Only the candidates change: only the Services' section.
+    publisher.publish(parts(&snap, &other, &tables, false));
+    assert_eq!(publisher.section_builds().services, 3);
+    assert_eq!(publisher.section_builds().announcements, 2);
 }

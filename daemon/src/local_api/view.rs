@@ -8,12 +8,15 @@
 //! Nothing here can hold a secret: BGP passwords are never copied into a view (the builders in
 //! [`super::build`] take the daemon's types and copy only what is listed here).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// The version of this JSON shape; bumped on an incompatible change.
 pub const VIEW_API: &str = "v1";
 
-/// Everything a speaker shows about itself.
+/// Everything a speaker shows about itself. The sections that grow with the number of
+/// Services are shared (`Arc`) between successive views that did not change them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalView {
@@ -37,8 +40,8 @@ pub struct LocalView {
     #[serde(default)]
     pub peers: Vec<PeerView>,
     /// What this node announces now.
-    #[serde(default)]
-    pub announcements: Vec<AnnouncementView>,
+    #[serde(default, with = "shared")]
+    pub announcements: Arc<Vec<AnnouncementView>>,
     /// Interfaces the L2 announcer serves.
     #[serde(default)]
     pub interfaces: Vec<InterfaceView>,
@@ -46,14 +49,35 @@ pub struct LocalView {
     #[serde(default)]
     pub policy_routes: Vec<PolicyRouteView>,
     /// Allocation outcome of every Service.
-    #[serde(default)]
-    pub allocations: Vec<AllocationView>,
+    #[serde(default, with = "shared")]
+    pub allocations: Arc<Vec<AllocationView>>,
     /// IP pools with their size and usage.
-    #[serde(default)]
-    pub pools: Vec<PoolView>,
+    #[serde(default, with = "shared")]
+    pub pools: Arc<Vec<PoolView>>,
     /// Per Service: which nodes may serve it and why the others may not (`explain`).
-    #[serde(default)]
-    pub services: Vec<ServiceView>,
+    #[serde(default, with = "shared")]
+    pub services: Arc<Vec<ServiceView>>,
+}
+
+/// (De)serializes a shared section as the list it holds (serde's `rc` feature would do
+/// the same for every crate of the build).
+mod shared {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Arc<Vec<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Arc<Vec<T>>, D::Error> {
+        Vec::deserialize(d).map(Arc::new)
+    }
 }
 
 /// Health of a member as this node sees it.
@@ -131,6 +155,15 @@ pub struct PeerView {
     pub updates_out: u64,
     /// Times the session reached Established.
     pub established_count: u64,
+    /// BFD state (RFC 5880: AdminDown, Down, Init, Up) when the peer has a `bfdProfile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd: Option<String>,
+    /// The diagnostic of BFD's last change, or why BFD cannot run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bfd_diag: Option<String>,
+    /// Times a BFD failure took the BGP session down.
+    #[serde(default)]
+    pub bfd_failures: u64,
 }
 
 impl PeerView {

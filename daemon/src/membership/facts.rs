@@ -128,7 +128,7 @@ mod tests {
             version,
             interfaces: vec![InterfaceFacts {
                 name: "eth0".into(),
-                up: version % 2 == 0,
+                up: version.is_multiple_of(2),
                 subnets: vec!["192.0.2.0/24".parse().expect("literal")],
             }],
         }

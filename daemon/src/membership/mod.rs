@@ -20,6 +20,7 @@
 //! cluster, so the others declare it down at once instead of after a failure
 //! detection period.
 
+pub mod addr;
 pub mod auth;
 pub mod facts;
 pub mod identity;

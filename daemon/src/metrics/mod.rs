@@ -14,7 +14,7 @@ pub mod server;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -24,7 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::local_api::view::{Health, LocalView, MemberView, Mode};
+use crate::local_api::view::{AnnouncementView, Health, LocalView, MemberView, Mode, PoolView};
 
 /// Label: one BGP peer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,11 +114,17 @@ pub fn failover_gaps(
         .collect()
 }
 
+/// The announcements and pools a view shared.
+type SectionsSeen = (Arc<Vec<AnnouncementView>>, Arc<Vec<PoolView>>);
+
 /// Absolute values last seen, per counter and label.
 #[derive(Debug, Default)]
 struct Seen {
     counters: BTreeMap<(&'static str, String), u64>,
     members: BTreeMap<String, Health>,
+    /// The Service-sized sections the gauges were last set from: a view that shares them
+    /// (a periodic publication at rest) leaves those gauges as they are.
+    sections: Option<SectionsSeen>,
 }
 
 /// Every metric family of a speaker.
@@ -133,6 +139,8 @@ pub struct Metrics {
     bgp_down_transitions: Family<PeerLabels, Counter>,
     bgp_prefixes_announced: Family<PeerLabels, Gauge>,
     bgp_updates_sent: Family<PeerLabels, Counter>,
+    bfd_session_up: Family<PeerLabels, Gauge>,
+    bfd_failures: Family<PeerLabels, Counter>,
     l2_announcements_sent: Family<InterfaceLabels, Counter>,
     l2_requests_answered: Family<InterfaceLabels, Counter>,
     owned_ips: Family<ModeLabels, Gauge>,
@@ -169,6 +177,8 @@ impl Metrics {
             bgp_down_transitions: Family::default(),
             bgp_prefixes_announced: Family::default(),
             bgp_updates_sent: Family::default(),
+            bfd_session_up: Family::default(),
+            bfd_failures: Family::default(),
             l2_announcements_sent: Family::default(),
             l2_requests_answered: Family::default(),
             owned_ips: Family::default(),
@@ -195,6 +205,16 @@ impl Metrics {
             "bgp_session_up",
             "1 while the BGP session is Established",
             m.bgp_session_up.clone(),
+        );
+        r.register(
+            "bfd_session_up",
+            "1 while the peer's BFD session is Up (peers with a bfdProfile only)",
+            m.bfd_session_up.clone(),
+        );
+        r.register(
+            "bfd_session_failures",
+            "Times a BFD failure took the peer's BGP session down",
+            m.bfd_failures.clone(),
         );
         r.register(
             "bgp_session_state",
@@ -298,6 +318,39 @@ impl Metrics {
         c.inc_by(counter_delta(prev, now));
     }
 
+    /// The gauges that are counted over every announcement and pool.
+    fn update_sections(&self, view: &LocalView) {
+        self.owned_ips.clear();
+        for mode in [Mode::Bgp, Mode::L2] {
+            let n = view
+                .announcements
+                .iter()
+                .filter(|a| a.mode == mode)
+                .map(|a| a.ip.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            self.owned_ips
+                .get_or_create(&ModeLabels {
+                    mode: mode.as_str().into(),
+                })
+                .set(gauge_value(n as u64));
+        }
+
+        self.pool_size.clear();
+        self.pool_used.clear();
+        self.allocation_failures.clear();
+        for p in view.pools.iter() {
+            let l = PoolLabels {
+                pool: p.name.clone(),
+            };
+            self.pool_size.get_or_create(&l).set(gauge_value(p.size));
+            self.pool_used.get_or_create(&l).set(gauge_value(p.used));
+            self.allocation_failures
+                .get_or_create(&l)
+                .set(gauge_value(p.failures));
+        }
+    }
+
     /// Sets every view-derived family from `view`.
     pub fn update(&self, view: &LocalView) {
         let mut guard = match self.seen.lock() {
@@ -315,6 +368,7 @@ impl Metrics {
         self.ready.set(i64::from(view.ready));
 
         self.bgp_session_up.clear();
+        self.bfd_session_up.clear();
         self.bgp_session_state.clear();
         self.bgp_prefixes_announced.clear();
         for p in &view.peers {
@@ -333,6 +387,18 @@ impl Metrics {
             self.bgp_prefixes_announced
                 .get_or_create(&l)
                 .set(gauge_value(p.prefixes_sent));
+            if let Some(state) = &p.bfd {
+                self.bfd_session_up
+                    .get_or_create(&l)
+                    .set(i64::from(state == "Up"));
+                self.add(
+                    seen,
+                    "bfd_down",
+                    &p.address,
+                    p.bfd_failures,
+                    &self.bfd_failures.get_or_create(&l),
+                );
+            }
             let downs = p.established_count.saturating_sub(u64::from(p.is_up()));
             self.add(
                 seen,
@@ -377,34 +443,12 @@ impl Metrics {
             );
         }
 
-        self.owned_ips.clear();
-        for mode in [Mode::Bgp, Mode::L2] {
-            let n = view
-                .announcements
-                .iter()
-                .filter(|a| a.mode == mode)
-                .map(|a| a.ip.as_str())
-                .collect::<std::collections::BTreeSet<_>>()
-                .len();
-            self.owned_ips
-                .get_or_create(&ModeLabels {
-                    mode: mode.as_str().into(),
-                })
-                .set(gauge_value(n as u64));
-        }
-
-        self.pool_size.clear();
-        self.pool_used.clear();
-        self.allocation_failures.clear();
-        for p in &view.pools {
-            let l = PoolLabels {
-                pool: p.name.clone(),
-            };
-            self.pool_size.get_or_create(&l).set(gauge_value(p.size));
-            self.pool_used.get_or_create(&l).set(gauge_value(p.used));
-            self.allocation_failures
-                .get_or_create(&l)
-                .set(gauge_value(p.failures));
+        let same = seen.sections.as_ref().is_some_and(|(a, p)| {
+            Arc::ptr_eq(a, &view.announcements) && Arc::ptr_eq(p, &view.pools)
+        });
+        if !same {
+            self.update_sections(view);
+            seen.sections = Some((view.announcements.clone(), view.pools.clone()));
         }
 
         self.members.clear();

@@ -60,7 +60,8 @@ fn view(peers: Vec<PeerView>, l2_announcements: u64, answered: u64) -> LocalView
                 peers: vec![],
                 interfaces: vec!["eth0".into()],
             },
-        ],
+        ]
+        .into(),
         pools: vec![PoolView {
             name: "lan".into(),
             addresses: vec!["192.0.2.0/30".into()],
@@ -69,7 +70,8 @@ fn view(peers: Vec<PeerView>, l2_announcements: u64, answered: u64) -> LocalView
             failures: 1,
             auto_assign: true,
             error: None,
-        }],
+        }]
+        .into(),
         members: vec![
             MemberView {
                 name: "n1".into(),

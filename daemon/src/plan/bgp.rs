@@ -27,16 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgelb_bgp::packet::{Community, LargeCommunity};
-use edgelb_bgp::{GracefulRestartConfig, PeerConfig, RouteAttrs, RouteTable, Secret};
+use edgelb_bgp::{
+    BfdPeerConfig, GracefulRestartConfig, PeerConfig, RouteAttrs, RouteTable, Secret,
+};
 use ipnet::IpNet;
 
+use crate::api::bfd_profile::{
+    DEFAULT_DETECT_MULTIPLIER, DEFAULT_INTERVAL_MS, DEFAULT_MINIMUM_TTL,
+};
 use crate::api::validate::parse_duration;
-use crate::api::{BGPAdvertisement, BGPPeer};
+use crate::api::{BFDProfileSpec, BGPAdvertisement, BGPPeer};
 use crate::election::ExclusionReason;
 use crate::ipam::Assignments;
 use crate::plan::endpoints::node_may_serve;
 use crate::plan::node_floor::node_floor;
-use crate::selector::{matches, matches_any};
+use crate::selector::matches_any;
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// The Secret key that holds a BGP password (MetalLB's too).
@@ -141,6 +146,17 @@ pub enum BgpProblem {
         peer: ObjectKey,
         /// The Secret's name.
         secret: String,
+    },
+    /// `spec.bfdProfile` names no valid `BFDProfile` (validation says so too; this covers
+    /// a profile deleted between the two).
+    #[error(
+        "BGPPeer {peer}: BFDProfile {profile:?} is missing or not Valid; the session is not opened"
+    )]
+    MissingBfdProfile {
+        /// The peer object.
+        peer: ObjectKey,
+        /// The profile's name.
+        profile: String,
     },
     /// No router id: neither `spec.routerID` nor an IPv4 address of the node.
     #[error("BGPPeer {peer}: no spec.routerID and node {node} has no IPv4 address to use as BGP identifier")]
@@ -305,16 +321,15 @@ pub fn plan(
 }
 
 /// The advertisement covers pool `pool`: by name, by labels, or (neither given) all pools.
+/// ([`super::coverage::covers`], the rule every caller shares).
 fn covers(adv: &Adv, pool: &str, labels: &BTreeMap<String, String>) -> bool {
     let spec = &adv.obj.spec;
-    if adv.spec_pools.is_empty() && spec.ip_address_pool_selectors.is_empty() {
-        return true;
-    }
-    adv.spec_pools.iter().any(|p| p == pool)
-        || spec
-            .ip_address_pool_selectors
-            .iter()
-            .any(|s| matches(s, labels))
+    super::coverage::covers(
+        &adv.spec_pools,
+        &spec.ip_address_pool_selectors,
+        pool,
+        labels,
+    )
 }
 
 /// Communities merged (sorted, deduplicated), the higher LOCAL_PREF.
@@ -443,6 +458,23 @@ fn seconds(text: Option<&str>) -> Option<u16> {
     u16::try_from(d.as_secs()).ok()
 }
 
+/// BFD for a peer from its profile: MetalLB's defaults for unset fields; multihop (RFC
+/// 5883) exactly when the BGP session is eBGP multihop, single hop (RFC 5881) otherwise.
+pub fn bfd_config(p: &BFDProfileSpec, multihop: bool) -> BfdPeerConfig {
+    let ms = |v: Option<u32>| Duration::from_millis(u64::from(v.unwrap_or(DEFAULT_INTERVAL_MS)));
+    BfdPeerConfig {
+        timers: edgelb_bgp::bfd::SessionConfig {
+            desired_min_tx: ms(p.transmit_interval),
+            required_min_rx: ms(p.receive_interval),
+            detect_mult: u8::try_from(p.detect_multiplier.unwrap_or(DEFAULT_DETECT_MULTIPLIER))
+                .unwrap_or(u8::MAX),
+            passive: p.passive_mode,
+        },
+        multihop,
+        minimum_ttl: u8::try_from(p.minimum_ttl.unwrap_or(DEFAULT_MINIMUM_TTL)).unwrap_or(u8::MAX),
+    }
+}
+
 /// The session for one `BGPPeer` on this node.
 fn peer_config(
     snap: &Snapshot,
@@ -484,6 +516,18 @@ fn peer_config(
             restarting: false,
             forwarding_preserved: true,
         });
+    }
+    if let Some(name) = spec.bfd_profile.as_deref().filter(|n| !n.is_empty()) {
+        let profile = snap
+            .bfd_profiles
+            .iter()
+            .find(|(k, c)| &*k.name == name && c.is_valid())
+            .map(|(_, c)| &c.object.spec)
+            .ok_or_else(|| BgpProblem::MissingBfdProfile {
+                peer: key.clone(),
+                profile: name.to_string(),
+            })?;
+        c.bfd = Some(bfd_config(profile, c.ebgp_multihop.is_some()));
     }
     if let Some(secret) = &spec.password_secret {
         let value = snap

@@ -450,3 +450,59 @@ fn a_node_below_the_floor_keeps_its_session_and_announces_nothing() {
     );
     assert_eq!(prefixes(&fine, "192.0.2.1"), ["198.51.100.10/32"]);
 }
+
+fn bfd_profile(name: &str, f: impl FnOnce(&mut crate::api::BFDProfileSpec)) -> Object {
+    let mut spec = crate::api::BFDProfileSpec::default();
+    f(&mut spec);
+    Object::BFDProfile(crate::api::BFDProfile {
+        metadata: meta(NS, name),
+        spec,
+        status: None,
+    })
+}
+
+#[test]
+fn bfd_profile_sets_the_peers_bfd_single_hop_or_multihop() {
+    let mut objs = base();
+    objs.push(bfd_profile("fast", |p| {
+        p.receive_interval = Some(100);
+        p.transmit_interval = Some(50);
+        p.detect_multiplier = Some(4);
+        p.passive_mode = true;
+    }));
+    objs.push(bfd_profile("defaults", |_| {}));
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.bfd_profile = Some("fast".into())
+    }));
+    objs.push(peer("r2", "192.0.2.2", |s| {
+        s.bfd_profile = Some("defaults".into());
+        s.ebgp_multi_hop = true;
+    }));
+    objs.push(peer("r3", "192.0.2.3", |_| {}));
+    let p = run(objs, "node-a");
+    let b = p.peers[&addr("192.0.2.1")].config.bfd.expect("bfd");
+    assert_eq!(b.timers.desired_min_tx, Duration::from_millis(50));
+    assert_eq!(b.timers.required_min_rx, Duration::from_millis(100));
+    assert_eq!(b.timers.detect_mult, 4);
+    assert!(b.timers.passive && !b.multihop);
+    let b = p.peers[&addr("192.0.2.2")].config.bfd.expect("bfd");
+    assert_eq!(b.timers.desired_min_tx, Duration::from_millis(300));
+    assert_eq!((b.timers.detect_mult, b.minimum_ttl), (3, 254));
+    assert!(b.multihop);
+    assert_eq!(p.peers[&addr("192.0.2.3")].config.bfd, None);
+}
+
+#[test]
+fn peer_with_a_missing_or_invalid_bfd_profile_is_not_opened() {
+    let mut objs = base();
+    objs.push(bfd_profile("echo", |p| p.echo_mode = true));
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.bfd_profile = Some("nope".into())
+    }));
+    objs.push(peer("r2", "192.0.2.2", |s| {
+        s.bfd_profile = Some("echo".into())
+    }));
+    let p = run(objs, "node-a");
+    assert!(!p.peers.contains_key(&addr("192.0.2.1")));
+    assert!(!p.peers.contains_key(&addr("192.0.2.2")));
+}

@@ -14,15 +14,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::election::{
     Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, ModeKind, NodeName,
-    NodeSelector, SelectorOperator, SelectorRequirement,
 };
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
-use crate::plan::node_floor;
+use crate::plan::{coverage, node_floor};
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// Who is alive, as the membership says.
@@ -66,36 +64,6 @@ pub struct L2Plan {
     pub owners: Vec<Owner>,
     /// IPs this node won but has no interface for.
     pub unplaced: Vec<IpAddr>,
-}
-
-/// Converts a Kubernetes label selector to the election's. Unknown operators were refused
-/// by validation; should one arrive, it becomes a requirement nothing satisfies.
-pub fn node_selector(s: &LabelSelector) -> NodeSelector {
-    NodeSelector {
-        match_labels: s.match_labels.clone().unwrap_or_default(),
-        match_expressions: s
-            .match_expressions
-            .iter()
-            .flatten()
-            .map(|e| {
-                let (operator, values) = match e.operator.as_str() {
-                    "In" => (SelectorOperator::In, e.values.clone().unwrap_or_default()),
-                    "NotIn" => (
-                        SelectorOperator::NotIn,
-                        e.values.clone().unwrap_or_default(),
-                    ),
-                    "Exists" => (SelectorOperator::Exists, Vec::new()),
-                    "DoesNotExist" => (SelectorOperator::DoesNotExist, Vec::new()),
-                    _ => (SelectorOperator::In, Vec::new()),
-                };
-                SelectorRequirement {
-                    key: e.key.clone(),
-                    operator,
-                    values,
-                }
-            })
-            .collect(),
-    }
 }
 
 /// Any address, so that a node with unknown interfaces passes the interface checks.
@@ -197,23 +165,35 @@ pub fn requests_of(
             .collect()
     });
     let before = out.requests.len();
-    for adv in snap.l2_advertisements.values() {
-        let spec = &adv.object.spec;
-        if !adv.is_valid() || !covers(snap, spec, &alloc.pool) {
-            continue;
-        }
-        for ip in &alloc.ips {
-            out.requests.push(ElectionRequest {
-                ip: *ip,
-                mode: Mode::L2 {
-                    interfaces: (!spec.interfaces.is_empty()).then(|| spec.interfaces.clone()),
-                },
-                node_selectors: spec.node_selectors.iter().map(node_selector).collect(),
-                pool: None,
-                local_endpoints: local_endpoints.clone(),
-            });
-            out.services.push((service.clone(), *ip));
-        }
+    let covering: Vec<_> = coverage::l2_covering(snap, &alloc.pool)
+        .map(|c| &c.object.spec)
+        .collect();
+    if covering.is_empty() {
+        return 0;
+    }
+    // One request per IP however many advertisements cover it: a node is eligible when
+    // any of them selects it (their selectors are alternatives, as in MetalLB), on any
+    // interface one of them lists (none listed by one: any interface).
+    let node_selectors = coverage::any_of(covering.iter().map(|s| s.node_selectors.as_slice()));
+    let interfaces = if covering.iter().any(|s| s.interfaces.is_empty()) {
+        None
+    } else {
+        let mut all: Vec<String> = covering.iter().flat_map(|s| s.interfaces.clone()).collect();
+        all.sort();
+        all.dedup();
+        Some(all)
+    };
+    for ip in &alloc.ips {
+        out.requests.push(ElectionRequest {
+            ip: *ip,
+            mode: Mode::L2 {
+                interfaces: interfaces.clone(),
+            },
+            node_selectors: node_selectors.clone(),
+            pool: None,
+            local_endpoints: local_endpoints.clone(),
+        });
+        out.services.push((service.clone(), *ip));
     }
     out.requests.len() - before
 }
@@ -280,26 +260,6 @@ pub fn assemble(
         }
     }
     out
-}
-
-/// The advertisement covers the pool: by name, by labels, or (neither given) all pools.
-fn covers(snap: &Snapshot, spec: &crate::api::L2AdvertisementSpec, pool: &str) -> bool {
-    if spec.ip_address_pools.is_empty() && spec.ip_address_pool_selectors.is_empty() {
-        return true;
-    }
-    if spec.ip_address_pools.iter().any(|p| p == pool) {
-        return true;
-    }
-    let empty = BTreeMap::new();
-    let labels = snap
-        .pools
-        .iter()
-        .find(|(k, _)| &*k.name == pool)
-        .and_then(|(_, p)| p.object.metadata.labels.as_ref())
-        .unwrap_or(&empty);
-    spec.ip_address_pool_selectors
-        .iter()
-        .any(|s| crate::selector::matches(s, labels))
 }
 
 /// The interface to announce `ip` on: an up one whose subnet contains it, else the one

@@ -47,7 +47,7 @@ fn slice(svc: u8, nodes: &[usize]) -> Object {
 /// with the same parity of `local`).
 fn service(i: u8, local: bool) -> Object {
     let mut svc = fixtures::service("default", &format!("s{i}"), 80 + i32::from(i));
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         svc = fixtures::annotate(
             svc,
             crate::api::annotations::ALLOW_SHARED_IP,

@@ -1,6 +1,7 @@
 //! Pure planning: from data (snapshot, node facts) to desired state, without I/O or clock.
 
 pub mod bgp;
+pub mod coverage;
 pub mod endpoints;
 pub mod l2;
 pub mod l2_incremental;

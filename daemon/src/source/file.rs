@@ -1,9 +1,11 @@
 //! Standalone mode: the same objects as the Kubernetes API (Services, EndpointSlices, Nodes,
 //! Namespaces, Secrets, our CRDs) read from one multi-document YAML file, reloaded on change.
 //!
-//! Reload is by polling the file's length, mtime and content every ~200 ms rather than with
-//! inotify: it costs nothing at this size, needs no extra crate, and also sees the
-//! symlink swap a Kubernetes ConfigMap mount does (inotify on the old inode misses it).
+//! Reload is by polling the file every ~200 ms rather than with inotify: it needs no extra
+//! crate and also sees the symlink swap a Kubernetes ConfigMap mount does (inotify on the
+//! old inode misses it). A poll is one `stat`; the file (megabytes with 10 000 Services) is
+//! read only when its inode, length or mtime changed, or while its mtime is too recent to
+//! tell two writes apart ([`FilePoller`]); only a hash of the last text is kept.
 //!
 //! A document that fails to parse is reported with its index, kind and name and skipped;
 //! the others apply. An unreadable file keeps the last snapshot in force.
@@ -90,6 +92,7 @@ fn object(v: Value) -> Result<Object, String> {
         (crate::api::API_VERSION, "BGPAdvertisement") => typed(v, Object::BGPAdvertisement),
         (crate::api::API_VERSION, "L2Advertisement") => typed(v, Object::L2Advertisement),
         (crate::api::API_VERSION, "Community") => typed(v, Object::Community),
+        (crate::api::API_VERSION, "BFDProfile") => typed(v, Object::BFDProfile),
         (crate::api::API_VERSION, "PolicyRoute") => typed(v, Object::PolicyRoute),
         _ => Err(format!(
             "unsupported apiVersion {api_version:?} kind {kind:?}"
@@ -160,19 +163,96 @@ pub fn store_of(loaded: &Loaded, namespace: &str) -> Store {
     store
 }
 
-/// What identifies a version of the file cheaply.
+/// The snapshot of exactly the objects of `loaded`, moved into the store (not copied: a
+/// file of 10 000 Services would otherwise be held twice while loading).
+pub fn snapshot_of(loaded: Loaded, sel: &Selection) -> Snapshot {
+    let mut store = Store::default();
+    store.select(sel);
+    for o in loaded.objects {
+        store.apply(o, &sel.namespace);
+    }
+    store.snapshot(sel)
+}
+
+/// What identifies a version of the file cheaply (`stat` follows the symlinks a ConfigMap
+/// mount swaps, so a swap changes the inode).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Stamp {
+    dev: u64,
+    ino: u64,
     modified: Option<SystemTime>,
     len: u64,
 }
 
 fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path)?;
     Ok(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
         modified: m.modified().ok(),
         len: m.len(),
     })
+}
+
+/// A file whose mtime is at least this old when read cannot be rewritten with the same
+/// mtime (timestamps are at worst 1 s coarse): its stamp alone tells later changes.
+const SETTLED: Duration = Duration::from_secs(2);
+
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// Polls one file for changes: a `stat` per poll, a read only when the stamp changed or is
+/// not settled yet (a write within the timestamp granularity of the last read could leave
+/// length and mtime equal), and a change only when the text's hash differs.
+#[derive(Debug)]
+pub struct FilePoller {
+    path: PathBuf,
+    last: Option<(Stamp, u64)>,
+    settled: bool,
+    reads: u64,
+}
+
+impl FilePoller {
+    /// A poller that has seen nothing yet.
+    pub fn new(path: PathBuf) -> FilePoller {
+        FilePoller {
+            path,
+            last: None,
+            settled: false,
+            reads: 0,
+        }
+    }
+
+    /// The file's text when it changed since the last poll (always on the first
+    /// successful poll), `None` when it did not.
+    pub fn poll(&mut self) -> std::io::Result<Option<String>> {
+        let s = stamp(&self.path)?;
+        if self.settled && self.last.as_ref().is_some_and(|(ls, _)| *ls == s) {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.path)?;
+        self.reads += 1;
+        // Stamp again after the read: a write during it must not be taken as settled.
+        let s = stamp(&self.path)?;
+        self.settled = s
+            .modified
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age >= SETTLED);
+        let h = hash_of(&text);
+        let changed = self.last.as_ref().is_none_or(|(_, lh)| *lh != h);
+        self.last = Some((s, h));
+        Ok(changed.then_some(text))
+    }
+
+    /// How many times the file was read (a poll of an unchanged, settled file reads none).
+    pub fn reads(&self) -> u64 {
+        self.reads
+    }
 }
 
 /// Loads the file and builds a snapshot; logs every skipped document.
@@ -182,7 +262,7 @@ pub fn load_snapshot(path: &Path, sel: &Selection) -> std::io::Result<Snapshot> 
     for e in &loaded.errors {
         tracing::warn!(file = %path.display(), error = %e, "skipping document");
     }
-    Ok(store_of(&loaded, &sel.namespace).snapshot(sel))
+    Ok(snapshot_of(loaded, sel))
 }
 
 /// Watches `path` and publishes a new snapshot after every change, until every receiver is
@@ -193,26 +273,26 @@ pub async fn watch_file(
     interval: Duration,
     tx: watch::Sender<Snapshot>,
 ) {
-    let mut last: Option<(Stamp, String)> = None;
+    let mut poller = FilePoller::new(path.clone());
+    let mut loaded_once = false;
     loop {
-        match stamp(&path).and_then(|s| Ok((s, std::fs::read_to_string(&path)?))) {
-            Ok((s, text)) => {
-                let changed = last.as_ref().is_none_or(|(ls, lt)| *ls != s || *lt != text);
-                if changed {
-                    let loaded = parse(&text);
-                    for e in &loaded.errors {
-                        tracing::warn!(file = %path.display(), error = %e, "skipping document");
-                    }
-                    tracing::info!(file = %path.display(), objects = loaded.objects.len(), skipped = loaded.errors.len(), "loaded");
-                    let snap = store_of(&loaded, &sel.namespace).snapshot(&sel);
-                    if tx.send(snap).is_err() {
-                        return;
-                    }
-                    last = Some((s, text));
+        match poller.poll() {
+            Ok(Some(text)) => {
+                let loaded = parse(&text);
+                drop(text);
+                for e in &loaded.errors {
+                    tracing::warn!(file = %path.display(), error = %e, "skipping document");
                 }
+                tracing::info!(file = %path.display(), objects = loaded.objects.len(), skipped = loaded.errors.len(), "loaded");
+                let snap = snapshot_of(loaded, &sel);
+                if tx.send(snap).is_err() {
+                    return;
+                }
+                loaded_once = true;
             }
+            Ok(None) => {}
             Err(e) => {
-                if last.is_some() {
+                if loaded_once {
                     tracing::warn!(file = %path.display(), error = %e, "cannot read; keeping the last snapshot");
                 }
             }

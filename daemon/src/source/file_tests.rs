@@ -158,3 +158,54 @@ async fn a_changed_file_publishes_a_new_snapshot() {
     task.abort();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn set_mtime(path: &std::path::Path, t: SystemTime) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(t))
+        .expect("set mtime");
+}
+
+/// A settled file (mtime old enough) is only `stat`ed until it changes; a file written
+/// moments ago is read again on each poll, so that a same-length edit within the mtime's
+/// granularity is still seen.
+#[test]
+fn poller_reads_only_changed_or_unsettled_files() {
+    let dir = std::env::temp_dir().join(format!("edgelb-poller-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("f.yaml");
+    let old = SystemTime::now() - Duration::from_secs(60);
+    std::fs::write(&path, "a: 1\n").expect("write");
+    set_mtime(&path, old);
+    let mut p = FilePoller::new(path.clone());
+    assert_eq!(p.poll().expect("poll").as_deref(), Some("a: 1\n"));
+    for _ in 0..5 {
+        assert_eq!(p.poll().expect("poll"), None);
+    }
+    assert_eq!(p.reads(), 1, "an unchanged, settled file is not read again");
+
+    // Same length, same mtime as before: only a read can tell, and the stamp alone says
+    // nothing changed; the poller trusts it only because the mtime was old when read.
+    std::fs::write(&path, "a: 2\n").expect("write");
+    set_mtime(&path, SystemTime::now());
+    assert_eq!(p.poll().expect("poll").as_deref(), Some("a: 2\n"));
+    let mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::write(&path, "a: 3\n").expect("write");
+    set_mtime(&path, mtime);
+    assert_eq!(
+        p.poll().expect("poll").as_deref(),
+        Some("a: 3\n"),
+        "a fresh mtime is not trusted: the same-length edit is seen"
+    );
+    let reads = p.reads();
+    assert_eq!(
+        p.poll().expect("poll"),
+        None,
+        "read again, same text: no change"
+    );
+    assert_eq!(p.reads(), reads + 1);
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

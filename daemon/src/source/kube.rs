@@ -9,22 +9,34 @@
 //! - A re-list is buffered and swapped in at `InitDone`, so a reconnect never empties an
 //!   index for a moment.
 //! - A watch error publishes nothing: the last snapshot stays in force (fail-static) while
-//!   the watcher reconnects with kube's default exponential backoff.
+//!   the watcher reconnects with exponential backoff and jitter ([`Backoff`]: 0.8 s
+//!   doubling to 30 s, as client-go's reflector). The backoff is reset only by progress (a
+//!   finished list or a watch event), not by the `Init` every retry starts with, so a list
+//!   that keeps failing (a missing grant, say) is retried ever more slowly. Each kind's
+//!   error is logged when it changes, not at every retry, and cut short.
+//! - Every object is decoded on its own ([`super::decode::Lenient`]): one that our types
+//!   cannot read becomes [`Object::Undecodable`] and never fails the list of its kind.
 
 use std::collections::{BTreeSet, HashMap};
 
+use std::time::Duration;
+
 use futures::stream::{select_all, BoxStream};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::watcher::{self, watcher};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, watcher, DefaultBackoff};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::decode::Lenient;
+
 use crate::api::policy_route::PolicyRoute;
-use crate::api::{BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
+use crate::api::{
+    BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
+};
 use crate::snapshot::{Object, Selection, Snapshot, Store};
 
 /// One thing a watcher reported. (Large, but each is moved once, straight into the feeder.)
@@ -55,8 +67,21 @@ pub struct Feeder {
     namespace: String,
     relist: HashMap<&'static str, Vec<Object>>,
     listed: BTreeSet<&'static str>,
+    /// The last error logged per kind, so a retry with the same error logs nothing.
+    errors: HashMap<&'static str, String>,
     kinds: usize,
     dirty: bool,
+}
+
+/// Longest error text logged: a status message, never a whole response body.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// The error text as logged: its first [`MAX_ERROR_CHARS`] characters.
+pub fn short_error(message: &str) -> String {
+    if message.chars().count() <= MAX_ERROR_CHARS {
+        return message.to_string();
+    }
+    message.chars().take(MAX_ERROR_CHARS).collect::<String>() + "..."
 }
 
 impl Feeder {
@@ -67,6 +92,7 @@ impl Feeder {
             namespace: namespace.to_string(),
             relist: HashMap::new(),
             listed: BTreeSet::new(),
+            errors: HashMap::new(),
             kinds,
             dirty: false,
         }
@@ -76,30 +102,48 @@ impl Feeder {
     pub fn handle(&mut self, update: Update) {
         match update {
             Update::Error { kind, message } => {
-                tracing::warn!(kind, error = %message, "watch failed; keeping the last snapshot and reconnecting");
+                let message = short_error(&message);
+                if self.errors.get(kind) != Some(&message) {
+                    tracing::warn!(kind, error = %message, "list/watch failed; keeping the last snapshot and retrying with backoff (logged again only when the error changes)");
+                    self.errors.insert(kind, message);
+                }
             }
-            Update::Event { kind, event } => match event {
-                watcher::Event::Apply(o) => {
-                    self.store.apply(o, &self.namespace);
-                    self.dirty = true;
+            Update::Event { kind, event } => {
+                if !matches!(event, watcher::Event::Init) && self.errors.remove(kind).is_some() {
+                    tracing::info!(kind, "list/watch recovered");
                 }
-                watcher::Event::Delete(o) => {
-                    let (_, key) = o.describe();
-                    self.store.delete(kind, &key);
-                    self.dirty = true;
-                }
-                watcher::Event::Init => {
-                    self.relist.insert(kind, Vec::new());
-                }
-                watcher::Event::InitApply(o) => self.relist.entry(kind).or_default().push(o),
-                watcher::Event::InitDone => {
-                    let objects = self.relist.remove(kind).unwrap_or_default();
-                    tracing::debug!(kind, objects = objects.len(), "listed");
-                    self.store.reset(kind, objects, &self.namespace);
-                    self.listed.insert(kind);
-                    self.dirty = true;
-                }
-            },
+                self.handle_event(kind, event);
+            }
+        }
+    }
+
+    fn handle_event(&mut self, kind: &'static str, event: watcher::Event<Object>) {
+        if let watcher::Event::Apply(Object::Undecodable { object, .. })
+        | watcher::Event::InitApply(Object::Undecodable { object, .. }) = &event
+        {
+            tracing::warn!(kind, name = ?object.meta.name, namespace = ?object.meta.namespace, problem = %object.problem, "object does not decode; it is left out (Valid=False where the kind has status)");
+        }
+        match event {
+            watcher::Event::Apply(o) => {
+                self.store.apply(o, &self.namespace);
+                self.dirty = true;
+            }
+            watcher::Event::Delete(o) => {
+                let (_, key) = o.describe();
+                self.store.delete(kind, &key);
+                self.dirty = true;
+            }
+            watcher::Event::Init => {
+                self.relist.insert(kind, Vec::new());
+            }
+            watcher::Event::InitApply(o) => self.relist.entry(kind).or_default().push(o),
+            watcher::Event::InitDone => {
+                let objects = self.relist.remove(kind).unwrap_or_default();
+                tracing::debug!(kind, objects = objects.len(), "listed");
+                self.store.reset(kind, objects, &self.namespace);
+                self.listed.insert(kind);
+                self.dirty = true;
+            }
         }
     }
 
@@ -114,39 +158,88 @@ impl Feeder {
     }
 }
 
-fn map_event<K>(event: watcher::Event<K>, wrap: fn(K) -> Object) -> watcher::Event<Object> {
+fn map_event<K>(
+    event: watcher::Event<Lenient<K>>,
+    kind: &'static str,
+    wrap: fn(K) -> Object,
+) -> watcher::Event<Object> {
+    let one = |l: Lenient<K>| match l {
+        Lenient::Decoded(k) => wrap(k),
+        Lenient::Undecodable(object) => Object::Undecodable { kind, object },
+    };
     match event {
-        watcher::Event::Apply(k) => watcher::Event::Apply(wrap(k)),
-        watcher::Event::Delete(k) => watcher::Event::Delete(wrap(k)),
+        watcher::Event::Apply(k) => watcher::Event::Apply(one(k)),
+        watcher::Event::Delete(k) => watcher::Event::Delete(one(k)),
         watcher::Event::Init => watcher::Event::Init,
-        watcher::Event::InitApply(k) => watcher::Event::InitApply(wrap(k)),
+        watcher::Event::InitApply(k) => watcher::Event::InitApply(one(k)),
         watcher::Event::InitDone => watcher::Event::InitDone,
     }
 }
 
-/// A watcher of one kind as a stream of [`Update`]s, reconnecting with backoff.
+/// Whether an event shows that listing or watching works again. `Init` does not: the
+/// watcher emits it before every list, including lists that then fail.
+fn is_progress<K>(event: &watcher::Event<K>) -> bool {
+    !matches!(event, watcher::Event::Init)
+}
+
+/// Waits `backoff.next()` (for the speaker kube's [`DefaultBackoff`]: exponential with
+/// jitter, 0.8 s to 30 s) after each error before polling `events` again (the watcher
+/// retries only when polled); progress resets the backoff.
+pub fn with_backoff<K, S, B>(
+    events: S,
+    backoff: B,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>>
+where
+    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + Unpin,
+    B: Backoff,
+{
+    futures::stream::unfold(
+        (events, backoff, None::<Duration>),
+        |(mut events, mut backoff, wait)| async move {
+            if let Some(d) = wait {
+                tokio::time::sleep(d).await;
+            }
+            let item = events.next().await?;
+            let wait = match &item {
+                Ok(e) => {
+                    if is_progress(e) {
+                        backoff.reset();
+                    }
+                    None
+                }
+                Err(_) => backoff.next(),
+            };
+            Some((item, (events, backoff, wait)))
+        },
+    )
+}
+
+/// A watcher of one kind as a stream of [`Update`]s, reconnecting with backoff. Every
+/// object is decoded on its own.
 pub fn stream<K>(
-    api: Api<K>,
+    api: Api<Lenient<K>>,
     kind: &'static str,
     wrap: fn(K) -> Object,
 ) -> BoxStream<'static, Update>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-    K::DynamicType: Default,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Clone + Send + Sync + Eq + std::hash::Hash,
 {
-    watcher(api, watcher::Config::default())
-        .default_backoff()
-        .map(move |r| match r {
-            Ok(event) => Update::Event {
-                kind,
-                event: map_event(event, wrap),
-            },
-            Err(e) => Update::Error {
-                kind,
-                message: e.to_string(),
-            },
-        })
-        .boxed()
+    with_backoff(
+        watcher(api, watcher::Config::default()).boxed(),
+        DefaultBackoff::default(),
+    )
+    .map(move |r| match r {
+        Ok(event) => Update::Event {
+            kind,
+            event: map_event(event, kind, wrap),
+        },
+        Err(e) => Update::Error {
+            kind,
+            message: e.to_string(),
+        },
+    })
+    .boxed()
 }
 
 /// Where a watch lists: every namespace (and cluster-scoped kinds), or only the speaker's.
@@ -181,6 +274,8 @@ pub enum Kind {
     L2Advertisement,
     /// edgelb.io Community.
     Community,
+    /// edgelb.io BFDProfile.
+    BFDProfile,
     /// edgelb.io PolicyRoute (cluster-scoped).
     PolicyRoute,
 }
@@ -239,6 +334,10 @@ pub const WATCHES: &[Watch] = &[
         reach: Reach::SpeakerNamespace,
     },
     Watch {
+        kind: Kind::BFDProfile,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
         kind: Kind::PolicyRoute,
         reach: Reach::Cluster,
     },
@@ -259,8 +358,8 @@ where
     )
 }
 
-/// `Api::all` or `Api::namespaced` as `reach` says.
-fn api<K>(client: &Client, reach: Reach, namespace: &str) -> Api<K>
+/// `Api::all` or `Api::namespaced` as `reach` says, each object decoded on its own.
+fn api<K>(client: &Client, reach: Reach, namespace: &str) -> Api<Lenient<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
 {
@@ -284,6 +383,7 @@ impl Kind {
             Kind::BGPAdvertisement => "BGPAdvertisement",
             Kind::L2Advertisement => "L2Advertisement",
             Kind::Community => "Community",
+            Kind::BFDProfile => "BFDProfile",
             Kind::PolicyRoute => "PolicyRoute",
         }
     }
@@ -301,6 +401,7 @@ impl Kind {
             Kind::BGPAdvertisement => resource_of::<BGPAdvertisement>(),
             Kind::L2Advertisement => resource_of::<L2Advertisement>(),
             Kind::Community => resource_of::<Community>(),
+            Kind::BFDProfile => resource_of::<BFDProfile>(),
             Kind::PolicyRoute => resource_of::<PolicyRoute>(),
         }
     }
@@ -316,8 +417,12 @@ impl Watch {
             Kind::EndpointSlice => {
                 stream(api::<EndpointSlice>(c, r, ns), name, Object::EndpointSlice)
             }
-            Kind::Node => stream(Api::<Node>::all(c.clone()), name, Object::Node),
-            Kind::Namespace => stream(Api::<Namespace>::all(c.clone()), name, Object::Namespace),
+            Kind::Node => stream(Api::<Lenient<Node>>::all(c.clone()), name, Object::Node),
+            Kind::Namespace => stream(
+                Api::<Lenient<Namespace>>::all(c.clone()),
+                name,
+                Object::Namespace,
+            ),
             Kind::Secret => stream(api::<Secret>(c, r, ns), name, Object::Secret),
             Kind::IPAddressPool => {
                 stream(api::<IPAddressPool>(c, r, ns), name, Object::IPAddressPool)
@@ -334,8 +439,9 @@ impl Watch {
                 Object::L2Advertisement,
             ),
             Kind::Community => stream(api::<Community>(c, r, ns), name, Object::Community),
+            Kind::BFDProfile => stream(api::<BFDProfile>(c, r, ns), name, Object::BFDProfile),
             Kind::PolicyRoute => stream(
-                Api::<PolicyRoute>::all(c.clone()),
+                Api::<Lenient<PolicyRoute>>::all(c.clone()),
                 name,
                 Object::PolicyRoute,
             ),

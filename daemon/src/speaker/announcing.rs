@@ -122,19 +122,26 @@ impl Announcing {
         Ok(a)
     }
 
-    /// Re-reads members and quorum; true when they changed.
+    /// Re-reads members; true when they changed.
     fn refresh_members(&mut self) -> bool {
         let Some(g) = &self.gossip else { return false };
         let Some(running_for) = g.running_for() else {
             return false;
         };
-        self.guard.refresh(&g.members(), running_for)
+        self.guard
+            .refresh(&g.members(), running_for, Instant::now())
     }
 
-    /// Cluster mode: whether the API server answered lately (the split-brain guard keeps
-    /// L2 ownership while it does, whatever the gossip says).
-    pub fn set_api_reachable(&mut self, reachable: bool) {
-        self.guard.set_api_reachable(reachable);
+    /// Cluster mode: when the API server last answered (the split-brain guard's
+    /// tie-breaking witness, [`super::guard::WITNESS_TTL`]).
+    pub fn set_witness(&mut self, at: Option<Instant>) {
+        self.guard.set_witness(at);
+    }
+
+    /// Whether the split-brain guard wants the witness kept fresh (a scope where one more
+    /// loss would need the API server's tie-break).
+    pub fn witness_needed(&self) -> bool {
+        self.guard.witness_needed()
     }
 
     /// This node as the L2 planner sees it.
@@ -173,6 +180,7 @@ impl Announcing {
             g.apply_keys().await;
         }
         let mut changed = self.refresh_members();
+        changed |= self.guard.due(Instant::now());
         if self.host.due() && self.host.read().await {
             if let Some(g) = &self.gossip {
                 g.publish_interfaces(self.host.current()).await;
@@ -192,6 +200,7 @@ impl Announcing {
             }
         }
         self.last = Some((snap.clone(), a.clone()));
+        self.guard.set_inputs(snap, a);
         let me = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
         self.bgp.apply(snap, a, &me);
         self.apply_l2(true).await;
@@ -201,6 +210,7 @@ impl Announcing {
     async fn apply_l2(&mut self, new_inputs: bool) {
         let Some((snap, a)) = &self.last else { return };
         let me = self.me(snap);
+        self.guard.evaluate(snap, &me, Instant::now());
         self.l2
             .apply(
                 snap,
@@ -208,6 +218,7 @@ impl Announcing {
                 &me,
                 self.guard.members(),
                 self.guard.may_own(),
+                self.guard.denied(),
                 new_inputs,
             )
             .await;

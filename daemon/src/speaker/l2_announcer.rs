@@ -2,6 +2,9 @@
 //! [`L2Actuator`] to the plan. One concern: from (snapshot, allocation, members, guard) to
 //! the IPs answered on each interface.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
 use crate::actuate::l2::L2Actuator;
 use crate::ipam::Assignments;
 use crate::plan::l2::{L2Node, L2Plan, Members};
@@ -26,7 +29,9 @@ impl L2Announcer {
     }
 
     /// Re-plans and applies. With `new_inputs` false only the members or interfaces
-    /// changed, and the planner re-elects only for the nodes that changed.
+    /// changed, and the planner re-elects only for the nodes that changed. The IPs in
+    /// `denied` (no quorum in their scope) are not owned, whoever won them.
+    #[allow(clippy::too_many_arguments)]
     pub async fn apply(
         &mut self,
         snap: &Snapshot,
@@ -34,6 +39,7 @@ impl L2Announcer {
         me: &L2Node,
         members: &Members,
         may_own: bool,
+        denied: &BTreeSet<IpAddr>,
         new_inputs: bool,
     ) {
         let replanned = if new_inputs {
@@ -41,7 +47,15 @@ impl L2Announcer {
         } else {
             self.planner.replan_members(me, members, may_own)
         };
-        let plan = replanned.unwrap_or_else(|| self.planner.plan(snap, a, me, members, may_own));
+        let mut plan =
+            replanned.unwrap_or_else(|| self.planner.plan(snap, a, me, members, may_own));
+        if !denied.is_empty() {
+            for ips in plan.owned.values_mut() {
+                ips.retain(|ip| !denied.contains(ip));
+            }
+            plan.owned.retain(|_, ips| !ips.is_empty());
+            plan.unplaced.retain(|ip| !denied.contains(ip));
+        }
         for ip in &plan.unplaced {
             tracing::warn!(%ip, "won the election but no interface can announce it");
         }
@@ -51,7 +65,10 @@ impl L2Announcer {
                 .iter()
                 .flat_map(|(i, ips)| ips.iter().map(move |ip| format!("{ip}@{i}")))
                 .collect();
-            tracing::info!(owned = ?owned, may_own, "l2 applied");
+            // `may_own` false: the join wait, or the guard denies IPs (no quorum in
+            // their scope).
+            let may_own = may_own && denied.is_empty();
+            tracing::info!(owned = ?owned, may_own, denied = denied.len(), "l2 applied");
             for e in errors {
                 tracing::warn!(error = %e, "l2 apply");
             }

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind};
 use crate::ipam::Assignments;
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
-use crate::plan::l2::node_selector;
+use crate::plan::{coverage, l2};
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// The Event reason.
@@ -19,81 +19,32 @@ pub const REASON: &str = "AnnouncedBy";
 /// The election of every IP of every Service, per mode (the results of an IP shared by
 /// Services are the same for each), in allocation order. A Service without a result has no
 /// ready endpoint (`Cluster`) or no valid advertisement covering its pool.
+///
+/// The L2 requests are the L2 planner's own ([`l2::requests_of`]) and the BGP ones follow
+/// the same coverage rule ([`coverage::bgp_covering`]), so what `edgelbctl explain` and the
+/// `AnnouncedBy` Events say is what the planners do.
 pub fn service_elections(
     snap: &Snapshot,
     a: &Assignments,
     candidates: Vec<Candidate>,
 ) -> BTreeMap<ObjectKey, Vec<ElectionResult>> {
     let view = ElectionView::new(candidates);
-    let mut requests = Vec::new();
-    let mut keys: Vec<(ObjectKey, IpAddr)> = Vec::new();
+    let mut reqs = l2::L2Requests::default();
     for (akey, outcome) in &a.outcomes {
-        let Ok(alloc) = outcome else { continue };
-        let Some(svc) = snap.services.get(&akey.service) else {
-            continue;
-        };
-        let local = is_local(svc);
-        if !local && !has_ready_endpoint(snap, &akey.service) {
+        if !has_requests(snap, &akey.service) {
             continue;
         }
-        let local_endpoints = local.then(|| {
-            ready_nodes(snap, &akey.service)
-                .into_iter()
-                .map(String::from)
-                .collect()
-        });
-        let l2 = snap
-            .l2_advertisements
-            .values()
-            .filter(|c| c.is_valid() && covers(&c.object.spec.ip_address_pools, &alloc.pool))
-            .map(|c| {
-                let s = &c.object.spec;
-                (
-                    Mode::L2 {
-                        interfaces: (!s.interfaces.is_empty()).then(|| s.interfaces.clone()),
-                    },
-                    s.node_selectors
-                        .iter()
-                        .map(node_selector)
-                        .collect::<Vec<_>>(),
-                )
-            });
-        let bgp = snap
-            .bgp_advertisements
-            .values()
-            .filter(|c| c.is_valid() && covers(&c.object.spec.ip_address_pools, &alloc.pool))
-            .map(|c| {
-                (
-                    Mode::Bgp,
-                    c.object
-                        .spec
-                        .node_selectors
-                        .iter()
-                        .map(node_selector)
-                        .collect(),
-                )
-            });
-        for (mode, node_selectors) in l2.chain(bgp) {
-            for ip in &alloc.ips {
-                requests.push(ElectionRequest {
-                    ip: *ip,
-                    mode: mode.clone(),
-                    node_selectors: node_selectors.clone(),
-                    pool: None,
-                    local_endpoints: local_endpoints.clone(),
-                });
-                keys.push((akey.service.clone(), *ip));
-            }
-        }
+        l2::requests_of(snap, &akey.service, outcome, &mut reqs);
+        bgp_requests_of(snap, &akey.service, outcome, &mut reqs);
     }
-    let results = view.elect_many(&requests);
+    let results = view.elect_many(&reqs.requests);
     let mut by_ip: HashMap<IpAddr, Vec<&ElectionResult>> = HashMap::new();
     for r in &results {
         by_ip.entry(r.ip).or_default().push(r);
     }
     let mut out: BTreeMap<ObjectKey, Vec<ElectionResult>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
-    for (service, ip) in keys {
+    for (service, ip) in reqs.services {
         for r in by_ip.get(&ip).into_iter().flatten() {
             if seen.insert((service.clone(), ip, r.mode)) {
                 out.entry(service.clone()).or_default().push((*r).clone());
@@ -101,6 +52,53 @@ pub fn service_elections(
         }
     }
     out
+}
+
+/// Whether the Service may be announced at all: `Local`, or `Cluster` with a ready
+/// endpoint somewhere (the same gate as [`l2::requests_of`]).
+fn has_requests(snap: &Snapshot, service: &ObjectKey) -> bool {
+    snap.services
+        .get(service)
+        .is_some_and(|svc| is_local(svc) || has_ready_endpoint(snap, service))
+}
+
+/// Appends the BGP election requests of one allocation outcome: one per IP, for the
+/// `BGPAdvertisement`s that cover its pool.
+fn bgp_requests_of(
+    snap: &Snapshot,
+    service: &ObjectKey,
+    outcome: &crate::ipam::Outcome,
+    out: &mut l2::L2Requests,
+) {
+    let Ok(alloc) = outcome else { return };
+    let Some(svc) = snap.services.get(service) else {
+        return;
+    };
+    let local_endpoints: Option<std::collections::BTreeSet<String>> = is_local(svc).then(|| {
+        ready_nodes(snap, service)
+            .into_iter()
+            .map(String::from)
+            .collect()
+    });
+    let covering: Vec<_> = coverage::bgp_covering(snap, &alloc.pool)
+        .map(|c| c.object.spec.node_selectors.as_slice())
+        .collect();
+    if covering.is_empty() {
+        return;
+    }
+    // One request per IP: a node announces when any covering advertisement selects it,
+    // as the BGP planner does.
+    let node_selectors = coverage::any_of(covering);
+    for ip in &alloc.ips {
+        out.requests.push(ElectionRequest {
+            ip: *ip,
+            mode: Mode::Bgp,
+            node_selectors: node_selectors.clone(),
+            pool: None,
+            local_endpoints: local_endpoints.clone(),
+        });
+        out.services.push((service.clone(), *ip));
+    }
 }
 
 /// Per Service, one line per (IP, mode): `192.0.2.100 by node-1 (L2)` or
@@ -131,12 +129,6 @@ pub fn announcements(
             (service, lines.join("; "))
         })
         .collect()
-}
-
-/// Pools by name only (selectors by label are resolved in the planners; an advertisement
-/// with selectors counts as covering, which errs on saying more, never less).
-fn covers(pools: &[String], pool: &str) -> bool {
-    pools.is_empty() || pools.iter().any(|p| p == pool)
 }
 
 /// Remembers what was last reported, so an Event goes out once per change.

@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use imbl::ordmap::DiffItem;
+
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 
 /// One user-visible decision.
@@ -85,63 +87,75 @@ fn ips(o: Option<&Outcome>) -> &[IpAddr] {
     }
 }
 
-/// The decisions that differ between `before` and `after`, in key order. Unchanged outcomes
-/// yield nothing, so repeating a run emits nothing.
+/// The decisions that differ between `before` and `after`, in key order (removed keys
+/// last). Unchanged outcomes yield nothing, so repeating a run emits nothing. Walks only
+/// what differs: results that share map nodes (one allocator's successive results do)
+/// cost O(changes x log n), not a pass over every Service.
 pub fn diff(before: &Assignments, after: &Assignments) -> Vec<Change> {
     let mut out = Vec::new();
-    for (key, outcome) in &after.outcomes {
-        let prev = before.outcomes.get(key);
-        let old_ips = ips(prev);
-        match outcome {
-            Ok(a) => {
-                let released: Vec<IpAddr> = old_ips
-                    .iter()
-                    .filter(|ip| !a.ips.contains(ip))
-                    .copied()
-                    .collect();
-                if !released.is_empty() {
-                    out.push(Change::Released {
-                        key: key.clone(),
-                        ips: released,
-                    });
-                }
-                if old_ips != a.ips.as_slice() {
-                    out.push(Change::Allocated {
-                        key: key.clone(),
-                        ips: a.ips.clone(),
-                        pool: a.pool.to_string(),
-                    });
-                }
-            }
-            Err(e) => {
-                if !old_ips.is_empty() {
-                    out.push(Change::Released {
-                        key: key.clone(),
-                        ips: old_ips.to_vec(),
-                    });
-                }
-                let same = matches!(prev, Some(Err(p)) if p == e);
-                if !same {
-                    out.push(Change::Failed {
-                        key: key.clone(),
-                        reason: e.to_string(),
-                    });
-                }
-            }
+    let mut removed = Vec::new();
+    for item in before.outcomes.diff(&after.outcomes) {
+        match item {
+            DiffItem::Add(key, outcome) => changed(key, None, outcome, &mut out),
+            DiffItem::Update {
+                old: (_, prev),
+                new: (key, outcome),
+            } => changed(key, Some(prev), outcome, &mut out),
+            DiffItem::Remove(key, outcome) => removed.push((key, outcome)),
         }
     }
-    for (key, outcome) in &before.outcomes {
-        if !after.outcomes.contains_key(key) {
-            let old = ips(Some(outcome));
-            if !old.is_empty() {
+    for (key, outcome) in removed {
+        let old = ips(Some(outcome));
+        if !old.is_empty() {
+            out.push(Change::Released {
+                key: key.clone(),
+                ips: old.to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// The changes of one key whose outcome went from `prev` (absent: `None`) to `outcome`.
+fn changed(key: &AllocationKey, prev: Option<&Outcome>, outcome: &Outcome, out: &mut Vec<Change>) {
+    let old_ips = ips(prev);
+    match outcome {
+        Ok(a) => {
+            let released: Vec<IpAddr> = old_ips
+                .iter()
+                .filter(|ip| !a.ips.contains(ip))
+                .copied()
+                .collect();
+            if !released.is_empty() {
                 out.push(Change::Released {
                     key: key.clone(),
-                    ips: old.to_vec(),
+                    ips: released,
+                });
+            }
+            if old_ips != a.ips.as_slice() {
+                out.push(Change::Allocated {
+                    key: key.clone(),
+                    ips: a.ips.clone(),
+                    pool: a.pool.to_string(),
+                });
+            }
+        }
+        Err(e) => {
+            if !old_ips.is_empty() {
+                out.push(Change::Released {
+                    key: key.clone(),
+                    ips: old_ips.to_vec(),
+                });
+            }
+            let same = matches!(prev, Some(Err(p)) if p == e);
+            if !same {
+                out.push(Change::Failed {
+                    key: key.clone(),
+                    reason: e.to_string(),
                 });
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -4,8 +4,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{json, Value};
 
-use crate::api::validate::{valid_condition, FieldError};
+use k8s_openapi::api::core::v1::ObjectReference;
+
+use crate::api::validate::{valid_condition, FieldError, CONDITION_VALID};
 use crate::snapshot::{ObjectKey, Snapshot};
+
+/// The reason of the Warning Event sent with each `Valid=False` condition.
+pub const INVALID_REASON: &str = "InvalidSpec";
 
 /// One object whose conditions must be written.
 #[derive(Clone, Debug, PartialEq)]
@@ -16,6 +21,8 @@ pub struct ConditionUpdate {
     pub plural: &'static str,
     /// The object.
     pub key: ObjectKey,
+    /// Its uid, for the Event's reference.
+    pub uid: Option<String>,
     /// The full condition list to apply.
     pub conditions: Vec<Condition>,
 }
@@ -29,6 +36,24 @@ impl ConditionUpdate {
             "status": { "conditions": self.conditions },
         })
     }
+
+    /// The Warning Event that goes with a `Valid=False` condition: the object it is about
+    /// and the note (field and value). None for `Valid=True`.
+    pub fn warning(&self) -> Option<(ObjectReference, String)> {
+        let c = self
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_VALID && c.status == "False")?;
+        let reference = ObjectReference {
+            api_version: Some(crate::api::API_VERSION.to_string()),
+            kind: Some(self.kind.to_string()),
+            name: Some(self.key.name.to_string()),
+            namespace: (!self.key.namespace.is_empty()).then(|| self.key.namespace.to_string()),
+            uid: self.uid.clone(),
+            ..ObjectReference::default()
+        };
+        Some((reference, c.message.clone()))
+    }
 }
 
 /// Equal for writing purposes: the timestamp alone never causes a write.
@@ -40,10 +65,12 @@ pub(crate) fn same(a: &Condition, b: &Condition) -> bool {
         && a.observed_generation == b.observed_generation
 }
 
+#[allow(clippy::too_many_arguments)]
 fn update(
     out: &mut Vec<ConditionUpdate>,
     (kind, plural): (&'static str, &'static str),
     key: &ObjectKey,
+    uid: Option<&String>,
     generation: Option<i64>,
     existing: &[Condition],
     problems: &[FieldError],
@@ -58,6 +85,7 @@ fn update(
         kind,
         plural,
         key: key.clone(),
+        uid: uid.cloned(),
         conditions: vec![want],
     });
 }
@@ -78,6 +106,7 @@ pub fn updates(snap: &Snapshot, now: Time) -> Vec<ConditionUpdate> {
                     &mut out,
                     ($kind, $plural),
                     key,
+                    c.object.metadata.uid.as_ref(),
                     c.object.metadata.generation,
                     existing,
                     &c.problems,
@@ -99,7 +128,49 @@ pub fn updates(snap: &Snapshot, now: Time) -> Vec<ConditionUpdate> {
         "l2advertisements"
     );
     kind!(snap.communities, "Community", "communities");
+    kind!(snap.bfd_profiles, "BFDProfile", "bfdprofiles");
+    policy_routes(snap, &now, &mut out);
     out
+}
+
+/// `PolicyRoute`s carry per-node `Installed.<node>` conditions and the planner reports
+/// their problems there; the leader adds `Valid=False` only to one that does not decode
+/// (no node can read it), and turns it back to `True` once it does.
+fn policy_routes(snap: &Snapshot, now: &Time, out: &mut Vec<ConditionUpdate>) {
+    const KIND: (&str, &str) = ("PolicyRoute", "policyroutes");
+    for ((_, key), u) in snap.undecodable.iter().filter(|((k, _), _)| *k == KIND.0) {
+        let problems = [u.problem.clone()];
+        update(
+            out,
+            KIND,
+            key,
+            u.meta.uid.as_ref(),
+            u.meta.generation,
+            &u.conditions,
+            &problems,
+            now,
+        );
+    }
+    for (key, route) in &snap.policy_routes {
+        let existing = route
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        if existing.iter().any(|c| c.type_ == CONDITION_VALID) {
+            let m = &route.metadata;
+            update(
+                out,
+                KIND,
+                key,
+                m.uid.as_ref(),
+                m.generation,
+                existing,
+                &[],
+                now,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@ pub mod leader;
 pub mod local;
 pub mod policy_route;
 pub mod service;
+pub mod undecodable;
 pub mod writer;

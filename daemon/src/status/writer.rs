@@ -13,8 +13,9 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use super::changes::Change;
-use super::conditions::{updates, ConditionUpdate};
+use super::conditions::{updates, ConditionUpdate, INVALID_REASON};
 use super::service::{apply_body, current_ingress, desired_ingress};
+use super::undecodable::Reported;
 use crate::ipam::Assignments;
 use crate::snapshot::{ObjectKey, Snapshot};
 
@@ -42,6 +43,8 @@ pub struct StatusWriter {
     /// What we last applied per Service, so a write is not repeated before the watch
     /// delivers the Service with its new status.
     applied: HashMap<ObjectKey, Vec<LoadBalancerIngress>>,
+    /// Built-in objects already reported as undecodable.
+    undecodable: Reported,
 }
 
 impl StatusWriter {
@@ -56,6 +59,7 @@ impl StatusWriter {
             client,
             timeout,
             applied: HashMap::new(),
+            undecodable: Reported::default(),
         }
     }
 
@@ -110,15 +114,66 @@ impl StatusWriter {
         }
     }
 
-    /// Applies the `Valid` conditions that differ.
+    /// Applies the `Valid` conditions that differ; each `Valid=False` written also gets a
+    /// Warning Event on its object.
     pub async fn write_conditions(&self, snap: &Snapshot, now: Time, out: &mut Written) {
         for up in updates(snap, now) {
-            if self.apply_condition(&up).await {
-                out.conditions += 1;
-            } else {
+            if !self.apply_condition(&up).await {
                 out.failed += 1;
+                continue;
+            }
+            out.conditions += 1;
+            if let Some((reference, note)) = up.warning() {
+                self.warn(&reference, INVALID_REASON, note, out).await;
             }
         }
+    }
+
+    /// Warning Events for built-in objects that do not decode, once per version.
+    pub async fn write_undecodable(&mut self, snap: &Snapshot, out: &mut Written) {
+        for ev in self.undecodable.new_events(snap) {
+            if self
+                .warn(
+                    &ev.reference,
+                    super::undecodable::REASON,
+                    ev.note.clone(),
+                    out,
+                )
+                .await
+            {
+                self.undecodable.published(&ev);
+            }
+        }
+    }
+
+    async fn warn(
+        &self,
+        reference: &k8s_openapi::api::core::v1::ObjectReference,
+        reason: &str,
+        note: String,
+        out: &mut Written,
+    ) -> bool {
+        let ev = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        let what = format!(
+            "Event {reason} on {} {}",
+            reference.kind.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default()
+        );
+        let ok = self
+            .timed(&what, self.recorder.publish(&ev, reference))
+            .await;
+        if ok {
+            out.events += 1;
+        } else {
+            out.failed += 1;
+        }
+        ok
     }
 
     async fn apply_condition(&self, up: &ConditionUpdate) -> bool {
@@ -129,8 +184,11 @@ impl StatusWriter {
             kind: up.kind.into(),
             plural: up.plural.into(),
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &up.key.namespace, &ar);
+        let api: Api<DynamicObject> = if up.key.namespace.is_empty() {
+            Api::all_with(self.client.clone(), &ar)
+        } else {
+            Api::namespaced_with(self.client.clone(), &up.key.namespace, &ar)
+        };
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let body = up.apply_body();
         let what = format!("{} {} conditions", up.kind, up.key);
@@ -216,6 +274,7 @@ impl StatusWriter {
         let mut out = Written::default();
         self.write_services(snap, a, &mut out).await;
         self.write_conditions(snap, now, &mut out).await;
+        self.write_undecodable(snap, &mut out).await;
         self.write_events(snap, changes, &mut out).await;
         out
     }

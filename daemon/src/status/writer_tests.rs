@@ -121,6 +121,24 @@ async fn conditions_of_a_valid_and_an_invalid_pool_are_applied() {
                 "message": "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range",
                 "lastTransitionTime": "2023-11-14T22:13:20Z"}]}
         })),
+        // Valid=False also gets a Warning Event on the pool, naming field and value.
+        Call::new(
+            "POST",
+            format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+            201,
+            json!({}),
+        )
+        .check_body(|b| {
+            assert_eq!(b["type"], "Warning");
+            assert_eq!(b["reason"], "InvalidSpec");
+            assert_eq!(b["regarding"]["kind"], "IPAddressPool");
+            assert_eq!(b["regarding"]["apiVersion"], "edgelb.io/v1alpha1");
+            assert_eq!(b["regarding"]["name"], "bad");
+            assert_eq!(
+                b["note"],
+                "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range"
+            );
+        }),
         Call::new("PATCH", url("good"), 200, json!({})).check_body(|b| {
             assert_eq!(b["status"]["conditions"][0]["status"], "True");
             assert_eq!(b["status"]["conditions"][0]["message"], "spec accepted");
@@ -130,6 +148,7 @@ async fn conditions_of_a_valid_and_an_invalid_pool_are_applied() {
     let mut out = Written::default();
     w.write_conditions(&snap, now(), &mut out).await;
     assert_eq!(out.conditions, 2);
+    assert_eq!(out.events, 1);
     server.await.expect("every call came");
 }
 
@@ -182,5 +201,57 @@ async fn events_are_emitted_on_the_service_for_each_decision() {
         changes[0].key(),
         &AllocationKey::cluster(crate::snapshot::ObjectKey::new("default", "a"))
     );
+    server.await.expect("every call came");
+}
+
+/// A `PolicyRoute` (cluster-scoped) that does not decode gets `Valid=False` on its own
+/// status URL (no namespace in the path) and a Warning Event.
+#[tokio::test]
+async fn an_undecodable_policy_route_gets_valid_false_and_a_warning() {
+    let raw = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "PolicyRoute",
+        "metadata": {"name": "r", "uid": "u-1", "generation": 4},
+        "spec": {"table": 4, "gateways": ["10.0.0.1.5"]}});
+    let crate::source::decode::Lenient::Undecodable(object) =
+        crate::source::decode::decode::<crate::api::PolicyRoute>(raw)
+    else {
+        panic!("decoded");
+    };
+    let snap = cluster(vec![Object::Undecodable {
+        kind: "PolicyRoute",
+        object,
+    }]);
+    let (client, server) = scripted(vec![
+        Call::new(
+            "PATCH",
+            "/apis/edgelb.io/v1alpha1/policyroutes/r/status?&force=true&fieldManager=edgelb",
+            200,
+            json!({}),
+        )
+        .check_body(|b| {
+            let c = &b["status"]["conditions"][0];
+            assert_eq!(c["type"], "Valid");
+            assert_eq!(c["status"], "False");
+            assert_eq!(c["observedGeneration"], 4);
+            assert_eq!(
+                c["message"],
+                "spec.gateways[0]: \"10.0.0.1.5\" cannot be read: invalid IP address syntax"
+            );
+        }),
+        Call::new(
+            "POST",
+            "/apis/events.k8s.io/v1/namespaces/default/events?",
+            201,
+            json!({}),
+        )
+        .check_body(|b| {
+            assert_eq!(b["type"], "Warning");
+            assert_eq!(b["regarding"]["kind"], "PolicyRoute");
+            assert_eq!(b["regarding"]["uid"], "u-1");
+        }),
+    ]);
+    let w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
+    let mut out = Written::default();
+    w.write_conditions(&snap, now(), &mut out).await;
+    assert_eq!((out.conditions, out.events, out.failed), (1, 1, 0));
     server.await.expect("every call came");
 }

@@ -73,6 +73,9 @@ pub fn render(config: &RouterConfig) -> String {
         if let Some(ttl) = n.ebgp_multihop {
             out.push_str(&format!("  multihop {ttl};\n"));
         }
+        if n.bfd {
+            out.push_str("  bfd on;\n");
+        }
         if let Some(h) = n.hold_time {
             out.push_str(&format!(
                 "  hold time {h};\n  keepalive time {};\n",

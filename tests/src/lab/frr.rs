@@ -58,6 +58,9 @@ pub fn render(config: &RouterConfig) -> String {
         if let Some(ttl) = n.ebgp_multihop {
             out.push_str(&format!(" neighbor {a} ebgp-multihop {ttl}\n"));
         }
+        if n.bfd {
+            out.push_str(&format!(" neighbor {a} bfd\n"));
+        }
         if let Some(h) = n.hold_time {
             out.push_str(&format!(" neighbor {a} timers {} {h}\n", (h / 3).max(1)));
         }
@@ -161,13 +164,95 @@ pub struct Frr {
     process: NsProcess,
     pid: u32,
     local_as: u32,
+    /// zebra and bfdd when started with [`Frr::start_with_bfd`] (stopped after bgpd).
+    helpers: Vec<(NsProcess, u32)>,
     dir: RunDir,
 }
 
 impl Frr {
     /// Writes the config, starts bgpd in `ns` and waits (up to 10 s) until vtysh answers.
     pub fn start(ns: &Netns, config: FrrConfig) -> anyhow::Result<Frr> {
+        let dir = RunDir::new("frr")?;
+        Frr::start_in(ns, config, dir, Vec::new())
+    }
+
+    /// Like [`Frr::start`], with BFD: zebra and bfdd run beside bgpd (bgpd registers its
+    /// BFD sessions with bfdd through zebra, so `-Z` is not possible here), each with its own
+    /// pid file, zserv socket, bfdd control socket and vty socket in the run directory.
+    /// `bfdd_conf` is bfdd's configuration (e.g. a `bfd` / `profile` block); the neighbours
+    /// turn BFD on with `neighbor X bfd ...` lines in `config.extra`.
+    pub fn start_with_bfd(ns: &Netns, config: FrrConfig, bfdd_conf: &str) -> anyhow::Result<Frr> {
         let mut dir = RunDir::new("frr")?;
+        let zserv = dir.file("zserv.api").to_string_lossy().into_owned();
+        let sock = dir.path().to_string_lossy().into_owned();
+        let mut helpers = Vec::new();
+        // zebra and bfdd have no `-S`: they switch to user frr, which must own the directory
+        // (bgpd stays root and root reaches their sockets).
+        let chown = std::process::Command::new("chown")
+            .args(["frr:frr", &sock])
+            .status()
+            .context("running chown")?;
+        if !chown.success() {
+            bail!("chown frr:frr {sock} failed");
+        }
+        let daemons: [(&str, String, Vec<String>); 2] = [
+            ("zebra", "!\n".to_string(), Vec::new()),
+            (
+                "bfdd",
+                bfdd_conf.to_string(),
+                vec![
+                    "--bfdctl".to_string(),
+                    dir.file("bfdd.sock").to_string_lossy().into_owned(),
+                ],
+            ),
+        ];
+        for (name, conf_text, extra) in daemons {
+            let conf = dir.write(&format!("{name}.conf"), &conf_text)?;
+            let pid_file = dir.file(&format!("{name}.pid"));
+            let log = dir.log(&format!("{name}.log"));
+            let mut args: Vec<String> = vec![
+                format!("/usr/lib/frr/{name}"),
+                "-P".into(),
+                "0".into(),
+                "-f".into(),
+                conf.to_string_lossy().into_owned(),
+                "-i".into(),
+                pid_file.to_string_lossy().into_owned(),
+                "-z".into(),
+                zserv.clone(),
+                "--vty_socket".into(),
+                sock.clone(),
+                "--log".into(),
+                "stdout".into(),
+            ];
+            args.extend(extra);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut process = ns.spawn(&refs, Some(&log))?;
+            let vty = dir.file(&format!("{name}.vty"));
+            wait_until(
+                &format!("{name} to start"),
+                Duration::from_secs(10),
+                Duration::from_millis(50),
+                || {
+                    if !process.running() {
+                        bail!("{name} exited:\n{}", tail(&dir.read_logs(), 40));
+                    }
+                    Ok((pid_file.exists() && vty.exists()).then_some(()))
+                },
+            )?;
+            let pid = read_pid(&pid_file)?;
+            helpers.push((process, pid));
+        }
+        Frr::start_in(ns, config, dir, helpers)
+    }
+
+    fn start_in(
+        ns: &Netns,
+        config: FrrConfig,
+        mut dir: RunDir,
+        helpers: Vec<(NsProcess, u32)>,
+    ) -> anyhow::Result<Frr> {
+        let with_zebra = !helpers.is_empty();
         let conf = dir.write("bgpd.conf", &render(&config))?;
         let pid_file = dir.file("bgpd.pid");
         let log = dir.log("bgpd.log");
@@ -175,26 +260,29 @@ impl Frr {
         let conf_s = conf.to_string_lossy().into_owned();
         let pid_s = pid_file.to_string_lossy().into_owned();
         let sock_s = dir.path().to_string_lossy().into_owned();
-        let mut process = ns.spawn(
-            &[
-                "/usr/lib/frr/bgpd",
-                "-Z",
-                "-S",
-                "-P",
-                "0",
-                "-p",
-                &port,
-                "-f",
-                &conf_s,
-                "-i",
-                &pid_s,
-                "--vty_socket",
-                &sock_s,
-                "--log",
-                "stdout",
-            ],
-            Some(&log),
-        )?;
+        let zserv = dir.file("zserv.api").to_string_lossy().into_owned();
+        let mut args = vec![
+            "/usr/lib/frr/bgpd",
+            "-S",
+            "-P",
+            "0",
+            "-p",
+            &port,
+            "-f",
+            &conf_s,
+            "-i",
+            &pid_s,
+            "--vty_socket",
+            &sock_s,
+            "--log",
+            "stdout",
+        ];
+        if with_zebra {
+            args.extend(["-z", zserv.as_str()]);
+        } else {
+            args.push("-Z");
+        }
+        let mut process = ns.spawn(&args, Some(&log))?;
         let ready = wait_until(
             "bgpd to answer vtysh",
             Duration::from_secs(10),
@@ -222,6 +310,7 @@ impl Frr {
             process,
             pid,
             local_as: config.local_as,
+            helpers,
             dir,
         })
     }
@@ -229,6 +318,15 @@ impl Frr {
     /// Runs one vtysh command against this bgpd.
     pub fn vtysh(&self, command: &str) -> anyhow::Result<String> {
         vtysh_in(self.dir.path(), command)
+    }
+
+    /// Runs one vtysh command against this instance's bfdd (`start_with_bfd` only).
+    pub fn vtysh_bfdd(&self, command: &str) -> anyhow::Result<String> {
+        run_vtysh_daemon(
+            self.dir.path(),
+            "bfdd",
+            &["-c".to_string(), command.to_string()],
+        )
     }
 
     /// Applies configuration lines in `configure terminal` (e.g. `["router bgp 65001",
@@ -305,6 +403,13 @@ impl Drop for Frr {
         let _ = self.process.signal(libc::SIGKILL);
         let _ = self.process.wait_exit(Duration::from_secs(2));
         let _ = std::fs::remove_dir_all(format!("/var/tmp/frr/bgpd.{}", self.pid));
+        for (mut p, pid) in self.helpers.drain(..).rev() {
+            let _ = p.signal(libc::SIGKILL);
+            let _ = p.wait_exit(Duration::from_secs(2));
+            for name in ["zebra", "bfdd"] {
+                let _ = std::fs::remove_dir_all(format!("/var/tmp/frr/{name}.{pid}"));
+            }
+        }
         let _ = std::fs::remove_dir("/var/tmp/frr");
     }
 }
@@ -336,10 +441,14 @@ fn vtysh_in(dir: &Path, command: &str) -> anyhow::Result<String> {
 }
 
 fn run_vtysh(dir: &Path, args: &[String]) -> anyhow::Result<String> {
+    run_vtysh_daemon(dir, "bgpd", args)
+}
+
+fn run_vtysh_daemon(dir: &Path, daemon: &str, args: &[String]) -> anyhow::Result<String> {
     let out = std::process::Command::new("vtysh")
         .arg("--vty_socket")
         .arg(dir)
-        .args(["-d", "bgpd"])
+        .args(["-d", daemon])
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()

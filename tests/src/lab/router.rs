@@ -102,6 +102,9 @@ pub struct Neighbor {
     pub hold_time: Option<u16>,
     /// Families activated on the session; the address's own family when empty.
     pub families: Vec<Family>,
+    /// BFD for this session (BIRD: `bfd on`, with a `protocol bfd` in the config's extra
+    /// lines; FRR: `neighbor X bfd`, with bfdd from `Frr::start_with_bfd`).
+    pub bfd: bool,
 }
 
 impl Neighbor {
@@ -115,7 +118,12 @@ impl Neighbor {
             ebgp_multihop: None,
             hold_time: None,
             families: Vec::new(),
+            bfd: false,
         }
+    }
+    pub fn bfd(mut self) -> Self {
+        self.bfd = true;
+        self
     }
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);

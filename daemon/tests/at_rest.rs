@@ -1,0 +1,262 @@
+//! A speaker at rest does no work that grows with the number of Services (issue 17).
+//!
+//! Work is counted as heap allocations (a counting global allocator, this test binary
+//! only): any pass over every Service allocates (views, strings, copies), so the
+//! allocations of the periodic paths at rest are compared between a small and a large
+//! cluster. The periodic paths are the run loop's tick (`Announcing::tick` and a
+//! publication of the local view and metrics from `Announcing::view_parts`) and the file
+//! source's poll of an unchanged file. No network: the one BGP peer is on loopback port 1
+//! (nothing listens), and no L2 advertisement exists.
+#![allow(unsafe_code)] // the counting allocator: GlobalAlloc is an unsafe trait
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use edgelb_daemon::ipam::Assignments;
+use edgelb_daemon::local_api::publish::Publisher;
+use edgelb_daemon::metrics::Metrics;
+use edgelb_daemon::snapshot::{Selection, Snapshot};
+use edgelb_daemon::source::file::{parse, store_of, watch_file};
+use edgelb_daemon::speaker::{Allocator, AnnounceConfig, Announcing};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed (for the memory breakdown run by hand).
+static LIVE: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE.fetch_add(new_size as u64, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The tests measure one at a time (the counters are process-wide).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs `f` on a current-thread runtime (all the work on this thread), alone.
+fn alone<F: std::future::Future>(f: F) -> F::Output {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn counters() -> (u64, u64) {
+    (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
+}
+
+/// A pool, a BGP peer on loopback port 1, an advertisement, node-a, and `n` Services with a
+/// ready endpoint on node-a.
+fn cluster_yaml(n: usize) -> String {
+    let mut s = String::from(
+        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
+         spec: {addresses: [\"198.18.0.0/16\"]}\n---\n\
+         apiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router, namespace: edgelb-system}\n\
+         spec: {myASN: 64512, peerASN: 64500, peerAddress: \"127.0.0.1\", peerPort: 1}\n---\n\
+         apiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
+         spec: {}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
+         status: {addresses: [{type: InternalIP, address: \"127.0.0.1\"}]}\n",
+    );
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "---\n{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"s{i}\", \"namespace\": \"bench\"}}, \
+             \"spec\": {{\"type\": \"LoadBalancer\", \"loadBalancerClass\": \"edgelb.io/speaker\", \"ports\": [{{\"port\": 80}}]}}}}\n\
+             ---\n{{\"apiVersion\": \"discovery.k8s.io/v1\", \"kind\": \"EndpointSlice\", \
+             \"metadata\": {{\"name\": \"s{i}-1\", \"namespace\": \"bench\", \"labels\": {{\"kubernetes.io/service-name\": \"s{i}\"}}}}, \
+             \"addressType\": \"IPv4\", \"endpoints\": [{{\"addresses\": [\"10.0.{}.{}\"], \"nodeName\": \"node-a\", \"conditions\": {{\"ready\": true}}}}]}}\n",
+            i / 256,
+            i % 256
+        );
+    }
+    s
+}
+
+fn snapshot(n: usize) -> Snapshot {
+    let loaded = parse(&cluster_yaml(n));
+    assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+    let sel = Selection::default();
+    let snap = store_of(&loaded, &sel.namespace).snapshot(&sel);
+    assert_eq!(snap.services.len(), n);
+    snap
+}
+
+/// Allocations per tick of the run loop at rest with `n` Services: after the snapshot is
+/// applied and published once, `ticks` ticks (each: `Announcing::tick` and a publication).
+async fn allocs_per_tick(n: usize, ticks: u64) -> (u64, u64) {
+    let snap = snapshot(n);
+    let mut alloc = Allocator::default();
+    let (a, _): (Assignments, _) = alloc.step(&snap);
+    let ok = a.outcomes.values().filter(|o| o.is_ok()).count();
+    assert_eq!(ok, n, "every Service has an IP");
+    let mut announcing = Announcing::start("node-a", &AnnounceConfig::default())
+        .await
+        .expect("announcing starts");
+    announcing.step(&snap, &a).await;
+    let tables: usize = announcing.bgp().tables().values().map(|t| t.len()).sum();
+    assert_eq!(tables, n, "one /32 per Service for the peer");
+    let (publisher, _rx) = Publisher::new("node-a", Arc::new(Metrics::new()));
+    publisher.publish(announcing.view_parts());
+    // Let the peer's first connection attempt and the first interface read happen.
+    for _ in 0..3 {
+        announcing.tick().await;
+        publisher.publish(announcing.view_parts());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (c0, b0) = counters();
+    for _ in 0..ticks {
+        announcing.tick().await;
+        publisher.publish(announcing.view_parts());
+    }
+    let (c1, b1) = counters();
+    announcing.stop().await;
+    ((c1 - c0) / ticks, (b1 - b0) / ticks)
+}
+
+#[test]
+fn a_tick_at_rest_costs_the_same_with_40_or_4000_services() {
+    let (small, small_bytes) = alone(allocs_per_tick(40, 20));
+    let (large, large_bytes) = alone(allocs_per_tick(4000, 20));
+    eprintln!(
+        "per tick at rest: 40 Services {small} allocations ({small_bytes} B), \
+         4000 Services {large} allocations ({large_bytes} B)"
+    );
+    // A pass over 4000 Services allocates thousands of times; a tick that does no
+    // per-Service work allocates about as much with 40 as with 4000.
+    assert!(
+        large <= small * 2 + 100,
+        "a tick at rest allocates {large} times with 4000 Services and {small} with 40: \
+         some periodic work grows with the number of Services"
+    );
+    assert!(
+        large_bytes <= small_bytes * 2 + 64 * 1024,
+        "a tick at rest allocates {large_bytes} B with 4000 Services and {small_bytes} B with 40"
+    );
+}
+
+/// Bytes allocated by the file source while it polls an unchanged file of `n` Services
+/// (every 5 ms for 300 ms), after its first load.
+async fn bytes_polling(n: usize) -> u64 {
+    let dir = std::env::temp_dir().join(format!("edgelb-at-rest-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("cluster.yaml");
+    std::fs::write(&path, cluster_yaml(n)).expect("write");
+    // Old enough that its mtime tells every later change.
+    let old = SystemTime::now() - Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_modified(old))
+        .expect("set mtime");
+    let (tx, mut rx) = tokio::sync::watch::channel(Snapshot::default());
+    let task = tokio::spawn(watch_file(
+        path.clone(),
+        Selection::default(),
+        Duration::from_millis(5),
+        tx,
+    ));
+    rx.changed().await.expect("first load");
+    assert_eq!(rx.borrow_and_update().services.len(), n);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_, b0) = counters();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, b1) = counters();
+    task.abort();
+    let _ = task.await;
+    assert!(
+        !rx.has_changed().unwrap_or(false),
+        "no change was published"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    b1 - b0
+}
+
+#[test]
+fn polling_an_unchanged_file_does_not_read_it() {
+    let size = cluster_yaml(4000).len() as u64;
+    let bytes = alone(bytes_polling(4000));
+    eprintln!("polling an unchanged file of {size} B for 300 ms allocated {bytes} B");
+    assert!(
+        bytes < size,
+        "polling an unchanged file of {size} B allocated {bytes} B: it is read on every poll"
+    );
+}
+
+fn live_mib() -> f64 {
+    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+}
+
+/// By hand: `cargo test -p edgelb-daemon --test at_rest -- --ignored --nocapture`. Prints
+/// the heap held after each stage of a speaker's start with 10 000 Services (what the
+/// snapshot, the allocation, the plans and the view each add).
+#[test]
+#[ignore]
+fn memory_by_stage() {
+    alone(memory_by_stage_of(10_000));
+}
+
+async fn memory_by_stage_of(n: usize) {
+    eprintln!(
+        "sizes: Service {} B, EndpointSlice {} B, Endpoint {} B, ObjectMeta {} B, Object {} B",
+        std::mem::size_of::<k8s_openapi::api::core::v1::Service>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
+        std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        std::mem::size_of::<edgelb_daemon::snapshot::Object>(),
+    );
+    let base = live_mib();
+    let text = cluster_yaml(n);
+    eprintln!("file text      {:7.1} MiB", live_mib() - base);
+    let loaded = parse(&text);
+    drop(text);
+    eprintln!("parsed objects {:7.1} MiB", live_mib() - base);
+    let sel = Selection::default();
+    let snap = edgelb_daemon::source::file::snapshot_of(loaded, &sel);
+    eprintln!("snapshot       {:7.1} MiB", live_mib() - base);
+    let mut alloc = Allocator::default();
+    let (a, changes) = alloc.step(&snap);
+    drop(changes);
+    eprintln!("+ allocation   {:7.1} MiB", live_mib() - base);
+    let mut announcing = Announcing::start("node-a", &AnnounceConfig::default())
+        .await
+        .expect("announcing starts");
+    announcing.step(&snap, &a).await;
+    eprintln!("+ announcing   {:7.1} MiB", live_mib() - base);
+    let (publisher, rx) = Publisher::new("node-a", Arc::new(Metrics::new()));
+    publisher.publish(announcing.view_parts());
+    eprintln!("+ view         {:7.1} MiB", live_mib() - base);
+    drop(rx);
+    announcing.stop().await;
+}
