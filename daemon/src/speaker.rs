@@ -120,7 +120,7 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
-            name: "edgelb-leader".into(),
+            name: crate::access::LEADER_LEASE.into(),
             timings: crate::status::leader::LeaseTimings::default(),
             write_timeout: Duration::from_secs(5),
         }
