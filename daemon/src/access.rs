@@ -131,6 +131,24 @@ pub const WRITES: &[Grant] = &[
         name: Some(LEADER_LEASE),
         by: "status::leader: read, renew and take over the Lease",
     },
+    Grant {
+        group: "authentication.k8s.io",
+        resource: "tokenreviews",
+        subresource: "",
+        verbs: &["create"],
+        reach: Reach::Cluster,
+        name: None,
+        by: "local_api::remote: who the caller of the view port is",
+    },
+    Grant {
+        group: "authorization.k8s.io",
+        resource: "subjectaccessreviews",
+        subresource: "",
+        verbs: &["create"],
+        reach: Reach::Cluster,
+        name: None,
+        by: "local_api::remote: whether that caller may get pods/proxy",
+    },
 ];
 
 /// Every read of the speaker besides its watches' lists and watches.
