@@ -119,7 +119,7 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
-            name: "edgelb-leader".into(),
+            name: crate::access::LEADER_LEASE.into(),
             duration: Duration::from_secs(15),
             write_timeout: Duration::from_secs(10),
         }
