@@ -160,8 +160,10 @@ pub async fn run_cluster(
                     alloc.step_following(&snap)
                 };
                 write_local(&cfg, &a);
-                announcing.seed_members_from(&snap).await;
+                // After the step: a gossip keyed from a Secret starts in it, and must be
+                // seeded from this very snapshot's Nodes (the next one may be long coming).
                 announcing.step(&snap, &a).await;
+                announcing.seed_members_from(&snap).await;
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
