@@ -200,3 +200,69 @@ async fn a_packet_below_ttl_255_is_not_taken_on_a_single_hop_session() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn multihop_sessions_come_up_on_their_port_and_check_the_minimum_ttl() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Bfd::spawn(RuntimeConfig {
+        single_hop_port: free_port(),
+        multihop_port: pa,
+    });
+    let b = Bfd::spawn(RuntimeConfig {
+        single_hop_port: free_port(),
+        multihop_port: pb,
+    });
+    let key = |peer| SessionKey {
+        peer,
+        multihop: true,
+    };
+    let (_ra, mut sa) = a.register(key(ip(42)), params(ip(41), pb, 50));
+    let (_rb, mut sb) = b.register(key(ip(41)), params(ip(42), pa, 50));
+    let up = |s: &BfdStatus| s.state() == Some(State::Up);
+    wait_for(&mut sa, up, Duration::from_secs(10)).await;
+    wait_for(&mut sb, up, Duration::from_secs(10)).await;
+
+    // RFC 5883: below the configured minimum TTL (254 here) a packet is not taken; at it,
+    // it is (a single-hop session would want 255).
+    let pc = free_port();
+    let c = Bfd::spawn(RuntimeConfig {
+        single_hop_port: free_port(),
+        multihop_port: pc,
+    });
+    let (_rc, mut sc) = c.register(key(ip(44)), params(ip(43), free_port(), 50));
+    let s = std::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 0, 44), 0)).expect("bind");
+    let down = edgelb_bgp::bfd::ControlPacket {
+        diag: edgelb_bgp::bfd::Diag::None,
+        state: State::Down,
+        poll: false,
+        fin: false,
+        cpi: false,
+        demand: false,
+        detect_mult: 3,
+        my_discr: 78,
+        your_discr: 0,
+        desired_min_tx: 1_000_000,
+        required_min_rx: 50_000,
+        required_min_echo_rx: 0,
+        auth: None,
+    };
+    s.set_ttl(253).expect("ttl");
+    for _ in 0..3 {
+        s.send_to(&down.to_vec(), (Ipv4Addr::new(127, 0, 0, 1), pc))
+            .expect("send");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sc.borrow_and_update().session.map(|x| x.remote_discr),
+        Some(0)
+    );
+    s.set_ttl(254).expect("ttl");
+    s.send_to(&down.to_vec(), (Ipv4Addr::new(127, 0, 0, 1), pc))
+        .expect("send");
+    wait_for(
+        &mut sc,
+        |s| s.state() == Some(State::Init),
+        Duration::from_secs(5),
+    )
+    .await;
+}

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use allocator::Allocator;
+pub use allocator::{recorded_only, Allocator};
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
 pub use api_task::{ApiState, ApiTask};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
@@ -110,9 +110,9 @@ pub async fn run_standalone(
 pub struct LeaseConfig {
     /// Lease name (in the speaker's namespace).
     pub name: String,
-    /// Term length; renewed every third of it.
-    pub duration: Duration,
-    /// Timeout of each write.
+    /// Lease duration, renew deadline and retry period.
+    pub timings: crate::status::leader::LeaseTimings,
+    /// Timeout of each status write (a write starts only if the Lease outlasts it).
     pub write_timeout: Duration,
 }
 
@@ -120,8 +120,8 @@ impl Default for LeaseConfig {
     fn default() -> Self {
         LeaseConfig {
             name: crate::access::LEADER_LEASE.into(),
-            duration: Duration::from_secs(15),
-            write_timeout: Duration::from_secs(10),
+            timings: crate::status::leader::LeaseTimings::default(),
+            write_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -130,7 +130,8 @@ impl Default for LeaseConfig {
 /// decide (allocate, plan, guard) → actuate (BGP, L2) → report (local view, and the API
 /// tasks through a mailbox that never blocks, [`ApiTask`]). Nothing on this loop awaits
 /// an API round trip: a failover is acted on while the API server is slow or frozen.
-/// Followers take the leader's record (the Services' status) over their own result.
+/// Every speaker announces only what the record (the Services' status) shows; the
+/// allocator of record writes it from its own task while its Lease fence is open.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -141,6 +142,7 @@ pub async fn run_cluster(
     let mut api = ApiTask::spawn(client, &cfg, &lease);
     let mut alloc = Allocator::default();
     let mut current: Option<Snapshot> = None;
+    let mut candidates = Vec::new();
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
     let mut policy_routes = PolicyRoutes::start();
     let mut tick = tokio::time::interval(MEMBERSHIP_TICK);
@@ -154,30 +156,34 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                let (a, changes) = if api.is_leader() {
-                    alloc.step(&snap)
-                } else {
-                    alloc.step_following(&snap)
-                };
-                write_local(&cfg, &a);
+                // Every speaker takes the record over its own result wherever they
+                // differ, and announces only what is recorded; the allocator of record
+                // (the writer, while this speaker's Lease fence is open) allocates apart.
+                let (a, _) = alloc.step_following(&snap);
+                let shown = recorded_only(&snap, &a);
+                write_local(&cfg, &shown);
                 // After the step: a gossip keyed from a Secret starts in it, and must be
                 // seeded from this very snapshot's Nodes (the next one may be long coming).
-                announcing.step(&snap, &a).await;
+                announcing.step(&snap, &shown).await;
                 announcing.seed_members_from(&snap).await;
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
                     publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
                 }
-                api.submit(&snap, &a, changes);
-                api.candidates(announcing.candidates(&snap));
+                candidates = announcing.candidates(&snap);
+                api.submit(&snap, candidates.clone());
                 api.want_witness(announcing.witness_needed());
                 current = Some(snap);
             }
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
                 if let Some(snap) = &current {
-                    api.candidates(announcing.candidates(snap));
+                    let now = announcing.candidates(snap);
+                    if now != candidates {
+                        candidates = now;
+                        api.submit(snap, candidates.clone());
+                    }
                 }
                 api.want_witness(announcing.witness_needed());
             }
@@ -205,8 +211,9 @@ pub async fn run_cluster(
             }
         }
     }
-    api.stop();
-    announcing.stop().await;
+    // No status write in flight, then the Lease handed to the next speaker at once; side
+    // by side with the goodbye and the L2 handoff, which never wait on the API server.
+    tokio::join!(api.stop(), announcing.stop());
     Ok(())
 }
 
@@ -242,6 +249,9 @@ async fn on_membership_event(
         tracing::info!(event = ?ev, "membership");
         if let Some(p) = publisher {
             p.on_membership_event(&ev);
+        }
+        if let crate::membership::MembershipEvent::LostContact { .. } = ev {
+            announcing.reannounce().await;
         }
     }
     announcing.tick().await;

@@ -198,6 +198,8 @@ fn spawn_worker(name: &str, config: &Arc<Config>) -> WorkerHandle {
         groups: None,
         schedule: Schedule::new(config.timetable.clone()),
         applied: BTreeSet::new(),
+        last_event: std::time::Instant::now(),
+        silent_until: None,
     };
     let span = tracing::info_span!("l2_interface", interface = %name);
     let task = tokio::spawn(worker.run().instrument(span));

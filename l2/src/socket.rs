@@ -64,6 +64,15 @@ impl PacketSocket {
         }
     }
 
+    /// Receives one frame if one is queued, without waiting.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<(usize, u8)>> {
+        match nix::sys::socket::recvfrom::<LinkAddr>(self.fd.get_ref().as_raw_fd(), buf) {
+            Ok((len, addr)) => Ok(Some((len, addr.map(|a| a.pkttype()).unwrap_or(0)))),
+            Err(nix::errno::Errno::EAGAIN) => Ok(None),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
     /// Frames the kernel dropped since the last call because the receive queue was full.
     pub fn take_drops(&self) -> io::Result<u32> {
         sys::packet_drops(self.fd.get_ref().as_fd())

@@ -18,11 +18,21 @@ use crate::{Config, InterfaceError};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 const RECV_BUFFER: usize = 4096;
+
+/// The worker wakes at least every link poll (100 ms); a gap this long between two wakes
+/// means the process did not run (frozen, stopped, starved) and may have been replaced.
+const STALL_LIMIT: Duration = Duration::from_millis(250);
+
+/// After a stall the worker answers and announces nothing for this long, or until its
+/// owner confirms the owned set (any `set_owned`): the requests queued meanwhile are stale,
+/// and another node may answer for these addresses now. A speaker that stalled releases
+/// and re-owns its addresses within this time ([`crate::Announcer::set_owned`]).
+const STALL_SILENCE: Duration = Duration::from_millis(300);
 
 /// The whole set owned on one interface, versioned so `set_owned` knows when it applied.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +56,10 @@ pub(crate) struct Worker {
     pub schedule: Schedule,
     /// The set the timetable and groups were last brought in line with.
     pub applied: BTreeSet<IpAddr>,
+    /// When the loop last handled an event (a long gap is a stall, [`STALL_LIMIT`]).
+    pub last_event: Instant,
+    /// Silent after a stall until then, unless the owned set is confirmed first.
+    pub silent_until: Option<Instant>,
 }
 
 enum Event {
@@ -68,7 +82,10 @@ impl Worker {
         let mut poll = tokio::time::interval(self.config.link_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next_due = self.schedule.next_due();
+            let next_due = self
+                .schedule
+                .next_due()
+                .map(|at| self.silent_until.map_or(at, |s| at.max(s)));
             let event = {
                 let socket = self.socket.as_ref();
                 let buf = &mut buf;
@@ -94,8 +111,23 @@ impl Worker {
                     r = recv => Event::Frame(r),
                 }
             };
+            let now = Instant::now();
+            let gap = now.saturating_duration_since(self.last_event);
+            self.last_event = now;
+            if gap > STALL_LIMIT {
+                self.on_stall(gap, now);
+                if matches!(event, Event::Frame(Ok(_))) {
+                    continue; // queued during the stall: stale
+                }
+            }
+            if self.silent_until.is_some_and(|t| t <= now) {
+                self.silent_until = None;
+            }
             match event {
-                Event::Owned(true) => self.apply_owned().await,
+                Event::Owned(true) => {
+                    self.silent_until = None;
+                    self.apply_owned().await
+                }
                 Event::Owned(false) => return,
                 Event::Due => self.send_due().await,
                 Event::Frame(Ok((len, pkttype))) => {
@@ -242,10 +274,41 @@ impl Worker {
         }
     }
 
+    /// The loop did not run for `gap`: drop the frames that queued meanwhile and go silent
+    /// ([`STALL_SILENCE`]).
+    fn on_stall(&mut self, gap: Duration, now: Instant) {
+        let mut stale = 0u64;
+        if let Some(socket) = self.socket.as_ref() {
+            let mut buf = [0u8; RECV_BUFFER];
+            while let Ok(Some(_)) = socket.try_recv(&mut buf) {
+                stale += 1;
+                if stale >= 100_000 {
+                    break;
+                }
+            }
+        }
+        {
+            let mut rec = self.record();
+            rec.frames_received += stale;
+            rec.frames_ignored += stale;
+        }
+        warn!(
+            stalled_ms = gap.as_millis() as u64,
+            stale, "did not run: dropped the requests that queued meanwhile; silent until the owned set is confirmed"
+        );
+        self.silent_until = Some(now + STALL_SILENCE);
+    }
+
     async fn on_frame(&mut self, frame: &[u8], pkttype: u8) {
         let Some(link) = self.link else {
             return;
         };
+        if self.silent_until.is_some() {
+            let mut rec = self.record();
+            rec.frames_received += 1;
+            rec.frames_ignored += 1;
+            return;
+        }
         let pkttype = u32::from(pkttype);
         let parsed =
             if pkttype == crate::bpf::PACKET_OUTGOING || pkttype == crate::bpf::PACKET_OTHERHOST {

@@ -293,6 +293,36 @@ impl ElectionView {
         self.nodes.is_empty()
     }
 
+    /// The `k` nodes ranked next after the owner of an L2 `result` of this view: the
+    /// eligible nodes (none of the result's exclusions) other than the owner, best
+    /// rendezvous score first. The first is the node that owns the IP should the owner
+    /// go; the owner heartbeats to these ([`crate::membership::heartbeat`]).
+    pub fn successors(&self, result: &ElectionResult, k: usize) -> Vec<NodeName> {
+        if result.mode != ModeKind::L2 || k == 0 {
+            return Vec::new();
+        }
+        let excluded: std::collections::HashSet<&str> =
+            result.exclusions().map(|e| &*e.node).collect();
+        let owner = result.owner().map(|o| &**o);
+        let ip_key = rendezvous::ip_key(result.ip);
+        let mut ranked: Vec<(u64, &NodeName)> = self
+            .nodes
+            .iter()
+            .filter(|n| !excluded.contains(&*n.name) && Some(&*n.name) != owner)
+            .map(|n| (rendezvous::score(ip_key, n.key), &n.name))
+            .collect();
+        ranked.sort_by(|(sa, na), (sb, nb)| {
+            if rendezvous::beats(*sa, na, *sb, nb) {
+                std::cmp::Ordering::Less
+            } else if rendezvous::beats(*sb, nb, *sa, na) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        ranked.into_iter().take(k).map(|(_, n)| n.clone()).collect()
+    }
+
     /// Elect for one request alone.
     pub fn elect(&self, request: &ElectionRequest) -> ElectionResult {
         let class = self.class_filter(

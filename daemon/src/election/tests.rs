@@ -515,3 +515,36 @@ proptest! {
         prop_assert_eq!(view.reelect_after_change(&reqs, &prev, &changed), view.elect_many(&reqs));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The first successor of an IP is the node that owns it once the owner is dead (so
+    /// the owner heartbeats to the node that would take over), and no successor is
+    /// excluded or the owner itself.
+    #[test]
+    fn the_first_successor_owns_the_ip_when_the_owner_dies(
+        bits in prop::collection::vec(0u8..16, 2..24),
+        local_mask in any::<u32>(),
+    ) {
+        let nodes: Vec<Candidate> = bits.iter().enumerate().map(|(i, b)| varied_node(i, *b)).collect();
+        let reqs = varied_requests(60, local_mask);
+        let view = ElectionView::new(nodes.clone());
+        for r in view.elect_many(&reqs) {
+            let succ = view.successors(&r, 2);
+            let Some(owner) = r.owner().filter(|_| r.mode == ModeKind::L2) else {
+                prop_assert!(r.mode == ModeKind::Bgp || succ.is_empty());
+                continue;
+            };
+            prop_assert!(succ.len() <= 2);
+            prop_assert!(succ.iter().all(|s| s != owner && r.exclusion_of(s).is_none()));
+            let mut dead = nodes.clone();
+            for c in dead.iter_mut().filter(|c| *c.node == **owner) {
+                c.live = false;
+            }
+            let again = ElectionView::new(dead).elect_many(&reqs);
+            let next = again.iter().find(|x| x.ip == r.ip && x.mode == r.mode).and_then(|x| x.owner().cloned());
+            prop_assert_eq!(succ.first().cloned(), next);
+        }
+    }
+}

@@ -278,6 +278,11 @@ impl Publisher {
         self.lock().deaths.push(at);
     }
 
+    /// A receiver of the views this publisher sends.
+    pub fn subscribe(&self) -> watch::Receiver<LocalView> {
+        self.lock().tx.subscribe()
+    }
+
     /// How many times each Service-sized section was built so far.
     pub fn section_builds(&self) -> SectionBuilds {
         self.lock().builds

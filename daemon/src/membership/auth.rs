@@ -47,6 +47,8 @@ pub enum FrameKind {
     Swim,
     /// A goodbye: the sender is leaving on purpose (graceful stop).
     Goodbye,
+    /// An owner's heartbeat to its successors ([`super::heartbeat`]).
+    Heartbeat,
 }
 
 impl FrameKind {
@@ -54,6 +56,7 @@ impl FrameKind {
         match self {
             FrameKind::Swim => 1,
             FrameKind::Goodbye => 2,
+            FrameKind::Heartbeat => 3,
         }
     }
 
@@ -61,6 +64,7 @@ impl FrameKind {
         match code {
             1 => Some(FrameKind::Swim),
             2 => Some(FrameKind::Goodbye),
+            3 => Some(FrameKind::Heartbeat),
             _ => None,
         }
     }

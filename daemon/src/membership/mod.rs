@@ -23,12 +23,14 @@
 pub mod addr;
 pub mod auth;
 pub mod facts;
+pub mod heartbeat;
 pub mod identity;
 pub mod rotation;
 mod task;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +89,16 @@ use crate::election::{InterfaceFacts, QuorumView};
 /// timings 827-911 ms.
 /// `membership::tests::live_members_under_cpu_load_are_never_declared_down`
 /// checks that these numbers do not declare starved members down.
+///
+/// The owners of L2 IPs are watched more closely by their successors
+/// ([`heartbeat`]): a heartbeat every 25 ms, down after 200 ms of silence. A
+/// crashed owner is then declared down 175-225 ms after it died (its last
+/// heartbeat left up to 25 ms before), and its successor announces a few
+/// milliseconds later: below VRRP with 0.1 s adverts (master down interval
+/// 3 x 0.1 s plus skew, about 300 ms). 200 ms is eight heartbeats, so a lost
+/// datagram or a scheduling delay of a loaded node's sender does not count; a
+/// watcher that was itself starved gives every watch a fresh timeout. The load
+/// test above also runs these heartbeats between all three members.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timings {
     /// How often a member probes another.
@@ -110,6 +122,10 @@ pub struct Timings {
     /// Re-disseminate our facts this often even without change, so that a
     /// member who missed them converges.
     pub facts_refresh: Duration,
+    /// How often an owner sends its successors a heartbeat ([`heartbeat`]).
+    pub heartbeat_interval: Duration,
+    /// A successor declares a silent owner down after this long.
+    pub heartbeat_timeout: Duration,
 }
 
 impl Timings {
@@ -131,6 +147,8 @@ impl Timings {
             remove_down_after: Duration::from_secs(15 * 60),
             rejoin_period: Duration::from_millis(500),
             facts_refresh: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_millis(25),
+            heartbeat_timeout: Duration::from_millis(200),
         }
     }
 
@@ -143,6 +161,16 @@ impl Timings {
                 format!(
                     "{:?} (must be > 0 and < probe_period {:?})",
                     self.probe_rtt, self.probe_period
+                ),
+            ));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_timeout < 2 * self.heartbeat_interval
+        {
+            return Err(bad(
+                "heartbeat_timeout",
+                format!(
+                    "{:?} (must be at least two heartbeat_interval {:?}, which must be > 0)",
+                    self.heartbeat_timeout, self.heartbeat_interval
                 ),
             ));
         }
@@ -161,7 +189,7 @@ impl Timings {
             num_indirect_probes: indirect,
             max_transmissions: max_tx,
             suspect_to_down_after: self.suspect_to_down_after,
-            remove_down_after: self.remove_down_after,
+            remove_down_after: Some(self.remove_down_after),
             max_packet_size: NonZeroUsize::new(MAX_PAYLOAD).unwrap_or(one),
             notify_down_members: true,
             periodic_announce: Some(foca::PeriodicParams {
@@ -241,6 +269,24 @@ pub enum MembershipEvent {
         /// The new facts.
         facts: MemberFacts,
     },
+    /// This speaker may have been replaced without knowing it: other members may have
+    /// taken over and announced its L2 IPs meanwhile, so it must announce them again.
+    LostContact {
+        /// How this speaker found out.
+        reason: LostContact,
+    },
+}
+
+/// How a speaker found out it may have been replaced ([`MembershipEvent::LostContact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostContact {
+    /// Its own loop did not run for longer than the heartbeat timeout (frozen, stopped,
+    /// starved): its successors may have declared it down.
+    Stalled(Duration),
+    /// The others declared it down; it rejoined under a new generation.
+    DeclaredDown,
+    /// It was alone (cut off) and found the others again.
+    Reconnected,
 }
 
 /// A member's health as this speaker sees it.
@@ -286,6 +332,8 @@ pub struct MembershipStats {
     pub suspected: u64,
     /// Times our own suspicion timer declared a member down.
     pub declared_down: u64,
+    /// Times a watched owner's heartbeats stopped and we declared it down.
+    pub heartbeat_down: u64,
 }
 
 #[derive(Debug, Default)]
@@ -297,6 +345,7 @@ struct Counters {
     events_dropped: AtomicU64,
     suspected: AtomicU64,
     declared_down: AtomicU64,
+    heartbeat_down: AtomicU64,
 }
 
 impl Counters {
@@ -313,6 +362,7 @@ impl Counters {
             events_dropped: self.events_dropped.load(Ordering::Relaxed),
             suspected: self.suspected.load(Ordering::Relaxed),
             declared_down: self.declared_down.load(Ordering::Relaxed),
+            heartbeat_down: self.heartbeat_down.load(Ordering::Relaxed),
         }
     }
 }
@@ -349,6 +399,7 @@ enum Command {
     SetKeys(Keyring),
     SetSeeds(Vec<SocketAddr>),
     SetTimings(foca::Config),
+    SetHeartbeatTargets(BTreeSet<String>),
     Leave(oneshot::Sender<()>),
 }
 
@@ -465,6 +516,19 @@ impl MembershipHandle {
         let config = timings.foca_config()?;
         self.commands
             .send(Command::SetTimings(config))
+            .await
+            .map_err(|_| MembershipError::Stopped)
+    }
+
+    /// The nodes this speaker sends owner heartbeats to (the successors of the L2 IPs it
+    /// owns, [`heartbeat`]); empty when it owns none. Nodes dropped from the set are told
+    /// to stop watching.
+    pub async fn set_heartbeat_targets(
+        &self,
+        nodes: BTreeSet<String>,
+    ) -> Result<(), MembershipError> {
+        self.commands
+            .send(Command::SetHeartbeatTargets(nodes))
             .await
             .map_err(|_| MembershipError::Stopped)
     }

@@ -5,14 +5,14 @@
 //! like any loss), events with `try_send` (counted when dropped; the snapshot
 //! stays authoritative).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::iter;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foca::{AccumulatingRuntime, Foca, Member, OwnedNotification, PostcardCodec, State, Timer};
-use rand::rngs::SmallRng;
+use rand::rngs::{SmallRng, SysRng};
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -20,8 +20,9 @@ use tracing::{debug, info, warn};
 
 use super::auth::FrameKind;
 use super::facts::{self, FactsBook, FactsHandler, MemberFacts};
+use super::heartbeat::{Heartbeat, Watches, WorstGap};
 use super::{
-    Command, Counters, DownReason, Health, Keyring, MemberSnapshot, MembershipConfig,
+    Command, Counters, DownReason, Health, Keyring, LostContact, MemberSnapshot, MembershipConfig,
     MembershipError, MembershipEvent, SpeakerId, Timings,
 };
 use crate::election::InterfaceFacts;
@@ -62,6 +63,16 @@ pub(super) struct MembershipTask {
     events: mpsc::Sender<MembershipEvent>,
     snapshot: Arc<Mutex<Vec<MemberSnapshot>>>,
     counters: Arc<Counters>,
+    /// Nodes we send owner heartbeats to ([`super::heartbeat`]).
+    heartbeat_targets: BTreeSet<String>,
+    /// Owners we watch for their heartbeats.
+    watches: Watches,
+    /// When our heartbeat tick last ran (a late tick means we were starved).
+    last_beat: Instant,
+    /// How late our heartbeat tick ran lately (told to the watchers).
+    late: WorstGap,
+    /// Set by a view reset; the next time we are connected we found the others again.
+    reconnecting: bool,
 }
 
 impl MembershipTask {
@@ -104,7 +115,7 @@ impl MembershipTask {
         let swim = Foca::with_custom_broadcast(
             id.clone(),
             foca_config.clone(),
-            SmallRng::from_os_rng(),
+            seeded_rng(),
             PostcardCodec,
             FactsHandler { book: book.clone() },
         );
@@ -134,6 +145,11 @@ impl MembershipTask {
             events,
             snapshot,
             counters,
+            heartbeat_targets: BTreeSet::new(),
+            watches: Watches::default(),
+            last_beat: Instant::now(),
+            late: WorstGap::default(),
+            reconnecting: false,
         };
         task.publish_own_facts();
         task.announce_to_seeds();
@@ -149,10 +165,17 @@ impl MembershipTask {
         let mut buf = vec![0u8; 64 * 1024];
         let mut rejoin = tokio::time::interval(self.timings.rejoin_period);
         let mut refresh = tokio::time::interval(self.timings.facts_refresh);
+        let mut beat = tokio::time::interval(self.timings.heartbeat_interval);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.last_beat = Instant::now();
         loop {
             let next_timer = self.timers.keys().next().map(|(at, _)| *at);
             let sleep_until =
                 next_timer.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let watch_deadline = self
+                .watches
+                .next_deadline()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
@@ -175,6 +198,7 @@ impl MembershipTask {
                     }
                     Some(Command::SetSeeds(seeds)) => self.set_seeds(seeds),
                     Some(Command::SetTimings(config)) => self.set_timings(config),
+                    Some(Command::SetHeartbeatTargets(nodes)) => self.set_heartbeat_targets(nodes),
                     Some(Command::Leave(done)) => {
                         self.leave();
                         let _ = done.send(());
@@ -187,6 +211,14 @@ impl MembershipTask {
                     }
                 }
                 _ = refresh.tick() => self.publish_own_facts(),
+                _ = beat.tick() => {
+                    self.drain_socket(&mut buf);
+                    self.on_beat();
+                }
+                _ = tokio::time::sleep_until(watch_deadline.into()) => {
+                    self.drain_socket(&mut buf);
+                    self.check_watches();
+                }
             }
             self.flush();
         }
@@ -210,6 +242,127 @@ impl MembershipTask {
                 }
             }
             FrameKind::Goodbye => self.on_goodbye(payload, from),
+            FrameKind::Heartbeat => self.on_heartbeat(payload, from),
+        }
+    }
+
+    /// An owner's heartbeat: watch it (or stop, on a release) while it is a live member
+    /// under that identity at that address.
+    fn on_heartbeat(&mut self, payload: &[u8], from: SocketAddr) {
+        let Ok(hb) = postcard::from_bytes::<Heartbeat>(payload) else {
+            Counters::bump(&self.counters.rejected_payload);
+            return;
+        };
+        let live = self.swim.iter_members().any(|m| *m.id() == hb.id);
+        if hb.id.addr != from || !live {
+            debug!(peer = %from, node = %hb.id.node, "heartbeat from a non-member ignored");
+            return;
+        }
+        self.watches.heard(&hb, Instant::now());
+    }
+
+    /// The heartbeat tick: notices our own starvation (a late tick), then sends a heartbeat
+    /// to every target that is a live member.
+    fn on_beat(&mut self) {
+        let now = Instant::now();
+        let gap = now.saturating_duration_since(self.last_beat);
+        self.last_beat = now;
+        if gap > self.timings.heartbeat_timeout / 2 {
+            // Late heartbeats were read just before: the rest of the time asleep was ours.
+            self.watches.grace(now);
+        }
+        if gap > self.timings.heartbeat_timeout {
+            warn!(stalled_ms = gap.as_millis() as u64, "the membership did not run for longer than the heartbeat timeout; others may have taken over");
+            self.emit(MembershipEvent::LostContact {
+                reason: LostContact::Stalled(gap),
+            });
+        }
+        self.late
+            .saw(gap.saturating_sub(self.timings.heartbeat_interval), now);
+        let me = self.swim.identity().clone();
+        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, self.late.at(now));
+        let targets = self.heartbeat_targets.clone();
+        self.send_heartbeat(&targets, &hb, 1);
+    }
+
+    /// Sends `hb` (`copies` times) to the live members among `nodes`.
+    fn send_heartbeat(&mut self, nodes: &BTreeSet<String>, hb: &Heartbeat, copies: usize) {
+        if nodes.is_empty() {
+            return;
+        }
+        let payload = match postcard::to_allocvec(hb) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "encoding a heartbeat");
+                return;
+            }
+        };
+        let frame = self.keys.seal(FrameKind::Heartbeat, &payload);
+        let addrs: Vec<SocketAddr> = self
+            .swim
+            .iter_members()
+            .filter(|m| nodes.contains(&m.id().node))
+            .map(|m| m.id().addr)
+            .collect();
+        for _ in 0..copies {
+            for a in &addrs {
+                self.send_raw(&frame, *a);
+            }
+        }
+    }
+
+    /// New heartbeat targets: the new ones hear from us at once (their watch starts now),
+    /// the dropped ones are told to stop watching.
+    fn set_heartbeat_targets(&mut self, nodes: BTreeSet<String>) {
+        if nodes == self.heartbeat_targets {
+            return;
+        }
+        let me = self.swim.identity().clone();
+        let dropped: BTreeSet<String> =
+            self.heartbeat_targets.difference(&nodes).cloned().collect();
+        let added: BTreeSet<String> = nodes.difference(&self.heartbeat_targets).cloned().collect();
+        debug!(targets = ?nodes, "heartbeat targets");
+        self.send_heartbeat(&dropped, &Heartbeat::release(me.clone()), GOODBYE_COPIES);
+        let late = self.late.at(Instant::now());
+        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, late);
+        self.send_heartbeat(&added, &hb, 1);
+        self.heartbeat_targets = nodes;
+    }
+
+    /// Declares down every watched owner silent past its timeout (unless we ourselves were
+    /// starved: then the watches start afresh), and gossips the verdict at once.
+    fn check_watches(&mut self) {
+        let now = Instant::now();
+        let beat_late = now.saturating_duration_since(self.last_beat);
+        if beat_late > self.timings.heartbeat_timeout / 2 {
+            self.watches.grace(now);
+            return;
+        }
+        let expired = self.watches.take_expired(now);
+        let mut declared = 0;
+        for id in expired {
+            let live = self.swim.iter_members().any(|m| *m.id() == id);
+            if !live {
+                continue;
+            }
+            warn!(node = %id.node, "owner heartbeats stopped: declared down");
+            if let Err(e) =
+                self.swim
+                    .apply_many(iter::once(Member::down(id)), true, &mut self.runtime)
+            {
+                warn!(error = %e, "declaring a silent owner down");
+                continue;
+            }
+            declared += 1;
+        }
+        if declared == 0 {
+            return;
+        }
+        self.counters
+            .heartbeat_down
+            .fetch_add(declared, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.swim.gossip(&mut self.runtime) {
+            debug!(error = %e, "gossiping a heartbeat verdict");
         }
     }
 
@@ -226,7 +379,7 @@ impl MembershipTask {
         }
         info!(node = %id.node, "member says goodbye");
         self.left.insert(id.clone());
-        let update = Member::new(id, 0, State::Down);
+        let update = Member::down(id);
         if let Err(e) = self
             .swim
             .apply_many(iter::once(update), true, &mut self.runtime)
@@ -400,7 +553,7 @@ impl MembershipTask {
         self.swim = Foca::with_custom_broadcast(
             new.clone(),
             self.foca_config.clone(),
-            SmallRng::from_os_rng(),
+            seeded_rng(),
             PostcardCodec,
             FactsHandler {
                 book: self.book.clone(),
@@ -410,6 +563,8 @@ impl MembershipTask {
         self.timers.clear();
         self.runtime = AccumulatingRuntime::new();
         self.left.clear();
+        self.watches = Watches::default();
+        self.reconnecting = true;
         self.own_facts.generation = new.generation;
         self.own_facts.version = 1;
         self.publish_own_facts();
@@ -513,6 +668,7 @@ impl MembershipTask {
                     DownReason::Failed
                 };
                 info!(node = %id.node, addr = %id.addr, ?reason, "member down");
+                self.watches.forget(&id);
                 self.emit(MembershipEvent::MemberDown {
                     id,
                     reason,
@@ -532,9 +688,19 @@ impl MembershipTask {
                 self.own_facts.generation = id.generation;
                 self.own_facts.version = 1;
                 self.publish_own_facts();
+                self.emit(MembershipEvent::LostContact {
+                    reason: LostContact::DeclaredDown,
+                });
             }
             OwnedNotification::Defunct => warn!("our identity was declared down"),
-            OwnedNotification::Active => info!("joined the membership"),
+            OwnedNotification::Active => {
+                info!("joined the membership");
+                if std::mem::take(&mut self.reconnecting) {
+                    self.emit(MembershipEvent::LostContact {
+                        reason: LostContact::Reconnected,
+                    });
+                }
+            }
             OwnedNotification::Idle => {
                 info!("no other live member: starting afresh under a new generation");
                 self.reset_pending = true;
@@ -596,4 +762,15 @@ impl MembershipTask {
         }
         *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = members;
     }
+}
+
+/// foca's random choices (whom to probe, gossip to) seeded from the OS; should the OS have
+/// no entropy to give, the clock and pid still make each speaker's sequence its own.
+fn seeded_rng() -> SmallRng {
+    SmallRng::try_from_rng(&mut SysRng).unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        SmallRng::seed_from_u64(nanos ^ u64::from(std::process::id()))
+    })
 }

@@ -154,6 +154,64 @@ async fn a_crashed_member_is_declared_down_within_the_detection_bound() {
     assert!(may_own_l2(&q));
 }
 
+fn nodes(names: &[&str]) -> std::collections::BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// An owner heartbeats to its successor; when it crashes, the successor declares it down
+/// on the heartbeat timeout (not SWIM's longer suspicion) and the verdict reaches the
+/// third member through the gossip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_owner_is_declared_down_by_the_successor_it_heartbeats_to() {
+    let (mut a, mut b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    c.handle
+        .set_heartbeat_targets(nodes(&["node-a"]))
+        .await
+        .expect("targets");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    drop(c);
+    let (reason_a, at_a) = wait_down(&mut a, "node-c", DETECT).await;
+    let (_, at_b) = wait_down(&mut b, "node-c", DETECT).await;
+    eprintln!(
+        "owner crash, heartbeat detection: node-a (watching) after {:?}, node-b (gossip) after {:?}; timeout {:?}",
+        at_a - killed,
+        at_b - killed,
+        Timings::lan(3).heartbeat_timeout
+    );
+    assert_eq!(reason_a, DownReason::Failed);
+    assert_eq!(a.handle.stats().heartbeat_down, 1, "{:?}", a.handle.stats());
+    assert_eq!(a.handle.stats().declared_down, 0, "not SWIM's verdict");
+    assert_eq!(
+        b.handle.stats().heartbeat_down,
+        0,
+        "node-b was not watching"
+    );
+}
+
+/// A successor the owner no longer heartbeats to is told to stop watching: the owner's
+/// later crash is SWIM's to find, not the heartbeat's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_successor_stops_watching() {
+    let (mut a, _b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    c.handle
+        .set_heartbeat_targets(nodes(&["node-a"]))
+        .await
+        .expect("targets");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.handle
+        .set_heartbeat_targets(nodes(&[]))
+        .await
+        .expect("targets");
+    // Silent for longer than the heartbeat timeout while alive: not declared down.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(live_nodes(&a).len(), 3);
+    drop(c);
+    let _ = wait_down(&mut a, "node-c", DETECT).await;
+    let stats = a.handle.stats();
+    assert_eq!(stats.heartbeat_down, 0, "{stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaving_member_is_seen_down_at_once() {
     let (mut a, mut b, c) = trio(|| ring(key(1, 7), vec![])).await;
@@ -414,6 +472,17 @@ fn member_on_own_thread(
         rt.block_on(async move {
             let mut m = start(node, seeds, ring(key(1, 7), vec![])).await;
             let _ = addr.send(m.handle.local_id().addr);
+            // node-a and node-b (nice 0, like the load) are owners watching each other
+            // through the heartbeats too; node-c (nice 10) is SWIM's alone: see below.
+            let others = ["node-a", "node-b"]
+                .into_iter()
+                .filter(|n| *n != node && nice == 0)
+                .map(str::to_string)
+                .collect();
+            m.handle
+                .set_heartbeat_targets(others)
+                .await
+                .expect("heartbeat targets");
             let mut seen_all = false;
             let mut downs = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -454,8 +523,16 @@ fn renice_this_thread(nice: u8) {
     assert!(out.status.success(), "renice: {out:?}");
 }
 
-/// The failure detector's timings ([`Timings::lan`]) are short; a member
-/// that is alive but slow must still never be declared down. Three members,
+/// The failure detector's timings ([`Timings::lan`]) are short, the owner
+/// heartbeats' ([`heartbeat`]) shorter; a member that is alive but slow must
+/// still never be declared down. node-a and node-b also heartbeat to each other.
+///
+/// The heartbeats tolerate a loaded node at the load's priority, not node-c's
+/// nice 10 on a host far busier than CI: with other builds at load 20 on the 2
+/// cores, node-c (a tenth of a busy thread's weight) stalls 200-300 ms, and a
+/// heartbeat watch of it declared it down about once in 20 s while SWIM refuted
+/// in time (see issue 16's note): a starved owner cannot be told from a frozen
+/// one faster than it stalls. Three members,
 /// each on its own thread (as three processes would be), stay together for
 /// 20 s while busy-loop threads, two per core, keep every core saturated;
 /// node-c, the slow one, also runs at niceness 10 (about a tenth of a busy
@@ -539,17 +616,18 @@ fn live_members_under_cpu_load_are_never_declared_down() {
         .collect();
     for o in &outcomes {
         eprintln!(
-            "under load ({} busy threads on {cores} cores, {loaded_for:?}; node-c at nice 10): {} suspected {} times, declared {} down, sees {} live",
+            "under load ({} busy threads on {cores} cores, {loaded_for:?}; node-c at nice 10): {} suspected {} times, declared {} down (heartbeats: {}), sees {} live",
             (2 * cores).min(8),
             o.node,
             o.stats.suspected,
             o.stats.declared_down,
+            o.stats.heartbeat_down,
             o.live_at_end
         );
     }
     for o in &outcomes {
         assert!(
-            o.downs.is_empty() && o.stats.declared_down == 0,
+            o.downs.is_empty() && o.stats.declared_down == 0 && o.stats.heartbeat_down == 0,
             "{} declared live members down under CPU load: {:?}",
             o.node,
             o.downs

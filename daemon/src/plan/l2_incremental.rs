@@ -173,6 +173,22 @@ impl L2Planner {
     }
 }
 
+impl L2Planner {
+    /// The nodes ranked next ([`ElectionView::successors`], `k` per IP) for the IPs of
+    /// the last plan that `owner` owns: whom an owner heartbeats to.
+    pub fn successors(&self, owner: &str, k: usize) -> std::collections::BTreeSet<String> {
+        let Some(last) = &self.last else {
+            return Default::default();
+        };
+        last.results
+            .iter()
+            .filter(|r| r.owner().is_some_and(|o| &**o == owner))
+            .flat_map(|r| last.view.successors(r, k))
+            .map(|n| n.to_string())
+            .collect()
+    }
+}
+
 fn full(
     snap: &Snapshot,
     reqs: L2Requests,

@@ -8,3 +8,4 @@ pub mod l2_incremental;
 pub mod member_seeds;
 pub mod node_floor;
 pub mod policy_route;
+pub mod takeover;

@@ -10,6 +10,7 @@
 //! A document that fails to parse is reported with its index, kind and name and skipped;
 //! the others apply. An unreadable file keeps the last snapshot in force.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -42,25 +43,29 @@ pub struct Loaded {
 }
 
 /// Splits at lines that are exactly `---` (YAML document markers), so that a syntax error
-/// in one document cannot hide the others.
-fn documents(text: &str) -> Vec<String> {
-    let mut docs = vec![String::new()];
-    for line in text.lines() {
-        if line.trim_end() == "---" || line.starts_with("--- ") {
-            docs.push(String::new());
-            if let Some(rest) = line.strip_prefix("--- ") {
-                if let Some(d) = docs.last_mut() {
-                    d.push_str(rest);
-                    d.push('\n');
-                }
-            }
-            continue;
-        }
-        if let Some(d) = docs.last_mut() {
-            d.push_str(line);
-            d.push('\n');
+/// in one document cannot hide the others. Documents borrow the text (a `--- rest` line's
+/// rest is put in front of its document, the one case that copies).
+fn documents(text: &str) -> Vec<Cow<'_, str>> {
+    fn doc<'a>(head: Option<&'a str>, body: &'a str) -> Cow<'a, str> {
+        match head {
+            None => Cow::Borrowed(body),
+            Some(h) => Cow::Owned(format!("{h}\n{body}")),
         }
     }
+    let mut docs = Vec::new();
+    let (mut start, mut pos) = (0, 0);
+    let mut head = None;
+    for line in text.split_inclusive('\n') {
+        let l = line.strip_suffix('\n').unwrap_or(line);
+        let l = l.strip_suffix('\r').unwrap_or(l);
+        if l.trim_end() == "---" || l.starts_with("--- ") {
+            docs.push(doc(head, &text[start..pos]));
+            head = l.strip_prefix("--- ");
+            start = pos + line.len();
+        }
+        pos += line.len();
+    }
+    docs.push(doc(head, &text[start..]));
     docs
 }
 
@@ -102,7 +107,16 @@ fn object(v: Value) -> Result<Object, String> {
 
 /// Parses a multi-document YAML text. Never panics, whatever the bytes.
 pub fn parse(text: &str) -> Loaded {
-    let mut loaded = Loaded::default();
+    let mut objects = Vec::new();
+    let errors = parse_each(text, |o| objects.push(o));
+    Loaded { objects, errors }
+}
+
+/// Parses a multi-document YAML text, handing each object to `apply` as soon as it is
+/// read (so a file of 10 000 Services is never held as text, documents and objects at
+/// once); returns the documents that were skipped. Never panics, whatever the bytes.
+pub fn parse_each(text: &str, mut apply: impl FnMut(Object)) -> Vec<DocumentError> {
+    let mut errors = Vec::new();
     for (index, doc) in documents(text).into_iter().enumerate() {
         if doc
             .lines()
@@ -114,7 +128,7 @@ pub fn parse(text: &str) -> Loaded {
             Ok(Value::Null) => continue,
             Ok(v) => v,
             Err(e) => {
-                loaded.errors.push(DocumentError {
+                errors.push(DocumentError {
                     index,
                     kind: "?".into(),
                     name: "?".into(),
@@ -133,7 +147,7 @@ pub fn parse(text: &str) -> Loaded {
             _ => "?".to_string(),
         };
         if name == "?" {
-            loaded.errors.push(DocumentError {
+            errors.push(DocumentError {
                 index,
                 kind,
                 name,
@@ -142,8 +156,8 @@ pub fn parse(text: &str) -> Loaded {
             continue;
         }
         match object(value) {
-            Ok(o) => loaded.objects.push(o),
-            Err(message) => loaded.errors.push(DocumentError {
+            Ok(o) => apply(o),
+            Err(message) => errors.push(DocumentError {
                 index,
                 kind,
                 name,
@@ -151,7 +165,7 @@ pub fn parse(text: &str) -> Loaded {
             }),
         }
     }
-    loaded
+    errors
 }
 
 /// A store holding exactly the objects of `loaded` (the file is the whole state).
@@ -161,6 +175,19 @@ pub fn store_of(loaded: &Loaded, namespace: &str) -> Store {
         store.apply(o.clone(), namespace);
     }
     store
+}
+
+/// The snapshot of exactly the objects of a file's `text`, each applied as it is parsed;
+/// with the documents skipped and the number of objects.
+pub fn snapshot_of_text(text: &str, sel: &Selection) -> (Snapshot, Vec<DocumentError>, usize) {
+    let mut store = Store::default();
+    store.select(sel);
+    let mut objects = 0;
+    let errors = parse_each(text, |o| {
+        objects += 1;
+        store.apply(o, &sel.namespace);
+    });
+    (store.snapshot(sel), errors, objects)
 }
 
 /// The snapshot of exactly the objects of `loaded`, moved into the store (not copied: a
@@ -258,11 +285,11 @@ impl FilePoller {
 /// Loads the file and builds a snapshot; logs every skipped document.
 pub fn load_snapshot(path: &Path, sel: &Selection) -> std::io::Result<Snapshot> {
     let text = std::fs::read_to_string(path)?;
-    let loaded = parse(&text);
-    for e in &loaded.errors {
+    let (snap, errors, _) = snapshot_of_text(&text, sel);
+    for e in &errors {
         tracing::warn!(file = %path.display(), error = %e, "skipping document");
     }
-    Ok(snapshot_of(loaded, sel))
+    Ok(snap)
 }
 
 /// Watches `path` and publishes a new snapshot after every change, until every receiver is
@@ -278,13 +305,12 @@ pub async fn watch_file(
     loop {
         match poller.poll() {
             Ok(Some(text)) => {
-                let loaded = parse(&text);
+                let (snap, errors, objects) = snapshot_of_text(&text, &sel);
                 drop(text);
-                for e in &loaded.errors {
+                for e in &errors {
                     tracing::warn!(file = %path.display(), error = %e, "skipping document");
                 }
-                tracing::info!(file = %path.display(), objects = loaded.objects.len(), skipped = loaded.errors.len(), "loaded");
-                let snap = snapshot_of(loaded, &sel);
+                tracing::info!(file = %path.display(), objects, skipped = errors.len(), "loaded");
                 if tx.send(snap).is_err() {
                     return;
                 }

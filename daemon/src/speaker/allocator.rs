@@ -55,7 +55,22 @@ impl Allocator {
         if theirs.is_empty() {
             return (mine, changes);
         }
+        // The record wins: an IP of ours that the record gives another Service is
+        // re-allocated, never kept against the record.
+        let taken: BTreeSet<IpAddr> = theirs
+            .iter()
+            .flat_map(|(_, ips)| ips.iter().copied())
+            .collect();
         let mut seed = mine.clone();
+        let against: Vec<AllocationKey> = seed
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Ok(a) if a.ips.iter().any(|ip| taken.contains(ip))))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in against {
+            seed.outcomes.remove(&k);
+        }
         for (key, ips) in theirs {
             seed.outcomes.insert(
                 key,
@@ -138,6 +153,33 @@ pub fn status_disagreements(
         }
     }
     out
+}
+
+/// What a speaker announces in cluster mode: only the allocations the record (the
+/// Services' status, written by the Lease holder) already shows, as MetalLB's speakers
+/// announce only what its controller wrote. Every speaker, the leader included, announces
+/// the same IPs, and two Services are never announced with one IP as long as the record
+/// does not give them one (which only the fenced writer could).
+pub fn recorded_only(snap: &Snapshot, a: &Assignments) -> Assignments {
+    let outcomes = a
+        .outcomes
+        .iter()
+        .filter(|(key, outcome)| {
+            let Ok(alloc) = outcome else { return false };
+            let Some(svc) = snap.services.get(&key.service) else {
+                return false;
+            };
+            let mut recorded = status_ips(svc);
+            recorded.sort();
+            recorded.dedup();
+            let mut own = alloc.ips.clone();
+            own.sort();
+            own.dedup();
+            recorded == own
+        })
+        .map(|(k, o)| (k.clone(), o.clone()))
+        .collect();
+    Assignments { outcomes }
 }
 
 #[cfg(test)]

@@ -187,7 +187,17 @@ impl Announcing {
             }
             changed = true;
         }
-        if changed {
+        if changed || self.l2.hold_ended(Instant::now()) {
+            self.apply_l2(false).await;
+        }
+    }
+
+    /// We may have been replaced without knowing it (frozen, cut off, declared down while
+    /// alive): release our L2 IPs and own them again, announcing, after the takeover hold,
+    /// so that whoever answers for an IP has announced it since anyone else did and two
+    /// nodes never answer at once.
+    pub async fn reannounce(&mut self) {
+        if self.l2.hold_all() {
             self.apply_l2(false).await;
         }
     }
@@ -222,6 +232,10 @@ impl Announcing {
                 new_inputs,
             )
             .await;
+        if let Some(g) = &mut self.gossip {
+            g.set_heartbeat_targets(self.l2.heartbeat_targets(&self.node))
+                .await;
+        }
     }
 
     /// The BGP actuator (peer status for the local API).

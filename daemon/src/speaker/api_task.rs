@@ -16,23 +16,16 @@ use tokio::task::JoinHandle;
 
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::Candidate;
-use crate::ipam::Assignments;
 use crate::snapshot::Snapshot;
-use crate::status::announced::{announcements, AnnouncedTracker};
-use crate::status::changes::Change;
-use crate::status::leader::Leadership;
+use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
-use crate::status::writer::{StatusWriter, Written};
+use crate::status::writer::{WriterConfig, WriterHandle};
 
 use super::{Config, LeaseConfig};
 
 /// How often the witness probe asks the API server while the split-brain guard wants it
 /// fresh ([`super::guard::WITNESS_TTL`] is three of these).
 const PROBE_PERIOD: Duration = Duration::from_secs(1);
-
-/// Allocation changes kept for the Events while the API is slow; older ones are dropped
-/// (the statuses themselves are always rewritten from the latest allocation).
-const MAX_PENDING_CHANGES: usize = 10_000;
 
 /// What the API side learnt, for the cluster loop.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,12 +38,10 @@ pub struct ApiState {
     pub contact: Option<Instant>,
 }
 
-/// The cluster loop's latest results, coalesced.
+/// The cluster loop's latest results for this node's `PolicyRoute` conditions, coalesced.
 #[derive(Default)]
 struct Pending {
-    current: Option<(Snapshot, Assignments)>,
-    changes: Vec<Change>,
-    candidates: Option<Vec<Candidate>>,
+    current: Option<Snapshot>,
     routes: Option<TaskReport>,
 }
 
@@ -72,8 +63,11 @@ impl Mailbox {
     }
 }
 
-/// Handles to the API tasks.
+/// Handles to the API tasks: the Lease ([`LeaderHandle`]), the allocator of record
+/// ([`WriterHandle`]), this node's `PolicyRoute` conditions and the witness probe.
 pub struct ApiTask {
+    leader: LeaderHandle,
+    writer: WriterHandle,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -81,25 +75,47 @@ pub struct ApiTask {
 }
 
 impl ApiTask {
-    /// Starts the writer (with the Lease rounds) and the witness probe.
+    /// Starts the Lease, the writer, the route-condition writer and the witness probe.
     pub fn spawn(client: kube::Client, cfg: &Config, lease: &LeaseConfig) -> ApiTask {
+        let leader = Leadership::new(
+            client.clone(),
+            &cfg.selection.namespace,
+            &lease.name,
+            &cfg.node,
+            lease.timings,
+        )
+        .spawn();
+        // A write must fit inside the fence between two renewals.
+        let t = lease.timings;
+        let write_timeout = lease
+            .write_timeout
+            .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
+        let writer = WriterHandle::spawn(
+            client.clone(),
+            WriterConfig {
+                write_timeout,
+                ..WriterConfig::new(&cfg.node, cfg.selection.clone())
+            },
+            leader.fence(),
+        );
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
         let (wanted, wanted_rx) = watch::channel(false);
-        let writer = writer_task(
-            client.clone(),
-            cfg.clone(),
-            lease.clone(),
-            mailbox.clone(),
-            state_tx.clone(),
-        );
+        let routes = routes_task(client.clone(), cfg.clone(), write_timeout, mailbox.clone());
+        let fence = fence_task(leader.fence(), state_tx.clone());
         let probe = probe_task(client, wanted_rx, state_tx);
         ApiTask {
+            leader,
+            writer,
             mailbox,
             state,
             wanted,
-            tasks: vec![tokio::spawn(writer), tokio::spawn(probe)],
+            tasks: vec![
+                tokio::spawn(routes),
+                tokio::spawn(fence),
+                tokio::spawn(probe),
+            ],
         }
     }
 
@@ -108,32 +124,21 @@ impl ApiTask {
         &mut self.state
     }
 
-    /// Whether this speaker leads, as of the last Lease round.
+    /// Whether this speaker leads now (its fence is open).
     pub fn is_leader(&self) -> bool {
-        self.state.borrow().leader
+        self.leader.is_leader()
     }
 
     /// The Lease holder, as of the last Lease round.
     pub fn holder(&self) -> Option<String> {
-        self.state.borrow().holder.clone()
+        self.leader.holder()
     }
 
-    /// A new snapshot, allocation and its changes.
-    pub fn submit(&self, snap: &Snapshot, a: &Assignments, changes: Vec<Change>) {
-        self.mailbox.put(|p| {
-            p.current = Some((snap.clone(), a.clone()));
-            p.changes.extend(changes);
-            if p.changes.len() > MAX_PENDING_CHANGES {
-                let over = p.changes.len() - MAX_PENDING_CHANGES;
-                tracing::warn!(dropped = over, "API slow: oldest allocation Events dropped");
-                p.changes.drain(..over);
-            }
-        });
-    }
-
-    /// The election candidates changed (a member came or went): who announces what.
-    pub fn candidates(&self, c: Vec<Candidate>) {
-        self.mailbox.put(|p| p.candidates = Some(c));
+    /// A new snapshot, with this speaker's election candidates (for `AnnouncedBy`). The
+    /// writer allocates from it while this speaker is the allocator of record.
+    pub fn submit(&self, snap: &Snapshot, candidates: Vec<Candidate>) {
+        self.writer.submit(snap.clone(), candidates);
+        self.mailbox.put(|p| p.current = Some(snap.clone()));
     }
 
     /// The policy-route task reported.
@@ -147,10 +152,56 @@ impl ApiTask {
             .send_if_modified(|w| std::mem::replace(w, wanted) != wanted);
     }
 
-    /// Stops the tasks (a write in flight is abandoned; the next leader rewrites).
-    pub fn stop(self) {
+    /// Stops the tasks: no status write starts any more, then the Lease is handed back
+    /// (bounded by the Lease request timeout).
+    pub async fn stop(self) {
         for t in self.tasks {
             t.abort();
+        }
+        self.writer.stop().await;
+        self.leader.release().await;
+    }
+}
+
+/// Follows the fence for the loop: leader, holder, and each Lease round that reached the
+/// API server as a contact.
+async fn fence_task(mut fence: watch::Receiver<Fence>, state: Arc<watch::Sender<ApiState>>) {
+    loop {
+        let f = fence.borrow_and_update().clone();
+        state.send_if_modified(|s| {
+            let before = s.clone();
+            s.leader = f.leads(tokio::time::Instant::now());
+            s.holder = f.holder.clone();
+            if let Some(at) = f.contact {
+                s.contact = Some(at.into_std());
+            }
+            *s != before
+        });
+        if fence.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// This node's own conditions on the `PolicyRoute`s (leader or not), written when they
+/// changed.
+async fn routes_task(client: kube::Client, cfg: Config, timeout: Duration, mailbox: Arc<Mailbox>) {
+    let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, timeout);
+    let mut current: Option<Snapshot> = None;
+    let mut routes = TaskReport::default();
+    loop {
+        mailbox.notify.notified().await;
+        let p = mailbox.take();
+        if let Some(c) = p.current {
+            current = Some(c);
+        }
+        if let Some(r) = p.routes {
+            routes = r;
+        }
+        if let Some(snap) = &current {
+            route_status
+                .write(snap, &routes, Time(Timestamp::now()))
+                .await;
         }
     }
 }
@@ -181,91 +232,6 @@ async fn probe_task(
             Ok(Ok(_)) => answered(&state),
             Ok(Err(e)) => tracing::debug!(error = %e, "API witness probe failed"),
             Err(_) => tracing::debug!("API witness probe timed out"),
-        }
-    }
-}
-
-/// The Lease rounds and every write, in one task for now (one round trip at a time).
-async fn writer_task(
-    client: kube::Client,
-    cfg: Config,
-    lease: LeaseConfig,
-    mailbox: Arc<Mailbox>,
-    state: Arc<watch::Sender<ApiState>>,
-) {
-    let mut leadership = Leadership::new(
-        client.clone(),
-        &cfg.selection.namespace,
-        &lease.name,
-        &cfg.node,
-        lease.duration,
-    );
-    let mut writer = StatusWriter::new(client.clone(), &cfg.node, lease.write_timeout);
-    let mut route_status = PolicyRouteStatusWriter::new(client, &cfg.node, lease.write_timeout);
-    let mut announced = AnnouncedTracker::default();
-    let mut ticker = tokio::time::interval(lease.duration / 3);
-    let mut current: Option<(Snapshot, Assignments)> = None;
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut routes = TaskReport::default();
-    // Statuses and conditions are re-checked on every Lease round, so a failed write is
-    // retried without waiting for a cluster change.
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {
-                let round = tokio::time::timeout(lease.write_timeout, leadership.tick(Timestamp::now())).await;
-                let reachable = round.is_ok() && leadership.api_reachable();
-                if round.is_err() {
-                    tracing::warn!("lease round timed out; not leading this round");
-                }
-                let leader = round.is_ok() && leadership.is_leader();
-                let holder = round.ok().and_then(|_| leadership.holder().map(str::to_string));
-                state.send_modify(|s| {
-                    s.leader = leader;
-                    s.holder = holder;
-                    if reachable {
-                        s.contact = Some(Instant::now());
-                    }
-                });
-            }
-            () = mailbox.notify.notified() => {}
-        }
-        let p = mailbox.take();
-        if let Some(c) = p.current {
-            current = Some(c);
-        }
-        if let Some(c) = p.candidates {
-            candidates = c;
-        }
-        if let Some(r) = p.routes {
-            routes = r;
-        }
-        let Some((snap, a)) = &current else { continue };
-        // Leader or not, this node's own conditions on the PolicyRoutes (written when
-        // they changed).
-        route_status
-            .write(snap, &routes, Time(Timestamp::now()))
-            .await;
-        if !state.borrow().leader {
-            continue;
-        }
-        let written = writer
-            .write(snap, a, &p.changes, Time(Timestamp::now()))
-            .await;
-        if written != Default::default() {
-            tracing::info!(
-                services = written.services,
-                conditions = written.conditions,
-                events = written.events,
-                failed = written.failed,
-                "wrote to the API"
-            );
-        }
-        // Who announces each Service: one Event per change, never per heartbeat.
-        let now = announcements(snap, a, candidates.clone());
-        let todo = announced.changes(&now);
-        let mut out = Written::default();
-        for (k, v) in writer.write_announced(snap, &todo, &mut out).await {
-            announced.reported(k, v);
         }
     }
 }

@@ -5,6 +5,7 @@
 //! One concern: keeping the [`Membership`] running with the right keys and seeds. Who is
 //! live and whether this node may own L2 IPs are decided elsewhere ([`super::guard`]).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,8 @@ pub struct Gossip {
     key_problem: Option<String>,
     /// The seeds last handed to the membership.
     seeds: Vec<SocketAddr>,
+    /// The owner-heartbeat targets last handed to the membership.
+    heartbeat_targets: BTreeSet<String>,
 }
 
 /// A started membership with its event stream and keys.
@@ -58,6 +61,7 @@ impl Gossip {
             key_secret: None,
             key_problem: None,
             seeds: g.peers.clone(),
+            heartbeat_targets: BTreeSet::new(),
         };
         match &g.key {
             KeySource::Bytes(bytes) => {
@@ -212,6 +216,19 @@ impl Gossip {
         match m.set_seeds(seeds.clone()).await {
             Ok(()) => self.seeds = seeds,
             Err(e) => tracing::warn!(error = %e, "cannot update the gossip seeds"),
+        }
+    }
+
+    /// The nodes that get our owner heartbeats ([`crate::membership::heartbeat`]); the
+    /// membership is told only when they change.
+    pub async fn set_heartbeat_targets(&mut self, targets: BTreeSet<String>) {
+        let Some(m) = self.handle() else { return };
+        if targets == self.heartbeat_targets {
+            return;
+        }
+        match m.set_heartbeat_targets(targets.clone()).await {
+            Ok(()) => self.heartbeat_targets = targets,
+            Err(e) => tracing::warn!(error = %e, "cannot set the heartbeat targets"),
         }
     }
 

@@ -1,21 +1,30 @@
-//! L2: plans this node's owned IPs ([`crate::plan::l2`], incrementally) and converges the
+//! L2: plans this node's owned IPs ([`crate::plan::l2`], incrementally), holds back the
+//! ones a live node may still answer for ([`crate::plan::takeover`]), and converges the
 //! [`L2Actuator`] to the plan. One concern: from (snapshot, allocation, members, guard) to
 //! the IPs answered on each interface.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::time::Instant;
 
 use crate::actuate::l2::L2Actuator;
 use crate::ipam::Assignments;
 use crate::plan::l2::{L2Node, L2Plan, Members};
 use crate::plan::l2_incremental::L2Planner;
+use crate::plan::takeover::Takeover;
 use crate::snapshot::Snapshot;
+
+/// How many of the nodes ranked next for each owned IP get our owner heartbeats: the first
+/// takes over when we fail; the second covers a first that fails with us.
+const HEARTBEAT_SUCCESSORS: usize = 2;
 
 /// The L2 planner and actuator.
 pub struct L2Announcer {
     actuator: L2Actuator,
     plan: L2Plan,
     planner: L2Planner,
+    /// IPs won but held back while another live node may still answer for them.
+    takeover: Takeover,
 }
 
 impl L2Announcer {
@@ -25,6 +34,7 @@ impl L2Announcer {
             actuator: L2Actuator::new(edgelb_l2::Config::default()),
             plan: L2Plan::default(),
             planner: L2Planner::default(),
+            takeover: Takeover::default(),
         }
     }
 
@@ -56,6 +66,18 @@ impl L2Announcer {
             plan.owned.retain(|_, ips| !ips.is_empty());
             plan.unplaced.retain(|ip| !denied.contains(ip));
         }
+        let live = |n: &str| match members {
+            Members::Static => true,
+            Members::Gossip(live) => live.contains_key(n),
+        };
+        self.takeover.filter(
+            &mut plan,
+            &self.answering(),
+            &self.plan.owners,
+            live,
+            &me.name,
+            Instant::now(),
+        );
         for ip in &plan.unplaced {
             tracing::warn!(%ip, "won the election but no interface can announce it");
         }
@@ -74,6 +96,41 @@ impl L2Announcer {
             }
         }
         self.plan = plan;
+    }
+
+    /// The IPs answered for now.
+    fn answering(&self) -> BTreeSet<IpAddr> {
+        self.actuator.owned().into_values().flatten().collect()
+    }
+
+    /// This node may have been replaced without knowing it: releases every IP now; they
+    /// are owned (and announced) again when the hold ends ([`Takeover::hold_all`]) and the
+    /// next [`L2Announcer::apply`] runs. False when nothing was answered for.
+    pub fn hold_all(&mut self) -> bool {
+        let answering = self.answering();
+        if answering.is_empty() {
+            return false;
+        }
+        tracing::warn!(
+            ips = answering.len(),
+            "we may have been replaced: releasing our L2 IPs, announcing them again after the hold"
+        );
+        self.takeover.hold_all(&answering, Instant::now());
+        true
+    }
+
+    /// Whether a hold has ended, so that a re-plan would answer for more.
+    pub fn hold_ended(&self, now: Instant) -> bool {
+        self.takeover.next_due().is_some_and(|t| t <= now)
+    }
+
+    /// Whom `me` sends owner heartbeats to: the nodes ranked next for the IPs it answers
+    /// for ([`crate::membership::heartbeat`]); nobody when it answers for none.
+    pub fn heartbeat_targets(&self, me: &str) -> BTreeSet<String> {
+        if self.plan.owned.values().all(BTreeSet::is_empty) {
+            return BTreeSet::new();
+        }
+        self.planner.successors(me, HEARTBEAT_SUCCESSORS)
     }
 
     /// The actuator (owned IPs and stats).

@@ -1,5 +1,5 @@
-//! Which node announces each Service, and how: the text of the `AnnouncedBy` Event, and
-//! the tracker that lets the leader emit it once per change (never per heartbeat).
+//! Which node announces each Service, and how: the text of the `AnnouncedBy` Event (the
+//! writer of record posts it once per change, see `status::writer`).
 //!
 //! Pure: the leader runs the same election every speaker runs ([`crate::election`]) over
 //! its own view; L2 IPs have one owner, BGP IPs every eligible node.
@@ -131,29 +131,6 @@ pub fn announcements(
         .collect()
 }
 
-/// Remembers what was last reported, so an Event goes out once per change.
-#[derive(Debug, Default)]
-pub struct AnnouncedTracker {
-    last: BTreeMap<ObjectKey, String>,
-}
-
-impl AnnouncedTracker {
-    /// The Services whose announcement text differs from the last one reported. Call
-    /// [`AnnouncedTracker::reported`] for those that were written.
-    pub fn changes(&mut self, now: &BTreeMap<ObjectKey, String>) -> Vec<(ObjectKey, String)> {
-        self.last.retain(|k, _| now.contains_key(k));
-        now.iter()
-            .filter(|(k, v)| self.last.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    /// Marks one Service's text as reported.
-    pub fn reported(&mut self, key: ObjectKey, text: String) {
-        self.last.insert(key, text);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,69 +202,28 @@ mod tests {
     }
 
     #[test]
-    fn one_event_per_change_and_none_while_nothing_changes() {
+    fn the_text_names_the_owner_and_follows_it() {
         let (snap, a) = snapshot();
         let all = vec![candidate("node-a", true), candidate("node-b", true)];
         let now = announcements(&snap, &a, all.clone());
         let text = now[&ObjectKey::new("default", "web")].clone();
         assert!(text.starts_with("192.0.2.100 by node-"), "{text}");
         assert!(text.ends_with("(L2)"), "{text}");
-        let mut t = AnnouncedTracker::default();
-        let c = t.changes(&now);
-        assert_eq!(c.len(), 1);
-        t.reported(c[0].0.clone(), c[0].1.clone());
-        // Heartbeats: same view, nothing to write.
-        assert!(t.changes(&announcements(&snap, &a, all.clone())).is_empty());
-        // The owner dies: a new text, one Event.
-        let owner = if text.contains("node-a") {
-            "node-a"
+        assert_eq!(announcements(&snap, &a, all), now, "same view, same text");
+        let (owner, other) = if text.contains("node-a") {
+            ("node-a", "node-b")
         } else {
-            "node-b"
-        };
-        let other = if owner == "node-a" {
-            "node-b"
-        } else {
-            "node-a"
+            ("node-b", "node-a")
         };
         let after = announcements(
             &snap,
             &a,
             vec![candidate(owner, false), candidate(other, true)],
         );
-        let c = t.changes(&after);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].1, format!("192.0.2.100 by {other} (L2)"));
-    }
-
-    #[tokio::test]
-    async fn the_leader_writes_announced_by_once_through_the_status_writer() {
-        use crate::mock_api::{scripted, Call};
-        use crate::status::writer::{StatusWriter, Written};
-        let (snap, a) = snapshot();
-        let now = announcements(&snap, &a, vec![candidate("node-a", true)]);
-        let (client, server) = scripted(vec![Call::new(
-            "POST",
-            "/apis/events.k8s.io/v1/namespaces/default/events?",
-            201,
-            serde_json::json!({}),
-        )
-        .check_body(|b| {
-            assert_eq!(b["reason"], "AnnouncedBy");
-            assert_eq!(b["note"], "announced: 192.0.2.100 by node-a (L2)");
-            assert_eq!(b["regarding"]["name"], "web");
-            assert_eq!(b["action"], "Announce");
-        })]);
-        let w = StatusWriter::new(client, "node-a", std::time::Duration::from_secs(2));
-        let mut t = AnnouncedTracker::default();
-        let mut out = Written::default();
-        for (k, v) in w.write_announced(&snap, &t.changes(&now), &mut out).await {
-            t.reported(k, v);
-        }
-        // A second round with the same view writes nothing (the mock would fail on a call).
-        let again = t.changes(&now);
-        assert!(again.is_empty());
-        assert_eq!(w.write_announced(&snap, &again, &mut out).await, vec![]);
-        assert_eq!(out.events, 1);
-        server.await.expect("every call came");
+        assert_eq!(
+            after[&ObjectKey::new("default", "web")],
+            format!("192.0.2.100 by {other} (L2)"),
+            "the new owner is named"
+        );
     }
 }

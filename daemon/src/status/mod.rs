@@ -6,9 +6,12 @@
 pub mod announced;
 pub mod changes;
 pub mod conditions;
+pub mod events;
 pub mod leader;
 pub mod local;
 pub mod policy_route;
+pub mod queue;
+pub mod record;
 pub mod service;
 pub mod undecodable;
 pub mod writer;

@@ -1,282 +1,1107 @@
-//! The leader's writes to the Kubernetes API: Service `status.loadBalancer` and CRD
-//! conditions by server-side apply with field manager `edgelb`, and Events on Services.
-//! Only what differs is written, each write inside a timeout; a failed write is logged and
-//! retried on the next round (the desired state is recomputed, never queued).
+//! The allocator of record: a task of its own that, while this speaker's Lease fence is
+//! open, allocates from what is recorded and writes Service statuses, CRD conditions and
+//! Events; every speaker's run loop only submits snapshots to it and never waits on it.
+//!
+//! - **A term starts from the record.** On each new fence epoch the task reads every
+//!   Service fresh from the API ([`super::record::read`]), waits until the submitted
+//!   snapshots show that record (re-reading every [`REGATE`]), then seeds a fresh allocator
+//!   from it. A record that changes under the writer (a 409 whose fresh read shows IPs
+//!   another wrote) starts the term over the same way.
+//! - **Fenced, bounded, coalesced writes.** Writes are queued per object ([`Queue`]: the
+//!   latest value wins, one write in flight per object), at most `concurrency` at a time,
+//!   each started only when the fence permits a write of `write_timeout`, each inside that
+//!   timeout. Status writes carry the Service's `resourceVersion` as a precondition, so a
+//!   write based on a stale view fails with 409 instead of overwriting.
+//! - **Events from the record.** `IPAllocated` / `IPReleased` follow a successful status
+//!   write (the record changed), `AllocationFailed` and `AnnouncedBy` once per change; see
+//!   [`super::events`] for why a new leader does not post them again.
+//! - **Memory bounded by what is live.** Everything kept per object is dropped when the
+//!   object leaves the snapshot ([`WriterStats::tracked`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use imbl::ordmap::DiffItem;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
+use kube::Client;
+use serde_json::json;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
-use super::changes::Change;
-use super::conditions::{updates, ConditionUpdate, INVALID_REASON};
+use super::announced::announcements;
+use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
+use super::events::{post, post_about, Note, Posted};
+use super::leader::Fence;
+use super::queue::{Done, Queue};
+use super::record::{read, Record};
 use super::service::{apply_body, current_ingress, desired_ingress};
-use super::undecodable::Reported;
-use crate::ipam::Assignments;
-use crate::snapshot::{ObjectKey, Snapshot};
+use super::undecodable::{Reported, UndecodableEvent};
+use crate::election::Candidate;
+use crate::ipam::{status_ips, Assignments};
+use crate::snapshot::{ObjectKey, Selection, Snapshot};
+use crate::speaker::{recorded_only, Allocator};
 
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "edgelb";
 
-/// Counts of one round, for logs and metrics.
+/// How often a new leader whose snapshot is behind the record reads the record again
+/// (a Service recorded then deleted would otherwise hold the term back).
+pub const REGATE: Duration = Duration::from_secs(2);
+
+/// Writer settings.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// This node (Events' reporting instance).
+    pub node: String,
+    /// Which Services are ours (for the fresh read of the record).
+    pub selection: Selection,
+    /// Writes in flight at most.
+    pub concurrency: usize,
+    /// Timeout of each write; a write starts only if the fence outlasts it.
+    pub write_timeout: Duration,
+    /// Wait before a failed write is tried again.
+    pub retry: Duration,
+}
+
+impl WriterConfig {
+    /// Defaults for `node`: 32 writes in flight, 5 s timeout, 1 s retry.
+    pub fn new(node: &str, selection: Selection) -> WriterConfig {
+        WriterConfig {
+            node: node.to_string(),
+            selection,
+            concurrency: 32,
+            write_timeout: Duration::from_secs(5),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counts of one round of the per-node `PolicyRoute` condition writes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    /// Service statuses applied.
-    pub services: usize,
     /// Objects whose conditions were applied.
     pub conditions: usize,
-    /// Events created.
-    pub events: usize,
     /// Writes that failed (retried next round).
     pub failed: usize,
 }
 
-/// Writes statuses, conditions and Events.
-pub struct StatusWriter {
-    client: Client,
-    recorder: Recorder,
-    timeout: Duration,
-    /// What we last applied per Service, so a write is not repeated before the watch
-    /// delivers the Service with its new status.
-    applied: HashMap<ObjectKey, Vec<LoadBalancerIngress>>,
-    /// Built-in objects already reported as undecodable.
-    undecodable: Reported,
+/// Counts since start, for logs, metrics and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Service statuses written.
+    pub services: usize,
+    /// Objects whose conditions were written.
+    pub conditions: usize,
+    /// Events created or counted in a series.
+    pub events: usize,
+    /// Writes that failed (retried).
+    pub failed: usize,
+    /// Status writes refused by their `resourceVersion` precondition.
+    pub conflicts: usize,
+    /// Terms started (fresh reads of the record included).
+    pub terms: usize,
+    /// Entries kept per object (queue, applied writes, reported Events): bounded by the
+    /// live objects, zero with none.
+    pub tracked: usize,
+    /// Writes queued or in flight.
+    pub pending: usize,
 }
 
-impl StatusWriter {
-    /// A writer reporting Events as `edgelb` from `instance` (the node name).
-    pub fn new(client: Client, instance: &str, timeout: Duration) -> StatusWriter {
-        let reporter = Reporter {
-            controller: "edgelb".into(),
-            instance: Some(instance.to_string()),
-        };
-        StatusWriter {
-            recorder: Recorder::new(client.clone(), reporter),
+/// What the run loop hands the writer: the snapshot and the election candidates as this
+/// speaker sees them (for `AnnouncedBy`).
+#[derive(Clone)]
+struct Submission {
+    snap: Snapshot,
+    candidates: Arc<Vec<Candidate>>,
+}
+
+/// What is queued per object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Status(ObjectKey),
+    Condition(&'static str, ObjectKey),
+    Failed(ObjectKey),
+    Announced(ObjectKey),
+    Undecodable(String, ObjectKey),
+}
+
+impl Key {
+    fn service(&self) -> &ObjectKey {
+        match self {
+            Key::Status(k)
+            | Key::Condition(_, k)
+            | Key::Failed(k)
+            | Key::Announced(k)
+            | Key::Undecodable(_, k) => k,
+        }
+    }
+
+    /// Whether the key is about a Service (dropped when the Service goes).
+    fn about_service(&self) -> bool {
+        matches!(self, Key::Status(_) | Key::Failed(_) | Key::Announced(_))
+    }
+}
+
+/// A condition update, equal when only timestamps differ.
+#[derive(Clone, Debug)]
+struct Cond(ConditionUpdate);
+
+impl PartialEq for Cond {
+    fn eq(&self, o: &Cond) -> bool {
+        self.0.conditions.len() == o.0.conditions.len()
+            && self
+                .0
+                .conditions
+                .iter()
+                .zip(&o.0.conditions)
+                .all(|(a, b)| same(a, b))
+    }
+}
+
+/// The value queued per key.
+#[derive(Clone, Debug, PartialEq)]
+enum Write {
+    Status {
+        ingress: Vec<LoadBalancerIngress>,
+        pool: String,
+    },
+    Condition(Cond),
+    Note(String),
+    Undecodable(UndecodableEvent),
+}
+
+/// How one write ended.
+enum Ended {
+    Status {
+        ingress: Vec<LoadBalancerIngress>,
+        version: Option<String>,
+        events: usize,
+    },
+    Reported(String, usize),
+    Condition(Cond, usize),
+    Undecodable(UndecodableEvent),
+    Retry(String),
+    Conflict(String),
+    Gone,
+    Foreign,
+}
+
+struct Finished {
+    epoch: u64,
+    key: Key,
+    outcome: Ended,
+}
+
+/// Where the current term stands.
+enum Term {
+    /// Not leading.
+    Idle,
+    /// Reading the record (epoch).
+    Reading(u64),
+    /// Waiting for the snapshots to show the record.
+    Gating {
+        epoch: u64,
+        record: Record,
+        read_at: Instant,
+    },
+    /// Allocating and writing.
+    Leading { epoch: u64, alloc: Allocator },
+}
+
+impl Term {
+    fn epoch(&self) -> Option<u64> {
+        match self {
+            Term::Idle => None,
+            Term::Reading(e) | Term::Gating { epoch: e, .. } | Term::Leading { epoch: e, .. } => {
+                Some(*e)
+            }
+        }
+    }
+}
+
+/// A status write that succeeded but is not in the snapshot yet.
+#[derive(Clone, Debug)]
+struct Applied {
+    ingress: Vec<LoadBalancerIngress>,
+    version: Option<String>,
+}
+
+/// The state of the writer task.
+struct Writer {
+    client: Client,
+    cfg: WriterConfig,
+    fence: watch::Receiver<Fence>,
+    term: Term,
+    queue: Queue<Key, Write>,
+    applied: HashMap<ObjectKey, Applied>,
+    conditions_applied: HashMap<(&'static str, ObjectKey), Cond>,
+    /// Reported this term: `AllocationFailed` reason and `AnnouncedBy` text per Service.
+    failed: HashMap<ObjectKey, String>,
+    announced: HashMap<ObjectKey, String>,
+    /// Keys whose reported text changed this term (a later equal text is a true repeat).
+    changed: BTreeSet<Key>,
+    /// Built-in objects already reported as undecodable (kind, key, version).
+    undecodable: Reported,
+    latest: Option<Submission>,
+    processed: Option<Snapshot>,
+    assignments: Arc<Assignments>,
+    tasks: JoinSet<Finished>,
+    reading: JoinSet<(u64, Result<Record, String>)>,
+    stats: WriterStats,
+}
+
+/// A running writer.
+pub struct WriterHandle {
+    tx: watch::Sender<Option<Submission>>,
+    stats: watch::Receiver<WriterStats>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl WriterHandle {
+    /// Starts the writer; it writes only while `fence` permits.
+    pub fn spawn(client: Client, cfg: WriterConfig, fence: watch::Receiver<Fence>) -> WriterHandle {
+        let (tx, rx) = watch::channel(None);
+        let (stats_tx, stats) = watch::channel(WriterStats::default());
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let writer = Writer {
             client,
-            timeout,
+            cfg,
+            fence,
+            term: Term::Idle,
+            queue: Queue::default(),
             applied: HashMap::new(),
+            conditions_applied: HashMap::new(),
+            failed: HashMap::new(),
+            announced: HashMap::new(),
+            changed: BTreeSet::new(),
             undecodable: Reported::default(),
+            latest: None,
+            processed: None,
+            assignments: Arc::default(),
+            tasks: JoinSet::new(),
+            reading: JoinSet::new(),
+            stats: WriterStats::default(),
+        };
+        let task = tokio::spawn(writer.run(rx, stats_tx, stop_rx));
+        WriterHandle {
+            tx,
+            stats,
+            stop: Some(stop_tx),
+            task: Some(task),
         }
     }
 
-    async fn timed<T>(
-        &self,
-        what: &str,
-        f: impl std::future::Future<Output = Result<T, kube::Error>>,
-    ) -> bool {
-        match tokio::time::timeout(self.timeout, f).await {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(what, error = %e, "write failed; retrying next round");
-                false
+    /// Hands the writer the latest snapshot and this speaker's election candidates.
+    /// Never waits; a snapshot not yet taken is replaced by the newer one.
+    pub fn submit(&self, snap: Snapshot, candidates: Vec<Candidate>) {
+        self.tx.send_replace(Some(Submission {
+            snap,
+            candidates: Arc::new(candidates),
+        }));
+    }
+
+    /// The counts so far.
+    pub fn stats(&self) -> WriterStats {
+        self.stats.borrow().clone()
+    }
+
+    /// A watch of the counts (updated after each pass).
+    pub fn watch_stats(&self) -> watch::Receiver<WriterStats> {
+        self.stats.clone()
+    }
+
+    /// Stops the writer: no write starts after this; writes in flight are abandoned.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+fn ips_of(ingress: &[LoadBalancerIngress]) -> Vec<IpAddr> {
+    ingress
+        .iter()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect()
+}
+
+fn list(ips: &[IpAddr]) -> String {
+    ips.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut rx: watch::Receiver<Option<Submission>>,
+        stats: watch::Sender<WriterStats>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                _ = &mut stop => break,
+                r = self.fence.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                }
+                r = rx.changed() => {
+                    if r.is_err() {
+                        break;
+                    }
+                    self.latest = rx.borrow_and_update().clone();
+                }
+                Some(done) = self.tasks.join_next() => {
+                    if let Ok(done) = done {
+                        self.finished(done);
+                    }
+                }
+                Some(read) = self.reading.join_next() => {
+                    if let Ok((epoch, record)) = read {
+                        self.record_read(epoch, record);
+                    }
+                }
+                () = sleep_until(wake) => {}
             }
-            Err(_) => {
-                tracing::warn!(what, timeout = ?self.timeout, "write timed out; retrying next round");
-                false
+            self.follow_fence();
+            self.process();
+            self.dispatch();
+            self.stats.tracked = self.tracked();
+            self.stats.pending = self.queue.waiting() + self.queue.in_flight();
+            stats.send_if_modified(|s| {
+                let changed = *s != self.stats;
+                *s = self.stats.clone();
+                changed
+            });
+        }
+        self.tasks.abort_all();
+        self.reading.abort_all();
+    }
+
+    fn tracked(&self) -> usize {
+        self.queue.waiting()
+            + self.queue.in_flight()
+            + self.applied.len()
+            + self.conditions_applied.len()
+            + self.failed.len()
+            + self.announced.len()
+            + self.changed.len()
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let regate = match &self.term {
+            Term::Gating { read_at, .. } => Some(*read_at + REGATE),
+            _ => None,
+        };
+        // Writes waiting for the fence to reopen are looked at again every 100 ms.
+        let blocked =
+            (self.queue.waiting() > 0).then(|| Instant::now() + Duration::from_millis(100));
+        [self.queue.next_retry(), regate, blocked]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Starts a term when the fence opens a new epoch; ends it when the fence closes.
+    fn follow_fence(&mut self) {
+        let fence = self.fence.borrow().clone();
+        let now = Instant::now();
+        if !fence.leads(now) {
+            if !matches!(self.term, Term::Idle) {
+                tracing::info!(epoch = ?self.term.epoch(), "not leading: the writer stops");
+                self.end_term();
+            }
+            return;
+        }
+        if self.term.epoch() != Some(fence.epoch) {
+            self.end_term();
+            self.start_term(fence.epoch);
+        }
+    }
+
+    fn end_term(&mut self) {
+        self.term = Term::Idle;
+        self.queue.clear();
+        self.applied.clear();
+        self.conditions_applied.clear();
+        self.failed.clear();
+        self.announced.clear();
+        self.changed.clear();
+        self.undecodable = Reported::default();
+        self.processed = None;
+        self.assignments = Arc::default();
+        self.reading.abort_all();
+    }
+
+    fn start_term(&mut self, epoch: u64) {
+        tracing::info!(epoch, "leading: reading the record before writing");
+        self.stats.terms += 1;
+        self.term = Term::Reading(epoch);
+        let client = self.client.clone();
+        let sel = self.cfg.selection.clone();
+        let timeout = self.cfg.write_timeout * 2;
+        self.reading
+            .spawn(async move { (epoch, read(&client, &sel, timeout).await) });
+    }
+
+    fn record_read(&mut self, epoch: u64, record: Result<Record, String>) {
+        if self.term.epoch() != Some(epoch) {
+            return;
+        }
+        match record {
+            Ok(record) => {
+                tracing::info!(epoch, recorded = record.len(), "record read");
+                self.term = Term::Gating {
+                    epoch,
+                    record,
+                    read_at: Instant::now(),
+                };
+            }
+            Err(e) => {
+                tracing::warn!(epoch, error = %e, "cannot read the record; trying again");
+                self.start_term(epoch);
+                self.stats.terms -= 1;
             }
         }
     }
 
-    /// Applies the Service statuses that differ from the snapshot's.
-    pub async fn write_services(&mut self, snap: &Snapshot, a: &Assignments, out: &mut Written) {
-        self.applied.retain(|k, _| snap.services.contains_key(k));
+    /// Moves the term on with the latest submission and queues what differs.
+    fn process(&mut self) {
+        let Some(sub) = self.latest.clone() else {
+            return;
+        };
+        if let Term::Gating {
+            epoch,
+            record,
+            read_at,
+        } = &self.term
+        {
+            let epoch = *epoch;
+            match record.behind(&sub.snap) {
+                None => {
+                    tracing::info!(epoch, "the snapshot shows the record: writing");
+                    self.term = Term::Leading {
+                        epoch,
+                        alloc: Allocator::default(),
+                    };
+                }
+                Some(k) if read_at.elapsed() >= REGATE => {
+                    tracing::info!(epoch, service = %k, "the snapshot is behind the record; reading it again");
+                    self.start_term(epoch);
+                    self.stats.terms -= 1;
+                    return;
+                }
+                Some(_) => return,
+            }
+        }
+        let Term::Leading { alloc, .. } = &mut self.term else {
+            return;
+        };
+        let snap = &sub.snap;
+        let fresh = self.processed.as_ref().is_none_or(|p| !p.same_as(snap));
+        if fresh {
+            // The first step of a term seeds from the snapshot's status (the record).
+            let (a, _) = alloc.step(snap);
+            self.assignments = Arc::new(a);
+            self.forget_gone(snap);
+        }
+        let a = self.assignments.clone();
+        self.queue_statuses(snap, &a);
+        self.queue_conditions(snap);
+        self.queue_undecodable(snap);
+        self.queue_failures(snap, &a);
+        self.queue_announced(snap, &a, &sub.candidates);
+        self.processed = Some(snap.clone());
+    }
+
+    /// Drops what is kept for Services that left the snapshot.
+    fn forget_gone(&mut self, snap: &Snapshot) {
+        let gone: Vec<ObjectKey> = match &self.processed {
+            Some(before) => before
+                .services
+                .diff(&snap.services)
+                .filter_map(|d| match d {
+                    DiffItem::Remove(k, _) => Some(k.clone()),
+                    _ => None,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        if gone.is_empty() && self.processed.is_some() {
+            return;
+        }
+        let live = |k: &ObjectKey| snap.services.contains_key(k);
+        self.applied.retain(|k, _| live(k));
+        self.failed.retain(|k, _| live(k));
+        self.announced.retain(|k, _| live(k));
+        self.changed.retain(|k| live(k.service()));
+        self.queue
+            .retain(|k| !k.about_service() || live(k.service()));
+    }
+
+    fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments) {
         for (key, svc) in &snap.services {
-            let want = desired_ingress(svc, a.get(key));
-            let have = current_ingress(svc);
-            if want == have {
+            let outcome = a.get(key);
+            let want = desired_ingress(svc, outcome);
+            let k = Key::Status(key.clone());
+            if want == current_ingress(svc) {
                 self.applied.remove(key);
+                self.queue.withdraw(&k);
                 continue;
             }
-            if self.applied.get(key) == Some(&want) {
+            if self.applied.get(key).is_some_and(|ap| ap.ingress == want) {
+                self.queue.withdraw(&k);
                 continue;
             }
-            let api: Api<Service> = Api::namespaced(self.client.clone(), &key.namespace);
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            let body = apply_body(&want);
-            let what = format!("Service {key} status");
-            if self
-                .timed(
-                    &what,
-                    api.patch_status(&key.name, &params, &Patch::Apply(&body)),
-                )
-                .await
-            {
-                tracing::info!(service = %key, ingress = ?want.iter().filter_map(|i| i.ip.clone()).collect::<Vec<_>>(), "status written");
-                self.applied.insert(key.clone(), want);
-                out.services += 1;
-            } else {
-                out.failed += 1;
-            }
-        }
-    }
-
-    /// Applies the `Valid` conditions that differ; each `Valid=False` written also gets a
-    /// Warning Event on its object.
-    pub async fn write_conditions(&self, snap: &Snapshot, now: Time, out: &mut Written) {
-        for up in updates(snap, now) {
-            if !self.apply_condition(&up).await {
-                out.failed += 1;
-                continue;
-            }
-            out.conditions += 1;
-            if let Some((reference, note)) = up.warning() {
-                self.warn(&reference, INVALID_REASON, note, out).await;
-            }
-        }
-    }
-
-    /// Warning Events for built-in objects that do not decode, once per version.
-    pub async fn write_undecodable(&mut self, snap: &Snapshot, out: &mut Written) {
-        for ev in self.undecodable.new_events(snap) {
-            if self
-                .warn(
-                    &ev.reference,
-                    super::undecodable::REASON,
-                    ev.note.clone(),
-                    out,
-                )
-                .await
-            {
-                self.undecodable.published(&ev);
-            }
-        }
-    }
-
-    async fn warn(
-        &self,
-        reference: &k8s_openapi::api::core::v1::ObjectReference,
-        reason: &str,
-        note: String,
-        out: &mut Written,
-    ) -> bool {
-        let ev = Event {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Validate".into(),
-            secondary: None,
-        };
-        let what = format!(
-            "Event {reason} on {} {}",
-            reference.kind.as_deref().unwrap_or_default(),
-            reference.name.as_deref().unwrap_or_default()
-        );
-        let ok = self
-            .timed(&what, self.recorder.publish(&ev, reference))
-            .await;
-        if ok {
-            out.events += 1;
-        } else {
-            out.failed += 1;
-        }
-        ok
-    }
-
-    async fn apply_condition(&self, up: &ConditionUpdate) -> bool {
-        let ar = ApiResource {
-            group: crate::api::GROUP.into(),
-            version: crate::api::VERSION.into(),
-            api_version: crate::api::API_VERSION.into(),
-            kind: up.kind.into(),
-            plural: up.plural.into(),
-        };
-        let api: Api<DynamicObject> = if up.key.namespace.is_empty() {
-            Api::all_with(self.client.clone(), &ar)
-        } else {
-            Api::namespaced_with(self.client.clone(), &up.key.namespace, &ar)
-        };
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let body = up.apply_body();
-        let what = format!("{} {} conditions", up.kind, up.key);
-        self.timed(
-            &what,
-            api.patch_status(&up.key.name, &params, &Patch::Apply(&body)),
-        )
-        .await
-    }
-
-    /// Emits one Event per change on Services that still exist.
-    pub async fn write_events(&self, snap: &Snapshot, changes: &[Change], out: &mut Written) {
-        for change in changes {
-            let Some(svc) = snap.services.get(&change.key().service) else {
-                tracing::info!(service = %change.key().service, reason = change.reason(), message = %change.message(), "no Event: Service is gone");
-                continue;
+            let pool = match outcome {
+                Some(Ok(al)) => al.pool.to_string(),
+                _ => String::new(),
             };
-            let ev = Event {
-                type_: if change.event_type() == "Warning" {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
+            self.queue.offer(
+                k,
+                Write::Status {
+                    ingress: want,
+                    pool,
                 },
-                reason: change.reason().into(),
-                note: Some(change.message()),
-                action: "Allocate".into(),
-                secondary: None,
-            };
-            let what = format!("Event {} on {}", change.reason(), change.key().service);
-            if self
-                .timed(&what, self.recorder.publish(&ev, &svc.object_ref(&())))
-                .await
-            {
-                out.events += 1;
-            } else {
-                out.failed += 1;
+            );
+        }
+    }
+
+    fn queue_conditions(&mut self, snap: &Snapshot) {
+        let now = Time(Timestamp::now());
+        let ups = updates(snap, now);
+        let wanted: BTreeSet<(&'static str, ObjectKey)> =
+            ups.iter().map(|u| (u.kind, u.key.clone())).collect();
+        self.conditions_applied.retain(|k, _| wanted.contains(k));
+        self.queue.retain(|k| match k {
+            Key::Condition(kind, key) => wanted.contains(&(*kind, key.clone())),
+            _ => true,
+        });
+        for up in ups {
+            let id = (up.kind, up.key.clone());
+            let c = Cond(up);
+            if self.conditions_applied.get(&id) == Some(&c) {
+                continue;
+            }
+            self.queue
+                .offer(Key::Condition(id.0, id.1), Write::Condition(c));
+        }
+    }
+
+    fn queue_undecodable(&mut self, snap: &Snapshot) {
+        for ev in self.undecodable.new_events(snap) {
+            let kind = ev.reference.kind.clone().unwrap_or_default();
+            let key = ObjectKey::new(
+                ev.reference.namespace.as_deref().unwrap_or_default(),
+                ev.reference.name.as_deref().unwrap_or_default(),
+            );
+            self.queue
+                .offer(Key::Undecodable(kind, key), Write::Undecodable(ev));
+        }
+    }
+
+    fn queue_failures(&mut self, snap: &Snapshot, a: &Assignments) {
+        for (akey, outcome) in &a.outcomes {
+            let key = &akey.service;
+            let k = Key::Failed(key.clone());
+            match outcome {
+                Err(e) if snap.services.contains_key(key) => {
+                    let text = format!("no IP assigned: {e}");
+                    if self.failed.get(key) != Some(&text) {
+                        self.queue.offer(k, Write::Note(text));
+                    } else {
+                        self.queue.withdraw(&k);
+                    }
+                }
+                _ => {
+                    if self.failed.remove(key).is_some() {
+                        self.changed.insert(k.clone());
+                    }
+                    self.queue.withdraw(&k);
+                }
             }
         }
     }
 
-    /// Emits one `AnnouncedBy` Event per Service whose announcing nodes changed; returns the
-    /// Services written, for [`super::announced::AnnouncedTracker::reported`].
-    pub async fn write_announced(
-        &self,
-        snap: &Snapshot,
-        changes: &[(ObjectKey, String)],
-        out: &mut Written,
-    ) -> Vec<(ObjectKey, String)> {
-        let mut written = Vec::new();
-        for (key, text) in changes {
-            let Some(svc) = snap.services.get(key) else {
+    fn queue_announced(&mut self, snap: &Snapshot, a: &Assignments, candidates: &[Candidate]) {
+        let recorded = recorded_only(snap, a);
+        let now = announcements(snap, &recorded, candidates.to_vec());
+        let before = self.announced.len();
+        self.announced.retain(|k, _| now.contains_key(k));
+        if self.announced.len() != before {
+            let announced = &self.announced;
+            self.changed.retain(|k| match k {
+                Key::Announced(s) => announced.contains_key(s) || now.contains_key(s),
+                _ => true,
+            });
+        }
+        for (key, text) in now {
+            let k = Key::Announced(key.clone());
+            if self.announced.get(&key) == Some(&text) {
+                self.queue.withdraw(&k);
+            } else {
+                self.queue.offer(k, Write::Note(text));
+            }
+        }
+    }
+
+    /// Starts queued writes while the fence permits and there is room.
+    fn dispatch(&mut self) {
+        let Term::Leading { epoch, .. } = self.term else {
+            return;
+        };
+        let Some(sub) = self.latest.clone() else {
+            return;
+        };
+        loop {
+            if self.queue.in_flight() >= self.cfg.concurrency {
+                return;
+            }
+            let now = Instant::now();
+            let fence = self.fence.borrow().clone();
+            if fence.epoch != epoch || !fence.permits(now, self.cfg.write_timeout) {
+                return;
+            }
+            let Some((key, write)) = self.queue.next(now) else {
+                return;
+            };
+            match write {
+                Write::Condition(_) => {
+                    self.spawn_condition(epoch, key, write);
+                    continue;
+                }
+                Write::Undecodable(ev) => {
+                    self.spawn_undecodable(epoch, key, ev);
+                    continue;
+                }
+                _ => {}
+            }
+            let Some(svc) = sub.snap.services.get(key.service()).cloned() else {
+                self.queue.done(&key, Done::Dropped, now);
                 continue;
             };
-            let ev = Event {
-                type_: EventType::Normal,
-                reason: super::announced::REASON.into(),
-                note: Some(format!("announced: {text}")),
-                action: "Announce".into(),
-                secondary: None,
-            };
-            let what = format!("Event {} on {key}", super::announced::REASON);
-            if self
-                .timed(&what, self.recorder.publish(&ev, &svc.object_ref(&())))
-                .await
-            {
-                out.events += 1;
-                written.push((key.clone(), text.clone()));
-            } else {
-                out.failed += 1;
+            match (&key, write) {
+                (Key::Status(k), Write::Status { ingress, pool }) => {
+                    let base = self.applied.get(k).cloned();
+                    self.spawn_status(epoch, key.clone(), svc, ingress, pool, base);
+                }
+                (Key::Failed(_), Write::Note(text)) => {
+                    let repeat = self.changed.contains(&key);
+                    let note = Note {
+                        reason: "AllocationFailed",
+                        type_: "Warning",
+                        action: "Allocate",
+                        note: text.clone(),
+                    };
+                    self.spawn_note(epoch, key, svc, note, repeat, text);
+                }
+                (Key::Announced(_), Write::Note(text)) => {
+                    let repeat = self.changed.contains(&key);
+                    let note = Note {
+                        reason: super::announced::REASON,
+                        type_: "Normal",
+                        action: "Announce",
+                        note: format!("announced: {text}"),
+                    };
+                    self.spawn_note(epoch, key, svc, note, repeat, text);
+                }
+                (key, _) => self.queue.done(key, Done::Dropped, now),
             }
         }
-        written
     }
 
-    /// One round: Service statuses, conditions, Events.
-    pub async fn write(
+    fn spawn_status(
         &mut self,
-        snap: &Snapshot,
-        a: &Assignments,
-        changes: &[Change],
-        now: Time,
-    ) -> Written {
-        let mut out = Written::default();
-        self.write_services(snap, a, &mut out).await;
-        self.write_conditions(snap, now, &mut out).await;
-        self.write_undecodable(snap, &mut out).await;
-        self.write_events(snap, changes, &mut out).await;
-        out
+        epoch: u64,
+        key: Key,
+        svc: Arc<Service>,
+        ingress: Vec<LoadBalancerIngress>,
+        pool: String,
+        base: Option<Applied>,
+    ) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        let fence = self.fence.clone();
+        self.tasks.spawn(async move {
+            let outcome = write_status(
+                &client, &node, &fence, epoch, timeout, &svc, ingress, &pool, base,
+            )
+            .await;
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
+    fn spawn_note(
+        &mut self,
+        epoch: u64,
+        key: Key,
+        svc: Arc<Service>,
+        note: Note,
+        repeat: bool,
+        text: String,
+    ) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let outcome = match post(&client, &node, &svc, &note, repeat, timeout).await {
+                Ok(p) => Ended::Reported(text, usize::from(p != Posted::AlreadyReported)),
+                Err(e) => Ended::Retry(e),
+            };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
+    fn spawn_undecodable(&mut self, epoch: u64, key: Key, ev: UndecodableEvent) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let note = Note {
+                reason: super::undecodable::REASON,
+                type_: "Warning",
+                action: "Validate",
+                note: ev.note.clone(),
+            };
+            let outcome =
+                match post_about(&client, &node, &ev.reference, &note, false, timeout).await {
+                    Ok(_) => Ended::Undecodable(ev),
+                    Err(e) => Ended::Retry(e),
+                };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
+    /// Writes a condition; a `Valid=False` written also gets a Warning Event on its
+    /// object (named after its message, so once per message).
+    fn spawn_condition(&mut self, epoch: u64, key: Key, write: Write) {
+        let Write::Condition(c) = write else {
+            return;
+        };
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let outcome = match write_condition(&client, &c.0, timeout).await {
+                Ok(()) => {
+                    let mut events = 0;
+                    if let Some((reference, text)) = c.0.warning() {
+                        let note = Note {
+                            reason: INVALID_REASON,
+                            type_: "Warning",
+                            action: "Validate",
+                            note: text,
+                        };
+                        match post_about(&client, &node, &reference, &note, false, timeout).await {
+                            Ok(Posted::AlreadyReported) => {}
+                            Ok(_) => events = 1,
+                            Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),
+                        }
+                    }
+                    Ended::Condition(c, events)
+                }
+                Err(e) => Ended::Retry(e),
+            };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
+    fn finished(&mut self, done: Finished) {
+        let now = Instant::now();
+        if self.term.epoch() != Some(done.epoch) || !self.queue.is_busy(&done.key) {
+            return;
+        }
+        let key = done.key;
+        match done.outcome {
+            Ended::Status {
+                ingress,
+                version,
+                events,
+            } => {
+                self.stats.services += 1;
+                self.stats.events += events;
+                self.applied
+                    .insert(key.service().clone(), Applied { ingress, version });
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::Reported(text, events) => {
+                self.stats.events += events;
+                match &key {
+                    Key::Failed(k) => self.failed.insert(k.clone(), text),
+                    Key::Announced(k) => self.announced.insert(k.clone(), text),
+                    _ => None,
+                };
+                // From now on this term saw the text change: a later return to an
+                // earlier text is a true repeat.
+                self.changed.insert(key.clone());
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::Undecodable(ev) => {
+                self.stats.events += 1;
+                self.undecodable.published(&ev);
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::Condition(c, events) => {
+                self.stats.conditions += 1;
+                self.stats.events += events;
+                if let Key::Condition(kind, k) = &key {
+                    self.conditions_applied.insert((kind, k.clone()), c);
+                }
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::Retry(e) => {
+                tracing::warn!(?key, error = %e, "write failed; retrying");
+                self.stats.failed += 1;
+                self.queue.done(&key, Done::RetryAfter(self.cfg.retry), now);
+            }
+            Ended::Conflict(e) => {
+                tracing::info!(?key, error = %e, "write based on a stale view refused; retrying from the latest");
+                self.stats.conflicts += 1;
+                self.applied.remove(key.service());
+                self.queue.done(&key, Done::RetryAfter(Duration::ZERO), now);
+            }
+            Ended::Gone => self.queue.done(&key, Done::Dropped, now),
+            Ended::Foreign => {
+                tracing::warn!(
+                    ?key,
+                    "the record changed under the writer; reading it again"
+                );
+                self.stats.conflicts += 1;
+                let epoch = done.epoch;
+                self.end_term();
+                self.start_term(epoch);
+            }
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The apply body with the `resourceVersion` precondition.
+fn status_body(
+    svc: &Service,
+    ingress: &[LoadBalancerIngress],
+    version: Option<&str>,
+) -> serde_json::Value {
+    let mut body = apply_body(ingress);
+    body["metadata"] = json!({ "name": svc.metadata.name });
+    if let Some(v) = version {
+        body["metadata"]["resourceVersion"] = json!(v);
+    }
+    body
+}
+
+/// Writes one Service's status (precondition: the version the record was read at), then
+/// the Events of the change. On 409, reads the Service: if its record is still what this
+/// writer based the write on, writes again on the new version (only metadata or spec
+/// changed); if it now holds other IPs, the record changed under us ([`Ended::Foreign`]).
+#[allow(clippy::too_many_arguments)]
+async fn write_status(
+    client: &Client,
+    node: &str,
+    fence: &watch::Receiver<Fence>,
+    epoch: u64,
+    timeout: Duration,
+    svc: &Service,
+    ingress: Vec<LoadBalancerIngress>,
+    pool: &str,
+    base: Option<Applied>,
+) -> Ended {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let (mut version, before) = match &base {
+        Some(ap) => (ap.version.clone(), ips_of(&ap.ingress)),
+        None => (svc.metadata.resource_version.clone(), status_ips(svc)),
+    };
+    let mut sorted_before = before.clone();
+    sorted_before.sort();
+    let want = ips_of(&ingress);
+    let mut sorted_want = want.clone();
+    sorted_want.sort();
+    for attempt in 0..2 {
+        let permits = {
+            let f = fence.borrow();
+            f.epoch == epoch && f.permits(Instant::now(), timeout)
+        };
+        if !permits {
+            return Ended::Retry("the fence closed".into());
+        }
+        let body = status_body(svc, &ingress, version.as_deref());
+        let result = tokio::time::timeout(
+            timeout,
+            api.patch_status(&name, &params, &Patch::Apply(&body)),
+        )
+        .await;
+        match result {
+            Ok(Ok(written)) => {
+                tracing::info!(service = %format!("{ns}/{name}"), ingress = ?want, "status written");
+                let events = status_events(
+                    client, node, fence, epoch, timeout, &written, &before, &want, pool,
+                )
+                .await;
+                return Ended::Status {
+                    ingress,
+                    version: written.metadata.resource_version,
+                    events,
+                };
+            }
+            Ok(Err(kube::Error::Api(s))) if s.code == 404 => return Ended::Gone,
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 && attempt == 0 => {
+                let fresh = match tokio::time::timeout(timeout, api.get_opt(&name)).await {
+                    Ok(Ok(Some(f))) => f,
+                    Ok(Ok(None)) => return Ended::Gone,
+                    Ok(Err(e)) => return Ended::Retry(e.to_string()),
+                    Err(_) => return Ended::Retry("timed out".into()),
+                };
+                let mut now = status_ips(&fresh);
+                now.sort();
+                if now == sorted_want {
+                    return Ended::Status {
+                        ingress,
+                        version: fresh.metadata.resource_version,
+                        events: 0,
+                    };
+                }
+                if now != sorted_before {
+                    return Ended::Foreign;
+                }
+                version = fresh.metadata.resource_version;
+            }
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => return Ended::Conflict(s.message),
+            Ok(Err(e)) => return Ended::Retry(e.to_string()),
+            Err(_) => return Ended::Retry("timed out".into()),
+        }
+    }
+    Ended::Retry("conflict".into())
+}
+
+/// `IPReleased` and `IPAllocated` after a status write changed the record.
+#[allow(clippy::too_many_arguments)]
+async fn status_events(
+    client: &Client,
+    node: &str,
+    fence: &watch::Receiver<Fence>,
+    epoch: u64,
+    timeout: Duration,
+    svc: &Service,
+    before: &[IpAddr],
+    after: &[IpAddr],
+    pool: &str,
+) -> usize {
+    let released: Vec<IpAddr> = before
+        .iter()
+        .filter(|ip| !after.contains(ip))
+        .copied()
+        .collect();
+    let mut notes = Vec::new();
+    if !released.is_empty() {
+        notes.push(Note {
+            reason: "IPReleased",
+            type_: "Normal",
+            action: "Allocate",
+            note: format!("released IP {}", list(&released)),
+        });
+    }
+    if !after.is_empty() {
+        notes.push(Note {
+            reason: "IPAllocated",
+            type_: "Normal",
+            action: "Allocate",
+            note: format!("assigned IP {} from pool {pool}", list(after)),
+        });
+    }
+    let mut n = 0;
+    for note in notes {
+        let leads = {
+            let f = fence.borrow();
+            f.epoch == epoch && f.leads(Instant::now())
+        };
+        if !leads {
+            break;
+        }
+        // The record changed, so an equal existing Event is a true repeat.
+        match post(client, node, svc, &note, true, timeout).await {
+            Ok(_) => n += 1,
+            Err(e) => tracing::warn!(error = %e, "Event not posted"),
+        }
+    }
+    n
+}
+
+async fn write_condition(
+    client: &Client,
+    up: &ConditionUpdate,
+    timeout: Duration,
+) -> Result<(), String> {
+    let ar = ApiResource {
+        group: crate::api::GROUP.into(),
+        version: crate::api::VERSION.into(),
+        api_version: crate::api::API_VERSION.into(),
+        kind: up.kind.into(),
+        plural: up.plural.into(),
+    };
+    // PolicyRoutes are cluster-scoped: no namespace in the key.
+    let api: Api<DynamicObject> = if up.key.namespace.is_empty() {
+        Api::all_with(client.clone(), &ar)
+    } else {
+        Api::namespaced_with(client.clone(), &up.key.namespace, &ar)
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let body = up.apply_body();
+    match tokio::time::timeout(
+        timeout,
+        api.patch_status(&up.key.name, &params, &Patch::Apply(&body)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{} {} conditions: {e}", up.kind, up.key)),
+        Err(_) => Err(format!("{} {} conditions: timed out", up.kind, up.key)),
     }
 }
 

@@ -1,207 +1,289 @@
 use super::*;
 use crate::fixtures::{pool, service};
-use crate::ipam::{allocate, AllocationKey};
-use crate::mock_api::{scripted, Call};
-use crate::snapshot::{Object, Selection, Store};
-use crate::status::changes::diff;
-use k8s_openapi::jiff::Timestamp;
-use serde_json::json;
+use crate::mock_api::{scripted, status_error, Call};
+use crate::snapshot::{Object, Store};
+use k8s_openapi::api::core::v1::{LoadBalancerStatus, ServiceStatus};
+use serde_json::{json, Value};
 
 const NS: &str = "edgelb-system";
+const LIST: &str = "/api/v1/services?&limit=500";
+const SVC_STATUS: &str =
+    "/api/v1/namespaces/default/services/web/status?&force=true&fieldManager=edgelb";
+const POOL_STATUS: &str =
+    "/apis/edgelb.io/v1alpha1/namespaces/edgelb-system/ipaddresspools/lan/status?&force=true&fieldManager=edgelb";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
 
-fn now() -> Time {
-    Time(Timestamp::from_second(1_700_000_000).expect("ts"))
+fn web(rv: &str, ip: Option<&str>) -> Service {
+    let mut s = service("default", "web", 80);
+    s.metadata.resource_version = Some(rv.into());
+    s.metadata.uid = Some("uid-web".into());
+    if let Some(ip) = ip {
+        s.status = Some(ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some(ip.into()),
+                    ip_mode: Some("VIP".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        });
+    }
+    s
 }
 
-fn cluster(objects: Vec<Object>) -> Snapshot {
+fn store(services: Vec<Service>) -> Store {
+    let mut store = Store::default();
+    store.apply(
+        Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/30"])),
+        NS,
+    );
+    for s in services {
+        store.apply(Object::Service(s), NS);
+    }
+    store
+}
+
+fn list(items: Vec<Service>) -> Value {
+    json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "100"}, "items": items})
+}
+
+fn leading(epoch: u64) -> Fence {
+    Fence {
+        epoch,
+        until: Some(Instant::now() + Duration::from_secs(60)),
+        holder: Some("node-a".into()),
+        api_reachable: true,
+        contact: None,
+    }
+}
+
+fn config() -> WriterConfig {
+    WriterConfig {
+        concurrency: 1,
+        ..WriterConfig::new("node-a", Selection::default())
+    }
+}
+
+async fn settle(w: &WriterHandle, until: impl Fn(&WriterStats) -> bool) -> WriterStats {
+    let mut rx = w.watch_stats();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if until(&rx.borrow_and_update()) {
+                break;
+            }
+            rx.changed().await.expect("writer running");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("writer did not settle: {:?}", w.stats()));
+    w.stats()
+}
+
+fn condition_call() -> Call {
+    Call::new("PATCH", POOL_STATUS, 200, json!({}))
+        .check_body(|b| assert_eq!(b["status"]["conditions"][0]["type"], "Valid"))
+}
+
+/// A new leader reads the record, then writes the status with the Service's version as a
+/// precondition, then one `IPAllocated` Event; once the watch shows the status nothing is
+/// written again, and nothing is kept once the Service is gone.
+#[tokio::test]
+async fn a_term_reads_the_record_then_writes_fenced_with_a_precondition_and_one_event() {
+    let (client, server) = scripted(vec![
+        Call::new("GET", LIST, 200, list(vec![web("5", None)])),
+        Call::new(
+            "PATCH",
+            SVC_STATUS,
+            200,
+            serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
+        )
+        .with_body(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "web", "resourceVersion": "5"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.0", "ipMode": "VIP"}]}}
+        })),
+        Call::new("POST", EVENTS, 201, json!({})).check_body(|b| {
+            assert_eq!(b["reason"], "IPAllocated");
+            assert_eq!(b["note"], "assigned IP 192.0.2.0 from pool lan");
+            assert_eq!(b["reportingInstance"], "node-a");
+        }),
+        condition_call(),
+    ]);
+    let (fence_tx, fence) = watch::channel(leading(1));
+    let w = WriterHandle::spawn(client, config(), fence);
+    let mut st = store(vec![web("5", None)]);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| {
+        s.services == 1 && s.conditions == 1 && s.pending == 0
+    })
+    .await;
+    assert_eq!((s.events, s.terms, s.failed), (1, 1, 0));
+    // The watch delivers the written status: nothing more to write.
+    st.apply(Object::Service(web("6", Some("192.0.2.0"))), NS);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    // The Service goes away: nothing is kept for it.
+    st.delete("Service", &ObjectKey::new("default", "web"));
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| s.tracked <= 1).await;
+    assert_eq!(s.services, 1);
+    drop(fence_tx);
+    w.stop().await;
+    server.await.expect("every call came");
+}
+
+/// The last leader recorded an IP that this speaker's watch has not shown yet: the new
+/// leader waits for its snapshot to show the record, then has nothing to write (and posts
+/// no Event again).
+#[tokio::test]
+async fn a_new_leader_waits_for_its_snapshot_to_show_the_record() {
+    let (client, server) = scripted(vec![
+        Call::new("GET", LIST, 200, list(vec![web("9", Some("192.0.2.3"))])),
+        condition_call(),
+    ]);
+    let (_fence_tx, fence) = watch::channel(leading(4));
+    let w = WriterHandle::spawn(client, config(), fence);
+    let mut st = store(vec![web("5", None)]);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.stats().services, 0, "behind the record: no write");
+    st.apply(Object::Service(web("9", Some("192.0.2.3"))), NS);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| s.conditions == 1 && s.pending == 0).await;
+    assert_eq!(
+        (s.services, s.events),
+        (0, 0),
+        "the record is kept as it is"
+    );
+    w.stop().await;
+    server.await.expect("every call came");
+}
+
+/// While the fence does not permit, nothing is read or written.
+#[tokio::test]
+async fn no_write_without_the_fence() {
+    let (client, server) = scripted(vec![]);
+    let closed = Fence {
+        epoch: 1,
+        until: Some(Instant::now() + Duration::from_secs(1)),
+        ..Fence::default()
+    };
+    let cfg = WriterConfig {
+        write_timeout: Duration::from_secs(5),
+        ..config()
+    };
+    let (_fence_tx, fence) = watch::channel(closed);
+    let w = WriterHandle::spawn(client, cfg, fence);
+    let st = store(vec![web("5", None)]);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.stats().services, 0);
+    w.stop().await;
+    server.await.expect("no call came");
+}
+
+/// A 409 whose fresh read shows IPs another writer recorded: the record changed under
+/// us, so the term starts over from a fresh read and keeps that IP.
+#[tokio::test]
+async fn a_conflict_with_a_foreign_record_starts_the_term_over() {
+    let (client, server) = scripted(vec![
+        Call::new("GET", LIST, 200, list(vec![web("5", None)])),
+        Call::new("PATCH", SVC_STATUS, 409, status_error(409, "Conflict")),
+        Call::new(
+            "GET",
+            "/api/v1/namespaces/default/services/web",
+            200,
+            serde_json::to_value(web("7", Some("192.0.2.2"))).expect("json"),
+        ),
+        Call::new("GET", LIST, 200, list(vec![web("7", Some("192.0.2.2"))])),
+        condition_call(),
+    ]);
+    let (_fence_tx, fence) = watch::channel(leading(1));
+    let w = WriterHandle::spawn(client, config(), fence);
+    let mut st = store(vec![web("5", None)]);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| s.terms == 2).await;
+    assert_eq!(s.conflicts, 1);
+    st.apply(Object::Service(web("7", Some("192.0.2.2"))), NS);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| s.conditions == 1 && s.pending == 0).await;
+    assert_eq!(s.services, 0, "the foreign record is kept");
+    w.stop().await;
+    server.await.expect("every call came");
+}
+
+/// Runs one term over `objects` (no Services) and expects `calls` after the record read.
+async fn one_term(
+    objects: Vec<Object>,
+    calls: Vec<Call>,
+    until: impl Fn(&WriterStats) -> bool,
+) -> WriterStats {
+    let mut all = vec![Call::new("GET", LIST, 200, list(vec![]))];
+    all.extend(calls);
+    let (client, server) = scripted(all);
+    let (_fence_tx, fence) = watch::channel(leading(1));
+    let w = WriterHandle::spawn(client, config(), fence);
     let mut store = Store::default();
     for o in objects {
         store.apply(o, NS);
     }
-    store.snapshot(&Selection::default())
-}
-
-const SVC_STATUS: &str =
-    "/api/v1/namespaces/default/services/web/status?&force=true&fieldManager=edgelb";
-
-#[tokio::test]
-async fn service_status_is_applied_once_with_the_exact_body() {
-    let snap = cluster(vec![
-        Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/30"])),
-        Object::Service(service("default", "web", 80)),
-    ]);
-    let a = allocate(&snap, &Assignments::default());
-    let (client, server) = scripted(vec![Call::new("PATCH", SVC_STATUS, 200, json!({}))
-        .with_body(json!({
-            "apiVersion": "v1", "kind": "Service",
-            "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.0", "ipMode": "VIP"}]}}
-        }))]);
-    let mut w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
-    let mut out = Written::default();
-    w.write_services(&snap, &a, &mut out).await;
-    assert_eq!(
-        out,
-        Written {
-            services: 1,
-            ..Default::default()
-        }
-    );
-    // The watch has not yet delivered the new status: nothing is sent again.
-    let mut again = Written::default();
-    w.write_services(&snap, &a, &mut again).await;
-    assert_eq!(again, Written::default());
+    w.submit(store.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| until(s) && s.pending == 0).await;
+    w.stop().await;
     server.await.expect("every call came");
+    s
 }
 
 #[tokio::test]
-async fn a_service_that_already_carries_its_ip_is_not_written() {
-    let mut svc = service("default", "web", 80);
-    svc.status = Some(k8s_openapi::api::core::v1::ServiceStatus {
-        load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus {
-            ingress: Some(vec![LoadBalancerIngress {
-                ip: Some("192.0.2.0".into()),
-                ip_mode: Some("VIP".into()),
-                ..Default::default()
-            }]),
-        }),
-        conditions: None,
-    });
-    let snap = cluster(vec![
-        Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/30"])),
-        Object::Service(svc),
-    ]);
-    let a = allocate(&snap, &Assignments::from_status(&snap));
-    let (client, server) = scripted(vec![]);
-    let mut w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
-    let mut out = Written::default();
-    w.write_services(&snap, &a, &mut out).await;
-    assert_eq!(out, Written::default());
-    server.await.expect("no call expected");
-}
-
-#[tokio::test]
-async fn a_failed_write_is_counted_and_retried_next_round() {
-    let snap = cluster(vec![
-        Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/30"])),
-        Object::Service(service("default", "web", 80)),
-    ]);
-    let a = allocate(&snap, &Assignments::default());
-    let (client, server) = scripted(vec![
-        Call::new(
-            "PATCH",
-            SVC_STATUS,
-            500,
-            crate::mock_api::status_error(500, "InternalError"),
-        ),
-        Call::new("PATCH", SVC_STATUS, 200, json!({})),
-    ]);
-    let mut w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
-    let mut first = Written::default();
-    w.write_services(&snap, &a, &mut first).await;
-    assert_eq!(first.failed, 1);
-    let mut second = Written::default();
-    w.write_services(&snap, &a, &mut second).await;
-    assert_eq!(second.services, 1);
-    server.await.expect("every call came");
-}
-
-#[tokio::test]
-async fn conditions_of_a_valid_and_an_invalid_pool_are_applied() {
-    let snap = cluster(vec![
-        Object::IPAddressPool(pool(NS, "bad", &["10.0.0.300/24"])),
-        Object::IPAddressPool(pool(NS, "good", &["192.0.2.0/30"])),
-    ]);
+async fn conditions_of_a_valid_and_an_invalid_pool_are_applied_with_a_warning_for_the_invalid() {
     let url = |n: &str| {
         format!("/apis/edgelb.io/v1alpha1/namespaces/{NS}/ipaddresspools/{n}/status?&force=true&fieldManager=edgelb")
     };
-    let (client, server) = scripted(vec![
-        Call::new("PATCH", url("bad"), 200, json!({})).with_body(json!({
-            "apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
-            "status": {"conditions": [{"type": "Valid", "status": "False", "reason": "InvalidSpec",
-                "message": "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range",
-                "lastTransitionTime": "2023-11-14T22:13:20Z"}]}
-        })),
-        // Valid=False also gets a Warning Event on the pool, naming field and value.
-        Call::new(
-            "POST",
-            format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
-            201,
-            json!({}),
-        )
-        .check_body(|b| {
-            assert_eq!(b["type"], "Warning");
-            assert_eq!(b["reason"], "InvalidSpec");
-            assert_eq!(b["regarding"]["kind"], "IPAddressPool");
-            assert_eq!(b["regarding"]["apiVersion"], "edgelb.io/v1alpha1");
-            assert_eq!(b["regarding"]["name"], "bad");
-            assert_eq!(
-                b["note"],
-                "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range"
-            );
-        }),
-        Call::new("PATCH", url("good"), 200, json!({})).check_body(|b| {
-            assert_eq!(b["status"]["conditions"][0]["status"], "True");
-            assert_eq!(b["status"]["conditions"][0]["message"], "spec accepted");
-        }),
-    ]);
-    let w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
-    let mut out = Written::default();
-    w.write_conditions(&snap, now(), &mut out).await;
-    assert_eq!(out.conditions, 2);
-    assert_eq!(out.events, 1);
-    server.await.expect("every call came");
-}
-
-#[tokio::test]
-async fn events_are_emitted_on_the_service_for_each_decision() {
-    let snap = cluster(vec![
-        Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/32"])),
-        Object::Service(service("default", "a", 80)),
-        Object::Service(service("default", "b", 80)),
-    ]);
-    let a = allocate(&snap, &Assignments::default());
-    let changes = diff(&Assignments::default(), &a);
-    assert_eq!(changes.len(), 2);
-    let ev = |reason: &'static str, kind: &'static str, note: &'static str, name: &'static str| {
-        Call::new(
-            "POST",
-            "/apis/events.k8s.io/v1/namespaces/default/events?",
-            201,
-            json!({}),
-        )
-        .check_body(move |b| {
-            assert_eq!(b["reason"], reason);
-            assert_eq!(b["type"], kind);
-            assert_eq!(b["note"], note);
-            assert_eq!(b["regarding"]["kind"], "Service");
-            assert_eq!(b["regarding"]["name"], name);
-            assert_eq!(b["reportingController"], "edgelb");
-            assert_eq!(b["reportingInstance"], "node-a");
-        })
-    };
-    let (client, server) = scripted(vec![
-        ev(
-            "IPAllocated",
-            "Normal",
-            "assigned IP 192.0.2.0 from pool lan",
-            "a",
-        ),
-        ev(
-            "AllocationFailed",
-            "Warning",
-            "no IP assigned: no free address in IPAddressPool \"lan\"",
-            "b",
-        ),
-    ]);
-    let w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
-    let mut out = Written::default();
-    w.write_events(&snap, &changes, &mut out).await;
-    assert_eq!(out.events, 2);
-    assert_eq!(
-        changes[0].key(),
-        &AllocationKey::cluster(crate::snapshot::ObjectKey::new("default", "a"))
-    );
-    server.await.expect("every call came");
+    let s = one_term(
+        vec![
+            Object::IPAddressPool(pool(NS, "bad", &["10.0.0.300/24"])),
+            Object::IPAddressPool(pool(NS, "good", &["192.0.2.0/30"])),
+        ],
+        vec![
+            Call::new("PATCH", url("bad"), 200, json!({})).check_body(|b| {
+                let c = &b["status"]["conditions"][0];
+                assert_eq!(b["kind"], "IPAddressPool");
+                assert_eq!(
+                    (&c["type"], &c["status"], &c["reason"]),
+                    (&json!("Valid"), &json!("False"), &json!("InvalidSpec"))
+                );
+                assert_eq!(
+                    c["message"],
+                    "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range"
+                );
+            }),
+            // Valid=False also gets a Warning Event on the pool, naming field and value.
+            Call::new(
+                "POST",
+                format!("/apis/events.k8s.io/v1/namespaces/{NS}/events?"),
+                201,
+                json!({}),
+            )
+            .check_body(|b| {
+                assert_eq!(b["type"], "Warning");
+                assert_eq!(b["reason"], "InvalidSpec");
+                assert_eq!(b["regarding"]["kind"], "IPAddressPool");
+                assert_eq!(b["regarding"]["apiVersion"], "edgelb.io/v1alpha1");
+                assert_eq!(b["regarding"]["name"], "bad");
+                assert_eq!(
+                    b["note"],
+                    "spec.addresses[0]: \"10.0.0.300/24\" is not a CIDR or range"
+                );
+            }),
+            Call::new("PATCH", url("good"), 200, json!({})).check_body(|b| {
+                assert_eq!(b["status"]["conditions"][0]["status"], "True");
+                assert_eq!(b["status"]["conditions"][0]["message"], "spec accepted");
+            }),
+        ],
+        |s| s.conditions == 2,
+    )
+    .await;
+    assert_eq!((s.conditions, s.events, s.failed), (2, 1, 0));
 }
 
 /// A `PolicyRoute` (cluster-scoped) that does not decode gets `Valid=False` on its own
@@ -216,42 +298,38 @@ async fn an_undecodable_policy_route_gets_valid_false_and_a_warning() {
     else {
         panic!("decoded");
     };
-    let snap = cluster(vec![Object::Undecodable {
-        kind: "PolicyRoute",
-        object,
-    }]);
-    let (client, server) = scripted(vec![
-        Call::new(
-            "PATCH",
-            "/apis/edgelb.io/v1alpha1/policyroutes/r/status?&force=true&fieldManager=edgelb",
-            200,
-            json!({}),
+    let s =
+        one_term(
+            vec![Object::Undecodable {
+                kind: "PolicyRoute",
+                object,
+            }],
+            vec![
+            Call::new(
+                "PATCH",
+                "/apis/edgelb.io/v1alpha1/policyroutes/r/status?&force=true&fieldManager=edgelb",
+                200,
+                json!({}),
+            )
+            .check_body(|b| {
+                let c = &b["status"]["conditions"][0];
+                assert_eq!(c["type"], "Valid");
+                assert_eq!(c["status"], "False");
+                assert_eq!(c["observedGeneration"], 4);
+                assert_eq!(
+                    c["message"],
+                    "spec.gateways[0]: \"10.0.0.1.5\" cannot be read: invalid IP address syntax"
+                );
+            }),
+            Call::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events?", 201, json!({}))
+                .check_body(|b| {
+                    assert_eq!(b["type"], "Warning");
+                    assert_eq!(b["regarding"]["kind"], "PolicyRoute");
+                    assert_eq!(b["regarding"]["uid"], "u-1");
+                }),
+        ],
+            |s| s.conditions == 1,
         )
-        .check_body(|b| {
-            let c = &b["status"]["conditions"][0];
-            assert_eq!(c["type"], "Valid");
-            assert_eq!(c["status"], "False");
-            assert_eq!(c["observedGeneration"], 4);
-            assert_eq!(
-                c["message"],
-                "spec.gateways[0]: \"10.0.0.1.5\" cannot be read: invalid IP address syntax"
-            );
-        }),
-        Call::new(
-            "POST",
-            "/apis/events.k8s.io/v1/namespaces/default/events?",
-            201,
-            json!({}),
-        )
-        .check_body(|b| {
-            assert_eq!(b["type"], "Warning");
-            assert_eq!(b["regarding"]["kind"], "PolicyRoute");
-            assert_eq!(b["regarding"]["uid"], "u-1");
-        }),
-    ]);
-    let w = StatusWriter::new(client, "node-a", Duration::from_secs(2));
-    let mut out = Written::default();
-    w.write_conditions(&snap, now(), &mut out).await;
-    assert_eq!((out.conditions, out.events, out.failed), (1, 1, 0));
-    server.await.expect("every call came");
+        .await;
+    assert_eq!((s.conditions, s.events, s.failed), (1, 1, 0));
 }
