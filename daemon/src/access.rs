@@ -1,14 +1,14 @@
 //! Everything the speaker asks of the API server, as RBAC sees it: the reads come from the
-//! watch table the watchers are built from ([`crate::source::kube::WATCHES`]), the writes
-//! from [`WRITES`]. The RBAC test (`daemon/tests/kube_rbac.rs`) checks each entry with a
+//! watch table the watchers are built from ([`crate::source::kube::WATCHES`]) and
+//! [`READS`], the writes from [`WRITES`]. The RBAC test (`daemon/tests/kube_rbac.rs`) checks each entry with a
 //! SubjectAccessReview against the shipped RBAC, and the cluster test checks, from the API
 //! server's audit log, that every request the running speaker made is one of these.
 
 use crate::source::kube::{Reach, WATCHES};
 
-/// One write the speaker makes.
+/// One request of the speaker outside its watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Write {
+pub struct Grant {
     /// API group (`""` for core).
     pub group: &'static str,
     /// URL plural.
@@ -29,8 +29,8 @@ pub struct Write {
 pub const LEADER_LEASE: &str = "edgelb-leader";
 
 /// Every write of the speaker.
-pub const WRITES: &[Write] = &[
-    Write {
+pub const WRITES: &[Grant] = &[
+    Grant {
         group: "",
         resource: "services",
         subresource: "status",
@@ -39,7 +39,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: status.loadBalancer by server-side apply",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "ipaddresspools",
         subresource: "status",
@@ -48,7 +48,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: the Valid condition",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "bgppeers",
         subresource: "status",
@@ -57,7 +57,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: the Valid condition",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "bgpadvertisements",
         subresource: "status",
@@ -66,7 +66,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: the Valid condition",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "l2advertisements",
         subresource: "status",
@@ -75,7 +75,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: the Valid condition",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "communities",
         subresource: "status",
@@ -84,7 +84,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: the Valid condition",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "bfdprofiles",
         subresource: "status",
@@ -93,7 +93,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::writer: the Valid condition",
     },
-    Write {
+    Grant {
         group: crate::api::GROUP,
         resource: "policyroutes",
         subresource: "status",
@@ -102,16 +102,17 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::policy_route: Valid and each node's Installed.<node> condition",
     },
-    Write {
+    Grant {
         group: "events.k8s.io",
         resource: "events",
         subresource: "",
-        verbs: &["create", "patch"],
+        // Named after what they say: a 409 on create is a repeat, read and patched.
+        verbs: &["create", "get", "patch"],
         reach: Reach::Cluster,
         name: None,
-        by: "status::writer: Events on Services (kube's Recorder patches a repeated one)",
+        by: "status::events: Events on Services and our objects; a true repeat bumps its series",
     },
-    Write {
+    Grant {
         group: "coordination.k8s.io",
         resource: "leases",
         subresource: "",
@@ -121,7 +122,7 @@ pub const WRITES: &[Write] = &[
         name: None,
         by: "status::leader: the first speaker creates the Lease",
     },
-    Write {
+    Grant {
         group: "coordination.k8s.io",
         resource: "leases",
         subresource: "",
@@ -131,6 +132,17 @@ pub const WRITES: &[Write] = &[
         by: "status::leader: read, renew and take over the Lease",
     },
 ];
+
+/// Every read of the speaker besides its watches' lists and watches.
+pub const READS: &[Grant] = &[Grant {
+    group: "",
+    resource: "services",
+    subresource: "",
+    verbs: &["get"],
+    reach: Reach::Cluster,
+    name: None,
+    by: "status::writer: a fresh read of a Service whose status write conflicted",
+}];
 
 /// One request kind the speaker makes, as a SubjectAccessReview asks it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,7 +169,7 @@ fn namespace_of(reach: Reach, speaker_namespace: &str) -> Option<String> {
 }
 
 /// Every request kind of a speaker running in `speaker_namespace`: `list` and `watch` of
-/// each watch, then every write.
+/// each watch, the other reads, then every write.
 pub fn all(speaker_namespace: &str) -> Vec<Access> {
     let mut out = Vec::new();
     for w in WATCHES {
@@ -173,7 +185,7 @@ pub fn all(speaker_namespace: &str) -> Vec<Access> {
             });
         }
     }
-    for w in WRITES {
+    for w in READS.iter().chain(WRITES) {
         for verb in w.verbs {
             out.push(Access {
                 verb: verb.to_string(),

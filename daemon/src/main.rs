@@ -9,7 +9,9 @@ use edgelb_daemon::local_api::view::LocalView;
 use edgelb_daemon::membership::KeySource;
 use edgelb_daemon::snapshot::Redacted;
 use edgelb_daemon::snapshot::{Selection, Snapshot};
-use edgelb_daemon::speaker::{self, AnnounceConfig, Config, GossipConfig, LeaseConfig};
+use edgelb_daemon::speaker::{
+    self, restart_marker, AnnounceConfig, BgpStop, Config, GossipConfig, LeaseConfig,
+};
 use tokio::sync::watch;
 
 /// The edgelb speaker daemon.
@@ -99,6 +101,11 @@ struct RunArgs {
     /// Serve /metrics, /healthz, /readyz (and the read-only views) on this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// What SIGTERM/SIGINT does to BGP peers with enableGracefulRestart: `restart` (no
+    /// NOTIFICATION, the routers keep our routes for the restart time and the next start
+    /// sets the R bit) or `withdraw` (Cease, routes gone at once).
+    #[arg(long, value_enum, default_value_t = BgpStop::Restart)]
+    bgp_stop: BgpStop,
 }
 
 /// After each reconcile that changed the view's Service-sized sections, hands the memory
@@ -260,6 +267,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             bgp_listen: args.bgp_listen,
             node_addresses: args.node_addresses,
             gossip,
+            bgp_stop: args.bgp_stop,
+            restart_marker: Some(restart_marker::path_for_socket(&args.socket)),
             ..Default::default()
         },
     };

@@ -11,13 +11,14 @@ mod guard;
 mod host;
 mod l2_announcer;
 mod policy_routes;
+pub mod restart_marker;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use allocator::{recorded_only, Allocator};
-pub use announcing::{AnnounceConfig, AnnounceError, Announcing, GossipConfig};
+pub use announcing::{AnnounceConfig, AnnounceError, Announcing, BgpStop, GossipConfig};
 pub use api_task::{ApiState, ApiTask};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
 
