@@ -4,7 +4,8 @@
 //! announce --local-as A --remote-as B --peer ADDR[:PORT] [--peer ...] --router-id ID
 //!          [--count N] [--base 198.18.0.0] (alias --first; --peer-as for --remote-as) [--hold 9] [--password P] [--passive]
 //!          [--listen ADDR:PORT] [--source ADDR] [--families v4,v6] [--connect-retry SECS (1)]
-//!          [--multihop N] [--gtsm] [--graceful-restart SECS] [--bfd TX_MS,RX_MS,MULT]
+//!          [--multihop N] [--gtsm] [--graceful-restart SECS] [--restarting] [--open-wait SECS]
+//!          [--bfd TX_MS,RX_MS,MULT]
 //!          [--community 65000:1] [--large 65000:1:2] [--local-pref 200] [--med 5]
 //! ```
 //!
@@ -12,7 +13,10 @@
 //! prints one JSON line per event on stdout (`established`, `all_sent`, `sent`, `down`,
 //! `applied`, `shutdown`) with a Unix timestamp, and reads route changes on stdin:
 //! `add PREFIX [community=A:B,...] [large=A:B:C,...] [local-pref=N] [med=N]`, `del PREFIX`,
-//! `clear`. SIGTERM or SIGINT sends Cease / Administrative Shutdown (RFC 8203) and exits.
+//! `clear`. SIGTERM or SIGINT sends Cease / Administrative Shutdown (RFC 8203) and exits;
+//! SIGUSR1 is a planned restart (graceful restart peers get no NOTIFICATION, RFC 4724) and
+//! `--restarting` sets the R bit in the next process's OPENs. `families_not_announced` lines
+//! say which negotiated families have no next hop.
 use edgelb_bgp::packet::{Community, Family, LargeCommunity};
 use edgelb_bgp::{
     BfdPeerConfig, GracefulRestartConfig, PeerConfig, PeerEvent, RouteAttrs, RouteTable, Secret,
@@ -42,6 +46,8 @@ struct Args {
     multihop: Option<u8>,
     gtsm: bool,
     graceful_restart: Option<u16>,
+    restarting: bool,
+    open_wait: Option<u64>,
     /// BFD (desired min TX ms, required min RX ms, detect multiplier).
     bfd: Option<(u64, u64, u8)>,
     attrs: RouteAttrs,
@@ -104,6 +110,8 @@ fn parse_args() -> Args {
         multihop: None,
         gtsm: false,
         graceful_restart: None,
+        restarting: false,
+        open_wait: None,
         bfd: None,
         attrs: RouteAttrs::default(),
     };
@@ -128,6 +136,8 @@ fn parse_args() -> Args {
             "--multihop" => a.multihop = Some(parse(&flag, it.next())),
             "--gtsm" => a.gtsm = true,
             "--graceful-restart" => a.graceful_restart = Some(parse(&flag, it.next())),
+            "--restarting" => a.restarting = true,
+            "--open-wait" => a.open_wait = Some(parse(&flag, it.next())),
             "--bfd" => {
                 let v: String = parse(&flag, it.next());
                 let parts: Vec<&str> = v.split(',').collect();
@@ -312,13 +322,14 @@ async fn main() {
             p.connect_retry = Duration::from_secs(s.max(1));
             p.connect_retry_max = p.connect_retry.max(Duration::from_secs(30));
         }
-        p.graceful_restart = args
-            .graceful_restart
-            .map(|restart_time| GracefulRestartConfig {
-                restart_time,
-                restarting: false,
-                forwarding_preserved: true,
-            });
+        p.graceful_restart = args.graceful_restart.map(|restart_time| {
+            let mut gr = GracefulRestartConfig::new(restart_time);
+            gr.restarting = args.restarting;
+            gr
+        });
+        if let Some(s) = args.open_wait {
+            p.open_wait = Duration::from_secs(s.max(1));
+        }
         p.bfd = args.bfd.map(|(tx, rx, mult)| BfdPeerConfig {
             timers: edgelb_bgp::bfd::SessionConfig {
                 desired_min_tx: Duration::from_millis(tx),
@@ -343,19 +354,22 @@ async fn main() {
         table.len()
     );
 
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
     ) else {
         eprintln!("announce: cannot install signal handlers");
         std::process::exit(1);
     };
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
+    let mut restart = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr1.recv() => { restart = true; break }
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => {
                     match apply_command(&line, &mut table) {
@@ -379,7 +393,11 @@ async fn main() {
         }
     }
     let at = Instant::now();
-    speaker.shutdown("edgelb announce: shutting down").await;
+    if restart {
+        speaker.shutdown_for_restart().await;
+    } else {
+        speaker.shutdown("edgelb announce: shutting down").await;
+    }
     let (cpu, rss) = resources();
     println!(
         r#"{{"event":"shutdown","t":{:.6},"took_ms":{:.1},"cpu_s":{cpu:.4},"peak_rss_kb":{rss}}}"#,
@@ -428,6 +446,17 @@ fn print_event(clock: &Clock, ev: &PeerEvent) {
             println!(
                 r#"{{"event":"down","peer":"{peer}","t":{:.6},"code":{code},"error":{text:?}}}"#,
                 clock.unix(*at)
+            );
+        }
+        PeerEvent::FamiliesNotAnnounced { peer, at, families } => {
+            let list: Vec<String> = families
+                .iter()
+                .map(|f| format!(r#"{{"family":"{:?}","reason":{:?}}}"#, f.family, f.reason))
+                .collect();
+            println!(
+                r#"{{"event":"families_not_announced","peer":"{peer}","t":{:.6},"families":[{}]}}"#,
+                clock.unix(*at),
+                list.join(",")
             );
         }
     }

@@ -75,6 +75,22 @@ pub struct GracefulRestartConfig {
     /// Set the F bit for every family: forwarding state survives a restart (true for
     /// edgelb, whose data plane is the kernel and the service proxies).
     pub forwarding_preserved: bool,
+    /// Set the N bit (RFC 8538 §2): with a peer that sets it too, a NOTIFICATION keeps our
+    /// routes like a dropped connection does, and a stop that must flush them is sent as
+    /// Cease / Hard Reset.
+    pub notification: bool,
+}
+
+impl GracefulRestartConfig {
+    /// A restart time with F and N set and R clear (the speaker did not just restart).
+    pub fn new(restart_time: u16) -> GracefulRestartConfig {
+        GracefulRestartConfig {
+            restart_time,
+            restarting: false,
+            forwarding_preserved: true,
+            notification: true,
+        }
+    }
 }
 
 /// One configured neighbour.
@@ -93,6 +109,9 @@ pub struct PeerConfig {
     pub hold_time: u16,
     /// Keepalive interval in seconds; a third of the negotiated hold time when `None`.
     pub keepalive: Option<u16>,
+    /// How long a connection waits for the peer's OPEN before it is closed (the OpenSent
+    /// hold timer, [`crate::negotiate::DEFAULT_OPEN_WAIT`]).
+    pub open_wait: Duration,
     /// First ConnectRetry interval; it doubles per failed attempt up to `connect_retry_max`.
     pub connect_retry: Duration,
     pub connect_retry_max: Duration,
@@ -146,6 +165,7 @@ impl PeerConfig {
             source_address: None,
             hold_time: 90,
             keepalive: None,
+            open_wait: crate::negotiate::DEFAULT_OPEN_WAIT,
             connect_retry: Duration::from_secs(5),
             connect_retry_max: Duration::from_secs(120),
             passive: false,
@@ -175,7 +195,7 @@ impl PeerConfig {
             });
         }
         if let Some(k) = self.keepalive {
-            if self.hold_time != 0 && (k == 0 || k > self.hold_time / 3) {
+            if self.hold_time != 0 && (k == 0 || k >= self.hold_time) {
                 return Err(ConfigError::Keepalive {
                     peer,
                     value: k,
@@ -211,6 +231,9 @@ impl PeerConfig {
         }
         if self.gtsm && self.ebgp_multihop.is_some() {
             return Err(ConfigError::GtsmAndMultihop { peer });
+        }
+        if self.open_wait.is_zero() {
+            return Err(ConfigError::OpenWait { peer });
         }
         if self.ebgp_multihop == Some(0) {
             return Err(ConfigError::Multihop { peer });
@@ -280,7 +303,7 @@ pub enum ConfigError {
     #[error("peer {peer}: hold_time {value} is invalid: it must be 0 or at least 3 seconds (RFC 4271 §4.2)")]
     HoldTime { peer: IpAddr, value: u16 },
     #[error(
-        "peer {peer}: keepalive {value} is invalid with hold_time {hold}: it must be 1..=hold/3"
+        "peer {peer}: keepalive {value} is invalid with hold_time {hold}: it must be at least 1 and below the hold time"
     )]
     Keepalive { peer: IpAddr, value: u16, hold: u16 },
     #[error("peer {peer}: ASN 0 is reserved (local_as {local}, remote_as {remote})")]
@@ -301,6 +324,8 @@ pub enum ConfigError {
     PasswordLength { peer: IpAddr, len: usize },
     #[error("peer {peer}: gtsm and ebgp_multihop exclude each other")]
     GtsmAndMultihop { peer: IpAddr },
+    #[error("peer {peer}: open_wait must not be zero")]
+    OpenWait { peer: IpAddr },
     #[error("peer {peer}: ebgp_multihop 0 is invalid")]
     Multihop { peer: IpAddr },
     #[error("peer {peer}: graceful restart time {value} exceeds 4095 seconds (12 bits)")]

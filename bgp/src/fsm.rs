@@ -14,7 +14,7 @@
 //! - Connection collisions (§6.8) need two connections; the peer task runs one `Session` per
 //!   connection and decides with [`collision_keeps`], then dumps the loser with
 //!   [`Input::CollisionDump`].
-use crate::negotiate::{negotiate, NegotiatedSession, SessionConfig, OPEN_HOLD_TIME};
+use crate::negotiate::{negotiate, NegotiatedSession, SessionConfig};
 use crate::packet::iana::{cease_subcode, error_code, fsm_subcode};
 use crate::packet::{Family, Message, Notification};
 use bytes::Bytes;
@@ -85,6 +85,10 @@ pub enum Input {
     TimerExpired(Timer),
     /// Event 23, OpenCollisionDump: this connection lost the collision resolution (§6.8).
     CollisionDump,
+    /// A planned restart of this speaker (RFC 4724 §4.1): where graceful restart was
+    /// negotiated the connection is closed without a NOTIFICATION, so the peer keeps our
+    /// routes for the restart time; elsewhere it is a `ManualStop(None)`.
+    RestartStop,
     /// BFD declared the path down (RFC 5882 §4.3): close with Cease / BFD Down (RFC 9384)
     /// at once, then restart after IdleHold like any other failure.
     BfdDown,
@@ -250,7 +254,7 @@ impl Session {
                 self.connected(&mut out);
             }
             (S::Idle, I::TcpConnected(_)) => out.push(Output::CloseConnection),
-            (S::Idle, I::ManualStop(_)) => {
+            (S::Idle, I::ManualStop(_) | I::RestartStop) => {
                 self.enabled = false;
                 out.push(Output::StopTimer(Timer::IdleHold));
             }
@@ -285,7 +289,7 @@ impl Session {
             }
             (S::Active, I::TcpFailed) => {}
             // Event 2: ManualStop.
-            (S::Connect | S::Active, I::ManualStop(_)) => {
+            (S::Connect | S::Active, I::ManualStop(_) | I::RestartStop) => {
                 self.enabled = false;
                 out.push(Output::StopTimer(Timer::ConnectRetry));
                 out.push(Output::CloseConnection);
@@ -404,11 +408,17 @@ impl Session {
             (S::OpenSent | S::OpenConfirm | S::Established, I::BfdDown) => {
                 self.fail(cease(cease_subcode::BFD_DOWN), &mut out);
             }
-            (S::OpenSent | S::OpenConfirm | S::Established, I::ManualStop(n)) => {
+            (S::OpenSent | S::OpenConfirm | S::Established, I::RestartStop)
+                if self.negotiated.as_ref().is_some_and(|n| n.graceful_restart) =>
+            {
                 self.enabled = false;
-                let n = n.unwrap_or_else(|| cease(cease_subcode::ADMINISTRATIVE_SHUTDOWN));
-                out.push(Output::SendMessage(Message::Notification(n)));
                 self.go_idle(DownReason::Stopped, &mut out);
+            }
+            (S::OpenSent | S::OpenConfirm | S::Established, I::ManualStop(n)) => {
+                self.stop_with(n, &mut out);
+            }
+            (S::OpenSent | S::OpenConfirm | S::Established, I::RestartStop) => {
+                self.stop_with(None, &mut out);
             }
             (S::OpenSent | S::OpenConfirm | S::Established, _) => {}
         }
@@ -426,11 +436,12 @@ impl Session {
         }
     }
 
-    /// A TCP connection is up: send OPEN, arm the large hold timer (§8.2.2), OpenSent.
+    /// A TCP connection is up: send OPEN, arm the OPEN wait as hold timer (§8.2.2 asks for
+    /// a large one; ours is short, see [`crate::negotiate::DEFAULT_OPEN_WAIT`]), OpenSent.
     fn connected(&mut self, out: &mut Vec<Output>) {
         self.apply_pending();
         out.push(Output::SendMessage(self.cfg.open()));
-        out.push(Output::SetTimer(Timer::Hold, OPEN_HOLD_TIME));
+        out.push(Output::SetTimer(Timer::Hold, self.cfg.open_wait));
         self.state = State::OpenSent;
     }
 
@@ -451,8 +462,33 @@ impl Session {
         }
     }
 
+    /// ManualStop: `n` (Cease / Administrative Shutdown by default), as a Hard Reset where
+    /// RFC 8538 asks for one.
+    fn stop_with(&mut self, n: Option<Notification>, out: &mut Vec<Output>) {
+        self.enabled = false;
+        let n = n.unwrap_or_else(|| cease(cease_subcode::ADMINISTRATIVE_SHUTDOWN));
+        let n = self.as_sent(n);
+        out.push(Output::SendMessage(Message::Notification(n)));
+        self.go_idle(DownReason::Stopped, out);
+    }
+
+    /// The NOTIFICATION as it goes on the wire: wrapped in Cease / Hard Reset (RFC 8538 §3)
+    /// when both sides set the N bit and `n` must flush our routes at the peer.
+    fn as_sent(&self, n: Notification) -> Notification {
+        let n_bit = self
+            .negotiated
+            .as_ref()
+            .is_some_and(|x| x.graceful_notification);
+        if n_bit && n.must_flush() {
+            n.hard_reset()
+        } else {
+            n
+        }
+    }
+
     /// Sends `n` and goes down.
     fn fail(&mut self, n: Notification, out: &mut Vec<Output>) {
+        let n = self.as_sent(n);
         out.push(Output::SendMessage(Message::Notification(n.clone())));
         self.go_idle(DownReason::NotificationSent(n), out);
     }

@@ -80,12 +80,15 @@ fn passive_start_waits_in_active_without_connecting() {
 }
 
 #[test]
-fn tcp_connected_sends_open_with_large_hold_timer() {
+fn tcp_connected_sends_open_and_waits_for_the_peer_open_only_briefly() {
     let mut s = session_in(State::Connect);
     let out = s.handle(Input::TcpConnected(Direction::Outgoing), t0());
     assert_eq!(s.state(), State::OpenSent);
     assert!(matches!(sent(&out)[..], [Message::Open(_)]));
-    assert_eq!(timer(&out, Timer::Hold), Some(Duration::from_secs(240)));
+    assert_eq!(
+        timer(&out, Timer::Hold),
+        Some(crate::negotiate::DEFAULT_OPEN_WAIT)
+    );
     assert!(out.contains(&Output::StopTimer(Timer::ConnectRetry)));
 }
 
@@ -567,6 +570,101 @@ mod properties {
             }
         }
     }
+}
+
+/// An Established session where both sides sent graceful restart, with the N bit on both
+/// sides when `n_bit`.
+fn graceful_session(n_bit: bool) -> Session {
+    let mut cfg = config();
+    let mut gr = crate::config::GracefulRestartConfig::new(30);
+    gr.notification = n_bit;
+    cfg.graceful_restart = Some(gr);
+    let mut s = Session::new(cfg);
+    let now = t0();
+    s.handle(Input::ManualStart, now);
+    s.handle(Input::TcpConnected(Direction::Outgoing), now);
+    let mut open = peer_open(65002, 9, [192, 0, 2, 2]);
+    open.capabilities
+        .push(crate::packet::Capability::GracefulRestart(
+            crate::packet::GracefulRestart {
+                restart_state: false,
+                notification: true,
+                restart_time: 120,
+                families: Vec::new(),
+            },
+        ));
+    s.handle(Input::MessageReceived(Message::Open(open)), now);
+    s.handle(Input::MessageReceived(Message::Keepalive), now);
+    assert_eq!(s.state(), State::Established);
+    s
+}
+
+#[test]
+fn restart_stop_with_graceful_restart_closes_without_notification() {
+    let mut s = graceful_session(false);
+    let out = s.handle(Input::RestartStop, t0());
+    assert_eq!(notification(&out), None, "{out:?}");
+    assert!(out.contains(&Output::CloseConnection));
+    assert!(out.contains(&Output::Down(DownReason::Stopped)));
+    assert_eq!(s.state(), State::Idle);
+    assert_eq!(
+        timer(&out, Timer::IdleHold),
+        None,
+        "a stopped session stays down"
+    );
+}
+
+#[test]
+fn restart_stop_without_graceful_restart_is_an_administrative_shutdown() {
+    let mut s = session_in(State::Established);
+    let out = s.handle(Input::RestartStop, t0());
+    assert_eq!(notification(&out), Some((6, 2)));
+}
+
+#[test]
+fn with_the_n_bit_a_stop_that_must_flush_is_sent_as_hard_reset() {
+    let mut s = graceful_session(true);
+    assert!(s.negotiated().unwrap().graceful_notification);
+    let out = s.handle(
+        Input::ManualStop(Some(Notification::admin_shutdown("bye"))),
+        t0(),
+    );
+    let n = sent(&out)
+        .into_iter()
+        .find_map(|m| match m {
+            Message::Notification(n) => Some(n.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((n.code, n.subcode), (6, 9));
+    // RFC 8538 §3: the data carries the original code, subcode and data.
+    assert_eq!(&n.data[..2], &[6, 2]);
+    assert_eq!(&n.data[2..], &Notification::admin_shutdown("bye").data[..]);
+}
+
+#[test]
+fn with_the_n_bit_a_collision_or_hold_expiry_is_not_wrapped() {
+    let mut s = graceful_session(true);
+    let out = s.handle(Input::TimerExpired(Timer::Hold), t0());
+    assert_eq!(notification(&out), Some((4, 0)));
+    let mut s = graceful_session(true);
+    let out = s.handle(Input::CollisionDump, t0());
+    assert_eq!(notification(&out), Some((6, 7)));
+}
+
+#[test]
+fn without_the_peer_n_bit_a_stop_is_a_plain_cease() {
+    let mut s = graceful_session(false);
+    assert!(!s.negotiated().unwrap().graceful_notification);
+    let out = s.handle(Input::ManualStop(None), t0());
+    assert_eq!(notification(&out), Some((6, 2)));
+}
+
+#[test]
+fn with_the_n_bit_bfd_down_is_a_hard_reset() {
+    let mut s = graceful_session(true);
+    let out = s.handle(Input::BfdDown, t0());
+    assert_eq!(notification(&out), Some((6, 9)));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - [`negotiate`]: our OPEN and the checks on the peer's (RFC 4271 §6.2).
 //! - [`fsm`]: the RFC 4271 §8 session state machine, sans I/O.
 //! - [`rib_out`]: Adj-RIB-Out diff and attribute grouping, pure.
+//! - [`next_hop`]: the next hop of each family on a session (RFC 4760 §3, RFC 2545 §3).
 //! - [`socket_options`]: TCP MD5, TTL/GTSM, user timeout (the one `unsafe` module).
 //! - [`connection`]: listener and outgoing connections with those options.
 //! - [`bfd`]: BFD (RFC 5880, 5881, 5883): codec, sans-IO sessions, runtime.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod connection;
 pub mod fsm;
 pub mod negotiate;
+pub mod next_hop;
 pub mod packet;
 mod peer;
 pub mod rib_out;
@@ -29,4 +31,4 @@ pub use config::{
 };
 pub use rib_out::{RouteAttrs, RouteTable};
 pub use speaker::{Speaker, SpeakerError};
-pub use status::{LastError, PeerEvent, PeerStatus};
+pub use status::{FamilyNotAnnounced, LastError, PeerEvent, PeerStatus};

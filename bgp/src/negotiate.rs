@@ -10,8 +10,12 @@ use bytes::Bytes;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-/// Hold time proposed while waiting for the peer's OPEN (RFC 4271 §8.2.2 suggests 4 minutes).
-pub const OPEN_HOLD_TIME: Duration = Duration::from_secs(240);
+/// How long a connection may wait for the peer's OPEN by default. RFC 4271 §8.2.2 suggests a
+/// "large" hold time of 4 minutes here, but a connection that never sends an OPEN would then
+/// hold one of the peer's two connection slots for 4 minutes and lock the real peer out;
+/// a router sends its OPEN as soon as the TCP connection is up (a DelayOpen peer at the
+/// latest when it receives ours), so a short wait loses nothing.
+pub const DEFAULT_OPEN_WAIT: Duration = Duration::from_secs(20);
 
 /// What one session needs to know to run the OPEN exchange and its timers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub struct SessionConfig {
     pub passive: bool,
     pub families: Vec<Family>,
     pub graceful_restart: Option<GracefulRestartConfig>,
+    /// Hold timer of OpenSent: how long to wait for the peer's OPEN.
+    pub open_wait: Duration,
 }
 
 impl SessionConfig {
@@ -42,6 +48,7 @@ impl SessionConfig {
             passive: peer.passive,
             families: peer.families.clone(),
             graceful_restart: peer.graceful_restart,
+            open_wait: peer.open_wait,
         }
     }
 
@@ -62,7 +69,7 @@ impl SessionConfig {
         if let Some(gr) = self.graceful_restart {
             capabilities.push(Capability::GracefulRestart(GracefulRestart {
                 restart_state: gr.restarting,
-                notification: false,
+                notification: gr.notification,
                 restart_time: gr.restart_time & 0x0fff,
                 families: self
                     .families
@@ -106,6 +113,12 @@ pub struct NegotiatedSession {
     pub route_refresh: bool,
     /// The peer's graceful restart capability, if it sent one.
     pub peer_graceful_restart: Option<GracefulRestart>,
+    /// Both sides sent the graceful restart capability (RFC 4724 §3): the peer may keep our
+    /// routes when the session ends without a NOTIFICATION.
+    pub graceful_restart: bool,
+    /// Both sides set the N bit (RFC 8538 §2): a NOTIFICATION other than Cease / Hard Reset
+    /// keeps the routes too, so a stop that must flush them sends a Hard Reset.
+    pub graceful_notification: bool,
 }
 
 impl NegotiatedSession {
@@ -199,13 +212,13 @@ pub fn negotiate(cfg: &SessionConfig, open: &Open) -> Result<NegotiatedSession, 
     }
 
     let hold_time = cfg.hold_time.min(open.hold_time);
-    let keepalive = if hold_time == 0 {
-        0
-    } else {
-        cfg.keepalive
-            .unwrap_or(hold_time / 3)
-            .clamp(1, hold_time / 3)
-    };
+    let keepalive = negotiated_keepalive(cfg.keepalive, hold_time);
+    let graceful_restart = cfg.graceful_restart.is_some() && peer_graceful_restart.is_some();
+    let graceful_notification = graceful_restart
+        && cfg.graceful_restart.is_some_and(|g| g.notification)
+        && peer_graceful_restart
+            .as_ref()
+            .is_some_and(|g: &GracefulRestart| g.notification);
     Ok(NegotiatedSession {
         hold_time,
         keepalive,
@@ -216,7 +229,23 @@ pub fn negotiate(cfg: &SessionConfig, open: &Open) -> Result<NegotiatedSession, 
         peer_id: open.bgp_id,
         route_refresh,
         peer_graceful_restart,
+        graceful_restart,
+        graceful_notification,
     })
+}
+
+/// Seconds between KEEPALIVEs for a negotiated hold time: the configured interval when it is
+/// below the hold time (RFC 4271 §4.4 only suggests a third), else a third of it; 0 with no
+/// hold timer.
+pub fn negotiated_keepalive(configured: Option<u16>, hold_time: u16) -> u16 {
+    if hold_time == 0 {
+        return 0;
+    }
+    let third = (hold_time / 3).max(1);
+    match configured {
+        Some(k) if k > 0 && k < hold_time => k,
+        _ => third,
+    }
 }
 
 #[cfg(test)]
@@ -237,6 +266,7 @@ pub(crate) mod tests {
             passive: false,
             families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             graceful_restart: None,
+            open_wait: DEFAULT_OPEN_WAIT,
         }
     }
 
@@ -332,6 +362,7 @@ pub(crate) mod tests {
             restart_time: 120,
             restarting: false,
             forwarding_preserved: true,
+            notification: true,
         });
         let Message::Open(open) = cfg.open() else {
             panic!("not an OPEN")
@@ -347,7 +378,23 @@ pub(crate) mod tests {
             })
             .unwrap();
         assert_eq!(gr.restart_time, 120);
+        assert!(gr.notification && !gr.restart_state);
         assert_eq!(gr.families.len(), 2);
         assert!(gr.families.iter().all(|f| f.forwarding_preserved));
+    }
+}
+
+#[cfg(test)]
+mod keepalive_tests {
+    use super::negotiated_keepalive;
+
+    #[test]
+    fn configured_keepalive_below_the_hold_time_is_kept_else_a_third() {
+        assert_eq!(negotiated_keepalive(Some(20), 30), 20);
+        assert_eq!(negotiated_keepalive(Some(30), 30), 10);
+        assert_eq!(negotiated_keepalive(Some(60), 9), 3);
+        assert_eq!(negotiated_keepalive(None, 90), 30);
+        assert_eq!(negotiated_keepalive(None, 3), 1);
+        assert_eq!(negotiated_keepalive(Some(5), 0), 0);
     }
 }

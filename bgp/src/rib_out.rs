@@ -164,9 +164,11 @@ pub fn count(table: &RouteTable, families: &[Family]) -> usize {
 pub struct SessionRouteContext {
     pub ebgp: bool,
     pub local_as: u32,
-    /// Our IPv4 address on the session (or on the node, for IPv4 over an IPv6 session).
+    /// Our IPv4 address on the session (or on the interface toward the peer, for IPv4 over
+    /// an IPv6 session; see [`crate::next_hop`]).
     pub local_v4: Option<Ipv4Addr>,
-    /// Our global IPv6 address on the session.
+    /// Our global IPv6 address on the session (or on the interface toward the peer, for IPv6
+    /// over an IPv4 session).
     pub local_v6: Option<Ipv6Addr>,
     /// Our link-local address when the session runs over one (RFC 2545 §3).
     pub link_local_v6: Option<Ipv6Addr>,
@@ -222,7 +224,8 @@ pub fn path_attributes(
         Family::Ipv6Unicast => {
             let global = match attrs.next_hop {
                 Some(IpAddr::V6(v6)) => Some(v6),
-                _ => ctx.local_v6.or(ctx.local_v4.map(|v4| v4.to_ipv6_mapped())),
+                // Never an IPv4-mapped address: a router cannot forward to it.
+                _ => ctx.local_v6,
             };
             let global = global.ok_or(RouteError::NoNextHop { family })?;
             let link_local = if attrs.next_hop.is_none() {

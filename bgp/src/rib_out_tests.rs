@@ -98,14 +98,13 @@ fn ebgp_prepends_our_as_and_drops_local_pref() {
     assert_eq!(pa.as_path.unwrap().segments[0].asns, vec![65001]);
     assert_eq!(pa.local_pref, None);
     assert_eq!(nh, MpNextHop::V4(Ipv4Addr::new(192, 0, 2, 1)));
-    // IPv6 over an IPv4 session: v4-mapped next hop.
-    let (_, nh) = path_attributes(&a, Family::Ipv6Unicast, &ctx).unwrap();
+    // IPv6 over an IPv4 session with no IPv6 address toward the peer: no next hop, never
+    // the IPv4-mapped address no router can forward to.
     assert_eq!(
-        nh,
-        MpNextHop::V6 {
-            global: Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped(),
-            link_local: None
-        }
+        path_attributes(&a, Family::Ipv6Unicast, &ctx).map(|_| ()),
+        Err(RouteError::NoNextHop {
+            family: Family::Ipv6Unicast
+        })
     );
 }
 

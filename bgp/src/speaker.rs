@@ -6,7 +6,7 @@ use crate::config::{ConfigError, PeerConfig, PeerKey, SpeakerConfig};
 use crate::connection::{self, TransportError};
 use crate::packet::iana::{cease_subcode, error_code};
 use crate::packet::Notification;
-use crate::peer::{PeerInputs, PeerTask};
+use crate::peer::{PeerInputs, PeerTask, Stop};
 use crate::rib_out::RouteTable;
 use crate::status::{PeerEvent, PeerStatus};
 use std::collections::HashMap;
@@ -56,7 +56,7 @@ impl Drop for AbortOnDrop {
 struct PeerHandle {
     config: watch::Sender<PeerConfig>,
     routes: watch::Sender<Arc<RouteTable>>,
-    stop: watch::Sender<Option<Notification>>,
+    stop: watch::Sender<Option<Stop>>,
     status: Arc<Mutex<PeerStatus>>,
     task: AbortOnDrop,
 }
@@ -185,7 +185,7 @@ impl Speaker {
                     let _ = connection::set_listener_md5(l, &cfg, true);
                 }
             }
-            h.stop.send_replace(Some(n));
+            h.stop.send_replace(Some(Stop::Notify(n)));
             // Let it finish on its own: detach instead of aborting.
             if let Some(mut handle) = h.task.detach() {
                 tokio::spawn(async move {
@@ -251,12 +251,24 @@ impl Speaker {
 
     /// Sends Cease / Administrative Shutdown with `message` (RFC 8203) to every peer at
     /// once and waits, at most [`SHUTDOWN_TIMEOUT`], until each has flushed and closed.
-    pub async fn shutdown(mut self, message: &str) {
+    pub async fn shutdown(self, message: &str) {
         let n = Notification::admin_shutdown(message);
+        self.stop_all(Stop::Notify(n)).await
+    }
+
+    /// A planned restart (RFC 4724 §4.1): to every peer that negotiated graceful restart the
+    /// connection is closed without a NOTIFICATION, so it keeps our routes (marked stale) for
+    /// the restart time we advertised; the others get Cease / Administrative Shutdown as
+    /// with [`Speaker::shutdown`]. Bounded by [`SHUTDOWN_TIMEOUT`].
+    pub async fn shutdown_for_restart(self) {
+        self.stop_all(Stop::Restart).await
+    }
+
+    async fn stop_all(mut self, stop: Stop) {
         self._accept = None;
         let peers: Vec<PeerHandle> = self.peers.drain().map(|(_, h)| h).collect();
         for h in &peers {
-            h.stop.send_replace(Some(n.clone()));
+            h.stop.send_replace(Some(stop.clone()));
         }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
         let handles: Vec<AbortOnDrop> = peers.into_iter().map(|h| h.task).collect();

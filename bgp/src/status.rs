@@ -1,7 +1,7 @@
 //! What a [`crate::Speaker`] lets its user observe about each peer: a snapshot
 //! ([`PeerStatus`]) and a stream of events ([`PeerEvent`]).
 use crate::fsm::{DownReason, State};
-use crate::packet::Notification;
+use crate::packet::{Family, Notification};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,24 @@ pub struct PeerStatus {
     pub established_count: u64,
     /// BFD towards this peer, when configured.
     pub bfd: Option<crate::bfd::BfdStatus>,
+    /// Families negotiated on the session, while it is up.
+    pub families: Vec<Family>,
+    /// Negotiated families whose routes are not announced, and why.
+    pub families_not_announced: Vec<FamilyNotAnnounced>,
+    /// Prefixes of the peer's table it does not have from us: of a family the session did
+    /// not negotiate or cannot announce, or that could not be encoded. Never counted as sent.
+    pub prefixes_not_sent: u64,
+    /// Both sides sent the graceful restart capability (RFC 4724), while up.
+    pub graceful_restart: bool,
+    /// Both sides set the N bit (RFC 8538), while up: stops that flush go as Hard Reset.
+    pub graceful_notification: bool,
+}
+
+/// A negotiated family whose routes are not announced on a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyNotAnnounced {
+    pub family: Family,
+    pub reason: String,
 }
 
 impl PeerStatus {
@@ -86,6 +104,11 @@ impl PeerStatus {
             updates_out: 0,
             established_count: 0,
             bfd: None,
+            families: Vec::new(),
+            families_not_announced: Vec::new(),
+            prefixes_not_sent: 0,
+            graceful_restart: false,
+            graceful_notification: false,
         }
     }
 }
@@ -115,5 +138,11 @@ pub enum PeerEvent {
         peer: IpAddr,
         at: Instant,
         total: usize,
+    },
+    /// The families that are negotiated but not announced changed (empty: all announced).
+    FamiliesNotAnnounced {
+        peer: IpAddr,
+        at: Instant,
+        families: Vec<FamilyNotAnnounced>,
     },
 }

@@ -170,7 +170,14 @@ pub fn table(headers: &[&str], rows: &[Vec<Cell>], colour: bool) -> String {
 pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
     let mut headers = vec!["PEER", "NAME", "STATE", "BFD", "UPTIME", "SENT", "RECEIVED"];
     if wide {
-        headers.extend(["MSGS-IN", "MSGS-OUT", "UPDATES-OUT", "FLAPS"]);
+        headers.extend([
+            "NOT-SENT",
+            "MSGS-IN",
+            "MSGS-OUT",
+            "UPDATES-OUT",
+            "FLAPS",
+            "GR",
+        ]);
     }
     headers.push("LAST-ERROR");
     let rows = v
@@ -188,6 +195,7 @@ pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
             ];
             if wide {
                 r.extend([
+                    Cell::plain(p.prefixes_not_sent.to_string()),
                     Cell::plain(p.messages_in.to_string()),
                     Cell::plain(p.messages_out.to_string()),
                     Cell::plain(p.updates_out.to_string()),
@@ -196,13 +204,26 @@ pub fn peers_table(v: &LocalView, wide: bool, colour: bool) -> String {
                             .saturating_sub(u64::from(p.is_up()))
                             .to_string(),
                     ),
+                    Cell::plain(match (p.graceful_restart, p.graceful_notification) {
+                        (true, true) => "yes+N",
+                        (true, false) => "yes",
+                        _ => "no",
+                    }),
                 ]);
             }
-            r.push(Cell::plain(match (&p.last_error, p.last_error_at) {
+            let error = match (&p.last_error, p.last_error_at) {
                 (Some(e), Some(at)) => format!("{e} ({} ago)", age(v.generated_at, Some(at))),
                 (Some(e), None) => e.clone(),
                 _ => String::new(),
-            }));
+            };
+            // A family announced to nobody is worth more than the last error: say it first.
+            let problems: Vec<String> = p
+                .families_not_announced
+                .iter()
+                .map(|f| format!("{} not announced: {}", f.family, f.reason))
+                .chain((!error.is_empty()).then_some(error))
+                .collect();
+            r.push(Cell::plain(problems.join("; ")));
             r
         })
         .collect::<Vec<_>>();

@@ -193,12 +193,29 @@ PEER           NAME                  STATE         BFD      UPTIME   SENT   RECE
 }
 
 #[test]
+fn a_family_not_announced_is_shown_before_the_last_error() {
+    let mut v = view();
+    v.peers[0].families_not_announced = vec![FamilyNotAnnouncedView {
+        family: "ipv6-unicast".into(),
+        reason: "no IPv6 next hop".into(),
+    }];
+    v.peers[0].prefixes_not_sent = 3;
+    let (t, _) = render(&Command::Peers { check: false }, &v, Output::Wide, false).expect("render");
+    let line = t.lines().nth(1).expect("first peer");
+    assert!(
+        line.ends_with("ipv6-unicast not announced: no IPv6 next hop"),
+        "{t}"
+    );
+    assert!(line.contains(" 3 "), "{t}");
+}
+
+#[test]
 fn peers_wide_golden() {
     let (t, _) = show(Command::Peers { check: false }, Output::Wide);
     assert_eq!(t, "\
-PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   LAST-ERROR
-198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          12        14         3             1       <none>
-198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          0         0          0             1       connection lost (75s ago)
+PEER           NAME                  STATE         BFD      UPTIME   SENT   RECEIVED   NOT-SENT   MSGS-IN   MSGS-OUT   UPDATES-OUT   FLAPS   GR   LAST-ERROR
+198.51.100.1   edgelb-system/tor-a   Established   Up       5m       2      0          0          12        14         3             1       no   <none>
+198.51.100.2   edgelb-system/tor-b   Active        <none>   <none>   0      0          0          0         0          0             1       no   connection lost (75s ago)
 ");
 }
 

@@ -3,6 +3,7 @@
 //! sources -> snapshot -> plan -> actuators (see ARCHITECTURE.md).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod actuate;
 pub mod api;
 pub mod election;

@@ -6,4 +6,5 @@
 //! namespaces.
 #![forbid(unsafe_code)]
 
+pub mod kube;
 pub mod lab;

@@ -103,6 +103,8 @@ pub mod cease_subcode {
     pub const OTHER_CONFIGURATION_CHANGE: u8 = 6;
     pub const CONNECTION_COLLISION_RESOLUTION: u8 = 7;
     pub const OUT_OF_RESOURCES: u8 = 8;
+    /// RFC 8538 §3.
+    pub const HARD_RESET: u8 = 9;
     /// RFC 9384.
     pub const BFD_DOWN: u8 = 10;
 }

@@ -57,6 +57,39 @@ impl Notification {
         std::str::from_utf8(text).ok().map(str::to_owned)
     }
 
+    /// Whether this NOTIFICATION must flush our routes at a peer that negotiated the N bit
+    /// (RFC 8538 §5, "Suggested Behavior" Hard Reset): Cease / Maximum Number of Prefixes
+    /// Reached, Administrative Shutdown, Peer De-configured, Administrative Reset (where the
+    /// RFC leaves it to the user, edgelb flushes: an operator's reset means it), Hard Reset
+    /// itself, and BFD Down (RFC 9384, later than RFC 8538: the forwarding path is gone, so
+    /// the routes must not stay). Every other NOTIFICATION keeps the routes for the restart
+    /// time.
+    pub fn must_flush(&self) -> bool {
+        self.code == error_code::CEASE
+            && matches!(
+                self.subcode,
+                cease_subcode::MAXIMUM_NUMBER_OF_PREFIXES_REACHED
+                    | cease_subcode::ADMINISTRATIVE_SHUTDOWN
+                    | cease_subcode::PEER_DE_CONFIGURED
+                    | cease_subcode::ADMINISTRATIVE_RESET
+                    | cease_subcode::HARD_RESET
+                    | cease_subcode::BFD_DOWN
+            )
+    }
+
+    /// This NOTIFICATION wrapped in Cease / Hard Reset (RFC 8538 §3): the data is the
+    /// original code, subcode and data. A Hard Reset is returned as it is.
+    pub fn hard_reset(&self) -> Notification {
+        if self.code == error_code::CEASE && self.subcode == cease_subcode::HARD_RESET {
+            return self.clone();
+        }
+        let mut data = BytesMut::with_capacity(2 + self.data.len());
+        data.put_u8(self.code);
+        data.put_u8(self.subcode);
+        data.put_slice(&self.data);
+        Notification::new(error_code::CEASE, cease_subcode::HARD_RESET, data.freeze())
+    }
+
     /// Cease / Maximum Number of Prefixes Reached with the RFC 4486 §4 data: AFI (2),
     /// SAFI (1), the upper bound (4).
     pub fn max_prefixes_reached(afi: Afi, safi: Safi, limit: u32) -> Notification {

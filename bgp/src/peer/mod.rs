@@ -51,11 +51,20 @@ pub const IMPORT_HARD_LIMIT: u32 = 1_000_000;
 /// How long closing a connection may wait to flush the last NOTIFICATION.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How a peer task is told to stop.
+#[derive(Debug, Clone)]
+pub(crate) enum Stop {
+    /// Send this NOTIFICATION (as Hard Reset where RFC 8538 asks).
+    Notify(Notification),
+    /// A planned restart of the speaker ([`Input::RestartStop`]).
+    Restart,
+}
+
 /// What the Speaker hands a peer task.
 pub(crate) struct PeerInputs {
     pub config: watch::Receiver<PeerConfig>,
     pub routes: watch::Receiver<Arc<RouteTable>>,
-    pub stop: watch::Receiver<Option<Notification>>,
+    pub stop: watch::Receiver<Option<Stop>>,
     pub incoming: mpsc::Receiver<TcpStream>,
     pub status: Arc<Mutex<PeerStatus>>,
     pub events: broadcast::Sender<PeerEvent>,
@@ -76,6 +85,11 @@ pub(crate) struct PeerTask {
     sent: Arc<RouteTable>,
     rib_in: HashSet<IpNet>,
     events: Vec<PeerEvent>,
+    /// Our next hops on the current session; `None` until computed after Established.
+    route_ctx: Option<rib_out::SessionRouteContext>,
+    /// A session reached Established since the task started: the R bit (RFC 4724 §3, "has
+    /// restarted") is no longer true of later sessions.
+    restart_done: bool,
     /// The BFD session while `cfg.bfd` asks for one; dropping it ends the session.
     bfd: Option<(Registration, watch::Receiver<BfdStatus>)>,
     /// BFD failures already acted on (the runtime counts them).
@@ -84,7 +98,7 @@ pub(crate) struct PeerTask {
 
 impl PeerTask {
     pub(crate) fn new(cfg: PeerConfig, inputs: PeerInputs) -> PeerTask {
-        let scfg = SessionConfig::from_peer(&cfg, inputs.router_id);
+        let scfg = session_config(&cfg, inputs.router_id, false);
         let routes = inputs.routes.borrow().clone();
         PeerTask {
             main: Conn::new(Session::new(scfg.clone())),
@@ -98,6 +112,8 @@ impl PeerTask {
             sent: Arc::new(RouteTable::new()),
             rib_in: HashSet::new(),
             events: Vec::new(),
+            route_ctx: None,
+            restart_done: false,
             bfd: None,
             bfd_failures: 0,
         }
@@ -131,11 +147,11 @@ impl PeerTask {
             tokio::select! {
                 biased;
                 changed = self.inputs.stop.changed() => {
-                    let n = match changed {
+                    let how = match changed {
                         Ok(()) => self.inputs.stop.borrow().clone(),
                         Err(_) => None,
                     };
-                    self.stop(n).await;
+                    self.stop(how).await;
                     return;
                 }
                 accepted = self.inputs.incoming.recv() => match accepted {
@@ -257,6 +273,7 @@ impl PeerTask {
                         self.set_error(e.clone());
                     }
                     self.sent = Arc::new(RouteTable::new());
+                    self.route_ctx = None;
                     self.rib_in.clear();
                     self.events.push(PeerEvent::Down {
                         peer: self.cfg.address,
@@ -266,11 +283,13 @@ impl PeerTask {
                 }
             }
             Output::RouteRefresh(family) => {
-                // RFC 2918: send the whole Adj-RIB-Out of that family again.
+                // RFC 2918: send the whole Adj-RIB-Out of that family again (what the peer
+                // has from us, nothing more).
                 if which == Which::Main && self.main.session.state() == State::Established {
                     let empty = RouteTable::new();
-                    let d = rib_out::diff(&empty, &self.routes, &[family]);
-                    self.encode_diff(&d);
+                    let d = rib_out::diff(&empty, &self.sent, &[family]);
+                    let ctx = self.route_context();
+                    self.encode_diff(&d, &ctx);
                 }
             }
         }
@@ -411,8 +430,38 @@ impl PeerTask {
                 self.extra = Some(conn);
                 self.feed(Which::Extra, Input::TcpConnected(Direction::Incoming));
             }
-            _ => tracing::info!("third connection from the peer dropped"),
+            _ => self.replace_silent_extra(stream),
         }
+    }
+
+    /// A third connection from the peer's address. The second one gives way to it when it
+    /// has not sent an OPEN yet: a connection that stays silent must not lock the real peer
+    /// out (each one is also bounded by the OPEN wait, [`PeerConfig::open_wait`]). Otherwise
+    /// the new one is dropped.
+    fn replace_silent_extra(&mut self, stream: TcpStream) {
+        let silent = self
+            .extra
+            .as_ref()
+            .is_some_and(|c| c.session.state() == State::OpenSent);
+        if !silent {
+            tracing::info!("third connection from the peer dropped");
+            return;
+        }
+        tracing::info!("connection from the peer without an OPEN replaced by a new one");
+        self.feed(
+            Which::Extra,
+            Input::Reset(Notification::new(
+                crate::packet::iana::error_code::CEASE,
+                crate::packet::iana::cease_subcode::CONNECTION_REJECTED,
+                Vec::new(),
+            )),
+        );
+        self.extra = None;
+        let mut conn = Conn::new(Session::for_incoming(self.scfg.clone()));
+        conn.stream = Some(stream);
+        conn.direction = Some(Direction::Incoming);
+        self.extra = Some(conn);
+        self.feed(Which::Extra, Input::TcpConnected(Direction::Incoming));
     }
 
     /// Connection collision (RFC 4271 §6.8): once both connections received an OPEN, keep
@@ -504,7 +553,7 @@ impl PeerTask {
         }
         // What the OPEN says (hold time, families, graceful restart, router id) and how to
         // connect take effect with the next connection; this one keeps its negotiation.
-        self.scfg = SessionConfig::from_peer(&new, self.inputs.router_id);
+        self.scfg = session_config(&new, self.inputs.router_id, self.restart_done);
         self.main.session.reconfigure(self.scfg.clone());
         if let Some(extra) = &mut self.extra {
             extra.session.reconfigure(self.scfg.clone());
@@ -580,11 +629,16 @@ impl PeerTask {
         }
     }
 
-    /// ManualStop on every connection, flushed within a bound.
-    async fn stop(&mut self, n: Option<Notification>) {
-        self.feed(Which::Main, Input::ManualStop(n.clone()));
+    /// ManualStop (or RestartStop) on every connection, flushed within a bound.
+    async fn stop(&mut self, how: Option<Stop>) {
+        let input = match how {
+            Some(Stop::Restart) => Input::RestartStop,
+            Some(Stop::Notify(n)) => Input::ManualStop(Some(n)),
+            None => Input::ManualStop(None),
+        };
+        self.feed(Which::Main, input.clone());
         if self.extra.is_some() {
-            self.feed(Which::Extra, Input::ManualStop(n));
+            self.feed(Which::Extra, input);
         }
         self.flush().await;
         self.publish();
@@ -662,12 +716,34 @@ impl PeerTask {
     fn update_status(&self) {
         let state = self.main.session.state();
         let at = self.main.session.established_at();
+        let negotiated = self.main.session.negotiated();
+        let families = negotiated.map(|n| n.families.clone()).unwrap_or_default();
+        let gr = negotiated.is_some_and(|n| n.graceful_restart);
+        let n_bit = negotiated.is_some_and(|n| n.graceful_notification);
+        let table = self.routes.len() as u64;
         self.with_status(|s| {
             s.state = state;
             s.established_at = at;
+            s.families = families;
+            s.graceful_restart = gr;
+            s.graceful_notification = n_bit;
             if state != State::Established {
                 s.prefixes_sent = 0;
+                s.prefixes_not_sent = table;
+                s.families_not_announced.clear();
             }
         });
     }
+}
+
+/// The session configuration of a peer; the R bit only until a session of this task was
+/// established (RFC 4724 §3: it says the speaker has just restarted).
+fn session_config(cfg: &PeerConfig, router_id: Ipv4Addr, restart_done: bool) -> SessionConfig {
+    let mut scfg = SessionConfig::from_peer(cfg, router_id);
+    if restart_done {
+        if let Some(gr) = &mut scfg.graceful_restart {
+            gr.restarting = false;
+        }
+    }
+    scfg
 }

@@ -6,8 +6,9 @@ use crate::connection;
 use crate::fsm::State;
 use crate::packet::{encode_announce, encode_withdraw, Family, Message, Notification, Update};
 use crate::rib_out::{self, RouteTable, SessionRouteContext};
-use crate::status::PeerEvent;
+use crate::status::{FamilyNotAnnounced, PeerEvent};
 use ipnet::IpNet;
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -48,6 +49,10 @@ impl PeerTask {
         let now = std::time::Instant::now();
         tracing::info!("session established");
         self.sent = Arc::new(RouteTable::new());
+        self.route_ctx = None;
+        // The latest table, even if its change is still queued behind this event: after a
+        // restart the End-of-RIB must not follow an incomplete table.
+        self.routes = self.inputs.routes.borrow_and_update().clone();
         self.with_status(|s| s.established_count += 1);
         self.events.push(PeerEvent::Established {
             peer: self.cfg.address,
@@ -65,6 +70,14 @@ impl PeerTask {
             at: now,
             total,
         });
+        if !self.restart_done {
+            self.restart_done = true;
+            if self.scfg.graceful_restart.is_some_and(|g| g.restarting) {
+                // Later sessions of this task are not "just restarted" (RFC 4724 §3).
+                let cfg = self.cfg.clone();
+                self.soft_reconfigure(cfg);
+            }
+        }
     }
 
     pub(super) fn families(&self) -> Vec<Family> {
@@ -75,52 +88,124 @@ impl PeerTask {
             .unwrap_or_default()
     }
 
-    /// Sends the difference between what the peer has and what it should have.
+    /// Sends the difference between what the peer has and what it should have, in the
+    /// negotiated families that have a next hop. Afterwards `sent` holds exactly what was
+    /// written: a prefix of another family, or one that could not be encoded, is neither
+    /// counted as sent nor ever withdrawn.
     pub(super) fn sync_routes(&mut self) {
         if self.main.session.state() != State::Established || self.main.just_established {
             return;
         }
-        let families = self.families();
-        let d = rib_out::diff(&self.sent, &self.routes, &families);
-        self.sent = self.routes.clone();
-        let total = rib_out::count(&self.sent, &families) as u64;
-        self.with_status(|s| s.prefixes_sent = total);
+        let negotiated = self.families();
+        let ctx = self.route_context();
+        let (usable, blocked): (Vec<Family>, Vec<Family>) = negotiated
+            .iter()
+            .partition(|f| crate::next_hop::has_next_hop(&ctx, **f));
+        self.report_blocked(&blocked);
+        let d = rib_out::diff(&self.sent, &self.routes, &usable);
+        let failed = if d.is_empty() {
+            HashSet::new()
+        } else {
+            self.encode_diff(&d, &ctx)
+        };
+        self.sent = sent_table(&self.routes, &usable, &failed);
+        let total = rib_out::count(&self.sent, &usable) as u64;
+        let not_sent = (self.routes.len() as u64).saturating_sub(total);
+        self.with_status(|s| {
+            s.prefixes_sent = total;
+            s.prefixes_not_sent = not_sent;
+        });
         if d.is_empty() {
             return;
         }
-        self.encode_diff(&d);
         self.events.push(PeerEvent::RoutesSent {
             peer: self.cfg.address,
             at: std::time::Instant::now(),
-            announced: d.announced_count(),
+            announced: d.announced_count() - failed.len(),
             withdrawn: d.withdrawn_count(),
             total: total as usize,
         });
     }
 
-    pub(super) fn route_context(&self) -> SessionRouteContext {
-        let local: Option<SocketAddr> = self.main.stream.as_ref().and_then(|s| s.local_addr().ok());
-        let local_ip = local.map(|a| connection::canonical(a.ip()));
-        let (mut v4, mut v6, mut ll) = (None, None, None);
-        match local_ip {
-            Some(IpAddr::V4(a)) => v4 = Some(a),
-            Some(IpAddr::V6(a)) if a.is_unicast_link_local() => ll = Some(a),
-            Some(IpAddr::V6(a)) => v6 = Some(a),
-            None => {}
+    /// Status and an event when the set of families without a next hop changes.
+    fn report_blocked(&mut self, blocked: &[Family]) {
+        let local = self.local_address();
+        let now: Vec<FamilyNotAnnounced> = blocked
+            .iter()
+            .map(|f| FamilyNotAnnounced {
+                family: *f,
+                reason: crate::next_hop::missing_reason(*f, local),
+            })
+            .collect();
+        let changed = self
+            .inputs
+            .status
+            .lock()
+            .map(|s| s.families_not_announced != now)
+            .unwrap_or(false);
+        if !changed {
+            return;
         }
-        SessionRouteContext {
-            ebgp: self.cfg.is_ebgp(),
-            local_as: self.cfg.local_as,
-            local_v4: v4,
-            local_v6: v6,
-            link_local_v6: ll,
+        for f in &now {
+            tracing::warn!(family = ?f.family, reason = %f.reason, "family not announced");
         }
+        let list = now.clone();
+        self.with_status(|s| s.families_not_announced = list);
+        self.events.push(PeerEvent::FamiliesNotAnnounced {
+            peer: self.cfg.address,
+            at: std::time::Instant::now(),
+            families: now,
+        });
     }
 
-    pub(super) fn encode_diff(&mut self, d: &rib_out::RibDiff) {
-        let rctx = self.route_context();
+    fn local_address(&self) -> Option<IpAddr> {
+        let local: Option<SocketAddr> = self.main.stream.as_ref().and_then(|s| s.local_addr().ok());
+        local.map(|a| connection::canonical(a.ip()))
+    }
+
+    /// Our next hops on this session ([`crate::next_hop`]), computed once per session and
+    /// again while a family still lacks one (an address may have been added since).
+    pub(super) fn route_context(&mut self) -> SessionRouteContext {
+        let complete = self.route_ctx.is_some_and(|c| {
+            self.families()
+                .iter()
+                .all(|f| crate::next_hop::has_next_hop(&c, *f))
+        });
+        if let (true, Some(c)) = (complete, self.route_ctx) {
+            return c;
+        }
+        let ebgp = self.cfg.is_ebgp();
+        let local_as = self.cfg.local_as;
+        let ctx = match self.local_address() {
+            Some(local) => {
+                let host = crate::next_hop::host_addresses().unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "cannot read the interface addresses");
+                    Vec::new()
+                });
+                crate::next_hop::session_next_hops(local, &host, ebgp, local_as)
+            }
+            None => SessionRouteContext {
+                ebgp,
+                local_as,
+                local_v4: None,
+                local_v6: None,
+                link_local_v6: None,
+            },
+        };
+        self.route_ctx = Some(ctx);
+        ctx
+    }
+
+    /// Encodes `d` into the write buffer; returns the announced prefixes that could not be
+    /// encoded (so they are not recorded as sent).
+    pub(super) fn encode_diff(
+        &mut self,
+        d: &rib_out::RibDiff,
+        rctx: &SessionRouteContext,
+    ) -> HashSet<IpNet> {
         let ctx = self.main.ctx;
         let mut updates = 0usize;
+        let mut failed = HashSet::new();
         for (family, prefixes) in &d.withdraw {
             match encode_withdraw(*family, prefixes, &ctx, &mut self.main.wbuf) {
                 Ok(n) => updates += n,
@@ -128,28 +213,56 @@ impl PeerTask {
             }
         }
         for a in &d.announce {
-            let (attrs, next_hop) = match rib_out::path_attributes(&a.attrs, a.family, &rctx) {
-                Ok(x) => x,
+            let encoded = rib_out::path_attributes(&a.attrs, a.family, rctx)
+                .map_err(|e| e.to_string())
+                .and_then(|(attrs, next_hop)| {
+                    encode_announce(
+                        a.family,
+                        &attrs,
+                        next_hop,
+                        &a.prefixes,
+                        &ctx,
+                        &mut self.main.wbuf,
+                    )
+                    .map_err(|e| e.to_string())
+                });
+            match encoded {
+                Ok(n) => updates += n,
                 Err(e) => {
                     tracing::warn!(error = %e, prefixes = a.prefixes.len(), "routes not sent");
-                    continue;
+                    failed.extend(a.prefixes.iter().copied());
                 }
-            };
-            match encode_announce(
-                a.family,
-                &attrs,
-                next_hop,
-                &a.prefixes,
-                &ctx,
-                &mut self.main.wbuf,
-            ) {
-                Ok(n) => updates += n,
-                Err(e) => tracing::error!(error = %e, "cannot encode announcements"),
             }
         }
         self.with_status(|s| {
             s.updates_out += updates as u64;
             s.messages_out += updates as u64;
         });
+        failed
     }
+}
+
+/// What the peer has after a sync: `routes` in `families`, minus `failed`. Shares `routes`
+/// itself in the common case (every prefix of a usable family, nothing failed).
+fn sent_table(
+    routes: &Arc<RouteTable>,
+    families: &[Family],
+    failed: &HashSet<IpNet>,
+) -> Arc<RouteTable> {
+    // IpNet orders IPv4 before IPv6: the first and last keys give the families present.
+    let present = [routes.keys().next(), routes.keys().next_back()];
+    let all_usable = present
+        .iter()
+        .flatten()
+        .all(|p| families.contains(&Family::of(p)));
+    if all_usable && failed.is_empty() {
+        return routes.clone();
+    }
+    Arc::new(
+        routes
+            .iter()
+            .filter(|(p, _)| families.contains(&Family::of(p)) && !failed.contains(p))
+            .map(|(p, a)| (*p, a.clone()))
+            .collect(),
+    )
 }

@@ -111,6 +111,21 @@ impl BgpActuator {
     pub async fn shutdown(self, message: &str) {
         self.speaker.shutdown(message).await
     }
+
+    /// A planned restart: no NOTIFICATION to peers with graceful restart, which keep our
+    /// routes for the restart time; Cease to the others. Returns within
+    /// [`edgelb_bgp::speaker::SHUTDOWN_TIMEOUT`].
+    pub async fn shutdown_for_restart(self) {
+        self.speaker.shutdown_for_restart().await
+    }
+
+    /// The longest restart time among the peers with graceful restart; `None` without any.
+    pub fn graceful_restart_time(&self) -> Option<u16> {
+        self.configs
+            .values()
+            .filter_map(|c| c.graceful_restart.map(|g| g.restart_time))
+            .max()
+    }
 }
 
 #[cfg(test)]

@@ -40,12 +40,24 @@ pub struct BGPPeerSpec {
     /// Address to open the session from; default: chosen by the kernel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<String>,
-    /// Hold time proposed in OPEN as a duration (`90s`); 0 or at least 3 s (RFC 4271 4.2).
+    /// Hold time proposed in OPEN as a Go duration (`90s`, `1m30s`); whole seconds, 0 or at
+    /// least 3 s (RFC 4271 4.2). Default 90s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_time: Option<String>,
-    /// KEEPALIVE interval as a duration (`30s`); must be below the hold time.
+    /// KEEPALIVE interval as a Go duration (`30s`); whole seconds, at least 1 s and below
+    /// the hold time. Default a third of the negotiated hold time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_time: Option<String>,
+    /// How long to wait between connection attempts, as a Go duration (`5s`); whole
+    /// seconds, 1 s to 65535 s. The wait doubles after each failed attempt up to the larger
+    /// of this and 30 s. Default 1s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_time: Option<String>,
+    /// How long a new connection may wait for the peer's OPEN before it is closed, as a Go
+    /// duration; 1 s to 240 s. Short, so connections that never send an OPEN cannot keep
+    /// the peer's own connection out. Default 20s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_wait_time: Option<String>,
     /// BGP identifier to use instead of the node's address (dotted quad). Spelled `routerID`
     /// as in MetalLB; the `routerId` of edgelb's first CRDs is still read.
     #[serde(
@@ -65,12 +77,39 @@ pub struct BGPPeerSpec {
     /// Allow the peer to be more than one hop away (eBGP multihop).
     #[serde(default)]
     pub ebgp_multi_hop: bool,
+    /// GTSM (RFC 5082): send with TTL 255 and drop the peer's packets that arrive with a
+    /// lower TTL, so only a directly connected router can talk to the session. Excludes
+    /// `ebgpMultiHop`.
+    #[serde(default, rename = "enableGTSM")]
+    pub enable_gtsm: bool,
+    /// Never connect to the peer; only accept its connection (needs the speaker's
+    /// `--bgp-listen`).
+    #[serde(default)]
+    pub passive: bool,
+    /// Announce only the family of `peerAddress` (MetalLB's name). By default both IPv4 and
+    /// IPv6 go over the one session (multiprotocol BGP, RFC 4760), each with a next hop of
+    /// its own family.
+    #[serde(default, rename = "disableMP")]
+    pub disable_mp: bool,
+    /// Read the peer's UPDATEs and end the session with Cease / Maximum Number of Prefixes
+    /// Reached (RFC 4486) when it announces more than this many prefixes. By default the
+    /// speaker does not read what the peer announces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4294967295u32))]
+    pub max_prefixes: Option<u32>,
     /// Name of a BFD profile; empty: no BFD.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd_profile: Option<String>,
-    /// Advertise the graceful restart capability (RFC 4724).
+    /// Graceful restart (RFC 4724, with RFC 8538's N bit): on a planned restart of the
+    /// speaker the router keeps our routes and traffic keeps flowing; see
+    /// docs/configuration.md for when a stop is a restart.
     #[serde(default)]
     pub enable_graceful_restart: bool,
+    /// How long the router keeps our routes after the session drops without a withdrawal
+    /// (restart or crash), as a Go duration; whole seconds, 1 s to 4095 s (12 bits,
+    /// RFC 4724 3). Needs `enableGracefulRestart`. Default 120s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_restart_time: Option<String>,
 }
 
 /// A reference to a Secret by name, in the speaker's namespace.

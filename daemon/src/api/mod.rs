@@ -11,6 +11,7 @@ pub mod bgp_advertisement;
 pub mod bgp_peer;
 pub mod community;
 pub mod crd_gen;
+pub mod duration;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
 pub mod policy_route;

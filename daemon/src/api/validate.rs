@@ -109,40 +109,128 @@ pub fn ip_address_pool(spec: &IPAddressPoolSpec) -> Vec<FieldError> {
     out
 }
 
-/// Parses a Go-style duration (`90s`, `1m30s`, `500ms`, `1h`).
+/// Parses a Go duration ([`super::duration::parse_duration`]); `None` when it is not one.
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
+    super::duration::parse_duration(text).ok()
+}
+
+/// A duration field the speaker counts in whole seconds: parsed, whole, within
+/// `min..=max` seconds (0 passes when `zero_ok`). Each problem names the field and the value.
+fn whole_seconds(
+    out: &mut Vec<FieldError>,
+    field: &str,
+    text: &str,
+    (min, max): (u64, u64),
+    zero_ok: bool,
+) -> Option<u64> {
+    let d = match super::duration::parse_duration(text) {
+        Ok(d) => d,
+        Err(e) => {
+            err(out, field, e.to_string());
             return None;
         }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (Duration::from_millis(1), 2)
-        } else if rest.starts_with('h') {
-            (Duration::from_secs(3600), 1)
-        } else if rest.starts_with('m') {
-            (Duration::from_secs(60), 1)
-        } else if rest.starts_with('s') {
-            (Duration::from_secs(1), 1)
+    };
+    if d.subsec_nanos() != 0 {
+        let hint = if d.as_secs() == 0 {
+            " (it would be 0)".to_string()
         } else {
-            return None;
+            format!(" (it would be {}s)", d.as_secs())
         };
-        total = total.checked_add(unit.checked_mul(u32::try_from(n).ok()?)?)?;
-        rest = &rest[len..];
+        err(
+            out,
+            field,
+            format!("{text:?} is not a whole number of seconds, which BGP counts in{hint}"),
+        );
+        return None;
     }
-    Some(total)
+    let secs = d.as_secs();
+    if secs == 0 && zero_ok {
+        return Some(0);
+    }
+    if secs < min || secs > max {
+        err(
+            out,
+            field,
+            format!("{text:?} must be between {min}s and {max}s"),
+        );
+        return None;
+    }
+    Some(secs)
+}
+
+/// The hold time proposed when `spec.holdTime` is not set (RFC 4271 suggests 90 s).
+pub const DEFAULT_HOLD_TIME: u64 = 90;
+
+/// Timers of a `BGPPeer`: hold, keepalive, connect, OPEN wait, graceful restart time.
+fn check_timers(out: &mut Vec<FieldError>, spec: &BGPPeerSpec) {
+    let hold = match &spec.hold_time {
+        Some(text) => {
+            let before = out.len();
+            let h = whole_seconds(out, "spec.holdTime", text, (3, 65535), true);
+            if h.is_none() && out.len() > before {
+                // Keep the RFC's words for the common mistake.
+                if let Ok(d) = super::duration::parse_duration(text) {
+                    if !d.is_zero() && d < Duration::from_secs(3) {
+                        out.truncate(before);
+                        err(
+                            out,
+                            "spec.holdTime",
+                            format!("{text:?} must be 0 or at least 3s (RFC 4271 4.2)"),
+                        );
+                    }
+                }
+            }
+            h
+        }
+        None => Some(DEFAULT_HOLD_TIME),
+    };
+    if let Some(text) = &spec.keepalive_time {
+        if let Some(k) = whole_seconds(out, "spec.keepaliveTime", text, (1, 65535), false) {
+            match hold {
+                Some(0) => err(
+                    out,
+                    "spec.keepaliveTime",
+                    format!("{text:?} cannot be honoured: spec.holdTime 0 turns keepalives off"),
+                ),
+                Some(h) if k >= h => {
+                    let hold_text = spec
+                        .hold_time
+                        .clone()
+                        .unwrap_or_else(|| format!("{DEFAULT_HOLD_TIME}s (default)"));
+                    err(
+                        out,
+                        "spec.keepaliveTime",
+                        format!("{text:?} must be less than spec.holdTime {hold_text:?}"),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(text) = &spec.connect_time {
+        whole_seconds(out, "spec.connectTime", text, (1, 65535), false);
+    }
+    if let Some(text) = &spec.open_wait_time {
+        match super::duration::parse_duration(text) {
+            Err(e) => err(out, "spec.openWaitTime", e.to_string()),
+            Ok(d) if d < Duration::from_secs(1) || d > Duration::from_secs(240) => err(
+                out,
+                "spec.openWaitTime",
+                format!("{text:?} must be between 1s and 240s"),
+            ),
+            Ok(_) => {}
+        }
+    }
+    if let Some(text) = &spec.graceful_restart_time {
+        whole_seconds(out, "spec.gracefulRestartTime", text, (1, 4095), false);
+        if !spec.enable_graceful_restart {
+            err(
+                out,
+                "spec.gracefulRestartTime",
+                format!("{text:?} is set but spec.enableGracefulRestart is false"),
+            );
+        }
+    }
 }
 
 /// Validates a `BGPPeer` spec.
@@ -183,47 +271,20 @@ pub fn bgp_peer(spec: &BGPPeerSpec, ctx: &Context) -> Vec<FieldError> {
     if spec.peer_port == Some(0) {
         err(&mut out, "spec.peerPort", "0 is not a TCP port");
     }
-    let hold = spec.hold_time.as_ref().map(|t| (t, parse_duration(t)));
-    if let Some((text, parsed)) = &hold {
-        match parsed {
-            None => err(
-                &mut out,
-                "spec.holdTime",
-                format!("{text:?} is not a duration"),
-            ),
-            // RFC 4271 section 4.2: the hold time MUST be either zero or at least three seconds.
-            Some(d) if !d.is_zero() && *d < Duration::from_secs(3) => err(
-                &mut out,
-                "spec.holdTime",
-                format!("{text:?} must be 0 or at least 3s (RFC 4271 4.2)"),
-            ),
-            Some(d) if *d > Duration::from_secs(65535) => err(
-                &mut out,
-                "spec.holdTime",
-                format!("{text:?} exceeds 65535s"),
-            ),
-            Some(_) => {}
-        }
+    check_timers(&mut out, spec);
+    if spec.enable_gtsm && spec.ebgp_multi_hop {
+        err(
+            &mut out,
+            "spec.enableGTSM",
+            "cannot be combined with spec.ebgpMultiHop: GTSM (RFC 5082) accepts only a directly connected peer",
+        );
     }
-    if let Some(text) = &spec.keepalive_time {
-        match parse_duration(text) {
-            None => err(
-                &mut out,
-                "spec.keepaliveTime",
-                format!("{text:?} is not a duration"),
-            ),
-            Some(k) => {
-                if let Some((hold_text, Some(h))) = &hold {
-                    if !h.is_zero() && k >= *h {
-                        err(
-                            &mut out,
-                            "spec.keepaliveTime",
-                            format!("{text:?} must be less than spec.holdTime {hold_text:?}"),
-                        );
-                    }
-                }
-            }
-        }
+    if spec.max_prefixes == Some(0) {
+        err(
+            &mut out,
+            "spec.maxPrefixes",
+            "0 would refuse every route; must be at least 1",
+        );
     }
     if let Some(id) = &spec.router_id {
         if id.parse::<std::net::Ipv4Addr>().is_err() {

@@ -187,12 +187,12 @@ fn peer_hold_time_that_is_not_a_duration_is_named() {
     p.hold_time = Some("ninety".into());
     assert_eq!(
         messages(bgp_peer(&p, &ctx())),
-        vec![r#"spec.holdTime: "ninety" is not a duration"#]
+        vec![r#"spec.holdTime: "ninety" is not a duration (e.g. 90s, 1m30s, 1.5s, 500ms)"#]
     );
     p.hold_time = Some("20h".into());
     assert_eq!(
         messages(bgp_peer(&p, &ctx())),
-        vec![r#"spec.holdTime: "20h" exceeds 65535s"#]
+        vec![r#"spec.holdTime: "20h" must be between 3s and 65535s"#]
     );
 }
 
@@ -208,7 +208,100 @@ fn peer_keepalive_not_below_hold_time_is_refused() {
     p.keepalive_time = Some("soon".into());
     assert_eq!(
         messages(bgp_peer(&p, &ctx())),
-        vec![r#"spec.keepaliveTime: "soon" is not a duration"#]
+        vec![r#"spec.keepaliveTime: "soon" is not a duration (e.g. 90s, 1m30s, 1.5s, 500ms)"#]
+    );
+}
+
+/// Values the speaker could not honour are refused with the field named, never truncated
+/// into a session the speaker then refuses (issue 13).
+#[test]
+fn peer_timers_the_speaker_cannot_honour_are_named() {
+    type Edit<'a> = &'a dyn Fn(&mut BGPPeerSpec);
+    let cases: [(Edit, &str); 9] = [
+        (
+            &|p| p.keepalive_time = Some("500ms".into()),
+            r#"spec.keepaliveTime: "500ms" is not a whole number of seconds, which BGP counts in (it would be 0)"#,
+        ),
+        (
+            &|p| p.hold_time = Some("9.5s".into()),
+            r#"spec.holdTime: "9.5s" is not a whole number of seconds, which BGP counts in (it would be 9s)"#,
+        ),
+        (
+            &|p| p.keepalive_time = Some("90s".into()),
+            r#"spec.keepaliveTime: "90s" must be less than spec.holdTime "90s (default)""#,
+        ),
+        (
+            &|p| {
+                p.hold_time = Some("0s".into());
+                p.keepalive_time = Some("10s".into());
+            },
+            r#"spec.keepaliveTime: "10s" cannot be honoured: spec.holdTime 0 turns keepalives off"#,
+        ),
+        (
+            &|p| p.hold_time = Some("1500ms".into()),
+            r#"spec.holdTime: "1500ms" must be 0 or at least 3s (RFC 4271 4.2)"#,
+        ),
+        (
+            &|p| p.connect_time = Some("0s".into()),
+            r#"spec.connectTime: "0s" must be between 1s and 65535s"#,
+        ),
+        (
+            &|p| p.open_wait_time = Some("10m".into()),
+            r#"spec.openWaitTime: "10m" must be between 1s and 240s"#,
+        ),
+        (
+            &|p| {
+                p.enable_graceful_restart = true;
+                p.graceful_restart_time = Some("2h".into());
+            },
+            r#"spec.gracefulRestartTime: "2h" must be between 1s and 4095s"#,
+        ),
+        (
+            &|p| p.hold_time = Some("-9s".into()),
+            r#"spec.holdTime: "-9s" must not be negative"#,
+        ),
+    ];
+    for (edit, want) in cases {
+        let mut p = peer();
+        edit(&mut p);
+        assert_eq!(messages(bgp_peer(&p, &ctx())), vec![want]);
+    }
+}
+
+#[test]
+fn peer_knobs_in_go_durations_are_accepted() {
+    let mut p = peer();
+    p.hold_time = Some("1m30s".into());
+    p.keepalive_time = Some("1m".into());
+    p.connect_time = Some("1.0s".into());
+    p.open_wait_time = Some("1.5s".into());
+    p.enable_graceful_restart = true;
+    p.graceful_restart_time = Some("2m".into());
+    p.enable_gtsm = true;
+    p.passive = true;
+    p.disable_mp = true;
+    p.max_prefixes = Some(100);
+    assert!(
+        bgp_peer(&p, &ctx()).is_empty(),
+        "{:?}",
+        bgp_peer(&p, &ctx())
+    );
+}
+
+#[test]
+fn peer_knobs_that_exclude_each_other_are_named() {
+    let mut p = peer();
+    p.enable_gtsm = true;
+    p.ebgp_multi_hop = true;
+    p.graceful_restart_time = Some("60s".into());
+    p.max_prefixes = Some(0);
+    assert_eq!(
+        messages(bgp_peer(&p, &ctx())),
+        vec![
+            r#"spec.gracefulRestartTime: "60s" is set but spec.enableGracefulRestart is false"#,
+            "spec.enableGTSM: cannot be combined with spec.ebgpMultiHop: GTSM (RFC 5082) accepts only a directly connected peer",
+            "spec.maxPrefixes: 0 would refuse every route; must be at least 1",
+        ]
     );
 }
 
@@ -348,6 +441,8 @@ fn durations_parse_like_go() {
     assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
     assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+    assert_eq!(parse_duration("300us"), Some(Duration::from_micros(300)));
     assert_eq!(parse_duration("s"), None);
     assert_eq!(parse_duration("5"), None);
     assert_eq!(parse_duration(""), None);

@@ -13,8 +13,8 @@ use edgelb_l2::InterfaceStats;
 use ipnet::IpNet;
 
 use super::view::{
-    AllocationView, AnnouncementView, CandidateView, InterfaceView, Mode, PeerView,
-    PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
+    AllocationView, AnnouncementView, CandidateView, FamilyNotAnnouncedView, InterfaceView, Mode,
+    PeerView, PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
 };
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::ElectionResult;
@@ -90,6 +90,30 @@ pub fn peer_view(
             })
         }),
         bfd_failures: p.bfd.as_ref().map_or(0, |b| b.failures),
+        families: p
+            .families
+            .iter()
+            .map(|f| family_name(*f).to_string())
+            .collect(),
+        families_not_announced: p
+            .families_not_announced
+            .iter()
+            .map(|f| FamilyNotAnnouncedView {
+                family: family_name(f.family).to_string(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+        prefixes_not_sent: p.prefixes_not_sent,
+        graceful_restart: p.graceful_restart,
+        graceful_notification: p.graceful_notification,
+    }
+}
+
+/// The name of an address family in the view and the metrics.
+pub fn family_name(f: edgelb_bgp::packet::Family) -> &'static str {
+    match f {
+        edgelb_bgp::packet::Family::Ipv4Unicast => "ipv4-unicast",
+        edgelb_bgp::packet::Family::Ipv6Unicast => "ipv6-unicast",
     }
 }
 

@@ -164,6 +164,32 @@ pub struct PeerView {
     /// Times a BFD failure took the BGP session down.
     #[serde(default)]
     pub bfd_failures: u64,
+    /// Families negotiated on the session (`ipv4-unicast`, `ipv6-unicast`), while it is up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<String>,
+    /// Negotiated families whose routes are not announced, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families_not_announced: Vec<FamilyNotAnnouncedView>,
+    /// Prefixes the peer should have from us but does not (family not negotiated or without
+    /// a next hop); never counted in `prefixesSent`.
+    #[serde(default)]
+    pub prefixes_not_sent: u64,
+    /// Graceful restart (RFC 4724) negotiated with the peer, while up.
+    #[serde(default)]
+    pub graceful_restart: bool,
+    /// Both sides set the N bit (RFC 8538), while up.
+    #[serde(default)]
+    pub graceful_notification: bool,
+}
+
+/// A negotiated family whose routes are not announced to a peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FamilyNotAnnouncedView {
+    /// `ipv4-unicast` or `ipv6-unicast`.
+    pub family: String,
+    /// Why (e.g. no IPv6 next hop on the interface toward the peer).
+    pub reason: String,
 }
 
 impl PeerView {

@@ -33,6 +33,15 @@ pub struct PeerLabels {
     pub peer: String,
 }
 
+/// Labels: one address family of one BGP peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerFamilyLabels {
+    /// Peer address.
+    pub peer: String,
+    /// `ipv4-unicast` or `ipv6-unicast`.
+    pub family: String,
+}
+
 /// Labels: one BGP peer in one FSM state.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerStateLabels {
@@ -138,6 +147,8 @@ pub struct Metrics {
     bgp_up_transitions: Family<PeerLabels, Counter>,
     bgp_down_transitions: Family<PeerLabels, Counter>,
     bgp_prefixes_announced: Family<PeerLabels, Gauge>,
+    bgp_prefixes_not_announced: Family<PeerLabels, Gauge>,
+    bgp_family_not_announced: Family<PeerFamilyLabels, Gauge>,
     bgp_updates_sent: Family<PeerLabels, Counter>,
     bfd_session_up: Family<PeerLabels, Gauge>,
     bfd_failures: Family<PeerLabels, Counter>,
@@ -176,6 +187,8 @@ impl Metrics {
             bgp_up_transitions: Family::default(),
             bgp_down_transitions: Family::default(),
             bgp_prefixes_announced: Family::default(),
+            bgp_prefixes_not_announced: Family::default(),
+            bgp_family_not_announced: Family::default(),
             bgp_updates_sent: Family::default(),
             bfd_session_up: Family::default(),
             bfd_failures: Family::default(),
@@ -235,6 +248,16 @@ impl Metrics {
             "bgp_prefixes_announced",
             "Prefixes the peer has from this node",
             m.bgp_prefixes_announced.clone(),
+        );
+        r.register(
+            "bgp_prefixes_not_announced",
+            "Prefixes this node should announce to the peer but does not: of a family the session did not negotiate or has no next hop for",
+            m.bgp_prefixes_not_announced.clone(),
+        );
+        r.register(
+            "bgp_family_not_announced",
+            "1 for a negotiated address family whose routes are not announced (no usable next hop)",
+            m.bgp_family_not_announced.clone(),
         );
         r.register(
             "bgp_updates_sent",
@@ -371,6 +394,8 @@ impl Metrics {
         self.bfd_session_up.clear();
         self.bgp_session_state.clear();
         self.bgp_prefixes_announced.clear();
+        self.bgp_prefixes_not_announced.clear();
+        self.bgp_family_not_announced.clear();
         for p in &view.peers {
             let l = PeerLabels {
                 peer: p.address.clone(),
@@ -387,6 +412,17 @@ impl Metrics {
             self.bgp_prefixes_announced
                 .get_or_create(&l)
                 .set(gauge_value(p.prefixes_sent));
+            self.bgp_prefixes_not_announced
+                .get_or_create(&l)
+                .set(gauge_value(p.prefixes_not_sent));
+            for f in &p.families_not_announced {
+                self.bgp_family_not_announced
+                    .get_or_create(&PeerFamilyLabels {
+                        peer: p.address.clone(),
+                        family: f.family.clone(),
+                    })
+                    .set(1);
+            }
             if let Some(state) = &p.bfd {
                 self.bfd_session_up
                     .get_or_create(&l)

@@ -26,7 +26,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgelb_bgp::packet::{Community, LargeCommunity};
+use edgelb_bgp::packet::{Community, Family, LargeCommunity};
 use edgelb_bgp::{
     BfdPeerConfig, GracefulRestartConfig, PeerConfig, RouteAttrs, RouteTable, Secret,
 };
@@ -103,8 +103,12 @@ pub struct BgpDefaults {
     pub connect_retry: Duration,
     /// Reconnect interval ceiling.
     pub connect_retry_max: Duration,
-    /// Restart time advertised with graceful restart (RFC 4724 3), seconds.
+    /// Restart time advertised with graceful restart (RFC 4724 3), seconds, when the peer
+    /// sets no `gracefulRestartTime`.
     pub graceful_restart_time: u16,
+    /// This speaker is coming back from a planned restart (its restart marker was fresh at
+    /// start): graceful restart peers get the R bit (RFC 4724 3) in the first OPEN.
+    pub restarting: bool,
 }
 
 impl Default for BgpDefaults {
@@ -113,6 +117,7 @@ impl Default for BgpDefaults {
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(30),
             graceful_restart_time: 120,
+            restarting: false,
         }
     }
 }
@@ -453,6 +458,7 @@ pub fn parse_community(text: &str) -> Option<Parsed> {
     )))
 }
 
+/// A validated duration field in whole seconds (validation refused anything else).
 fn seconds(text: Option<&str>) -> Option<u16> {
     let d = parse_duration(text?)?;
     u16::try_from(d.as_secs()).ok()
@@ -475,7 +481,8 @@ pub fn bfd_config(p: &BFDProfileSpec, multihop: bool) -> BfdPeerConfig {
     }
 }
 
-/// The session for one `BGPPeer` on this node.
+/// The session for one `BGPPeer` on this node. The spec was validated: every value here is
+/// one the speaker honours as written.
 fn peer_config(
     snap: &Snapshot,
     key: &ObjectKey,
@@ -499,23 +506,37 @@ fn peer_config(
         c.hold_time = h;
     }
     c.keepalive = seconds(spec.keepalive_time.as_deref());
-    if let Some(k) = c.keepalive {
-        // The CRD allows keepalive < hold; the session needs keepalive <= hold / 3.
-        if c.hold_time != 0 && k > c.hold_time / 3 {
-            c.keepalive = Some((c.hold_time / 3).max(1));
-        }
-    }
     c.connect_retry = defaults.connect_retry;
-    c.connect_retry_max = defaults.connect_retry_max.max(defaults.connect_retry);
+    if let Some(t) = seconds(spec.connect_time.as_deref()) {
+        c.connect_retry = Duration::from_secs(u64::from(t));
+    }
+    c.connect_retry_max = defaults.connect_retry_max.max(c.connect_retry);
+    if let Some(d) = spec.open_wait_time.as_deref().and_then(parse_duration) {
+        c.open_wait = d;
+    }
     if spec.ebgp_multi_hop && c.is_ebgp() {
         c.ebgp_multihop = Some(255);
     }
+    c.gtsm = spec.enable_gtsm;
+    c.passive = spec.passive;
+    // Multiprotocol by default (as MetalLB): both families over one session, each with a
+    // next hop of its own family (edgelb_bgp::next_hop).
+    c.families = if spec.disable_mp {
+        vec![Family::of(&IpNet::from(addr))]
+    } else {
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    };
+    if let Some(max) = spec.max_prefixes {
+        c.import = true;
+        c.max_prefixes = Some(max);
+    }
     if spec.enable_graceful_restart {
-        c.graceful_restart = Some(GracefulRestartConfig {
-            restart_time: defaults.graceful_restart_time.min(0x0fff),
-            restarting: false,
-            forwarding_preserved: true,
-        });
+        let time = seconds(spec.graceful_restart_time.as_deref())
+            .unwrap_or(defaults.graceful_restart_time)
+            .min(0x0fff);
+        let mut gr = GracefulRestartConfig::new(time);
+        gr.restarting = defaults.restarting;
+        c.graceful_restart = Some(gr);
     }
     if let Some(name) = spec.bfd_profile.as_deref().filter(|n| !n.is_empty()) {
         let profile = snap

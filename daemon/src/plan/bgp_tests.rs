@@ -337,6 +337,44 @@ fn session_fields_come_from_the_peer_object() {
 }
 
 #[test]
+fn every_session_knob_reaches_the_speaker_as_written() {
+    let mut objs = base();
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.hold_time = Some("30s".into());
+        s.keepalive_time = Some("20s".into());
+        s.connect_time = Some("7s".into());
+        s.open_wait_time = Some("1.5s".into());
+        s.enable_gtsm = true;
+        s.passive = true;
+        s.max_prefixes = Some(10);
+        s.enable_graceful_restart = true;
+        s.graceful_restart_time = Some("45s".into());
+    }));
+    objs.push(peer("r2", "192.0.2.2", |s| s.disable_mp = true));
+    let p = run(objs, "node-a");
+    let c = &p.peers[&addr("192.0.2.1")].config;
+    // keepalive 20 s with hold 30 s: kept, not cut to a third.
+    assert_eq!((c.hold_time, c.keepalive), (30, Some(20)));
+    assert_eq!(c.connect_retry, std::time::Duration::from_secs(7));
+    assert_eq!(c.open_wait, std::time::Duration::from_millis(1500));
+    assert!(c.gtsm && c.passive && c.import);
+    assert_eq!(c.max_prefixes, Some(10));
+    let gr = c.graceful_restart.expect("graceful restart");
+    assert_eq!(gr.restart_time, 45);
+    assert!(gr.forwarding_preserved && gr.notification && !gr.restarting);
+    assert_eq!(
+        c.families,
+        vec![
+            edgelb_bgp::packet::Family::Ipv4Unicast,
+            edgelb_bgp::packet::Family::Ipv6Unicast
+        ]
+    );
+    assert_eq!(c.validate(), Ok(()));
+    let c2 = &p.peers[&addr("192.0.2.2")].config;
+    assert_eq!(c2.families, vec![edgelb_bgp::packet::Family::Ipv4Unicast]);
+}
+
+#[test]
 fn duplicate_peer_addresses_keep_the_first() {
     let mut objs = base();
     objs.push(peer("a", "192.0.2.1", |_| {}));

@@ -242,67 +242,219 @@ where
     .boxed()
 }
 
-/// Every stream the speaker needs.
+/// Where a watch lists: every namespace (and cluster-scoped kinds), or only the speaker's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Cluster-wide: every namespace, or a cluster-scoped kind.
+    Cluster,
+    /// Only the speaker's own namespace (`--namespace`).
+    SpeakerNamespace,
+}
+
+/// A kind the speaker watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// core/v1 Service.
+    Service,
+    /// discovery.k8s.io/v1 EndpointSlice.
+    EndpointSlice,
+    /// core/v1 Node.
+    Node,
+    /// core/v1 Namespace.
+    Namespace,
+    /// core/v1 Secret.
+    Secret,
+    /// edgelb.io IPAddressPool.
+    IPAddressPool,
+    /// edgelb.io BGPPeer.
+    BGPPeer,
+    /// edgelb.io BGPAdvertisement.
+    BGPAdvertisement,
+    /// edgelb.io L2Advertisement.
+    L2Advertisement,
+    /// edgelb.io Community.
+    Community,
+    /// edgelb.io BFDProfile.
+    BFDProfile,
+    /// edgelb.io PolicyRoute (cluster-scoped).
+    PolicyRoute,
+}
+
+/// One watch (a list, then a watch) the speaker runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// What it watches.
+    pub kind: Kind,
+    /// Where.
+    pub reach: Reach,
+}
+
+/// Every watch of the speaker. [`streams`] builds the watchers from this table and from
+/// nothing else, so a new watch is a new row here, and the RBAC test
+/// (`daemon/tests/kube_rbac.rs`) checks the shipped grants against every row.
+pub const WATCHES: &[Watch] = &[
+    Watch {
+        kind: Kind::Service,
+        reach: Reach::Cluster,
+    },
+    Watch {
+        kind: Kind::EndpointSlice,
+        reach: Reach::Cluster,
+    },
+    Watch {
+        kind: Kind::Node,
+        reach: Reach::Cluster,
+    },
+    Watch {
+        kind: Kind::Namespace,
+        reach: Reach::Cluster,
+    },
+    Watch {
+        kind: Kind::Secret,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::IPAddressPool,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::BGPPeer,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::BGPAdvertisement,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::L2Advertisement,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::Community,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::BFDProfile,
+        reach: Reach::SpeakerNamespace,
+    },
+    Watch {
+        kind: Kind::PolicyRoute,
+        reach: Reach::Cluster,
+    },
+];
+
+/// The API group and URL plural of a typed kind, and whether it is namespaced.
+fn resource_of<K>() -> (String, String, bool)
+where
+    K: Resource<DynamicType = ()>,
+    K::Scope: 'static,
+{
+    let namespaced = std::any::TypeId::of::<K::Scope>()
+        == std::any::TypeId::of::<k8s_openapi::NamespaceResourceScope>();
+    (
+        K::group(&()).into_owned(),
+        K::plural(&()).into_owned(),
+        namespaced,
+    )
+}
+
+/// `Api::all` or `Api::namespaced` as `reach` says, each object decoded on its own.
+fn api<K>(client: &Client, reach: Reach, namespace: &str) -> Api<Lenient<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match reach {
+        Reach::Cluster => Api::all(client.clone()),
+        Reach::SpeakerNamespace => Api::namespaced(client.clone(), namespace),
+    }
+}
+
+impl Kind {
+    /// The kind's name, as in [`Object::describe`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Node => "Node",
+            Kind::Namespace => "Namespace",
+            Kind::Secret => "Secret",
+            Kind::IPAddressPool => "IPAddressPool",
+            Kind::BGPPeer => "BGPPeer",
+            Kind::BGPAdvertisement => "BGPAdvertisement",
+            Kind::L2Advertisement => "L2Advertisement",
+            Kind::Community => "Community",
+            Kind::BFDProfile => "BFDProfile",
+            Kind::PolicyRoute => "PolicyRoute",
+        }
+    }
+
+    /// API group, URL plural and whether it is namespaced, from the Rust type watched.
+    pub fn resource(self) -> (String, String, bool) {
+        match self {
+            Kind::Service => resource_of::<Service>(),
+            Kind::EndpointSlice => resource_of::<EndpointSlice>(),
+            Kind::Node => resource_of::<Node>(),
+            Kind::Namespace => resource_of::<Namespace>(),
+            Kind::Secret => resource_of::<Secret>(),
+            Kind::IPAddressPool => resource_of::<IPAddressPool>(),
+            Kind::BGPPeer => resource_of::<BGPPeer>(),
+            Kind::BGPAdvertisement => resource_of::<BGPAdvertisement>(),
+            Kind::L2Advertisement => resource_of::<L2Advertisement>(),
+            Kind::Community => resource_of::<Community>(),
+            Kind::BFDProfile => resource_of::<BFDProfile>(),
+            Kind::PolicyRoute => resource_of::<PolicyRoute>(),
+        }
+    }
+}
+
+impl Watch {
+    /// The watcher of this row. Cluster-scoped kinds are always listed cluster-wide.
+    pub fn stream(&self, client: &Client, namespace: &str) -> BoxStream<'static, Update> {
+        let (c, r, ns) = (client, self.reach, namespace);
+        let name = self.kind.name();
+        match self.kind {
+            Kind::Service => stream(api::<Service>(c, r, ns), name, Object::Service),
+            Kind::EndpointSlice => {
+                stream(api::<EndpointSlice>(c, r, ns), name, Object::EndpointSlice)
+            }
+            Kind::Node => stream(Api::<Lenient<Node>>::all(c.clone()), name, Object::Node),
+            Kind::Namespace => stream(
+                Api::<Lenient<Namespace>>::all(c.clone()),
+                name,
+                Object::Namespace,
+            ),
+            Kind::Secret => stream(api::<Secret>(c, r, ns), name, Object::Secret),
+            Kind::IPAddressPool => {
+                stream(api::<IPAddressPool>(c, r, ns), name, Object::IPAddressPool)
+            }
+            Kind::BGPPeer => stream(api::<BGPPeer>(c, r, ns), name, Object::BGPPeer),
+            Kind::BGPAdvertisement => stream(
+                api::<BGPAdvertisement>(c, r, ns),
+                name,
+                Object::BGPAdvertisement,
+            ),
+            Kind::L2Advertisement => stream(
+                api::<L2Advertisement>(c, r, ns),
+                name,
+                Object::L2Advertisement,
+            ),
+            Kind::Community => stream(api::<Community>(c, r, ns), name, Object::Community),
+            Kind::BFDProfile => stream(api::<BFDProfile>(c, r, ns), name, Object::BFDProfile),
+            Kind::PolicyRoute => stream(
+                Api::<Lenient<PolicyRoute>>::all(c.clone()),
+                name,
+                Object::PolicyRoute,
+            ),
+        }
+    }
+}
+
+/// Every stream the speaker needs: one per row of [`WATCHES`].
 pub fn streams(client: &Client, namespace: &str) -> Vec<BoxStream<'static, Update>> {
-    let ns = |c: &Client| c.clone();
-    vec![
-        stream(
-            Api::<Lenient<Service>>::all(ns(client)),
-            "Service",
-            Object::Service,
-        ),
-        stream(
-            Api::<Lenient<EndpointSlice>>::all(ns(client)),
-            "EndpointSlice",
-            Object::EndpointSlice,
-        ),
-        stream(Api::<Lenient<Node>>::all(ns(client)), "Node", Object::Node),
-        stream(
-            Api::<Lenient<Namespace>>::all(ns(client)),
-            "Namespace",
-            Object::Namespace,
-        ),
-        stream(
-            Api::<Lenient<Secret>>::namespaced(ns(client), namespace),
-            "Secret",
-            Object::Secret,
-        ),
-        stream(
-            Api::<Lenient<IPAddressPool>>::namespaced(ns(client), namespace),
-            "IPAddressPool",
-            Object::IPAddressPool,
-        ),
-        stream(
-            Api::<Lenient<BGPPeer>>::namespaced(ns(client), namespace),
-            "BGPPeer",
-            Object::BGPPeer,
-        ),
-        stream(
-            Api::<Lenient<BGPAdvertisement>>::namespaced(ns(client), namespace),
-            "BGPAdvertisement",
-            Object::BGPAdvertisement,
-        ),
-        stream(
-            Api::<Lenient<L2Advertisement>>::namespaced(ns(client), namespace),
-            "L2Advertisement",
-            Object::L2Advertisement,
-        ),
-        stream(
-            Api::<Lenient<Community>>::namespaced(ns(client), namespace),
-            "Community",
-            Object::Community,
-        ),
-        stream(
-            Api::<Lenient<BFDProfile>>::namespaced(ns(client), namespace),
-            "BFDProfile",
-            Object::BFDProfile,
-        ),
-        stream(
-            Api::<Lenient<PolicyRoute>>::all(ns(client)),
-            "PolicyRoute",
-            Object::PolicyRoute,
-        ),
-    ]
+    WATCHES
+        .iter()
+        .map(|w| w.stream(client, namespace))
+        .collect()
 }
 
 /// Feeds `streams` into one store and publishes a snapshot after each batch, once every

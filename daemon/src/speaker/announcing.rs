@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use edgelb_bgp::SpeakerError;
 
 use super::bgp_announcer::BgpAnnouncer;
+pub use super::bgp_announcer::BgpStop;
 use super::gossip::Gossip;
 use super::guard::L2Guard;
 use super::host::InterfacePoller;
@@ -52,6 +53,10 @@ pub struct AnnounceConfig {
     /// On a graceful stop, how long this node keeps answering for its L2 IPs after saying
     /// goodbye, so that the next owner announces before this one goes quiet.
     pub handoff_grace: Duration,
+    /// What a stop does to graceful restart peers.
+    pub bgp_stop: BgpStop,
+    /// The graceful restart marker ([`super::restart_marker`]); `None`: no R bit, ever.
+    pub restart_marker: Option<std::path::PathBuf>,
 }
 
 impl Default for AnnounceConfig {
@@ -62,6 +67,8 @@ impl Default for AnnounceConfig {
             bgp: BgpDefaults::default(),
             gossip: None,
             handoff_grace: Duration::from_millis(300),
+            bgp_stop: BgpStop::default(),
+            restart_marker: None,
         }
     }
 }
@@ -97,7 +104,12 @@ pub struct Announcing {
 impl Announcing {
     /// Starts the BGP speaker, reads the interfaces and joins the gossip.
     pub async fn start(node: &str, cfg: &AnnounceConfig) -> Result<Announcing, AnnounceError> {
-        let bgp = BgpAnnouncer::start(cfg.bgp_listen, cfg.bgp.clone())?;
+        let bgp = BgpAnnouncer::start(
+            cfg.bgp_listen,
+            cfg.bgp.clone(),
+            cfg.bgp_stop,
+            cfg.restart_marker.clone(),
+        )?;
         let mut host = InterfacePoller::new();
         host.read().await;
         let (gossip, guard) = match &cfg.gossip {
@@ -275,9 +287,10 @@ impl Announcing {
         }
     }
 
-    /// Graceful stop: goodbye to the gossip (the next L2 owners take over at once), Cease /
-    /// Administrative Shutdown (RFC 8203) to every BGP peer, and after the handoff grace
-    /// stop answering for L2 IPs. Bounded well under 2 s.
+    /// Graceful stop: goodbye to the gossip (the next L2 owners take over at once), BGP's
+    /// stop ([`BgpAnnouncer::stop`]: Cease to every peer, or a planned restart for graceful
+    /// restart peers), and after the handoff grace stop answering for L2 IPs. Bounded well
+    /// under 2 s.
     pub async fn stop(self) {
         let Announcing {
             bgp,
@@ -286,7 +299,7 @@ impl Announcing {
             grace,
             ..
         } = self;
-        let (bgp, mut l2) = (bgp.into_actuator(), l2.into_actuator());
+        let mut l2 = l2.into_actuator();
         let started = Instant::now();
         // The grace only matters when there is something to hand over.
         let grace = if l2.owned().values().all(|ips| ips.is_empty()) {
@@ -311,7 +324,7 @@ impl Announcing {
             l2.shutdown().await;
         };
         let all = async {
-            tokio::join!(bgp.shutdown("edgelb-speaker stopping"), l2_stop);
+            tokio::join!(bgp.stop(), l2_stop);
         };
         if tokio::time::timeout(Duration::from_millis(1500), all)
             .await
