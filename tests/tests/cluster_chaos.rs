@@ -23,7 +23,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 const TEST: &str = "cluster_chaos::chaos_never_gives_one_ip_to_two_services";
@@ -36,6 +35,20 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// SplitMix64: the chaos points drawn from the seed (reproducible, no dependency).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn range(&mut self, r: std::ops::Range<usize>) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        r.start + (z as usize) % (r.end - r.start).max(1)
+    }
 }
 
 /// What the checker saw.
@@ -212,7 +225,7 @@ async fn rig(admin: &Client, tag: &str) -> anyhow::Result<Rig> {
 
 /// One run: returns the figures line.
 async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::Result<String> {
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut rng = SplitMix(seed);
     let rig = rig(admin, &seed.to_string()).await?;
     let bin = harness::speaker_binary()?;
     let mut speakers: Vec<Option<Speaker>> = Vec::new();
@@ -251,9 +264,9 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     };
 
     // The burst, 32 creates in flight; chaos at points drawn from the seed.
-    let kill_at = rng.random_range(n / 5..n / 3);
-    let stop_at = rng.random_range(n / 2..2 * n / 3);
-    let slow_at = rng.random_range(n / 3..n);
+    let kill_at = rng.range(n / 5..n / 3);
+    let stop_at = rng.range(n / 2..2 * n / 3);
+    let slow_at = rng.range(n / 3..n);
     let names: Vec<String> = (0..n).map(|i| format!("s{i:05}")).collect();
     let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let burst = {
