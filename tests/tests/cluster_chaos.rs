@@ -295,7 +295,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     let mut killed = None;
     let mut frozen = false;
     let mut slowed = false;
-    while !burst.is_finished() || !(killed.is_some() && frozen && slowed) {
+    while !(burst.is_finished() && killed.is_some() && frozen && slowed) {
         let c = created.load(Ordering::SeqCst);
         if killed.is_none() && c >= kill_at {
             if let Some(i) = index(&first) {
