@@ -272,7 +272,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     let burst = {
         let (services, ns_name, created) = (services.clone(), ns_name.clone(), created.clone());
         tokio::spawn(async move {
-            futures::stream::iter(names)
+            let results = futures::stream::iter(names)
                 .map(|name| {
                     let (services, ns_name, created) =
                         (services.clone(), ns_name.clone(), created.clone());
@@ -286,7 +286,8 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
                 })
                 .buffer_unordered(32)
                 .collect::<Vec<_>>()
-                .await
+                .await;
+            (results, Instant::now())
         })
     };
     let index = |name: &str| rig.nodes.iter().position(|n| n.name == name);
@@ -340,8 +341,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
             "chaos did not finish: {events:?}"
         );
     }
-    let results = burst.await?;
-    let last_create = Instant::now();
+    let (results, last_create) = burst.await?;
     let failed_creates = results.iter().filter(|r| r.is_err()).count();
     ensure!(failed_creates == 0, "{failed_creates} creates failed");
 
