@@ -35,9 +35,13 @@ pub struct Cli {
     /// The speaker's namespace (with --node).
     #[arg(long, global = true, default_value = "edgelb-system")]
     pub namespace: String,
-    /// The speaker's metrics port, which also serves the view (with --node).
-    #[arg(long, global = true, default_value_t = 7472)]
+    /// The speaker's view port (`--view-addr`, TLS; with --node).
+    #[arg(long, global = true, default_value_t = 7473)]
     pub port: u16,
+    /// File with the bearer token to show the speaker (with --node); default: the
+    /// kubeconfig's token. Needed when the kubeconfig uses a client certificate.
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value = "table")]
     pub output: Output,
@@ -103,8 +107,9 @@ async fn fetch(cli: &Cli) -> anyhow::Result<LocalView> {
         None => crate::source::from_socket(&cli.socket, timeout).await,
         Some(node) => {
             let work = async {
+                let token = crate::source::bearer_token(cli.token_file.as_deref()).await?;
                 let client = kube::Client::try_default().await?;
-                crate::source::from_node(&client, &cli.namespace, node, cli.port).await
+                crate::source::from_node(&client, &cli.namespace, node, cli.port, &token).await
             };
             tokio::time::timeout(timeout, work)
                 .await

@@ -1,8 +1,12 @@
 //! Where a view comes from: the local speaker's Unix socket, or another node's speaker
-//! through the Kubernetes API's pod proxy (`GET /api/v1/namespaces/NS/pods/POD:PORT/proxy/v1/view`),
-//! which needs `list` on `pods` (to find the node's speaker pod) and `get` on `pods/proxy`
-//! in the speaker's namespace — no port-forward, no exec, and nothing reaches the node's
-//! network from outside the API server.
+//! through the Kubernetes API's pod proxy
+//! (`GET /api/v1/namespaces/NS/pods/https:POD:PORT/proxy/v1/view`, the speaker's TLS view
+//! port), which needs `list` on `pods` (to find the node's speaker pod) and `get` on
+//! `pods/proxy` in the speaker's namespace — no port-forward, no exec, and nothing reaches
+//! the node's network from outside the API server. The API server does not pass the
+//! caller's identity through its proxy (it removes `Authorization`), so edgelbctl also sends
+//! its bearer token in `X-Edgelb-Authorization`; the speaker has the API server review it
+//! (TokenReview, then SubjectAccessReview for that same `get` on `pods/proxy`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,9 +28,35 @@ pub async fn from_socket(socket: &Path, timeout: Duration) -> anyhow::Result<Loc
     Ok(edgelb_daemon::local_api::client::view(socket, timeout).await?)
 }
 
-/// The pod-proxy path of a speaker pod's view.
+/// The pod-proxy path of a speaker pod's view (`https:`: the view port serves TLS).
 pub fn proxy_path(namespace: &str, pod: &str, port: u16) -> String {
-    format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy/v1/view")
+    format!("/api/v1/namespaces/{namespace}/pods/https:{pod}:{port}/proxy/v1/view")
+}
+
+/// The bearer token to show the speaker: `--token-file`, else the kubeconfig's token or
+/// token file (in a pod: the ServiceAccount's).
+pub async fn bearer_token(token_file: Option<&Path>) -> anyhow::Result<String> {
+    use secrecy::ExposeSecret;
+    let read = |path: &Path| -> anyhow::Result<String> {
+        let t = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        Ok(t.trim().to_string())
+    };
+    if let Some(path) = token_file {
+        return read(path);
+    }
+    let config = kube::Config::infer()
+        .await
+        .context("reading the kubeconfig")?;
+    if let Some(t) = &config.auth_info.token {
+        return Ok(t.expose_secret().trim().to_string());
+    }
+    if let Some(path) = &config.auth_info.token_file {
+        return read(Path::new(path));
+    }
+    bail!(
+        "edgelbctl --node must show the speaker a bearer token (the API server's pod proxy does not pass your identity on), and your kubeconfig has none (it uses a client certificate or an exec plugin): pass --token-file FILE, e.g. with a token from `kubectl create token NAME`"
+    )
 }
 
 /// The speaker pod on `node`: the running one among the pods with [`SPEAKER_LABELS`].
@@ -64,10 +94,15 @@ pub async fn from_node(
     namespace: &str,
     node: &str,
     port: u16,
+    token: &str,
 ) -> anyhow::Result<LocalView> {
     let pod = speaker_pod(client, namespace, node).await?;
     let path = proxy_path(namespace, &pod, port);
     let req = http::Request::get(&path)
+        .header(
+            edgelb_daemon::local_api::remote::TOKEN_HEADER,
+            format!("Bearer {token}"),
+        )
         .body(Vec::new())
         .context("building the proxy request")?;
     let text = client.request_text(req).await.with_context(|| {
@@ -114,13 +149,19 @@ mod tests {
             assert_eq!(req.method(), http::Method::GET);
             assert_eq!(
                 req.uri().to_string(),
-                "/api/v1/namespaces/edgelb-system/pods/edgelb-speaker-x7k2p:7472/proxy/v1/view"
+                "/api/v1/namespaces/edgelb-system/pods/https:edgelb-speaker-x7k2p:7473/proxy/v1/view"
+            );
+            assert_eq!(
+                req.headers()
+                    .get("x-edgelb-authorization")
+                    .and_then(|v| v.to_str().ok()),
+                Some("Bearer t-1")
             );
             send.send_response(Response::new(Body::from(
                 serde_json::to_vec(&view_json()).expect("json"),
             )));
         });
-        let view = from_node(&client, "edgelb-system", "edge-2", 7472)
+        let view = from_node(&client, "edgelb-system", "edge-2", 7473, "t-1")
             .await
             .expect("view");
         assert_eq!(view.node, "edge-2");
@@ -141,7 +182,7 @@ mod tests {
             *resp.status_mut() = http::StatusCode::FORBIDDEN;
             send.send_response(resp);
         });
-        let err = from_node(&client, "edgelb-system", "edge-2", 7472)
+        let err = from_node(&client, "edgelb-system", "edge-2", 7473, "t")
             .await
             .expect_err("forbidden");
         let text = format!("{err:#}");
@@ -161,7 +202,7 @@ mod tests {
                 serde_json::to_vec(&list).expect("json"),
             )));
         });
-        let err = from_node(&client, "edgelb-system", "edge-9", 7472)
+        let err = from_node(&client, "edgelb-system", "edge-9", 7473, "t")
             .await
             .expect_err("no pod");
         assert!(

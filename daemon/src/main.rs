@@ -98,9 +98,14 @@ struct RunArgs {
     /// The local API's Unix socket (read-only JSON for edgelbctl; owner-only).
     #[arg(long, default_value = edgelb_daemon::local_api::server::DEFAULT_SOCKET)]
     socket: PathBuf,
-    /// Serve /metrics, /healthz, /readyz (and the read-only views) on this address.
+    /// Serve /metrics, /healthz, /readyz (nothing else) on this address.
     #[arg(long)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Cluster mode: serve the read-only /v1 views over TLS on this address, for
+    /// `edgelbctl --node` through the API server's pod proxy, only to callers whose token
+    /// the API server accepts and who may `get` `pods/proxy` in --namespace.
+    #[arg(long, conflicts_with = "file")]
+    view_addr: Option<std::net::SocketAddr>,
     /// What SIGTERM/SIGINT does to BGP peers with enableGracefulRestart: `restart` (no
     /// NOTIFICATION, the routers keep our routes for the restart time and the next start
     /// sets the R bit) or `withdraw` (Cease, routes gone at once).
@@ -152,6 +157,15 @@ fn release_free_memory() {}
 /// `NO_COLOR` (no-color.org): log collectors store escape codes as text.
 fn log_colour(is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
     is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -299,6 +313,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("connecting to the API server")?,
     };
     tracing::info!(node = %cfg.node, namespace = %selection.namespace, "cluster mode");
+    let _view_port = match (args.view_addr, &cfg.publisher) {
+        (Some(addr), Some(publisher)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--view-addr {addr}"))?;
+            let tls = edgelb_daemon::local_api::remote::self_signed(vec![cfg.node.clone()])
+                .context("making the view port's certificate")?;
+            tracing::info!(%addr, "view port listening (TLS; TokenReview and SubjectAccessReview per request)");
+            Some(AbortOnDrop(tokio::spawn(
+                edgelb_daemon::local_api::remote::serve(
+                    listener,
+                    tls,
+                    client.clone(),
+                    edgelb_daemon::local_api::remote::Access {
+                        namespace: selection.namespace.clone(),
+                    },
+                    publisher.subscribe(),
+                ),
+            )))
+        }
+        _ => None,
+    };
     let source = tokio::spawn(edgelb_daemon::source::kube::run(
         client.clone(),
         selection,

@@ -163,8 +163,10 @@ pub async fn run_cluster(
                 let (a, _) = alloc.step_following(&snap);
                 let shown = recorded_only(&snap, &a);
                 write_local(&cfg, &shown);
-                announcing.seed_members_from(&snap).await;
+                // After the step: a gossip keyed from a Secret starts in it, and must be
+                // seeded from this very snapshot's Nodes (the next one may be long coming).
                 announcing.step(&snap, &shown).await;
+                announcing.seed_members_from(&snap).await;
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
@@ -210,9 +212,9 @@ pub async fn run_cluster(
             }
         }
     }
-    // No status write in flight, then the Lease handed to the next speaker at once.
-    api.stop().await;
-    announcing.stop().await;
+    // No status write in flight, then the Lease handed to the next speaker at once; side
+    // by side with the goodbye and the L2 handoff, which never wait on the API server.
+    tokio::join!(api.stop(), announcing.stop());
     Ok(())
 }
 

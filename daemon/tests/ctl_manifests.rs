@@ -126,12 +126,42 @@ fn grants(rule: &PolicyRule, resource: &str) -> bool {
         .any(|r| r == resource || r == "*")
 }
 
+/// The viewer Role grants exactly what `edgelbctl --node` needs and the view port checks.
+#[test]
+fn the_viewer_role_is_list_pods_and_get_pods_proxy() -> anyhow::Result<()> {
+    let m = load()?;
+    let viewer = m
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("edgelb-viewer"))
+        .expect("viewer Role");
+    let rules: Vec<(Vec<String>, Vec<String>)> = viewer
+        .rules
+        .iter()
+        .flatten()
+        .map(|r| (r.resources.clone().unwrap_or_default(), r.verbs.clone()))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![
+            (vec!["pods".to_string()], vec!["list".to_string()]),
+            (vec!["pods/proxy".to_string()], vec!["get".to_string()]),
+        ]
+    );
+    Ok(())
+}
+
 #[test]
 fn every_manifest_document_parses_into_its_typed_object() -> anyhow::Result<()> {
     let m = load()?;
     assert_eq!(m.daemonsets.len(), 1);
     assert_eq!(m.cluster_roles.len(), 1);
-    assert_eq!(m.roles.len(), 1);
+    let names: Vec<_> = m
+        .roles
+        .iter()
+        .filter_map(|r| r.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, vec!["edgelb-speaker", "edgelb-viewer"]);
     let kinds: BTreeSet<&str> = m.others.iter().map(String::as_str).collect();
     for k in [
         "ClusterRoleBinding",
@@ -228,15 +258,22 @@ fn secrets_and_leases_only_in_the_namespaced_role_and_cluster_writes_only_status
             let writes = rule.verbs.iter().any(|v| WRITE_VERBS.contains(&v.as_str()));
             if writes {
                 for r in rule.resources.iter().flatten() {
+                    // Reviews store nothing: the view port asks who a caller is.
+                    let review = (r == "tokenreviews" || r == "subjectaccessreviews")
+                        && rule.verbs == ["create"];
                     assert!(
-                        r.ends_with("/status") || r == "events",
+                        r.ends_with("/status") || r == "events" || review,
                         "ClusterRole writes {r}: {rule:?}"
                     );
                 }
             }
         }
     }
-    let role = &m.roles[0];
+    let role = m
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some("edgelb-speaker"))
+        .expect("the speaker's Role");
     let rules = role.rules.iter().flatten().collect::<Vec<_>>();
     assert!(
         rules.iter().any(|r| grants(r, "secrets")),

@@ -1,6 +1,7 @@
 //! The speaker's read-only local API for `edgelbctl`: [`view`] holds the JSON types,
 //! [`build`] the pure functions that fill them from the daemon's state, [`server`] the Unix
-//! socket server (HTTP/1.1 `GET /v1/view`), [`client`] the matching client.
+//! socket server (HTTP/1.1 `GET /v1/view`), [`client`] the matching client, [`remote`] the
+//! TLS view port for `edgelbctl --node`, open only to callers the API server authorizes.
 //!
 //! Protocol (documented for scripts): connect to the socket (default
 //! [`server::DEFAULT_SOCKET`]), send `GET /v1/view HTTP/1.1`, read one JSON [`view::LocalView`].
@@ -10,6 +11,7 @@ pub mod build;
 pub mod client;
 pub mod http;
 pub mod publish;
+pub mod remote;
 pub mod server;
 pub mod view;
 

@@ -48,7 +48,7 @@ pub enum ServeError {
     },
 }
 
-/// Answers one path from a view (pure: the Unix socket and the metrics port both use it).
+/// Answers one path from a view (pure: the Unix socket and the authorized view port both use it).
 pub fn route(path: &str, view: &LocalView) -> Reply {
     let section = match path.trim_end_matches('/') {
         "/healthz" => return Reply::text(StatusCode::OK, "ok\n"),

@@ -1,8 +1,7 @@
 //! The metrics port: `GET /metrics` (OpenMetrics text), `/healthz` (the process answers),
-//! `/readyz` (200 once the first snapshot is applied, else 503), and the local API's
-//! read-only `/v1/...` views, so `edgelbctl --node NAME` can reach a speaker through the
-//! Kubernetes API's pod proxy (the Unix socket is not reachable from outside the node).
-//! The views hold no secrets (see `local_api::view`).
+//! `/readyz` (200 once the first snapshot is applied, else 503), and nothing else. The port
+//! is on the host network, open to anyone who reaches the node: the `/v1/...` views (peers,
+//! ASNs, members, Services) are not served here but on the root-only Unix socket.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +12,6 @@ use tokio::sync::watch;
 
 use super::Metrics;
 use crate::local_api::http::{serve_connection, Handler, Reply};
-use crate::local_api::server::route as view_route;
 use crate::local_api::view::LocalView;
 
 /// The OpenMetrics content type `prometheus-client` encodes.
@@ -32,7 +30,8 @@ pub fn route(path: &str, metrics: &Metrics, view: &LocalView) -> Reply {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: no snapshot applied yet\n",
         ),
-        _ => view_route(path, view),
+        "/healthz" => Reply::text(StatusCode::OK, "ok\n"),
+        _ => Reply::not_found(path),
     }
 }
 

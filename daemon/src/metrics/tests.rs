@@ -304,5 +304,12 @@ fn readyz_is_503_until_the_first_snapshot() {
     let metrics = server::route("/metrics", &m, &v);
     assert_eq!(metrics.content_type, server::CONTENT_TYPE);
     assert!(metrics.body.ends_with("# EOF\n"), "{}", metrics.body);
-    assert_eq!(server::route("/v1/peers", &m, &v).body.trim(), "[]");
+    // The host-network port serves no view: peers, ASNs and members stay on the socket.
+    for path in ["/v1/peers", "/v1/view", "/v1", "/v1/members"] {
+        assert_eq!(
+            server::route(path, &m, &v).status,
+            http::StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
 }

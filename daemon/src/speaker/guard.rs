@@ -297,3 +297,7 @@ impl L2Guard {
         out
     }
 }
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod tests;

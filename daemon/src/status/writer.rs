@@ -255,6 +255,9 @@ struct Writer {
     undecodable: Reported,
     latest: Option<Submission>,
     processed: Option<Snapshot>,
+    /// The candidates of the last pass over every Service; `None` when something finished
+    /// since (so a wake at rest, e.g. a Lease renewal, skips the passes).
+    passed: Option<Arc<Vec<Candidate>>>,
     assignments: Arc<Assignments>,
     tasks: JoinSet<Finished>,
     reading: JoinSet<(u64, Result<Record, String>)>,
@@ -289,6 +292,7 @@ impl WriterHandle {
             undecodable: Reported::default(),
             latest: None,
             processed: None,
+            passed: None,
             assignments: Arc::default(),
             tasks: JoinSet::new(),
             reading: JoinSet::new(),
@@ -455,6 +459,7 @@ impl Writer {
         self.changed.clear();
         self.undecodable = Reported::default();
         self.processed = None;
+        self.passed = None;
         self.assignments = Arc::default();
         self.reading.abort_all();
     }
@@ -531,6 +536,16 @@ impl Writer {
             self.assignments = Arc::new(a);
             self.forget_gone(snap);
         }
+        // Nothing new since the last pass (the same snapshot and candidates, no write
+        // finished): the passes would queue nothing new; at rest this keeps a Lease renewal
+        // or a timer from walking every Service.
+        let same_candidates = self
+            .passed
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(c, &sub.candidates) || **c == *sub.candidates);
+        if !fresh && same_candidates {
+            return;
+        }
         let a = self.assignments.clone();
         self.queue_statuses(snap, &a);
         self.queue_conditions(snap);
@@ -538,6 +553,7 @@ impl Writer {
         self.queue_failures(snap, &a);
         self.queue_announced(snap, &a, &sub.candidates);
         self.processed = Some(snap.clone());
+        self.passed = Some(sub.candidates.clone());
     }
 
     /// Drops what is kept for Services that left the snapshot.
@@ -854,6 +870,7 @@ impl Writer {
     }
 
     fn finished(&mut self, done: Finished) {
+        self.passed = None;
         let now = Instant::now();
         if self.term.epoch() != Some(done.epoch) || !self.queue.is_busy(&done.key) {
             return;
