@@ -18,7 +18,10 @@
 //! showed lately, as the phi-accrual detector (Hayashibara et al., 2004) adapts to the
 //! arrival distribution: it is twice the longest gap seen between its heartbeats (or the
 //! longest delay its own loop reports in them), with the sender's 200 ms as the floor, and
-//! that worst gap halves every [`DECAY`]. A quiet owner keeps the 200 ms; an owner seen
+//! that worst gap halves every [`DECAY`]. A gap counts up to the floor only, so the timeout
+//! never exceeds twice the floor (beyond that SWIM decides anyway) and one freeze (a gap that
+//! ended in a "down" verdict, or that the watcher slept through) cannot leave an owner
+//! watched with a timeout of seconds. A quiet owner keeps the 200 ms; an owner seen
 //! stalling for 150 ms gets 300 ms until it has been regular again for a while. Past
 //! about 400 ms SWIM's own suspicion declares it down anyway.
 //!
@@ -156,9 +159,9 @@ impl Watches {
                 timeout: floor,
             };
         }
-        w.worst
-            .saw(now.saturating_duration_since(w.last_heard), now);
-        w.worst.saw(late, now);
+        let gap = now.saturating_duration_since(w.last_heard);
+        w.worst.saw(gap.min(floor), now);
+        w.worst.saw(late.min(floor), now);
         w.last_heard = now;
         w.floor = floor;
         w.timeout = floor.max(w.worst.at(now) * 2);
@@ -307,6 +310,22 @@ mod tests {
             later + ms(25),
         );
         assert_eq!(w.next_deadline(), Some(later + ms(25) + ms(360)));
+    }
+
+    #[test]
+    fn a_gap_counts_up_to_the_floor_so_one_freeze_does_not_leave_a_timeout_of_seconds() {
+        let t0 = Instant::now();
+        let mut w = Watches::default();
+        let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
+        w.heard(&hb, t0);
+        // The watcher slept through 3 s (grace): the time asleep is no gap of the owner's.
+        w.grace(t0 + ms(3000));
+        w.heard(&hb, t0 + ms(3000));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(3000) + ms(200)));
+        // The owner says it was 2.9 s late: it counts as the floor, not as 2.9 s.
+        let reported = Heartbeat::watch_me(id("a", 1), ms(200), ms(2900));
+        w.heard(&reported, t0 + ms(3025));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(3025) + ms(400)));
     }
 
     proptest! {

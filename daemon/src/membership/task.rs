@@ -277,8 +277,11 @@ impl MembershipTask {
                 reason: LostContact::Stalled(gap),
             });
         }
-        self.late
-            .saw(gap.saturating_sub(self.timings.heartbeat_interval), now);
+        if gap <= self.timings.heartbeat_timeout {
+            // Scheduling delay; a longer stall is reported as lost contact, not as jitter.
+            self.late
+                .saw(gap.saturating_sub(self.timings.heartbeat_interval), now);
+        }
         let me = self.swim.identity().clone();
         let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, self.late.at(now));
         let targets = self.heartbeat_targets.clone();
