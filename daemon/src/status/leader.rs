@@ -162,6 +162,13 @@ impl Fence {
         self.until.is_some_and(|u| now + write_timeout < u)
     }
 
+    /// How long a write started at `now` may take (its timeout): what is left of the fence,
+    /// at most `max`; `None` when less than `min` is left (or the fence is closed).
+    pub fn write_budget(&self, now: Instant, min: Duration, max: Duration) -> Option<Duration> {
+        let left = self.until?.checked_duration_since(now)?;
+        (left >= min).then(|| left.min(max))
+    }
+
     /// Whether this speaker leads at `now`.
     pub fn leads(&self, now: Instant) -> bool {
         self.until.is_some_and(|u| now < u)
@@ -386,6 +393,26 @@ impl Leadership {
     }
 
     async fn try_round(&mut self) -> Result<(), RoundError> {
+        // While leading, renew the version we wrote last without reading it first (one
+        // round trip; a 409 means another wrote it, and the next round reads).
+        if self.elector.fence.leads(Instant::now()) {
+            if let Some(mut lease) = self.current.clone() {
+                if LeaseView::of(&lease, self.timings.lease_duration).holder == self.me {
+                    lease.spec = Some(lease_spec(
+                        &self.me,
+                        Timestamp::now(),
+                        self.timings.lease_duration,
+                        lease.spec.as_ref(),
+                    ));
+                    let sent = Instant::now();
+                    let written = self
+                        .timed(self.api.replace(&self.name, &PostParams::default(), &lease))
+                        .await?;
+                    self.written(sent, written);
+                    return Ok(());
+                }
+            }
+        }
         let read = self.timed(self.api.get_opt(&self.name)).await?;
         let view = read
             .as_ref()

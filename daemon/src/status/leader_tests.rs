@@ -85,6 +85,12 @@ fn the_fence_ends_at_the_renew_deadline_from_the_send_and_a_lapse_starts_a_new_t
         !f.permits(t0 + secs(5.2), secs(5.0)),
         "a write that could outlast the fence is not started"
     );
+    assert_eq!(
+        f.write_budget(t0 + secs(8.1), secs(0.3), secs(5.0)),
+        Some(secs(2.0)),
+        "a write's timeout is what is left of the fence"
+    );
+    assert_eq!(f.write_budget(t0 + secs(9.9), secs(0.3), secs(5.0)), None);
     // Renewed in time: same term.
     assert_eq!(
         e.on_read(Some(view("a", "1")), t0 + secs(4.0)),
@@ -452,8 +458,8 @@ async fn renewing_keeps_acquire_time_an_api_error_keeps_the_fence_and_release_ha
             assert_eq!(b["spec"]["leaseTransitions"], 2);
         }),
         Call::new(
-            "GET",
-            format!("{URL}/edgelb"),
+            "PUT",
+            format!("{URL}/edgelb?"),
             500,
             status_error(500, "InternalError"),
         ),
@@ -470,7 +476,7 @@ async fn renewing_keeps_acquire_time_an_api_error_keeps_the_fence_and_release_ha
     assert!(!l.fence().api_reachable);
     assert!(
         l.fence().leads(Instant::now()),
-        "one failed round: the fence runs until the renew deadline"
+        "one failed renewal (no read while leading): the fence runs until the renew deadline"
     );
     l.release().await;
     assert!(!l.fence().leads(Instant::now()));

@@ -54,6 +54,9 @@ pub const FIELD_MANAGER: &str = "edgelb";
 /// (a Service recorded then deleted would otherwise hold the term back).
 pub const REGATE: Duration = Duration::from_secs(2);
 
+/// The shortest write worth starting: with less of the fence left, wait for a renewal.
+pub const MIN_WRITE: Duration = Duration::from_millis(300);
+
 /// Writer settings.
 #[derive(Clone, Debug)]
 pub struct WriterConfig {
@@ -187,6 +190,8 @@ enum Ended {
     Condition(Cond, usize),
     Undecodable(UndecodableEvent),
     Retry(String),
+    /// The fence left too little time: started again once it is renewed.
+    Fenced,
     Conflict(String),
     Gone,
     Foreign,
@@ -696,7 +701,11 @@ impl Writer {
             }
             let now = Instant::now();
             let fence = self.fence.borrow().clone();
-            if fence.epoch != epoch || !fence.permits(now, self.cfg.write_timeout) {
+            if fence.epoch != epoch
+                || fence
+                    .write_budget(now, MIN_WRITE, self.cfg.write_timeout)
+                    .is_none()
+            {
                 return;
             }
             let Some((key, write)) = self.queue.next(now) else {
@@ -909,6 +918,7 @@ impl Writer {
                 self.stats.failed += 1;
                 self.queue.done(&key, Done::RetryAfter(self.cfg.retry), now);
             }
+            Ended::Fenced => self.queue.done(&key, Done::RetryAfter(Duration::ZERO), now),
             Ended::Conflict(e) => {
                 tracing::info!(?key, error = %e, "write based on a stale view refused; retrying from the latest");
                 self.stats.conflicts += 1;
@@ -981,16 +991,19 @@ async fn write_status(
     let mut sorted_want = want.clone();
     sorted_want.sort();
     for attempt in 0..2 {
-        let permits = {
+        // The write's own timeout ends inside the fence.
+        let budget = {
             let f = fence.borrow();
-            f.epoch == epoch && f.permits(Instant::now(), timeout)
+            (f.epoch == epoch)
+                .then(|| f.write_budget(Instant::now(), MIN_WRITE, timeout))
+                .flatten()
         };
-        if !permits {
-            return Ended::Retry("the fence closed".into());
-        }
+        let Some(budget) = budget else {
+            return Ended::Fenced;
+        };
         let body = status_body(svc, &ingress, version.as_deref());
         let result = tokio::time::timeout(
-            timeout,
+            budget,
             api.patch_status(&name, &params, &Patch::Apply(&body)),
         )
         .await;

@@ -1,0 +1,441 @@
+//! Cluster mode under stress, against the real API server (issue 12): 3 speakers deployed as
+//! shipped, N LoadBalancer Services created in a burst; mid-burst the leader is SIGKILLed,
+//! the next leader is frozen with SIGSTOP past its Lease and resumed, and every speaker's
+//! API server path is slowed for a few seconds. A checker samples every Service's status
+//! throughout: no IP ever held by two Services (none of them may share), every Service ends
+//! with an IP, an IP once recorded never changes while its Service lives.
+//!
+//! `EDGELB_CHAOS_SERVICES` (default 500) and `EDGELB_CHAOS_SEEDS` (default `1,2`) size it;
+//! the hand run uses 2000 Services and more seeds. Figures go to stdout and to
+//! `target/tmp/figures/cluster_chaos.txt`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
+use edgelb_tests::lab::{self, Lan, Netns};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+const TEST: &str = "cluster_chaos::chaos_never_gives_one_ip_to_two_services";
+const LEASE: &str = "edgelb-leader";
+const LEASE_SECONDS: u64 = 6;
+const POOL: &str = "198.18.0.0/20";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// SplitMix64: the chaos points drawn from the seed (reproducible, no dependency).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn range(&mut self, r: std::ops::Range<usize>) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        r.start + (z as usize) % (r.end - r.start).max(1)
+    }
+}
+
+/// What the checker saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// First IPs recorded per Service UID.
+    first: HashMap<String, (String, Vec<IpAddr>)>,
+    /// Violations, in words.
+    problems: Vec<String>,
+    samples: usize,
+}
+
+fn ips(svc: &Service) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.as_deref()?.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// One sample of every Service's status: duplicates and changed IPs are violations.
+fn check(seen: &mut Seen, services: &[Service]) -> usize {
+    seen.samples += 1;
+    let mut by_ip: BTreeMap<IpAddr, Vec<String>> = BTreeMap::new();
+    let mut with_ip = 0;
+    for svc in services {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        let now = ips(svc);
+        if now.is_empty() {
+            continue;
+        }
+        with_ip += 1;
+        for ip in &now {
+            by_ip.entry(*ip).or_default().push(name.clone());
+        }
+        match seen.first.get(&uid) {
+            None => {
+                seen.first.insert(uid, (name, now));
+            }
+            Some((_, first)) if *first != now => {
+                let p = format!("{name}: IP changed from {first:?} to {now:?}");
+                if !seen.problems.contains(&p) {
+                    seen.problems.push(p);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    for (ip, holders) in by_ip {
+        if holders.len() > 1 {
+            let p = format!("{ip} held by {holders:?}");
+            if !seen.problems.contains(&p) {
+                seen.problems.push(p);
+            }
+        }
+    }
+    with_ip
+}
+
+fn service(ns: &str, name: &str) -> Service {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
+                 "ports": [{"port": 80, "protocol": "TCP"}]},
+    }))
+    .expect("service")
+}
+
+async fn holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    leases
+        .get_opt(LEASE)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+        .filter(|h| !h.is_empty())
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn figure(line: &str) {
+    println!("{line}");
+    if let Some(dir) = harness::target_tmp().map(|t| t.join("figures")) {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("cluster_chaos.txt"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+    }
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The nodes, their namespaces on one LAN, and the pool.
+struct Rig {
+    _lan: Lan,
+    nets: Vec<Netns>,
+    nodes: Vec<NodeSpec>,
+}
+
+async fn rig(admin: &Client, tag: &str) -> anyhow::Result<Rig> {
+    let mut lan = Lan::new()?;
+    let mut nets = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=3u8 {
+        let ns = Netns::new(&format!("ch{tag}{i}"))?;
+        lan.attach(&ns, "eth0")?;
+        let ip: IpAddr = format!("192.0.2.{}", 10 + i).parse()?;
+        ns.addr("eth0", &format!("{ip}/24"))?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        let name = format!("chaos-{i}");
+        harness::create_node(admin, &name, ip, &[]).await?;
+        nodes.push(NodeSpec {
+            name,
+            ip,
+            extra_args: vec![format!("--lease-seconds={LEASE_SECONDS}")],
+        });
+        nets.push(ns);
+    }
+    let pools: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        SYSTEM_NAMESPACE,
+        &kube::api::ApiResource {
+            group: "edgelb.io".into(),
+            version: "v1alpha1".into(),
+            api_version: "edgelb.io/v1alpha1".into(),
+            kind: "IPAddressPool".into(),
+            plural: "ipaddresspools".into(),
+        },
+    );
+    let pool = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
+        "metadata": {"name": "chaos", "namespace": SYSTEM_NAMESPACE},
+        "spec": {"addresses": [POOL]}});
+    pools
+        .patch(
+            "chaos",
+            &PatchParams::apply("chaos-test").force(),
+            &Patch::Apply(&pool),
+        )
+        .await
+        .context("pool")?;
+    Ok(Rig {
+        _lan: lan,
+        nets,
+        nodes,
+    })
+}
+
+/// One run: returns the figures line.
+async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::Result<String> {
+    let mut rng = SplitMix(seed);
+    let rig = rig(admin, &seed.to_string()).await?;
+    let bin = harness::speaker_binary()?;
+    let mut speakers: Vec<Option<Speaker>> = Vec::new();
+    for (ns, node) in rig.nets.iter().zip(&rig.nodes) {
+        speakers.push(Some(Speaker::deploy(cluster, ns, node, &bin).await?));
+    }
+    let ns_name = format!("chaos-{seed}");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns_name}}))?,
+        )
+        .await
+        .context("namespace")?;
+    let first = harness::eventually("a Lease holder", Duration::from_secs(60), || async {
+        Ok(holder(admin).await.filter(|h| h.starts_with("chaos-")))
+    })
+    .await?;
+
+    // The checker: every Service's status, sampled throughout.
+    let services: Api<Service> = Api::namespaced(admin.clone(), &ns_name);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let checker = {
+        let (services, seen, stop) = (services.clone(), seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(list) = services.list(&ListParams::default()).await {
+                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    check(&mut s, &list.items);
+                }
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+        })
+    };
+
+    // The burst, 32 creates in flight; chaos at points drawn from the seed.
+    let kill_at = rng.range(n / 5..n / 3);
+    let stop_at = rng.range(n / 2..2 * n / 3);
+    let slow_at = rng.range(n / 3..n);
+    let names: Vec<String> = (0..n).map(|i| format!("s{i:05}")).collect();
+    let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let burst = {
+        let (services, ns_name, created) = (services.clone(), ns_name.clone(), created.clone());
+        tokio::spawn(async move {
+            let results = futures::stream::iter(names)
+                .map(|name| {
+                    let (services, ns_name, created) =
+                        (services.clone(), ns_name.clone(), created.clone());
+                    async move {
+                        let r = services
+                            .create(&PostParams::default(), &service(&ns_name, &name))
+                            .await;
+                        created.fetch_add(1, Ordering::SeqCst);
+                        r.map(|_| ())
+                    }
+                })
+                .buffer_unordered(32)
+                .collect::<Vec<_>>()
+                .await;
+            (results, Instant::now())
+        })
+    };
+    let index = |name: &str| rig.nodes.iter().position(|n| n.name == name);
+    let mut events = Vec::new();
+    let t0 = Instant::now();
+    let mut killed = None;
+    let mut frozen = false;
+    let mut slowed = false;
+    while !(burst.is_finished() && killed.is_some() && frozen && slowed) {
+        let c = created.load(Ordering::SeqCst);
+        if killed.is_none() && c >= kill_at {
+            if let Some(i) = index(&first) {
+                if let Some(s) = speakers[i].take() {
+                    s.process.signal(libc::SIGKILL)?;
+                    events.push(format!("SIGKILL {first} at {c}"));
+                    killed = Some(i);
+                    // Keep its namespace's speaker dead (dropping kills it too).
+                    drop(s);
+                }
+            }
+        }
+        if killed.is_some() && !frozen && c >= stop_at {
+            // The next leader, once there is one, frozen past its Lease.
+            if let Some(h) = holder(admin).await.filter(|h| *h != first) {
+                if let Some(s) = index(&h).and_then(|i| speakers[i].as_ref()) {
+                    s.process.signal(libc::SIGSTOP)?;
+                    events.push(format!("SIGSTOP {h} at {c}"));
+                    tokio::time::sleep(Duration::from_secs(LEASE_SECONDS + 3)).await;
+                    s.process.signal(libc::SIGCONT)?;
+                    events.push(format!("SIGCONT {h}"));
+                    frozen = true;
+                }
+            } else if burst.is_finished() && t0.elapsed() > Duration::from_secs(120) {
+                frozen = true;
+            }
+        }
+        if !slowed && c >= slow_at {
+            for s in speakers.iter().flatten() {
+                s.forwarder.set_latency(Duration::from_millis(1500));
+            }
+            events.push(format!("API slow (1.5 s each way) at {c}"));
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            for s in speakers.iter().flatten() {
+                s.forwarder.restore();
+            }
+            slowed = true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        ensure!(
+            t0.elapsed() < Duration::from_secs(600),
+            "chaos did not finish: {events:?}"
+        );
+    }
+    let (results, last_create) = burst.await?;
+    let failed_creates = results.iter().filter(|r| r.is_err()).count();
+    ensure!(failed_creates == 0, "{failed_creates} creates failed");
+
+    // Every Service ends with an IP.
+    let all = harness::eventually("every Service has an IP", Duration::from_secs(180), || {
+        let services = services.clone();
+        async move {
+            let list = services.list(&ListParams::default()).await?;
+            Ok((list.items.iter().filter(|s| !ips(s).is_empty()).count() == n).then_some(()))
+        }
+    })
+    .await;
+    let settle = last_create.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let _ = checker.await;
+    let final_list = services.list(&ListParams::default()).await?;
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut last = Seen {
+        first: seen.first.clone(),
+        ..Seen::default()
+    };
+    check(&mut last, &final_list.items);
+    let rss: Vec<String> = speakers
+        .iter()
+        .flatten()
+        .map(|s| {
+            format!(
+                "{}={}MB",
+                s.node,
+                s.process.pid().and_then(rss_kb).unwrap_or(0) / 1024
+            )
+        })
+        .collect();
+    let line = format!(
+        "chaos seed={seed} services={n} problems={} final_problems={} samples={} all_ip_after_last_create={:.1}s events=[{}] rss=[{}] load=[{}]",
+        seen.problems.len(),
+        last.problems.len(),
+        seen.samples,
+        settle.as_secs_f64(),
+        events.join("; "),
+        rss.join(" "),
+        load()
+    );
+    figure(&line);
+    // Clean up the Services (the namespace goes with them).
+    let _ = services
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await;
+    let _ = namespaces.delete(&ns_name, &DeleteParams::default()).await;
+    all.with_context(|| format!("{line}; speaker logs:\n{}", tail_logs(&speakers)))?;
+    ensure!(
+        seen.problems.is_empty() && last.problems.is_empty(),
+        "{line}: {:?} {:?}",
+        &seen.problems[..seen.problems.len().min(20)],
+        &last.problems[..last.problems.len().min(20)]
+    );
+    Ok(line)
+}
+
+fn tail_logs(speakers: &[Option<Speaker>]) -> String {
+    speakers
+        .iter()
+        .flatten()
+        .map(|s| {
+            let l = s.logs();
+            let tail: Vec<&str> = l.lines().rev().take(15).collect();
+            format!(
+                "--- {}\n{}",
+                s.node,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_never_gives_one_ip_to_two_services() -> anyhow::Result<()> {
+    if !lab::enabled(TEST) {
+        return Ok(());
+    }
+    let Some(cluster) = Cluster::shared(TEST)? else {
+        return Ok(());
+    };
+    let admin = cluster.admin_client().await?;
+    let n: usize = env_or("EDGELB_CHAOS_SERVICES", 500);
+    let seeds: Vec<u64> = std::env::var("EDGELB_CHAOS_SEEDS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    for seed in seeds {
+        run(cluster, &admin, seed, n).await?;
+    }
+    Ok(())
+}
