@@ -6,7 +6,7 @@
 //! L2 failover are few: the owner of an IP and the nodes ranked next for it. So an owner
 //! sends a small signed heartbeat every `heartbeat_interval` (25 ms) straight to the next
 //! ranked nodes of its IPs (its successors), each heartbeat saying "declare me down if you
-//! hear nothing from me for `timeout`" (200 ms). A successor that hears nothing for that
+//! hear nothing from me for `timeout`" (300 ms). A successor that hears nothing for that
 //! long declares the owner down in the SWIM view, which gossips the verdict at once to
 //! everyone (a confirmed failure, as if the suspicion timer had run out): every speaker
 //! then elects the same new owner, which announces. The owner's heartbeats stop being
@@ -17,11 +17,11 @@
 //! from a frozen one within one timeout; the timeout therefore adapts to what each owner
 //! showed lately, as the phi-accrual detector (Hayashibara et al., 2004) adapts to the
 //! arrival distribution: it is twice the longest gap seen between its heartbeats (or the
-//! longest delay its own loop reports in them), with the sender's 200 ms as the floor, and
+//! longest delay its own loop reports in them), with the sender's 300 ms as the floor, and
 //! that worst gap halves every [`DECAY`]. A gap counts up to the floor only, so the timeout
 //! never exceeds twice the floor (beyond that SWIM decides anyway) and one freeze (a gap that
 //! ended in a "down" verdict, or that the watcher slept through) cannot leave an owner
-//! watched with a timeout of seconds. A quiet owner keeps the 200 ms; an owner seen
+//! watched with a timeout of seconds. A quiet owner keeps the 300 ms; an owner seen
 //! stalling for 150 ms gets 300 ms until it has been regular again for a while. Past
 //! about 400 ms SWIM's own suspicion declares it down anyway.
 //!
