@@ -336,17 +336,30 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
         || Ok((!kernel_route(&lab.router)?).then_some(())),
     )?;
     let kernel_gone = killed.elapsed();
+    let _ = wait_until(
+        "a failed client connection after the withdrawal",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || Ok((probe.window(killed_at, probe.now()).failed > 0).then_some(())),
+    );
+    let while_stale = probe.window(
+        killed_at,
+        killed_at + gone.saturating_sub(Duration::from_millis(100)),
+    );
     let attempts = probe.stop();
     let first_fail = attempts
         .iter()
-        .rev()
-        .take_while(|a| a.error.is_some())
-        .last()
-        .map(|a| a.at.saturating_sub(killed_at));
+        .find(|a| a.at >= killed_at && a.error.is_some())
+        .map(|a| a.at - killed_at);
     figure(&format!(
-        "graceful restart: crash (SIGKILL), gracefulRestartTime 5s: route withdrawn from the RIB {gone:?} and from the kernel {kernel_gone:?} after the kill (hold time 9 s); client connections failing from {first_fail:?} after the kill; load {}",
+        "graceful restart: crash (SIGKILL), gracefulRestartTime 5s: route withdrawn from the RIB {gone:?} and from the kernel {kernel_gone:?} after the kill (hold time 9 s); until then {while_stale}; first failed client connection {first_fail:?} after the kill; load {}",
         load()
     ));
+    assert_eq!(
+        while_stale.failed, 0,
+        "client connections failed while the router still held the crashed speaker's route: {:?}",
+        while_stale.errors
+    );
     assert!(
         gone >= Duration::from_secs(4),
         "withdrawn before the restart time: {gone:?}"
