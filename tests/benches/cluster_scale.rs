@@ -435,8 +435,9 @@ async fn burst(
     let from = audit_len(cluster);
     let sampler = PeakSampler::start(rig.pids());
     let load_start = load();
+    let t0 = Instant::now();
     let last_create = create_all(admin, &ns, n, &rig.nodes).await?;
-    let created_in = last_create.elapsed();
+    let created_in = last_create - t0;
     all_with_ips(admin, &ns, n, Duration::from_secs(900)).await?;
     let settle = last_create.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(3)).await;
