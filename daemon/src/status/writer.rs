@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
@@ -38,6 +38,7 @@ use super::announced::announcements;
 use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
 use super::events::{post, post_about, Note, Posted};
 use super::leader::Fence;
+use super::pass_through::{self as pass, frontend_of};
 use super::queue::{Done, Queue};
 use super::record::{read, Record};
 use super::service::{apply_body, current_ingress, desired_ingress};
@@ -132,6 +133,7 @@ enum Key {
     Failed(ObjectKey),
     Announced(ObjectKey),
     Undecodable(String, ObjectKey),
+    PassThrough(ObjectKey),
 }
 
 impl Key {
@@ -141,13 +143,17 @@ impl Key {
             | Key::Condition(_, k)
             | Key::Failed(k)
             | Key::Announced(k)
-            | Key::Undecodable(_, k) => k,
+            | Key::Undecodable(_, k)
+            | Key::PassThrough(k) => k,
         }
     }
 
     /// Whether the key is about a Service (dropped when the Service goes).
     fn about_service(&self) -> bool {
-        matches!(self, Key::Status(_) | Key::Failed(_) | Key::Announced(_))
+        matches!(
+            self,
+            Key::Status(_) | Key::Failed(_) | Key::Announced(_) | Key::PassThrough(_)
+        )
     }
 }
 
@@ -167,6 +173,21 @@ impl PartialEq for Cond {
     }
 }
 
+/// A Service's pass-through condition (none: remove ours), equal when only timestamps
+/// differ.
+#[derive(Clone, Debug)]
+struct PassCond(Option<Condition>);
+
+impl PartialEq for PassCond {
+    fn eq(&self, o: &PassCond) -> bool {
+        match (&self.0, &o.0) {
+            (Some(a), Some(b)) => same(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The value queued per key.
 #[derive(Clone, Debug, PartialEq)]
 enum Write {
@@ -177,6 +198,7 @@ enum Write {
     Condition(Cond),
     Note(String),
     Undecodable(UndecodableEvent),
+    PassThrough(PassCond),
 }
 
 /// How one write ended.
@@ -189,6 +211,7 @@ enum Ended {
     Reported(String, usize),
     Condition(Cond, usize),
     Undecodable(UndecodableEvent),
+    PassThrough(PassCond, usize),
     Retry(String),
     /// The fence left too little time: started again once it is renewed.
     Fenced,
@@ -246,6 +269,8 @@ struct Writer {
     queue: Queue<Key, Write>,
     applied: HashMap<ObjectKey, Applied>,
     conditions_applied: HashMap<(&'static str, ObjectKey), Cond>,
+    /// Pass-through conditions written this term, not yet in the snapshot.
+    pass_applied: HashMap<ObjectKey, PassCond>,
     /// Reported this term: `AllocationFailed` reason and `AnnouncedBy` text per Service.
     failed: HashMap<ObjectKey, String>,
     announced: HashMap<ObjectKey, String>,
@@ -286,6 +311,7 @@ impl WriterHandle {
             queue: Queue::default(),
             applied: HashMap::new(),
             conditions_applied: HashMap::new(),
+            pass_applied: HashMap::new(),
             failed: HashMap::new(),
             announced: HashMap::new(),
             changed: BTreeSet::new(),
@@ -413,6 +439,7 @@ impl Writer {
             + self.queue.in_flight()
             + self.applied.len()
             + self.conditions_applied.len()
+            + self.pass_applied.len()
             + self.failed.len()
             + self.announced.len()
             + self.changed.len()
@@ -454,6 +481,7 @@ impl Writer {
         self.queue.clear();
         self.applied.clear();
         self.conditions_applied.clear();
+        self.pass_applied.clear();
         self.failed.clear();
         self.announced.clear();
         self.changed.clear();
@@ -548,6 +576,7 @@ impl Writer {
         }
         let a = self.assignments.clone();
         self.queue_statuses(snap, &a);
+        self.queue_pass_through(snap, &a);
         self.queue_conditions(snap);
         self.queue_undecodable(snap);
         self.queue_failures(snap, &a);
@@ -574,6 +603,7 @@ impl Writer {
         }
         let live = |k: &ObjectKey| snap.services.contains_key(k);
         self.applied.retain(|k, _| live(k));
+        self.pass_applied.retain(|k, _| live(k));
         self.failed.retain(|k, _| live(k));
         self.announced.retain(|k, _| live(k));
         self.changed.retain(|k| live(k.service()));
@@ -584,7 +614,11 @@ impl Writer {
     fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments) {
         for (key, svc) in &snap.services {
             let outcome = a.get(key);
-            let want = desired_ingress(svc, outcome);
+            let frontend = match outcome {
+                Some(Ok(al)) => frontend_of(snap, &al.pool),
+                _ => pass::Frontend::SelfAnnounced,
+            };
+            let want = desired_ingress(svc, outcome, frontend);
             let k = Key::Status(key.clone());
             if want == current_ingress(svc) {
                 self.applied.remove(key);
@@ -606,6 +640,35 @@ impl Writer {
                     pool,
                 },
             );
+        }
+    }
+
+    /// The pass-through condition of each Service that asks (or still carries ours): set
+    /// while it has an IP, removed once it no longer asks.
+    fn queue_pass_through(&mut self, snap: &Snapshot, a: &Assignments) {
+        let now = Time(Timestamp::now());
+        for (key, svc) in &snap.services {
+            let want = match a.get(key) {
+                Some(Ok(al)) => {
+                    pass::desired(svc, &al.pool, frontend_of(snap, &al.pool), now.clone())
+                }
+                // No IP: nothing to decide yet; a condition stays until the Service no
+                // longer asks.
+                _ if pass::requested(svc).is_some() => continue,
+                _ => None,
+            };
+            let want = PassCond(want);
+            let k = Key::PassThrough(key.clone());
+            if want == PassCond(pass::current(svc).cloned()) {
+                self.pass_applied.remove(key);
+                self.queue.withdraw(&k);
+                continue;
+            }
+            if self.pass_applied.get(key) == Some(&want) {
+                self.queue.withdraw(&k);
+                continue;
+            }
+            self.queue.offer(k, Write::PassThrough(want));
         }
     }
 
@@ -741,6 +804,9 @@ impl Writer {
                     };
                     self.spawn_note(epoch, key, svc, note, repeat, text);
                 }
+                (Key::PassThrough(_), Write::PassThrough(c)) => {
+                    self.spawn_pass_through(epoch, key, svc, c);
+                }
                 (Key::Announced(_), Write::Note(text)) => {
                     let repeat = self.changed.contains(&key);
                     let note = Note {
@@ -831,6 +897,41 @@ impl Writer {
         });
     }
 
+    /// Writes a Service's pass-through condition; a refusal also gets its Warning Event
+    /// (named after its note, so once per Service, annotation and pool).
+    fn spawn_pass_through(&mut self, epoch: u64, key: Key, svc: Arc<Service>, c: PassCond) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let outcome = match write_pass_through(&client, &svc, c.0.as_ref(), timeout).await {
+                Ok(()) => {
+                    let mut events = 0;
+                    if let Some(cond) = c.0.as_ref().filter(|c| c.reason == pass::IGNORED) {
+                        let note = Note {
+                            reason: pass::IGNORED,
+                            type_: "Warning",
+                            action: "Allocate",
+                            note: cond.message.clone(),
+                        };
+                        match post(&client, &node, &svc, &note, false, timeout).await {
+                            Ok(Posted::AlreadyReported) => {}
+                            Ok(_) => events = 1,
+                            Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),
+                        }
+                    }
+                    Ended::PassThrough(c, events)
+                }
+                Err(e) => Ended::Retry(e),
+            };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
     /// Writes a condition; a `Valid=False` written also gets a Warning Event on its
     /// object (named after its message, so once per message).
     fn spawn_condition(&mut self, epoch: u64, key: Key, write: Write) {
@@ -903,6 +1004,12 @@ impl Writer {
             Ended::Undecodable(ev) => {
                 self.stats.events += 1;
                 self.undecodable.published(&ev);
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::PassThrough(c, events) => {
+                self.stats.conditions += 1;
+                self.stats.events += events;
+                self.pass_applied.insert(key.service().clone(), c);
                 self.queue.done(&key, Done::Written, now);
             }
             Ended::Condition(c, events) => {
@@ -1101,6 +1208,33 @@ async fn status_events(
         }
     }
     n
+}
+
+/// Applies a Service's pass-through condition (or removes ours) under its own field
+/// manager, so the `status.loadBalancer` apply and this one never remove each other's.
+async fn write_pass_through(
+    client: &Client,
+    svc: &Service,
+    condition: Option<&Condition>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply(pass::FIELD_MANAGER).force();
+    let body = pass::apply_body(name, condition);
+    match tokio::time::timeout(
+        timeout,
+        api.patch_status(name, &params, &Patch::Apply(&body)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("Service {ns}/{name} pass-through condition: {e}")),
+        Err(_) => Err(format!(
+            "Service {ns}/{name} pass-through condition: timed out"
+        )),
+    }
 }
 
 async fn write_condition(
