@@ -131,8 +131,8 @@ mod tests {
     fn conditions_are_a_map_list_keyed_by_type() {
         for crd in crds() {
             let crd = serde_json::to_value(&crd).expect("json");
-            let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-                ["properties"]["status"]["properties"]["conditions"];
+            let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["status"]["properties"]["conditions"];
             let kind = &crd["spec"]["names"]["kind"];
             assert_eq!(
                 conditions["x-kubernetes-list-type"], "map",
