@@ -13,6 +13,7 @@ pub mod pass_through;
 pub mod policy_route;
 pub mod queue;
 pub mod record;
+pub mod scope;
 pub mod service;
 pub mod undecodable;
 pub mod writer;
