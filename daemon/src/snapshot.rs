@@ -784,7 +784,12 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     let pools = check(store, "IPAddressPool", &store.pools, |p| {
         validate::ip_address_pool(&p.spec)
     });
-    let allocation_pools = crate::ipam::pool::allocation_order(&pools);
+    // Node pools named by Node labels carry no labels of their own.
+    let node_pool_labels: BTreeMap<Arc<str>, BTreeMap<String, String>> = node_pools
+        .keys()
+        .map(|name| (Arc::from(name.as_str()), BTreeMap::new()))
+        .collect();
+    let allocation_pools = crate::ipam::pool::allocation_order(&pools, &node_pool_labels);
 
     Snapshot(Arc::new(SnapshotData {
         selection: sel.clone(),
