@@ -790,12 +790,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     let pools = check(store, "IPAddressPool", &store.pools, |p| {
         validate::ip_address_pool(&p.spec)
     });
-    // Node pools named by Node labels carry no labels of their own.
-    let node_pool_labels: BTreeMap<Arc<str>, BTreeMap<String, String>> = node_pools
-        .keys()
-        .map(|name| (Arc::from(name.as_str()), BTreeMap::new()))
-        .collect();
-    let allocation_pools = crate::ipam::pool::allocation_order(&pools, &node_pool_labels);
+    let allocation_pools = crate::ipam::pool::allocation_order(&pools, &node_pools);
 
     Snapshot(Arc::new(SnapshotData {
         selection: sel.clone(),

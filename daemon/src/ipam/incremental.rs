@@ -35,8 +35,8 @@ use std::sync::Arc;
 use super::pool::PoolView;
 use super::range::{to_u128, Family};
 use super::{
-    cursor_slot, first_pass, fresh, keys_of, no_node_pools, AllocationKey, Assignments, Cursor,
-    Holder, Outcome, Pending, Run, Selection,
+    cursor_slot, first_pass, fresh, keys_of, selected_node_pools, AllocationKey, Assignments,
+    Cursor, Holder, Outcome, Pending, Run, Selection,
 };
 use crate::snapshot::{ObjectKey, Snapshot};
 use imbl::ordmap::DiffItem;
@@ -85,7 +85,7 @@ pub struct IncrementalAllocator {
 impl IncrementalAllocator {
     /// A full run: the result is `allocate(snap, previous)`.
     pub fn new(snap: &Snapshot, previous: &Assignments) -> IncrementalAllocator {
-        IncrementalAllocator::new_with(no_node_pools, snap, previous)
+        IncrementalAllocator::new_with(selected_node_pools, snap, previous)
     }
 
     /// A full run with the node pools of each Service given by `select`: the result is
@@ -323,10 +323,14 @@ impl IncrementalAllocator {
 }
 
 /// Whether what decides which node pools a Service selects changed: the node pools' names
-/// (and, once node pools carry labels, their labels). A node joining or leaving a pool is
-/// not such a change.
+/// and labels. A node joining or leaving a pool is not such a change (unless it changes
+/// the labels a label-only pool's nodes share).
 fn node_pools_changed(before: &Snapshot, after: &Snapshot) -> bool {
-    !before.node_pools.keys().eq(after.node_pools.keys())
+    !before
+        .node_pools
+        .iter()
+        .map(|(n, v)| (n, &v.labels))
+        .eq(after.node_pools.iter().map(|(n, v)| (n, &v.labels)))
 }
 
 /// Moves the first-free scan of every pool holding `ip` back to it, so that "everything

@@ -273,15 +273,52 @@ impl Assignments {
         }
     }
 
-    /// What the cluster already says: the IPs in each Service's `status.loadBalancer`. The
-    /// leader seeds its first run with this so that a restart never moves an IP.
+    /// The outcome the Service's `status.loadBalancer` shows: its cluster-wide outcome, or
+    /// for a Service with node pools the union of its pools' IPs in key (node pool) order,
+    /// pools named together; the first error when no pool has an IP.
+    pub fn merged(&self, service: &ObjectKey) -> Option<Outcome> {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let mut pools: Vec<&str> = Vec::new();
+        let mut first_err = None;
+        for (_, o) in self.of_service(service) {
+            match o {
+                Ok(a) => {
+                    ips.extend(a.ips.iter().copied());
+                    pools.push(&a.pool);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match (pools.is_empty(), first_err) {
+            (true, Some(e)) => Some(Err(e.clone())),
+            (true, None) => None,
+            (false, _) => Some(Ok(Allocation {
+                pool: pools.join(",").into(),
+                ips,
+            })),
+        }
+    }
+
+    /// What the cluster already says: the IPs in each Service's `status.loadBalancer`,
+    /// split between its node pools ([`split_by_node_pool`]). The leader seeds its first run
+    /// with this so that a restart never moves an IP.
     pub fn from_status(snap: &Snapshot) -> Assignments {
+        Assignments::from_status_with(selected_node_pools, snap)
+    }
+
+    /// [`Assignments::from_status`] with the node pools of each Service given by `select`.
+    pub fn from_status_with(select: Selection, snap: &Snapshot) -> Assignments {
         let mut outcomes = OrdMap::new();
         for (key, svc) in &snap.services {
             let ips = status_ips(svc);
-            if !ips.is_empty() {
+            if ips.is_empty() {
+                continue;
+            }
+            for (akey, ips) in split_by_node_pool(select, snap, key, svc, ips) {
                 outcomes.insert(
-                    AllocationKey::cluster(key.clone()),
+                    akey,
                     Ok(Allocation {
                         pool: "".into(),
                         ips,
@@ -291,6 +328,42 @@ impl Assignments {
         }
         Assignments { outcomes }
     }
+}
+
+/// Recorded IPs of a Service (its status, the union over its node pools) given back to its
+/// allocation keys: all to the cluster-wide key; with node pools, each IP to the first pool
+/// (in key order) that an `IPAddressPool` scoped to it and holding the IP serves. IPs no
+/// key can hold are left out (the allocation then finds them free or gone).
+pub fn split_by_node_pool(
+    select: Selection,
+    snap: &Snapshot,
+    key: &ObjectKey,
+    svc: &Service,
+    ips: Vec<IpAddr>,
+) -> Vec<(AllocationKey, Vec<IpAddr>)> {
+    let keys = match keys_of(select, snap, key, svc) {
+        Ok(k) => k,
+        Err(_) => vec![AllocationKey::cluster(key.clone())],
+    };
+    if let [only] = keys.as_slice() {
+        if only.node_pool.is_none() {
+            return vec![(only.clone(), ips)];
+        }
+    }
+    let mut out: Vec<(AllocationKey, Vec<IpAddr>)> =
+        keys.into_iter().map(|k| (k, Vec::new())).collect();
+    for ip in ips {
+        let holder = out.iter_mut().find(|(k, _)| {
+            snap.allocation_pools
+                .iter()
+                .any(|p| p.serves_node_pool(k.node_pool.as_deref()) && p.contains(&ip))
+        });
+        if let Some((_, held)) = holder {
+            held.push(ip);
+        }
+    }
+    out.retain(|(_, ips)| !ips.is_empty());
+    out
 }
 
 /// The IPs a Service's status records (`status.loadBalancer.ingress[].ip`), in order;
@@ -506,12 +579,16 @@ fn family_list(families: &[Family]) -> String {
 /// This is the reference: [`IncrementalAllocator`] gives the same result from the previous
 /// run's state, re-checking only what changed.
 pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
-    allocate_with(no_node_pools, snap, previous)
+    allocate_with(selected_node_pools, snap, previous)
 }
 
-/// Until the node pool source is wired, no Service selects node pools.
-pub fn no_node_pools(_: &Snapshot, _: &Service) -> Result<Option<Vec<Arc<str>>>, String> {
-    Ok(None)
+/// The daemon's [`Selection`]: `service.openyurt.io/nodepool-labelselector` over the
+/// snapshot's node pools ([`crate::nodepool::selected_node_pools`]).
+pub fn selected_node_pools(
+    snap: &Snapshot,
+    svc: &Service,
+) -> Result<Option<Vec<Arc<str>>>, String> {
+    crate::nodepool::selected_node_pools(svc, &snap.node_pools).map_err(|e| e.to_string())
 }
 
 /// [`allocate`] with the node pools of each Service given by `select`.

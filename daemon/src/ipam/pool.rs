@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::range::{Family, IpRange};
 use crate::api::IPAddressPool;
+use crate::nodepool::NodePoolView;
 use crate::selector;
 use crate::snapshot::{Checked, ObjectKey};
 
@@ -142,15 +143,15 @@ impl PoolView {
 
 /// Valid pools in the order they are tried: lower priority first, pools without a priority
 /// last, then by name, so every speaker computes the same order. `node_pools` gives every
-/// node pool's labels, for `spec.nodePoolSelectors`.
+/// node pool, whose labels `spec.nodePoolSelectors` match.
 pub fn allocation_order(
     pools: &BTreeMap<ObjectKey, Checked<IPAddressPool>>,
-    node_pools: &BTreeMap<Arc<str>, BTreeMap<String, String>>,
+    node_pools: &BTreeMap<Arc<str>, NodePoolView>,
 ) -> Vec<PoolView> {
     let mut out: Vec<PoolView> = pools
         .values()
         .filter(|p| p.is_valid())
-        .map(|p| PoolView::new(&p.object, node_pools))
+        .map(|p| PoolView::new(&p.object, node_pools.iter().map(|(n, v)| (n, &v.labels))))
         .collect();
     out.sort_by(|a, b| {
         (a.priority.is_none(), a.priority, &a.name).cmp(&(

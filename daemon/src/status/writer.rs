@@ -583,7 +583,9 @@ impl Writer {
 
     fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments) {
         for (key, svc) in &snap.services {
-            let outcome = a.get(key);
+            // One ingress list per Service: with node pools, the union over its pools.
+            let merged = a.merged(key);
+            let outcome = merged.as_ref();
             let want = desired_ingress(svc, outcome);
             let k = Key::Status(key.clone());
             if want == current_ingress(svc) {
@@ -643,11 +645,27 @@ impl Writer {
     }
 
     fn queue_failures(&mut self, snap: &Snapshot, a: &Assignments) {
+        // One note per Service: its failures over all its node pools, each named.
+        let mut by_service: Vec<(&ObjectKey, Option<String>)> = Vec::new();
         for (akey, outcome) in &a.outcomes {
-            let key = &akey.service;
+            if by_service.last().is_none_or(|(k, _)| **k != akey.service) {
+                by_service.push((&akey.service, None));
+            }
+            if let (Err(e), Some((_, text))) = (outcome, by_service.last_mut()) {
+                let part = match &akey.node_pool {
+                    Some(np) => format!("for node pool {np}: {e}"),
+                    None => e.to_string(),
+                };
+                *text = Some(match text.take() {
+                    Some(t) => format!("{t}; {part}"),
+                    None => part,
+                });
+            }
+        }
+        for (key, failure) in by_service {
             let k = Key::Failed(key.clone());
-            match outcome {
-                Err(e) if snap.services.contains_key(key) => {
+            match failure {
+                Some(e) if snap.services.contains_key(key) => {
                     let text = format!("no IP assigned: {e}");
                     if self.failed.get(key) != Some(&text) {
                         self.queue.offer(k, Write::Note(text));
