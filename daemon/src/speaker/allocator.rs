@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use crate::ipam::{
     selected_node_pools, split_by_node_pool, status_ips, Allocation, AllocationKey, Assignments,
-    IncrementalAllocator,
+    IncrementalAllocator, Outcome,
 };
 use crate::snapshot::{ObjectKey, Snapshot};
 use crate::status::changes::{diff, Change};
@@ -176,26 +176,26 @@ pub fn recorded_only(snap: &Snapshot, a: &Assignments) -> Assignments {
     let outcomes = a
         .outcomes
         .iter()
-        .filter(|(key, outcome)| {
-            let Ok(alloc) = outcome else { return false };
-            let Some(svc) = snap.services.get(&key.service) else {
-                return false;
-            };
-            let mut recorded = status_ips(svc);
-            recorded.sort();
-            recorded.dedup();
-            let mut own = alloc.ips.clone();
-            own.sort();
-            own.dedup();
-            if key.node_pool.is_some() {
-                own.iter().all(|ip| recorded.binary_search(ip).is_ok())
-            } else {
-                recorded == own
-            }
-        })
+        .filter(|(key, outcome)| is_recorded(snap, key, outcome))
         .map(|(k, o)| (k.clone(), o.clone()))
         .collect();
     Assignments { outcomes }
+}
+
+/// Whether `outcome` is an allocation the record already shows: the Service's status
+/// lists exactly its IPs (as a set).
+pub fn is_recorded(snap: &Snapshot, key: &AllocationKey, outcome: &Outcome) -> bool {
+    let Ok(alloc) = outcome else { return false };
+    let Some(svc) = snap.services.get(&key.service) else {
+        return false;
+    };
+    let mut recorded = status_ips(svc);
+    recorded.sort();
+    recorded.dedup();
+    let mut own = alloc.ips.clone();
+    own.sort();
+    own.dedup();
+    recorded == own
 }
 
 #[cfg(test)]
