@@ -83,11 +83,18 @@ pub fn peer_view(
                 .map_or_else(|| "Starting".to_string(), |s| s.to_string())
         }),
         bfd_diag: p.bfd.as_ref().and_then(|b| {
-            b.error.clone().or_else(|| {
-                b.last_change
-                    .filter(|c| c.diag != edgelb_bgp::bfd::Diag::None)
-                    .map(|c| c.diag.to_string())
-            })
+            b.error
+                .clone()
+                .or_else(|| {
+                    b.echo_error
+                        .as_ref()
+                        .map(|e| format!("Echo not running: {e}"))
+                })
+                .or_else(|| {
+                    b.last_change
+                        .filter(|c| c.diag != edgelb_bgp::bfd::Diag::None)
+                        .map(|c| c.diag.to_string())
+                })
         }),
         bfd_failures: p.bfd.as_ref().map_or(0, |b| b.failures),
         families: p

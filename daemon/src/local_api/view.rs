@@ -158,7 +158,7 @@ pub struct PeerView {
     /// BFD state (RFC 5880: AdminDown, Down, Init, Up) when the peer has a `bfdProfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
-    /// The diagnostic of BFD's last change, or why BFD cannot run.
+    /// The diagnostic of BFD's last change, or why BFD (or its Echo function) cannot run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd_diag: Option<String>,
     /// Times a BFD failure took the BGP session down.
