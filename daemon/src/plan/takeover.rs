@@ -87,6 +87,11 @@ impl Takeover {
         self.held.values().min().copied()
     }
 
+    /// Every IP held, with when its hold ends (for `edgelbctl explain`).
+    pub fn held_ips(&self) -> impl Iterator<Item = (IpAddr, Instant)> + '_ {
+        self.held.iter().map(|(ip, until)| (*ip, *until))
+    }
+
     /// Whether `ip` is held, and until when.
     pub fn held(&self, ip: &IpAddr) -> Option<Held> {
         self.held.get(ip).map(|until| Held { until: *until })
