@@ -7,9 +7,11 @@
 //!
 //! `cargo bench -p edgelb-bgp --bench bfd_sessions` (env `BFD_BENCH_SESSIONS`, default 100;
 //! `BFD_BENCH_SECONDS`, default 10). Prints the load average: compare within one run.
-use edgelb_bgp::bfd::{
-    Bfd, BfdStatus, RuntimeConfig, SessionConfig, SessionKey, SessionParams, State,
-};
+#[path = "../tests/support/bfd.rs"]
+mod bfd_support;
+
+use bfd_support::{params, runtime};
+use edgelb_bgp::bfd::{Bfd, BfdStatus, SessionKey, State};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -42,27 +44,6 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-fn params(local: IpAddr, port: u16, ms: u64) -> SessionParams {
-    SessionParams {
-        timers: SessionConfig {
-            desired_min_tx: Duration::from_millis(ms),
-            required_min_rx: Duration::from_millis(ms),
-            detect_mult: 3,
-            passive: false,
-        },
-        local: Some(local),
-        minimum_ttl: 254,
-        peer_port: Some(port),
-    }
-}
-
 /// CPU used over `d`.
 async fn measure(d: Duration) -> Duration {
     let before = cpu();
@@ -74,15 +55,8 @@ async fn measure(d: Duration) -> Duration {
 async fn main() {
     let n = env("BFD_BENCH_SESSIONS", 100) as u8;
     let secs = Duration::from_secs(env("BFD_BENCH_SECONDS", 10));
-    let (pa, pb) = (free_port(), free_port());
-    let a = Bfd::spawn(RuntimeConfig {
-        single_hop_port: pa,
-        multihop_port: free_port(),
-    });
-    let b = Bfd::spawn(RuntimeConfig {
-        single_hop_port: pb,
-        multihop_port: free_port(),
-    });
+    let (a, pa) = runtime(false);
+    let (b, pb) = runtime(false);
     println!("bfd_sessions: load average {} at start", load());
     let idle = measure(secs).await;
 

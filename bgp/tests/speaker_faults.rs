@@ -4,53 +4,23 @@
 //! the peer's address locked the real peer out for minutes. The same faults against real
 //! routers in network namespaces: `tests/tests/bgp_faults.rs`.
 #![allow(clippy::unwrap_used)]
+mod support;
+
 use edgelb_bgp::fsm::State;
 use edgelb_bgp::packet::{frame_len, CodecContext, Family, Message, MpNextHop, HEADER_LEN};
-use edgelb_bgp::{PeerConfig, PeerStatus, RouteAttrs, RouteTable, Speaker, SpeakerConfig};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use edgelb_bgp::{RouteAttrs, RouteTable};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::speaker::{active, connect_from, ip, passive, port, speaker, status, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn status(s: &Speaker, peer: IpAddr) -> PeerStatus {
-    s.peers().into_iter().find(|p| p.address == peer).unwrap()
-}
-
-async fn wait_for(what: &str, s: &Speaker, peer: IpAddr, f: impl Fn(&PeerStatus) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = status(s, peer);
-        if f(&st) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {st:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use tokio::net::TcpStream;
 
 fn table(prefixes: &[&str]) -> RouteTable {
     prefixes
         .iter()
         .map(|p| (p.parse().unwrap(), Arc::new(RouteAttrs::default())))
         .collect()
-}
-
-async fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let sock = if to.is_ipv4() {
-        TcpSocket::new_v4().unwrap()
-    } else {
-        TcpSocket::new_v6().unwrap()
-    };
-    sock.bind(SocketAddr::new(ip(from), 0)).unwrap();
-    sock.connect(to).await.unwrap()
 }
 
 /// OPEN from AS 65002 with Multiprotocol IPv4 and IPv6 unicast and 4-octet AS.
@@ -114,14 +84,9 @@ async fn first_next_hop(stream: &mut TcpStream, want: Family) -> Option<MpNextHo
 
 #[tokio::test]
 async fn ipv6_route_over_an_ipv4_session_gets_an_ipv6_next_hop_never_an_ipv4_mapped_one() {
-    let mut s = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .unwrap();
-    let port = s.local_addr().unwrap().port();
-    let mut p = PeerConfig::new(ip("127.0.0.2"), 65001, 65002);
-    p.passive = true;
+    let mut s = speaker(1, Some("127.0.0.1:0"));
+    let port = port(&s);
+    let mut p = passive("127.0.0.2", 65001, 65002);
     p.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
     s.set_peer(p).unwrap();
     s.set_routes(&ip("127.0.0.2"), table(&["2001:db8:ff::1/128"]))
@@ -145,27 +110,14 @@ async fn ipv6_route_over_an_ipv4_session_gets_an_ipv6_next_hop_never_an_ipv4_map
 
 #[tokio::test]
 async fn ipv4_routes_over_an_ipv6_session_count_as_sent_only_when_the_peer_has_them() {
-    let mut a = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("[::1]:0".parse().unwrap()),
-    })
-    .unwrap();
-    let port = a.local_addr().unwrap().port();
-    let mut pa = PeerConfig::new(ip("::1"), 65001, 65002);
-    pa.passive = true;
+    let mut a = speaker(1, Some("[::1]:0"));
+    let mut pa = passive("::1", 65001, 65002);
     pa.import = true;
     pa.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
     a.set_peer(pa).unwrap();
-    let mut b = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 2),
-        listen: None,
-    })
-    .unwrap();
-    let mut pb = PeerConfig::new(ip("::1"), 65002, 65001);
-    pb.port = port;
+    let mut b = speaker(2, None);
+    let mut pb = active("::1", port(&a), None, 65002, 65001);
     pb.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
-    pb.connect_retry = Duration::from_millis(200);
-    pb.connect_retry_max = Duration::from_secs(1);
     b.set_peer(pb).unwrap();
     b.set_routes(
         &ip("::1"),
@@ -190,32 +142,23 @@ async fn ipv4_routes_over_an_ipv6_session_count_as_sent_only_when_the_peer_has_t
 
 #[tokio::test]
 async fn two_idle_connections_from_the_peer_address_do_not_lock_the_peer_out() {
-    let mut a = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .unwrap();
-    let port = a.local_addr().unwrap().port();
-    let mut pa = PeerConfig::new(ip("127.0.0.2"), 65001, 65002);
-    pa.passive = true;
-    a.set_peer(pa).unwrap();
-    let to = SocketAddr::new(ip("127.0.0.1"), port);
+    let mut a = speaker(1, Some("127.0.0.1:0"));
+    a.set_peer(passive("127.0.0.2", 65001, 65002)).unwrap();
+    let to = SocketAddr::new(ip("127.0.0.1"), port(&a));
     // Two connections from the peer's own address that never send an OPEN.
     let _idle1 = connect_from("127.0.0.2", to).await;
     let _idle2 = connect_from("127.0.0.2", to).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = Instant::now();
-    let mut b = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 2),
-        listen: None,
-    })
+    let mut b = speaker(2, None);
+    b.set_peer(active(
+        "127.0.0.1",
+        to.port(),
+        Some("127.0.0.2"),
+        65002,
+        65001,
+    ))
     .unwrap();
-    let mut pb = PeerConfig::new(ip("127.0.0.1"), 65002, 65001);
-    pb.port = port;
-    pb.source_address = Some(ip("127.0.0.2"));
-    pb.connect_retry = Duration::from_millis(200);
-    pb.connect_retry_max = Duration::from_secs(1);
-    b.set_peer(pb).unwrap();
     wait_for("the real peer established", &a, ip("127.0.0.2"), |s| {
         s.state == State::Established
     })

@@ -1,20 +1,19 @@
 //! Two real `Speaker`s over loopback TCP: one announces, the other imports and counts.
 //! No router daemon needed; the interop tests against FRR, BIRD and GoBGP are in `tests/`.
 #![allow(clippy::unwrap_used)]
+mod support;
+
 use edgelb_bgp::fsm::State;
 use edgelb_bgp::packet::{Community, Family};
-use edgelb_bgp::{PeerConfig, PeerStatus, RouteAttrs, RouteTable, Secret, Speaker, SpeakerConfig};
+use edgelb_bgp::{PeerConfig, RouteAttrs, RouteTable, Secret, Speaker};
 use ipnet::{IpNet, Ipv4Net};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
+use support::speaker::{active, ip, passive, port, speaker, wait_for};
 
 const A: &str = "127.0.0.1";
 const B: &str = "127.0.0.2";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
 
 fn table(n: u32, attrs: Arc<RouteAttrs>) -> RouteTable {
     (0..n)
@@ -25,29 +24,6 @@ fn table(n: u32, attrs: Arc<RouteAttrs>) -> RouteTable {
             )
         })
         .collect()
-}
-
-async fn wait_for(
-    what: &str,
-    speaker: &Speaker,
-    peer: IpAddr,
-    f: impl Fn(&PeerStatus) -> bool,
-) -> PeerStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let st = speaker
-            .peers()
-            .into_iter()
-            .find(|p| p.address == peer)
-            .expect("peer configured");
-        if f(&st) {
-            return st;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}: {st:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A: listens, passive, imports. B: connects from 127.0.0.2, announces.
@@ -70,30 +46,16 @@ fn pair_with(
     edit_a: impl FnOnce(&mut PeerConfig),
     edit_b: impl FnOnce(&mut PeerConfig),
 ) -> (Speaker, Speaker) {
-    let mut a = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .unwrap();
-    let port = a.local_addr().unwrap().port();
-    let mut pa = PeerConfig::new(ip(B), 65001, 65002);
-    pa.passive = true;
+    let mut a = speaker(1, Some("127.0.0.1:0"));
+    let mut pa = passive(B, 65001, 65002);
     pa.import = true;
     pa.hold_time = 9;
     edit_a(&mut pa);
     a.set_peer(pa).unwrap();
 
-    let mut b = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 2),
-        listen: None,
-    })
-    .unwrap();
-    let mut pb = PeerConfig::new(ip(A), 65002, 65001);
-    pb.port = port;
-    pb.source_address = Some(ip(B));
+    let mut b = speaker(2, None);
+    let mut pb = active(A, port(&a), Some(B), 65002, 65001);
     pb.hold_time = 9;
-    pb.connect_retry = Duration::from_millis(200);
-    pb.connect_retry_max = Duration::from_secs(1);
     edit_b(&mut pb);
     b.set_peer(pb).unwrap();
     (a, b)
@@ -229,25 +191,13 @@ async fn soft_change_keeps_the_session_and_reset_change_restarts_it() {
 #[tokio::test]
 async fn ipv6_routes_travel_over_an_ipv4_session() {
     // Families come from the config: an IPv4 peer announcing IPv6 needs both.
-    let mut a = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .unwrap();
-    let port = a.local_addr().unwrap().port();
-    let mut pa = PeerConfig::new(ip(B), 65001, 65001);
-    pa.passive = true;
+    let mut a = speaker(1, Some("127.0.0.1:0"));
+    let mut pa = passive(B, 65001, 65001);
     pa.import = true;
     pa.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
     a.set_peer(pa).unwrap();
-    let mut b = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 2),
-        listen: None,
-    })
-    .unwrap();
-    let mut pb = PeerConfig::new(ip(A), 65001, 65001);
-    pb.port = port;
-    pb.source_address = Some(ip(B));
+    let mut b = speaker(2, None);
+    let mut pb = active(A, port(&a), Some(B), 65001, 65001);
     pb.families = vec![Family::Ipv4Unicast, Family::Ipv6Unicast];
     b.set_peer(pb).unwrap();
     let mut t = RouteTable::new();
@@ -269,22 +219,14 @@ async fn ipv6_routes_travel_over_an_ipv4_session() {
 #[tokio::test]
 async fn simultaneous_connections_settle_on_one_session() {
     // Both speakers listen and both connect: a connection collision (RFC 4271 §6.8).
-    let mut a = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .unwrap();
-    let mut b = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 2),
-        listen: Some("127.0.0.2:0".parse().unwrap()),
-    })
-    .unwrap();
+    let mut a = speaker(1, Some("127.0.0.1:0"));
+    let mut b = speaker(2, Some("127.0.0.2:0"));
     let mut pa = PeerConfig::new(ip(B), 65001, 65002);
-    pa.port = b.local_addr().unwrap().port();
+    pa.port = port(&b);
     pa.source_address = Some(ip(A));
     pa.import = true;
     let mut pb = PeerConfig::new(ip(A), 65002, 65001);
-    pb.port = a.local_addr().unwrap().port();
+    pb.port = port(&a);
     pb.source_address = Some(ip(B));
     pb.import = true;
     a.set_peer(pa).unwrap();
@@ -333,28 +275,14 @@ async fn gtsm_accepts_ttl_255_and_drops_ttl_1() {
 
 #[tokio::test]
 async fn removing_a_peer_sends_cease_3_and_leaves_the_others_alone() {
-    let mut a = Speaker::new(SpeakerConfig {
-        router_id: Ipv4Addr::new(192, 0, 2, 1),
-        listen: Some("127.0.0.1:0".parse().unwrap()),
-    })
-    .unwrap();
-    let port = a.local_addr().unwrap().port();
+    let mut a = speaker(1, Some("127.0.0.1:0"));
+    let port = port(&a);
     let mut others = Vec::new();
     for (i, addr) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
-        let mut pa = PeerConfig::new(ip(addr), 65001, 65002);
-        pa.passive = true;
-        a.set_peer(pa).unwrap();
-        let mut s = Speaker::new(SpeakerConfig {
-            router_id: Ipv4Addr::new(192, 0, 2, 10 + i as u8),
-            listen: None,
-        })
-        .unwrap();
-        let mut p = PeerConfig::new(ip(A), 65002, 65001);
-        p.port = port;
-        p.source_address = Some(ip(addr));
-        p.connect_retry = Duration::from_millis(200);
-        p.connect_retry_max = Duration::from_secs(1);
-        s.set_peer(p).unwrap();
+        a.set_peer(passive(addr, 65001, 65002)).unwrap();
+        let mut s = speaker(10 + i as u8, None);
+        s.set_peer(active(A, port, Some(addr), 65002, 65001))
+            .unwrap();
         others.push(s);
     }
     for addr in ["127.0.0.2", "127.0.0.3"] {

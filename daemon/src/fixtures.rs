@@ -82,6 +82,26 @@ pub fn node(name: &str, labels: &[(&str, &str)]) -> Node {
     }
 }
 
+/// An OpenYurt `NodePool` with labels and annotations of its own.
+pub fn node_pool(
+    name: &str,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> crate::api::openyurt::NodePool {
+    let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut m = meta(None, name);
+    m.labels = Some(pairs(labels));
+    m.annotations = Some(pairs(annotations));
+    crate::api::openyurt::NodePool {
+        metadata: m,
+        ..Default::default()
+    }
+}
+
 /// A Namespace with labels.
 pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
     let mut m = meta(None, name);

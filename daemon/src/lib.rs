@@ -14,6 +14,7 @@ pub mod membership;
 pub mod metrics;
 #[cfg(test)]
 mod mock_api;
+pub mod nodepool;
 pub mod plan;
 pub mod selector;
 pub mod snapshot;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 use crate::election::selector::{labels_hold, requirement_holds};
 use crate::election::{NodeSelector, SelectorOperator, SelectorRequirement};
@@ -79,10 +79,189 @@ pub fn problems(selector: &LabelSelector) -> Vec<(String, String)> {
     out
 }
 
+/// Why a selector in Kubernetes' text syntax (`k8s-svc=cube,tier in (a,b),!legacy`) does
+/// not parse: where, and what was expected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("at character {at}: {message}")]
+pub struct ParseError {
+    /// 0-based character offset of the problem.
+    pub at: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Parses a label selector in Kubernetes' text syntax (as `kubectl -l` and
+/// `labels.Parse` take it): comma-separated requirements `k=v`, `k==v`, `k!=v`,
+/// `k in (a,b)`, `k notin (a,b)`, `k` (exists) and `!k` (does not exist). Every
+/// requirement becomes a `matchExpressions` entry (`=` is `In [v]`, `!=` is `NotIn [v]`),
+/// so the one evaluator [`matches`] decides. The numeric `>` / `<` of `labels.Parse` have
+/// no `LabelSelector` form and are refused. Never panics, whatever the text.
+pub fn parse(text: &str) -> Result<LabelSelector, ParseError> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut p = TextParser { chars, at: 0 };
+    let mut exprs = Vec::new();
+    p.skip_space();
+    if p.done() {
+        return Ok(LabelSelector::default());
+    }
+    loop {
+        exprs.push(p.requirement()?);
+        p.skip_space();
+        if p.done() {
+            break;
+        }
+        p.expect(',')?;
+    }
+    Ok(LabelSelector {
+        match_labels: None,
+        match_expressions: Some(exprs),
+    })
+}
+
+struct TextParser {
+    chars: Vec<char>,
+    at: usize,
+}
+
+impl TextParser {
+    fn done(&self) -> bool {
+        self.at >= self.chars.len()
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.at += 1;
+        }
+    }
+
+    fn fail<T>(&self, message: impl Into<String>) -> Result<T, ParseError> {
+        Err(ParseError {
+            at: self.at,
+            message: message.into(),
+        })
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), ParseError> {
+        self.skip_space();
+        match self.peek() {
+            Some(x) if x == c => {
+                self.at += 1;
+                Ok(())
+            }
+            Some(x) => self.fail(format!("expected {c:?}, found {x:?}")),
+            None => self.fail(format!("expected {c:?}, found the end")),
+        }
+    }
+
+    /// A label key or value: letters, digits, `-`, `_`, `.`, and `/` in keys.
+    fn word(&mut self, key: bool) -> String {
+        self.skip_space();
+        let start = self.at;
+        while self
+            .peek()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || "-_.".contains(c) || (key && c == '/'))
+        {
+            self.at += 1;
+        }
+        self.chars[start..self.at].iter().collect()
+    }
+
+    fn key(&mut self) -> Result<String, ParseError> {
+        let k = self.word(true);
+        if k.is_empty() {
+            return match self.peek() {
+                Some(c) => self.fail(format!("expected a label key, found {c:?}")),
+                None => self.fail("expected a label key, found the end"),
+            };
+        }
+        let name = k.rsplit('/').next().unwrap_or("");
+        if name.is_empty() || name.len() > 63 || k.matches('/').count() > 1 {
+            return self.fail(format!("{k:?} is not a valid label key"));
+        }
+        Ok(k)
+    }
+
+    fn value(&mut self) -> Result<String, ParseError> {
+        let v = self.word(false);
+        if v.len() > 63 {
+            return self.fail(format!("{v:?} is longer than 63 characters"));
+        }
+        Ok(v)
+    }
+
+    fn requirement(&mut self) -> Result<LabelSelectorRequirement, ParseError> {
+        self.skip_space();
+        let req = |key, op: &str, values: Option<Vec<String>>| LabelSelectorRequirement {
+            key,
+            operator: op.to_string(),
+            values,
+        };
+        if self.peek() == Some('!') {
+            self.at += 1;
+            return Ok(req(self.key()?, "DoesNotExist", None));
+        }
+        let key = self.key()?;
+        self.skip_space();
+        match self.peek() {
+            None | Some(',') => Ok(req(key, "Exists", None)),
+            Some('=') => {
+                self.at += 1;
+                if self.peek() == Some('=') {
+                    self.at += 1;
+                }
+                Ok(req(key, "In", Some(vec![self.value()?])))
+            }
+            Some('!') if self.chars.get(self.at + 1) == Some(&'=') => {
+                self.at += 2;
+                Ok(req(key, "NotIn", Some(vec![self.value()?])))
+            }
+            Some('>' | '<') => {
+                self.fail("the numeric operators > and < are not supported (no LabelSelector form)")
+            }
+            Some(_) => {
+                let op = self.word(false);
+                let op = match op.as_str() {
+                    "in" => "In",
+                    "notin" => "NotIn",
+                    "" => return self.fail(format!("expected an operator after {key:?}")),
+                    other => {
+                        return self.fail(format!(
+                            "{other:?} is not an operator (=, ==, !=, in, notin)"
+                        ))
+                    }
+                };
+                Ok(req(key, op, Some(self.set()?)))
+            }
+        }
+    }
+
+    /// `(a, b, c)`: at least one value.
+    fn set(&mut self) -> Result<Vec<String>, ParseError> {
+        self.expect('(')?;
+        let mut values = Vec::new();
+        loop {
+            values.push(self.value()?);
+            self.skip_space();
+            match self.peek() {
+                Some(',') => self.at += 1,
+                Some(')') => {
+                    self.at += 1;
+                    return Ok(values);
+                }
+                Some(c) => return self.fail(format!("expected ',' or ')', found {c:?}")),
+                None => return self.fail("expected ')', found the end"),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

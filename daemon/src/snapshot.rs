@@ -15,12 +15,14 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
+use crate::api::openyurt::NodePool;
 use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
 use crate::api::{
     BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
 };
 use crate::ipam::pool::PoolView;
+use crate::nodepool::NodePoolView;
 use crate::source::decode::Undecodable;
 
 /// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
@@ -209,6 +211,8 @@ pub enum Object {
     BFDProfile(BFDProfile),
     /// A `PolicyRoute`.
     PolicyRoute(PolicyRoute),
+    /// An OpenYurt `NodePool` (when its CRD is installed).
+    NodePool(NodePool),
     /// An object of `kind` that the API server accepted but our types cannot read.
     Undecodable {
         /// Kind name as in [`Object::describe`].
@@ -234,6 +238,7 @@ impl Object {
             Object::Community(o) => ("Community", ObjectKey::of(o)),
             Object::BFDProfile(o) => ("BFDProfile", ObjectKey::of(o)),
             Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
+            Object::NodePool(o) => ("NodePool", ObjectKey::of(o)),
             Object::Undecodable { kind, object } => (
                 kind,
                 ObjectKey::new(
@@ -280,7 +285,8 @@ pub fn is_ours(svc: &Service, sel: &Selection) -> bool {
 }
 
 /// The node pool of a Node: the OpenYurt label, else the region label (SPEC.md, "Node pools
-/// and regions"). The OpenYurt `NodePool` CRD, when present, will take precedence here.
+/// and regions"). The one rule for membership: OpenYurt's controller puts the label on every
+/// member of a `NodePool` object, which adds the pool's labels ([`crate::nodepool::build`]).
 pub fn node_pool_of(node: &Node) -> Option<String> {
     let labels = node.metadata.labels.as_ref()?;
     labels
@@ -324,6 +330,8 @@ pub struct Store {
     pub bfd_profiles: Index<BFDProfile>,
     /// `PolicyRoute`s.
     pub policy_routes: Index<PolicyRoute>,
+    /// OpenYurt `NodePool`s (empty while their CRD is not installed).
+    pub node_pool_objects: Index<NodePool>,
     /// Objects of any kind that do not decode, by kind and key. An edgelb object here is
     /// absent from its index (it is invalid); a built-in one keeps its last decoded version.
     undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
@@ -486,6 +494,7 @@ impl Store {
             Object::Community(o) => self.communities.apply(key, o),
             Object::BFDProfile(o) => self.bfd_profiles.apply(key, o),
             Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
+            Object::NodePool(o) => self.node_pool_objects.apply(key, o),
             Object::Undecodable { .. } => {}
         }
     }
@@ -523,6 +532,7 @@ impl Store {
             "Community" => self.communities.delete(key),
             "BFDProfile" => self.bfd_profiles.delete(key),
             "PolicyRoute" => self.policy_routes.delete(key),
+            "NodePool" => self.node_pool_objects.delete(key),
             _ => {}
         }
     }
@@ -543,6 +553,7 @@ impl Store {
             "Community" => self.communities = Index::default(),
             "BFDProfile" => self.bfd_profiles = Index::default(),
             "PolicyRoute" => self.policy_routes = Index::default(),
+            "NodePool" => self.node_pool_objects = Index::default(),
             _ => {}
         }
         for o in objects {
@@ -604,8 +615,8 @@ pub struct SnapshotData {
     pub endpoint_slices: OrdMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
     /// Nodes by name, with their node pool.
     pub nodes: BTreeMap<Arc<str>, NodeView>,
-    /// Node pool -> member node names (sorted).
-    pub node_pools: BTreeMap<String, Vec<Arc<str>>>,
+    /// Node pools by name: their labels, annotations and members ([`crate::nodepool`]).
+    pub node_pools: BTreeMap<Arc<str>, NodePoolView>,
     /// Namespace labels by namespace name (for `namespaceSelectors`).
     pub namespace_labels: BTreeMap<Arc<str>, BTreeMap<String, String>>,
     /// Secrets of the speaker's namespace by name.
@@ -729,15 +740,8 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     };
 
     let mut nodes = BTreeMap::new();
-    let mut node_pools: BTreeMap<String, Vec<Arc<str>>> = BTreeMap::new();
     for (key, node) in store.nodes.iter() {
         let node_pool = node_pool_of(node);
-        if let Some(p) = &node_pool {
-            node_pools
-                .entry(p.clone())
-                .or_default()
-                .push(key.name.clone());
-        }
         nodes.insert(
             key.name.clone(),
             NodeView {
@@ -746,6 +750,8 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             },
         );
     }
+
+    let node_pools = crate::nodepool::build(&nodes, &store.node_pool_objects);
 
     let namespace_labels = store
         .namespaces

@@ -127,7 +127,7 @@ fn snapshot_holds_our_services_slices_by_service_nodes_by_pool_and_checked_pools
         1
     );
     assert_eq!(
-        snap.node_pools["hz"],
+        snap.node_pools["hz"].nodes,
         vec![Arc::from("n1"), Arc::from("n2")]
     );
     assert!(snap.pools[&ObjectKey::new(NS, "good")].is_valid());

@@ -5,8 +5,9 @@
 //! allocations of the periodic paths at rest are compared between a small and a large
 //! cluster. The periodic paths are the run loop's tick (`Announcing::tick` and a
 //! publication of the local view and metrics from `Announcing::view_parts`) and the file
-//! source's poll of an unchanged file. No network: the one BGP peer is on loopback port 1
-//! (nothing listens), and no L2 advertisement exists.
+//! source's poll of an unchanged file. No network: each measurement runs in a network
+//! namespace of its own, where the one BGP peer is on loopback port 1 (nothing listens), and
+//! no L2 advertisement exists.
 #![allow(unsafe_code)] // the counting allocator: GlobalAlloc is an unsafe trait
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -59,14 +60,29 @@ static GLOBAL: Counting = Counting;
 /// The tests measure one at a time (the counters are process-wide).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Runs `f` on a current-thread runtime (all the work on this thread), alone.
-fn alone<F: std::future::Future>(f: F) -> F::Output {
+/// Runs the future made by `make` alone, on a current-thread runtime of a thread of its own
+/// (all the work on that thread), in a fresh network namespace: the speaker code under test
+/// never runs in the host's network namespace.
+fn alone<F, M>(make: M) -> F::Output
+where
+    M: FnOnce() -> F + Send,
+    F: std::future::Future,
+    F::Output: Send,
+{
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            edgelb_tests::lab::netns::isolate_this_thread()
+                .expect("a network namespace of its own");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(make())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
 }
 
 fn counters() -> (u64, u64) {
@@ -147,8 +163,8 @@ async fn allocs_per_tick(n: usize, ticks: u64) -> (u64, u64) {
 
 #[test]
 fn a_tick_at_rest_costs_the_same_with_40_or_4000_services() {
-    let (small, small_bytes) = alone(allocs_per_tick(40, 20));
-    let (large, large_bytes) = alone(allocs_per_tick(4000, 20));
+    let (small, small_bytes) = alone(|| allocs_per_tick(40, 20));
+    let (large, large_bytes) = alone(|| allocs_per_tick(4000, 20));
     eprintln!(
         "per tick at rest: 40 Services {small} allocations ({small_bytes} B), \
          4000 Services {large} allocations ({large_bytes} B)"
@@ -206,7 +222,7 @@ async fn bytes_polling(n: usize) -> u64 {
 #[test]
 fn polling_an_unchanged_file_does_not_read_it() {
     let size = cluster_yaml(4000).len() as u64;
-    let bytes = alone(bytes_polling(4000));
+    let bytes = alone(|| bytes_polling(4000));
     eprintln!("polling an unchanged file of {size} B for 300 ms allocated {bytes} B");
     assert!(
         bytes < size,
@@ -224,7 +240,7 @@ fn live_mib() -> f64 {
 #[test]
 #[ignore]
 fn memory_by_stage() {
-    alone(memory_by_stage_of(10_000));
+    alone(|| memory_by_stage_of(10_000));
 }
 
 async fn memory_by_stage_of(n: usize) {

@@ -14,6 +14,7 @@ pub mod crd_gen;
 pub mod duration;
 pub mod ip_address_pool;
 pub mod l2_advertisement;
+pub mod openyurt;
 pub mod policy_route;
 pub mod status;
 pub mod validate;

@@ -99,6 +99,7 @@ fn object(v: Value) -> Result<Object, String> {
         (crate::api::API_VERSION, "Community") => typed(v, Object::Community),
         (crate::api::API_VERSION, "BFDProfile") => typed(v, Object::BFDProfile),
         (crate::api::API_VERSION, "PolicyRoute") => typed(v, Object::PolicyRoute),
+        (crate::api::openyurt::NODEPOOL_API_VERSION, "NodePool") => typed(v, Object::NodePool),
         _ => Err(format!(
             "unsupported apiVersion {api_version:?} kind {kind:?}"
         )),

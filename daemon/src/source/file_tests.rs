@@ -59,7 +59,7 @@ fn every_kind_of_a_multi_document_file_is_read() {
         snap.endpoint_slices[&ObjectKey::new("default", "web")].len(),
         1
     );
-    assert_eq!(snap.node_pools["hz"].len(), 1);
+    assert_eq!(snap.node_pools["hz"].nodes.len(), 1);
     assert_eq!(snap.allocation_pools.len(), 1);
     assert_eq!(snap.secrets["bgp"].data.0["password"], b"hunter2");
 }

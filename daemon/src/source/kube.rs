@@ -14,6 +14,11 @@
 //!   finished list or a watch event), not by the `Init` every retry starts with, so a list
 //!   that keeps failing (a missing grant, say) is retried ever more slowly. Each kind's
 //!   error is logged when it changes, not at every retry, and cut short.
+//! - An optional kind (OpenYurt's `NodePool`, [`Kind::optional`]) whose resource the API
+//!   server does not serve (404: its CRD is not installed) counts as listed and empty, so
+//!   the speaker works without it as before; the watcher keeps retrying with the same
+//!   backoff (at most 30 s), so a CRD installed later is picked up, and one removed later
+//!   empties the kind again.
 //! - Every object is decoded on its own ([`super::decode::Lenient`]): one that our types
 //!   cannot read becomes [`Object::Undecodable`] and never fails the list of its kind.
 
@@ -33,6 +38,7 @@ use tokio::sync::watch;
 
 use super::decode::Lenient;
 
+use crate::api::openyurt::NodePool;
 use crate::api::policy_route::PolicyRoute;
 use crate::api::{
     BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
@@ -49,6 +55,12 @@ pub enum Update {
         kind: &'static str,
         /// The event.
         event: watcher::Event<Object>,
+    },
+    /// An optional kind is not served (its CRD is not installed): it counts as listed and
+    /// empty until it is. The watcher retries by itself.
+    Absent {
+        /// Kind name.
+        kind: &'static str,
     },
     /// The watch of a kind failed; it reconnects by itself.
     Error {
@@ -72,6 +84,9 @@ pub struct Feeder {
     kinds: usize,
     dirty: bool,
 }
+
+/// What the feeder remembers as the "error" of a kind that is not served.
+const ABSENT: &str = "(not served)";
 
 /// Longest error text logged: a status message, never a whole response body.
 const MAX_ERROR_CHARS: usize = 300;
@@ -101,6 +116,17 @@ impl Feeder {
     /// Applies one update.
     pub fn handle(&mut self, update: Update) {
         match update {
+            Update::Absent { kind } => {
+                if self.errors.get(kind).map(String::as_str) != Some(ABSENT) {
+                    tracing::info!(kind, "not served by the API server (its CRD is not installed); it counts as empty and is looked for again with backoff");
+                    self.errors.insert(kind, ABSENT.to_string());
+                }
+                self.relist.remove(kind);
+                let had = !self.listed.contains(kind) || self.store_has(kind);
+                self.store.reset(kind, Vec::new(), &self.namespace);
+                self.listed.insert(kind);
+                self.dirty |= had;
+            }
             Update::Error { kind, message } => {
                 let message = short_error(&message);
                 if self.errors.get(kind) != Some(&message) {
@@ -145,6 +171,11 @@ impl Feeder {
                 self.dirty = true;
             }
         }
+    }
+
+    /// Whether the store holds any object of an optional kind.
+    fn store_has(&self, kind: &str) -> bool {
+        kind == Kind::NodePool.name() && !self.store.node_pool_objects.is_empty()
     }
 
     /// Whether every kind has been listed once.
@@ -225,6 +256,21 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Clone + Send + Sync + Eq + std::hash::Hash,
 {
+    stream_of(api, kind, wrap, false)
+}
+
+/// As [`stream`]; when `optional`, a 404 (the resource is not served) becomes
+/// [`Update::Absent`].
+pub fn stream_of<K>(
+    api: Api<Lenient<K>>,
+    kind: &'static str,
+    wrap: fn(K) -> Object,
+    optional: bool,
+) -> BoxStream<'static, Update>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Clone + Send + Sync + Eq + std::hash::Hash,
+{
     with_backoff(
         watcher(api, watcher::Config::default()).boxed(),
         DefaultBackoff::default(),
@@ -234,12 +280,24 @@ where
             kind,
             event: map_event(event, kind, wrap),
         },
+        Err(e) if optional && is_not_found(&e) => Update::Absent { kind },
         Err(e) => Update::Error {
             kind,
             message: e.to_string(),
         },
     })
     .boxed()
+}
+
+/// Whether a watcher error says the resource is not served (HTTP 404 on list or watch).
+pub fn is_not_found(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
 }
 
 /// Where a watch lists: every namespace (and cluster-scoped kinds), or only the speaker's.
@@ -278,6 +336,8 @@ pub enum Kind {
     BFDProfile,
     /// edgelb.io PolicyRoute (cluster-scoped).
     PolicyRoute,
+    /// apps.openyurt.io/v1beta1 NodePool (cluster-scoped; optional: its CRD may be absent).
+    NodePool,
 }
 
 /// One watch (a list, then a watch) the speaker runs.
@@ -341,6 +401,10 @@ pub const WATCHES: &[Watch] = &[
         kind: Kind::PolicyRoute,
         reach: Reach::Cluster,
     },
+    Watch {
+        kind: Kind::NodePool,
+        reach: Reach::Cluster,
+    },
 ];
 
 /// The API group and URL plural of a typed kind, and whether it is namespaced.
@@ -385,7 +449,14 @@ impl Kind {
             Kind::Community => "Community",
             Kind::BFDProfile => "BFDProfile",
             Kind::PolicyRoute => "PolicyRoute",
+            Kind::NodePool => "NodePool",
         }
+    }
+
+    /// Whether the speaker works without this kind: its CRD belongs to another project
+    /// (OpenYurt) and may not be installed; a 404 counts as an empty list.
+    pub fn optional(self) -> bool {
+        matches!(self, Kind::NodePool)
     }
 
     /// API group, URL plural and whether it is namespaced, from the Rust type watched.
@@ -403,6 +474,7 @@ impl Kind {
             Kind::Community => resource_of::<Community>(),
             Kind::BFDProfile => resource_of::<BFDProfile>(),
             Kind::PolicyRoute => resource_of::<PolicyRoute>(),
+            Kind::NodePool => resource_of::<NodePool>(),
         }
     }
 }
@@ -444,6 +516,12 @@ impl Watch {
                 Api::<Lenient<PolicyRoute>>::all(c.clone()),
                 name,
                 Object::PolicyRoute,
+            ),
+            Kind::NodePool => stream_of(
+                Api::<Lenient<NodePool>>::all(c.clone()),
+                name,
+                Object::NodePool,
+                self.kind.optional(),
             ),
         }
     }

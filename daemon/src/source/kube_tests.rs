@@ -288,3 +288,54 @@ fn the_same_error_is_remembered_once_per_kind() {
     let long = "x".repeat(10_000);
     assert!(short_error(&long).len() < 400);
 }
+
+/// The speaker works without OpenYurt: a NodePool kind that is not served counts as listed
+/// and empty; once served, its objects count; when it goes away again, they are gone.
+#[test]
+fn an_absent_optional_kind_counts_as_listed_and_empty() {
+    use crate::fixtures::node_pool;
+    let mut f = Feeder::new(NS, 2);
+    f.handle(ev("Service", watcher::Event::Init));
+    f.handle(ev("Service", watcher::Event::InitDone));
+    assert!(!f.ready());
+    f.handle(Update::Absent { kind: "NodePool" });
+    assert!(
+        f.ready(),
+        "an absent optional kind does not hold the speaker back"
+    );
+    assert!(f.take_dirty());
+    f.handle(Update::Absent { kind: "NodePool" });
+    assert!(!f.take_dirty(), "a repeated absence changes nothing");
+    f.handle(ev("NodePool", watcher::Event::Init));
+    f.handle(ev(
+        "NodePool",
+        watcher::Event::InitApply(Object::NodePool(node_pool("np", &[], &[]))),
+    ));
+    f.handle(ev("NodePool", watcher::Event::InitDone));
+    assert_eq!(f.store.node_pool_objects.len(), 1);
+    assert!(f.take_dirty());
+    f.handle(Update::Absent { kind: "NodePool" });
+    assert!(
+        f.store.node_pool_objects.is_empty(),
+        "a removed CRD empties the kind"
+    );
+    assert!(f.take_dirty());
+}
+
+#[test]
+fn only_a_not_found_is_an_absence() {
+    let status = |code| {
+        Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        })
+    };
+    assert!(is_not_found(&watcher::Error::InitialListFailed(
+        kube::Error::Api(status(404))
+    )));
+    assert!(!is_not_found(&watcher::Error::InitialListFailed(
+        kube::Error::Api(status(403))
+    )));
+    assert!(is_not_found(&watcher::Error::WatchError(status(404))));
+    assert!(!is_not_found(&watcher::Error::NoResourceVersion));
+}

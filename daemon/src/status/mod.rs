@@ -12,6 +12,7 @@ pub mod local;
 pub mod policy_route;
 pub mod queue;
 pub mod record;
+pub mod scope;
 pub mod service;
 pub mod undecodable;
 pub mod writer;

@@ -176,12 +176,28 @@ impl Frr {
         Frr::start_in(ns, config, dir, Vec::new())
     }
 
+    /// Like [`Frr::start`], with zebra beside bgpd: routes bgpd selects are installed in the
+    /// namespace's kernel, so traffic through the router follows BGP (a client behind it
+    /// reaches a Service IP only while the route is there).
+    pub fn start_with_zebra(ns: &Netns, config: FrrConfig) -> anyhow::Result<Frr> {
+        Frr::start_with_daemons(ns, config, None)
+    }
+
     /// Like [`Frr::start`], with BFD: zebra and bfdd run beside bgpd (bgpd registers its
     /// BFD sessions with bfdd through zebra, so `-Z` is not possible here), each with its own
     /// pid file, zserv socket, bfdd control socket and vty socket in the run directory.
     /// `bfdd_conf` is bfdd's configuration (e.g. a `bfd` / `profile` block); the neighbours
     /// turn BFD on with `neighbor X bfd ...` lines in `config.extra`.
     pub fn start_with_bfd(ns: &Netns, config: FrrConfig, bfdd_conf: &str) -> anyhow::Result<Frr> {
+        Frr::start_with_daemons(ns, config, Some(bfdd_conf))
+    }
+
+    /// zebra, bfdd when `bfdd_conf` is given, then bgpd talking to zebra.
+    fn start_with_daemons(
+        ns: &Netns,
+        config: FrrConfig,
+        bfdd_conf: Option<&str>,
+    ) -> anyhow::Result<Frr> {
         let mut dir = RunDir::new("frr")?;
         let zserv = dir.file("zserv.api").to_string_lossy().into_owned();
         let sock = dir.path().to_string_lossy().into_owned();
@@ -195,17 +211,18 @@ impl Frr {
         if !chown.success() {
             bail!("chown frr:frr {sock} failed");
         }
-        let daemons: [(&str, String, Vec<String>); 2] = [
-            ("zebra", "!\n".to_string(), Vec::new()),
-            (
+        let mut daemons: Vec<(&str, String, Vec<String>)> =
+            vec![("zebra", "!\n".to_string(), Vec::new())];
+        if let Some(conf) = bfdd_conf {
+            daemons.push((
                 "bfdd",
-                bfdd_conf.to_string(),
+                conf.to_string(),
                 vec![
                     "--bfdctl".to_string(),
                     dir.file("bfdd.sock").to_string_lossy().into_owned(),
                 ],
-            ),
-        ];
+            ));
+        }
         for (name, conf_text, extra) in daemons {
             let conf = dir.write(&format!("{name}.conf"), &conf_text)?;
             let pid_file = dir.file(&format!("{name}.pid"));

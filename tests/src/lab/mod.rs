@@ -5,6 +5,7 @@ pub mod frr;
 pub mod gobgp;
 pub mod netns;
 pub mod router;
+pub mod traffic;
 pub mod wait;
 
 pub use bird::{Bird, BirdConfig};

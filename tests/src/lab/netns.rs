@@ -35,6 +35,23 @@ fn checked(args: &[&str], out: Output) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Moves the calling thread into a new, empty network namespace with `lo` up.
+///
+/// For tests that run speaker code in-process: its sockets (a BGP peer on loopback, an
+/// interface scan) then never touch the host's network. Only this thread moves, and what it
+/// starts afterwards (threads, processes); the namespace goes away with them.
+pub fn isolate_this_thread() -> anyhow::Result<()> {
+    let ns_of_thread = || std::fs::read_link("/proc/thread-self/ns/net");
+    let before = ns_of_thread().context("reading this thread's network namespace")?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .context("unshare(CLONE_NEWNET): the test needs root (CAP_SYS_ADMIN)")?;
+    if ns_of_thread().context("reading this thread's network namespace")? == before {
+        bail!("unshare(CLONE_NEWNET) left the thread in {before:?}");
+    }
+    host(&["ip", "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
 /// Removes namespaces named `elb<pid>-...` whose test process no longer exists.
 fn sweep_stale() {
     let Ok(list) = host(&["ip", "netns", "list"]) else {

@@ -1,0 +1,157 @@
+//! Node pools (SPEC.md, "Node pools and regions"): which pools exist, their labels and
+//! annotations and members, and which pools a Service selects.
+//!
+//! A pool is an OpenYurt `NodePool` object (when its CRD is installed), or a pool name that
+//! nodes carry ([`crate::snapshot::node_pool_of`]: label `apps.openyurt.io/nodepool`, else
+//! `topology.kubernetes.io/region`). OpenYurt's own controller puts that label on every
+//! member of a `NodePool`, so the label is the membership in both cases; the object adds
+//! the pool's own labels and annotations, and makes a pool without nodes exist.
+//!
+//! A pool without an object has no labels of its own: its labels are those every one of
+//! its nodes carries (so `nodepool-labelselector: k8s-svc=cube` selects a label-only pool
+//! whose nodes are all labelled `k8s-svc=cube`, and always `apps.openyurt.io/nodepool=<it>`
+//! or `topology.kubernetes.io/region=<it>`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+
+use crate::api::annotations::NODEPOOL_SELECTOR;
+use crate::api::openyurt::NodePool;
+use crate::selector;
+use crate::snapshot::{Index, NodeView, ObjectKey};
+
+/// One node pool as every decision sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePoolView {
+    /// The pool's name (the `NodePool`'s name, or the label value its nodes carry).
+    pub name: Arc<str>,
+    /// The pool's labels: the `NodePool`'s `metadata.labels`, else those all its nodes share.
+    pub labels: BTreeMap<String, String>,
+    /// The pool's annotations: the `NodePool`'s `metadata.annotations`, else none.
+    pub annotations: BTreeMap<String, String>,
+    /// Member node names, sorted.
+    pub nodes: Vec<Arc<str>>,
+    /// Whether an OpenYurt `NodePool` object stands for it.
+    pub from_crd: bool,
+}
+
+/// Builds every pool from the nodes (with their pool, as [`crate::snapshot::node_pool_of`]
+/// says) and the `NodePool` objects. A `NodePool` being deleted counts as gone (as in
+/// OpenYurt's fan-out): its nodes still form a label-only pool until they are relabelled.
+pub fn build<'a>(
+    nodes: impl IntoIterator<Item = (&'a Arc<str>, &'a NodeView)>,
+    objects: &Index<NodePool>,
+) -> BTreeMap<Arc<str>, NodePoolView> {
+    let mut pools: BTreeMap<Arc<str>, NodePoolView> = BTreeMap::new();
+    for (_, np) in objects.iter() {
+        if np.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(name) = np.metadata.name.as_deref() else {
+            continue;
+        };
+        let name: Arc<str> = name.into();
+        pools.insert(
+            name.clone(),
+            NodePoolView {
+                name,
+                labels: np.metadata.labels.clone().unwrap_or_default(),
+                annotations: np.metadata.annotations.clone().unwrap_or_default(),
+                nodes: Vec::new(),
+                from_crd: true,
+            },
+        );
+    }
+    for (node, view) in nodes {
+        let Some(pool) = view.node_pool.as_deref() else {
+            continue;
+        };
+        let node_labels = view.node.metadata.labels.as_ref();
+        match pools.get_mut(pool) {
+            Some(p) => {
+                if !p.from_crd {
+                    // Keep only the labels this node shares too.
+                    p.labels
+                        .retain(|k, v| node_labels.and_then(|l| l.get(k)) == Some(v));
+                }
+                p.nodes.push(node.clone());
+            }
+            None => {
+                let name: Arc<str> = pool.into();
+                pools.insert(
+                    name.clone(),
+                    NodePoolView {
+                        name,
+                        labels: node_labels.cloned().unwrap_or_default(),
+                        annotations: BTreeMap::new(),
+                        nodes: vec![node.clone()],
+                        from_crd: false,
+                    },
+                );
+            }
+        }
+    }
+    for p in pools.values_mut() {
+        p.nodes.sort();
+    }
+    pools
+}
+
+/// A Service's `service.openyurt.io/nodepool-labelselector` that does not parse. Its text
+/// names the Service, the annotation and the value, for the Event and the log.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("Service {service}: annotation {NODEPOOL_SELECTOR}: {value:?} is not a label selector ({source}); the Service gets no node-pool entry points until it is fixed")]
+pub struct NodePoolSelectorError {
+    /// The Service.
+    pub service: ObjectKey,
+    /// The annotation's value.
+    pub value: String,
+    /// Why it does not parse.
+    pub source: selector::ParseError,
+}
+
+/// The pools a Service selects, sorted by name: `None` when it has no (or an empty)
+/// `service.openyurt.io/nodepool-labelselector` (it is cluster-wide, as without pools;
+/// OpenYurt treats an empty value the same way), `Some` (possibly empty) otherwise.
+pub fn selected_node_pools(
+    svc: &Service,
+    pools: &BTreeMap<Arc<str>, NodePoolView>,
+) -> Result<Option<Vec<Arc<str>>>, NodePoolSelectorError> {
+    let Some(value) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODEPOOL_SELECTOR))
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    let sel = selector::parse(value).map_err(|source| NodePoolSelectorError {
+        service: ObjectKey::of(svc),
+        value: value.clone(),
+        source,
+    })?;
+    Ok(Some(
+        pools
+            .values()
+            .filter(|p| selector::matches(&sel, &p.labels))
+            .map(|p| p.name.clone())
+            .collect(),
+    ))
+}
+
+/// `loadBalancerClass`es of cloud load balancers: a PoolService of such a class gets its
+/// entry point from the provider, never a self-announced IP.
+pub const CLOUD_CLASSES: &[&str] = &["alibabacloud.com/elb"];
+
+/// Whether a PoolService of this class gets a self-announced IP (BGP/ARP/NDP by the
+/// speakers): every class but a cloud load balancer's.
+pub fn is_self_announced_class(class: Option<&str>) -> bool {
+    !class.is_some_and(|c| CLOUD_CLASSES.contains(&c))
+}
+
+#[cfg(test)]
+#[path = "nodepool_tests.rs"]
+mod tests;

@@ -1,0 +1,373 @@
+//! Graceful restart of the real `edgelb-speaker` binary, with a client's traffic through a
+//! router that installs BGP routes in its kernel (FRR bgpd + zebra):
+//!
+//! ```text
+//!   client 203.0.113.2 ── router (FRR zebra+bgpd, AS 64500) ── node-0 192.0.2.10 (edgelb-speaker)
+//!                         203.0.113.1 | 192.0.2.1                 198.51.100.10/32 local, TCP :8080
+//! ```
+//!
+//! A client opens a TCP connection to the Service IP every 10 ms the whole time.
+//! 1. Planned restart (SIGTERM, the shipped default `--bgp-stop=restart`): the router keeps
+//!    the route, marked stale, while no speaker runs; the next speaker (same `--socket`
+//!    directory, so it finds the `bgp-restart` marker) sends the R bit, its table and
+//!    End-of-RIB. **No client connection fails.**
+//! 2. Control: the same stop with `--bgp-stop=withdraw` withdraws at once, and the client
+//!    does see failed connections: the probe can see a gap.
+//! 3. Crash (SIGKILL) with `gracefulRestartTime: 5s`: the router keeps the route about 5 s,
+//!    then withdraws it from its RIB and its kernel.
+//!
+//! Figures go to `target/tmp/figures/graceful_restart.txt`.
+mod speaker_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use edgelb_tests::lab::traffic::{Prober, TcpServer};
+use edgelb_tests::lab::{self, netns::veth, wait_until, Frr, FrrConfig, Neighbor, Netns};
+use speaker_support::{cluster_yaml, write_atomic, Dir, SpeakerProc, Svc};
+
+const NODE: &str = "192.0.2.10";
+const ROUTER: &str = "192.0.2.1";
+const SVC_IP: &str = "198.51.100.10";
+const PREFIX: &str = "198.51.100.10/32";
+const PORT: u16 = 8080;
+
+fn yaml(restart_time: &str) -> String {
+    let peers = format!(
+        "---\napiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\n\
+         metadata: {{name: router, namespace: edgelb-system}}\n\
+         spec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER}\", holdTime: 9s, \
+         enableGracefulRestart: true, gracefulRestartTime: {restart_time}}}\n\
+         ---\napiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\n\
+         metadata: {{name: all, namespace: edgelb-system}}\nspec: {{}}\n"
+    );
+    cluster_yaml(
+        &[("node-0", NODE)],
+        "198.51.100.10-198.51.100.19",
+        &[Svc {
+            name: "web",
+            ip: SVC_IP,
+            local: false,
+            endpoints: vec!["node-0"],
+        }],
+        &peers,
+    )
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn figure(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("graceful_restart.txt"))
+    });
+    if let Ok(mut f) = file {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// The router's paths for the Service prefix: (present, stale).
+fn bgp_path(frr: &Frr) -> anyhow::Result<Option<bool>> {
+    let out = frr.vtysh(&format!("show bgp ipv4 unicast {PREFIX} json"))?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("FRR prefix JSON")?;
+    Ok(v["paths"]
+        .as_array()
+        .and_then(|p| p.first())
+        .map(|p| p["stale"].as_bool() == Some(true)))
+}
+
+/// The route in the router's kernel (installed by zebra).
+fn kernel_route(router: &Netns) -> anyhow::Result<bool> {
+    let out = router.ip(&["route", "show", PREFIX])?;
+    Ok(out.contains("via 192.0.2.10"))
+}
+
+/// What FRR says of the neighbour's graceful restart: (End-of-RIB received for IPv4
+/// unicast, the R bit in the peer's last OPEN, the whole JSON for messages).
+fn gr_info(frr: &Frr) -> anyhow::Result<(bool, bool, String)> {
+    let out = frr.vtysh(&format!("show bgp neighbors {NODE} json"))?;
+    let v: serde_json::Value = serde_json::from_str(&out).context("FRR neighbor JSON")?;
+    let gr = &v[NODE]["gracefulRestartInfo"];
+    let eor = gr["ipv4Unicast"]["endOfRibStatus"]["endOfRibRecv"].as_bool() == Some(true);
+    let r_bit = gr["rBit"].as_bool() == Some(true);
+    Ok((eor, r_bit, gr.to_string()))
+}
+
+struct Lab {
+    _client: Netns,
+    router: Netns,
+    node: Netns,
+    client_name: String,
+}
+
+fn lab() -> anyhow::Result<Lab> {
+    let client = Netns::new("cl")?;
+    let router = Netns::new("rt")?;
+    let node = Netns::new("n")?;
+    veth(&router, "eth0", &node, "eth0")?;
+    veth(&router, "eth1", &client, "eth0")?;
+    router.addr("eth0", &format!("{ROUTER}/24"))?;
+    router.addr("eth1", "203.0.113.1/24")?;
+    router.sysctl("net.ipv4.ip_forward", "1")?;
+    node.addr("eth0", &format!("{NODE}/24"))?;
+    node.ip(&["route", "add", "default", "via", ROUTER])?;
+    // The Service IP is local on the node, as kube-proxy's IPVS interface makes it.
+    node.ip(&["addr", "add", &format!("{SVC_IP}/32"), "dev", "lo"])?;
+    client.addr("eth0", "203.0.113.2/24")?;
+    client.ip(&["route", "add", "default", "via", "203.0.113.1"])?;
+    Ok(Lab {
+        client_name: client.name().to_string(),
+        _client: client,
+        router,
+        node,
+    })
+}
+
+fn wait_path(frr: &Frr, stale: bool, timeout: Duration) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    wait_until(
+        &format!("FRR path for {PREFIX} (stale: {stale})"),
+        timeout,
+        Duration::from_millis(20),
+        || Ok((bgp_path(frr)? == Some(stale)).then_some(())),
+    )?;
+    Ok(t.elapsed())
+}
+
+fn wait_eor(frr: &Frr, timeout: Duration) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    wait_until(
+        "FRR to receive End-of-RIB",
+        timeout,
+        Duration::from_millis(20),
+        || Ok(gr_info(frr)?.0.then_some(())),
+    )
+    .with_context(|| {
+        let info = gr_info(frr).map(|i| i.2).unwrap_or_default();
+        format!("FRR graceful restart info: {info}")
+    })?;
+    Ok(t.elapsed())
+}
+
+#[test]
+fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_time(
+) -> anyhow::Result<()> {
+    if !lab::enabled("speaker_graceful_restart") {
+        return Ok(());
+    }
+    let dir = Dir::new("speaker-gr")?;
+    let lab = lab()?;
+    let frr = Frr::start_with_zebra(
+        &lab.router,
+        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
+    )?;
+    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
+    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    let file = dir.path("cluster.yaml");
+    write_atomic(&file, &yaml("30s"))?;
+    // The socket directory is the DaemonSet's hostPath: it outlives each speaker process.
+    let run = dir.path("run");
+    std::fs::create_dir_all(&run)?;
+    let socket = run.join("speaker.sock").to_string_lossy().into_owned();
+    let mut n = 0;
+    let mut start = |extra: &[&str]| -> anyhow::Result<SpeakerProc> {
+        n += 1;
+        let mut args = vec!["--socket", socket.as_str()];
+        args.extend_from_slice(extra);
+        SpeakerProc::start(
+            &lab.node,
+            "node-0",
+            &file,
+            dir.path(&format!("speaker-{n}.log")),
+            &args,
+        )
+    };
+
+    let mut first = start(&[])?;
+    let r = wait_path(&frr, false, Duration::from_secs(30));
+    r.with_context(|| format!("speaker log:\n{}", first.logs()))?;
+    wait_until(
+        "zebra to install the route",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || Ok(kernel_route(&lab.router)?.then_some(())),
+    )?;
+    let probe = Prober::start(
+        &lab.client_name,
+        target,
+        "ok\n",
+        Duration::from_millis(10),
+        Duration::from_millis(500),
+    );
+    wait_until(
+        "the client's first connection",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            Ok(probe
+                .attempts()
+                .iter()
+                .any(|a| a.error.is_none())
+                .then_some(()))
+        },
+    )?;
+
+    // 1. Planned restart.
+    let stop_at = probe.now();
+    let exit = first.terminate(Duration::from_secs(5))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let stale = bgp_path(&frr)?;
+    let in_kernel = kernel_route(&lab.router)?;
+    assert_eq!(
+        stale,
+        Some(true),
+        "1 s after a planned stop the router must hold the route as stale"
+    );
+    assert!(in_kernel, "the stale route left the router's kernel");
+    assert!(
+        std::fs::read_to_string(run.join("bgp-restart"))?.starts_with("until="),
+        "no restart marker beside the socket"
+    );
+    let mut second = start(&["--bgp-stop", "withdraw"])?;
+    let eor = wait_eor(&frr, Duration::from_secs(30))
+        .with_context(|| format!("second speaker:\n{}", second.logs()))?;
+    wait_path(&frr, false, Duration::from_secs(5))?;
+    let back_at = probe.now();
+    let (_, r_bit, info) = gr_info(&frr)?;
+    // A little traffic after End-of-RIB: the route must not be flushed then either.
+    std::thread::sleep(Duration::from_millis(500));
+    let planned = probe.window(stop_at, probe.now());
+    figure(&format!(
+        "graceful restart (edgelb-speaker, FRR zebra+bgpd): planned restart: {planned}; \
+         old speaker exited {exit:?} after SIGTERM, router held the route stale, new session's \
+         End-of-RIB {:?} after the stop (waited {eor:?} after the start); load {}",
+        back_at - stop_at,
+        load()
+    ));
+    assert!(
+        second.logs().contains("back from a planned restart"),
+        "the second speaker did not find the marker:\n{}",
+        second.logs()
+    );
+    assert!(
+        r_bit,
+        "the router did not see the R bit after a planned restart: {info}"
+    );
+    assert_eq!(
+        planned.failed, 0,
+        "client connections failed during a planned restart: {:?}",
+        planned.errors
+    );
+    assert!(planned.attempts > 20, "too few probes: {planned}");
+
+    // 2. Control: a stop that withdraws makes the client fail (the probe sees gaps).
+    let stop_at = probe.now();
+    second.terminate(Duration::from_secs(5))?;
+    wait_until(
+        "the route to leave the router's kernel after a withdrawing stop",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || Ok((!kernel_route(&lab.router)?).then_some(())),
+    )?;
+    // Bounded: a refused SYN fails at once, but the router rate-limits its ICMP errors, so
+    // later attempts run into the client's 500 ms connect timeout.
+    let _ = wait_until(
+        "a failed client connection after the withdrawal",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || Ok((probe.window(stop_at, probe.now()).failed > 0).then_some(())),
+    );
+    let withdrawn = probe.window(stop_at, probe.now());
+    figure(&format!(
+        "graceful restart: control, --bgp-stop=withdraw: {withdrawn}; load {}",
+        load()
+    ));
+    assert!(
+        withdrawn.failed > 0,
+        "the client saw no failure while the route was withdrawn: the probe is blind"
+    );
+
+    // 3. Crash with a 5 s restart time.
+    write_atomic(&file, &yaml("5s"))?;
+    let third = start(&[])?;
+    wait_eor(&frr, Duration::from_secs(30))
+        .with_context(|| format!("third speaker:\n{}", third.logs()))?;
+    wait_path(&frr, false, Duration::from_secs(5))?;
+    wait_until(
+        "the client to get through again",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let now = probe.now();
+            let w = probe.window(now.saturating_sub(Duration::from_millis(200)), now);
+            Ok((w.attempts > 0 && w.failed == 0).then_some(()))
+        },
+    )?;
+    let killed = Instant::now();
+    let killed_at = probe.now();
+    third.process.signal(libc::SIGKILL)?;
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        bgp_path(&frr)?,
+        Some(true),
+        "1 s after a crash the router must still hold the route as stale"
+    );
+    wait_until(
+        "the router to withdraw the route after the restart time",
+        Duration::from_secs(30),
+        Duration::from_millis(20),
+        || Ok(bgp_path(&frr)?.is_none().then_some(())),
+    )?;
+    let gone = killed.elapsed();
+    wait_until(
+        "the route to leave the router's kernel",
+        Duration::from_secs(5),
+        Duration::from_millis(10),
+        || Ok((!kernel_route(&lab.router)?).then_some(())),
+    )?;
+    let kernel_gone = killed.elapsed();
+    let _ = wait_until(
+        "a failed client connection after the withdrawal",
+        Duration::from_secs(3),
+        Duration::from_millis(20),
+        || Ok((probe.window(killed_at, probe.now()).failed > 0).then_some(())),
+    );
+    let while_stale = probe.window(
+        killed_at,
+        killed_at + gone.saturating_sub(Duration::from_millis(100)),
+    );
+    let attempts = probe.stop();
+    let first_fail = attempts
+        .iter()
+        .find(|a| a.at >= killed_at && a.error.is_some())
+        .map(|a| a.at - killed_at);
+    figure(&format!(
+        "graceful restart: crash (SIGKILL), gracefulRestartTime 5s: route withdrawn from the RIB {gone:?} and from the kernel {kernel_gone:?} after the kill (hold time 9 s); until then {while_stale}; first failed client connection {first_fail:?} after the kill; load {}",
+        load()
+    ));
+    assert_eq!(
+        while_stale.failed, 0,
+        "client connections failed while the router still held the crashed speaker's route: {:?}",
+        while_stale.errors
+    );
+    assert!(
+        gone >= Duration::from_secs(4),
+        "withdrawn before the restart time: {gone:?}"
+    );
+    assert!(
+        gone < Duration::from_secs(9),
+        "kept past the restart time: {gone:?}"
+    );
+    drop(frr);
+    Ok(())
+}
