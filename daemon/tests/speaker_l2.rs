@@ -596,7 +596,8 @@ fn a_resumed_owner_announces_again_so_its_client_survives_losing_the_interim_own
     std::thread::sleep(Duration::from_millis(700));
     let resumed_at = epoch(SystemTime::now());
     speaker.process.signal(libc::SIGCONT)?;
-    std::thread::sleep(Duration::from_millis(1500));
+    // The resumed owner answers again after the takeover hold (1 s).
+    std::thread::sleep(Duration::from_millis(2500));
     let cut_at = epoch(SystemTime::now());
     lab.lan
         .switch()
