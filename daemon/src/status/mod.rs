@@ -9,6 +9,7 @@ pub mod conditions;
 pub mod events;
 pub mod leader;
 pub mod local;
+pub mod pass_through;
 pub mod policy_route;
 pub mod queue;
 pub mod record;

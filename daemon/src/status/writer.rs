@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
@@ -42,6 +42,7 @@ use super::announced::{outcomes_of, Recorded};
 use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
 use super::events::{post, post_about, Note, Posted};
 use super::leader::Fence;
+use super::pass_through::{self as pass, frontend_of};
 use super::queue::{Done, Queue};
 use super::record::{read, Record};
 use super::scope::{changed_services, same_config, Scope};
@@ -137,6 +138,7 @@ enum Key {
     Failed(ObjectKey),
     Announced(ObjectKey),
     Undecodable(String, ObjectKey),
+    PassThrough(ObjectKey),
 }
 
 impl Key {
@@ -146,13 +148,17 @@ impl Key {
             | Key::Condition(_, k)
             | Key::Failed(k)
             | Key::Announced(k)
-            | Key::Undecodable(_, k) => k,
+            | Key::Undecodable(_, k)
+            | Key::PassThrough(k) => k,
         }
     }
 
     /// Whether the key is about a Service (dropped when the Service goes).
     fn about_service(&self) -> bool {
-        matches!(self, Key::Status(_) | Key::Failed(_) | Key::Announced(_))
+        matches!(
+            self,
+            Key::Status(_) | Key::Failed(_) | Key::Announced(_) | Key::PassThrough(_)
+        )
     }
 }
 
@@ -172,6 +178,21 @@ impl PartialEq for Cond {
     }
 }
 
+/// A Service's pass-through condition (none: remove ours), equal when only timestamps
+/// differ.
+#[derive(Clone, Debug)]
+struct PassCond(Option<Condition>);
+
+impl PartialEq for PassCond {
+    fn eq(&self, o: &PassCond) -> bool {
+        match (&self.0, &o.0) {
+            (Some(a), Some(b)) => same(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The value queued per key.
 #[derive(Clone, Debug, PartialEq)]
 enum Write {
@@ -182,6 +203,7 @@ enum Write {
     Condition(Cond),
     Note(String),
     Undecodable(UndecodableEvent),
+    PassThrough(PassCond),
 }
 
 /// How one write ended.
@@ -194,6 +216,7 @@ enum Ended {
     Reported(String, usize),
     Condition(Cond, usize),
     Undecodable(UndecodableEvent),
+    PassThrough(PassCond, usize),
     Retry(String),
     /// The fence left too little time: started again once it is renewed.
     Fenced,
@@ -251,6 +274,8 @@ struct Writer {
     queue: Queue<Key, Write>,
     applied: HashMap<ObjectKey, Applied>,
     conditions_applied: HashMap<(&'static str, ObjectKey), Cond>,
+    /// Pass-through conditions written this term, not yet in the snapshot.
+    pass_applied: HashMap<ObjectKey, PassCond>,
     /// Reported this term: `AllocationFailed` reason and `AnnouncedBy` text per Service.
     failed: HashMap<ObjectKey, String>,
     announced: HashMap<ObjectKey, String>,
@@ -361,6 +386,7 @@ impl Writer {
             queue: Queue::default(),
             applied: HashMap::new(),
             conditions_applied: HashMap::new(),
+            pass_applied: HashMap::new(),
             failed: HashMap::new(),
             announced: HashMap::new(),
             changed: BTreeSet::new(),
@@ -432,6 +458,7 @@ impl Writer {
             + self.queue.in_flight()
             + self.applied.len()
             + self.conditions_applied.len()
+            + self.pass_applied.len()
             + self.failed.len()
             + self.announced.len()
             + self.changed.len()
@@ -473,6 +500,7 @@ impl Writer {
         self.queue.clear();
         self.applied.clear();
         self.conditions_applied.clear();
+        self.pass_applied.clear();
         self.failed.clear();
         self.announced.clear();
         self.changed.clear();
@@ -570,6 +598,7 @@ impl Writer {
         let scope = self.scope(snap, &before, same_candidates);
         let a = self.assignments.clone();
         self.queue_statuses(snap, &a, &scope);
+        self.queue_pass_through(snap, &a, &scope);
         self.queue_conditions(snap);
         self.queue_undecodable(snap);
         self.queue_failures(snap, &a, &scope);
@@ -601,6 +630,7 @@ impl Writer {
         let Some(before) = &self.processed else {
             let live = |k: &ObjectKey| snap.services.contains_key(k);
             self.applied.retain(|k, _| live(k));
+            self.pass_applied.retain(|k, _| live(k));
             self.failed.retain(|k, _| live(k));
             self.announced.retain(|k, _| live(k));
             self.changed.retain(|k| live(k.service()));
@@ -618,11 +648,13 @@ impl Writer {
             .collect();
         for k in gone {
             self.applied.remove(&k);
+            self.pass_applied.remove(&k);
             self.failed.remove(&k);
             self.announced.remove(&k);
             for key in [
                 Key::Status(k.clone()),
                 Key::Failed(k.clone()),
+                Key::PassThrough(k.clone()),
                 Key::Announced(k),
             ] {
                 self.changed.remove(&key);
@@ -647,7 +679,11 @@ impl Writer {
     fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
         for (key, svc) in Self::services_in(snap, scope) {
             let outcome = a.get(key);
-            let want = desired_ingress(svc, outcome);
+            let frontend = match outcome {
+                Some(Ok(al)) => frontend_of(snap, &al.pool),
+                _ => pass::Frontend::SelfAnnounced,
+            };
+            let want = desired_ingress(svc, outcome, frontend);
             let k = Key::Status(key.clone());
             if want == current_ingress(svc) {
                 self.applied.remove(key);
@@ -669,6 +705,35 @@ impl Writer {
                     pool,
                 },
             );
+        }
+    }
+
+    /// The pass-through condition of each Service that asks (or still carries ours): set
+    /// while it has an IP, removed once it no longer asks.
+    fn queue_pass_through(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
+        let now = Time(Timestamp::now());
+        for (key, svc) in Self::services_in(snap, scope) {
+            let want = match a.get(key) {
+                Some(Ok(al)) => {
+                    pass::desired(svc, &al.pool, frontend_of(snap, &al.pool), now.clone())
+                }
+                // No IP: nothing to decide yet; a condition stays until the Service no
+                // longer asks.
+                _ if pass::requested(svc).is_some() => continue,
+                _ => None,
+            };
+            let want = PassCond(want);
+            let k = Key::PassThrough(key.clone());
+            if want == PassCond(pass::current(svc).cloned()) {
+                self.pass_applied.remove(key);
+                self.queue.withdraw(&k);
+                continue;
+            }
+            if self.pass_applied.get(key) == Some(&want) {
+                self.queue.withdraw(&k);
+                continue;
+            }
+            self.queue.offer(k, Write::PassThrough(want));
         }
     }
 
@@ -819,6 +884,9 @@ impl Writer {
                     };
                     self.spawn_note(epoch, key, svc, note, repeat, text);
                 }
+                (Key::PassThrough(_), Write::PassThrough(c)) => {
+                    self.spawn_pass_through(epoch, key, svc, c);
+                }
                 (Key::Announced(_), Write::Note(text)) => {
                     let repeat = self.changed.contains(&key);
                     let note = Note {
@@ -909,6 +977,41 @@ impl Writer {
         });
     }
 
+    /// Writes a Service's pass-through condition; a refusal also gets its Warning Event
+    /// (named after its note, so once per Service, annotation and pool).
+    fn spawn_pass_through(&mut self, epoch: u64, key: Key, svc: Arc<Service>, c: PassCond) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let outcome = match write_pass_through(&client, &svc, c.0.as_ref(), timeout).await {
+                Ok(()) => {
+                    let mut events = 0;
+                    if let Some(cond) = c.0.as_ref().filter(|c| c.reason == pass::IGNORED) {
+                        let note = Note {
+                            reason: pass::IGNORED,
+                            type_: "Warning",
+                            action: "Allocate",
+                            note: cond.message.clone(),
+                        };
+                        match post(&client, &node, &svc, &note, false, timeout).await {
+                            Ok(Posted::AlreadyReported) => {}
+                            Ok(_) => events = 1,
+                            Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),
+                        }
+                    }
+                    Ended::PassThrough(c, events)
+                }
+                Err(e) => Ended::Retry(e),
+            };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
     /// Writes a condition; a `Valid=False` written also gets a Warning Event on its
     /// object (named after its message, so once per message).
     fn spawn_condition(&mut self, epoch: u64, key: Key, write: Write) {
@@ -982,6 +1085,12 @@ impl Writer {
             Ended::Undecodable(ev) => {
                 self.stats.events += 1;
                 self.undecodable.published(&ev);
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::PassThrough(c, events) => {
+                self.stats.conditions += 1;
+                self.stats.events += events;
+                self.pass_applied.insert(key.service().clone(), c);
                 self.queue.done(&key, Done::Written, now);
             }
             Ended::Condition(c, events) => {
@@ -1180,6 +1289,33 @@ async fn status_events(
         }
     }
     n
+}
+
+/// Applies a Service's pass-through condition (or removes ours) under its own field
+/// manager, so the `status.loadBalancer` apply and this one never remove each other's.
+async fn write_pass_through(
+    client: &Client,
+    svc: &Service,
+    condition: Option<&Condition>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply(pass::FIELD_MANAGER).force();
+    let body = pass::apply_body(name, condition);
+    match tokio::time::timeout(
+        timeout,
+        api.patch_status(name, &params, &Patch::Apply(&body)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("Service {ns}/{name} pass-through condition: {e}")),
+        Err(_) => Err(format!(
+            "Service {ns}/{name} pass-through condition: timed out"
+        )),
+    }
 }
 
 async fn write_condition(

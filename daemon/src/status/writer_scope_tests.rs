@@ -18,8 +18,8 @@ const NODES: [&str; 3] = ["n0", "n1", "n2"];
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Add or edit Service i: port, `Local`, sharing key.
-    Service(u8, u8, bool, bool),
+    /// Add or edit Service i: port, `Local`, sharing key, pass-through asked.
+    Service(u8, u8, bool, bool, bool),
     Delete(u8),
     /// EndpointSlice of Service i with ready endpoints on these nodes (none: removed).
     Slice(u8, Vec<u8>),
@@ -36,8 +36,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u8..8, 0u8..3, any::<bool>(), any::<bool>())
-            .prop_map(|(i, p, l, s)| Op::Service(i, p, l, s)),
+        4 => (0u8..8, 0u8..3, any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(i, p, l, s, t)| Op::Service(i, p, l, s, t)),
         1 => (0u8..8).prop_map(Op::Delete),
         2 => (0u8..8, proptest::collection::vec(0u8..3, 0..3)).prop_map(|(i, n)| Op::Slice(i, n)),
         3 => (0u8..8, prop::bool::weighted(0.8)).prop_map(|(i, r)| Op::Record(i, r)),
@@ -139,8 +139,14 @@ fn state(w: &Writer) -> String {
     failed.sort();
     let mut announced: Vec<_> = w.announced.iter().collect();
     announced.sort();
+    let mut pass: Vec<_> = w
+        .pass_applied
+        .iter()
+        .map(|(k, c)| (k, c.0.as_ref().map(|c| (&c.status, &c.reason, &c.message))))
+        .collect();
+    pass.sort();
     format!(
-        "applied {applied:?}\nfailed {failed:?}\nannounced {announced:?}\nchanged {:?}",
+        "applied {applied:?}\nfailed {failed:?}\nannounced {announced:?}\npass {pass:?}\nchanged {:?}",
         w.changed
     )
 }
@@ -162,6 +168,7 @@ fn finish(w: &mut Writer, how: u8, snap: &Snapshot) {
         (0 | 1, Write::Note(text)) => Ended::Reported(text, 1),
         (0 | 1, Write::Condition(c)) => Ended::Condition(c, 0),
         (0 | 1, Write::Undecodable(ev)) => Ended::Undecodable(ev),
+        (0 | 1, Write::PassThrough(c)) => Ended::PassThrough(c, 1),
         (2, _) => Ended::Retry("refused".into()),
         (3, _) => Ended::Gone,
         (4, _) => Ended::Conflict("stale".into()),
@@ -193,13 +200,16 @@ proptest! {
         for op in ops {
             let snap = store.snapshot(&sel);
             match op {
-                Op::Service(i, port, local, shared) => {
+                Op::Service(i, port, local, shared, pass_through) => {
                     let mut svc = service("default", &name(i), 80 + i32::from(port));
                     if let Some(spec) = svc.spec.as_mut() {
                         spec.external_traffic_policy = Some(if local { "Local" } else { "Cluster" }.into());
                     }
                     if shared {
                         svc = annotate(svc, "edgelb.io/allow-shared-ip", "k");
+                    }
+                    if pass_through {
+                        svc = annotate(svc, "edgelb.io/pass-through", "true");
                     }
                     // An edit keeps what the watch showed of the status.
                     if let Some(old) = snap.services.get(&ObjectKey::new("default", &name(i))) {
@@ -223,7 +233,11 @@ proptest! {
                     let key = ObjectKey::new("default", &name(i));
                     if let Some(svc) = snap.services.get(&key) {
                         let ingress = if write {
-                            desired_ingress(svc, inc.assignments.get(&key))
+                            desired_ingress(
+                                svc,
+                                inc.assignments.get(&key),
+                                pass::Frontend::SelfAnnounced,
+                            )
                         } else {
                             Vec::new()
                         };
