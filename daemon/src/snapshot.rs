@@ -796,7 +796,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     let pools = check(store, "IPAddressPool", &store.pools, |p| {
         validate::ip_address_pool(&p.spec)
     });
-    let allocation_pools = crate::ipam::pool::allocation_order(&pools);
+    let allocation_pools = crate::ipam::pool::allocation_order(&pools, &node_pools);
 
     Snapshot(Arc::new(SnapshotData {
         selection: sel.clone(),
