@@ -459,7 +459,8 @@ impl Store {
     }
 
     /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
-    pub fn apply(&mut self, obj: Object, namespace: &str) {
+    pub fn apply(&mut self, mut obj: Object, namespace: &str) {
+        crate::slim::object(&mut obj);
         let (kind, key) = obj.describe();
         if let Object::Undecodable { kind, object } = obj {
             if is_edgelb_kind(kind) {
