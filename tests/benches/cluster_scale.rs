@@ -20,6 +20,9 @@
 //! CPU (utime+stime from `/proc`) per minute and in % of one core, and RSS; beside the same
 //! window measured before the creates (0 Services) as the baseline.
 //!
+//! `ADVERTISE=none` leaves the L2Advertisement out (allocation and status only: nothing is
+//! announced, so a membership flap under load moves no IP).
+//!
 //! Run: `cargo bench -p edgelb-tests --bench cluster_scale --profile dev` (the speaker is
 //! `target/<profile>/edgelb-speaker`, built by `cargo build -p edgelb-daemon [--release]`,
 //! or `EDGELB_SPEAKER=path`). Figures also go to `target/tmp/figures/cluster_scale.txt`.
@@ -185,6 +188,14 @@ async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> any
         .patch("scale", &params, &Patch::Apply(&pool))
         .await
         .context("pool")?;
+    if std::env::var("ADVERTISE").as_deref() == Ok("none") {
+        return Ok(Rig {
+            speakers,
+            _nets: nets,
+            _lan: lan,
+            nodes,
+        });
+    }
     let l2: Api<DynamicObject> = Api::namespaced_with(
         admin.clone(),
         SYSTEM_NAMESPACE,
@@ -527,8 +538,9 @@ async fn run() -> anyhow::Result<()> {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     figure(&format!(
-        "cluster-scale: speaker {} ({SPEAKERS} speakers), sizes {sizes:?}, load [{}]",
+        "cluster-scale: speaker {} ({SPEAKERS} speakers), sizes {sizes:?}, advertisement {}, load [{}]",
         binary.display(),
+        std::env::var("ADVERTISE").unwrap_or_else(|_| "l2".into()),
         load()
     ));
     let rig = rig(cluster, &admin, &binary).await?;
