@@ -10,6 +10,8 @@ pub mod events;
 pub mod leader;
 pub mod local;
 pub mod policy_route;
+pub mod pool_service_writer;
+pub mod pool_services;
 pub mod queue;
 pub mod record;
 pub mod service;
