@@ -5,7 +5,7 @@
 //!          [--count N] [--base 198.18.0.0] (alias --first; --peer-as for --remote-as) [--hold 9] [--password P] [--passive]
 //!          [--listen ADDR:PORT] [--source ADDR] [--families v4,v6] [--connect-retry SECS (1)]
 //!          [--multihop N] [--gtsm] [--graceful-restart SECS] [--restarting] [--open-wait SECS]
-//!          [--bfd TX_MS,RX_MS,MULT]
+//!          [--bfd TX_MS,RX_MS,MULT] [--bfd-echo MS]
 //!          [--community 65000:1] [--large 65000:1:2] [--local-pref 200] [--med 5]
 //! ```
 //!
@@ -50,12 +50,14 @@ struct Args {
     open_wait: Option<u64>,
     /// BFD (desired min TX ms, required min RX ms, detect multiplier).
     bfd: Option<(u64, u64, u8)>,
+    /// BFD Echo interval, ms.
+    bfd_echo: Option<u64>,
     attrs: RouteAttrs,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("announce: {msg}");
-    eprintln!("usage: announce --local-as A --remote-as B --peer ADDR[:PORT] --router-id ID [--count N] [--base IP] [--hold S] [--password P] [--passive] [--listen ADDR:PORT] [--source IP] [--families v4,v6] [--connect-retry S] [--multihop N] [--gtsm] [--graceful-restart S] [--bfd TX_MS,RX_MS,MULT] [--community A:B] [--large A:B:C] [--local-pref N] [--med N]");
+    eprintln!("usage: announce --local-as A --remote-as B --peer ADDR[:PORT] --router-id ID [--count N] [--base IP] [--hold S] [--password P] [--passive] [--listen ADDR:PORT] [--source IP] [--families v4,v6] [--connect-retry S] [--multihop N] [--gtsm] [--graceful-restart S] [--bfd TX_MS,RX_MS,MULT] [--bfd-echo MS] [--community A:B] [--large A:B:C] [--local-pref N] [--med N]");
     std::process::exit(2)
 }
 
@@ -113,6 +115,7 @@ fn parse_args() -> Args {
         restarting: false,
         open_wait: None,
         bfd: None,
+        bfd_echo: None,
         attrs: RouteAttrs::default(),
     };
     let mut it = std::env::args().skip(1);
@@ -138,6 +141,7 @@ fn parse_args() -> Args {
             "--graceful-restart" => a.graceful_restart = Some(parse(&flag, it.next())),
             "--restarting" => a.restarting = true,
             "--open-wait" => a.open_wait = Some(parse(&flag, it.next())),
+            "--bfd-echo" => a.bfd_echo = Some(parse(&flag, it.next())),
             "--bfd" => {
                 let v: String = parse(&flag, it.next());
                 let parts: Vec<&str> = v.split(',').collect();
@@ -336,6 +340,7 @@ async fn main() {
                 required_min_rx: Duration::from_millis(rx),
                 detect_mult: mult,
                 passive: false,
+                echo: args.bfd_echo.map(Duration::from_millis),
             },
             multihop: args.multihop.is_some(),
             minimum_ttl: 254,

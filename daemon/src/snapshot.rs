@@ -832,6 +832,12 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
             .iter()
             .map(|(k, c)| (k.name.to_string(), c.is_valid()))
             .collect(),
+        bfd_echo_profiles: store
+            .bfd_profiles
+            .iter()
+            .filter(|(_, p)| p.spec.echo_mode)
+            .map(|(k, _)| k.name.to_string())
+            .collect(),
         namespace: sel.namespace.clone(),
         community_aliases: communities
             .values()

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use allocator::{recorded_only, Allocator};
+pub use allocator::{is_recorded, recorded_only, Allocator};
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, BgpStop, GossipConfig};
 pub use api_task::{ApiState, ApiTask};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};

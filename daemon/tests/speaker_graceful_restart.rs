@@ -16,6 +16,9 @@
 //! 3. Crash (SIGKILL) with `gracefulRestartTime: 5s`: the router keeps the route about 5 s,
 //!    then withdraws it from its RIB and its kernel.
 //!
+//! The same planned restart as deployed (API server, shipped DaemonSet, RBAC and
+//! ServiceAccount token; the pod replaced as a rolling update does): the second test.
+//!
 //! Figures go to `target/tmp/figures/graceful_restart.txt`.
 mod speaker_support;
 
@@ -370,4 +373,140 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
     );
     drop(frr);
     Ok(())
+}
+
+/// The same planned restart as deployed: a real API server, the shipped CRDs, RBAC and
+/// DaemonSet (its args, so `--socket=/run/edgelb/speaker.sock` on the `run` hostPath, which
+/// the harness keeps per node across pods), the shipped ServiceAccount's token. The pod is
+/// replaced as a rolling update does it: SIGTERM, exit, a new pod on the same node. The
+/// router keeps the route stale, the new pod finds the marker in the hostPath, sends the R
+/// bit and End-of-RIB, and the client's connections never fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<()> {
+    use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker};
+    const TEST: &str =
+        "speaker_graceful_restart::as_deployed_a_pod_replacement_keeps_client_traffic";
+    const NODE_NAME: &str = "gr-node-0";
+    if !lab::enabled(TEST) {
+        return Ok(());
+    }
+    let Some(cluster) = Cluster::shared(TEST)? else {
+        return Ok(());
+    };
+    let admin = cluster.admin_client().await?;
+    let lab = lab()?;
+    let frr = Frr::start_with_zebra(
+        &lab.router,
+        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
+    )?;
+    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
+    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    harness::create_node(&admin, NODE_NAME, NODE.parse()?, &[]).await?;
+    let objects = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: gr-test}}\n\
+         ---\napiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\n\
+         metadata: {{name: gr-pool, namespace: edgelb-system}}\nspec: {{addresses: [\"{PREFIX}\"]}}\n\
+         ---\napiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\n\
+         metadata: {{name: gr-router, namespace: edgelb-system}}\n\
+         spec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER}\", holdTime: 9s, \
+         enableGracefulRestart: true, gracefulRestartTime: 30s}}\n\
+         ---\napiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\n\
+         metadata: {{name: gr-all, namespace: edgelb-system}}\nspec: {{ipAddressPools: [gr-pool]}}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: gr-test}}\n\
+         spec: {{type: LoadBalancer, loadBalancerClass: edgelb.io/speaker, ports: [{{port: {PORT}, protocol: TCP}}]}}\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: web-1, namespace: gr-test, labels: {{kubernetes.io/service-name: web}}}}\n\
+         addressType: IPv4\nendpoints: [{{addresses: [\"10.244.0.5\"], nodeName: {NODE_NAME}, conditions: {{ready: true}}}}]\n"
+    );
+    deploy::apply(&admin, &deploy::parse_yaml(&objects, TEST)?, TEST).await?;
+    let node = NodeSpec {
+        name: NODE_NAME.into(),
+        ip: NODE.parse()?,
+        extra_args: vec![],
+    };
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_edgelb-speaker"));
+    let mut first = Speaker::deploy(cluster, &lab.node, &node, binary).await?;
+    let up = wait_path(&frr, false, Duration::from_secs(60));
+    up.with_context(|| format!("first pod's log:\n{}", first.logs()))?;
+    wait_until(
+        "zebra to install the route",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || Ok(kernel_route(&lab.router)?.then_some(())),
+    )?;
+    let probe = Prober::start(
+        &lab.client_name,
+        target,
+        "ok\n",
+        Duration::from_millis(10),
+        Duration::from_millis(500),
+    );
+    wait_until(
+        "the client's first connection",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            Ok(probe
+                .attempts()
+                .iter()
+                .any(|a| a.error.is_none())
+                .then_some(()))
+        },
+    )?;
+    let stop_at = probe.now();
+    first.process.signal(libc::SIGTERM)?;
+    first
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .with_context(|| format!("first pod after SIGTERM:\n{}", first.logs()))?;
+    let first_log = first.logs();
+    drop(first);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        bgp_path(&frr)?,
+        Some(true),
+        "the router must hold the route stale while no pod runs"
+    );
+    let second = Speaker::deploy(cluster, &lab.node, &node, binary).await?;
+    let eor = wait_eor(&frr, Duration::from_secs(60))
+        .with_context(|| format!("second pod's log:\n{}", second.logs()));
+    let result = eor.and_then(|_| {
+        wait_path(&frr, false, Duration::from_secs(10))?;
+        let back_at = probe.now();
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, r_bit, info) = gr_info(&frr)?;
+        let w = probe.window(stop_at, probe.now());
+        figure(&format!(
+            "graceful restart as deployed (API server, shipped DaemonSet and RBAC): pod replaced: {w}; new session's End-of-RIB {:?} after SIGTERM; load {}",
+            back_at - stop_at,
+            load()
+        ));
+        anyhow::ensure!(r_bit, "no R bit from the new pod: {info}");
+        anyhow::ensure!(
+            second.logs().contains("back from a planned restart"),
+            "the new pod did not find the marker in the hostPath:\n{}",
+            second.logs()
+        );
+        anyhow::ensure!(
+            first_log.contains("planned restart"),
+            "the old pod did not stop as a planned restart:\n{first_log}"
+        );
+        anyhow::ensure!(
+            w.failed == 0,
+            "client connections failed while the pod was replaced: {:?}",
+            w.errors
+        );
+        Ok(())
+    });
+    drop(probe);
+    drop(second);
+    // Clean up what this test created (the cluster is this binary's own).
+    let dp = kube::api::DeleteParams::default();
+    let _ = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+        .delete("gr-test", &dp)
+        .await;
+    let _ = kube::Api::<k8s_openapi::api::core::v1::Node>::all(admin.clone())
+        .delete(NODE_NAME, &dp)
+        .await;
+    result
 }

@@ -225,3 +225,108 @@ fn frr_bfdd_multihop_across_a_router_withdraws_within_the_detection_time() -> an
     }
     r
 }
+
+/// The MAC of `dev` in `ns`.
+fn mac(ns: &Netns, dev: &str) -> anyhow::Result<String> {
+    let out = ns.ip(&["-br", "link", "show", dev])?;
+    out.split_whitespace()
+        .nth(2)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("no MAC for {dev} in {out:?}"))
+}
+
+/// RFC 5880 §6.4 Echo against FRR: the speaker sends Echo packets (UDP 3785, to and from
+/// its own address, in frames to the router's MAC) and the router's forwarding plane loops
+/// them back, as FRR's bfdd expects on Linux. Control packets run slowly (3 × 1 s) and Echo
+/// fast (3 × 100 ms). Then the router stops forwarding (`ip_forward=0`): Control packets
+/// still flow both ways (they are addressed to the routers themselves), so only Echo can see
+/// it; the speaker's session goes Down with diagnostic 2 (Echo Function Failed), BGP closes
+/// with Cease / BFD Down and the router withdraws within the Echo detection time.
+#[test]
+fn frr_echo_loops_our_echo_packets_and_a_forwarding_failure_withdraws_fast() -> anyhow::Result<()> {
+    if !lab::enabled("bfd_interop") {
+        return Ok(());
+    }
+    let t = topology(1)?;
+    t.router.sysctl("net.ipv4.ip_forward", "1")?;
+    let speaker_ns = &t.speakers[0];
+    // FRR accepts Echo at 100 ms (its Required Min Echo RX Interval) and runs its own
+    // Control timers at 1 s.
+    let bfdd = "bfd\n profile slow\n  transmit-interval 1000\n  receive-interval 1000\n  detect-multiplier 3\n  echo receive-interval 100\n !\n!\n";
+    let mut cfg = FrrConfig::new("192.0.2.1".parse()?, bgp_support::ROUTER_AS)
+        .neighbor(Neighbor::new(ip("192.0.2.2"), SPEAKER_AS).hold_time(HOLD));
+    cfg.extra.push("neighbor 192.0.2.2 bfd profile slow".into());
+    let frr = Frr::start_with_bfd(&t.router, cfg, bfdd)?;
+    let dir = std::env::temp_dir().join(format!("edgelb-bfd-echo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let r = (|| -> anyhow::Result<()> {
+        let capture = lab::capture::Capture::start(speaker_ns, "eth0", "udp port 3785", &dir)?;
+        let hold = HOLD.to_string();
+        let args = speaker_args(
+            SPEAKER_AS,
+            "192.0.2.2",
+            &["192.0.2.1"],
+            &[
+                "--hold",
+                &hold,
+                "--count",
+                "10",
+                "--bfd",
+                "1000,1000,3",
+                "--bfd-echo",
+                "100",
+            ],
+        );
+        let s = Announcer::start(speaker_ns, &refs(&args))?;
+        frr.wait_established(ip("192.0.2.2"), SESSION)
+            .map_err(|e| e.context(format!("speaker output:\n{}", s.output())))?;
+        frr.wait_route("198.18.0.9/32", SESSION)?;
+        // Echo packets go out and come back through the router (source MAC: the router's).
+        let router_mac = mac(&t.router, "eth0")?;
+        let back = lab::wait_until(
+            "Echo packets looped back by the router",
+            SESSION,
+            Duration::from_millis(100),
+            || {
+                let n = capture.from_mac(&router_mac, "3785")?.len();
+                Ok((n >= 10).then_some(n))
+            },
+        )?;
+        // Stable: no session loss while Echo runs.
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(!s.has_event("down"), "a session went down:\n{}", s.output());
+        let start = Instant::now();
+        t.router.sysctl("net.ipv4.ip_forward", "0")?;
+        frr.wait_no_route("198.18.0.0/32", ROUTE)?;
+        let took = start.elapsed();
+        t.router.sysctl("net.ipv4.ip_forward", "1")?;
+        figure(format!(
+            "bfd frr echo: {back} Echo packets looped back by the router; forwarding stopped (Control packets still flowing, 3 x 1000 ms) -> Echo (3 x 100 ms) took the session down, routes withdrawn after {took:?} (BGP hold time {HOLD} s; load {})",
+            load()
+        ));
+        let down = s.wait_event("down", Duration::from_secs(2))?;
+        assert_eq!(
+            down["code"], "6/10",
+            "BGP must close with Cease / BFD Down: {down}"
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "Echo detection took {took:?}"
+        );
+        // FRR heard why.
+        let peers = frr.vtysh_bfdd("show bfd peers json")?;
+        eprintln!("frr bfd peers after the Echo failure: {peers}");
+        // Forwarding back: the session and the routes come back.
+        frr.wait_route("198.18.0.9/32", SESSION)?;
+        Ok(())
+    })();
+    if r.is_err() {
+        eprintln!("frr logs:\n{}", frr.logs());
+        if let Ok(out) = frr.vtysh_bfdd("show bfd peers") {
+            eprintln!("{out}");
+        }
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    r
+}

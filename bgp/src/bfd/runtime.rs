@@ -14,10 +14,15 @@
 //! Discriminator goes to that session; one without goes to the session of its source
 //! address and hop mode. Single-hop packets must arrive with TTL 255 (RFC 5881 §5);
 //! multihop packets with at least the session's minimum TTL. Everything else is dropped.
+//!
+//! Echo ([`super::echo`]): a session that wants it gets a path (interface, MACs) found when
+//! it asks, and one packet socket per interface, shared, carries every session's Echo
+//! packets out and back; returned packets go to the session named in their payload.
 //! The runtime ends when the last handle is dropped; its receiver tasks with it.
+use super::echo::{self, EchoPath};
 use super::packet::{ControlPacket, State};
 use super::session::{Input, Output, Session, SessionConfig, SessionStatus, StateChange, Timer};
-use super::socket::{self, Datagram, MULTIHOP_PORT, SEND_TTL, SINGLE_HOP_PORT};
+use super::socket::{self, Datagram, EchoLink, MULTIHOP_PORT, SEND_TTL, SINGLE_HOP_PORT};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +81,9 @@ pub struct BfdStatus {
     pub last_change: Option<StateChange>,
     /// Why the session cannot run (a socket that could not be opened).
     pub error: Option<String>,
+    /// Why the Echo function is configured but not running (no path to the peer); the
+    /// session then runs on Control packets alone.
+    pub echo_error: Option<String>,
 }
 
 impl BfdStatus {
@@ -186,17 +194,35 @@ struct Entry {
     socket: Option<UdpSocket>,
     dest: SocketAddr,
     status: watch::Sender<BfdStatus>,
-    timers: [Option<Instant>; 2],
+    timers: [Option<Instant>; 4],
+    /// Where Echo packets go while the session runs Echo.
+    echo: Option<EchoPath>,
+    echo_sequence: u64,
 }
 
 fn timer_index(t: Timer) -> usize {
     match t {
         Timer::Transmit => 0,
         Timer::Detect => 1,
+        Timer::EchoTransmit => 2,
+        Timer::EchoDetect => 3,
     }
 }
 
-const TIMERS: [Timer; 2] = [Timer::Transmit, Timer::Detect];
+const TIMERS: [Timer; 4] = [
+    Timer::Transmit,
+    Timer::Detect,
+    Timer::EchoTransmit,
+    Timer::EchoDetect,
+];
+
+/// A packet socket for Echo on one interface, with the task reading it and how many
+/// sessions use it.
+struct Link {
+    link: EchoLink,
+    users: usize,
+    _reader: socket::EchoReader,
+}
 
 struct Runtime {
     cfg: RuntimeConfig,
@@ -208,6 +234,10 @@ struct Runtime {
     receivers: HashMap<(bool, bool), AbortOnDrop>,
     datagrams_tx: mpsc::Sender<(bool, Datagram)>,
     datagrams_rx: mpsc::Receiver<(bool, Datagram)>,
+    /// Echo sockets by interface index; returned Echo frames.
+    links: HashMap<usize, Link>,
+    echo_tx: mpsc::Sender<Vec<u8>>,
+    echo_rx: mpsc::Receiver<Vec<u8>>,
     rng: u64,
     buf: Vec<u8>,
 }
@@ -215,6 +245,7 @@ struct Runtime {
 impl Runtime {
     fn new(cfg: RuntimeConfig) -> Runtime {
         let (tx, rx) = mpsc::channel(1024);
+        let (echo_tx, echo_rx) = mpsc::channel(1024);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -228,6 +259,9 @@ impl Runtime {
             receivers: HashMap::new(),
             datagrams_tx: tx,
             datagrams_rx: rx,
+            links: HashMap::new(),
+            echo_tx,
+            echo_rx,
             rng: seed | 1,
             buf: Vec::with_capacity(64),
         }
@@ -255,6 +289,7 @@ impl Runtime {
                     None => return,
                 },
                 Some((multihop, d)) = self.datagrams_rx.recv() => self.received(multihop, d),
+                Some(frame) = self.echo_rx.recv() => self.echo_returned(&frame),
                 () = sleep_until(next) => self.fire(),
             }
         }
@@ -309,7 +344,9 @@ impl Runtime {
             socket,
             dest: SocketAddr::new(key.peer, self.dest_port(&key, &params)),
             status,
-            timers: [None; 2],
+            timers: [None; 4],
+            echo: None,
+            echo_sequence: 0,
         };
         self.sessions.insert(discr, entry);
         self.by_key.insert(key, discr);
@@ -348,6 +385,7 @@ impl Runtime {
                 self.send(discr, &p);
             }
         }
+        self.release_echo(discr);
         if let Some(e) = self.sessions.remove(&discr) {
             for t in e.timers.iter().enumerate() {
                 if let (i, Some(at)) = t {
@@ -445,7 +483,7 @@ impl Runtime {
             }
             let t = TIMERS[i];
             self.feed(discr, Input::TimerExpired(t));
-            if t == Timer::Detect {
+            if matches!(t, Timer::Detect | Timer::EchoDetect) {
                 self.publish(discr);
             }
         }
@@ -465,6 +503,13 @@ impl Runtime {
                 Output::Send(p) => self.send(discr, &p),
                 Output::SetTimer(t, d) => self.set_timer(discr, t, Some(Instant::now() + d)),
                 Output::StopTimer(t) => self.set_timer(discr, t, None),
+                Output::SendEcho => self.send_echo(discr),
+                Output::EchoWanted(true) => {
+                    let ok = self.take_echo(discr);
+                    self.feed(discr, Input::EchoPath(ok));
+                    self.publish(discr);
+                }
+                Output::EchoWanted(false) => self.release_echo(discr),
                 Output::StateChanged(c) => {
                     let Some(e) = self.sessions.get(&discr) else {
                         continue;
@@ -508,6 +553,112 @@ impl Runtime {
         }
     }
 
+    /// Finds the Echo path of a session and opens (or shares) its interface's socket; the
+    /// reason it cannot goes to the session's status.
+    fn take_echo(&mut self, discr: u32) -> bool {
+        let Some(e) = self.sessions.get(&discr) else {
+            return false;
+        };
+        let peer = e.key.peer;
+        let local = e
+            .params
+            .local
+            .or_else(|| {
+                e.socket
+                    .as_ref()
+                    .and_then(|s| s.local_addr().ok())
+                    .map(|a| a.ip())
+            })
+            .filter(|ip| !ip.is_unspecified())
+            .or_else(|| route_source(peer));
+        let found = if e.key.multihop {
+            Err("Echo is single hop only (RFC 5883 §3)".to_string())
+        } else {
+            match local {
+                Some(local) => echo::resolve(peer, local),
+                None => Err(format!("no local address toward {peer}")),
+            }
+        };
+        let opened = found.and_then(|path| {
+            if let Some(l) = self.links.get_mut(&path.ifindex) {
+                l.users += 1;
+                return Ok(path);
+            }
+            let link = EchoLink::open(path.ifindex)
+                .map_err(|err| format!("cannot open the Echo socket (CAP_NET_RAW): {err}"))?;
+            let reader = link
+                .spawn_reader(self.echo_tx.clone())
+                .map_err(|err| format!("cannot start the Echo reader: {err}"))?;
+            self.links.insert(
+                path.ifindex,
+                Link {
+                    link,
+                    users: 1,
+                    _reader: reader,
+                },
+            );
+            Ok(path)
+        });
+        let Some(e) = self.sessions.get_mut(&discr) else {
+            return false;
+        };
+        match opened {
+            Ok(path) => {
+                tracing::info!(peer = %peer, ifindex = path.ifindex, "BFD Echo running");
+                e.echo = Some(path);
+                e.status.send_modify(|s| s.echo_error = None);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(peer = %peer, error = %err, "BFD Echo not running: Control packets alone detect failures");
+                e.status.send_modify(|s| s.echo_error = Some(err));
+                false
+            }
+        }
+    }
+
+    fn release_echo(&mut self, discr: u32) {
+        let Some(path) = self.sessions.get_mut(&discr).and_then(|e| e.echo.take()) else {
+            return;
+        };
+        if let Some(l) = self.links.get_mut(&path.ifindex) {
+            l.users = l.users.saturating_sub(1);
+            if l.users == 0 {
+                self.links.remove(&path.ifindex);
+            }
+        }
+    }
+
+    fn send_echo(&mut self, discr: u32) {
+        let ip_id = self.random() as u16;
+        let Some(e) = self.sessions.get_mut(&discr) else {
+            return;
+        };
+        let Some(path) = e.echo else { return };
+        e.echo_sequence += 1;
+        let frame = echo::frame(&path, discr, e.echo_sequence, ip_id);
+        if let Some(l) = self.links.get(&path.ifindex) {
+            if let Err(err) = l.link.send(&frame) {
+                tracing::debug!(peer = %e.key.peer, error = %err, "BFD Echo send failed");
+            }
+        }
+    }
+
+    /// An Echo frame from a packet socket: ours, back through the peer, goes to its session.
+    fn echo_returned(&mut self, frame: &[u8]) {
+        let Some(r) = echo::parse_returned(frame) else {
+            return;
+        };
+        let ours = self
+            .sessions
+            .get(&r.discriminator)
+            .and_then(|e| e.echo)
+            .is_some_and(|p| p.local == r.local);
+        if ours {
+            self.feed(r.discriminator, Input::EchoReceived);
+        }
+    }
+
     /// Publishes the session's view when it changed (state, timers, discriminators).
     fn publish(&self, discr: u32) {
         if let Some(e) = self.sessions.get(&discr) {
@@ -539,6 +690,19 @@ fn open_sender(
             None
         }
     }
+}
+
+/// The source address the kernel picks toward `peer` (a connected UDP socket sends
+/// nothing).
+fn route_source(peer: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = if peer.is_ipv4() {
+        "0.0.0.0:0".parse().ok()?
+    } else {
+        "[::]:0".parse().ok()?
+    };
+    let s = std::net::UdpSocket::bind(any).ok()?;
+    s.connect(SocketAddr::new(peer, SINGLE_HOP_PORT)).ok()?;
+    s.local_addr().ok().map(|a| a.ip())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

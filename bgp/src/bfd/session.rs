@@ -16,10 +16,18 @@
 //! - §6.8.4: detection time = the peer's Detect Mult × max(our RequiredMinRx, its
 //!   DesiredMinTx).
 //!
+//! - §6.4 / §6.8.9 Echo, when configured: while Up and the peer accepts Echo (a non-zero
+//!   Required Min Echo RX Interval), Echo packets go out every max(our Echo interval, the
+//!   peer's), jittered like Control packets; none back for Detect Mult intervals takes the
+//!   session Down with diagnostic 2 (Echo Function Failed). The runtime finds the path
+//!   ([`Output::EchoWanted`] → [`Input::EchoPath`]) and carries the packets. We advertise a
+//!   Required Min Echo RX of zero: we ask the peer for no Echo packets, so the node's own
+//!   forwarding settings never matter. Control timers stay as configured (§6.8.3 only
+//!   suggests slowing them; as FRR, we leave that to the user).
+//!
 //! Not implemented: Demand mode (never requested; a peer's D bit is recorded and ignored,
-//! which §6.6 permits while we do not ask for it), Echo (we advertise a Required Min Echo RX
-//! of zero, so no peer sends us Echo packets), authentication (a packet with the A bit is
-//! discarded, §6.8.6).
+//! which §6.6 permits while we do not ask for it), authentication (a packet with the A bit
+//! is discarded, §6.8.6).
 use super::packet::{ControlPacket, Diag, State};
 use std::time::Duration;
 
@@ -34,6 +42,8 @@ pub struct SessionConfig {
     pub required_min_rx: Duration,
     pub detect_mult: u8,
     pub passive: bool,
+    /// The Echo function (§6.4): our Echo transmit interval; `None`, off.
+    pub echo: Option<Duration>,
 }
 
 impl Default for SessionConfig {
@@ -44,6 +54,7 @@ impl Default for SessionConfig {
             required_min_rx: Duration::from_millis(300),
             detect_mult: 3,
             passive: false,
+            echo: None,
         }
     }
 }
@@ -55,6 +66,10 @@ pub enum Timer {
     Transmit,
     /// Detection time (§6.8.4).
     Detect,
+    /// Periodic Echo transmission (§6.8.9).
+    EchoTransmit,
+    /// No Echo packet back for this long: the path is down.
+    EchoDetect,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +83,11 @@ pub enum Input {
     AdminUp,
     /// New timers: applied through a Poll Sequence while Up.
     Reconfigure(SessionConfig),
+    /// The runtime's answer to [`Output::EchoWanted`]`(true)`: whether Echo packets can be
+    /// sent (a path to the peer was found).
+    EchoPath(bool),
+    /// One of our Echo packets came back.
+    EchoReceived,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +96,11 @@ pub enum Output {
     SetTimer(Timer, Duration),
     StopTimer(Timer),
     StateChanged(StateChange),
+    /// Send one Echo packet.
+    SendEcho,
+    /// Echo should run (`true`: find the path and answer with [`Input::EchoPath`]) or no
+    /// longer (`false`: release it).
+    EchoWanted(bool),
 }
 
 /// A change of bfd.SessionState.
@@ -109,6 +134,8 @@ pub struct SessionStatus {
     /// How long without a packet before the session goes down; `None` until the peer's
     /// timers are known.
     pub detection_time: Option<Duration>,
+    /// The Echo function is running: its interval (before jitter).
+    pub echo_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +159,12 @@ pub struct Session {
     used_rx: u32,
     /// A Poll Sequence (§6.5) is in progress: our packets carry P until a Final comes.
     poll: bool,
+    /// bfd.RemoteMinRxEchoInterval, microseconds.
+    remote_min_echo_rx: u32,
+    /// Echo asked of the runtime ([`Output::EchoWanted`]), the path it found, Echo running.
+    echo_wanted: bool,
+    echo_path: bool,
+    echo_active: bool,
     rng: u64,
 }
 
@@ -165,6 +198,10 @@ impl Session {
             used_tx: adv_tx,
             used_rx: adv_rx,
             poll: false,
+            remote_min_echo_rx: 0,
+            echo_wanted: false,
+            echo_path: false,
+            echo_active: false,
             rng: seed | 1,
         }
     }
@@ -208,12 +245,26 @@ impl Session {
             remote_discr: self.remote_discr,
             tx_interval: self.tx_interval(),
             detection_time: self.detection_time(),
+            echo_interval: self.echo_active.then(|| self.echo_interval()),
         }
     }
 
     /// §6.8.7: the larger of what we want and what the peer can take.
     pub fn tx_interval(&self) -> Duration {
         from_micros(self.used_tx.max(self.remote_min_rx))
+    }
+
+    /// §6.8.9: not faster than the peer can loop them back.
+    pub fn echo_interval(&self) -> Duration {
+        self.cfg
+            .echo
+            .unwrap_or_default()
+            .max(from_micros(self.remote_min_echo_rx))
+    }
+
+    /// How long without an Echo packet back before the path counts as down.
+    fn echo_detection_time(&self) -> Duration {
+        self.echo_interval() * u32::from(self.cfg.detect_mult.max(1))
     }
 
     /// §6.8.4, asynchronous mode.
@@ -258,7 +309,29 @@ impl Session {
                 self.cfg = cfg;
                 self.readvertise(&mut out);
             }
+            Input::EchoPath(ok) => self.echo_path = ok && self.echo_wanted,
+            Input::TimerExpired(Timer::EchoTransmit) => {
+                if self.echo_active {
+                    out.push(Output::SendEcho);
+                    let d = self.jittered(self.echo_interval());
+                    out.push(Output::SetTimer(Timer::EchoTransmit, d));
+                }
+            }
+            Input::EchoReceived => {
+                if self.echo_active {
+                    out.push(Output::SetTimer(
+                        Timer::EchoDetect,
+                        self.echo_detection_time(),
+                    ));
+                }
+            }
+            Input::TimerExpired(Timer::EchoDetect) => {
+                if self.echo_active && self.state == State::Up {
+                    self.change(State::Down, Diag::EchoFunctionFailed, false, &mut out);
+                }
+            }
         }
+        self.update_echo(&mut out);
         out
     }
 
@@ -274,6 +347,7 @@ impl Session {
         self.remote_min_rx = p.required_min_rx;
         self.remote_desired_tx = p.desired_min_tx;
         self.remote_detect_mult = p.detect_mult;
+        self.remote_min_echo_rx = p.required_min_echo_rx;
         if p.fin && self.poll {
             self.poll = false;
             self.used_tx = self.adv_tx;
@@ -320,8 +394,36 @@ impl Session {
         self.remote_min_rx = 1;
         self.remote_desired_tx = 0;
         self.remote_detect_mult = 0;
+        self.remote_min_echo_rx = 0;
         if matches!(self.state, State::Init | State::Up) {
             self.change(State::Down, Diag::ControlDetectionTimeExpired, false, out);
+        }
+    }
+
+    /// Starts or stops the Echo function as the state, the peer's Required Min Echo RX and
+    /// the runtime's path allow (§6.8.9: never to a peer that wants none).
+    fn update_echo(&mut self, out: &mut Vec<Output>) {
+        let wanted =
+            self.cfg.echo.is_some() && self.state == State::Up && self.remote_min_echo_rx != 0;
+        if wanted != self.echo_wanted {
+            self.echo_wanted = wanted;
+            self.echo_path = false;
+            out.push(Output::EchoWanted(wanted));
+        }
+        let active = wanted && self.echo_path;
+        if active && !self.echo_active {
+            self.echo_active = true;
+            out.push(Output::SendEcho);
+            let d = self.jittered(self.echo_interval());
+            out.push(Output::SetTimer(Timer::EchoTransmit, d));
+            out.push(Output::SetTimer(
+                Timer::EchoDetect,
+                self.echo_detection_time(),
+            ));
+        } else if !active && self.echo_active {
+            self.echo_active = false;
+            out.push(Output::StopTimer(Timer::EchoTransmit));
+            out.push(Output::StopTimer(Timer::EchoDetect));
         }
     }
 

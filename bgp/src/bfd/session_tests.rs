@@ -12,6 +12,7 @@ fn cfg(tx: u64, rx: u64, mult: u8) -> SessionConfig {
         required_min_rx: ms(rx),
         detect_mult: mult,
         passive: false,
+        echo: None,
     }
 }
 
@@ -353,4 +354,87 @@ fn a_peer_lowering_its_min_rx_gets_packets_at_the_new_rate_at_once() {
     assert_eq!(a.tx_interval(), ms(50));
     let t = timer(&out, Timer::Transmit).expect("transmit re-armed");
     assert!(t <= ms(50), "{t:?}");
+}
+
+/// A session of ours (Echo every `echo` ms when set) brought Up by a peer that accepts Echo
+/// at `peer_echo_us`; returns the outputs of the packet that made it Up.
+fn up_with_echo(echo: Option<u64>, peer_echo_us: u32) -> (Session, Vec<Output>) {
+    let mut c = cfg(1000, 1000, 3);
+    c.echo = echo.map(ms);
+    let mut s = Session::new(c, 7, 1);
+    s.start();
+    let mut p = peer(State::Init, 7, 1_000_000, 1_000_000, 3);
+    p.required_min_echo_rx = peer_echo_us;
+    let out = s.handle(Input::Received(p));
+    assert_eq!(s.state(), State::Up);
+    (s, out)
+}
+
+fn has(out: &[Output], o: &Output) -> bool {
+    out.iter().any(|x| x == o)
+}
+
+#[test]
+fn echo_runs_only_when_configured_up_and_accepted_by_the_peer() {
+    // Not configured: never asked for.
+    let (_, out) = up_with_echo(None, 50_000);
+    assert!(!out.iter().any(|o| matches!(o, Output::EchoWanted(_))));
+    // Configured, but the peer wants no Echo (RFC 5880 §6.8.9: MUST NOT send).
+    let (_, out) = up_with_echo(Some(100), 0);
+    assert!(!has(&out, &Output::EchoWanted(true)));
+    // Configured and accepted: the runtime is asked for a path; Echo starts once it has one,
+    // at max(ours, the peer's) with jitter, detection 3 intervals.
+    let (mut s, out) = up_with_echo(Some(100), 150_000);
+    assert!(has(&out, &Output::EchoWanted(true)));
+    assert!(!has(&out, &Output::SendEcho), "no path yet");
+    let out = s.handle(Input::EchoPath(true));
+    assert!(has(&out, &Output::SendEcho));
+    let tx = timer(&out, Timer::EchoTransmit).expect("echo timer");
+    assert!(tx >= ms(112) && tx <= ms(150), "{tx:?}");
+    assert_eq!(timer(&out, Timer::EchoDetect), Some(ms(450)));
+    assert_eq!(s.status().echo_interval, Some(ms(150)));
+    let out = s.handle(Input::TimerExpired(Timer::EchoTransmit));
+    assert!(has(&out, &Output::SendEcho));
+    let out = s.handle(Input::EchoReceived);
+    assert_eq!(timer(&out, Timer::EchoDetect), Some(ms(450)));
+}
+
+#[test]
+fn echo_packets_not_coming_back_take_the_session_down_as_a_failure() {
+    let (mut s, _) = up_with_echo(Some(100), 50_000);
+    s.handle(Input::EchoPath(true));
+    let out = s.handle(Input::TimerExpired(Timer::EchoDetect));
+    let c = changes(&out);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].to, c[0].diag),
+        (State::Down, Diag::EchoFunctionFailed)
+    );
+    assert!(c[0].is_failure());
+    assert_eq!(
+        sent(&out)[0].diag,
+        Diag::EchoFunctionFailed,
+        "the peer is told why"
+    );
+    assert!(has(&out, &Output::EchoWanted(false)));
+    assert!(has(&out, &Output::StopTimer(Timer::EchoTransmit)));
+    assert_eq!(s.status().echo_interval, None);
+}
+
+#[test]
+fn no_path_means_no_echo_and_no_echo_failure() {
+    let (mut s, _) = up_with_echo(Some(100), 50_000);
+    let out = s.handle(Input::EchoPath(false));
+    assert!(!has(&out, &Output::SendEcho));
+    // A stray expiry (a timer never armed) changes nothing.
+    let out = s.handle(Input::TimerExpired(Timer::EchoDetect));
+    assert!(changes(&out).is_empty());
+    assert_eq!(s.state(), State::Up);
+}
+
+#[test]
+fn we_never_ask_the_peer_for_echo_packets() {
+    let (mut s, _) = up_with_echo(Some(100), 50_000);
+    let out = s.handle(Input::TimerExpired(Timer::Transmit));
+    assert!(sent(&out).iter().all(|p| p.required_min_echo_rx == 0));
 }

@@ -82,6 +82,112 @@ pub fn sender(peer: IpAddr, local: Option<IpAddr>, start: u16) -> io::Result<Udp
     Err(last)
 }
 
+/// A packet socket on one interface for BFD Echo ([`super::echo`]): sends whole Ethernet
+/// frames and receives only IPv4 UDP datagrams to port 3785 (a classic BPF filter, so the
+/// kernel does not copy every other packet of the interface to us). Received frames are
+/// read by a thread of its own ([`EchoLink::spawn_reader`]): blocking reads with a timeout
+/// need no `unsafe` registration of a raw packet socket with the async reactor.
+pub struct EchoLink {
+    socket: std::sync::Arc<Socket>,
+    to: nix::sys::socket::LinkAddr,
+}
+
+/// Stops an [`EchoLink`]'s reader thread when dropped (within its read timeout).
+pub struct EchoReader(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for EchoReader {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// `udp dst port 3785` over Ethernet/IPv4, first fragments only (offsets from the
+/// Ethernet header of a `SOCK_RAW` packet socket).
+fn echo_filter() -> [socket2::SockFilter; 9] {
+    use socket2::SockFilter as F;
+    const LDB_ABS: u16 = 0x30;
+    const LDH_ABS: u16 = 0x28;
+    const LDH_IND: u16 = 0x48;
+    const LDXB_MSH: u16 = 0xb1;
+    const JEQ: u16 = 0x15;
+    const JSET: u16 = 0x45;
+    const RET: u16 = 0x06;
+    [
+        F::new(LDB_ABS, 0, 0, 14 + 9), // IP protocol
+        F::new(JEQ, 0, 6, 17),         // UDP, else drop
+        F::new(LDH_ABS, 0, 0, 14 + 6), // flags and fragment offset
+        F::new(JSET, 4, 0, 0x1fff),    // a later fragment: drop
+        F::new(LDXB_MSH, 0, 0, 14),    // X = IP header length
+        F::new(LDH_IND, 0, 0, 14 + 2), // UDP destination port
+        F::new(JEQ, 0, 1, u32::from(super::echo::ECHO_PORT)),
+        F::new(RET, 0, 0, 256), // take (Echo frames are short)
+        F::new(RET, 0, 0, 0),   // drop
+    ]
+}
+
+impl EchoLink {
+    /// Opens the socket on interface `ifindex` (needs CAP_NET_RAW).
+    pub fn open(ifindex: usize) -> io::Result<EchoLink> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockProtocol, SockType};
+        let to = super::echo::link_addr(ifindex).map_err(io::Error::other)?;
+        let fd = socket::socket(
+            AddressFamily::Packet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::EthIp,
+        )
+        .map_err(io::Error::from)?;
+        let s = Socket::from(fd);
+        s.attach_filter(&echo_filter())?;
+        socket::bind(s.as_raw_fd(), &to).map_err(io::Error::from)?;
+        s.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+        Ok(EchoLink {
+            socket: std::sync::Arc::new(s),
+            to,
+        })
+    }
+
+    /// Sends one frame now (never waits: a lost Echo packet is what detection is for).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        socket::sendto(
+            self.socket.as_raw_fd(),
+            frame,
+            &self.to,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|_| ())
+        .map_err(io::Error::from)
+    }
+
+    /// Reads frames on a thread until the returned guard is dropped or `to` is closed.
+    pub fn spawn_reader(&self, to: tokio::sync::mpsc::Sender<Vec<u8>>) -> io::Result<EchoReader> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sock, flag) = (self.socket.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("bfd-echo".into())
+            .spawn(move || {
+                let mut buf = [0u8; 512];
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+                        Ok(n) => {
+                            let frame = buf.get(..n).map(<[u8]>::to_vec).unwrap_or_default();
+                            if to.blocking_send(frame).is_err() {
+                                return;
+                            }
+                        }
+                        // The read timeout: look at the stop flag again.
+                        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "BFD Echo receive failed");
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                    }
+                }
+            })?;
+        Ok(EchoReader(stop))
+    }
+}
+
 /// Waits for and reads one datagram with its TTL.
 pub async fn recv(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<Datagram> {
     loop {

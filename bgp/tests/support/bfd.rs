@@ -41,6 +41,7 @@ pub fn params(local: IpAddr, port: u16, ms: u64) -> SessionParams {
             required_min_rx: Duration::from_millis(ms),
             detect_mult: 3,
             passive: false,
+            echo: None,
         },
         local: Some(local),
         minimum_ttl: 254,

@@ -46,12 +46,15 @@ pub struct BFDProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 255))]
     pub detect_multiplier: Option<u32>,
-    /// Echo interval in milliseconds (10 to 60000, default 50). Accepted for MetalLB
-    /// compatibility; used only with `echoMode`, which edgelb does not support.
+    /// Echo interval in milliseconds (10 to 60000, default 50): with `echoMode`, how often
+    /// Echo packets are sent (never faster than the peer's Required Min Echo RX Interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 10, max = 60000))]
     pub echo_interval: Option<u32>,
-    /// Echo function (RFC 5880 6.4). Not supported: `true` makes the profile Valid=False.
+    /// Echo function (RFC 5880 6.4, RFC 5881 port 3785): the speaker sends Echo packets that
+    /// the peer's forwarding plane loops back, and a missing return takes the session down
+    /// (diagnostic 2). Single-hop IPv4 peers only (others are Valid=False); the peer must
+    /// accept Echo (a non-zero Required Min Echo RX Interval); the speaker asks for none.
     #[serde(default)]
     pub echo_mode: bool,
     /// Wait for the peer's first packet instead of sending first (RFC 5880 6.1).

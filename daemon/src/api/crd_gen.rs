@@ -172,21 +172,33 @@ mod tests {
         }
     }
 
-    /// Each speaker owns its own `Installed.<node>` entry under server-side apply only if
-    /// the list is a map keyed by `type` (otherwise an apply replaces the whole list).
+    /// Each speaker owns its own `Installed.<node>` entry of a PolicyRoute, and the
+    /// leader's `Valid` leaves other controllers' conditions alone, under server-side apply
+    /// only if the list is a map keyed by `type` (otherwise an apply replaces the whole
+    /// list): every CRD's.
     #[test]
-    fn policy_route_conditions_are_a_map_list_keyed_by_type() {
-        let crd = serde_json::to_value(PolicyRoute::crd()).expect("json");
-        let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
-            ["status"]["properties"]["conditions"];
-        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{conditions}");
-        assert_eq!(
-            conditions["x-kubernetes-list-map-keys"],
-            serde_json::json!(["type"])
-        );
-        assert!(conditions["items"]["required"]
-            .as_array()
-            .is_some_and(|r| r.contains(&serde_json::json!("type"))));
+    fn conditions_are_a_map_list_keyed_by_type() {
+        for crd in crds() {
+            let crd = serde_json::to_value(&crd).expect("json");
+            let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+                ["status"]["properties"]["conditions"];
+            let kind = &crd["spec"]["names"]["kind"];
+            assert_eq!(
+                conditions["x-kubernetes-list-type"], "map",
+                "{kind}: {conditions}"
+            );
+            assert_eq!(
+                conditions["x-kubernetes-list-map-keys"],
+                serde_json::json!(["type"]),
+                "{kind}"
+            );
+            assert!(
+                conditions["items"]["required"]
+                    .as_array()
+                    .is_some_and(|r| r.contains(&serde_json::json!("type"))),
+                "{kind}"
+            );
+        }
     }
 
     /// Every integer property outside the standard condition shape, with the path that

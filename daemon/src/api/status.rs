@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct ObjectStatus {
     /// Conditions in the standard shape. `Valid` says whether the spec was accepted; when it
     /// is `False` its message names each bad field and value.
+    // A map keyed by `type`, as every Kubernetes conditions list: the speaker's apply of
+    // `Valid` must not remove the conditions other controllers write.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }

@@ -39,6 +39,8 @@ pub struct Context {
     pub community_aliases: BTreeSet<String>,
     /// Every `BFDProfile` by name: whether it is valid.
     pub bfd_profiles: std::collections::BTreeMap<String, bool>,
+    /// Names of the `BFDProfile`s with `echoMode` (Echo needs a single-hop IPv4 session).
+    pub bfd_echo_profiles: BTreeSet<String>,
 }
 
 fn err(out: &mut Vec<FieldError>, field: impl Into<String>, message: impl Into<String>) {
@@ -323,12 +325,28 @@ pub fn bgp_peer(spec: &BGPPeerSpec, ctx: &Context) -> Vec<FieldError> {
             ),
             Some(true) => {}
         }
+        if ctx.bfd_echo_profiles.contains(name) {
+            let multihop = spec.ebgp_multi_hop && spec.my_asn != spec.peer_asn;
+            if multihop {
+                err(
+                    &mut out,
+                    "spec.bfdProfile",
+                    format!("BFDProfile {name:?} has echoMode, but this eBGP peer is multihop (spec.ebgpMultiHop) and BFD Echo is single hop only (RFC 5883)"),
+                );
+            } else if peer.is_some_and(|p| p.is_ipv6()) {
+                err(
+                    &mut out,
+                    "spec.bfdProfile",
+                    format!("BFDProfile {name:?} has echoMode, which edgelb implements for IPv4 peers only"),
+                );
+            }
+        }
     }
     check_selectors(&mut out, "spec.nodeSelectors", &spec.node_selectors);
     out
 }
 
-/// Validates a `BFDProfile` spec: MetalLB's ranges, and no Echo mode (not implemented).
+/// Validates a `BFDProfile` spec: MetalLB's ranges.
 pub fn bfd_profile(spec: &super::BFDProfileSpec) -> Vec<FieldError> {
     let mut out = Vec::new();
     let ranges = [
@@ -348,13 +366,6 @@ pub fn bfd_profile(spec: &super::BFDProfileSpec) -> Vec<FieldError> {
                 );
             }
         }
-    }
-    if spec.echo_mode {
-        err(
-            &mut out,
-            "spec.echoMode",
-            "true is not supported: edgelb's BFD runs asynchronous mode without Echo",
-        );
     }
     out
 }

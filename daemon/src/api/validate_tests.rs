@@ -31,7 +31,13 @@ fn ctx() -> Context {
     Context {
         namespace: "edgelb-system".into(),
         community_aliases: ["no-export".to_string()].into(),
-        bfd_profiles: [("fast".to_string(), true), ("broken".to_string(), false)].into(),
+        bfd_profiles: [
+            ("fast".to_string(), true),
+            ("broken".to_string(), false),
+            ("echo".to_string(), true),
+        ]
+        .into(),
+        bfd_echo_profiles: ["echo".to_string()].into(),
     }
 }
 
@@ -516,14 +522,34 @@ fn bfd_profile_values_outside_metallb_ranges_name_the_field() {
 }
 
 #[test]
-fn bfd_echo_mode_is_refused_as_not_supported() {
+fn bfd_echo_mode_is_valid_for_single_hop_ipv4_peers_only() {
     let spec = crate::api::BFDProfileSpec {
         echo_mode: true,
         echo_interval: Some(50),
         ..Default::default()
     };
+    assert!(messages(bfd_profile(&spec)).is_empty());
+    let with = |edit: fn(&mut BGPPeerSpec)| {
+        let mut s = peer();
+        s.bfd_profile = Some("echo".into());
+        edit(&mut s);
+        messages(bgp_peer(&s, &ctx()))
+    };
+    assert!(with(|_| {}).is_empty(), "single-hop IPv4 eBGP");
+    assert!(
+        with(|s| {
+            s.ebgp_multi_hop = true;
+            s.peer_asn = s.my_asn;
+        })
+        .is_empty(),
+        "iBGP runs single-hop BFD whatever ebgpMultiHop says"
+    );
     assert_eq!(
-        messages(bfd_profile(&spec)),
-        ["spec.echoMode: true is not supported: edgelb's BFD runs asynchronous mode without Echo"]
+        with(|s| s.ebgp_multi_hop = true),
+        ["spec.bfdProfile: BFDProfile \"echo\" has echoMode, but this eBGP peer is multihop (spec.ebgpMultiHop) and BFD Echo is single hop only (RFC 5883)"]
+    );
+    assert_eq!(
+        with(|s| s.peer_address = "2001:db8::1".into()),
+        ["spec.bfdProfile: BFDProfile \"echo\" has echoMode, which edgelb implements for IPv4 peers only"]
     );
 }

@@ -1,7 +1,8 @@
 //! The speaker's read-only local API for `edgelbctl`: [`view`] holds the JSON types,
 //! [`build`] the pure functions that fill them from the daemon's state, [`server`] the Unix
 //! socket server (HTTP/1.1 `GET /v1/view`), [`client`] the matching client, [`remote`] the
-//! TLS view port for `edgelbctl --node`, open only to callers the API server authorizes.
+//! TLS view port for `edgelbctl --node`, open only to callers the API server authorizes
+//! ([`reviews`] keeps its decisions a short while).
 //!
 //! Protocol (documented for scripts): connect to the socket (default
 //! [`server::DEFAULT_SOCKET`]), send `GET /v1/view HTTP/1.1`, read one JSON [`view::LocalView`].
@@ -12,6 +13,7 @@ pub mod client;
 pub mod http;
 pub mod publish;
 pub mod remote;
+pub mod reviews;
 pub mod server;
 pub mod view;
 

@@ -20,8 +20,9 @@
 //!   listening, not against a machine in the middle).
 //!
 //! Answers: 401 without a token or with one the API server does not accept, 403 when the
-//! user may not, 503 when the API server cannot be asked; the reason is in the body and the
-//! token never in a log.
+//! user may not, 503 when the API server cannot be asked, 429 when too many reviews are in
+//! flight; the reason is in the body and the token never in a log. Decisions are kept a
+//! short while by token hash ([`super::reviews`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::http::Reply;
+use super::reviews::Reviews;
 use super::view::LocalView;
 
 /// The header edgelbctl sends its token in through the pod proxy (which removes
@@ -116,6 +118,9 @@ pub enum Refused {
     /// The reviews could not be made.
     #[error("cannot ask the API server: {0}")]
     Unavailable(String),
+    /// Too many reviews in flight (see [`super::reviews`]).
+    #[error("too many requests being authorized; try again")]
+    Busy,
 }
 
 impl Refused {
@@ -125,6 +130,7 @@ impl Refused {
             Refused::NoToken | Refused::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Refused::Forbidden { .. } => StatusCode::FORBIDDEN,
             Refused::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refused::Busy => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 }
@@ -205,10 +211,12 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Answers one request: the view section after the reviews, or the refusal.
+/// Answers one request: the view section after the reviews (or their cached decision),
+/// or the refusal.
 pub async fn answer(
     client: &kube::Client,
     access: &Access,
+    reviews: &Reviews,
     headers: &HeaderMap,
     method: &http::Method,
     path: &str,
@@ -219,7 +227,7 @@ pub async fn answer(
     }
     let result = match bearer(headers) {
         None => Err(Refused::NoToken),
-        Some(token) => authorize(client, access, &token).await,
+        Some(token) => reviews.authorize(client, access, &token).await,
     };
     match result {
         Ok(user) => {
@@ -242,7 +250,7 @@ pub async fn serve(
     access: Access,
     view: watch::Receiver<LocalView>,
 ) {
-    let shared = Arc::new((client, access, view));
+    let shared = Arc::new((client, access, view, Reviews::default()));
     loop {
         let (stream, peer): (_, SocketAddr) = match listener.accept().await {
             Ok(s) => s,
@@ -268,10 +276,11 @@ pub async fn serve(
             let service = service_fn(move |req: Request<Incoming>| {
                 let shared = shared.clone();
                 async move {
-                    let (client, access, view) = &*shared;
+                    let (client, access, view, reviews) = &*shared;
                     let reply = answer(
                         client,
                         access,
+                        reviews,
                         req.headers(),
                         req.method(),
                         req.uri().path(),

@@ -1,4 +1,5 @@
 use super::*;
+use crate::local_api::reviews::Reviews;
 use crate::mock_api::{scripted, Call};
 
 fn access() -> Access {
@@ -78,6 +79,7 @@ async fn a_permitted_token_gets_the_view() {
     let reply = answer(
         &client,
         &access(),
+        &Reviews::default(),
         &headers(TOKEN_HEADER, "Bearer t-alice"),
         &http::Method::GET,
         "/v1/view",
@@ -98,6 +100,7 @@ async fn a_user_without_the_grant_is_forbidden() {
     let reply = answer(
         &client,
         &access(),
+        &Reviews::default(),
         &headers("authorization", "Bearer t-bob"),
         &http::Method::GET,
         "/v1/peers",
@@ -123,6 +126,7 @@ async fn an_unknown_token_is_unauthorized_and_never_reaches_the_access_review() 
     let reply = answer(
         &client,
         &access(),
+        &Reviews::default(),
         &headers(TOKEN_HEADER, "Bearer nope"),
         &http::Method::GET,
         "/v1/view",
@@ -145,6 +149,7 @@ async fn no_token_and_writes_are_refused_without_asking_the_api_server() {
     let r = answer(
         &client,
         &access(),
+        &Reviews::default(),
         &HeaderMap::new(),
         &http::Method::GET,
         "/v1/view",
@@ -155,6 +160,7 @@ async fn no_token_and_writes_are_refused_without_asking_the_api_server() {
     let r = answer(
         &client,
         &access(),
+        &Reviews::default(),
         &headers(TOKEN_HEADER, "Bearer x"),
         &http::Method::POST,
         "/v1/view",
@@ -163,6 +169,53 @@ async fn no_token_and_writes_are_refused_without_asking_the_api_server() {
     .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     server.await.expect("no call");
+}
+
+/// Repeated requests with one token make one pair of reviews (the script holds only one:
+/// an uncached second request would find no API server and get 503).
+#[tokio::test]
+async fn a_repeated_token_is_reviewed_once_within_the_ttl() {
+    let (client, server) = scripted(vec![
+        Call::new("POST", TR, 201, reviewed("alice")),
+        sar_call("alice", true),
+        Call::new("POST", TR, 201, reviewed("bob")),
+        sar_call("bob", false),
+    ]);
+    let reviews = Reviews::default();
+    for (token, want) in [
+        ("t-alice", StatusCode::OK),
+        ("t-bob", StatusCode::FORBIDDEN),
+    ] {
+        for i in 0..10 {
+            let reply = answer(
+                &client,
+                &access(),
+                &reviews,
+                &headers(TOKEN_HEADER, &format!("Bearer {token}")),
+                &http::Method::GET,
+                "/v1/view",
+                &view(),
+            )
+            .await;
+            assert_eq!(reply.status, want, "{token} request {i}: {}", reply.body);
+        }
+    }
+    server.await.expect("one pair of reviews per token");
+    let reply = answer(
+        &client,
+        &access(),
+        &reviews,
+        &headers(TOKEN_HEADER, "Bearer t-carol"),
+        &http::Method::GET,
+        "/v1/view",
+        &view(),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a new token is reviewed"
+    );
 }
 
 #[test]

@@ -33,7 +33,7 @@ use edgelb_bgp::{
 use ipnet::IpNet;
 
 use crate::api::bfd_profile::{
-    DEFAULT_DETECT_MULTIPLIER, DEFAULT_INTERVAL_MS, DEFAULT_MINIMUM_TTL,
+    DEFAULT_DETECT_MULTIPLIER, DEFAULT_ECHO_INTERVAL_MS, DEFAULT_INTERVAL_MS, DEFAULT_MINIMUM_TTL,
 };
 use crate::api::validate::parse_duration;
 use crate::api::{BFDProfileSpec, BGPAdvertisement, BGPPeer};
@@ -466,6 +466,8 @@ fn seconds(text: Option<&str>) -> Option<u16> {
 
 /// BFD for a peer from its profile: MetalLB's defaults for unset fields; multihop (RFC
 /// 5883) exactly when the BGP session is eBGP multihop, single hop (RFC 5881) otherwise.
+/// Echo (`echoMode`, every `echoInterval`) only on single hop: RFC 5883 has none, and
+/// validation refuses the combination.
 pub fn bfd_config(p: &BFDProfileSpec, multihop: bool) -> BfdPeerConfig {
     let ms = |v: Option<u32>| Duration::from_millis(u64::from(v.unwrap_or(DEFAULT_INTERVAL_MS)));
     BfdPeerConfig {
@@ -475,6 +477,11 @@ pub fn bfd_config(p: &BFDProfileSpec, multihop: bool) -> BfdPeerConfig {
             detect_mult: u8::try_from(p.detect_multiplier.unwrap_or(DEFAULT_DETECT_MULTIPLIER))
                 .unwrap_or(u8::MAX),
             passive: p.passive_mode,
+            echo: (p.echo_mode && !multihop).then(|| {
+                Duration::from_millis(u64::from(
+                    p.echo_interval.unwrap_or(DEFAULT_ECHO_INTERVAL_MS),
+                ))
+            }),
         },
         multihop,
         minimum_ttl: u8::try_from(p.minimum_ttl.unwrap_or(DEFAULT_MINIMUM_TTL)).unwrap_or(u8::MAX),

@@ -533,14 +533,43 @@ fn bfd_profile_sets_the_peers_bfd_single_hop_or_multihop() {
 #[test]
 fn peer_with_a_missing_or_invalid_bfd_profile_is_not_opened() {
     let mut objs = base();
-    objs.push(bfd_profile("echo", |p| p.echo_mode = true));
+    objs.push(bfd_profile("bad", |p| p.detect_multiplier = Some(1)));
     objs.push(peer("r1", "192.0.2.1", |s| {
         s.bfd_profile = Some("nope".into())
     }));
     objs.push(peer("r2", "192.0.2.2", |s| {
-        s.bfd_profile = Some("echo".into())
+        s.bfd_profile = Some("bad".into())
     }));
     let p = run(objs, "node-a");
     assert!(!p.peers.contains_key(&addr("192.0.2.1")));
     assert!(!p.peers.contains_key(&addr("192.0.2.2")));
+}
+
+#[test]
+fn echo_mode_gives_single_hop_sessions_echo_at_the_echo_interval() {
+    let mut objs = base();
+    objs.push(bfd_profile("echo", |p| {
+        p.echo_mode = true;
+        p.echo_interval = Some(75);
+    }));
+    objs.push(bfd_profile("echo-default", |p| p.echo_mode = true));
+    objs.push(bfd_profile("plain", |_| {}));
+    objs.push(peer("r1", "192.0.2.1", |s| {
+        s.bfd_profile = Some("echo".into())
+    }));
+    objs.push(peer("r2", "192.0.2.2", |s| {
+        s.bfd_profile = Some("echo-default".into())
+    }));
+    objs.push(peer("r3", "192.0.2.3", |s| {
+        s.bfd_profile = Some("plain".into())
+    }));
+    let p = run(objs, "node-a");
+    let echo = |a: &str| p.peers[&addr(a)].config.bfd.expect("bfd").timers.echo;
+    assert_eq!(echo("192.0.2.1"), Some(Duration::from_millis(75)));
+    assert_eq!(
+        echo("192.0.2.2"),
+        Some(Duration::from_millis(50)),
+        "MetalLB's default"
+    );
+    assert_eq!(echo("192.0.2.3"), None);
 }

@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::ipam::{status_ips, Allocation, AllocationKey, Assignments, IncrementalAllocator};
+use crate::ipam::{
+    status_ips, Allocation, AllocationKey, Assignments, IncrementalAllocator, Outcome,
+};
 use crate::snapshot::{ObjectKey, Snapshot};
 use crate::status::changes::{diff, Change};
 use imbl::ordmap::DiffItem;
@@ -164,22 +166,26 @@ pub fn recorded_only(snap: &Snapshot, a: &Assignments) -> Assignments {
     let outcomes = a
         .outcomes
         .iter()
-        .filter(|(key, outcome)| {
-            let Ok(alloc) = outcome else { return false };
-            let Some(svc) = snap.services.get(&key.service) else {
-                return false;
-            };
-            let mut recorded = status_ips(svc);
-            recorded.sort();
-            recorded.dedup();
-            let mut own = alloc.ips.clone();
-            own.sort();
-            own.dedup();
-            recorded == own
-        })
+        .filter(|(key, outcome)| is_recorded(snap, key, outcome))
         .map(|(k, o)| (k.clone(), o.clone()))
         .collect();
     Assignments { outcomes }
+}
+
+/// Whether `outcome` is an allocation the record already shows: the Service's status
+/// lists exactly its IPs (as a set).
+pub fn is_recorded(snap: &Snapshot, key: &AllocationKey, outcome: &Outcome) -> bool {
+    let Ok(alloc) = outcome else { return false };
+    let Some(svc) = snap.services.get(&key.service) else {
+        return false;
+    };
+    let mut recorded = status_ips(svc);
+    recorded.sort();
+    recorded.dedup();
+    let mut own = alloc.ips.clone();
+    own.sort();
+    own.dedup();
+    recorded == own
 }
 
 #[cfg(test)]

@@ -4,14 +4,15 @@
 //! Pure: the leader runs the same election every speaker runs ([`crate::election`]) over
 //! its own view; L2 IPs have one owner, BGP IPs every eligible node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind};
-use crate::ipam::Assignments;
+use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
 use crate::plan::{coverage, l2};
 use crate::snapshot::{ObjectKey, Snapshot};
+use crate::speaker::{is_recorded, recorded_only};
 
 /// The Event reason.
 pub const REASON: &str = "AnnouncedBy";
@@ -28,9 +29,21 @@ pub fn service_elections(
     a: &Assignments,
     candidates: Vec<Candidate>,
 ) -> BTreeMap<ObjectKey, Vec<ElectionResult>> {
+    elections(snap, a.outcomes.iter(), candidates, |_| true)
+}
+
+/// The elections of the requests of `requesters` (allocation outcomes in key order),
+/// kept for the Services `wanted` accepts. Each result depends on every request for its IP,
+/// so `requesters` must hold every outcome naming an IP of a wanted Service.
+fn elections<'a>(
+    snap: &Snapshot,
+    requesters: impl Iterator<Item = (&'a AllocationKey, &'a Outcome)>,
+    candidates: Vec<Candidate>,
+    wanted: impl Fn(&ObjectKey) -> bool,
+) -> BTreeMap<ObjectKey, Vec<ElectionResult>> {
     let view = ElectionView::new(candidates);
     let mut reqs = l2::L2Requests::default();
-    for (akey, outcome) in &a.outcomes {
+    for (akey, outcome) in requesters {
         if !has_requests(snap, &akey.service) {
             continue;
         }
@@ -45,6 +58,9 @@ pub fn service_elections(
     let mut out: BTreeMap<ObjectKey, Vec<ElectionResult>> = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for (service, ip) in reqs.services {
+        if !wanted(&service) {
+            continue;
+        }
         for r in by_ip.get(&ip).into_iter().flatten() {
             if seen.insert((service.clone(), ip, r.mode)) {
                 out.entry(service.clone()).or_default().push((*r).clone());
@@ -52,6 +68,123 @@ pub fn service_elections(
         }
     }
     out
+}
+
+/// The recorded allocations (what cluster mode announces, see
+/// [`crate::speaker::recorded_only`]) with the Services holding each IP, kept across the
+/// writer's passes so that a change elects again only the Services it touches and those
+/// sharing an IP with them.
+#[derive(Clone, Debug, Default)]
+pub struct Recorded {
+    assignments: Assignments,
+    by_ip: HashMap<IpAddr, BTreeSet<ObjectKey>>,
+}
+
+impl Recorded {
+    /// From every Service of `snap` and outcome of `a`.
+    pub fn full(snap: &Snapshot, a: &Assignments) -> Recorded {
+        let mut r = Recorded {
+            assignments: recorded_only(snap, a),
+            by_ip: HashMap::new(),
+        };
+        for (akey, outcome) in &r.assignments.outcomes {
+            for ip in ips_of(outcome) {
+                r.by_ip.entry(*ip).or_default().insert(akey.service.clone());
+            }
+        }
+        r
+    }
+
+    /// The recorded outcomes.
+    pub fn assignments(&self) -> &Assignments {
+        &self.assignments
+    }
+
+    /// Takes in the Services `keys` (their object, slices or outcome changed; gone ones
+    /// are dropped) and returns the Services whose text may differ now: `keys` and every
+    /// Service that shared an IP with one of them, before or after.
+    pub fn update(
+        &mut self,
+        snap: &Snapshot,
+        a: &Assignments,
+        keys: &BTreeSet<ObjectKey>,
+    ) -> BTreeSet<ObjectKey> {
+        let mut touched = keys.clone();
+        for key in keys {
+            let old: Vec<(AllocationKey, Outcome)> = outcomes_of(&self.assignments, key)
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect();
+            for (akey, outcome) in old {
+                for ip in ips_of(&outcome) {
+                    if let Some(holders) = self.by_ip.get_mut(ip) {
+                        holders.remove(key);
+                        touched.extend(holders.iter().cloned());
+                        if holders.is_empty() {
+                            self.by_ip.remove(ip);
+                        }
+                    }
+                }
+                self.assignments.outcomes.remove(&akey);
+            }
+            let new: Vec<(AllocationKey, Outcome)> = outcomes_of(a, key)
+                .filter(|(k, o)| is_recorded(snap, k, o))
+                .map(|(k, o)| (k.clone(), o.clone()))
+                .collect();
+            for (akey, outcome) in new {
+                for ip in ips_of(&outcome) {
+                    let holders = self.by_ip.entry(*ip).or_default();
+                    touched.extend(holders.iter().cloned());
+                    holders.insert(key.clone());
+                }
+                self.assignments.outcomes.insert(akey, outcome);
+            }
+        }
+        touched
+    }
+
+    /// The `AnnouncedBy` text of each of `keys` that has one (as [`announcements`] over
+    /// the recorded allocations says), electing only their IPs.
+    pub fn announcements_of(
+        &self,
+        snap: &Snapshot,
+        candidates: Vec<Candidate>,
+        keys: &BTreeSet<ObjectKey>,
+    ) -> BTreeMap<ObjectKey, String> {
+        // Every holder of an IP of a wanted Service requests with it (merged elections).
+        let mut requesters: BTreeSet<&ObjectKey> = keys.iter().collect();
+        for key in keys {
+            for (_, outcome) in outcomes_of(&self.assignments, key) {
+                for ip in ips_of(outcome) {
+                    requesters.extend(self.by_ip.get(ip).into_iter().flatten());
+                }
+            }
+        }
+        let outcomes = requesters
+            .into_iter()
+            .flat_map(|k| outcomes_of(&self.assignments, k));
+        elections(snap, outcomes, candidates, |k| keys.contains(k))
+            .into_iter()
+            .map(|(service, results)| (service, text(&results)))
+            .collect()
+    }
+}
+
+/// The outcomes of one Service (one per node pool it is allocated in), in key order.
+pub fn outcomes_of<'a>(
+    a: &'a Assignments,
+    service: &ObjectKey,
+) -> impl Iterator<Item = (&'a AllocationKey, &'a Outcome)> + 'a {
+    let service = service.clone();
+    a.outcomes
+        .range(AllocationKey::cluster(service.clone())..)
+        .take_while(move |(k, _)| k.service == service)
+}
+
+fn ips_of(outcome: &Outcome) -> &[IpAddr] {
+    match outcome {
+        Ok(a) => &a.ips,
+        Err(_) => &[],
+    }
 }
 
 /// Whether the Service may be announced at all: `Local`, or `Cluster` with a ready
@@ -67,7 +200,7 @@ fn has_requests(snap: &Snapshot, service: &ObjectKey) -> bool {
 fn bgp_requests_of(
     snap: &Snapshot,
     service: &ObjectKey,
-    outcome: &crate::ipam::Outcome,
+    outcome: &Outcome,
     out: &mut l2::L2Requests,
 ) {
     let Ok(alloc) = outcome else { return };
@@ -110,25 +243,28 @@ pub fn announcements(
 ) -> BTreeMap<ObjectKey, String> {
     service_elections(snap, a, candidates)
         .into_iter()
-        .map(|(service, results)| {
-            let lines: Vec<String> = results
-                .iter()
-                .map(|r| {
-                    let who = if r.owners.is_empty() {
-                        "no node".to_string()
-                    } else {
-                        r.owners.iter().map(|n| &**n).collect::<Vec<_>>().join(", ")
-                    };
-                    let mode = match r.mode {
-                        ModeKind::L2 => "L2",
-                        ModeKind::Bgp => "BGP",
-                    };
-                    format!("{} by {who} ({mode})", r.ip)
-                })
-                .collect();
-            (service, lines.join("; "))
-        })
+        .map(|(service, results)| (service, text(&results)))
         .collect()
+}
+
+/// One line per (IP, mode), joined by `; `.
+fn text(results: &[ElectionResult]) -> String {
+    let lines: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let who = if r.owners.is_empty() {
+                "no node".to_string()
+            } else {
+                r.owners.iter().map(|n| &**n).collect::<Vec<_>>().join(", ")
+            };
+            let mode = match r.mode {
+                ModeKind::L2 => "L2",
+                ModeKind::Bgp => "BGP",
+            };
+            format!("{} by {who} ({mode})", r.ip)
+        })
+        .collect();
+    lines.join("; ")
 }
 
 #[cfg(test)]

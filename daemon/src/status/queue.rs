@@ -113,6 +113,20 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Queue<K, V> {
         self.retry.retain(|k, _| keep(k));
     }
 
+    /// Forgets `key` entirely, a write in flight included (its end is then ignored).
+    pub fn forget(&mut self, key: &K) {
+        self.want.remove(key);
+        self.busy.remove(key);
+        self.retry.remove(key);
+    }
+
+    /// What is wanted, what is in flight, and which keys wait for a retry (tests compare
+    /// two queues with it).
+    #[cfg(test)]
+    pub fn entries(&self) -> (&BTreeMap<K, V>, &BTreeMap<K, V>, Vec<&K>) {
+        (&self.want, &self.busy, self.retry.keys().collect())
+    }
+
     /// Forgets everything (a new term).
     pub fn clear(&mut self) {
         self.want.clear();

@@ -4,22 +4,18 @@
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
 use serde_json::{json, Value};
 
-use crate::api::annotations::{ELB_PASS_THROUGH, PASS_THROUGH};
+use super::pass_through::{decide, requested, Frontend};
 use crate::ipam::Outcome;
 
-/// Whether the Service asks for pass-through (`ipMode: Proxy`): in-cluster clients then go
-/// through the load balancer instead of kube-proxy's shortcut (Kubernetes >= 1.30; older
-/// API servers drop the field and clients keep the shortcut).
-pub fn pass_through(svc: &Service) -> bool {
-    let a = svc.metadata.annotations.as_ref();
-    [PASS_THROUGH, ELB_PASS_THROUGH]
-        .iter()
-        .any(|k| a.and_then(|a| a.get(*k)).is_some_and(|v| v == "true"))
-}
-
 /// The ingress list the Service should have: one entry per IP, or none without an IP.
-pub fn desired_ingress(svc: &Service, outcome: Option<&Outcome>) -> Vec<LoadBalancerIngress> {
-    let mode = if pass_through(svc) { "Proxy" } else { "VIP" };
+/// `frontend` is what fronts the IPs' pool: the ipMode is [`decide`]d from it and the
+/// Service's pass-through request (`VIP` on every self-announced pool).
+pub fn desired_ingress(
+    svc: &Service,
+    outcome: Option<&Outcome>,
+    frontend: Frontend,
+) -> Vec<LoadBalancerIngress> {
+    let mode = decide(frontend, requested(svc)).mode.as_str();
     match outcome {
         Some(Ok(a)) => a
             .ips
@@ -56,6 +52,7 @@ pub fn apply_body(ingress: &[LoadBalancerIngress]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::annotations::{ELB_PASS_THROUGH, PASS_THROUGH};
     use crate::fixtures::{annotate, service};
     use crate::ipam::{Allocation, AllocationError};
 
@@ -67,24 +64,46 @@ mod tests {
     }
 
     #[test]
-    fn ingress_is_vip_unless_pass_through() {
+    fn ingress_is_vip_unless_a_proxying_load_balancer_passes_through() {
         let svc = service("default", "web", 80);
-        let vip = desired_ingress(&svc, Some(&ok(&["192.0.2.1", "2001:db8::1"])));
+        let vip = desired_ingress(
+            &svc,
+            Some(&ok(&["192.0.2.1", "2001:db8::1"])),
+            Frontend::SelfAnnounced,
+        );
         assert_eq!(
             apply_body(&vip),
             json!({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {"ingress": [
                 {"ip": "192.0.2.1", "ipMode": "VIP"}, {"ip": "2001:db8::1", "ipMode": "VIP"}]}}})
         );
         for key in [PASS_THROUGH, ELB_PASS_THROUGH] {
-            let proxied = annotate(service("default", "web", 80), key, "true");
-            let ingress = desired_ingress(&proxied, Some(&ok(&["192.0.2.1"])));
-            assert_eq!(ingress[0].ip_mode.as_deref(), Some("Proxy"), "{key}");
+            let asks = annotate(service("default", "web", 80), key, "true");
+            let mode = |f| {
+                desired_ingress(&asks, Some(&ok(&["192.0.2.1"])), f)[0]
+                    .ip_mode
+                    .clone()
+            };
+            // Self-announced: the request cannot be honoured without a blackhole.
+            assert_eq!(
+                mode(Frontend::SelfAnnounced).as_deref(),
+                Some("VIP"),
+                "{key}"
+            );
+            assert_eq!(
+                mode(Frontend::ProxyingLoadBalancer).as_deref(),
+                Some("Proxy"),
+                "{key}"
+            );
         }
         let not = annotate(service("default", "web", 80), PASS_THROUGH, "yes");
         assert_eq!(
-            desired_ingress(&not, Some(&ok(&["192.0.2.1"])))[0]
-                .ip_mode
-                .as_deref(),
+            desired_ingress(
+                &not,
+                Some(&ok(&["192.0.2.1"])),
+                Frontend::ProxyingLoadBalancer
+            )[0]
+            .ip_mode
+            .as_deref(),
             Some("VIP")
         );
     }
@@ -92,7 +111,12 @@ mod tests {
     #[test]
     fn no_ip_means_an_empty_load_balancer_status() {
         let svc = service("default", "web", 80);
-        assert!(desired_ingress(&svc, Some(&Err(AllocationError::NoEligiblePool))).is_empty());
+        assert!(desired_ingress(
+            &svc,
+            Some(&Err(AllocationError::NoEligiblePool)),
+            Frontend::SelfAnnounced
+        )
+        .is_empty());
         assert_eq!(
             apply_body(&[]),
             json!({"apiVersion": "v1", "kind": "Service", "status": {"loadBalancer": {}}})

@@ -15,6 +15,10 @@
 //! - **Events from the record.** `IPAllocated` / `IPReleased` follow a successful status
 //!   write (the record changed), `AllocationFailed` and `AnnouncedBy` once per change; see
 //!   [`super::events`] for why a new leader does not post them again.
+//! - **Incremental.** A pass decides again only the Services whose inputs changed since the
+//!   last pass or whose write ended ([`super::scope`]); the `AnnouncedBy` elections run
+//!   for those and the Services sharing an IP with them ([`Recorded`]). A burst of N
+//!   Services costs O(N log N) in all, not a walk over every Service per write.
 //! - **Memory bounded by what is live.** Everything kept per object is dropped when the
 //!   object leaves the snapshot ([`WriterStats::tracked`]).
 
@@ -25,7 +29,7 @@ use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
@@ -34,18 +38,20 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::announced::announcements;
+use super::announced::{outcomes_of, Recorded};
 use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
 use super::events::{post, post_about, Note, Posted};
 use super::leader::Fence;
+use super::pass_through::{self as pass, frontend_of};
 use super::queue::{Done, Queue};
 use super::record::{read, Record};
+use super::scope::{changed_services, same_config, Scope};
 use super::service::{apply_body, current_ingress, desired_ingress};
 use super::undecodable::{Reported, UndecodableEvent};
 use crate::election::Candidate;
-use crate::ipam::{status_ips, Assignments};
+use crate::ipam::{status_ips, AllocationKey, Assignments, Outcome};
 use crate::snapshot::{ObjectKey, Selection, Snapshot};
-use crate::speaker::{recorded_only, Allocator};
+use crate::speaker::Allocator;
 
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "edgelb";
@@ -132,6 +138,7 @@ enum Key {
     Failed(ObjectKey),
     Announced(ObjectKey),
     Undecodable(String, ObjectKey),
+    PassThrough(ObjectKey),
 }
 
 impl Key {
@@ -141,13 +148,17 @@ impl Key {
             | Key::Condition(_, k)
             | Key::Failed(k)
             | Key::Announced(k)
-            | Key::Undecodable(_, k) => k,
+            | Key::Undecodable(_, k)
+            | Key::PassThrough(k) => k,
         }
     }
 
     /// Whether the key is about a Service (dropped when the Service goes).
     fn about_service(&self) -> bool {
-        matches!(self, Key::Status(_) | Key::Failed(_) | Key::Announced(_))
+        matches!(
+            self,
+            Key::Status(_) | Key::Failed(_) | Key::Announced(_) | Key::PassThrough(_)
+        )
     }
 }
 
@@ -167,6 +178,21 @@ impl PartialEq for Cond {
     }
 }
 
+/// A Service's pass-through condition (none: remove ours), equal when only timestamps
+/// differ.
+#[derive(Clone, Debug)]
+struct PassCond(Option<Condition>);
+
+impl PartialEq for PassCond {
+    fn eq(&self, o: &PassCond) -> bool {
+        match (&self.0, &o.0) {
+            (Some(a), Some(b)) => same(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
 /// The value queued per key.
 #[derive(Clone, Debug, PartialEq)]
 enum Write {
@@ -177,6 +203,7 @@ enum Write {
     Condition(Cond),
     Note(String),
     Undecodable(UndecodableEvent),
+    PassThrough(PassCond),
 }
 
 /// How one write ended.
@@ -189,6 +216,7 @@ enum Ended {
     Reported(String, usize),
     Condition(Cond, usize),
     Undecodable(UndecodableEvent),
+    PassThrough(PassCond, usize),
     Retry(String),
     /// The fence left too little time: started again once it is renewed.
     Fenced,
@@ -231,7 +259,7 @@ impl Term {
 }
 
 /// A status write that succeeded but is not in the snapshot yet.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 struct Applied {
     ingress: Vec<LoadBalancerIngress>,
     version: Option<String>,
@@ -246,6 +274,8 @@ struct Writer {
     queue: Queue<Key, Write>,
     applied: HashMap<ObjectKey, Applied>,
     conditions_applied: HashMap<(&'static str, ObjectKey), Cond>,
+    /// Pass-through conditions written this term, not yet in the snapshot.
+    pass_applied: HashMap<ObjectKey, PassCond>,
     /// Reported this term: `AllocationFailed` reason and `AnnouncedBy` text per Service.
     failed: HashMap<ObjectKey, String>,
     announced: HashMap<ObjectKey, String>,
@@ -255,9 +285,15 @@ struct Writer {
     undecodable: Reported,
     latest: Option<Submission>,
     processed: Option<Snapshot>,
-    /// The candidates of the last pass over every Service; `None` when something finished
-    /// since (so a wake at rest, e.g. a Lease renewal, skips the passes).
+    /// The candidates of the last pass; `None` before the first pass of a term.
     passed: Option<Arc<Vec<Candidate>>>,
+    /// Objects whose write ended since the last pass (decided again by the next one).
+    touched: BTreeSet<ObjectKey>,
+    /// The recorded allocations of the last pass, for the `AnnouncedBy` elections.
+    recorded: Recorded,
+    /// Decide every Service on every pass (the property test's reference).
+    #[cfg(test)]
+    always_full: bool,
     assignments: Arc<Assignments>,
     tasks: JoinSet<Finished>,
     reading: JoinSet<(u64, Result<Record, String>)>,
@@ -278,26 +314,7 @@ impl WriterHandle {
         let (tx, rx) = watch::channel(None);
         let (stats_tx, stats) = watch::channel(WriterStats::default());
         let (stop_tx, stop_rx) = oneshot::channel();
-        let writer = Writer {
-            client,
-            cfg,
-            fence,
-            term: Term::Idle,
-            queue: Queue::default(),
-            applied: HashMap::new(),
-            conditions_applied: HashMap::new(),
-            failed: HashMap::new(),
-            announced: HashMap::new(),
-            changed: BTreeSet::new(),
-            undecodable: Reported::default(),
-            latest: None,
-            processed: None,
-            passed: None,
-            assignments: Arc::default(),
-            tasks: JoinSet::new(),
-            reading: JoinSet::new(),
-            stats: WriterStats::default(),
-        };
+        let writer = Writer::new(client, cfg, fence);
         let task = tokio::spawn(writer.run(rx, stats_tx, stop_rx));
         WriterHandle {
             tx,
@@ -360,6 +377,34 @@ fn list(ips: &[IpAddr]) -> String {
 }
 
 impl Writer {
+    fn new(client: Client, cfg: WriterConfig, fence: watch::Receiver<Fence>) -> Writer {
+        Writer {
+            client,
+            cfg,
+            fence,
+            term: Term::Idle,
+            queue: Queue::default(),
+            applied: HashMap::new(),
+            conditions_applied: HashMap::new(),
+            pass_applied: HashMap::new(),
+            failed: HashMap::new(),
+            announced: HashMap::new(),
+            changed: BTreeSet::new(),
+            undecodable: Reported::default(),
+            latest: None,
+            processed: None,
+            passed: None,
+            touched: BTreeSet::new(),
+            recorded: Recorded::default(),
+            #[cfg(test)]
+            always_full: false,
+            assignments: Arc::default(),
+            tasks: JoinSet::new(),
+            reading: JoinSet::new(),
+            stats: WriterStats::default(),
+        }
+    }
+
     async fn run(
         mut self,
         mut rx: watch::Receiver<Option<Submission>>,
@@ -413,6 +458,7 @@ impl Writer {
             + self.queue.in_flight()
             + self.applied.len()
             + self.conditions_applied.len()
+            + self.pass_applied.len()
             + self.failed.len()
             + self.announced.len()
             + self.changed.len()
@@ -454,12 +500,15 @@ impl Writer {
         self.queue.clear();
         self.applied.clear();
         self.conditions_applied.clear();
+        self.pass_applied.clear();
         self.failed.clear();
         self.announced.clear();
         self.changed.clear();
         self.undecodable = Reported::default();
         self.processed = None;
         self.passed = None;
+        self.touched.clear();
+        self.recorded = Recorded::default();
         self.assignments = Arc::default();
         self.reading.abort_all();
     }
@@ -530,6 +579,7 @@ impl Writer {
         };
         let snap = &sub.snap;
         let fresh = self.processed.as_ref().is_none_or(|p| !p.same_as(snap));
+        let before = self.assignments.clone();
         if fresh {
             // The first step of a term seeds from the snapshot's status (the record).
             let (a, _) = alloc.step(snap);
@@ -537,54 +587,103 @@ impl Writer {
             self.forget_gone(snap);
         }
         // Nothing new since the last pass (the same snapshot and candidates, no write
-        // finished): the passes would queue nothing new; at rest this keeps a Lease renewal
-        // or a timer from walking every Service.
+        // ended): at rest a Lease renewal or a timer decides nothing.
         let same_candidates = self
             .passed
             .as_ref()
             .is_some_and(|c| Arc::ptr_eq(c, &sub.candidates) || **c == *sub.candidates);
-        if !fresh && same_candidates {
+        if !fresh && same_candidates && self.touched.is_empty() {
             return;
         }
+        let scope = self.scope(snap, &before, same_candidates);
         let a = self.assignments.clone();
-        self.queue_statuses(snap, &a);
+        self.queue_statuses(snap, &a, &scope);
+        self.queue_pass_through(snap, &a, &scope);
         self.queue_conditions(snap);
         self.queue_undecodable(snap);
-        self.queue_failures(snap, &a);
-        self.queue_announced(snap, &a, &sub.candidates);
+        self.queue_failures(snap, &a, &scope);
+        self.queue_announced(snap, &a, &sub.candidates, &scope);
         self.processed = Some(snap.clone());
         self.passed = Some(sub.candidates.clone());
     }
 
-    /// Drops what is kept for Services that left the snapshot.
-    fn forget_gone(&mut self, snap: &Snapshot) {
-        let gone: Vec<ObjectKey> = match &self.processed {
-            Some(before) => before
-                .services
-                .diff(&snap.services)
-                .filter_map(|d| match d {
-                    DiffItem::Remove(k, _) => Some(k.clone()),
-                    _ => None,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        if gone.is_empty() && self.processed.is_some() {
-            return;
+    /// The Services this pass decides: those whose inputs changed since the last pass
+    /// (or whose write ended), or all of them when something every Service reads changed.
+    fn scope(&mut self, snap: &Snapshot, before: &Assignments, same_candidates: bool) -> Scope {
+        let touched = std::mem::take(&mut self.touched);
+        #[cfg(test)]
+        if self.always_full {
+            return Scope::All;
         }
-        let live = |k: &ObjectKey| snap.services.contains_key(k);
-        self.applied.retain(|k, _| live(k));
-        self.failed.retain(|k, _| live(k));
-        self.announced.retain(|k, _| live(k));
-        self.changed.retain(|k| live(k.service()));
-        self.queue
-            .retain(|k| !k.about_service() || live(k.service()));
+        match (&self.processed, &self.passed) {
+            (Some(p), Some(_)) if same_candidates && same_config(p, snap) => {
+                let mut keys = changed_services(p, snap, before, &self.assignments);
+                keys.extend(touched);
+                Scope::Only(keys)
+            }
+            _ => Scope::All,
+        }
     }
 
-    fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments) {
-        for (key, svc) in &snap.services {
+    /// Drops what is kept for Services that left the snapshot.
+    fn forget_gone(&mut self, snap: &Snapshot) {
+        let Some(before) = &self.processed else {
+            let live = |k: &ObjectKey| snap.services.contains_key(k);
+            self.applied.retain(|k, _| live(k));
+            self.pass_applied.retain(|k, _| live(k));
+            self.failed.retain(|k, _| live(k));
+            self.announced.retain(|k, _| live(k));
+            self.changed.retain(|k| live(k.service()));
+            self.queue
+                .retain(|k| !k.about_service() || live(k.service()));
+            return;
+        };
+        let gone: Vec<ObjectKey> = before
+            .services
+            .diff(&snap.services)
+            .filter_map(|d| match d {
+                DiffItem::Remove(k, _) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        for k in gone {
+            self.applied.remove(&k);
+            self.pass_applied.remove(&k);
+            self.failed.remove(&k);
+            self.announced.remove(&k);
+            for key in [
+                Key::Status(k.clone()),
+                Key::Failed(k.clone()),
+                Key::PassThrough(k.clone()),
+                Key::Announced(k),
+            ] {
+                self.changed.remove(&key);
+                self.queue.forget(&key);
+            }
+        }
+    }
+
+    /// The Services of `scope` that exist in `snap`, in key order.
+    fn services_in<'a>(
+        snap: &'a Snapshot,
+        scope: &'a Scope,
+    ) -> Box<dyn Iterator<Item = (&'a ObjectKey, &'a Arc<Service>)> + 'a> {
+        match scope {
+            Scope::All => Box::new(snap.services.iter()),
+            Scope::Only(keys) => {
+                Box::new(keys.iter().filter_map(|k| snap.services.get_key_value(k)))
+            }
+        }
+    }
+
+    fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
+        for (key, svc) in Self::services_in(snap, scope) {
             let outcome = a.get(key);
-            let want = desired_ingress(svc, outcome);
+            let frontend = match outcome {
+                Some(Ok(al)) => frontend_of(snap, &al.pool),
+                _ => pass::Frontend::SelfAnnounced,
+            };
+            let want = desired_ingress(svc, outcome, frontend);
             let k = Key::Status(key.clone());
             if want == current_ingress(svc) {
                 self.applied.remove(key);
@@ -606,6 +705,35 @@ impl Writer {
                     pool,
                 },
             );
+        }
+    }
+
+    /// The pass-through condition of each Service that asks (or still carries ours): set
+    /// while it has an IP, removed once it no longer asks.
+    fn queue_pass_through(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
+        let now = Time(Timestamp::now());
+        for (key, svc) in Self::services_in(snap, scope) {
+            let want = match a.get(key) {
+                Some(Ok(al)) => {
+                    pass::desired(svc, &al.pool, frontend_of(snap, &al.pool), now.clone())
+                }
+                // No IP: nothing to decide yet; a condition stays until the Service no
+                // longer asks.
+                _ if pass::requested(svc).is_some() => continue,
+                _ => None,
+            };
+            let want = PassCond(want);
+            let k = Key::PassThrough(key.clone());
+            if want == PassCond(pass::current(svc).cloned()) {
+                self.pass_applied.remove(key);
+                self.queue.withdraw(&k);
+                continue;
+            }
+            if self.pass_applied.get(key) == Some(&want) {
+                self.queue.withdraw(&k);
+                continue;
+            }
+            self.queue.offer(k, Write::PassThrough(want));
         }
     }
 
@@ -642,8 +770,12 @@ impl Writer {
         }
     }
 
-    fn queue_failures(&mut self, snap: &Snapshot, a: &Assignments) {
-        for (akey, outcome) in &a.outcomes {
+    fn queue_failures(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
+        let outcomes: Box<dyn Iterator<Item = (&AllocationKey, &Outcome)>> = match scope {
+            Scope::All => Box::new(a.outcomes.iter()),
+            Scope::Only(keys) => Box::new(keys.iter().flat_map(|k| outcomes_of(a, k))),
+        };
+        for (akey, outcome) in outcomes {
             let key = &akey.service;
             let k = Key::Failed(key.clone());
             match outcome {
@@ -665,24 +797,35 @@ impl Writer {
         }
     }
 
-    fn queue_announced(&mut self, snap: &Snapshot, a: &Assignments, candidates: &[Candidate]) {
-        let recorded = recorded_only(snap, a);
-        let now = announcements(snap, &recorded, candidates.to_vec());
-        let before = self.announced.len();
-        self.announced.retain(|k, _| now.contains_key(k));
-        if self.announced.len() != before {
-            let announced = &self.announced;
-            self.changed.retain(|k| match k {
-                Key::Announced(s) => announced.contains_key(s) || now.contains_key(s),
-                _ => true,
-            });
-        }
-        for (key, text) in now {
+    fn queue_announced(
+        &mut self,
+        snap: &Snapshot,
+        a: &Assignments,
+        candidates: &[Candidate],
+        scope: &Scope,
+    ) {
+        let keys = match scope {
+            Scope::All => {
+                self.recorded = Recorded::full(snap, a);
+                snap.services.keys().cloned().collect()
+            }
+            Scope::Only(keys) => self.recorded.update(snap, a, keys),
+        };
+        let now = self
+            .recorded
+            .announcements_of(snap, candidates.to_vec(), &keys);
+        for key in keys {
             let k = Key::Announced(key.clone());
-            if self.announced.get(&key) == Some(&text) {
-                self.queue.withdraw(&k);
-            } else {
-                self.queue.offer(k, Write::Note(text));
+            match now.get(&key) {
+                None => {
+                    // No text any more: what was reported is forgotten, so a text coming
+                    // back is a change, not a repeat.
+                    if self.announced.remove(&key).is_some() {
+                        self.changed.remove(&k);
+                    }
+                }
+                Some(text) if self.announced.get(&key) == Some(text) => self.queue.withdraw(&k),
+                Some(text) => self.queue.offer(k, Write::Note(text.clone())),
             }
         }
     }
@@ -740,6 +883,9 @@ impl Writer {
                         note: text.clone(),
                     };
                     self.spawn_note(epoch, key, svc, note, repeat, text);
+                }
+                (Key::PassThrough(_), Write::PassThrough(c)) => {
+                    self.spawn_pass_through(epoch, key, svc, c);
                 }
                 (Key::Announced(_), Write::Note(text)) => {
                     let repeat = self.changed.contains(&key);
@@ -831,6 +977,41 @@ impl Writer {
         });
     }
 
+    /// Writes a Service's pass-through condition; a refusal also gets its Warning Event
+    /// (named after its note, so once per Service, annotation and pool).
+    fn spawn_pass_through(&mut self, epoch: u64, key: Key, svc: Arc<Service>, c: PassCond) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        self.tasks.spawn(async move {
+            let outcome = match write_pass_through(&client, &svc, c.0.as_ref(), timeout).await {
+                Ok(()) => {
+                    let mut events = 0;
+                    if let Some(cond) = c.0.as_ref().filter(|c| c.reason == pass::IGNORED) {
+                        let note = Note {
+                            reason: pass::IGNORED,
+                            type_: "Warning",
+                            action: "Allocate",
+                            note: cond.message.clone(),
+                        };
+                        match post(&client, &node, &svc, &note, false, timeout).await {
+                            Ok(Posted::AlreadyReported) => {}
+                            Ok(_) => events = 1,
+                            Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),
+                        }
+                    }
+                    Ended::PassThrough(c, events)
+                }
+                Err(e) => Ended::Retry(e),
+            };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
     /// Writes a condition; a `Valid=False` written also gets a Warning Event on its
     /// object (named after its message, so once per message).
     fn spawn_condition(&mut self, epoch: u64, key: Key, write: Write) {
@@ -870,11 +1051,12 @@ impl Writer {
     }
 
     fn finished(&mut self, done: Finished) {
-        self.passed = None;
         let now = Instant::now();
         if self.term.epoch() != Some(done.epoch) || !self.queue.is_busy(&done.key) {
             return;
         }
+        // The next pass decides this object again (its write is no longer in flight).
+        self.touched.insert(done.key.service().clone());
         let key = done.key;
         match done.outcome {
             Ended::Status {
@@ -903,6 +1085,12 @@ impl Writer {
             Ended::Undecodable(ev) => {
                 self.stats.events += 1;
                 self.undecodable.published(&ev);
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::PassThrough(c, events) => {
+                self.stats.conditions += 1;
+                self.stats.events += events;
+                self.pass_applied.insert(key.service().clone(), c);
                 self.queue.done(&key, Done::Written, now);
             }
             Ended::Condition(c, events) => {
@@ -1103,6 +1291,33 @@ async fn status_events(
     n
 }
 
+/// Applies a Service's pass-through condition (or removes ours) under its own field
+/// manager, so the `status.loadBalancer` apply and this one never remove each other's.
+async fn write_pass_through(
+    client: &Client,
+    svc: &Service,
+    condition: Option<&Condition>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let params = PatchParams::apply(pass::FIELD_MANAGER).force();
+    let body = pass::apply_body(name, condition);
+    match tokio::time::timeout(
+        timeout,
+        api.patch_status(name, &params, &Patch::Apply(&body)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("Service {ns}/{name} pass-through condition: {e}")),
+        Err(_) => Err(format!(
+            "Service {ns}/{name} pass-through condition: timed out"
+        )),
+    }
+}
+
 async fn write_condition(
     client: &Client,
     up: &ConditionUpdate,
@@ -1138,3 +1353,7 @@ async fn write_condition(
 #[cfg(test)]
 #[path = "writer_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "writer_scope_tests.rs"]
+mod scope_tests;

@@ -111,6 +111,7 @@ pub struct Cluster {
     admin_token: String,
     processes: Mutex<Vec<(String, Child)>>,
     keeper: Keeper,
+    pods: Option<super::pod_net::PodNetwork>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -214,6 +215,7 @@ impl Cluster {
             admin_token: random_hex(16)?,
             processes: Mutex::new(Vec::new()),
             keeper: Keeper::new(),
+            pods: None,
         };
         let t0 = Instant::now();
         cluster
@@ -283,6 +285,13 @@ impl Cluster {
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
              rules:\n- level: Metadata\n",
         )?;
+        // The API server reaches pods (the proxy subresources) through this proxy.
+        let pods = super::pod_net::PodNetwork::start(&d.join("egress.sock"))?;
+        std::fs::write(
+            d.join("egress.yaml"),
+            super::pod_net::egress_config(pods.socket()),
+        )?;
+        self.pods = Some(pods);
         let etcd_port = free_port()?;
         let peer_port = free_port()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -345,6 +354,8 @@ impl Cluster {
                 p("audit-policy.yaml"),
                 s("--audit-log-path"),
                 p("audit.log"),
+                s("--egress-selector-config-file"),
+                p("egress.yaml"),
             ],
         )?;
         self.wait_ready()?;
@@ -447,6 +458,16 @@ impl Cluster {
             .filter(|l| !l.trim().is_empty())
             .map(|l| serde_json::from_str(l).with_context(|| format!("audit line {l}")))
             .collect()
+    }
+
+    /// Makes `ip` reachable for the API server's proxy subresources (pod proxy), inside
+    /// network namespace `netns`, until the route is dropped (see [`super::pod_net`]).
+    pub fn route_pod(&self, ip: std::net::IpAddr, netns: &str) -> anyhow::Result<super::PodRoute> {
+        let pods = self
+            .pods
+            .as_ref()
+            .context("the control plane has no pod network")?;
+        Ok(pods.route(ip, netns))
     }
 
     /// The API server's address on the host's loopback.

@@ -24,6 +24,9 @@
 //! - [`service_account_token`], [`deploy::apply`] / [`deploy::parse_yaml`]: what `kubectl
 //!   create token` and `kubectl apply --server-side` do.
 //! - [`eventually`]: bounded polling for async checks.
+//! - [`Speaker::publish_pod`]: the speaker's Pod object (from the DaemonSet's template, its
+//!   IP the node's), reachable through the API server's pod proxy: the API server's
+//!   `cluster` egress goes through [`PodNetwork`], which dials into the node's namespace.
 //!
 //! # Isolation and cleanup
 //!
@@ -39,6 +42,7 @@
 pub mod control_plane;
 pub mod deploy;
 pub mod forward;
+pub mod pod_net;
 pub mod speaker;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +56,7 @@ use kube::Client;
 pub use control_plane::{binaries, client_from, Cluster};
 pub use deploy::SYSTEM_NAMESPACE;
 pub use forward::Forwarder;
+pub use pod_net::{PodNetwork, PodRoute};
 pub use speaker::{service_account_token, NodeSpec, Speaker};
 
 /// The gossip key Secret the shipped DaemonSet names (`--member-key-secret`).

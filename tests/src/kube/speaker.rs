@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Container, ServiceAccount};
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Container, Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 
 use super::{Cluster, Forwarder};
@@ -213,6 +214,10 @@ pub struct Speaker {
     ns: String,
     /// The argv it was started with (after `env ...`), for messages.
     pub argv: Vec<String>,
+    /// The pod's name (`metadata.name` in its env) and namespace.
+    pub pod: (String, String),
+    ip: IpAddr,
+    route: Option<super::PodRoute>,
 }
 
 impl std::fmt::Debug for Speaker {
@@ -255,9 +260,10 @@ impl Speaker {
         let facts = PodFacts {
             node: node.name.clone(),
             host_ip: node.ip,
-            namespace: pod_ns,
+            namespace: pod_ns.clone(),
             pod_name: format!("edgelb-speaker-{}", node.name),
         };
+        let pod = (facts.pod_name.clone(), pod_ns);
         let ContainerCommand { mut args, env } = container_command(&ds, &facts, &root)?;
         args.extend(node.extra_args.iter().cloned());
         let metrics = args
@@ -292,7 +298,62 @@ impl Speaker {
             metrics,
             ns: ns.name().to_string(),
             argv,
+            pod,
+            ip: node.ip,
+            route: None,
         })
+    }
+
+    /// Creates the speaker's Pod object as the DaemonSet controller and kubelet would (the
+    /// template's spec on this node; Running, its IP the node's: hostNetwork) and makes
+    /// that IP reachable for the API server, so `pods/https:POD:PORT/proxy` reaches this
+    /// speaker. The test deletes the Pod ([`Speaker::delete_pod`]).
+    pub async fn publish_pod(&mut self, cluster: &Cluster, admin: &Client) -> anyhow::Result<()> {
+        let ds = shipped_daemonset()?;
+        let template = ds.spec.template;
+        let mut spec = template.spec.context("DaemonSet without a pod spec")?;
+        spec.node_name = Some(self.node.clone());
+        let (name, ns) = &self.pod;
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(ns.clone()),
+                labels: template.metadata.and_then(|m| m.labels),
+                ..ObjectMeta::default()
+            },
+            spec: Some(spec),
+            status: None,
+        };
+        let api: Api<Pod> = Api::namespaced(admin.clone(), ns);
+        api.create(&PostParams::default(), &pod)
+            .await
+            .with_context(|| format!("creating Pod {ns}/{name}"))?;
+        let ip = self.ip.to_string();
+        let status = serde_json::json!({"status": {
+            "phase": "Running", "hostIP": ip, "hostIPs": [{"ip": ip}],
+            "podIP": ip, "podIPs": [{"ip": ip}]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .with_context(|| format!("setting Pod {ns}/{name}'s status"))?;
+        self.route = Some(cluster.route_pod(self.ip, &self.ns)?);
+        Ok(())
+    }
+
+    /// Deletes the Pod of [`Speaker::publish_pod`] at once (no kubelet confirms a graceful
+    /// deletion here) and waits until it is gone.
+    pub async fn delete_pod(admin: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+        let api: Api<Pod> = Api::namespaced(admin.clone(), ns);
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        };
+        let _ = api.delete(name, &dp).await;
+        super::eventually(
+            "the speaker's Pod gone",
+            std::time::Duration::from_secs(30),
+            || async { Ok(api.get_opt(name).await?.is_none().then_some(())) },
+        )
+        .await
     }
 
     /// The speaker's log so far.
