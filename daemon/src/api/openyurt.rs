@@ -88,8 +88,10 @@ pub struct PoolServiceStatus {
     /// The pool's load-balancer ingress points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerStatus>,
-    /// Conditions in the standard shape.
+    /// Conditions in the standard shape (a map list keyed by `type`, so a server-side apply
+    /// of ours leaves another controller's conditions alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Labels to aggregate into the Service (OpenYurt's field; edgelb writes none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
