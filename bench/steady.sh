@@ -20,9 +20,17 @@
 #   same N routes). The header prints the load average: other work on the machine skews
 #   CPU and wall times; compare lines of one invocation.
 #
+# Cluster mode (CLUSTER=1, after the standalone lines): per N, tests/benches/cluster_scale.rs
+#   with STEADY=N: 3 speakers deployed as shipped on a real kube-apiserver (tests/src/kube),
+#   N Services with a ready EndpointSlice each created through the API server, then each
+#   speaker's CPU per minute and RSS over REST seconds at rest, beside the same speakers'
+#   figures with 0 Services measured before the creates (the baseline). Lines start with
+#   "cluster-steady"; also in target/tmp/figures/cluster_scale.txt.
+#
 # Usage: bench/steady.sh [N ...]    (default: 1000 10000 50000; root; N <= 65536)
 # Env:   SPEAKER=path/to/edgelb-speaker (default: target/release, else target/debug)
 #        REST=60 (seconds at rest)  SETTLE=5  RUN_TIMEOUT=300 (seconds to all announced)
+#        CLUSTER=1: also the cluster-mode half (builds the bench with cargo, profile dev)
 #        GOALS=1: exit 1 when a goal of issue 17 is missed at N = 10000 (rest <= 1 % of
 #        a core, RSS <= 48 MiB); off by default (CI runs small N on a loaded machine).
 set -euo pipefail
@@ -145,5 +153,11 @@ for n in "${NS[@]}"; do
   [ "$n" -le 65536 ] || die "N=$n: at most 65536 Services fit in the /16 pool"
   run_standalone "$n"
 done
+if [ "${CLUSTER:-0}" = 1 ]; then
+  for n in "${NS[@]}"; do
+    (cd "$repo" && SIZES= STEADY="$n" REST="$REST" SETTLE="$SETTLE" EDGELB_SPEAKER="$SPEAKER" \
+      cargo bench -q -p edgelb-tests --bench cluster_scale --profile dev) | grep -E '^cluster-'
+  done
+fi
 echo "# load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 exit "$MISSED"

@@ -36,14 +36,17 @@ fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) ->
 /// Node-port servers in `ns` until `stop`: TCP answers with the address it was reached on
 /// (which instance took it), UDP echoes with a prefix.
 fn node_servers(ns: &str, stop: Arc<AtomicBool>) {
-    let (tcp, udp) = in_ns(ns, || {
+    // One UDP socket per instance address: a reply from a socket bound to 0.0.0.0 would leave
+    // from the interface's primary address and miss the flow of the other instance.
+    let (tcp, udps) = in_ns(ns, || {
         let t = TcpListener::bind("0.0.0.0:30080").unwrap();
-        let u = UdpSocket::bind("0.0.0.0:30053").unwrap();
+        let u: Vec<UdpSocket> = ["10.0.1.2:30053", "10.0.1.3:30053"]
+            .into_iter()
+            .map(|a| UdpSocket::bind(a).unwrap())
+            .collect();
         (t, u)
     });
     tcp.set_nonblocking(true).unwrap();
-    udp.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
     let stop2 = stop.clone();
     std::thread::spawn(move || {
         while !stop2.load(Ordering::Relaxed) {
@@ -56,24 +59,29 @@ fn node_servers(ns: &str, stop: Arc<AtomicBool>) {
             }
         }
     });
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1500];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, peer)) = udp.recv_from(&mut buf) {
-                let mut reply = b"udp:".to_vec();
-                reply.extend_from_slice(&buf[..n]);
-                let _ = udp.send_to(&reply, peer);
+    for udp in udps {
+        let stop = stop.clone();
+        udp.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((n, peer)) = udp.recv_from(&mut buf) {
+                    let mut reply = b"udp:".to_vec();
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = udp.send_to(&reply, peer);
+                }
             }
-        }
-    });
+        });
+    }
 }
 
 /// One TCP exchange from inside `ns`: what the backend said, or the error.
 fn tcp_ask(ns: &str, to: SocketAddr) -> Result<String, String> {
     in_ns(ns, move || {
         let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(Duration::from_secs(2)))
+            TcpStream::connect_timeout(&to, Duration::from_secs(3)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(|e| e.to_string())?;
         let mut out = String::new();
         s.read_to_string(&mut out).map_err(|e| e.to_string())?;
@@ -147,16 +155,19 @@ async fn client_traffic_goes_through_the_emulated_load_balancer_to_the_node_port
     let mut seen = std::collections::BTreeMap::<String, u32>::new();
     *seen.entry(first).or_default() += 1;
     for _ in 0..39 {
-        *seen
-            .entry(tcp_ask(&ns, SocketAddr::new(eip, 80)).unwrap())
-            .or_default() += 1;
+        let answer = tcp_ask(&ns, SocketAddr::new(eip, 80))
+            .unwrap_or_else(|e| panic!("a connection through {eip}:80: {e}"));
+        *seen.entry(answer).or_default() += 1;
     }
     println!("40 TCP connections through {eip}:80 (weights 100/50): {seen:?}");
     assert_eq!(
         seen.keys().cloned().collect::<Vec<_>>(),
         ["10.0.1.2", "10.0.1.3"]
     );
-    assert_eq!(udp_ask(&ns, SocketAddr::new(eip, 53)).unwrap(), "udp:ping");
+    // Several flows (new source ports), so both instances' UDP paths are taken.
+    for _ in 0..6 {
+        assert_eq!(udp_ask(&ns, SocketAddr::new(eip, 53)).unwrap(), "udp:ping");
+    }
 
     // The Service goes: the load balancer's address stops taking connections.
     tokio::time::timeout(Duration::from_secs(30), p.delete(&d.target, &opts))

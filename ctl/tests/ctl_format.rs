@@ -134,6 +134,7 @@ fn view() -> LocalView {
         .into(),
         services: vec![ServiceView {
             service: "default/web".into(),
+            node_pool: None,
             traffic_policy: "Local".into(),
             candidates: vec![
                 CandidateView {

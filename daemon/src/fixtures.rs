@@ -151,3 +151,42 @@ pub fn endpoint_slice(
         ports: None,
     }
 }
+
+/// The annotation [`node_pools_from_annotation`] reads: a comma-separated list of node pool
+/// names. Tests and benches only; the daemon reads `service.openyurt.io/nodepool-labelselector`.
+pub const NODE_POOLS_ANNOTATION: &str = "fixtures.edgelb.io/node-pools";
+
+/// An `ipam::Selection` for tests and benches: the node pools listed in
+/// [`NODE_POOLS_ANNOTATION`], or `None` (cluster-wide) without it.
+pub fn node_pools_from_annotation(
+    _: &crate::snapshot::Snapshot,
+    svc: &Service,
+) -> Result<Option<Vec<std::sync::Arc<str>>>, String> {
+    let Some(list) = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(NODE_POOLS_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    let mut pools: Vec<std::sync::Arc<str>> = list
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(std::sync::Arc::from)
+        .collect();
+    pools.sort();
+    Ok(Some(pools))
+}
+
+/// An `IPAddressPool` scoped to node pools by name (`spec.nodePools`).
+pub fn scoped_pool(
+    namespace: &str,
+    name: &str,
+    addresses: &[&str],
+    node_pools: &[&str],
+) -> IPAddressPool {
+    let mut p = pool(namespace, name, addresses);
+    p.spec.node_pools = node_pools.iter().map(|n| n.to_string()).collect();
+    p
+}

@@ -17,6 +17,7 @@ mod mock_api;
 pub mod nodepool;
 pub mod plan;
 pub mod selector;
+pub mod slim;
 pub mod snapshot;
 pub mod source;
 pub mod speaker;

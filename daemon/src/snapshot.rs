@@ -490,7 +490,8 @@ impl Store {
     }
 
     /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
-    pub fn apply(&mut self, obj: Object, namespace: &str) {
+    pub fn apply(&mut self, mut obj: Object, namespace: &str) {
+        crate::slim::object(&mut obj);
         let (kind, key) = obj.describe();
         if let Object::Undecodable { kind, object } = obj {
             if is_edgelb_kind(kind) {
@@ -848,7 +849,7 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     let pools = check(store, "IPAddressPool", &store.pools, |p| {
         validate::ip_address_pool(&p.spec)
     });
-    let allocation_pools = crate::ipam::pool::allocation_order(&pools);
+    let allocation_pools = crate::ipam::pool::allocation_order(&pools, &node_pools);
 
     Snapshot(Arc::new(SnapshotData {
         selection: sel.clone(),

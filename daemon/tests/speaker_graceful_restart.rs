@@ -37,11 +37,19 @@ const PREFIX: &str = "198.51.100.10/32";
 const PORT: u16 = 8080;
 
 fn yaml(restart_time: &str) -> String {
+    yaml_with(restart_time, "")
+}
+
+/// The cluster file; `extra_peer` is appended to the BGPPeer's spec (e.g. `, bfdProfile: x`)
+/// and a BFDProfile `fast` (MetalLB's defaults, 3 x 300 ms) is always there.
+fn yaml_with(restart_time: &str, extra_peer: &str) -> String {
     let peers = format!(
-        "---\napiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\n\
+        "---\napiVersion: edgelb.io/v1alpha1\nkind: BFDProfile\n\
+         metadata: {{name: fast, namespace: edgelb-system}}\nspec: {{}}\n\
+         ---\napiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\n\
          metadata: {{name: router, namespace: edgelb-system}}\n\
          spec: {{myASN: 64512, peerASN: 64500, peerAddress: \"{ROUTER}\", holdTime: 9s, \
-         enableGracefulRestart: true, gracefulRestartTime: {restart_time}}}\n\
+         enableGracefulRestart: true, gracefulRestartTime: {restart_time}{extra_peer}}}\n\
          ---\napiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\n\
          metadata: {{name: all, namespace: edgelb-system}}\nspec: {{}}\n"
     );
@@ -509,4 +517,105 @@ async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<
         .delete(NODE_NAME, &dp)
         .await;
     result
+}
+
+/// A planned restart of a speaker that also runs BFD with the router (FRR bfdd, 3 x 300 ms):
+/// the stopping speaker's BFD session ends with AdminDown, which RFC 5882 3.2 says is not a
+/// path failure, so the router must keep the stale route and the client's traffic flows.
+#[test]
+fn planned_restart_with_bfd_keeps_client_traffic() -> anyhow::Result<()> {
+    if !lab::enabled("speaker_graceful_restart") {
+        return Ok(());
+    }
+    let dir = Dir::new("speaker-gr-bfd")?;
+    let lab = lab()?;
+    let mut cfg =
+        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512));
+    cfg.extra.push(format!("neighbor {NODE} bfd profile fast"));
+    let frr = Frr::start_with_bfd(&lab.router, cfg, "bfd\n profile fast\n !\n!\n")?;
+    let bfd_up = |f: &Frr| -> anyhow::Result<bool> {
+        let out = f.vtysh_bfdd("show bfd peers json")?;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        Ok(v.as_array()
+            .is_some_and(|a| a.iter().any(|p| p["peer"] == NODE && p["status"] == "up")))
+    };
+    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
+    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    let file = dir.path("cluster.yaml");
+    write_atomic(&file, &yaml_with("30s", ", bfdProfile: fast"))?;
+    let run = dir.path("run");
+    std::fs::create_dir_all(&run)?;
+    let socket = run.join("speaker.sock").to_string_lossy().into_owned();
+    let start = |n: u32| {
+        SpeakerProc::start(
+            &lab.node,
+            "node-0",
+            &file,
+            dir.path(&format!("speaker-{n}.log")),
+            &["--socket", socket.as_str()],
+        )
+    };
+    let mut first = start(1)?;
+    wait_path(&frr, false, Duration::from_secs(30))
+        .with_context(|| format!("speaker log:\n{}", first.logs()))?;
+    wait_until(
+        "FRR's BFD session Up",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || Ok(bfd_up(&frr)?.then_some(())),
+    )?;
+    wait_until(
+        "zebra to install the route",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || Ok(kernel_route(&lab.router)?.then_some(())),
+    )?;
+    let probe = Prober::start(
+        &lab.client_name,
+        target,
+        "ok\n",
+        Duration::from_millis(10),
+        Duration::from_millis(500),
+    );
+    wait_until(
+        "the client's first connection",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            Ok(probe
+                .attempts()
+                .iter()
+                .any(|a| a.error.is_none())
+                .then_some(()))
+        },
+    )?;
+    let stop_at = probe.now();
+    first.terminate(Duration::from_secs(5))?;
+    // Longer than BFD's detection time (0.9 s): a silent session would have failed by now.
+    std::thread::sleep(Duration::from_millis(1500));
+    let stale = bgp_path(&frr)?;
+    let bfd_after = frr.vtysh_bfdd("show bfd peers json").unwrap_or_default();
+    anyhow::ensure!(
+        stale == Some(true) && kernel_route(&lab.router)?,
+        "the router dropped the route of a speaker that stopped for a planned restart with BFD (path stale: {stale:?}); FRR BFD: {bfd_after}\nFRR log:\n{}",
+        edgelb_tests::lab::router::tail(&edgelb_tests::lab::BgpRouter::logs(&frr), 30)
+    );
+    let second = start(2)?;
+    wait_eor(&frr, Duration::from_secs(30))
+        .with_context(|| format!("second speaker:\n{}", second.logs()))?;
+    wait_path(&frr, false, Duration::from_secs(5))?;
+    let back_at = probe.now();
+    std::thread::sleep(Duration::from_millis(500));
+    let w = probe.window(stop_at, probe.now());
+    figure(&format!(
+        "graceful restart with BFD (FRR bfdd 3 x 300 ms): planned restart: {w}; End-of-RIB {:?} after the stop; load {}",
+        back_at - stop_at,
+        load()
+    ));
+    assert_eq!(
+        w.failed, 0,
+        "client connections failed during a planned restart with BFD: {:?}",
+        w.errors
+    );
+    Ok(())
 }

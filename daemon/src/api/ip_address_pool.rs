@@ -39,6 +39,25 @@ pub struct IPAddressPoolSpec {
     /// Restricts the pool to some namespaces or Services, and orders pools by priority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<ServiceAllocation>,
+    /// Scopes the pool to node pools (regions): its addresses then go only to the per-pool
+    /// allocations of Services that select those node pools
+    /// (`service.openyurt.io/nodepool-labelselector`), and are announced only by nodes of the
+    /// pool they were allocated for. Matched against the node pool's labels (the OpenYurt
+    /// `NodePool`'s labels); any selector suffices. Empty with `nodePools` empty: the pool
+    /// is cluster-wide and serves only Services without a node-pool selector.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_pool_selectors: Vec<LabelSelector>,
+    /// Node pools (by name) the pool is scoped to, beside `nodePoolSelectors` (either
+    /// suffices): the short form for "this range is region X's LAN".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_pools: Vec<String>,
+}
+
+impl IPAddressPoolSpec {
+    /// Whether the pool is scoped to node pools (`nodePools` or `nodePoolSelectors` set).
+    pub fn is_node_pool_scoped(&self) -> bool {
+        !self.node_pools.is_empty() || !self.node_pool_selectors.is_empty()
+    }
 }
 
 /// Which Services a pool serves, and in which order pools are tried.

@@ -108,7 +108,50 @@ pub fn ip_address_pool(spec: &IPAddressPoolSpec) -> Vec<FieldError> {
             }
         }
     }
+    check_selectors(
+        &mut out,
+        "spec.nodePoolSelectors",
+        &spec.node_pool_selectors,
+    );
+    check_node_pool_names(&mut out, &spec.node_pools);
     out
+}
+
+/// Why `value` is not a Kubernetes label value (at most 63 characters, alphanumerics, `-`,
+/// `_` and `.`, starting and ending with an alphanumeric), or `None` when it is one.
+fn label_value_problem(value: &str) -> Option<&'static str> {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    if value.len() > 63 {
+        Some("longer than 63 characters")
+    } else if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Some("only letters, digits, '-', '_' and '.' are allowed")
+    } else if !edge_ok(value.chars().next()) || !edge_ok(value.chars().last()) {
+        Some("must start and end with a letter or digit")
+    } else {
+        None
+    }
+}
+
+/// `spec.nodePools`: node pool names are label values (`apps.openyurt.io/nodepool`) or
+/// object names, so each must be a valid label value, non-empty, and listed once.
+fn check_node_pool_names(out: &mut Vec<FieldError>, names: &[String]) {
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("spec.nodePools[{i}]");
+        if name.is_empty() {
+            err(out, field, "must not be empty");
+        } else if let Some(why) = label_value_problem(name) {
+            err(
+                out,
+                field,
+                format!("{name:?} is not a node pool name: {why}"),
+            );
+        } else if names[..i].contains(name) {
+            err(out, field, format!("{name:?} is listed twice"));
+        }
+    }
 }
 
 /// Parses a Go duration ([`super::duration::parse_duration`]); `None` when it is not one.

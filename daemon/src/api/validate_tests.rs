@@ -116,6 +116,49 @@ fn pool_bad_selector_and_negative_priority_are_named() {
 }
 
 #[test]
+fn pool_node_pool_scoping_problems_are_named() {
+    let mut spec = pool(&["192.0.2.0/28"]);
+    spec.node_pools = vec![
+        "np-hefei".into(),
+        "".into(),
+        "np chengdu".into(),
+        "np-hefei".into(),
+        "-np".into(),
+    ];
+    spec.node_pool_selectors = vec![LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: "k8s-svc".into(),
+            operator: "In".into(),
+            values: None,
+        }]),
+        match_labels: None,
+    }];
+    assert_eq!(
+        messages(ip_address_pool(&spec)),
+        vec![
+            r#"spec.nodePoolSelectors[0].matchExpressions[0].operator: "In" needs at least one value"#,
+            "spec.nodePools[1]: must not be empty",
+            r#"spec.nodePools[2]: "np chengdu" is not a node pool name: only letters, digits, '-', '_' and '.' are allowed"#,
+            r#"spec.nodePools[3]: "np-hefei" is listed twice"#,
+            r#"spec.nodePools[4]: "-np" is not a node pool name: must start and end with a letter or digit"#,
+        ]
+    );
+}
+
+#[test]
+fn pool_scoped_to_valid_node_pools_has_no_problems() {
+    let mut spec = pool(&["192.0.2.0/28"]);
+    spec.node_pools = vec!["np-hefei".into(), "cn.chengdu_1".into()];
+    spec.node_pool_selectors = vec![LabelSelector {
+        match_labels: Some([("k8s-svc".to_string(), "cube".to_string())].into()),
+        match_expressions: None,
+    }];
+    assert!(ip_address_pool(&spec).is_empty());
+    assert!(spec.is_node_pool_scoped());
+    assert!(!pool(&["192.0.2.0/28"]).is_node_pool_scoped());
+}
+
+#[test]
 fn valid_peer_has_no_problems() {
     let mut p = peer();
     p.hold_time = Some("90s".into());

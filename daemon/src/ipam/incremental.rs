@@ -13,7 +13,9 @@
 //!   an IP are re-checked together, in key order, as the full run would).
 //!
 //! A change to the valid pools (any `IPAddressPool` edit that changes what the allocator
-//! sees) falls back to a full run from the last outcomes.
+//! sees, including which node pools a scoped pool serves) or to the node pools' names or
+//! labels (which pools each Service selects) falls back to a full run from the last
+//! outcomes. A Service's node-pool keys are re-checked together, as one Service.
 //!
 //! Why this equals [`super::allocate`] on the same snapshot and the last outcomes: a Service
 //! that is not re-checked had an IP set of its own in the last run, with the same request,
@@ -33,8 +35,8 @@ use std::sync::Arc;
 use super::pool::PoolView;
 use super::range::{to_u128, Family};
 use super::{
-    cursor_slot, first_pass, fresh, AllocationKey, Assignments, Cursor, Holder, Outcome, Pending,
-    Run,
+    cursor_slot, first_pass, fresh, keys_of, selected_node_pools, AllocationKey, Assignments,
+    Cursor, Holder, Outcome, Pending, Run, Selection,
 };
 use crate::snapshot::{ObjectKey, Snapshot};
 use imbl::ordmap::DiffItem;
@@ -73,15 +75,28 @@ pub struct IncrementalAllocator {
     cursors: Vec<Cursor>,
     /// Services whose outcome is an error: re-checked on every update.
     failed: BTreeSet<ObjectKey>,
-    /// IPs a failed Service still holds for the rest of its run (kept in pass 1 for one
+    /// IPs a failed allocation still holds for the rest of its run (kept in pass 1 for one
     /// family, then pass 2 could not complete it), as the full run holds them.
-    phantom: HashMap<ObjectKey, Vec<IpAddr>>,
+    phantom: HashMap<AllocationKey, Vec<IpAddr>>,
+    /// Which node pools each Service selects.
+    select: Selection,
 }
 
 impl IncrementalAllocator {
     /// A full run: the result is `allocate(snap, previous)`.
     pub fn new(snap: &Snapshot, previous: &Assignments) -> IncrementalAllocator {
+        IncrementalAllocator::new_with(selected_node_pools, snap, previous)
+    }
+
+    /// A full run with the node pools of each Service given by `select`: the result is
+    /// `allocate_with(select, snap, previous)`.
+    pub fn new_with(
+        select: Selection,
+        snap: &Snapshot,
+        previous: &Assignments,
+    ) -> IncrementalAllocator {
         let mut me = IncrementalAllocator {
+            select,
             snap: snap.clone(),
             assignments: Assignments::default(),
             used: HashMap::new(),
@@ -108,9 +123,11 @@ impl IncrementalAllocator {
     /// `allocate(snap, &last)` where `last` is the result before the call.
     pub fn update(&mut self, snap: &Snapshot) -> Update {
         let _span = tracing::debug_span!("allocate_update").entered();
-        if snap.allocation_pools != self.snap.allocation_pools {
+        if snap.allocation_pools != self.snap.allocation_pools
+            || node_pools_changed(&self.snap, snap)
+        {
             let before = std::mem::take(&mut self.assignments);
-            *self = IncrementalAllocator::new(snap, &before);
+            *self = IncrementalAllocator::new_with(self.select, snap, &before);
             return Update {
                 kind: UpdateKind::Full,
                 before,
@@ -142,11 +159,17 @@ impl IncrementalAllocator {
             for ip in self.held(k) {
                 self.release(&ip);
             }
-            self.phantom.remove(k);
+            self.phantom.retain(|a, _| a.service != *k);
             self.failed.remove(k);
-            let akey = AllocationKey::cluster(k.clone());
-            if let Some(o) = self.assignments.outcomes.remove(&akey) {
-                before.outcomes.insert(akey, o);
+            let akeys: Vec<AllocationKey> = self
+                .assignments
+                .of_service(k)
+                .map(|(a, _)| a.clone())
+                .collect();
+            for akey in akeys {
+                if let Some(o) = self.assignments.outcomes.remove(&akey) {
+                    before.outcomes.insert(akey, o);
+                }
             }
         }
         dirty.retain(|k| snap.services.contains_key(k));
@@ -154,10 +177,10 @@ impl IncrementalAllocator {
         let after = Assignments {
             outcomes: dirty
                 .iter()
-                .filter_map(|k| {
-                    let akey = AllocationKey::cluster(k.clone());
-                    let o = self.assignments.outcomes.get(&akey)?.clone();
-                    Some((akey, o))
+                .flat_map(|k| {
+                    self.assignments
+                        .of_service(k)
+                        .map(|(a, o)| (a.clone(), o.clone()))
                 })
                 .collect(),
         };
@@ -214,16 +237,16 @@ impl IncrementalAllocator {
         (dirty, removed)
     }
 
-    /// The IPs a Service holds in the tables: its IPs, or what it kept before failing.
+    /// The IPs a Service holds in the tables, over all its keys: their IPs, or what each
+    /// kept before failing.
     fn held(&self, k: &ObjectKey) -> Vec<IpAddr> {
-        match self
-            .assignments
-            .outcomes
-            .get(&AllocationKey::cluster(k.clone()))
-        {
-            Some(Ok(a)) => a.ips.clone(),
-            _ => self.phantom.get(k).cloned().unwrap_or_default(),
-        }
+        self.assignments
+            .of_service(k)
+            .flat_map(|(akey, o)| match o {
+                Ok(a) => a.ips.clone(),
+                Err(_) => self.phantom.get(akey).cloned().unwrap_or_default(),
+            })
+            .collect()
     }
 
     /// Frees an IP (all its holders are being re-checked) and moves the first-free scan of
@@ -263,15 +286,23 @@ impl IncrementalAllocator {
             let Some(svc) = snap.services.get(key) else {
                 continue;
             };
-            let akey = AllocationKey::cluster(key.clone());
-            let prev = previous.outcomes.get(&akey);
-            if let Some(outcome) = first_pass(&mut run, snap, &akey, svc, prev, &mut pending) {
-                self.record(akey, outcome, None);
+            let akeys = match keys_of(self.select, snap, key, svc) {
+                Ok(k) => k,
+                Err(e) => {
+                    self.record(AllocationKey::cluster(key.clone()), Err(e), None);
+                    continue;
+                }
+            };
+            for akey in akeys {
+                let prev = previous.outcomes.get(&akey);
+                if let Some(outcome) = first_pass(&mut run, snap, &akey, svc, prev, &mut pending) {
+                    self.record(akey, outcome, None);
+                }
             }
         }
         for (akey, req, serves, kept) in pending {
             let kept_ips = kept.as_ref().map(|(_, ips)| ips.clone());
-            let outcome = fresh(&mut run, &akey.service, &req, &serves, kept);
+            let outcome = fresh(&mut run, &akey, &req, &serves, kept);
             self.record(akey, outcome, kept_ips);
         }
         self.used = run.used;
@@ -284,11 +315,22 @@ impl IncrementalAllocator {
         if outcome.is_err() {
             self.failed.insert(akey.service.clone());
             if let Some(ips) = kept {
-                self.phantom.insert(akey.service.clone(), ips);
+                self.phantom.insert(akey.clone(), ips);
             }
         }
         self.assignments.outcomes.insert(akey, outcome);
     }
+}
+
+/// Whether what decides which node pools a Service selects changed: the node pools' names
+/// and labels. A node joining or leaving a pool is not such a change (unless it changes
+/// the labels a label-only pool's nodes share).
+fn node_pools_changed(before: &Snapshot, after: &Snapshot) -> bool {
+    !before
+        .node_pools
+        .iter()
+        .map(|(n, v)| (n, &v.labels))
+        .eq(after.node_pools.iter().map(|(n, v)| (n, &v.labels)))
 }
 
 /// Moves the first-free scan of every pool holding `ip` back to it, so that "everything

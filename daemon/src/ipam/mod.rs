@@ -12,15 +12,14 @@
 //! Keeping before allocating is what makes an IP in use never move by accident: a new
 //! Service can never take an address another Service is using, whatever the key order.
 //!
-//! Node pools slot in through [`AllocationKey::node_pool`]: today every key has `None`
-//! (one allocation per Service for the whole cluster). With node pools (SPEC.md, "Node pools
-//! and regions") the first pass expands each Service into one key per node pool its
-//! `service.openyurt.io/nodepool-labelselector` selects (the snapshot already holds
-//! `node_pools` and each node's pool); [`pool::PoolView`] gains the node pools an
-//! `IPAddressPool` may serve, which `serves` checks beside `serviceAllocation`. Keep and
-//! allocate stay as they are, per key; `Assignments::ips` of a Service becomes the union
-//! over its keys (its `status.loadBalancer.ingress`), and the PoolService writer reads the
-//! per-key outcomes.
+//! Node pools (SPEC.md, "Node pools and regions"): a Service whose
+//! `service.openyurt.io/nodepool-labelselector` selects node pools gets one allocation per
+//! selected pool, keyed by [`AllocationKey::node_pool`]; a Service without it one
+//! cluster-wide allocation (`node_pool: None`). Which pools a Service selects is a
+//! [`Selection`] function, so that the allocator stays pure and tests can give pools as
+//! input. A per-pool key is served only by `IPAddressPool`s scoped to that node pool
+//! ([`pool::PoolView::node_pools`]), a cluster-wide key only by unscoped ones. Keep and
+//! allocate are otherwise the same, per key, in key order.
 
 mod incremental;
 pub mod pool;
@@ -56,6 +55,37 @@ impl AllocationKey {
             service,
             node_pool: None,
         }
+    }
+}
+
+/// Which node pools a Service is exposed in: `Ok(None)` without a node-pool selector (one
+/// cluster-wide allocation), `Ok(Some(pools))` (sorted) with one, or why its selector is
+/// wrong. A plain function, not a closure: the incremental allocator keeps it across runs.
+pub type Selection = fn(&Snapshot, &Service) -> Result<Option<Vec<Arc<str>>>, String>;
+
+/// The allocation keys of a Service, in key order, or why it has none.
+pub fn keys_of(
+    select: Selection,
+    snap: &Snapshot,
+    key: &ObjectKey,
+    svc: &Service,
+) -> Result<Vec<AllocationKey>, AllocationError> {
+    match select(snap, svc) {
+        Ok(None) => Ok(vec![AllocationKey::cluster(key.clone())]),
+        Ok(Some(pools)) if pools.is_empty() => Err(AllocationError::NoNodePoolSelected),
+        Ok(Some(pools)) => {
+            let mut keys: Vec<AllocationKey> = pools
+                .into_iter()
+                .map(|p| AllocationKey {
+                    service: key.clone(),
+                    node_pool: Some(p),
+                })
+                .collect();
+            keys.sort();
+            keys.dedup();
+            Ok(keys)
+        }
+        Err(message) => Err(AllocationError::BadNodePoolSelector { message }),
     }
 }
 
@@ -157,6 +187,27 @@ pub enum AllocationError {
         /// The pool.
         pool: String,
     },
+    /// The Service's node-pool selector cannot be read.
+    #[error("{message}")]
+    BadNodePoolSelector {
+        /// What is wrong, naming the annotation.
+        message: String,
+    },
+    /// The Service's node-pool selector matches no node pool.
+    #[error("annotation service.openyurt.io/nodepool-labelselector selects no node pool")]
+    NoNodePoolSelected,
+    /// No pool scoped to the node pool serves this Service.
+    #[error("no IPAddressPool with autoAssign scoped to node pool {node_pool:?} (spec.nodePools / spec.nodePoolSelectors) serves this Service")]
+    NoPoolForNodePool {
+        /// The node pool.
+        node_pool: String,
+    },
+    /// Requested IPs, none in a pool scoped to the node pool.
+    #[error("none of the requested IPs is in an IPAddressPool scoped to node pool {node_pool:?}")]
+    RequestedIpsNotInNodePool {
+        /// The node pool.
+        node_pool: String,
+    },
     /// No pool may be used automatically by this Service.
     #[error("no IPAddressPool with autoAssign serves this Service")]
     NoEligiblePool,
@@ -203,6 +254,17 @@ impl Assignments {
         self.outcomes.get(&AllocationKey::cluster(service.clone()))
     }
 
+    /// Every outcome of a Service: its cluster-wide one, or one per node pool, in key order.
+    pub fn of_service<'a>(
+        &'a self,
+        service: &ObjectKey,
+    ) -> impl Iterator<Item = (&'a AllocationKey, &'a Outcome)> + 'a {
+        let service = service.clone();
+        self.outcomes
+            .range(AllocationKey::cluster(service.clone())..)
+            .take_while(move |(k, _)| k.service == service)
+    }
+
     /// The IPs of a Service, empty when it has none.
     pub fn ips(&self, service: &ObjectKey) -> &[IpAddr] {
         match self.get(service) {
@@ -211,15 +273,52 @@ impl Assignments {
         }
     }
 
-    /// What the cluster already says: the IPs in each Service's `status.loadBalancer`. The
-    /// leader seeds its first run with this so that a restart never moves an IP.
+    /// The outcome the Service's `status.loadBalancer` shows: its cluster-wide outcome, or
+    /// for a Service with node pools the union of its pools' IPs in key (node pool) order,
+    /// pools named together; the first error when no pool has an IP.
+    pub fn merged(&self, service: &ObjectKey) -> Option<Outcome> {
+        let mut ips: Vec<IpAddr> = Vec::new();
+        let mut pools: Vec<&str> = Vec::new();
+        let mut first_err = None;
+        for (_, o) in self.of_service(service) {
+            match o {
+                Ok(a) => {
+                    ips.extend(a.ips.iter().copied());
+                    pools.push(&a.pool);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match (pools.is_empty(), first_err) {
+            (true, Some(e)) => Some(Err(e.clone())),
+            (true, None) => None,
+            (false, _) => Some(Ok(Allocation {
+                pool: pools.join(",").into(),
+                ips,
+            })),
+        }
+    }
+
+    /// What the cluster already says: the IPs in each Service's `status.loadBalancer`,
+    /// split between its node pools ([`split_by_node_pool`]). The leader seeds its first run
+    /// with this so that a restart never moves an IP.
     pub fn from_status(snap: &Snapshot) -> Assignments {
+        Assignments::from_status_with(selected_node_pools, snap)
+    }
+
+    /// [`Assignments::from_status`] with the node pools of each Service given by `select`.
+    pub fn from_status_with(select: Selection, snap: &Snapshot) -> Assignments {
         let mut outcomes = OrdMap::new();
         for (key, svc) in &snap.services {
             let ips = status_ips(svc);
-            if !ips.is_empty() {
+            if ips.is_empty() {
+                continue;
+            }
+            for (akey, ips) in split_by_node_pool(select, snap, key, svc, ips) {
                 outcomes.insert(
-                    AllocationKey::cluster(key.clone()),
+                    akey,
                     Ok(Allocation {
                         pool: "".into(),
                         ips,
@@ -229,6 +328,42 @@ impl Assignments {
         }
         Assignments { outcomes }
     }
+}
+
+/// Recorded IPs of a Service (its status, the union over its node pools) given back to its
+/// allocation keys: all to the cluster-wide key; with node pools, each IP to the first pool
+/// (in key order) that an `IPAddressPool` scoped to it and holding the IP serves. IPs no
+/// key can hold are left out (the allocation then finds them free or gone).
+pub fn split_by_node_pool(
+    select: Selection,
+    snap: &Snapshot,
+    key: &ObjectKey,
+    svc: &Service,
+    ips: Vec<IpAddr>,
+) -> Vec<(AllocationKey, Vec<IpAddr>)> {
+    let keys = match keys_of(select, snap, key, svc) {
+        Ok(k) => k,
+        Err(_) => vec![AllocationKey::cluster(key.clone())],
+    };
+    if let [only] = keys.as_slice() {
+        if only.node_pool.is_none() {
+            return vec![(only.clone(), ips)];
+        }
+    }
+    let mut out: Vec<(AllocationKey, Vec<IpAddr>)> =
+        keys.into_iter().map(|k| (k, Vec::new())).collect();
+    for ip in ips {
+        let holder = out.iter_mut().find(|(k, _)| {
+            snap.allocation_pools
+                .iter()
+                .any(|p| p.serves_node_pool(k.node_pool.as_deref()) && p.contains(&ip))
+        });
+        if let Some((_, held)) = holder {
+            held.push(ip);
+        }
+    }
+    out.retain(|(_, ips)| !ips.is_empty());
+    out
 }
 
 /// The IPs a Service's status records (`status.loadBalancer.ingress[].ip`), in order;
@@ -308,7 +443,9 @@ impl<'a> Run<'a> {
                 }
                 m
             },
-            all_open: pools.iter().all(PoolView::serves_all),
+            all_open: pools
+                .iter()
+                .all(|p| p.serves_all() && p.node_pools.is_none()),
             used: HashMap::new(),
             shared: HashMap::new(),
             cursors: vec![Cursor::default(); pools.len() * 2],
@@ -442,6 +579,20 @@ fn family_list(families: &[Family]) -> String {
 /// This is the reference: [`IncrementalAllocator`] gives the same result from the previous
 /// run's state, re-checking only what changed.
 pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
+    allocate_with(selected_node_pools, snap, previous)
+}
+
+/// The daemon's [`Selection`]: `service.openyurt.io/nodepool-labelselector` over the
+/// snapshot's node pools ([`crate::nodepool::selected_node_pools`]).
+pub fn selected_node_pools(
+    snap: &Snapshot,
+    svc: &Service,
+) -> Result<Option<Vec<Arc<str>>>, String> {
+    crate::nodepool::selected_node_pools(svc, &snap.node_pools).map_err(|e| e.to_string())
+}
+
+/// [`allocate`] with the node pools of each Service given by `select`.
+pub fn allocate_with(select: Selection, snap: &Snapshot, previous: &Assignments) -> Assignments {
     let mut run = Run::new(&snap.allocation_pools);
     run.used.reserve(snap.services.len());
     // Two runs in key order (pass 1's outcomes, pass 2's): collected, then built into the
@@ -451,16 +602,24 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
 
     // Pass 1: keep what is still valid.
     for (key, svc) in &snap.services {
-        let akey = AllocationKey::cluster(key.clone());
-        let prev = previous.outcomes.get(&akey);
-        if let Some(outcome) = first_pass(&mut run, snap, &akey, svc, prev, &mut pending) {
-            outcomes.push((akey, outcome));
+        let akeys = match keys_of(select, snap, key, svc) {
+            Ok(k) => k,
+            Err(e) => {
+                outcomes.push((AllocationKey::cluster(key.clone()), Err(e)));
+                continue;
+            }
+        };
+        for akey in akeys {
+            let prev = previous.outcomes.get(&akey);
+            if let Some(outcome) = first_pass(&mut run, snap, &akey, svc, prev, &mut pending) {
+                outcomes.push((akey, outcome));
+            }
         }
     }
 
     // Pass 2: allocate the rest, in key order.
     for (akey, req, serves, kept) in pending {
-        let outcome = fresh(&mut run, &akey.service, &req, &serves, kept);
+        let outcome = fresh(&mut run, &akey, &req, &serves, kept);
         outcomes.push((akey, outcome));
     }
     Assignments {
@@ -486,14 +645,31 @@ fn first_pass(
     let no_labels = BTreeMap::new();
     let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
     let ns_labels = snap.namespace_labels.get(&key.namespace);
+    let node_pool = akey.node_pool.as_deref();
     let serves: Vec<bool> = if run.all_open {
-        vec![true; run.pools.len()]
+        vec![node_pool.is_none(); run.pools.len()]
     } else {
         run.pools
             .iter()
-            .map(|p| p.serves(&key.namespace, ns_labels, labels))
+            .map(|p| p.serves_node_pool(node_pool) && p.serves(&key.namespace, ns_labels, labels))
             .collect()
     };
+    let mut req = req;
+    if node_pool.is_some() && !req.requested.is_empty() {
+        // One Service, one IP per region: each node pool takes the requested IPs that
+        // its own scoped pools hold.
+        let all = std::mem::take(&mut req.requested);
+        req.requested = all
+            .iter()
+            .copied()
+            .filter(|ip| (0..run.pools.len()).any(|i| serves[i] && run.pools[i].contains(ip)))
+            .collect();
+        if req.requested.is_empty() {
+            return Some(Err(AllocationError::RequestedIpsNotInNodePool {
+                node_pool: node_pool.unwrap_or_default().to_string(),
+            }));
+        }
+    }
     let (prev_ips, prev_pool) = previous_ips(prev, &req);
     match keep(run, &req, &serves, &prev_ips, prev_pool) {
         Keep::Nothing => {
@@ -610,11 +786,12 @@ fn keep(run: &Run<'_>, req: &Request, serves: &[bool], prev: &[IpAddr], prev_poo
 /// Requested IPs, or the first free ones of the first eligible pool.
 fn fresh(
     run: &mut Run<'_>,
-    key: &ObjectKey,
+    akey: &AllocationKey,
     req: &Request,
     serves: &[bool],
     kept: Option<(usize, Vec<IpAddr>)>,
 ) -> Outcome {
+    let key = &akey.service;
     let named = match &req.pool {
         Some(name) => {
             let idx = run
@@ -651,7 +828,12 @@ fn fresh(
     let has_families =
         |pools: &[PoolView], i: usize| req.required().iter().all(|f| pools[i].has_family(*f));
     if !(0..pools.len()).any(is_candidate) {
-        return Err(AllocationError::NoEligiblePool);
+        return Err(match &akey.node_pool {
+            Some(np) if fixed_pool.is_none() => AllocationError::NoPoolForNodePool {
+                node_pool: np.to_string(),
+            },
+            _ => AllocationError::NoEligiblePool,
+        });
     }
     if !(0..pools.len()).any(|i| is_candidate(i) && has_families(pools, i)) {
         return Err(AllocationError::NoPoolForFamily {
@@ -776,3 +958,6 @@ fn requested_pool(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod nodepool_tests;

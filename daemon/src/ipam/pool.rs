@@ -1,7 +1,7 @@
 //! Pools as the allocator sees them: valid `IPAddressPool`s, parsed once per snapshot, in the
 //! order Services try them (priority, then name).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::range::{Family, IpRange};
 use crate::api::IPAddressPool;
+use crate::nodepool::NodePoolView;
 use crate::selector;
 use crate::snapshot::{Checked, ObjectKey};
 
@@ -31,12 +32,21 @@ pub struct PoolView {
     pub namespace_selectors: Vec<LabelSelector>,
     /// Services allowed by labels.
     pub service_selectors: Vec<LabelSelector>,
+    /// The node pools the pool is scoped to (`spec.nodePools`, and the node pools whose
+    /// labels match `spec.nodePoolSelectors`, resolved when the snapshot is built), or
+    /// `None` for a cluster-wide pool. A scoped pool serves only per-node-pool allocations
+    /// for those node pools; a cluster-wide pool only cluster-wide ones: a region's LAN
+    /// range is never handed to a Service announced everywhere, and the reverse.
+    pub node_pools: Option<BTreeSet<Arc<str>>>,
 }
 
 impl PoolView {
     /// Builds the view of a valid pool (ranges that fail to parse are skipped; `validate` has
     /// already refused pools that have any).
-    pub fn new(pool: &IPAddressPool) -> PoolView {
+    pub fn new<'n>(
+        pool: &IPAddressPool,
+        node_pools: impl IntoIterator<Item = (&'n Arc<str>, &'n BTreeMap<String, String>)>,
+    ) -> PoolView {
         let mut ranges: Vec<IpRange> = pool
             .spec
             .addresses
@@ -45,6 +55,28 @@ impl PoolView {
             .collect();
         ranges.sort();
         let alloc = pool.spec.service_allocation.clone().unwrap_or_default();
+        let scoped = pool.spec.is_node_pool_scoped().then(|| {
+            let mut set: BTreeSet<Arc<str>> = pool
+                .spec
+                .node_pools
+                .iter()
+                .map(|n| Arc::from(&**n))
+                .collect();
+            if !pool.spec.node_pool_selectors.is_empty() {
+                set.extend(
+                    node_pools
+                        .into_iter()
+                        .filter(|(_, labels)| {
+                            pool.spec
+                                .node_pool_selectors
+                                .iter()
+                                .any(|s| selector::matches(s, labels))
+                        })
+                        .map(|(name, _)| name.clone()),
+                );
+            }
+            set
+        });
         PoolView {
             name: pool.metadata.name.as_deref().unwrap_or("").into(),
             ranges,
@@ -54,6 +86,17 @@ impl PoolView {
             namespaces: alloc.namespaces,
             namespace_selectors: alloc.namespace_selectors,
             service_selectors: alloc.service_selectors,
+            node_pools: scoped,
+        }
+    }
+
+    /// Whether the pool may serve an allocation for `node_pool` (`None`: cluster-wide); see
+    /// [`PoolView::node_pools`].
+    pub fn serves_node_pool(&self, node_pool: Option<&str>) -> bool {
+        match (&self.node_pools, node_pool) {
+            (None, None) => true,
+            (Some(set), Some(np)) => set.contains(np),
+            _ => false,
         }
     }
 
@@ -99,12 +142,16 @@ impl PoolView {
 }
 
 /// Valid pools in the order they are tried: lower priority first, pools without a priority
-/// last, then by name, so every speaker computes the same order.
-pub fn allocation_order(pools: &BTreeMap<ObjectKey, Checked<IPAddressPool>>) -> Vec<PoolView> {
+/// last, then by name, so every speaker computes the same order. `node_pools` gives every
+/// node pool, whose labels `spec.nodePoolSelectors` match.
+pub fn allocation_order(
+    pools: &BTreeMap<ObjectKey, Checked<IPAddressPool>>,
+    node_pools: &BTreeMap<Arc<str>, NodePoolView>,
+) -> Vec<PoolView> {
     let mut out: Vec<PoolView> = pools
         .values()
         .filter(|p| p.is_valid())
-        .map(|p| PoolView::new(&p.object))
+        .map(|p| PoolView::new(&p.object, node_pools.iter().map(|(n, v)| (n, &v.labels))))
         .collect();
     out.sort_by(|a, b| {
         (a.priority.is_none(), a.priority, &a.name).cmp(&(

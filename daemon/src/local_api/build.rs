@@ -20,7 +20,7 @@ use crate::actuate::policy_route_task::TaskReport;
 use crate::election::ElectionResult;
 use crate::ipam::range::IpRange;
 use crate::ipam::{AllocationError, Assignments};
-use crate::plan::endpoints::{has_ready_endpoint, is_local};
+use crate::plan::endpoints::{has_ready_endpoint_for, is_local, pool_topology};
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// Unix seconds of a wall-clock time (0 before the epoch).
@@ -83,11 +83,18 @@ pub fn peer_view(
                 .map_or_else(|| "Starting".to_string(), |s| s.to_string())
         }),
         bfd_diag: p.bfd.as_ref().and_then(|b| {
-            b.error.clone().or_else(|| {
-                b.last_change
-                    .filter(|c| c.diag != edgelb_bgp::bfd::Diag::None)
-                    .map(|c| c.diag.to_string())
-            })
+            b.error
+                .clone()
+                .or_else(|| {
+                    b.echo_error
+                        .as_ref()
+                        .map(|e| format!("Echo not running: {e}"))
+                })
+                .or_else(|| {
+                    b.last_change
+                        .filter(|c| c.diag != edgelb_bgp::bfd::Diag::None)
+                        .map(|c| c.diag.to_string())
+                })
         }),
         bfd_failures: p.bfd.as_ref().map_or(0, |b| b.failures),
         families: p
@@ -238,21 +245,28 @@ pub fn services_view(
     elections: &BTreeMap<ObjectKey, Vec<ElectionResult>>,
 ) -> Vec<ServiceView> {
     let mut out = Vec::new();
-    for key in a.outcomes.keys() {
-        if key.node_pool.is_some() {
-            continue;
-        }
+    for (key, outcome) in a.outcomes.iter() {
         let Some(svc) = snap.services.get(&key.service) else {
             continue;
         };
         let local = is_local(svc);
-        let results = elections
+        let all = elections
             .get(&key.service)
             .map(Vec::as_slice)
             .unwrap_or_default();
+        // A Service with node pools has one allocation per pool: each view shows the
+        // elections of its own IPs only.
+        let own_ips: &[IpAddr] = match outcome {
+            Ok(alloc) => &alloc.ips,
+            Err(_) => &[],
+        };
+        let results: Vec<&ElectionResult> = all
+            .iter()
+            .filter(|r| key.node_pool.is_none() || own_ips.contains(&r.ip))
+            .collect();
         let not_elected = if !results.is_empty() {
             None
-        } else if !local && !has_ready_endpoint(snap, &key.service) {
+        } else if !local && !has_ready_endpoint_for(snap, key, svc) {
             Some("noReadyEndpoints")
         } else {
             Some("noAdvertisement")
@@ -277,9 +291,16 @@ pub fn services_view(
                 }
             })
             .collect();
+        let mut traffic_policy = if local { "Local" } else { "Cluster" }.to_string();
+        if key.node_pool.is_some() && pool_topology(svc) {
+            traffic_policy.push_str(
+                " (openyurt.io/topologyKeys: openyurt.io/nodepool: only endpoints in the node pool count)",
+            );
+        }
         out.push(ServiceView {
             service: key.service.to_string(),
-            traffic_policy: if local { "Local" } else { "Cluster" }.to_string(),
+            node_pool: key.node_pool.as_deref().map(String::from),
+            traffic_policy,
             candidates,
         });
     }

@@ -158,7 +158,7 @@ pub struct PeerView {
     /// BFD state (RFC 5880: AdminDown, Down, Init, Up) when the peer has a `bfdProfile`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd: Option<String>,
-    /// The diagnostic of BFD's last change, or why BFD cannot run.
+    /// The diagnostic of BFD's last change, or why BFD (or its Echo function) cannot run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bfd_diag: Option<String>,
     /// Times a BFD failure took the BGP session down.
@@ -384,7 +384,11 @@ pub struct PoolView {
 pub struct ServiceView {
     /// `namespace/name`.
     pub service: String,
-    /// `externalTrafficPolicy`.
+    /// The node pool, for a per-pool allocation (one view per pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
+    /// `externalTrafficPolicy`, and for a per-pool allocation whether only the pool's
+    /// endpoints count (`openyurt.io/topologyKeys: openyurt.io/nodepool`).
     pub traffic_policy: String,
     /// Every node considered, with why it was excluded (none when it may serve).
     #[serde(default)]

@@ -39,7 +39,7 @@ use crate::api::validate::parse_duration;
 use crate::api::{BFDProfileSpec, BGPAdvertisement, BGPPeer};
 use crate::election::ExclusionReason;
 use crate::ipam::Assignments;
-use crate::plan::endpoints::node_may_serve;
+use crate::plan::endpoints::node_may_serve_key;
 use crate::plan::node_floor::node_floor;
 use crate::selector::matches_any;
 use crate::snapshot::{ObjectKey, Snapshot};
@@ -290,7 +290,9 @@ pub fn plan(
                 .map(|(i, _)| i)
                 .collect()
         });
-        if covering.is_empty() || !node_may_serve(snap, &akey.service, svc, &me.name) {
+        // A per-node-pool IP only from that pool's nodes (to the peers of that pool: the
+        // BGPPeers this node opens), as the election's `pool` restriction says.
+        if covering.is_empty() || !node_may_serve_key(snap, akey, svc, &me.name) {
             continue;
         }
         for &i in covering.iter() {

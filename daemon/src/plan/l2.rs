@@ -18,8 +18,9 @@ use ipnet::IpNet;
 use crate::election::{
     Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, ModeKind, NodeName,
 };
+use crate::ipam::AllocationKey;
 use crate::ipam::Assignments;
-use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
+use crate::plan::endpoints::{has_ready_endpoint_for, is_local, ready_nodes_for};
 use crate::plan::{coverage, node_floor};
 use crate::snapshot::{ObjectKey, Snapshot};
 
@@ -138,32 +139,30 @@ pub struct L2Requests {
 pub fn requests(snap: &Snapshot, assignments: &Assignments) -> L2Requests {
     let mut out = L2Requests::default();
     for (akey, outcome) in &assignments.outcomes {
-        requests_of(snap, &akey.service, outcome, &mut out);
+        requests_of(snap, akey, outcome, &mut out);
     }
     out
 }
 
-/// Appends the requests of one allocation outcome; returns how many.
+/// Appends the requests of one allocation outcome; returns how many. A per-node-pool
+/// allocation is elected among that pool's nodes only (`pool`), with endpoints counted as
+/// [`has_ready_endpoint_for`] says.
 pub fn requests_of(
     snap: &Snapshot,
-    service: &ObjectKey,
+    akey: &AllocationKey,
     outcome: &crate::ipam::Outcome,
     out: &mut L2Requests,
 ) -> usize {
+    let service = &akey.service;
     let Ok(alloc) = outcome else { return 0 };
     let Some(svc) = snap.services.get(service) else {
         return 0;
     };
     let local = is_local(svc);
-    if !local && !has_ready_endpoint(snap, service) {
+    if !local && !has_ready_endpoint_for(snap, akey, svc) {
         return 0;
     }
-    let local_endpoints = local.then(|| {
-        ready_nodes(snap, service)
-            .into_iter()
-            .map(String::from)
-            .collect()
-    });
+    let local_endpoints = local.then(|| ready_nodes_for(snap, akey));
     let before = out.requests.len();
     let covering: Vec<_> = coverage::l2_covering(snap, &alloc.pool)
         .map(|c| &c.object.spec)
@@ -190,7 +189,7 @@ pub fn requests_of(
                 interfaces: interfaces.clone(),
             },
             node_selectors: node_selectors.clone(),
-            pool: None,
+            pool: akey.node_pool.as_deref().map(String::from),
             local_endpoints: local_endpoints.clone(),
         });
         out.services.push((service.clone(), *ip));

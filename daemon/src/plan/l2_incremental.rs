@@ -211,7 +211,7 @@ fn all_requests(snap: &Snapshot, assignments: &Assignments) -> (L2Requests, Vec<
     let mut reqs = L2Requests::default();
     let mut inputs = Vec::with_capacity(assignments.outcomes.len());
     for (akey, outcome) in &assignments.outcomes {
-        let n = requests_of(snap, &akey.service, outcome, &mut reqs);
+        let n = requests_of(snap, akey, outcome, &mut reqs);
         let slices = snap
             .endpoint_slices
             .get(&akey.service)
@@ -280,7 +280,11 @@ fn update_requests(
     last_reqs: L2Requests,
     last_inputs: Vec<ServiceInputs>,
 ) -> Option<(L2Requests, Vec<ServiceInputs>, HashSet<IpAddr>)> {
-    if snap.l2_advertisements != last_snap.l2_advertisements || snap.pools != last_snap.pools {
+    // Node pool membership decides which endpoints count for a per-pool allocation.
+    if snap.l2_advertisements != last_snap.l2_advertisements
+        || snap.pools != last_snap.pools
+        || snap.node_pools != last_snap.node_pools
+    {
         return None;
     }
     let mut stale: HashSet<IpAddr> = HashSet::new();
@@ -341,7 +345,7 @@ fn update_requests(
                     drop_old(o.count, &mut old_reqs, &mut old_svcs, &mut stale);
                 }
                 let from = reqs.requests.len();
-                let n = requests_of(snap, &akey.service, outcome, &mut reqs);
+                let n = requests_of(snap, akey, outcome, &mut reqs);
                 stale.extend(reqs.requests[from..].iter().map(|r| r.ip));
                 inputs.push(ServiceInputs::new(akey, svc, slices, outcome, n));
             }

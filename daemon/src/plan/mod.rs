@@ -9,3 +9,6 @@ pub mod member_seeds;
 pub mod node_floor;
 pub mod policy_route;
 pub mod takeover;
+
+#[cfg(test)]
+mod nodepool_tests;

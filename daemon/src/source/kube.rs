@@ -196,7 +196,12 @@ fn map_event<K>(
     wrap: fn(K) -> Object,
 ) -> watcher::Event<Object> {
     let one = |l: Lenient<K>| match l {
-        Lenient::Decoded(k) => wrap(k),
+        Lenient::Decoded(k) => {
+            // Slimmed as it arrives: a relist holds every object until it is done.
+            let mut o = wrap(k);
+            crate::slim::object(&mut o);
+            o
+        }
         Lenient::Undecodable(object) => Object::Undecodable { kind, object },
     };
     match event {

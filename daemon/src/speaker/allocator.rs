@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::ipam::{
-    status_ips, Allocation, AllocationKey, Assignments, IncrementalAllocator, Outcome,
+    selected_node_pools, split_by_node_pool, status_ips, Allocation, AllocationKey, Assignments,
+    IncrementalAllocator, Outcome,
 };
 use crate::snapshot::{ObjectKey, Snapshot};
 use crate::status::changes::{diff, Change};
@@ -144,14 +145,21 @@ pub fn status_disagreements(
         }
         recorded.sort();
         recorded.dedup();
-        let mut own: Vec<IpAddr> = match mine.get(key) {
-            Some(Ok(a)) => a.ips.clone(),
+        // With node pools the record is the union over the pools.
+        let mut own: Vec<IpAddr> = match mine.merged(key) {
+            Some(Ok(a)) => a.ips,
             _ => Vec::new(),
         };
         own.sort();
         own.dedup();
         if own != recorded {
-            out.push((AllocationKey::cluster(key.clone()), recorded));
+            out.extend(split_by_node_pool(
+                selected_node_pools,
+                snap,
+                key,
+                svc,
+                status_ips(svc),
+            ));
         }
     }
     out
@@ -161,7 +169,9 @@ pub fn status_disagreements(
 /// Services' status, written by the Lease holder) already shows, as MetalLB's speakers
 /// announce only what its controller wrote. Every speaker, the leader included, announces
 /// the same IPs, and two Services are never announced with one IP as long as the record
-/// does not give them one (which only the fenced writer could).
+/// does not give them one (which only the fenced writer could). A node pool's allocation
+/// counts as recorded when the record (the union over the Service's pools) lists all its
+/// IPs.
 pub fn recorded_only(snap: &Snapshot, a: &Assignments) -> Assignments {
     let outcomes = a
         .outcomes

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
-use crate::plan::endpoints::{has_ready_endpoint, is_local, ready_nodes};
+use crate::plan::endpoints::{has_ready_endpoint_for, is_local, ready_nodes_for};
 use crate::plan::{coverage, l2};
 use crate::snapshot::{ObjectKey, Snapshot};
 use crate::speaker::{is_recorded, recorded_only};
@@ -44,11 +44,11 @@ fn elections<'a>(
     let view = ElectionView::new(candidates);
     let mut reqs = l2::L2Requests::default();
     for (akey, outcome) in requesters {
-        if !has_requests(snap, &akey.service) {
+        if !has_requests(snap, akey) {
             continue;
         }
-        l2::requests_of(snap, &akey.service, outcome, &mut reqs);
-        bgp_requests_of(snap, &akey.service, outcome, &mut reqs);
+        l2::requests_of(snap, akey, outcome, &mut reqs);
+        bgp_requests_of(snap, akey, outcome, &mut reqs);
     }
     let results = view.elect_many(&reqs.requests);
     let mut by_ip: HashMap<IpAddr, Vec<&ElectionResult>> = HashMap::new();
@@ -189,30 +189,27 @@ fn ips_of(outcome: &Outcome) -> &[IpAddr] {
 
 /// Whether the Service may be announced at all: `Local`, or `Cluster` with a ready
 /// endpoint somewhere (the same gate as [`l2::requests_of`]).
-fn has_requests(snap: &Snapshot, service: &ObjectKey) -> bool {
+fn has_requests(snap: &Snapshot, akey: &AllocationKey) -> bool {
     snap.services
-        .get(service)
-        .is_some_and(|svc| is_local(svc) || has_ready_endpoint(snap, service))
+        .get(&akey.service)
+        .is_some_and(|svc| is_local(svc) || has_ready_endpoint_for(snap, akey, svc))
 }
 
 /// Appends the BGP election requests of one allocation outcome: one per IP, for the
 /// `BGPAdvertisement`s that cover its pool.
 fn bgp_requests_of(
     snap: &Snapshot,
-    service: &ObjectKey,
+    akey: &AllocationKey,
     outcome: &Outcome,
     out: &mut l2::L2Requests,
 ) {
+    let service = &akey.service;
     let Ok(alloc) = outcome else { return };
     let Some(svc) = snap.services.get(service) else {
         return;
     };
-    let local_endpoints: Option<std::collections::BTreeSet<String>> = is_local(svc).then(|| {
-        ready_nodes(snap, service)
-            .into_iter()
-            .map(String::from)
-            .collect()
-    });
+    let local_endpoints: Option<std::collections::BTreeSet<String>> =
+        is_local(svc).then(|| ready_nodes_for(snap, akey));
     let covering: Vec<_> = coverage::bgp_covering(snap, &alloc.pool)
         .map(|c| c.object.spec.node_selectors.as_slice())
         .collect();
@@ -227,7 +224,7 @@ fn bgp_requests_of(
             ip: *ip,
             mode: Mode::Bgp,
             node_selectors: node_selectors.clone(),
-            pool: None,
+            pool: akey.node_pool.as_deref().map(String::from),
             local_endpoints: local_endpoints.clone(),
         });
         out.services.push((service.clone(), *ip));

@@ -70,12 +70,17 @@ impl Change {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        // One Event per node pool: say which, so that an exhausted region is told apart.
+        let region = match &self.key().node_pool {
+            Some(np) => format!(" for node pool {np}"),
+            None => String::new(),
+        };
         match self {
             Change::Allocated { ips, pool, .. } => {
-                format!("assigned IP {} from pool {pool}", list(ips))
+                format!("assigned IP {}{region} from pool {pool}", list(ips))
             }
-            Change::Failed { reason, .. } => format!("no IP assigned: {reason}"),
-            Change::Released { ips, .. } => format!("released IP {}", list(ips)),
+            Change::Failed { reason, .. } => format!("no IP assigned{region}: {reason}"),
+            Change::Released { ips, .. } => format!("released IP {}{region}", list(ips)),
         }
     }
 }

@@ -678,11 +678,16 @@ impl Writer {
 
     fn queue_statuses(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
         for (key, svc) in Self::services_in(snap, scope) {
-            let outcome = a.get(key);
-            let frontend = match outcome {
-                Some(Ok(al)) => frontend_of(snap, &al.pool),
-                _ => pass::Frontend::SelfAnnounced,
-            };
+            // One ingress list per Service: with node pools, the union over its pools (the
+            // frontend of the first pool that has an IP: scoped pools are self-announced).
+            let merged = a.merged(key);
+            let outcome = merged.as_ref();
+            let frontend = a
+                .of_service(key)
+                .find_map(|(_, o)| o.as_ref().ok())
+                .map_or(pass::Frontend::SelfAnnounced, |al| {
+                    frontend_of(snap, &al.pool)
+                });
             let want = desired_ingress(svc, outcome, frontend);
             let k = Key::Status(key.clone());
             if want == current_ingress(svc) {
@@ -775,11 +780,27 @@ impl Writer {
             Scope::All => Box::new(a.outcomes.iter()),
             Scope::Only(keys) => Box::new(keys.iter().flat_map(|k| outcomes_of(a, k))),
         };
+        // One note per Service: its failures over all its node pools, each named.
+        let mut by_service: Vec<(&ObjectKey, Option<String>)> = Vec::new();
         for (akey, outcome) in outcomes {
-            let key = &akey.service;
+            if by_service.last().is_none_or(|(k, _)| **k != akey.service) {
+                by_service.push((&akey.service, None));
+            }
+            if let (Err(e), Some((_, text))) = (outcome, by_service.last_mut()) {
+                let part = match &akey.node_pool {
+                    Some(np) => format!("for node pool {np}: {e}"),
+                    None => e.to_string(),
+                };
+                *text = Some(match text.take() {
+                    Some(t) => format!("{t}; {part}"),
+                    None => part,
+                });
+            }
+        }
+        for (key, failure) in by_service {
             let k = Key::Failed(key.clone());
-            match outcome {
-                Err(e) if snap.services.contains_key(key) => {
+            match failure {
+                Some(e) if snap.services.contains_key(key) => {
                     let text = format!("no IP assigned: {e}");
                     if self.failed.get(key) != Some(&text) {
                         self.queue.offer(k, Write::Note(text));
