@@ -3,8 +3,8 @@
 //! parameter so the caller decides (only on a terminal, never under `NO_COLOR`).
 
 use edgelb_daemon::local_api::view::{
-    AllocationView, AnnouncementView, CandidateView, Health, LocalView, MemberView, PeerView,
-    PoolView,
+    AllocationView, AnnouncementView, CandidateView, Health, IpRankView, LocalView, MemberView,
+    PeerView, PoolView,
 };
 use serde::Serialize;
 
@@ -473,6 +473,10 @@ pub struct Explain {
     pub allocations: Vec<AllocationView>,
     /// Candidate nodes, each with why it was excluded.
     pub candidates: Vec<CandidateView>,
+    /// Each L2 IP: the nodes in its rendezvous order with why each was skipped, and the
+    /// handoff this node waits for, if any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpRankView>,
     /// What this node announces for it (owner, since, peers or interfaces).
     pub announcements: Vec<AnnouncementView>,
 }
@@ -496,6 +500,7 @@ pub fn explain(v: &LocalView, service: &str) -> Option<Explain> {
         traffic_policy: sv.map(|s| s.traffic_policy.clone()),
         allocations,
         candidates: sv.map(|s| s.candidates.clone()).unwrap_or_default(),
+        ips: sv.map(|s| s.ips.clone()).unwrap_or_default(),
         announcements: v
             .announcements
             .iter()
@@ -507,6 +512,43 @@ pub fn explain(v: &LocalView, service: &str) -> Option<Explain> {
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Why one L2 IP is where it is: the owner, then every node in the IP's rendezvous order
+/// with why the election skipped it (`-` for an eligible node below the owner), and the
+/// handoff `node` (this view's node) waits for.
+fn ip_rank_text(ip: &IpRankView, node: &str) -> String {
+    let owner = ip.owner.as_deref().unwrap_or("<none>: no eligible node");
+    let mut out = format!("L2 IP {}: owner {owner}\n", ip.ip);
+    let owner_at = ip
+        .ranked
+        .iter()
+        .position(|c| Some(&c.node) == ip.owner.as_ref());
+    let rows: Vec<Vec<Cell>> = ip
+        .ranked
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let why = match (&c.excluded, owner_at) {
+                (Some(why), _) => format!("skipped: {why}"),
+                (None, Some(o)) if o == i => "owner".to_string(),
+                (None, Some(o)) if i > o => "next if the owner goes".to_string(),
+                (None, _) => "eligible".to_string(),
+            };
+            vec![
+                Cell::plain((i + 1).to_string()),
+                Cell::plain(&c.node),
+                Cell::plain(why),
+            ]
+        })
+        .collect();
+    out.push_str(&indent(&table(&["RANK", "NODE", "WHY"], &rows, false)));
+    if ip.handoff_until_ms.is_some() {
+        out.push_str(&format!(
+            "  waiting for handoff: {node} won it but does not answer yet; the previous owner is alive and lets go first (the takeover hold)\n"
+        ));
+    }
+    out
 }
 
 /// `explain` as text.
@@ -548,6 +590,9 @@ pub fn explain_text(e: &Explain, now: u64) -> String {
         &rows,
         false,
     )));
+    for ip in &e.ips {
+        out.push_str(&ip_rank_text(ip, &e.node));
+    }
     out.push_str(&format!("Announced by {}:\n", e.node));
     if e.announcements.is_empty() {
         out.push_str("  <nothing>\n");

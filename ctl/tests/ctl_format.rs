@@ -146,6 +146,7 @@ fn view() -> LocalView {
                     excluded: Some("noLocalEndpoints".into()),
                 },
             ],
+            ips: vec![],
         }]
         .into(),
     }
@@ -406,6 +407,82 @@ Announced by edge-1:
     assert_eq!(service_key("svc/web", "prod").as_deref(), Some("prod/web"));
     assert_eq!(service_key("service/a/b", "prod").as_deref(), Some("a/b"));
     assert_eq!(service_key("svc/", "prod"), None);
+}
+
+/// `explain` says why an L2 IP is where it is: the nodes in the IP's rendezvous order,
+/// why each one ranked above the owner was skipped, who is next, and the handoff this node
+/// waits for.
+#[test]
+fn explain_ranks_the_nodes_of_an_l2_ip_and_says_why_each_was_skipped() {
+    let mut v = view();
+    let mut services = (*v.services).clone();
+    let ranked = |node: &str, why: Option<&str>| CandidateView {
+        node: node.into(),
+        excluded: why.map(str::to_string),
+    };
+    services[0].ips = vec![IpRankView {
+        ip: "192.0.2.100".into(),
+        owner: Some("edge-3".into()),
+        ranked: vec![
+            ranked("edge-2", Some("notLive")),
+            ranked("edge-4", Some("excludedByLabel")),
+            ranked("edge-3", None),
+            ranked("edge-1", None),
+            ranked("edge-5", Some("notInPool")),
+        ],
+        handoff_until_ms: Some(1_700_000_000_250),
+    }];
+    v.services = services.into();
+    let (t, code) = render(
+        &Command::Explain {
+            target: "svc/web".into(),
+            service_namespace: "default".into(),
+        },
+        &v,
+        Output::Table,
+        false,
+    )
+    .expect("render");
+    assert_eq!(code, EXIT_OK);
+    assert!(
+        t.contains(
+            "\
+L2 IP 192.0.2.100: owner edge-3
+  RANK   NODE     WHY
+  1      edge-2   skipped: notLive
+  2      edge-4   skipped: excludedByLabel
+  3      edge-3   owner
+  4      edge-1   next if the owner goes
+  5      edge-5   skipped: notInPool
+  waiting for handoff: edge-1 won it but does not answer yet; the previous owner is alive and lets go first (the takeover hold)
+"
+        ),
+        "{t}"
+    );
+    // JSON carries the same, with the hold's end.
+    let (j, _) = render(
+        &Command::Explain {
+            target: "svc/web".into(),
+            service_namespace: "default".into(),
+        },
+        &v,
+        Output::Json,
+        false,
+    )
+    .expect("render");
+    let e: serde_json::Value = serde_json::from_str(&j).expect("json");
+    assert_eq!(e["ips"][0]["ranked"][0]["excluded"], "notLive");
+    assert_eq!(e["ips"][0]["owner"], "edge-3");
+    assert_eq!(e["ips"][0]["handoffUntilMs"], 1_700_000_000_250u64);
+    // Without L2 IPs, no ranking is printed.
+    let (t, _) = show(
+        Command::Explain {
+            target: "svc/web".into(),
+            service_namespace: "default".into(),
+        },
+        Output::Table,
+    );
+    assert!(!t.contains("L2 IP"), "{t}");
 }
 
 #[test]

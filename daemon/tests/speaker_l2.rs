@@ -4,9 +4,10 @@
 //! `arp_announce=2`, so only the announcer answers ARP for it).
 //!
 //! - exactly one node answers ARP for the IP;
-//! - SIGKILL of the owner (speaker and listener: the node dies): another node announces;
-//!   kill-to-first-GARP (capture on the client) and kill-to-first-success (a bounded TCP
-//!   connect loop) are printed with p50/p99 over the repetitions;
+//! - failover series: SIGKILL of the owner (speaker and listener: the node's services
+//!   die), its link cut, and a freeze (SIGSTOP of speaker and listener), each repeated
+//!   (`EDGELB_L2_REPS`, default a few for CI): fault-to-first-GARP (capture on the client)
+//!   and fault-to-first-success (a TCP connect every 5 ms) with p50/p90/p99/max;
 //! - SIGTERM of the owner: handoff with zero failed connections;
 //! - partition: the cut owner stops owning within two detection periods, another node takes
 //!   over; after healing exactly one node answers again, and takes its IP back without a
@@ -18,12 +19,15 @@
 //!   never two nodes answering one request.
 mod speaker_support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use edgelb_tests::lab::capture::{epoch, Capture};
 use edgelb_tests::lab::{self, wait_until, Lan, Netns, NsProcess};
+use speaker_support::l2::{
+    self as l2lab, longest_outage, measure_failover, probe_lines, Failover, Fault,
+};
 use speaker_support::{cluster_yaml, write_atomic, Dir, SpeakerProc, Svc};
 
 const NODES: [(&str, &str); 3] = [
@@ -33,10 +37,9 @@ const NODES: [(&str, &str); 3] = [
 ];
 const CLIENT: &str = "192.0.2.50";
 const IP: &str = "192.0.2.100";
-const PORT: &str = "8080";
-/// SIGKILL failovers per run; the failover bench (`bench/l2_failover.sh`) runs 20 of each
-/// fault beside keepalived.
-const REPS: usize = 10;
+/// Failovers per fault in CI (`EDGELB_L2_REPS` overrides; issue 16's figures use 20); the
+/// failover bench (`bench/l2_failover.sh`) runs 20 of each fault beside keepalived.
+const REPS: usize = 4;
 /// Every single failover must beat this (the target is 1 s at p99; the slack is for a
 /// loaded machine).
 const FAILOVER_BOUND_MS: f64 = 3000.0;
@@ -51,45 +54,6 @@ const GOSSIP_KEY: &str = "lab-gossip-key-0123456789abcdef";
 const KEY_SECRET: &str = "---\napiVersion: v1\nkind: Secret\n\
 metadata: {name: edgelb-memberlist, namespace: edgelb-system}\n\
 stringData: {key: lab-gossip-key-0123456789abcdef}\n";
-
-const SERVE: &str = r#"
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(512)
-print("listening", flush=True)
-while True:
-    c, _ = s.accept()
-    try:
-        c.sendall(sys.argv[2].encode())
-    finally:
-        c.close()
-"#;
-
-/// `probe.py IP PORT DURATION_S INTERVAL_MS`: one line per attempt, `EPOCH ok NAME` or
-/// `EPOCH err REASON`; connect and read time out after 200 ms.
-const PROBE: &str = r#"
-import socket, sys, time
-ip, port, dur, gap = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]) / 1000
-end = time.time() + dur
-while True:
-    t = time.time()
-    try:
-        c = socket.create_connection((ip, port), timeout=0.2)
-        c.settimeout(0.2)
-        name = c.recv(64).decode()
-        c.close()
-        if not name:
-            raise ConnectionError("closed before the name")
-        print("%.6f ok %s" % (t, name), flush=True)
-    except Exception as e:
-        print("%.6f err %s" % (t, type(e).__name__), flush=True)
-    if time.time() >= end:
-        break
-    time.sleep(gap)
-print("done", flush=True)
-"#;
 
 /// `ask.py DEV SRC_IP IP DURATION_S`: a broadcast ARP request for IP every 50 ms (the
 /// answers are read from a capture; `arping` waits whole seconds between requests).
@@ -124,23 +88,6 @@ struct L2Lab {
     starts: usize,
 }
 
-fn mac_of(ns: &Netns, dev: &str) -> anyhow::Result<String> {
-    let out = ns.ip(&["-o", "link", "show", dev])?;
-    let mut words = out.split_whitespace();
-    words
-        .find(|w| *w == "link/ether")
-        .and_then(|_| words.next())
-        .map(str::to_string)
-        .with_context(|| format!("no MAC in {out:?}"))
-}
-
-fn is_mac(w: &str) -> bool {
-    let w = w.trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')' || c == ',');
-    w.len() == 17
-        && w.split(':').count() == 6
-        && w.split(':').all(|p| u8::from_str_radix(p, 16).is_ok())
-}
-
 impl L2Lab {
     fn new(tag: &str) -> anyhow::Result<L2Lab> {
         let dir = Dir::new(tag)?;
@@ -148,8 +95,7 @@ impl L2Lab {
         let client = Netns::new("cl")?;
         lan.attach(&client, "eth0")?;
         client.addr("eth0", &format!("{CLIENT}/24"))?;
-        std::fs::write(dir.path("serve.py"), SERVE)?;
-        std::fs::write(dir.path("probe.py"), PROBE)?;
+        l2lab::write_scripts(&dir)?;
         std::fs::write(dir.path("ask.py"), ASK)?;
         std::fs::write(dir.path("gossip.key"), format!("{GOSSIP_KEY}\n"))?;
         let yaml = cluster_yaml(
@@ -165,18 +111,11 @@ impl L2Lab {
         );
         let mut nodes = Vec::new();
         for (i, (name, addr)) in NODES.iter().enumerate() {
-            let ns = Netns::new(&format!("m{i}"))?;
-            let port = lan.attach(&ns, "eth0")?;
-            ns.addr("eth0", &format!("{addr}/24"))?;
-            for dev in ["all", "eth0"] {
-                ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1")?;
-                ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2")?;
-            }
-            ns.addr("lo", &format!("{IP}/32"))?;
+            let (ns, port, mac) = l2lab::node_ns(&mut lan, &format!("m{i}"), addr, IP)?;
             let file = dir.path(&format!("{name}.yaml"));
             write_atomic(&file, &yaml)?;
             nodes.push(Node {
-                mac: mac_of(&ns, "eth0")?,
+                mac,
                 ns,
                 port,
                 file,
@@ -199,23 +138,9 @@ impl L2Lab {
     }
 
     fn start_listener(&mut self, i: usize) -> anyhow::Result<()> {
-        let log = self.dir.path(&format!("serve-{i}-{}.log", self.starts));
+        let tag = format!("{i}-{}", self.starts);
         self.starts += 1;
-        let script = self.dir.path("serve.py").display().to_string();
-        let p = self.nodes[i]
-            .ns
-            .spawn(&["/usr/bin/python3", &script, PORT, NODES[i].0], Some(&log))?;
-        wait_until(
-            "listener",
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            || {
-                Ok(std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("listening")
-                    .then_some(()))
-            },
-        )?;
+        let p = l2lab::start_listener(&self.dir, &self.nodes[i].ns, NODES[i].0, &tag)?;
         self.nodes[i].listener = Some(p);
         Ok(())
     }
@@ -272,65 +197,84 @@ impl L2Lab {
         Ok(())
     }
 
-    fn node_of_mac(&self, mac: &str) -> Option<usize> {
-        self.nodes
-            .iter()
-            .position(|n| n.mac.eq_ignore_ascii_case(mac))
+    fn macs(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.mac.clone()).collect()
     }
 
-    /// The MACs that answer an ARP request for the IP (the client's cache flushed first).
+    /// The MACs that answer an ARP request for the IP.
     fn arp_answers(&self) -> anyhow::Result<Vec<String>> {
-        let _ = self.client.ip(&["neigh", "flush", "dev", "eth0"]);
-        let out = self
-            .client
-            .output(&["arping", "-c", "2", "-w", "1", "-I", "eth0", IP])?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let mut macs: Vec<String> = text
-            .split_whitespace()
-            .filter(|w| is_mac(w))
-            .map(|w| {
-                w.trim_matches(|c| c == '[' || c == ']' || c == '(' || c == ')' || c == ',')
-                    .to_ascii_lowercase()
-            })
-            .collect();
-        macs.sort();
-        macs.dedup();
-        Ok(macs)
+        l2lab::arp_answers(&self.client, IP)
     }
 
     /// Waits until exactly one node answers ARP for the IP; returns it.
     fn single_owner(&self, timeout: Duration) -> anyhow::Result<usize> {
-        let mut last = Vec::new();
-        wait_until(
-            "exactly one ARP owner",
-            timeout,
-            Duration::from_millis(100),
-            || {
-                last = self.arp_answers()?;
-                Ok(match last.as_slice() {
-                    [one] => self.node_of_mac(one),
-                    _ => None,
-                })
-            },
-        )
-        .with_context(|| format!("last answers {last:?}\n{}", self.logs()))
+        l2lab::single_owner(&self.client, IP, &self.macs(), timeout, || self.logs())
     }
 
     fn probe(&self, name: &str, secs: f64) -> anyhow::Result<(NsProcess, PathBuf)> {
-        let log = self.dir.path(&format!("probe-{name}.log"));
-        let script = self.dir.path("probe.py").display().to_string();
-        let p = self.client.spawn(
-            &[
-                "/usr/bin/python3",
-                &script,
-                IP,
-                PORT,
-                &secs.to_string(),
-                "5",
-            ],
-            Some(&log),
-        )?;
-        Ok((p, log))
+        l2lab::start_probe(&self.dir, &self.client, IP, name, secs)
+    }
+
+    /// Applies `fault` to node `i`, the owner.
+    fn fault(&mut self, i: usize, fault: Fault) -> anyhow::Result<()> {
+        match fault {
+            Fault::Kill => {
+                if let Some(s) = self.nodes[i].speaker.as_mut() {
+                    s.process.signal(libc::SIGKILL)?;
+                }
+                self.nodes[i].listener.take();
+            }
+            Fault::Cut => {
+                self.lan
+                    .switch()
+                    .ip(&["link", "set", &self.nodes[i].port, "down"])?;
+            }
+            Fault::Freeze => {
+                for p in [
+                    self.nodes[i].speaker.as_ref().map(|s| &s.process),
+                    self.nodes[i].listener.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    p.signal(libc::SIGSTOP)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends `fault` of node `i`: a new speaker and listener, the link back up, or the
+    /// processes resumed; then waits for the cluster to settle (the node back in everyone's
+    /// view, its IP back to it after the takeover hold).
+    fn recover(&mut self, i: usize, fault: Fault) -> anyhow::Result<()> {
+        match fault {
+            Fault::Kill => {
+                self.nodes[i].speaker.take();
+                self.start_listener(i)?;
+                self.start_speaker(i)?;
+                self.wait_joined(i)?;
+            }
+            Fault::Cut => {
+                self.lan
+                    .switch()
+                    .ip(&["link", "set", &self.nodes[i].port, "up"])?;
+                std::thread::sleep(Duration::from_millis(2500));
+            }
+            Fault::Freeze => {
+                for p in [
+                    self.nodes[i].speaker.as_ref().map(|s| &s.process),
+                    self.nodes[i].listener.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    p.signal(libc::SIGCONT)?;
+                }
+                std::thread::sleep(Duration::from_millis(2500));
+            }
+        }
+        Ok(())
     }
 
     fn logs(&self) -> String {
@@ -414,51 +358,8 @@ fn assert_one_answer_per_request(capture: &Capture) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The longest time without a successful connection in `[from, to]`, in ms, and how many
-/// attempts failed there.
-fn longest_outage(lines: &[(f64, Option<String>)], from: f64, to: f64) -> (f64, usize) {
-    let mut last_ok = from;
-    let mut worst: f64 = 0.0;
-    let mut failed = 0;
-    for (t, ok) in lines.iter().filter(|(t, _)| *t >= from && *t <= to) {
-        match ok {
-            Some(_) => {
-                worst = worst.max(t - last_ok);
-                last_ok = *t;
-            }
-            None => failed += 1,
-        }
-    }
-    worst = worst.max(to - last_ok);
-    (worst * 1000.0, failed)
-}
-
-/// `(time, Some(name))` for a success, `(time, None)` for a failure.
-fn probe_lines(log: &Path) -> Vec<(f64, Option<String>)> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            let t: f64 = w.next()?.parse().ok()?;
-            match w.next()? {
-                "ok" => Some((t, w.next().map(str::to_string))),
-                _ => Some((t, None)),
-            }
-        })
-        .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 #[test]
-fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
+fn one_owner_answers_fails_over_on_kill_cut_and_freeze_and_sigterm_hands_over_without_loss(
 ) -> anyhow::Result<()> {
     if !lab::enabled("speaker_l2") {
         return Ok(());
@@ -468,99 +369,54 @@ fn one_owner_answers_and_sigkill_fails_over_and_sigterm_hands_over_without_loss(
     eprintln!("speaker_l2: one owner answers ARP: {}", NODES[owner].0);
     let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
 
-    // SIGKILL failovers: REPS repetitions, each bounded by its waits.
-    let (mut garp, mut success) = (Vec::new(), Vec::new());
-    let mut failed_total = 0;
-    let started = Instant::now();
-    for rep in 0..REPS {
-        let owner = lab.single_owner(Duration::from_secs(15))?;
-        let (probe, log) = lab.probe(&format!("kill{rep}"), 4.0)?;
-        std::thread::sleep(Duration::from_millis(200));
-        let killed = SystemTime::now();
-        if let Some(s) = lab.nodes[owner].speaker.as_mut() {
-            s.process.signal(libc::SIGKILL)?;
+    // Failover series: REPS repetitions of each fault, each bounded by its waits.
+    let mut worst: f64 = 0.0;
+    for fault in Fault::ALL {
+        let mut runs: Vec<Failover> = Vec::new();
+        let started = Instant::now();
+        for rep in 0..l2lab::reps(REPS) {
+            let owner = lab.single_owner(Duration::from_secs(15))?;
+            let (probe, log) = lab.probe(&format!("{fault:?}-{rep}"), 6.0)?;
+            std::thread::sleep(Duration::from_millis(200));
+            let at = epoch(SystemTime::now());
+            lab.fault(owner, fault)?;
+            let run = measure_failover(
+                &capture,
+                &log,
+                IP,
+                at,
+                NODES[owner].0,
+                &lab.nodes[owner].mac,
+                || lab.logs(),
+            )
+            .with_context(|| format!("{} rep {rep}", fault.as_str()));
+            // The failover is measured: stop the client, end the fault.
+            drop(probe);
+            lab.recover(owner, fault)?;
+            let run = run?;
+            eprintln!(
+                "speaker_l2: {} rep {rep} of {}: first GARP +{:.0} ms, first success +{:.0} ms, {} failed connects",
+                fault.as_str(),
+                NODES[owner].0,
+                run.garp_ms,
+                run.success_ms,
+                run.failed
+            );
+            worst = worst.max(run.garp_ms).max(run.success_ms);
+            runs.push(run);
         }
-        lab.nodes[owner].listener.take();
-        let k = epoch(killed);
-        let first_ok = wait_until(
-            "a connection to another node after the kill",
-            Duration::from_secs(8),
-            Duration::from_millis(20),
-            || {
-                Ok(probe_lines(&log)
-                    .into_iter()
-                    .find(|(t, ok)| *t > k && ok.as_deref().is_some_and(|n| n != NODES[owner].0))
-                    .map(|(t, _)| t))
-            },
-        )
-        .with_context(|| lab.logs())?;
-        // tcpdump writes a moment after the frame: wait for it, bounded.
-        let garp_line = format!("who-has {IP} tell {IP}");
-        let old_mac = lab.nodes[owner].mac.clone();
-        let first_garp = wait_until(
-            "the new owner's gratuitous ARP in the capture",
-            Duration::from_secs(3),
-            Duration::from_millis(20),
-            || {
-                Ok(capture
-                    .frames()?
-                    .into_iter()
-                    .filter(|f| f.time > k && !f.src_mac.eq_ignore_ascii_case(&old_mac))
-                    .find(|f| f.line.contains(&garp_line))
-                    .map(|f| f.time))
-            },
-        )
-            .with_context(|| {
-                let frames: Vec<String> = capture
-                    .frames()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|f| f.time > k - 1.0)
-                    .map(|f| f.line)
-                    .collect();
-                format!("no gratuitous ARP from another node after the kill at {k}; ARP seen:\n{}\nprobe:\n{}\n{}", frames.join("\n"), std::fs::read_to_string(&log).unwrap_or_default(), lab.logs())
-            })?;
-        // The failover is measured: stop the client (its failures so far are the gap).
-        drop(probe);
-        let failed = probe_lines(&log)
-            .iter()
-            .filter(|(t, ok)| *t > k && ok.is_none())
-            .count();
-        failed_total += failed;
-        garp.push((first_garp - k) * 1000.0);
-        success.push((first_ok - k) * 1000.0);
-        eprintln!(
-            "speaker_l2: rep {rep}: killed {}; first GARP +{:.0} ms, first success +{:.0} ms, {failed} failed connects",
-            NODES[owner].0,
-            (first_garp - k) * 1000.0,
-            (first_ok - k) * 1000.0
-        );
-        lab.nodes[owner].speaker.take();
-        lab.start_listener(owner)?;
-        lab.start_speaker(owner)?;
-        lab.wait_joined(owner)?;
+        figure(l2lab::series_line(
+            "speaker_l2",
+            fault,
+            &runs,
+            started.elapsed().as_secs_f64(),
+        ));
     }
-    garp.sort_by(f64::total_cmp);
-    success.sort_by(f64::total_cmp);
-    figure(format!(
-        "speaker_l2: SIGKILL failover over {} reps in {:.0} s: kill->first GARP p50 {:.0} ms p99 {:.0} ms; kill->first success p50 {:.0} ms p99 {:.0} ms; {failed_total} failed connects in all",
-        garp.len(),
-        started.elapsed().as_secs_f64(),
-        percentile(&garp, 0.5),
-        percentile(&garp, 0.99),
-        percentile(&success, 0.5),
-        percentile(&success, 0.99)
-    ));
-    // The targets (p50 <= 500 ms, p99 <= 1 s) are read from the figures above, not asserted:
-    // a loaded machine moves them. A failover that takes seconds is a bug, though.
-    let worst = garp
-        .last()
-        .copied()
-        .unwrap_or(f64::NAN)
-        .max(success.last().copied().unwrap_or(f64::NAN));
+    // The targets (p50 <= 250 ms, p99 <= 400 ms) are read from the figures above, not
+    // asserted: a loaded machine moves them. A failover that takes seconds is a bug, though.
     assert!(
         worst < FAILOVER_BOUND_MS,
-        "a SIGKILL failover took {worst:.0} ms (bound {FAILOVER_BOUND_MS} ms)"
+        "a failover took {worst:.0} ms (bound {FAILOVER_BOUND_MS} ms)"
     );
 
     // SIGTERM: planned handoff. The old node's listener goes right after its speaker exits,
@@ -740,7 +596,8 @@ fn a_resumed_owner_announces_again_so_its_client_survives_losing_the_interim_own
     std::thread::sleep(Duration::from_millis(700));
     let resumed_at = epoch(SystemTime::now());
     speaker.process.signal(libc::SIGCONT)?;
-    std::thread::sleep(Duration::from_millis(1500));
+    // The resumed owner answers again after the takeover hold (1 s).
+    std::thread::sleep(Duration::from_millis(2500));
     let cut_at = epoch(SystemTime::now());
     lab.lan
         .switch()
@@ -766,19 +623,8 @@ fn a_resumed_owner_announces_again_so_its_client_survives_losing_the_interim_own
     Ok(())
 }
 
-/// Prints a measured figure and keeps it in `target/tmp/figures/speaker_l2.txt`, which
-/// `.ci/run` prints after the tests (cargo hides a passing test's output).
+/// Prints a measured figure (with the load average) and keeps it in
+/// `target/tmp/figures/speaker_l2.txt`.
 fn figure(line: String) {
-    use std::io::Write;
-    eprintln!("{line}");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
-    let file = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("speaker_l2.txt"))
-    });
-    if let Ok(mut f) = file {
-        let _ = writeln!(f, "{line}");
-    }
+    l2lab::figure("speaker_l2", line);
 }

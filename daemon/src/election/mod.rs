@@ -304,23 +304,16 @@ impl ElectionView {
         let excluded: std::collections::HashSet<&str> =
             result.exclusions().map(|e| &*e.node).collect();
         let owner = result.owner().map(|o| &**o);
-        let ip_key = rendezvous::ip_key(result.ip);
-        let mut ranked: Vec<(u64, &NodeName)> = self
+        let eligible = self
             .nodes
             .iter()
-            .filter(|n| !excluded.contains(&*n.name) && Some(&*n.name) != owner)
-            .map(|n| (rendezvous::score(ip_key, n.key), &n.name))
-            .collect();
-        ranked.sort_by(|(sa, na), (sb, nb)| {
-            if rendezvous::beats(*sa, na, *sb, nb) {
-                std::cmp::Ordering::Less
-            } else if rendezvous::beats(*sb, nb, *sa, na) {
-                std::cmp::Ordering::Greater
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        });
-        ranked.into_iter().take(k).map(|(_, n)| n.clone()).collect()
+            .map(|n| &*n.name)
+            .filter(|n| !excluded.contains(n) && Some(*n) != owner);
+        rendezvous_order(result.ip, eligible)
+            .into_iter()
+            .take(k)
+            .map(NodeName::from)
+            .collect()
     }
 
     /// Elect for one request alone.
@@ -521,52 +514,113 @@ fn announcing<'c>(c: &'c Candidate, mode: &'c Mode) -> impl Iterator<Item = &'c 
         .filter(move |i| only.is_none_or(|names| names.contains(&i.name)))
 }
 
-/// The checks that do not depend on the IP, in reporting order.
+/// The checks that do not depend on the IP, in reporting order: the first rule that
+/// excludes the node names the reason.
 fn class_status(
     c: &Candidate,
     selectors: &[NodeSelector],
     pool: Option<&str>,
     mode: &Mode,
 ) -> Option<ExclusionReason> {
-    if c.excluded_label {
-        return Some(ExclusionReason::ExcludedByLabel);
-    }
-    if !c.ready {
-        return Some(ExclusionReason::NodeNotReady);
-    }
-    if c.network_unavailable {
-        return Some(ExclusionReason::NetworkUnavailable);
-    }
-    if let Some(pool) = pool {
-        if c.node_pool.as_deref() != Some(pool) {
-            return Some(ExclusionReason::NotInPool);
-        }
-    }
-    if !selector::matches_any(selectors, &c.labels) {
-        return Some(ExclusionReason::SelectorMismatch);
-    }
-    if !c.live {
-        return Some(ExclusionReason::NotLive);
-    }
-    if !announcing(c, mode).any(|i| i.up) {
-        return Some(ExclusionReason::NicDown);
-    }
-    None
+    excluded_by_label(c)
+        .or_else(|| not_ready(c))
+        .or_else(|| network_unavailable(c))
+        .or_else(|| not_in_pool(c, pool))
+        .or_else(|| selector_mismatch(c, selectors))
+        .or_else(|| not_live(c))
+        .or_else(|| nic_down(c, mode))
 }
 
-/// The checks that depend on the IP or its Service.
+/// The checks that depend on the IP or its Service, in reporting order.
 fn ip_status(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionReason> {
-    if let Some(nodes) = &r.local_endpoints {
-        if !nodes.contains(&c.node) {
-            return Some(ExclusionReason::NoLocalEndpoints);
-        }
+    no_local_endpoints(c, r).or_else(|| subnet_not_local(c, r))
+}
+
+/// The node opted out with `node.kubernetes.io/exclude-from-external-load-balancers`.
+fn excluded_by_label(c: &Candidate) -> Option<ExclusionReason> {
+    c.excluded_label.then_some(ExclusionReason::ExcludedByLabel)
+}
+
+/// The Node is not `Ready`.
+fn not_ready(c: &Candidate) -> Option<ExclusionReason> {
+    (!c.ready).then_some(ExclusionReason::NodeNotReady)
+}
+
+/// The Node's network is not configured (`NetworkUnavailable`).
+fn network_unavailable(c: &Candidate) -> Option<ExclusionReason> {
+    c.network_unavailable
+        .then_some(ExclusionReason::NetworkUnavailable)
+}
+
+/// The IP belongs to another node pool.
+fn not_in_pool(c: &Candidate, pool: Option<&str>) -> Option<ExclusionReason> {
+    pool.filter(|p| c.node_pool.as_deref() != Some(*p))
+        .map(|_| ExclusionReason::NotInPool)
+}
+
+/// None of the advertisement's node selectors matches the node.
+fn selector_mismatch(c: &Candidate, selectors: &[NodeSelector]) -> Option<ExclusionReason> {
+    (!selector::matches_any(selectors, &c.labels)).then_some(ExclusionReason::SelectorMismatch)
+}
+
+/// The node's speaker is not a live member of the gossip.
+fn not_live(c: &Candidate) -> Option<ExclusionReason> {
+    (!c.live).then_some(ExclusionReason::NotLive)
+}
+
+/// None of the node's announcing interfaces is up.
+fn nic_down(c: &Candidate, mode: &Mode) -> Option<ExclusionReason> {
+    (!announcing(c, mode).any(|i| i.up)).then_some(ExclusionReason::NicDown)
+}
+
+/// `externalTrafficPolicy: Local` and no ready endpoint on the node.
+fn no_local_endpoints(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionReason> {
+    r.local_endpoints
+        .as_ref()
+        .filter(|nodes| !nodes.contains(&c.node))
+        .map(|_| ExclusionReason::NoLocalEndpoints)
+}
+
+/// L2: no up announcing interface of the node carries a subnet containing the IP.
+fn subnet_not_local(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionReason> {
+    if !matches!(r.mode, Mode::L2 { .. }) {
+        return None;
     }
-    if let Mode::L2 { .. } = r.mode {
-        let local =
-            announcing(c, &r.mode).any(|i| i.up && i.subnets.iter().any(|net| net.contains(&r.ip)));
-        if !local {
-            return Some(ExclusionReason::SubnetNotLocal);
+    let local =
+        announcing(c, &r.mode).any(|i| i.up && i.subnets.iter().any(|net| net.contains(&r.ip)));
+    (!local).then_some(ExclusionReason::SubnetNotLocal)
+}
+
+/// `names` in rendezvous order for `ip`, best first: the order in which they would own
+/// the IP in L2 mode were each eligible.
+fn rendezvous_order<'n>(ip: IpAddr, names: impl IntoIterator<Item = &'n str>) -> Vec<&'n str> {
+    let ip_key = rendezvous::ip_key(ip);
+    let mut ranked: Vec<(u64, &str)> = names
+        .into_iter()
+        .map(|n| (rendezvous::score(ip_key, rendezvous::node_key(n)), n))
+        .collect();
+    ranked.sort_by(|(sa, na), (sb, nb)| {
+        if rendezvous::beats(*sa, na, *sb, nb) {
+            std::cmp::Ordering::Less
+        } else if rendezvous::beats(*sb, nb, *sa, na) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
         }
-    }
-    None
+    });
+    ranked.into_iter().map(|(_, n)| n).collect()
+}
+
+/// Why an L2 IP is where it is (`edgelbctl explain`): every one of `nodes`, in the
+/// rendezvous order of the result's IP, with the reason the election skipped it (`None`:
+/// eligible). The owner is the first eligible node; each node ranked above it carries
+/// the reason it was passed over.
+pub fn ranking<'n>(
+    result: &ElectionResult,
+    nodes: impl IntoIterator<Item = &'n str>,
+) -> Vec<(&'n str, Option<ExclusionReason>)> {
+    rendezvous_order(result.ip, nodes)
+        .into_iter()
+        .map(|n| (n, result.exclusion_of(n)))
+        .collect()
 }

@@ -548,3 +548,75 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// `explain`'s ranking agrees with the election: every node appears once; the owner is
+    /// the first node without a reason; each node ranked above the owner carries the reason
+    /// the election gave it; the eligible nodes after the owner are the successors, in
+    /// order.
+    #[test]
+    fn the_ranking_explains_the_owner_and_lists_the_successors(
+        bits in prop::collection::vec(0u8..16, 1..24),
+        local_mask in any::<u32>(),
+    ) {
+        let nodes: Vec<Candidate> = bits.iter().enumerate().map(|(i, b)| varied_node(i, *b)).collect();
+        let names: Vec<String> = nodes.iter().map(|c| c.node.clone()).collect();
+        let view = ElectionView::new(nodes);
+        for r in view.elect_many(&varied_requests(40, local_mask)) {
+            if r.mode != ModeKind::L2 {
+                continue;
+            }
+            let ranked = ranking(&r, names.iter().map(String::as_str));
+            prop_assert_eq!(ranked.len(), names.len());
+            for (n, why) in &ranked {
+                prop_assert_eq!(*why, r.exclusion_of(n));
+            }
+            let first_eligible = ranked.iter().find(|(_, why)| why.is_none()).map(|(n, _)| *n);
+            prop_assert_eq!(first_eligible, r.owner().map(|o| &**o));
+            let after_owner: Vec<&str> = ranked
+                .iter()
+                .filter(|(n, why)| why.is_none() && Some(*n) != first_eligible)
+                .map(|(n, _)| *n)
+                .collect();
+            let successors = view.successors(&r, names.len());
+            let successors: Vec<&str> = successors.iter().map(|n| &**n).collect();
+            prop_assert_eq!(after_owner, successors);
+        }
+    }
+}
+
+/// One function per rule, in reporting order: a node failing several rules reports the
+/// first.
+#[test]
+fn the_first_failing_rule_names_the_reason() {
+    let mut c = node("n");
+    c.live = false;
+    c.interfaces[0].up = false;
+    assert_eq!(
+        class_status(&c, &[], None, &Mode::L2 { interfaces: None }),
+        Some(ExclusionReason::NotLive)
+    );
+    c.ready = false;
+    assert_eq!(
+        class_status(&c, &[], None, &Mode::L2 { interfaces: None }),
+        Some(ExclusionReason::NodeNotReady)
+    );
+    assert_eq!(not_in_pool(&node("n"), Some("pool-1")), None);
+    assert_eq!(
+        not_in_pool(&node("n"), Some("pool-2")),
+        Some(ExclusionReason::NotInPool)
+    );
+    assert_eq!(not_in_pool(&node("n"), None), None);
+    let mut r = l2("198.51.100.1");
+    assert_eq!(
+        ip_status(&node("n"), &r),
+        Some(ExclusionReason::SubnetNotLocal)
+    );
+    r.local_endpoints = Some(BTreeSet::new());
+    assert_eq!(
+        ip_status(&node("n"), &r),
+        Some(ExclusionReason::NoLocalEndpoints)
+    );
+}

@@ -13,11 +13,12 @@ use edgelb_l2::InterfaceStats;
 use ipnet::IpNet;
 
 use super::view::{
-    AllocationView, AnnouncementView, CandidateView, FamilyNotAnnouncedView, InterfaceView, Mode,
-    PeerView, PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView, ServiceView,
+    AllocationView, AnnouncementView, CandidateView, FamilyNotAnnouncedView, InterfaceView,
+    IpRankView, Mode, PeerView, PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView,
+    ServiceView,
 };
 use crate::actuate::policy_route_task::TaskReport;
-use crate::election::ElectionResult;
+use crate::election::{self, ElectionResult, ModeKind};
 use crate::ipam::range::IpRange;
 use crate::ipam::{AllocationError, Assignments};
 use crate::plan::endpoints::{has_ready_endpoint_for, is_local, pool_topology};
@@ -26,6 +27,12 @@ use crate::snapshot::{ObjectKey, Snapshot};
 /// Unix seconds of a wall-clock time (0 before the epoch).
 pub fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Unix milliseconds of `t` (0 before the epoch).
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The wall-clock time of a monotonic `at`, given that `now` is `wall_now`.
@@ -239,10 +246,15 @@ pub fn pools_view(snap: &Snapshot, a: &Assignments) -> Vec<PoolView> {
 /// reasons of every (IP, mode), without repeats. A Service the election never saw shows
 /// why for every node: `noReadyEndpoints` (`Cluster` and no ready endpoint) or
 /// `noAdvertisement` (no valid advertisement covers its pool).
+///
+/// Each L2 IP also gets its ranking ([`ip_rank_view`]); `held` lists the L2 IPs this node
+/// won and waits to answer for (the handoff from a live previous owner), with when it
+/// will (Unix ms).
 pub fn services_view(
     snap: &Snapshot,
     a: &Assignments,
     elections: &BTreeMap<ObjectKey, Vec<ElectionResult>>,
+    held: &[(IpAddr, u64)],
 ) -> Vec<ServiceView> {
     let mut out = Vec::new();
     for (key, outcome) in a.outcomes.iter() {
@@ -291,6 +303,11 @@ pub fn services_view(
                 }
             })
             .collect();
+        let ips = results
+            .iter()
+            .filter(|r| r.mode == ModeKind::L2)
+            .map(|r| ip_rank_view(r, snap.nodes.keys().map(|n| &**n), held))
+            .collect();
         let mut traffic_policy = if local { "Local" } else { "Cluster" }.to_string();
         if key.node_pool.is_some() && pool_topology(svc) {
             traffic_policy.push_str(
@@ -302,9 +319,35 @@ pub fn services_view(
             node_pool: key.node_pool.as_deref().map(String::from),
             traffic_policy,
             candidates,
+            ips,
         });
     }
     out
+}
+
+/// Why an L2 IP is where it is: `nodes` in the rendezvous order of the IP, each with the
+/// reason the election skipped it (the owner is the first without one), and, when this
+/// node won it but waits for the previous owner to let go, until when.
+pub fn ip_rank_view<'n>(
+    r: &ElectionResult,
+    nodes: impl IntoIterator<Item = &'n str>,
+    held: &[(IpAddr, u64)],
+) -> IpRankView {
+    IpRankView {
+        ip: r.ip.to_string(),
+        owner: r.owner().map(|o| o.to_string()),
+        ranked: election::ranking(r, nodes)
+            .into_iter()
+            .map(|(node, why)| CandidateView {
+                node: node.to_string(),
+                excluded: why.map(|w| w.as_str().to_string()),
+            })
+            .collect(),
+        handoff_until_ms: held
+            .iter()
+            .find(|(ip, _)| *ip == r.ip)
+            .map(|(_, until)| *until),
+    }
 }
 
 /// Remembers since when each announcement exists, across views.

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 use super::build::{
     allocations_view, bgp_announcements, interface_view, l2_announcements_of, l2_owned, peer_view,
-    policy_routes_view, pools_view, services_view, unix, SinceTracker,
+    policy_routes_view, pools_view, services_view, unix, unix_ms, SinceTracker,
 };
 use super::view::{
     AllocationView, AnnouncementView, Health, LocalView, MemberView, PoolView, ServiceView,
@@ -52,6 +52,8 @@ pub struct ViewParts<'a> {
     pub bgp_tables: Option<&'a BTreeMap<IpAddr, Arc<RouteTable>>>,
     /// L2 announcer statistics.
     pub l2_stats: Vec<InterfaceStats>,
+    /// L2 IPs this node won and waits to answer for (the handoff), until when.
+    pub l2_held: Vec<(IpAddr, SystemTime)>,
     /// Gossip members (empty without gossip).
     pub members: Vec<MemberSnapshot>,
     /// The Lease holder, when known.
@@ -89,6 +91,8 @@ struct SectionInputs {
     /// L2 owned IPs: (interface, IP, owned since).
     l2: Vec<(String, IpAddr, SystemTime)>,
     candidates: Vec<Candidate>,
+    /// L2 IPs held for a handoff, until when (Unix ms).
+    held: Vec<(IpAddr, u64)>,
 }
 
 impl SectionInputs {
@@ -205,13 +209,18 @@ impl Inner {
             }
         };
         let services = match &last {
-            Some(l) if same_alloc && same_snap && l.inputs.candidates == inputs.candidates => {
+            Some(l)
+                if same_alloc
+                    && same_snap
+                    && l.inputs.candidates == inputs.candidates
+                    && l.inputs.held == inputs.held =>
+            {
                 l.services.clone()
             }
             _ => {
                 self.builds.services += 1;
                 let elections = service_elections(snap, a, inputs.candidates.clone());
-                Arc::new(services_view(snap, a, &elections))
+                Arc::new(services_view(snap, a, &elections, &inputs.held))
             }
         };
         self.sections.insert(Sections {
@@ -337,6 +346,11 @@ impl Publisher {
                     .collect(),
                 l2: l2_owned(&parts.l2_stats),
                 candidates: parts.candidates,
+                held: parts
+                    .l2_held
+                    .iter()
+                    .map(|(ip, until)| (*ip, unix_ms(*until)))
+                    .collect(),
             };
             let sections = inner.sections(inputs, secs);
             view.announcements = sections.announcements.clone();

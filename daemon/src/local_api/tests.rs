@@ -89,7 +89,7 @@ fn view_of(snap: &Snapshot, a: &Assignments, peers: Vec<PeerView>) -> LocalView 
         peers,
         allocations: allocations_view(a).into(),
         pools: pools_view(snap, a).into(),
-        services: services_view(snap, a, &Default::default()).into(),
+        services: services_view(snap, a, &Default::default(), &[]).into(),
         ..LocalView::default()
     }
 }
@@ -157,7 +157,7 @@ fn explain_names_the_elections_reason_for_each_excluded_node() {
         &a,
         vec![candidate("n1", true), candidate("n2", true)],
     );
-    let services = services_view(&snap, &a, &both);
+    let services = services_view(&snap, &a, &both, &[]);
     assert_eq!(services[0].traffic_policy, "Local");
     let by_node = excluded(&services);
     assert_eq!(by_node["n1"], None);
@@ -168,7 +168,7 @@ fn explain_names_the_elections_reason_for_each_excluded_node() {
         &a,
         vec![candidate("n1", true), candidate("n2", false)],
     );
-    let by_node = excluded(&services_view(&snap, &a, &n2_gone));
+    let by_node = excluded(&services_view(&snap, &a, &n2_gone, &[]));
     assert_eq!(by_node["n1"], None);
     assert_eq!(by_node["n2"].as_deref(), Some("notLive"));
 
@@ -177,13 +177,63 @@ fn explain_names_the_elections_reason_for_each_excluded_node() {
         &a,
         vec![candidate("n1", false), candidate("n2", true)],
     );
-    let by_node = excluded(&services_view(&snap, &a, &n1_gone));
+    let by_node = excluded(&services_view(&snap, &a, &n1_gone, &[]));
     assert_eq!(by_node["n1"].as_deref(), Some("notLive"));
     assert_eq!(by_node["n2"].as_deref(), Some("noLocalEndpoints"));
 
-    let by_node = excluded(&services_view(&snap, &a, &BTreeMap::new()));
+    let by_node = excluded(&services_view(&snap, &a, &BTreeMap::new(), &[]));
     assert_eq!(by_node["n1"].as_deref(), Some("noAdvertisement"));
     assert_eq!(by_node["n2"].as_deref(), Some("noAdvertisement"));
+}
+
+/// For an L2 IP `explain` gets the IP's ranking from the same election: every node in
+/// the IP's rendezvous order with the election's reason for skipping it, the owner the
+/// first without one, and the handoff when this node holds the IP back.
+#[test]
+fn explain_ranks_the_nodes_of_each_l2_ip_and_shows_the_handoff() {
+    use crate::status::announced::service_elections;
+    let yaml = lab_yaml()
+        .replace("kind: BGPAdvertisement", "kind: L2Advertisement")
+        .replace(
+            "externalTrafficPolicy: Local",
+            "externalTrafficPolicy: Cluster",
+        );
+    let loaded = parse(&yaml);
+    assert_eq!(loaded.errors, vec![]);
+    let snap = store_of(&loaded, "edgelb-system").snapshot(&Selection::default());
+    let a = allocate(&snap, &Assignments::default());
+    for gone in ["n1", "n2"] {
+        let live = if gone == "n1" { "n2" } else { "n1" };
+        let elections = service_elections(
+            &snap,
+            &a,
+            vec![candidate(gone, false), candidate(live, true)],
+        );
+        let services = services_view(&snap, &a, &elections, &[]);
+        let [ip] = services[0].ips.as_slice() else {
+            panic!("one L2 IP: {:?}", services[0].ips);
+        };
+        assert_eq!(ip.owner.as_deref(), Some(live));
+        assert_eq!(ip.ranked.len(), 2);
+        for c in &ip.ranked {
+            let want = (c.node == gone).then(|| "notLive".to_string());
+            assert_eq!(c.excluded, want, "{c:?}");
+        }
+        assert_eq!(ip.handoff_until_ms, None);
+        let held: Vec<(std::net::IpAddr, u64)> =
+            vec![(ip.ip.parse().expect("ip"), 1_700_000_000_250)];
+        let services = services_view(&snap, &a, &elections, &held);
+        assert_eq!(services[0].ips[0].handoff_until_ms, Some(1_700_000_000_250));
+    }
+    // Both live: the same order, nobody skipped; the owner is ranked first.
+    let elections = service_elections(
+        &snap,
+        &a,
+        vec![candidate("n1", true), candidate("n2", true)],
+    );
+    let ip = &services_view(&snap, &a, &elections, &[])[0].ips[0];
+    assert!(ip.ranked.iter().all(|c| c.excluded.is_none()));
+    assert_eq!(ip.owner.as_ref(), Some(&ip.ranked[0].node));
 }
 
 #[test]

@@ -393,6 +393,28 @@ pub struct ServiceView {
     /// Every node considered, with why it was excluded (none when it may serve).
     #[serde(default)]
     pub candidates: Vec<CandidateView>,
+    /// Each L2 IP of the Service: why it is where it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpRankView>,
+}
+
+/// Why an L2 IP is where it is, as this node's election sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpRankView {
+    /// The IP.
+    pub ip: String,
+    /// The elected owner, if any node is eligible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Every node in the IP's rendezvous order (best first), with why the election skipped
+    /// it; the owner is the first without a reason.
+    #[serde(default)]
+    pub ranked: Vec<CandidateView>,
+    /// This node won the IP but waits until then (Unix ms, this node's clock) before
+    /// answering for it: the previous owner is alive and lets go first (the handoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_until_ms: Option<u64>,
 }
 
 /// One node considered for a Service.

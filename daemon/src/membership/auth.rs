@@ -49,6 +49,8 @@ pub enum FrameKind {
     Goodbye,
     /// An owner's heartbeat to its successors ([`super::heartbeat`]).
     Heartbeat,
+    /// A successor asks a silent owner for a heartbeat now ([`super::heartbeat::Action`]).
+    Probe,
 }
 
 impl FrameKind {
@@ -57,6 +59,7 @@ impl FrameKind {
             FrameKind::Swim => 1,
             FrameKind::Goodbye => 2,
             FrameKind::Heartbeat => 3,
+            FrameKind::Probe => 4,
         }
     }
 
@@ -65,6 +68,7 @@ impl FrameKind {
             1 => Some(FrameKind::Swim),
             2 => Some(FrameKind::Goodbye),
             3 => Some(FrameKind::Heartbeat),
+            4 => Some(FrameKind::Probe),
             _ => None,
         }
     }

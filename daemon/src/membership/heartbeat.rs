@@ -1,38 +1,51 @@
 //! Owner heartbeats: a failure detector beside SWIM for the members that own L2 IPs.
 //!
 //! SWIM finds any failed member, but only after a probe period, the indirect probes and a
-//! suspicion that a live member may refute: about 400 ms on a LAN ([`super::Timings::lan`]),
-//! slower than VRRP tuned to 0.1 s adverts (about 300 ms). The members that matter for an
-//! L2 failover are few: the owner of an IP and the nodes ranked next for it. So an owner
+//! suspicion that a live member may refute (about 1.2 s, [`super::Timings::lan`]), slower
+//! than VRRP tuned to 0.1 s adverts (about 300 ms). The members that matter for an L2
+//! failover are few: the owner of an IP and the nodes ranked next for it. So an owner
 //! sends a small signed heartbeat every `heartbeat_interval` (25 ms) straight to the next
 //! ranked nodes of its IPs (its successors), each heartbeat saying "declare me down if you
-//! hear nothing from me for `timeout`" (300 ms). A successor that hears nothing for that
-//! long declares the owner down in the SWIM view, which gossips the verdict at once to
-//! everyone (a confirmed failure, as if the suspicion timer had run out): every speaker
-//! then elects the same new owner, which announces. The owner's heartbeats stop being
-//! needed when it stops owning or the successor changes; it then sends a release, and a
-//! successor stops watching.
+//! hear nothing from me for `timeout`" (225 ms). The owner's heartbeats stop being needed
+//! when it stops owning or the successor changes; it then sends a release, and a successor
+//! stops watching.
 //!
-//! A live owner that is starved of CPU sends late, and a starved owner cannot be told
-//! from a frozen one within one timeout; the timeout therefore adapts to what each owner
-//! showed lately, as the phi-accrual detector (Hayashibara et al., 2004) adapts to the
-//! arrival distribution: it is twice the longest gap seen between its heartbeats (or the
-//! longest delay its own loop reports in them), with the sender's 300 ms as the floor, and
-//! that worst gap halves every [`DECAY`]. A gap counts up to the floor only, so the timeout
-//! never exceeds twice the floor (beyond that SWIM decides anyway) and one freeze (a gap that
-//! ended in a "down" verdict, or that the watcher slept through) cannot leave an owner
-//! watched with a timeout of seconds. A quiet owner keeps the 300 ms; an owner seen
-//! stalling for 150 ms gets 300 ms until it has been regular again for a while. Past
-//! about 400 ms SWIM's own suspicion declares it down anyway.
+//! Silence alone does not decide at once. After `probe_after` (100 ms) of silence the
+//! successor probes the owner ([`Action::Probe`]) from a socket of its own, connected to
+//! the owner's gossip address:
+//! - a live owner, however starved, answers with a heartbeat as soon as it runs again,
+//!   which starts a new silence;
+//! - on a live node whose speaker is gone (killed, crashed, restarting) nothing listens on
+//!   the port and the kernel answers "port unreachable": the owner is declared down at
+//!   once ([`DownCause::Refused`]), 75-100 ms after it died;
+//! - a node that is gone or cut off, and a frozen or starved speaker, answer nothing: the
+//!   owner is declared down when its whole timeout has passed in silence, and never before
+//!   the probe has had the time it would have had if sent on time
+//!   ([`DownCause::Silent`]).
+//!
+//! A declared-down owner is declared down in the SWIM view, which gossips the verdict at
+//! once to everyone (a confirmed failure, as if the suspicion timer had run out): every
+//! speaker then elects the same new owner, which announces.
+//!
+//! A frozen process and a starved one cannot be told apart from outside, only by how
+//! long they last; the timeout therefore adapts to what each owner showed lately, as the
+//! phi-accrual detector (Hayashibara et al., 2004) adapts to the arrival distribution: it
+//! is twice the longest gap seen between its heartbeats (or the longest delay its own loop
+//! reports in them), with the sender's 225 ms as the floor, and that worst gap halves
+//! every [`DECAY`]. A gap counts up to the floor only, so the timeout never exceeds twice
+//! the floor and one freeze (a gap that ended in a "down" verdict, or that the watcher
+//! slept through) cannot leave an owner watched with a timeout of seconds. A quiet owner
+//! keeps the 225 ms; an owner seen stalling for 150 ms gets 300 ms until it has been
+//! regular again for a while.
 //!
 //! Only a member that asked to be watched (sent a heartbeat) can be declared down this
 //! way, and only while it is a live member under the same identity; a watcher whose own
 //! loop was starved does not count the time it slept against anyone (the late heartbeats
-//! are read first, then each watch gets a fresh timeout). A member declared down while
+//! are read first, then each watch starts a fresh silence). A member declared down while
 //! alive learns it from the gossip, rejoins under a new generation and announces its IPs
 //! again (see [`super::MembershipEvent::LostContact`]).
 //!
-//! [`Watches`] is the watcher's bookkeeping, pure (time is an argument).
+//! [`Watches`] is the watcher's bookkeeping and decision, pure (time is an argument).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -116,48 +129,105 @@ struct Watch {
     worst: WorstGap,
     /// The timeout in force since the last heartbeat.
     timeout: Duration,
+    /// When the current silence was probed.
+    probed_at: Option<Instant>,
+    /// A probe found its port closed: the process is gone.
+    refused: bool,
+}
+
+impl Watch {
+    fn new(id: SpeakerId, floor: Duration, now: Instant) -> Watch {
+        Watch {
+            id,
+            last_heard: now,
+            floor,
+            worst: WorstGap::default(),
+            timeout: floor,
+            probed_at: None,
+            refused: false,
+        }
+    }
+
+    /// When this watch next needs a decision: at once once refused; else the probe
+    /// moment of this silence; else its timeout, and never before the probe has had the
+    /// time it would have had if sent on time (a late check probes late, and waits).
+    fn deadline(&self, probe_after: Duration) -> Instant {
+        if self.refused {
+            return self.last_heard;
+        }
+        let timeout = self.last_heard + self.timeout;
+        if probe_after >= self.timeout {
+            return timeout;
+        }
+        match self.probed_at {
+            None => self.last_heard + probe_after,
+            Some(p) => timeout.max(p + (self.timeout - probe_after)),
+        }
+    }
+}
+
+/// What a watcher does about a silent owner ([`Watches::due`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Silent for the probe delay: ask it directly, once per silence. A live owner answers
+    /// with a heartbeat as soon as it runs; the kernel of a node whose speaker is gone
+    /// answers with "port unreachable" ([`Watches::refused`]).
+    Probe(SpeakerId),
+    /// Declare it down in the SWIM view.
+    Down(SpeakerId, DownCause),
+}
+
+/// Why a watched owner is declared down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownCause {
+    /// Nothing heard for its whole timeout (crashed node, cut link, frozen or starved
+    /// process: they cannot be told apart from outside, only by how long they last).
+    Silent,
+    /// The probe found no process behind its port (the speaker died on a live node).
+    Refused,
 }
 
 /// The members a watcher watches, by node name.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Watches {
     by_node: BTreeMap<String, Watch>,
+    /// Silence after which an owner is probed.
+    probe_after: Duration,
 }
 
 impl Watches {
+    /// No watch yet; owners silent for `probe_after` get probed.
+    pub fn new(probe_after: Duration) -> Watches {
+        Watches {
+            by_node: BTreeMap::new(),
+            probe_after,
+        }
+    }
+
     /// A heartbeat arrived at `now`. A heartbeat from an older generation than the one
-    /// watched is ignored; a release ends the watch.
-    pub fn heard(&mut self, hb: &Heartbeat, now: Instant) {
+    /// watched is ignored; a release ends the watch. Returns the silence it ended, if it
+    /// continued a watch.
+    pub fn heard(&mut self, hb: &Heartbeat, now: Instant) -> Option<Duration> {
         if let Some(w) = self.by_node.get(&hb.id.node) {
             if w.id.generation > hb.id.generation {
-                return;
+                return None;
             }
         }
         if hb.timeout_ms == 0 {
             self.by_node.remove(&hb.id.node);
-            return;
+            return None;
         }
         let floor = Duration::from_millis(u64::from(hb.timeout_ms));
         let late = Duration::from_millis(u64::from(hb.late_ms));
-        let w = self
-            .by_node
-            .entry(hb.id.node.clone())
-            .or_insert_with(|| Watch {
-                id: hb.id.clone(),
-                last_heard: now,
-                floor,
-                worst: WorstGap::default(),
-                timeout: floor,
-            });
+        let mut fresh = false;
+        let w = self.by_node.entry(hb.id.node.clone()).or_insert_with(|| {
+            fresh = true;
+            Watch::new(hb.id.clone(), floor, now)
+        });
         if w.id != hb.id {
             // A newer generation: a new member, with no history.
-            *w = Watch {
-                id: hb.id.clone(),
-                last_heard: now,
-                floor,
-                worst: WorstGap::default(),
-                timeout: floor,
-            };
+            *w = Watch::new(hb.id.clone(), floor, now);
+            fresh = true;
         }
         let gap = now.saturating_duration_since(w.last_heard);
         w.worst.saw(gap.min(floor), now);
@@ -165,6 +235,19 @@ impl Watches {
         w.last_heard = now;
         w.floor = floor;
         w.timeout = floor.max(w.worst.at(now) * 2);
+        w.probed_at = None;
+        w.refused = false;
+        (!fresh).then_some(gap)
+    }
+
+    /// A probe of `id` was answered by "port unreachable": its speaker is gone. Only the
+    /// watch of that very identity is affected.
+    pub fn refused(&mut self, id: &SpeakerId) {
+        if let Some(w) = self.by_node.get_mut(&id.node) {
+            if w.id == *id {
+                w.refused = true;
+            }
+        }
     }
 
     /// The member is down or gone by other means: stop watching it.
@@ -179,33 +262,56 @@ impl Watches {
     }
 
     /// Our own loop was starved until `now`: the heartbeats that could arrive were read,
-    /// the time asleep is nobody's fault, so every watch starts a fresh timeout.
+    /// the time asleep is nobody's fault, so every watch starts a fresh silence (a probe
+    /// sent meanwhile may be sent again; a refusal stands).
     pub fn grace(&mut self, now: Instant) {
         for w in self.by_node.values_mut() {
-            w.last_heard = w.last_heard.max(now);
+            if w.last_heard < now {
+                w.last_heard = now;
+                w.probed_at = None;
+            }
         }
     }
 
-    /// When the next watch runs out, if any.
+    /// When the next watch needs a decision, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.by_node
             .values()
-            .map(|w| w.last_heard + w.timeout)
+            .map(|w| w.deadline(self.probe_after))
             .min()
     }
 
-    /// The members silent past their timeout at `now`, removed from the watches.
-    pub fn take_expired(&mut self, now: Instant) -> Vec<SpeakerId> {
-        let expired: Vec<String> = self
-            .by_node
-            .iter()
-            .filter(|(_, w)| w.last_heard + w.timeout <= now)
-            .map(|(n, _)| n.clone())
-            .collect();
-        expired
-            .into_iter()
-            .filter_map(|n| self.by_node.remove(&n).map(|w| w.id))
-            .collect()
+    /// What to do at `now`: probe the owners silent for the probe delay (once per
+    /// silence), declare down those refused or silent past their timeout after a probe
+    /// (their watch ends).
+    pub fn due(&mut self, now: Instant) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut ended = Vec::new();
+        let probe_after = self.probe_after;
+        for (node, w) in &mut self.by_node {
+            let probes = probe_after < w.timeout;
+            if w.refused {
+                actions.push(Action::Down(w.id.clone(), DownCause::Refused));
+                ended.push(node.clone());
+            } else if probes && w.probed_at.is_none() {
+                if w.last_heard + probe_after <= now {
+                    w.probed_at = Some(now);
+                    actions.push(Action::Probe(w.id.clone()));
+                }
+            } else if w.deadline(probe_after) <= now {
+                actions.push(Action::Down(w.id.clone(), DownCause::Silent));
+                ended.push(node.clone());
+            }
+        }
+        for node in ended {
+            self.by_node.remove(&node);
+        }
+        actions
+    }
+
+    /// Whether `node` is watched under identity `id` (a probe answer is for that watch).
+    pub fn watches(&self, id: &SpeakerId) -> bool {
+        self.by_node.get(&id.node).is_some_and(|w| w.id == *id)
     }
 
     /// The nodes watched now.
@@ -236,26 +342,95 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// Watches that never probe: the timeout alone decides.
+    fn no_probes() -> Watches {
+        Watches::new(Duration::MAX)
+    }
+
+    /// The members `due` declares down at `now`.
+    fn downs(w: &mut Watches, now: Instant) -> Vec<SpeakerId> {
+        w.due(now)
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Down(id, _) => Some(id),
+                Action::Probe(_) => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_watched_member_silent_for_its_timeout_is_expired_once() {
         let t0 = Instant::now();
-        let mut w = Watches::default();
+        let mut w = no_probes();
         w.heard(&Heartbeat::watch_me(id("a", 1), ms(200), ms(0)), t0);
         w.heard(
             &Heartbeat::watch_me(id("a", 1), ms(200), ms(0)),
             t0 + ms(25),
         );
         assert_eq!(w.next_deadline(), Some(t0 + ms(225)));
-        assert!(w.take_expired(t0 + ms(224)).is_empty());
-        assert_eq!(w.take_expired(t0 + ms(225)), vec![id("a", 1)]);
-        assert!(w.take_expired(t0 + ms(500)).is_empty(), "expired once");
+        assert!(downs(&mut w, t0 + ms(224)).is_empty());
+        assert_eq!(downs(&mut w, t0 + ms(225)), vec![id("a", 1)]);
+        assert!(downs(&mut w, t0 + ms(500)).is_empty(), "expired once");
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_silent_owner_is_probed_once_then_declared_down_at_its_timeout() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(100));
+        let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
+        w.heard(&hb, t0);
+        assert_eq!(w.next_deadline(), Some(t0 + ms(100)));
+        assert!(w.due(t0 + ms(99)).is_empty());
+        assert_eq!(w.due(t0 + ms(100)), vec![Action::Probe(id("a", 1))]);
+        assert_eq!(w.next_deadline(), Some(t0 + ms(200)));
+        assert!(w.due(t0 + ms(150)).is_empty(), "probed once per silence");
+        assert_eq!(
+            w.due(t0 + ms(200)),
+            vec![Action::Down(id("a", 1), DownCause::Silent)]
+        );
+    }
+
+    #[test]
+    fn an_answered_probe_starts_a_new_silence() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(100));
+        let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
+        w.heard(&hb, t0);
+        assert_eq!(w.due(t0 + ms(100)), vec![Action::Probe(id("a", 1))]);
+        // The starved owner ran at 180 ms and answered: alive, a new silence.
+        assert_eq!(w.heard(&hb, t0 + ms(180)), Some(ms(180)));
+        assert!(w.due(t0 + ms(200)).is_empty());
+        // Twice the 180 ms gap (capped at the floor): 360 ms from now.
+        assert_eq!(w.due(t0 + ms(280)), vec![Action::Probe(id("a", 1))]);
+        assert!(w.due(t0 + ms(539)).is_empty());
+        assert_eq!(downs(&mut w, t0 + ms(540)), vec![id("a", 1)]);
+    }
+
+    #[test]
+    fn a_refused_probe_declares_down_at_once_but_only_that_identity() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(100));
+        w.heard(&Heartbeat::watch_me(id("a", 2), ms(200), ms(0)), t0);
+        assert_eq!(w.due(t0 + ms(100)), vec![Action::Probe(id("a", 2))]);
+        // A refusal about an older identity changes nothing.
+        w.refused(&id("a", 1));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(200)));
+        w.refused(&id("a", 2));
+        assert_eq!(w.next_deadline(), Some(t0));
+        // The watcher's own starvation does not undo the evidence.
+        w.grace(t0 + ms(400));
+        assert_eq!(
+            w.due(t0 + ms(400)),
+            vec![Action::Down(id("a", 2), DownCause::Refused)]
+        );
         assert!(w.is_empty());
     }
 
     #[test]
     fn a_release_ends_the_watch_and_an_old_generation_is_ignored() {
         let t0 = Instant::now();
-        let mut w = Watches::default();
+        let mut w = no_probes();
         w.heard(&Heartbeat::watch_me(id("a", 2), ms(200), ms(0)), t0);
         w.heard(&Heartbeat::release(id("a", 1)), t0 + ms(10));
         assert_eq!(w.nodes().collect::<Vec<_>>(), vec!["a"], "stale release");
@@ -267,7 +442,7 @@ mod tests {
     #[test]
     fn forgetting_a_member_down_by_other_means_ends_its_watch_but_not_a_newer_ones() {
         let t0 = Instant::now();
-        let mut w = Watches::default();
+        let mut w = no_probes();
         w.heard(&Heartbeat::watch_me(id("a", 3), ms(200), ms(0)), t0);
         w.forget(&id("a", 2));
         assert!(
@@ -281,18 +456,22 @@ mod tests {
     #[test]
     fn a_starved_watcher_gives_every_watch_a_fresh_timeout() {
         let t0 = Instant::now();
-        let mut w = Watches::default();
+        let mut w = Watches::new(ms(100));
         w.heard(&Heartbeat::watch_me(id("a", 1), ms(200), ms(0)), t0);
         // Asleep for 500 ms: on waking, the grace comes before the check.
         w.grace(t0 + ms(500));
-        assert!(w.take_expired(t0 + ms(500)).is_empty());
-        assert_eq!(w.next_deadline(), Some(t0 + ms(700)));
+        assert!(w.due(t0 + ms(500)).is_empty());
+        assert_eq!(
+            w.next_deadline(),
+            Some(t0 + ms(600)),
+            "probe after the grace"
+        );
     }
 
     #[test]
     fn an_owner_seen_stalling_gets_twice_its_worst_gap_which_fades() {
         let t0 = Instant::now();
-        let mut w = Watches::default();
+        let mut w = no_probes();
         let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
         w.heard(&hb, t0);
         w.heard(&hb, t0 + ms(150));
@@ -315,7 +494,7 @@ mod tests {
     #[test]
     fn a_gap_counts_up_to_the_floor_so_one_freeze_does_not_leave_a_timeout_of_seconds() {
         let t0 = Instant::now();
-        let mut w = Watches::default();
+        let mut w = no_probes();
         let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
         w.heard(&hb, t0);
         // The watcher slept through 3 s (grace): the time asleep is no gap of the owner's.
@@ -328,33 +507,115 @@ mod tests {
         assert_eq!(w.next_deadline(), Some(t0 + ms(3025) + ms(400)));
     }
 
+    /// One step of a watcher's life in the property below.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A heartbeat (or probe answer) arrives after this many ms.
+        Heard(u64),
+        /// The watcher checks after this many ms.
+        Check(u64),
+        /// A probe is refused after this many ms.
+        Refused(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u64..300).prop_map(Step::Heard),
+            (0u64..300).prop_map(Step::Check),
+            (0u64..300).prop_map(Step::Refused),
+        ]
+    }
+
     proptest! {
-        /// Whatever the order of heartbeats, a member is expired only after hearing
-        /// nothing from it for its whole timeout, which is never below the floor and
-        /// never below twice a gap it showed.
+        /// Whatever the order of heartbeats and checks, a member is expired only after
+        /// hearing nothing from it for its whole timeout, which is never below the floor
+        /// and never below twice the gap it just showed (capped at the floor; older gaps
+        /// fade).
         #[test]
         fn a_member_heard_within_its_timeout_is_never_expired(
             gaps in proptest::collection::vec(0u64..300, 1..60),
             floor in 2u64..400,
         ) {
             let t0 = Instant::now();
-            let mut w = Watches::default();
+            let mut w = no_probes();
             let mut t = t0;
             let mut last = t0;
-            let mut worst = 0;
+            let mut previous = 0;
             w.heard(&Heartbeat::watch_me(id("a", 1), ms(floor), ms(0)), t);
             for g in gaps {
                 t += ms(g);
                 let deadline = w.next_deadline().expect("watched");
-                prop_assert!(deadline >= last + ms(floor).max(ms(worst)));
-                let expired = w.take_expired(t);
+                // The gap just seen counts in full (up to the floor), twice; older ones fade.
+                prop_assert!(deadline >= last + ms(floor).max(ms(2 * previous.min(floor))));
+                let expired = downs(&mut w, t);
                 prop_assert_eq!(!expired.is_empty(), t >= deadline);
                 if !expired.is_empty() {
                     break;
                 }
                 w.heard(&Heartbeat::watch_me(id("a", 1), ms(floor), ms(0)), t);
-                worst = worst.max(g);
+                previous = g;
                 last = t;
+            }
+        }
+
+        /// With probes: a live owner (heard, never refused) is declared down only after its
+        /// whole timeout of silence, and only after one probe of that silence; a probe
+        /// comes no earlier than the probe delay; a refusal declares down at the next
+        /// check, whatever the silence.
+        #[test]
+        fn probes_come_first_and_only_silence_or_a_refusal_declares_down(
+            steps in proptest::collection::vec(step(), 1..80),
+            floor in 50u64..400,
+            probe_after in 1u64..400,
+        ) {
+            let t0 = Instant::now();
+            let mut w = Watches::new(ms(probe_after));
+            let hb = Heartbeat::watch_me(id("a", 1), ms(floor), ms(0));
+            w.heard(&hb, t0);
+            let (mut t, mut last, mut probes, mut refused) = (t0, t0, 0, false);
+            let mut probed_at = None;
+            for s in steps {
+                match s {
+                    Step::Heard(g) => {
+                        t += ms(g);
+                        w.heard(&hb, t);
+                        (last, probes, refused, probed_at) = (t, 0, false, None);
+                    }
+                    Step::Refused(g) => {
+                        t += ms(g);
+                        w.refused(&id("a", 1));
+                        refused = true;
+                    }
+                    Step::Check(g) => {
+                        t += ms(g);
+                        for a in w.due(t) {
+                            match a {
+                                Action::Probe(_) => {
+                                    prop_assert!(t >= last + ms(probe_after));
+                                    probes += 1;
+                                    probed_at = Some(t);
+                                    prop_assert_eq!(probes, 1, "one probe per silence");
+                                }
+                                Action::Down(_, DownCause::Refused) => prop_assert!(refused),
+                                Action::Down(_, DownCause::Silent) => {
+                                    prop_assert!(!refused);
+                                    prop_assert!(t >= last + ms(floor));
+                                    if probe_after < floor {
+                                        // The probe had its whole window to be answered.
+                                        let p = probed_at.expect("probed before down");
+                                        prop_assert!(t >= p + ms(floor - probe_after));
+                                    }
+                                }
+                            }
+                        }
+                        if w.is_empty() {
+                            break;
+                        }
+                        if refused {
+                            prop_assert!(false, "a refusal is acted on at the next check");
+                        }
+                    }
+                }
             }
         }
     }

@@ -63,44 +63,46 @@ use crate::election::{InterfaceFacts, QuorumView};
 ///   3.1) before the period ends. A datagram that arrived while the task was
 ///   starved is read before any due timer fires ([`task`]), so a late ack is
 ///   not mistaken for a lost one.
-/// - `suspect_to_down_after`: 3 x log10 N probe periods, at least 250 ms
-///   (the floor holds up to 6 members). A new suspicion is gossiped at once, the suspect included (the
-///   "buddy system" of Lifeguard, Dadgar et al. 2018), and foca refutes a
-///   suspicion of itself at once with a gossip round, so a live member
-///   refutes within a round trip plus its own scheduling delay. To be
-///   declared down, a live member must miss its direct and indirect probes
-///   (stalled for ~60-100 ms) and then not refute for 250 ms: a stall of a
-///   third of a second, which CPU contention alone does not cause (the load
-///   test sees not even a suspicion in 20 s); a CPU limit on the speaker
-///   could, which is why the manifests set none. hashicorp/memberlist's LAN
-///   profile (4 x log10 N seconds) would cost the failover target. Larger
-///   clusters wait longer (a suspicion takes log N gossip rounds to reach the
-///   suspect): 300 ms at 10 members, 600 ms at 100.
+/// - `suspect_to_down_after`: 3 x log10 N probe periods, at least 1 s (the floor holds
+///   up to ~2000 members). A new suspicion is gossiped at once, the suspect included
+///   (the "buddy system" of Lifeguard, Dadgar et al. 2018), and foca refutes a suspicion
+///   of itself at once with a gossip round, so a live member refutes within a round trip
+///   plus its own scheduling delay. To be declared down, a live member must miss its
+///   direct and indirect probes (stalled for ~60-100 ms) and then not refute for 1 s.
+///   The floor was 250 ms while SWIM also found crashed L2 owners; the owners now have
+///   their heartbeats (below), which find a crash, a cut or a freeze within 225 ms, so
+///   SWIM only has to find the members that own nothing, where a second does not move
+///   traffic, and must never take a starved owner down. The load test's nice-10 member
+///   (a tenth of a busy thread's CPU share) was declared down by SWIM in 1 of 3 runs at
+///   250 ms and in 2 of 10 at 500 ms on the 2-core lab machine at load 11-15. A CPU
+///   limit on the speaker could still stall it that long, which is why the manifests set
+///   none. hashicorp/memberlist's LAN profile (4 x log10 N seconds) is similar.
 /// - A member we declare down is gossiped at once too, so the next owner
 ///   hears it within a round trip instead of at the next gossip round.
 ///
-/// Expected detection of a crash with 3 members: ~70 ms until probed, 100 ms
-/// to fail direct and indirect probes, 250 ms suspicion, ~1 ms to spread:
-/// ~420 ms; the worst case: 200 + 100 + 250 = ~550 ms. Measured by
-/// `daemon/tests/speaker_l2.rs` (20 SIGKILLs of the owner, 3 speakers, on a
-/// shared 2-core machine at load 5-7), kill to the new owner's gratuitous
-/// ARP: p50 420 ms / p99 560 ms and p50 422 ms / p99 509 ms in two runs;
-/// with a 300 ms floor it was p50 475-495 ms, with the old 150/60/600 ms
-/// timings 827-911 ms.
+/// Expected SWIM detection of a crash with 3 members: ~70 ms until probed, 100 ms to
+/// fail direct and indirect probes, 1 s suspicion, ~1 ms to spread: ~1.2 s; the worst
+/// case ~1.3 s. (With the 250 ms floor `daemon/tests/speaker_l2.rs` measured
+/// kill to the new owner's gratuitous ARP at p50 420 ms / p99 560 ms.)
 /// `membership::tests::live_members_under_cpu_load_are_never_declared_down`
 /// checks that these numbers do not declare starved members down.
 ///
-/// The owners of L2 IPs are watched more closely by their successors
-/// ([`heartbeat`]): a heartbeat every 25 ms, down after 300 ms of silence. A
-/// crashed owner is then declared down 275-325 ms after it died (its last
-/// heartbeat left up to 25 ms before), and its successor announces a few
-/// milliseconds later, about VRRP's time with 0.1 s adverts (master down
-/// interval 3 x 0.1 s plus skew). 200 ms was faster, but in a fresh-clone CI
-/// run the load test below saw a nice-0 member declared down by its heartbeat
-/// watcher once in 20 s; 300 ms is twelve heartbeats, so a lost
-/// datagram or a scheduling delay of a loaded node's sender does not count; a
-/// watcher that was itself starved gives every watch a fresh timeout. The load
-/// test above also runs these heartbeats between all three members.
+/// The owners of L2 IPs are watched more closely by their successors ([`heartbeat`]):
+/// a heartbeat every 25 ms; after 100 ms of silence the successor probes the owner
+/// from a socket of its own. A live owner answers the probe (or sends its next
+/// heartbeat) as soon as it runs; on a live node whose speaker died the kernel answers
+/// "port unreachable", and the owner is declared down at once: a SIGKILLed speaker is
+/// replaced 75-100 ms after it died. A node that is gone or cut off, and a frozen or
+/// starved speaker, answer nothing: declared down after 225 ms of silence (more for
+/// an owner seen stalling lately). A frozen and a starved process cannot be told
+/// apart from outside, only by how long they last: 225 ms is nine heartbeats, and
+/// the longest silence of a live nice-0 owner the load test saw on the busy lab
+/// machine was ~125 ms; the owner's own lateness (reported in its heartbeats) and
+/// the gaps seen raise its timeout to twice the worst (at most 450 ms). 200 ms with
+/// no probe let a fresh-clone CI run see a live owner declared down once in 20 s;
+/// 300 ms made the failover as slow as VRRP with 0.1 s adverts. A watcher that was
+/// itself starved gives every watch a fresh silence. The load test runs these
+/// heartbeats between two of its members.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timings {
     /// How often a member probes another.
@@ -126,6 +128,8 @@ pub struct Timings {
     pub facts_refresh: Duration,
     /// How often an owner sends its successors a heartbeat ([`heartbeat`]).
     pub heartbeat_interval: Duration,
+    /// A successor probes an owner silent for this long.
+    pub heartbeat_probe_after: Duration,
     /// A successor declares a silent owner down after this long.
     pub heartbeat_timeout: Duration,
 }
@@ -137,7 +141,7 @@ impl Timings {
         let scale = (expected_members.max(1) as f64).log10();
         let suspicion = probe_period
             .mul_f64(3.0 * scale)
-            .max(Duration::from_millis(250));
+            .max(Duration::from_millis(1000));
         let max_tx = (4.0 * ((expected_members + 1) as f64).log10().ceil()).clamp(6.0, 15.0);
         Timings {
             probe_period,
@@ -150,7 +154,8 @@ impl Timings {
             rejoin_period: Duration::from_millis(500),
             facts_refresh: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(25),
-            heartbeat_timeout: Duration::from_millis(300),
+            heartbeat_probe_after: Duration::from_millis(100),
+            heartbeat_timeout: Duration::from_millis(225),
         }
     }
 
@@ -336,6 +341,10 @@ pub struct MembershipStats {
     pub declared_down: u64,
     /// Times a watched owner's heartbeats stopped and we declared it down.
     pub heartbeat_down: u64,
+    /// Probes sent to silent owners.
+    pub heartbeat_probes: u64,
+    /// The longest silence of a watched owner that ended with a heartbeat (ms).
+    pub longest_heartbeat_silence_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -348,6 +357,8 @@ struct Counters {
     suspected: AtomicU64,
     declared_down: AtomicU64,
     heartbeat_down: AtomicU64,
+    heartbeat_probes: AtomicU64,
+    longest_heartbeat_silence_ms: AtomicU64,
 }
 
 impl Counters {
@@ -365,6 +376,8 @@ impl Counters {
             suspected: self.suspected.load(Ordering::Relaxed),
             declared_down: self.declared_down.load(Ordering::Relaxed),
             heartbeat_down: self.heartbeat_down.load(Ordering::Relaxed),
+            heartbeat_probes: self.heartbeat_probes.load(Ordering::Relaxed),
+            longest_heartbeat_silence_ms: self.longest_heartbeat_silence_ms.load(Ordering::Relaxed),
         }
     }
 }

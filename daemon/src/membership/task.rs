@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::auth::FrameKind;
 use super::facts::{self, FactsBook, FactsHandler, MemberFacts};
-use super::heartbeat::{Heartbeat, Watches, WorstGap};
+use super::heartbeat::{Action, DownCause, Heartbeat, Watches, WorstGap};
 use super::{
     Command, Counters, DownReason, Health, Keyring, LostContact, MemberSnapshot, MembershipConfig,
     MembershipError, MembershipEvent, SpeakerId, Timings,
@@ -73,6 +73,9 @@ pub(super) struct MembershipTask {
     late: WorstGap,
     /// Set by a view reset; the next time we are connected we found the others again.
     reconnecting: bool,
+    /// Probes whose target's port was closed come back here ([`probe`]).
+    refused_tx: mpsc::UnboundedSender<SpeakerId>,
+    refused_rx: mpsc::UnboundedReceiver<SpeakerId>,
 }
 
 impl MembershipTask {
@@ -112,6 +115,8 @@ impl MembershipTask {
             generation,
         };
         let book = FactsBook::default();
+        let (refused_tx, refused_rx) = mpsc::unbounded_channel();
+        let watches = Watches::new(config.timings.heartbeat_probe_after);
         let swim = Foca::with_custom_broadcast(
             id.clone(),
             foca_config.clone(),
@@ -146,10 +151,12 @@ impl MembershipTask {
             snapshot,
             counters,
             heartbeat_targets: BTreeSet::new(),
-            watches: Watches::default(),
+            watches,
             last_beat: Instant::now(),
             late: WorstGap::default(),
             reconnecting: false,
+            refused_tx,
+            refused_rx,
         };
         task.publish_own_facts();
         task.announce_to_seeds();
@@ -219,6 +226,12 @@ impl MembershipTask {
                     self.drain_socket(&mut buf);
                     self.check_watches();
                 }
+                Some(id) = self.refused_rx.recv() => {
+                    // Read what the owner may have said meanwhile before acting.
+                    self.drain_socket(&mut buf);
+                    self.watches.refused(&id);
+                    self.check_watches();
+                }
             }
             self.flush();
         }
@@ -243,6 +256,7 @@ impl MembershipTask {
             }
             FrameKind::Goodbye => self.on_goodbye(payload, from),
             FrameKind::Heartbeat => self.on_heartbeat(payload, from),
+            FrameKind::Probe => self.on_probe(payload, from),
         }
     }
 
@@ -258,7 +272,62 @@ impl MembershipTask {
             debug!(peer = %from, node = %hb.id.node, "heartbeat from a non-member ignored");
             return;
         }
-        self.watches.heard(&hb, Instant::now());
+        if let Some(gap) = self.watches.heard(&hb, Instant::now()) {
+            self.counters
+                .longest_heartbeat_silence_ms
+                .fetch_max(gap.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// A successor probes us: answer at once with a heartbeat (or a release, if it is no
+    /// longer one of our targets), to its gossip address. The probe comes from another
+    /// port of that member's address (its own socket, so that it sees "port unreachable"
+    /// if we are gone).
+    fn on_probe(&mut self, payload: &[u8], from: SocketAddr) {
+        let Ok(prober) = postcard::from_bytes::<SpeakerId>(payload) else {
+            Counters::bump(&self.counters.rejected_payload);
+            return;
+        };
+        let live = self.swim.iter_members().any(|m| *m.id() == prober);
+        if prober.addr.ip() != from.ip() || !live {
+            debug!(peer = %from, node = %prober.node, "probe from a non-member ignored");
+            return;
+        }
+        let me = self.swim.identity().clone();
+        let hb = if self.heartbeat_targets.contains(&prober.node) {
+            let late = self.late.at(Instant::now());
+            Heartbeat::watch_me(me, self.timings.heartbeat_timeout, late)
+        } else {
+            Heartbeat::release(me)
+        };
+        match postcard::to_allocvec(&hb) {
+            Ok(payload) => {
+                let frame = self.keys.seal(FrameKind::Heartbeat, &payload);
+                self.send_raw(&frame, prober.addr);
+            }
+            Err(e) => warn!(error = %e, "encoding a probe answer"),
+        }
+    }
+
+    /// Probes a silent owner from a socket of its own ([`probe`]).
+    fn send_probe(&mut self, id: SpeakerId) {
+        let me = self.swim.identity().clone();
+        let payload = match postcard::to_allocvec(&me) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "encoding a probe");
+                return;
+            }
+        };
+        Counters::bump(&self.counters.heartbeat_probes);
+        let frame = self.keys.seal(FrameKind::Probe, &payload);
+        let refused = self.refused_tx.clone();
+        let wait = self.timings.heartbeat_timeout;
+        tokio::spawn(async move {
+            if probe(me.addr.ip(), id.addr, &frame, wait).await {
+                let _ = refused.send(id);
+            }
+        });
     }
 
     /// The heartbeat tick: notices our own starvation (a late tick), then sends a heartbeat
@@ -332,23 +401,38 @@ impl MembershipTask {
         self.heartbeat_targets = nodes;
     }
 
-    /// Declares down every watched owner silent past its timeout (unless we ourselves were
-    /// starved: then the watches start afresh), and gossips the verdict at once.
+    /// Acts on the watches ([`Watches::due`]): probes the owners silent for the probe
+    /// delay; declares down those whose probe was refused or that stayed silent for their
+    /// timeout (unless we ourselves were starved: then the watches start afresh), and
+    /// gossips the verdict at once.
     fn check_watches(&mut self) {
         let now = Instant::now();
         let beat_late = now.saturating_duration_since(self.last_beat);
         if beat_late > self.timings.heartbeat_timeout / 2 {
             self.watches.grace(now);
-            return;
         }
-        let expired = self.watches.take_expired(now);
         let mut declared = 0;
-        for id in expired {
+        for action in self.watches.due(now) {
+            let (id, cause) = match action {
+                Action::Probe(id) => {
+                    debug!(node = %id.node, "owner silent: probing it");
+                    self.send_probe(id);
+                    continue;
+                }
+                Action::Down(id, cause) => (id, cause),
+            };
             let live = self.swim.iter_members().any(|m| *m.id() == id);
             if !live {
                 continue;
             }
-            warn!(node = %id.node, "owner heartbeats stopped: declared down");
+            match cause {
+                DownCause::Silent => {
+                    warn!(node = %id.node, "owner heartbeats stopped and its probe was not answered: declared down")
+                }
+                DownCause::Refused => {
+                    warn!(node = %id.node, "owner silent and its gossip port closed: declared down")
+                }
+            }
             if let Err(e) =
                 self.swim
                     .apply_many(iter::once(Member::down(id)), true, &mut self.runtime)
@@ -566,7 +650,7 @@ impl MembershipTask {
         self.timers.clear();
         self.runtime = AccumulatingRuntime::new();
         self.left.clear();
-        self.watches = Watches::default();
+        self.watches = Watches::new(self.timings.heartbeat_probe_after);
         self.reconnecting = true;
         self.own_facts.generation = new.generation;
         self.own_facts.version = 1;
@@ -699,6 +783,13 @@ impl MembershipTask {
             OwnedNotification::Active => {
                 info!("joined the membership");
                 if std::mem::take(&mut self.reconnecting) {
+                    // The member that answered our announce knows us now; the others would
+                    // learn our new identity only when we happen to probe or gossip them, and
+                    // an owner that has not seen us keeps answering for an IP we take back
+                    // after the takeover hold: tell them at once.
+                    if let Err(e) = self.swim.gossip(&mut self.runtime) {
+                        debug!(error = %e, "gossiping our return");
+                    }
                     self.emit(MembershipEvent::LostContact {
                         reason: LostContact::Reconnected,
                     });
@@ -776,4 +867,39 @@ fn seeded_rng() -> SmallRng {
             .map_or(0, |d| d.as_nanos() as u64);
         SmallRng::seed_from_u64(nanos ^ u64::from(std::process::id()))
     })
+}
+
+/// Sends `frame` to `target` from a socket of its own, bound to `local` (our gossip
+/// address, so the owner knows the prober) when possible, connected, so that the kernel's
+/// "port unreachable" reaches us: true when it does within `wait` (no process behind the
+/// owner's port: its speaker is gone). Anything else (an answer goes to our gossip socket;
+/// silence; any error) is false, and the timeout decides.
+async fn probe(local: std::net::IpAddr, target: SocketAddr, frame: &[u8], wait: Duration) -> bool {
+    let any: std::net::IpAddr = if target.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = match UdpSocket::bind((local, 0)).await {
+        Ok(s) => s,
+        Err(_) => match UdpSocket::bind((any, 0)).await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "probe socket");
+                return false;
+            }
+        },
+    };
+    if socket.connect(target).await.is_err() || socket.send(frame).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    let refused = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused);
+    let until = tokio::time::Instant::now() + wait;
+    while let Ok(r) = tokio::time::timeout_at(until, socket.recv(&mut buf)).await {
+        if refused(r) {
+            return true;
+        }
+    }
+    false
 }

@@ -304,7 +304,7 @@ fn topology_keys_nodepool_counts_only_the_pools_endpoints() {
             &gossip(&["hf-1", "hf-2", "cd-1", "cd-2"]),
         ),
     );
-    let views = crate::local_api::build::services_view(&snap, &a, &elections);
+    let views = crate::local_api::build::services_view(&snap, &a, &elections, &[]);
     let cd = views
         .iter()
         .find(|v| v.node_pool.as_deref() == Some("np-chengdu"))

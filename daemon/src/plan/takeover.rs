@@ -5,8 +5,8 @@
 //!
 //! Two nodes answering ARP/NDP for one IP split its clients between them. In a failover
 //! the old owner is gone, so the next one answers and announces at once. In a move the old
-//! owner is alive and releases the IP when its own view shows the newcomer, a gossip round
-//! later at most; the newcomer holds back for [`HOLD`] meanwhile and then announces, so the
+//! owner is alive and releases the IP when its own view shows the newcomer, usually a gossip
+//! round later; the newcomer holds back for [`HOLD`] meanwhile and then announces, so the
 //! two never answer at the same moment. Clients keep their neighbour entry for the old
 //! owner, which still serves the IP (every node does, through kube-proxy), until the
 //! announcement moves them: the move loses no connection.
@@ -20,8 +20,13 @@ use std::time::{Duration, Instant};
 use crate::plan::l2::{L2Plan, Owner};
 
 /// How long a node waits before answering for an IP another live node may still answer
-/// for: longer than a gossip round (100 ms) plus a loaded node's scheduling delay.
-pub const HOLD: Duration = Duration::from_millis(250);
+/// for: the old owner must have seen the newcomer by then. A gossip round (100 ms) plus a
+/// loaded node's scheduling delay would do for a restart; a node that was cut off and
+/// comes back under a renewed identity is seen by some members only ~600 ms after it saw
+/// them (foca accepts the new identity late while it holds the old one down: 620 ms twice
+/// in `speaker_l2`'s healed partition, where 250 ms left two nodes answering for 300 ms).
+/// The hold costs no connection (the old owner serves meanwhile), only a later move.
+pub const HOLD: Duration = Duration::from_millis(1000);
 
 /// IPs won but not answered for yet, each until when.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,6 +90,11 @@ impl Takeover {
     /// When the next hold ends.
     pub fn next_due(&self) -> Option<Instant> {
         self.held.values().min().copied()
+    }
+
+    /// Every IP held, with when its hold ends (for `edgelbctl explain`).
+    pub fn held_ips(&self) -> impl Iterator<Item = (IpAddr, Instant)> + '_ {
+        self.held.iter().map(|(ip, until)| (*ip, *until))
     }
 
     /// Whether `ip` is held, and until when.

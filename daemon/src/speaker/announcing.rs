@@ -272,6 +272,14 @@ impl Announcing {
             peers: self.bgp().peers(),
             bgp_tables: Some(self.bgp().tables()),
             l2_stats: self.l2().stats(),
+            l2_held: {
+                let (now, wall) = (std::time::Instant::now(), std::time::SystemTime::now());
+                self.l2
+                    .held()
+                    .into_iter()
+                    .map(|(ip, until)| (ip, wall + until.saturating_duration_since(now)))
+                    .collect()
+            },
             members: self
                 .gossip
                 .as_ref()

@@ -119,6 +119,12 @@ impl L2Announcer {
         true
     }
 
+    /// The IPs this node won and waits to answer for (a live node may still answer for
+    /// them: the handoff), each with when it will.
+    pub fn held(&self) -> Vec<(IpAddr, Instant)> {
+        self.takeover.held_ips().collect()
+    }
+
     /// Whether a hold has ended, so that a re-plan would answer for more.
     pub fn hold_ended(&self, now: Instant) -> bool {
         self.takeover.next_due().is_some_and(|t| t <= now)

@@ -1,6 +1,8 @@
 //! Shared pieces of the speaker end-to-end tests: the cluster YAML each node reads, and
-//! `edgelb-speaker` processes in node namespaces.
+//! `edgelb-speaker` processes in node namespaces; [`l2`]: what the L2 lab tests share.
 #![allow(dead_code)]
+
+pub mod l2;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
