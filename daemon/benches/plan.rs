@@ -4,6 +4,10 @@
 //! label for BGP). The L2 figures after a change are for the planner with memory
 //! (`L2Planner`), beside the full plan; the BGP plan is always planned in full.
 //!
+//! With node pools (issue 14, group `plan_node_pools_*`): the 1 000 nodes in 50 node pools,
+//! every Service selecting 2 of them (20 000 IPs, each elected among its pool's 20 nodes),
+//! one `IPAddressPool` scoped to each node pool; cold, and after one Service change.
+//!
 //! `cargo bench -p edgelb-daemon --bench plan`
 
 mod common;
@@ -225,5 +229,117 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn pooled_store() -> Store {
+    use edgelb_daemon::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
+    let mut s = store();
+    for p in 0..50 {
+        s.apply(
+            Object::IPAddressPool(fixtures::scoped_pool(
+                NS,
+                &format!("pool-{p:02}"),
+                &[&format!("10.96.{}.0/23", 100 + 2 * p)],
+                &[&format!("np-{p:02}")],
+            )),
+            NS,
+        );
+    }
+    for n in 0..NODES {
+        let np = format!("np-{:02}", n % 50);
+        s.apply(
+            Object::Node(fixtures::node(
+                &format!("node-{n}"),
+                &[(NODEPOOL_LABEL, &np)],
+            )),
+            NS,
+        );
+    }
+    for i in 0..SERVICES {
+        let mut svc = fixtures::service("default", &format!("svc-{i}"), 80);
+        if i % 2 == 1 {
+            if let Some(spec) = svc.spec.as_mut() {
+                spec.external_traffic_policy = Some("Local".into());
+            }
+        }
+        let sel = format!(
+            "{NODEPOOL_LABEL} in (np-{:02},np-{:02})",
+            i % 50,
+            (i + 7) % 50
+        );
+        s.apply(
+            Object::Service(fixtures::annotate(svc, NODEPOOL_SELECTOR, &sel)),
+            NS,
+        );
+    }
+    s
+}
+
+fn bench_node_pools(c: &mut Criterion) {
+    let mut store = pooled_store();
+    let sel = Selection::default();
+    let snap = store.snapshot(&sel);
+    let a = allocate(&snap, &Assignments::default());
+    assert_eq!(
+        a.outcomes.values().filter(|o| o.is_ok()).count(),
+        2 * SERVICES
+    );
+    let me_bgp = {
+        let mut f = NodeFacts::from_snapshot(&snap, "node-7", &[]);
+        f.addresses.push("192.0.2.17".parse().expect("literal"));
+        f
+    };
+    let me_l2 = L2Node {
+        name: "node-7".into(),
+        interfaces: iface(),
+        addresses: Vec::new(),
+    };
+    let members = Members::Gossip((0..NODES).map(|n| (format!("node-{n}"), iface())).collect());
+    let defaults = BgpDefaults::default();
+    let routes = bgp::plan(&snap, &a, &me_bgp, &defaults)
+        .peers
+        .values()
+        .map(|p| p.routes.len())
+        .sum::<usize>();
+    let owned: usize = l2::plan(&snap, &a, &me_l2, &members, true)
+        .owned
+        .values()
+        .map(|s| s.len())
+        .sum();
+    eprintln!("plan bench (node pools): {SERVICES} Services x 2 of 50 pools x {NODES} nodes; node-7 (np-07) announces {routes} BGP routes and owns {owned} L2 IPs");
+
+    let mut g = c.benchmark_group("plan_node_pools_10k_services_50_pools_1k_nodes");
+    g.sample_size(10);
+    let keys: Vec<_> = snap.services.keys().cloned().collect();
+    g.bench_function("baseline_hashmap_insert_10k_keys", |b| {
+        b.iter(|| black_box(common::hashmap_insert_baseline(&keys)))
+    });
+    g.bench_function("bgp_cold", |b| {
+        b.iter(|| black_box(bgp::plan(&snap, &a, &me_bgp, &defaults)))
+    });
+    g.bench_function("l2_cold", |b| {
+        b.iter(|| black_box(l2::plan(&snap, &a, &me_l2, &members, true)))
+    });
+    let snap_a = store.snapshot(&sel);
+    store.apply(slice(1, [7, 8, 9]), NS);
+    let snap_b = store.snapshot(&sel);
+    g.bench_function("bgp_after_one_service_change", |b| {
+        b.iter(|| black_box(bgp::plan(&snap_b, &a, &me_bgp, &defaults)))
+    });
+    let mut planner = L2Planner::default();
+    planner.plan(&snap_a, &a, &me_l2, &members, true);
+    assert_eq!(
+        planner.plan(&snap_b, &a, &me_l2, &members, true),
+        l2::plan(&snap_b, &a, &me_l2, &members, true)
+    );
+    let mut on_a = false;
+    g.bench_function("l2_after_one_service_change_incremental", |b| {
+        b.iter(|| {
+            on_a = !on_a;
+            let s = if on_a { &snap_a } else { &snap_b };
+            black_box(planner.plan(s, &a, &me_l2, &members, true))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_node_pools);
 criterion_main!(benches);

@@ -208,7 +208,9 @@ fn service(ns: &str, name: &str) -> anyhow::Result<Service> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": name, "namespace": ns},
+        // No NodePorts: the API server's range (2768 ports) would not hold 10 000.
         "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
+                 "allocateLoadBalancerNodePorts": false,
                  "ports": [{"port": 80, "protocol": "TCP"}]},
     }))?)
 }

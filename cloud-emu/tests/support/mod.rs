@@ -79,6 +79,7 @@ impl Emulator {
     pub fn client_with(&self, f: impl FnOnce(&mut ClientConfig)) -> EnsClient {
         let mut c = ClientConfig {
             endpoint: self.endpoint(),
+            extra_roots: Vec::new(),
             timeout: Duration::from_secs(3),
             retry: RetryPolicy {
                 max_attempts: 8,

@@ -7,10 +7,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use rand::rngs::{SmallRng, SysRng};
 use rand::{RngExt, SeedableRng};
+use rustls::pki_types::CertificateDer;
 
 use super::credentials::Credentials;
 use super::sign;
@@ -21,9 +23,12 @@ pub const VERSION: &str = "2017-11-10";
 /// Where and how to call.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
-    /// `http://host:port` or `https://...` is not supported by this build: the emulator and a
-    /// local proxy speak plain HTTP. Default ENS endpoint: `ens.aliyuncs.com`.
+    /// `https://host[:port]` (the cloud; the server certificate is verified against the
+    /// system's roots and [`ClientConfig::extra_roots`]) or `http://host[:port]` (the
+    /// emulator, a local proxy). Default: `https://ens.aliyuncs.com`.
     pub endpoint: String,
+    /// Certificate authorities trusted besides the system's (DER), for a private endpoint.
+    pub extra_roots: Vec<CertificateDer<'static>>,
     pub timeout: Duration,
     pub retry: RetryPolicy,
     /// Calls per second for this account (a token bucket shared by every call of the client).
@@ -36,7 +41,8 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
-            endpoint: "http://ens.aliyuncs.com".into(),
+            endpoint: "https://ens.aliyuncs.com".into(),
+            extra_roots: Vec::new(),
             timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             // The ELB actions allow 5 to 10 calls per second per user (API reference).
@@ -149,7 +155,7 @@ struct Bucket {
 pub struct EnsClient {
     config: ClientConfig,
     credentials: Credentials,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     bucket: Arc<Mutex<Bucket>>,
     stats: Arc<Mutex<BTreeMap<String, ActionStats>>>,
 }
@@ -172,13 +178,22 @@ impl EnsClient {
                 endpoint: config.endpoint.clone(),
                 detail: e.to_string(),
             })?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(EnsError::Endpoint {
                 endpoint: config.endpoint.clone(),
-                detail: "expected http://host[:port]".into(),
+                detail: "expected https://host[:port] or http://host[:port]".into(),
             });
         }
-        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let tls = tls_config(&config.extra_roots).map_err(|detail| EnsError::Endpoint {
+            endpoint: config.endpoint.clone(),
+            detail,
+        })?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
         let bucket = Bucket {
             tokens: f64::from(config.burst.max(1)),
             last: Instant::now(),
@@ -368,6 +383,30 @@ impl EnsClient {
             request_id: field("RequestId"),
         })
     }
+}
+
+/// TLS as the cloud's endpoints need it: the system's roots (a missing or unreadable store
+/// leaves only `extra`; no roots at all is an error, not an unverified connection) and
+/// `extra`, with ring as everywhere else in the workspace.
+fn tls_config(extra: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system root rustls cannot parse is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("extra root certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no trusted root certificates (system store empty, no extra roots)".into());
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 /// A fresh generator seeded by the OS (nonces and jitter need no cryptographic strength, but
