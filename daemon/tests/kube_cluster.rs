@@ -23,7 +23,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
-#[allow(dead_code)]
 mod speaker_support;
 
 use edgelb_daemon::api::{IPAddressPool, L2Advertisement};

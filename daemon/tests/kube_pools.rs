@@ -21,7 +21,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
-#[allow(dead_code)]
 mod speaker_support;
 
 use edgelb_daemon::api::openyurt::{
