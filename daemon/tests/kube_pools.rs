@@ -21,6 +21,8 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
+mod speaker_support;
+
 use edgelb_daemon::api::openyurt::{
     NodePool, PoolService, FINALIZER, LABEL_MANAGED_BY, LABEL_POOL_NAME, LABEL_SERVICE_NAME,
 };
