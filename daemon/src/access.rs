@@ -103,6 +103,35 @@ pub const WRITES: &[Grant] = &[
         by: "status::policy_route: Valid and each node's Installed.<node> condition",
     },
     Grant {
+        group: "",
+        resource: "services",
+        subresource: "",
+        // RBAC cannot limit a patch to metadata.finalizers; the speaker's only such patch is
+        // a server-side apply of its own finalizer (manager `edgelb-pool-services`).
+        verbs: &["patch"],
+        reach: Reach::Cluster,
+        name: None,
+        by: "status::pool_service_writer: the PoolService finalizer on a Service that fans out",
+    },
+    Grant {
+        group: crate::api::openyurt::POOLSERVICE_GROUP,
+        resource: "poolservices",
+        subresource: "",
+        verbs: &["create", "patch", "delete"],
+        reach: Reach::Cluster,
+        name: None,
+        by: "status::pool_service_writer: one PoolService per (Service, selected node pool)",
+    },
+    Grant {
+        group: crate::api::openyurt::POOLSERVICE_GROUP,
+        resource: "poolservices",
+        subresource: "status",
+        verbs: &["patch"],
+        reach: Reach::Cluster,
+        name: None,
+        by: "status::pool_service_writer: the pool's status.loadBalancer and conditions",
+    },
+    Grant {
         group: "events.k8s.io",
         resource: "events",
         subresource: "",
@@ -289,7 +318,7 @@ mod tests {
         assert!(covers(&all, "list", "", "services", "", None, None));
         assert!(!covers(
             &all,
-            "patch",
+            "update",
             "",
             "services",
             "",

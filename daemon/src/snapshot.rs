@@ -15,7 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
-use crate::api::openyurt::NodePool;
+use crate::api::openyurt::{NodePool, PoolService, FINALIZER};
 use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
 use crate::api::{
@@ -213,6 +213,8 @@ pub enum Object {
     PolicyRoute(PolicyRoute),
     /// An OpenYurt `NodePool` (when its CRD is installed).
     NodePool(NodePool),
+    /// A `PoolService` (any class: the fan-out tells ours from foreign ones).
+    PoolService(PoolService),
     /// An object of `kind` that the API server accepted but our types cannot read.
     Undecodable {
         /// Kind name as in [`Object::describe`].
@@ -239,6 +241,7 @@ impl Object {
             Object::BFDProfile(o) => ("BFDProfile", ObjectKey::of(o)),
             Object::PolicyRoute(o) => ("PolicyRoute", ObjectKey::of(o)),
             Object::NodePool(o) => ("NodePool", ObjectKey::of(o)),
+            Object::PoolService(o) => ("PoolService", ObjectKey::of(o)),
             Object::Undecodable { kind, object } => (
                 kind,
                 ObjectKey::new(
@@ -332,6 +335,8 @@ pub struct Store {
     pub policy_routes: Index<PolicyRoute>,
     /// OpenYurt `NodePool`s (empty while their CRD is not installed).
     pub node_pool_objects: Index<NodePool>,
+    /// `PoolService`s of every namespace, as a persistent map (shared with snapshots).
+    pool_services: OrdMap<ObjectKey, Arc<PoolService>>,
     /// Objects of any kind that do not decode, by kind and key. An edgelb object here is
     /// absent from its index (it is invalid); a built-in one keeps its last decoded version.
     undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
@@ -350,6 +355,9 @@ struct Derived {
     slices_by_service: BTreeMap<ObjectKey, BTreeMap<ObjectKey, Arc<EndpointSlice>>>,
     /// Slices of our Services, in slice key order (as `SnapshotData::endpoint_slices`).
     endpoint_slices: OrdMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
+    /// Services that are not ours but still carry our finalizer (as
+    /// `SnapshotData::finalized_elsewhere`).
+    finalized_elsewhere: OrdMap<ObjectKey, Arc<Service>>,
 }
 
 impl Derived {
@@ -371,6 +379,8 @@ impl Derived {
             if is_ours(svc, sel) {
                 d.services.insert(key.clone(), svc.clone());
                 d.refresh_slices(key);
+            } else if has_finalizer(svc) {
+                d.finalized_elsewhere.insert(key.clone(), svc.clone());
             }
         }
         d
@@ -384,6 +394,14 @@ impl Derived {
             }
             _ => {
                 self.services.remove(key);
+            }
+        }
+        match svc {
+            Some(svc) if !is_ours(svc, &self.sel) && has_finalizer(svc) => {
+                self.finalized_elsewhere.insert(key.clone(), svc.clone());
+            }
+            _ => {
+                self.finalized_elsewhere.remove(key);
             }
         }
         self.refresh_slices(key);
@@ -429,6 +447,14 @@ impl Derived {
     }
 }
 
+/// Whether a Service carries edgelb's PoolService finalizer.
+pub fn has_finalizer(svc: &Service) -> bool {
+    svc.metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+}
+
 /// The Service an EndpointSlice belongs to (label `kubernetes.io/service-name`, same
 /// namespace).
 fn owner_of(key: &ObjectKey, slice: &EndpointSlice) -> Option<ObjectKey> {
@@ -448,6 +474,11 @@ impl Store {
     /// EndpointSlices.
     pub fn endpoint_slices(&self) -> &Index<EndpointSlice> {
         &self.endpoint_slices
+    }
+
+    /// `PoolService`s.
+    pub fn pool_services(&self) -> &OrdMap<ObjectKey, Arc<PoolService>> {
+        &self.pool_services
     }
 
     /// Keeps the snapshot's Service maps for `sel` from now on (the default selection
@@ -496,6 +527,9 @@ impl Store {
             Object::BFDProfile(o) => self.bfd_profiles.apply(key, o),
             Object::PolicyRoute(o) => self.policy_routes.apply(key, o),
             Object::NodePool(o) => self.node_pool_objects.apply(key, o),
+            Object::PoolService(o) => {
+                self.pool_services.insert(key, Arc::new(o));
+            }
             Object::Undecodable { .. } => {}
         }
     }
@@ -534,6 +568,9 @@ impl Store {
             "BFDProfile" => self.bfd_profiles.delete(key),
             "PolicyRoute" => self.policy_routes.delete(key),
             "NodePool" => self.node_pool_objects.delete(key),
+            "PoolService" => {
+                self.pool_services.remove(key);
+            }
             _ => {}
         }
     }
@@ -555,6 +592,7 @@ impl Store {
             "BFDProfile" => self.bfd_profiles = Index::default(),
             "PolicyRoute" => self.policy_routes = Index::default(),
             "NodePool" => self.node_pool_objects = Index::default(),
+            "PoolService" => self.pool_services = OrdMap::new(),
             _ => {}
         }
         for o in objects {
@@ -618,6 +656,14 @@ pub struct SnapshotData {
     pub nodes: BTreeMap<Arc<str>, NodeView>,
     /// Node pools by name: their labels, annotations and members ([`crate::nodepool`]).
     pub node_pools: BTreeMap<Arc<str>, NodePoolView>,
+    /// The OpenYurt `NodePool` objects by name (for owner references: their UIDs).
+    pub node_pool_objects: BTreeMap<Arc<str>, Arc<NodePool>>,
+    /// Every `PoolService` by `namespace/name`, ours and foreign ([`crate::status::pool_services`]
+    /// tells them apart).
+    pub pool_services: OrdMap<ObjectKey, Arc<PoolService>>,
+    /// Services that are not ours (any more) but still carry our finalizer: the fan-out
+    /// removes their PoolServices, then the finalizer.
+    pub finalized_elsewhere: OrdMap<ObjectKey, Arc<Service>>,
     /// Namespace labels by namespace name (for `namespaceSelectors`).
     pub namespace_labels: BTreeMap<Arc<str>, BTreeMap<String, String>>,
     /// Secrets of the speaker's namespace by name.
@@ -730,14 +776,15 @@ where
 
 fn build(store: &Store, sel: &Selection) -> Snapshot {
     // O(1): persistent maps share their nodes with the store's.
-    let (services, endpoint_slices) = if store.derived.sel == *sel {
+    let (services, endpoint_slices, finalized_elsewhere) = if store.derived.sel == *sel {
         (
             store.derived.services.clone(),
             store.derived.endpoint_slices.clone(),
+            store.derived.finalized_elsewhere.clone(),
         )
     } else {
         let d = Derived::build(&store.services, &store.endpoint_slices, sel);
-        (d.services, d.endpoint_slices)
+        (d.services, d.endpoint_slices, d.finalized_elsewhere)
     };
 
     let mut nodes = BTreeMap::new();
@@ -753,6 +800,11 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
     }
 
     let node_pools = crate::nodepool::build(&nodes, &store.node_pool_objects);
+    let node_pool_objects = store
+        .node_pool_objects
+        .iter()
+        .map(|(k, np)| (k.name.clone(), np.clone()))
+        .collect();
 
     let namespace_labels = store
         .namespaces
@@ -805,6 +857,9 @@ fn build(store: &Store, sel: &Selection) -> Snapshot {
         endpoint_slices,
         nodes,
         node_pools,
+        node_pool_objects,
+        pool_services: store.pool_services.clone(),
+        finalized_elsewhere,
         namespace_labels,
         secrets,
         peers: check(store, "BGPPeer", &store.peers, |p| {

@@ -91,8 +91,8 @@ fn must_be_denied(namespace: &str) -> Vec<Access> {
         name: name.map(str::to_string),
     };
     vec![
-        // A Service's spec is its owner's; the speaker writes status only.
-        a("patch", "", "services", "", Some("default"), Some("web")),
+        // A Service's spec is its owner's; the speaker writes status and (by a patch, which
+        // RBAC cannot narrow further) only its PoolService finalizer.
         a("update", "", "services", "", Some("default"), Some("web")),
         a("delete", "", "services", "", Some("default"), Some("web")),
         // Secrets: only in the speaker's namespace.

@@ -4,9 +4,12 @@
 
 use std::path::Path;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::CustomResourceExt;
 
+use super::openyurt::PoolService;
 use super::policy_route::PolicyRoute;
 use super::{BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement};
 
@@ -31,7 +34,9 @@ pub enum CrdGenError {
     },
 }
 
-/// Every CRD edgelb defines, in a fixed order.
+/// Every CRD edgelb ships, in a fixed order: its own, then OpenYurt's `PoolService` in
+/// OpenYurt's shape (same name and group, so a cluster that has OpenYurt's keeps it: do not
+/// apply ours there, see docs/configuration.md, "Node pools").
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         IPAddressPool::crd(),
@@ -41,7 +46,44 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Community::crd(),
         PolicyRoute::crd(),
         BFDProfile::crd(),
+        pool_service_crd(),
     ]
+}
+
+/// OpenYurt's `PoolService`; its one integer (`status.loadBalancer.ingress[].ports[].port`,
+/// k8s-openapi's `int32` without a range) gets the range of a port, so the API server refuses
+/// what our type cannot read.
+fn pool_service_crd() -> CustomResourceDefinition {
+    let mut crd = PoolService::crd();
+    for v in &mut crd.spec.versions {
+        if let Some(s) = v
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            bound_integers(s);
+        }
+    }
+    crd
+}
+
+fn bound_integers(s: &mut JSONSchemaProps) {
+    if s.type_.as_deref() == Some("integer") && s.minimum.is_none() && s.maximum.is_none() {
+        s.minimum = Some(0.0);
+        s.maximum = Some(65535.0);
+    }
+    // metav1.Condition's observedGeneration is an int64 the server keeps as it is.
+    for (_, p) in s
+        .properties
+        .iter_mut()
+        .flat_map(|m| m.iter_mut())
+        .filter(|(k, _)| *k != "conditions")
+    {
+        bound_integers(p);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = s.items.as_mut() {
+        bound_integers(items);
+    }
 }
 
 /// The file name of a CRD: `<group>_<plural>.yaml`, as controller-gen names them.
@@ -112,6 +154,13 @@ mod tests {
     #[test]
     fn every_crd_is_in_our_group_with_a_status_subresource() {
         for crd in crds() {
+            if crd.spec.names.kind == "PoolService" {
+                assert_eq!(crd.spec.group, "network.openyurt.io");
+                assert_eq!(crd.spec.versions[0].name, "v1alpha1");
+                assert_eq!(crd.spec.scope, "Namespaced");
+                assert_eq!(crd.spec.names.short_names, Some(vec!["ps".to_string()]));
+                continue;
+            }
             assert_eq!(crd.spec.group, "edgelb.io");
             let version = &crd.spec.versions[0];
             assert_eq!(version.name, "v1alpha1");

@@ -88,8 +88,10 @@ pub struct PoolServiceStatus {
     /// The pool's load-balancer ingress points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerStatus>,
-    /// Conditions in the standard shape.
+    /// Conditions in the standard shape (a map list keyed by `type`, so a server-side apply
+    /// of ours leaves another controller's conditions alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Labels to aggregate into the Service (OpenYurt's field; edgelb writes none).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -98,3 +100,16 @@ pub struct PoolServiceStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aggregate_to_annotations: BTreeMap<String, String>,
 }
+
+/// PoolService label naming its Service (OpenYurt's key, so OpenYurt's tools read ours).
+pub const LABEL_SERVICE_NAME: &str = "openyurt.io/service-name";
+/// PoolService label naming its node pool (OpenYurt's key).
+pub const LABEL_POOL_NAME: &str = "openyurt.io/pool-name";
+/// PoolService label naming the controller that keeps it (OpenYurt's key: OpenYurt's own
+/// controller then sees ours as not its own and leaves it alone, and we do the same).
+pub const LABEL_MANAGED_BY: &str = "poolservice.openyurt.io/managed-by";
+/// Our value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "edgelb";
+/// The finalizer edgelb puts on a Service it fans out into PoolServices: the Service stays
+/// until its PoolServices (and what they carry) are gone.
+pub const FINALIZER: &str = "edgelb.io/pool-services";

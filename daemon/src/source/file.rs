@@ -100,6 +100,9 @@ fn object(v: Value) -> Result<Object, String> {
         (crate::api::API_VERSION, "BFDProfile") => typed(v, Object::BFDProfile),
         (crate::api::API_VERSION, "PolicyRoute") => typed(v, Object::PolicyRoute),
         (crate::api::openyurt::NODEPOOL_API_VERSION, "NodePool") => typed(v, Object::NodePool),
+        (crate::api::openyurt::POOLSERVICE_API_VERSION, "PoolService") => {
+            typed(v, Object::PoolService)
+        }
         _ => Err(format!(
             "unsupported apiVersion {api_version:?} kind {kind:?}"
         )),

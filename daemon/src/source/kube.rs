@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::decode::Lenient;
 
-use crate::api::openyurt::NodePool;
+use crate::api::openyurt::{NodePool, PoolService};
 use crate::api::policy_route::PolicyRoute;
 use crate::api::{
     BFDProfile, BGPAdvertisement, BGPPeer, Community, IPAddressPool, L2Advertisement,
@@ -175,7 +175,8 @@ impl Feeder {
 
     /// Whether the store holds any object of an optional kind.
     fn store_has(&self, kind: &str) -> bool {
-        kind == Kind::NodePool.name() && !self.store.node_pool_objects.is_empty()
+        (kind == Kind::NodePool.name() && !self.store.node_pool_objects.is_empty())
+            || (kind == Kind::PoolService.name() && !self.store.pool_services().is_empty())
     }
 
     /// Whether every kind has been listed once.
@@ -343,6 +344,8 @@ pub enum Kind {
     PolicyRoute,
     /// apps.openyurt.io/v1beta1 NodePool (cluster-scoped; optional: its CRD may be absent).
     NodePool,
+    /// network.openyurt.io/v1alpha1 PoolService (optional: a cluster may run without it).
+    PoolService,
 }
 
 /// One watch (a list, then a watch) the speaker runs.
@@ -410,6 +413,10 @@ pub const WATCHES: &[Watch] = &[
         kind: Kind::NodePool,
         reach: Reach::Cluster,
     },
+    Watch {
+        kind: Kind::PoolService,
+        reach: Reach::Cluster,
+    },
 ];
 
 /// The API group and URL plural of a typed kind, and whether it is namespaced.
@@ -455,13 +462,14 @@ impl Kind {
             Kind::BFDProfile => "BFDProfile",
             Kind::PolicyRoute => "PolicyRoute",
             Kind::NodePool => "NodePool",
+            Kind::PoolService => "PoolService",
         }
     }
 
     /// Whether the speaker works without this kind: its CRD belongs to another project
     /// (OpenYurt) and may not be installed; a 404 counts as an empty list.
     pub fn optional(self) -> bool {
-        matches!(self, Kind::NodePool)
+        matches!(self, Kind::NodePool | Kind::PoolService)
     }
 
     /// API group, URL plural and whether it is namespaced, from the Rust type watched.
@@ -480,6 +488,7 @@ impl Kind {
             Kind::BFDProfile => resource_of::<BFDProfile>(),
             Kind::PolicyRoute => resource_of::<PolicyRoute>(),
             Kind::NodePool => resource_of::<NodePool>(),
+            Kind::PoolService => resource_of::<PoolService>(),
         }
     }
 }
@@ -526,6 +535,12 @@ impl Watch {
                 Api::<Lenient<NodePool>>::all(c.clone()),
                 name,
                 Object::NodePool,
+                self.kind.optional(),
+            ),
+            Kind::PoolService => stream_of(
+                api::<PoolService>(c, r, ns),
+                name,
+                Object::PoolService,
                 self.kind.optional(),
             ),
         }

@@ -19,6 +19,7 @@ use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
+use crate::status::pool_service_writer::PoolServiceWriter;
 use crate::status::writer::{WriterConfig, WriterHandle};
 
 use super::{Config, LeaseConfig};
@@ -68,6 +69,7 @@ impl Mailbox {
 pub struct ApiTask {
     leader: LeaderHandle,
     writer: WriterHandle,
+    pool_services: PoolServiceWriter,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -98,6 +100,8 @@ impl ApiTask {
             },
             leader.fence(),
         );
+        let pool_services =
+            PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
@@ -108,6 +112,7 @@ impl ApiTask {
         ApiTask {
             leader,
             writer,
+            pool_services,
             mailbox,
             state,
             wanted,
@@ -138,6 +143,7 @@ impl ApiTask {
     /// writer allocates from it while this speaker is the allocator of record.
     pub fn submit(&self, snap: &Snapshot, candidates: Vec<Candidate>) {
         self.writer.submit(snap.clone(), candidates);
+        self.pool_services.submit(snap.clone());
         self.mailbox.put(|p| p.current = Some(snap.clone()));
     }
 

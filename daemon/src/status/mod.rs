@@ -11,6 +11,8 @@ pub mod leader;
 pub mod local;
 pub mod pass_through;
 pub mod policy_route;
+pub mod pool_service_writer;
+pub mod pool_services;
 pub mod queue;
 pub mod record;
 pub mod scope;

@@ -2,6 +2,7 @@
 //! `edgelb-speaker` processes in node namespaces; [`l2`]: what the L2 lab tests share.
 #![allow(dead_code)]
 
+pub mod audit;
 pub mod l2;
 
 use std::path::{Path, PathBuf};
