@@ -242,7 +242,7 @@ fn speaker_daemonset_is_host_network_least_capability_and_never_cpu_throttled() 
 }
 
 #[test]
-fn secrets_and_leases_only_in_the_namespaced_role_and_cluster_writes_only_status_and_events(
+fn secrets_and_leases_only_in_the_namespaced_role_and_cluster_writes_only_status_events_and_pool_fan_out(
 ) -> anyhow::Result<()> {
     let m = load()?;
     for cr in &m.cluster_roles {
@@ -261,8 +261,22 @@ fn secrets_and_leases_only_in_the_namespaced_role_and_cluster_writes_only_status
                     // Reviews store nothing: the view port asks who a caller is.
                     let review = (r == "tokenreviews" || r == "subjectaccessreviews")
                         && rule.verbs == ["create"];
+                    // The node-pool fan-out: its finalizer on the Service (RBAC cannot narrow
+                    // a patch to `metadata.finalizers`, so only `patch`, never update or
+                    // delete), and the PoolServices it keeps (OpenYurt's kind, ours by label).
+                    let finalizer = r == "services" && rule.verbs == ["patch"];
+                    let pool_services = r == "poolservices"
+                        && rule
+                            .api_groups
+                            .iter()
+                            .flatten()
+                            .all(|g| g == "network.openyurt.io");
                     assert!(
-                        r.ends_with("/status") || r == "events" || review,
+                        r.ends_with("/status")
+                            || r == "events"
+                            || review
+                            || finalizer
+                            || pool_services,
                         "ClusterRole writes {r}: {rule:?}"
                     );
                 }
