@@ -270,10 +270,13 @@ fn client_next_hop(lab: &RegionLab, r: &Region) -> anyhow::Result<String> {
     bail!("no `via` in `ip route get`: {out}")
 }
 
+/// One reading of a router's RIB: when (since the probers started) and what (or why not).
+type Sample = (Duration, Result<Rib, String>);
+
 /// Region b's RIB sampled every ~50 ms on a thread until stopped.
 struct Sampler {
     stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<(Duration, Result<Rib, String>)>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -301,7 +304,7 @@ impl Sampler {
         }
     }
 
-    fn stop(mut self) -> Vec<(Duration, Result<Rib, String>)> {
+    fn stop(mut self) -> Vec<Sample> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
