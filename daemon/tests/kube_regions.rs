@@ -45,6 +45,7 @@ mod speaker_support;
 
 use edgelb_daemon::api::openyurt::NodePool;
 use edgelb_daemon::api::{BGPAdvertisement, BGPPeer, IPAddressPool};
+use edgelb_tests::kube::objects::{self, then_clean, Cleanup};
 use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
 use edgelb_tests::lab::traffic::{Prober, TcpServer};
 use edgelb_tests::lab::{self, wait_until, BgpRouter, Frr, FrrConfig, Lan, ListenRange, Netns};
@@ -339,21 +340,12 @@ fn vtysh(dir: &std::path::Path, command: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
+/// The Service's ingress IPs, in status order.
 async fn ingress(api: &Api<Service>) -> anyhow::Result<Vec<String>> {
-    let svc = api.get(SVC).await?;
-    Ok(svc
-        .status
-        .and_then(|s| s.load_balancer)
-        .and_then(|lb| lb.ingress)
-        .unwrap_or_default()
+    Ok(objects::ingress(api, SVC)
+        .await?
         .into_iter()
-        .filter_map(|i| i.ip)
+        .map(|(ip, _)| ip)
         .collect())
 }
 
@@ -428,21 +420,15 @@ async fn objects(client: &Client) -> anyhow::Result<()> {
                 "spec": {"ipAddressPools": [REGIONS[0].ip_pool, REGIONS[1].ip_pool]}}))?,
         )
         .await?;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-        )
-        .await?;
-    let svc: Service = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": SVC, "namespace": NS,
-                     "annotations": {"service.openyurt.io/nodepool-labelselector": "k8s-svc=cube",
-                                     "openyurt.io/topologyKeys": "openyurt.io/nodepool"}},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
-                 "externalTrafficPolicy": "Cluster",
-                 "selector": {"app": SVC}, "ports": [{"port": PORT, "protocol": "TCP"}]}
-    }))?;
+    objects::create_namespace(client, NS).await?;
+    let svc = objects::lb_service(
+        NS,
+        SVC,
+        json!({"metadata": {"annotations": {
+                   "service.openyurt.io/nodepool-labelselector": "k8s-svc=cube",
+                   "openyurt.io/topologyKeys": "openyurt.io/nodepool"}},
+               "spec": {"externalTrafficPolicy": "Cluster", "selector": {"app": SVC}}}),
+    )?;
     Api::<Service>::namespaced(client.clone(), NS)
         .create(&pp, &svc)
         .await?;
@@ -470,25 +456,12 @@ async fn objects(client: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The figures of one run, printed and written to `target/tmp/figures/kube-regions.txt`.
-#[derive(Default)]
-struct Figures(Vec<String>);
-
-impl Figures {
-    fn add(&mut self, line: String) {
-        eprintln!("kube_regions: {line}");
-        self.0.push(line);
-    }
-    fn write(&self) {
-        let Some(dir) = harness::target_tmp().map(|t| t.join("figures")) else {
-            return;
-        };
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::write(dir.join("kube-regions.txt"), self.0.join("\n") + "\n");
-    }
+/// Prints a figure and appends it to `target/tmp/figures/kube-regions.txt`.
+fn figure(line: String) {
+    lab::figure("kube-regions", &format!("kube_regions: {line}"));
 }
 
-async fn scenario(cluster: &Cluster, client: &Client, figs: &mut Figures) -> anyhow::Result<()> {
+async fn scenario(cluster: &Cluster, client: &Client) -> anyhow::Result<()> {
     let mut labs = Vec::new();
     for r in &REGIONS {
         labs.push(region_lab(r)?);
@@ -508,7 +481,7 @@ async fn scenario(cluster: &Cluster, client: &Client, figs: &mut Figures) -> any
             speakers.push(Speaker::deploy(cluster, ns, &spec, binary).await?);
         }
     }
-    let result = checks(client, &labs, &mut speakers, t_start, figs).await;
+    let result = checks(client, &labs, &mut speakers, t_start).await;
     if result.is_err() {
         for s in &speakers {
             eprintln!(
@@ -533,7 +506,6 @@ async fn checks(
     labs: &[RegionLab],
     speakers: &mut [Speaker],
     t_start: Instant,
-    figs: &mut Figures,
 ) -> anyhow::Result<()> {
     let (ra, rb) = (&REGIONS[0], &REGIONS[1]);
     let (la, lb) = (&labs[0], &labs[1]);
@@ -547,11 +519,11 @@ async fn checks(
         || async { Ok((ingress(&services).await? == want_ingress).then_some(())) },
     )
     .await
-    .with_context(|| format!("ingress: {:?}", futures_now(&services)))?;
-    figs.add(format!(
+    .with_context(|| format!("ingress: {:?}", ingress_now(&services)))?;
+    figure(format!(
         "both IPs in status.loadBalancer.ingress {:?} after the speakers started (load {})",
         t_start.elapsed(),
-        load()
+        lab::load()
     ));
 
     // 2. Each router learns exactly its region's IP, from exactly its region's nodes.
@@ -571,7 +543,7 @@ async fn checks(
         &want_b,
         WAIT,
     )?;
-    figs.add(format!(
+    figure(format!(
         "router a {want_a:?}, router b {want_b:?} after {:?}",
         t_start.elapsed()
     ));
@@ -648,11 +620,11 @@ async fn checks(
         kill_at.saturating_sub(Duration::from_millis(100)),
         probe_a.now(),
     );
-    figs.add(format!(
+    figure(format!(
         "failover in region a: killed {victim_name} (the client's next hop {victim_ip}; Lease \
          holder {holder_before}); router a's path from it gone {withdrawn:?} after the kill; \
          client a: {gap_a} (load {})",
-        load()
+        lab::load()
     ));
     ensure!(
         gap_a.max_gap < FAILOVER_BOUND,
@@ -673,7 +645,7 @@ async fn checks(
         Ok((!h.is_empty() && !h.contains(victim_name.as_str())).then_some(h))
     })
     .await?;
-    figs.add(format!(
+    figure(format!(
         "Lease held by {holder} ({:?} after the failover check)",
         t.elapsed()
     ));
@@ -686,17 +658,17 @@ async fn checks(
         &Rib::new(),
         RELABEL_BOUND,
     )?;
-    figs.add(format!(
+    figure(format!(
         "np-a relabelled (k8s-svc=other): router a withdrew {} {gone:?} after the patch \
          (bound {RELABEL_BOUND:?}; load {})",
         ra.prefix(),
-        load()
+        lab::load()
     ));
     harness::eventually("the Service keeps only region b's IP", WAIT, || async {
         Ok((ingress(&services).await? == [rb.vip.to_string()]).then_some(()))
     })
     .await?;
-    figs.add(format!(
+    figure(format!(
         "status.loadBalancer.ingress = [{}] {:?} after the patch",
         rb.vip,
         t.elapsed()
@@ -725,7 +697,7 @@ async fn checks(
         .filter(|(_, s)| s.as_ref().map(|r| *r != want_b).unwrap_or(true))
         .take(5)
         .collect();
-    figs.add(format!(
+    figure(format!(
         "region b throughout ({:?}): {} samples of router b's RIB, {} differ; client b: {whole_b}",
         end,
         samples.len(),
@@ -757,7 +729,7 @@ async fn lease_holder(leases: &Api<Lease>) -> anyhow::Result<String> {
 }
 
 /// The Service's ingress right now, for messages (best effort).
-fn futures_now(services: &Api<Service>) -> String {
+fn ingress_now(services: &Api<Service>) -> String {
     let services = services.clone();
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
@@ -782,41 +754,23 @@ async fn delete_service(client: &Client) -> anyhow::Result<()> {
     .await
 }
 
-/// Deletes what the scenario created (bounded).
+/// Deletes what the scenario created and waits until it is gone.
 async fn cleanup(client: &Client) -> anyhow::Result<()> {
-    let dp = DeleteParams::default();
-    let sys = SYSTEM_NAMESPACE;
-    let _ = Api::<Namespace>::all(client.clone()).delete(NS, &dp).await;
-    let ips: Api<IPAddressPool> = Api::namespaced(client.clone(), sys);
-    let peers: Api<BGPPeer> = Api::namespaced(client.clone(), sys);
-    let nodes: Api<Node> = Api::all(client.clone());
-    let pools: Api<NodePool> = Api::all(client.clone());
+    let sys = Some(SYSTEM_NAMESPACE);
+    let mut c = Cleanup::new()
+        .add::<Namespace>(client, None, NS)
+        .add::<BGPAdvertisement>(client, sys, "kr-all")
+        .add::<Lease>(client, sys, "edgelb-leader");
     for r in &REGIONS {
-        let _ = ips.delete(r.ip_pool, &dp).await;
-        let _ = peers.delete(&format!("kr-router-{}", r.name), &dp).await;
-        let _ = pools.delete(r.pool, &dp).await;
+        c = c
+            .add::<IPAddressPool>(client, sys, r.ip_pool)
+            .add::<BGPPeer>(client, sys, &format!("kr-router-{}", r.name))
+            .add::<NodePool>(client, None, r.pool);
         for (n, _) in r.nodes() {
-            let _ = nodes.delete(&n, &dp).await;
+            c = c.add::<Node>(client, None, &n);
         }
     }
-    let _ = Api::<BGPAdvertisement>::namespaced(client.clone(), sys)
-        .delete("kr-all", &dp)
-        .await;
-    let _ = Api::<Lease>::namespaced(client.clone(), sys)
-        .delete("edgelb-leader", &dp)
-        .await;
-    harness::eventually("the test's objects gone", WAIT, || async {
-        let mut left = Vec::new();
-        for r in &REGIONS {
-            left.push(ips.get_opt(r.ip_pool).await?.is_some());
-            left.push(pools.get_opt(r.pool).await?.is_some());
-            for (n, _) in r.nodes() {
-                left.push(nodes.get_opt(&n).await?.is_some());
-            }
-        }
-        Ok((!left.contains(&true)).then_some(()))
-    })
-    .await
+    c.run(WAIT).await
 }
 
 #[tokio::test]
@@ -828,13 +782,6 @@ async fn two_regions_one_service() -> anyhow::Result<()> {
         return Ok(());
     };
     let client = cluster.admin_client().await?;
-    let t = Instant::now();
-    let mut figs = Figures::default();
-    let result = scenario(cluster, &client, &mut figs).await;
-    let cleaned = cleanup(&client).await;
-    figs.add(format!("scenario and cleanup took {:?}", t.elapsed()));
-    figs.write();
-    result?;
-    cleaned?;
+    then_clean(TEST, scenario(cluster, &client), cleanup(&client)).await?;
     speaker_support::audit::speaker_requests_were_granted_and_listed(cluster)
 }
