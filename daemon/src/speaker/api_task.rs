@@ -15,6 +15,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::actuate::policy_route_task::TaskReport;
+use crate::cloud_lb::driver::CloudDriver;
+use crate::cloud_lb::CloudState;
 use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
@@ -70,6 +72,7 @@ pub struct ApiTask {
     leader: LeaderHandle,
     writer: WriterHandle,
     pool_services: PoolServiceWriter,
+    cloud: Option<CloudDriver>,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -102,6 +105,16 @@ impl ApiTask {
         );
         let pool_services =
             PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
+        // Cloud load balancers: their own task, fenced by the same Lease.
+        let cloud = cfg.cloud.clone().map(|c| {
+            CloudDriver::spawn(
+                Some(client.clone()),
+                &cfg.node,
+                c,
+                leader.fence(),
+                write_timeout,
+            )
+        });
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
@@ -113,6 +126,7 @@ impl ApiTask {
             leader,
             writer,
             pool_services,
+            cloud,
             mailbox,
             state,
             wanted,
@@ -144,7 +158,15 @@ impl ApiTask {
     pub fn submit(&self, snap: &Snapshot, candidates: Vec<Candidate>) {
         self.writer.submit(snap.clone(), candidates);
         self.pool_services.submit(snap.clone());
+        if let Some(c) = &self.cloud {
+            c.submit(snap.clone());
+        }
         self.mailbox.put(|p| p.current = Some(snap.clone()));
+    }
+
+    /// The cloud driver's state (per-(Service, pool) reports), when one runs.
+    pub fn cloud_state(&self) -> Option<watch::Receiver<Arc<CloudState>>> {
+        self.cloud.as_ref().map(CloudDriver::state)
     }
 
     /// The policy-route task reported.
