@@ -19,6 +19,7 @@ use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
+use crate::status::pool_ingress::{self, CloudSender};
 use crate::status::pool_service_writer::PoolServiceWriter;
 use crate::status::writer::{WriterConfig, WriterHandle};
 
@@ -70,6 +71,7 @@ pub struct ApiTask {
     leader: LeaderHandle,
     writer: WriterHandle,
     pool_services: PoolServiceWriter,
+    cloud: CloudSender,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -92,16 +94,25 @@ impl ApiTask {
         let write_timeout = lease
             .write_timeout
             .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
+        // The cloud load-balancer driver's reports: the writer of record writes cloud-class
+        // pools' statuses from them, the fan-out keeps their finalizer by them.
+        let (cloud, cloud_rx) = pool_ingress::channel();
         let writer = WriterHandle::spawn(
             client.clone(),
             WriterConfig {
                 write_timeout,
+                cloud: cloud_rx.clone(),
                 ..WriterConfig::new(&cfg.node, cfg.selection.clone())
             },
             leader.fence(),
         );
-        let pool_services =
-            PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
+        let pool_services = PoolServiceWriter::spawn(
+            client.clone(),
+            &cfg.node,
+            leader.fence(),
+            write_timeout,
+            cloud_rx,
+        );
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
@@ -113,6 +124,7 @@ impl ApiTask {
             leader,
             writer,
             pool_services,
+            cloud,
             mailbox,
             state,
             wanted,
@@ -122,6 +134,11 @@ impl ApiTask {
                 tokio::spawn(probe),
             ],
         }
+    }
+
+    /// Where the cloud load-balancer driver publishes its [`CloudReports`](crate::status::pool_ingress::CloudReports).
+    pub fn cloud_sender(&self) -> CloudSender {
+        self.cloud.clone()
     }
 
     /// What the API side learnt; `changed()` wakes the loop.
