@@ -10,7 +10,6 @@
 //! and the finalizer goes last.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
@@ -26,8 +25,9 @@ mod speaker_support;
 use edgelb_daemon::api::openyurt::{
     NodePool, PoolService, FINALIZER, LABEL_MANAGED_BY, LABEL_POOL_NAME, LABEL_SERVICE_NAME,
 };
-use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
-use edgelb_tests::lab::{self, Lan, Netns};
+use edgelb_tests::kube::objects::{self, lb_service, then_clean, Cleanup};
+use edgelb_tests::kube::{self as harness, deploy, Cluster, SYSTEM_NAMESPACE};
+use edgelb_tests::lab::{Lan, Netns};
 
 const TEST: &str = "kube_pools::fan_out_and_lifecycle";
 const NS: &str = "kp-pools";
@@ -37,13 +37,12 @@ const POOLS: [&str; 4] = ["kp-hefei", "kp-chengdu", "kp-other", "kp-taken"];
 const WAIT: Duration = Duration::from_secs(60);
 
 fn service(name: &str, selector: &str) -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": NS,
-                     "annotations": {"service.openyurt.io/nodepool-labelselector": selector}},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
-                 "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}
-    }))?)
+    lb_service(
+        NS,
+        name,
+        json!({"metadata": {"annotations": {"service.openyurt.io/nodepool-labelselector": selector}},
+               "spec": {"selector": {"app": name}}}),
+    )
 }
 
 async fn label_pool(pools: &Api<NodePool>, name: &str, svc_label: &str) -> anyhow::Result<()> {
@@ -103,13 +102,11 @@ fn names_now(ps: &Api<PoolService>) -> String {
     .unwrap_or_default()
 }
 
+/// The note of the Event with `reason` about `on`, if any.
 async fn event(events: &Api<Event>, reason: &str, on: &str) -> anyhow::Result<Option<String>> {
-    let list = events.list(&ListParams::default()).await?;
-    Ok(list.items.into_iter().find_map(|e| {
-        (e.reason.as_deref() == Some(reason)
-            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(on))
-        .then(|| e.note.unwrap_or_default())
-    }))
+    Ok(objects::event(events, reason, on)
+        .await?
+        .map(|e| e.note.unwrap_or_default()))
 }
 
 async fn scenario(cluster: &Cluster, client: &Client, node_ns: &Netns) -> anyhow::Result<()> {
@@ -127,12 +124,7 @@ async fn scenario(cluster: &Cluster, client: &Client, node_ns: &Netns) -> anyhow
     label_pool(&pools, "kp-chengdu", "cube").await?;
     label_pool(&pools, "kp-other", "web").await?;
     label_pool(&pools, "kp-taken", "cube").await?;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-        )
-        .await?;
+    objects::create_namespace(client, NS).await?;
     let ps: Api<PoolService> = Api::namespaced(client.clone(), NS);
     // A PoolService someone else keeps, with a name the fan-out wants.
     ps.create(
@@ -152,22 +144,8 @@ async fn scenario(cluster: &Cluster, client: &Client, node_ns: &Netns) -> anyhow
         .create(&pp, &service("bad", "k8s-svc in cube")?)
         .await?;
 
-    let speaker = Speaker::deploy(
-        cluster,
-        node_ns,
-        &NodeSpec {
-            name: NODE.into(),
-            ip: NODE_IP.parse::<IpAddr>()?,
-            extra_args: vec![],
-        },
-        std::path::Path::new(env!("CARGO_BIN_EXE_edgelb-speaker")),
-    )
-    .await?;
-    let result = checks(client, &services, &ps, &pools).await;
-    if result.is_err() {
-        eprintln!("speaker log:\n{}", speaker.logs());
-    }
-    result
+    let speaker = speaker_support::deploy_speaker(cluster, node_ns, NODE, NODE_IP).await?;
+    speaker.log_if_failed(checks(client, &services, &ps, &pools).await)
 }
 
 async fn checks(
@@ -301,11 +279,6 @@ async fn checks(
 }
 
 async fn cleanup(client: &Client) -> anyhow::Result<()> {
-    let dp = DeleteParams::default();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let pools: Api<NodePool> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let nodes: Api<Node> = Api::all(client.clone());
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     // Without a speaker, nobody removes our finalizer: the test does (as an operator
     // uninstalling edgelb would).
@@ -325,46 +298,28 @@ async fn cleanup(client: &Client) -> anyhow::Result<()> {
                 .await;
         }
     }
-    let _ = namespaces.delete(NS, &dp).await;
+    let mut cleanup = Cleanup::new().add::<Namespace>(client, None, NS);
     for p in POOLS {
-        let _ = pools.delete(p, &dp).await;
+        cleanup = cleanup.add::<NodePool>(client, None, p);
     }
-    let _ = leases.delete("edgelb-leader", &dp).await;
-    let _ = nodes.delete(NODE, &dp).await;
-    harness::eventually("the test's objects gone", WAIT, || async {
-        let mut left = vec![
-            namespaces.get_opt(NS).await?.is_some(),
-            nodes.get_opt(NODE).await?.is_some(),
-        ];
-        for p in POOLS {
-            left.push(pools.get_opt(p).await?.is_some());
-        }
-        Ok((!left.contains(&true)).then_some(()))
-    })
-    .await
+    cleanup
+        .add::<Lease>(client, Some(SYSTEM_NAMESPACE), "edgelb-leader")
+        .add::<Node>(client, None, NODE)
+        .run(WAIT)
+        .await
 }
 
 #[tokio::test]
 async fn fan_out_and_lifecycle() -> anyhow::Result<()> {
-    if !lab::enabled(TEST) {
-        return Ok(());
-    }
-    let Some(cluster) = Cluster::shared(TEST)? else {
+    let Some((cluster, client)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let client = cluster.admin_client().await?;
     let mut lan = Lan::new()?;
-    let node = Netns::new("kpn")?;
-    lan.attach(&node, "eth0")?;
-    node.addr("eth0", &format!("{NODE_IP}/24"))?;
-    let t = Instant::now();
-    let result = scenario(cluster, &client, &node).await;
-    let cleaned = cleanup(&client).await;
-    result?;
-    cleaned.context("cleanup")?;
-    eprintln!(
-        "fan-out and lifecycle: passed and cleaned up in {:?}",
-        t.elapsed()
-    );
-    Ok(())
+    let node = lan.join("kpn", &format!("{NODE_IP}/24"))?;
+    then_clean(
+        "fan-out and lifecycle",
+        scenario(cluster, &client, &node),
+        cleanup(&client),
+    )
+    .await
 }
