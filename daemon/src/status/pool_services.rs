@@ -23,8 +23,8 @@ use crate::api::openyurt::{
     MANAGED_BY, NODEPOOL_API_VERSION,
 };
 use crate::nodepool::{is_self_announced_class, selected_node_pools};
-use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
 use crate::snapshot::{has_finalizer, ObjectKey, Selection, Snapshot};
+use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
 
 /// The name of a Service's PoolService for a pool (OpenYurt's rule).
 pub fn pool_service_name(service: &str, pool: &str) -> String {
@@ -162,8 +162,8 @@ pub fn desired_with(
         .spec
         .as_ref()
         .and_then(|s| s.load_balancer_class.as_deref());
-    let holds = !is_self_announced_class(class)
-        && cloud.holds(&(ObjectKey::of(svc), Arc::from(pool)));
+    let holds =
+        !is_self_announced_class(class) && cloud.holds(&(ObjectKey::of(svc), Arc::from(pool)));
     PoolService {
         metadata: ObjectMeta {
             finalizers: holds.then(|| vec![CLOUD_FINALIZER.to_string()]),

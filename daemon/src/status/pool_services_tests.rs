@@ -383,7 +383,10 @@ fn a_cloud_pool_service_keeps_its_finalizer_until_the_driver_released_its_resour
     // Held, or not synced: nothing is released and the Service keeps its finalizer.
     for reports in [cloud.clone(), CloudReports::default()] {
         let p = plan_with(&store.snapshot(&sel), &reports);
-        assert!(p.release.is_empty() && p.remove_finalizer.is_empty(), "{p:?}");
+        assert!(
+            p.release.is_empty() && p.remove_finalizer.is_empty(),
+            "{p:?}"
+        );
         assert!(p.apply.is_empty() && p.delete.is_empty(), "{p:?}");
     }
     // Released by a synced driver: our finalizer goes.

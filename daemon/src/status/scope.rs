@@ -79,9 +79,9 @@ pub fn changed_pool_services(before: &Snapshot, after: &Snapshot) -> BTreeSet<Ob
         .pool_services
         .diff(&after.pool_services)
         .filter_map(|d| match d {
-            DiffItem::Add(_, ps) | DiffItem::Remove(_, ps) | DiffItem::Update { new: (_, ps), .. } => {
-                owner_of(ps).map(|(s, _)| s)
-            }
+            DiffItem::Add(_, ps)
+            | DiffItem::Remove(_, ps)
+            | DiffItem::Update { new: (_, ps), .. } => owner_of(ps).map(|(s, _)| s),
         })
         .collect()
 }

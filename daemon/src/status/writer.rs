@@ -1248,7 +1248,8 @@ impl Writer {
             Ended::PoolStatus(uid, entry) => {
                 self.stats.pool_services += 1;
                 if let Key::PoolStatus(s, p) = &key {
-                    self.pool_applied.insert((s.clone(), p.clone()), (uid, entry));
+                    self.pool_applied
+                        .insert((s.clone(), p.clone()), (uid, entry));
                 }
                 self.queue.done(&key, Done::Written, now);
             }
