@@ -10,9 +10,13 @@ use k8s_openapi::ByteString;
 
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
 use crate::api::openyurt::PoolService;
+use crate::cloud_lb::adapter::has_cloud_finalizer;
 use crate::fixtures;
+use crate::nodepool::is_self_announced_class;
 use crate::snapshot::{Object, ObjectKey, Selection, Snapshot, Store};
-use crate::status::pool_services::plan;
+use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
+use crate::status::pool_services::{owner_of, plan};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The ENS ELB class.
 pub const CLASS: &str = "alibabacloud.com/elb";
@@ -184,16 +188,62 @@ impl World {
     }
 
     /// Carries out the PoolService fan-out as the writer of record would (creates and
-    /// deletes PoolServices).
+    /// deletes PoolServices), without cloud finalizers.
     pub fn fan_out(&mut self) {
-        let p = plan(&self.snapshot());
+        self.fan_out_with(None);
+    }
+
+    /// The fan-out with the cloud finalizer rule of `status::pool_ingress` applied from the
+    /// driver's reports: a PoolService of a cloud class carries [`CLOUD_FINALIZER`] while
+    /// the driver holds resources for it; a delete only marks it (deletionTimestamp) while
+    /// it carries the finalizer, which goes once the driver released its pool.
+    pub fn fan_out_with(&mut self, reports: Option<&CloudReports>) {
+        let snap = self.snapshot();
+        let p = plan(&snap);
         for a in p.apply {
             let mut ps = a.object;
+            let key = ObjectKey::of(&ps);
+            if let Some(have) = snap.pool_services.get(&key) {
+                ps.metadata.finalizers = have.metadata.finalizers.clone();
+                ps.metadata.annotations = have.metadata.annotations.clone();
+                ps.metadata.deletion_timestamp = have.metadata.deletion_timestamp.clone();
+            }
             ps.metadata.uid = Some(a.existing.unwrap_or_else(|| self.uid()));
             self.store.apply(Object::PoolService(ps), SYSTEM);
         }
         for (k, _) in p.delete {
-            self.store.delete("PoolService", &k);
+            let Some(have) = snap.pool_services.get(&k) else {
+                continue;
+            };
+            if has_cloud_finalizer(have) {
+                let mut ps = (**have).clone();
+                ps.metadata
+                    .deletion_timestamp
+                    .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
+                self.store.apply(Object::PoolService(ps), SYSTEM);
+            } else {
+                self.store.delete("PoolService", &k);
+            }
+        }
+        let Some(reports) = reports else { return };
+        let snap = self.snapshot();
+        for (k, ps) in &snap.pool_services {
+            let Some(pk) = owner_of(ps) else { continue };
+            if is_self_announced_class(ps.spec.load_balancer_class.as_deref()) {
+                continue;
+            }
+            let mut ps = (**ps).clone();
+            if ps.metadata.deletion_timestamp.is_some() {
+                if reports.released(&pk) {
+                    self.store.delete("PoolService", k);
+                }
+            } else if reports.holds(&pk) && !has_cloud_finalizer(&ps) {
+                ps.metadata
+                    .finalizers
+                    .get_or_insert_with(Vec::new)
+                    .push(CLOUD_FINALIZER.into());
+                self.store.apply(Object::PoolService(ps), SYSTEM);
+            }
         }
     }
 

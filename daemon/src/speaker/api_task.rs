@@ -21,6 +21,7 @@ use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
+use crate::status::pool_ingress::{self, CloudSource};
 use crate::status::pool_service_writer::PoolServiceWriter;
 use crate::status::writer::{WriterConfig, WriterHandle};
 
@@ -73,6 +74,8 @@ pub struct ApiTask {
     writer: WriterHandle,
     pool_services: PoolServiceWriter,
     cloud: Option<CloudDriver>,
+    cloud_source: CloudSource,
+    _idle_reports: Option<pool_ingress::CloudSender>,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -105,16 +108,24 @@ impl ApiTask {
         );
         let pool_services =
             PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
-        // Cloud load balancers: their own task, fenced by the same Lease.
-        let cloud = cfg.cloud.clone().map(|c| {
-            CloudDriver::spawn(
-                Some(client.clone()),
-                &cfg.node,
-                c,
-                leader.fence(),
-                write_timeout,
-            )
-        });
+        // Cloud load balancers: their own task, fenced by the same Lease; its reports feed
+        // the PoolService status and finalizer (`cloud_source`).
+        let (reports, cloud_source) = pool_ingress::channel();
+        let (cloud, idle_reports) = match cfg.cloud.clone() {
+            Some(c) => (
+                Some(CloudDriver::spawn(
+                    Some(client.clone()),
+                    &cfg.node,
+                    c,
+                    leader.fence(),
+                    write_timeout,
+                    reports,
+                )),
+                None,
+            ),
+            // No driver: the channel stays open (and empty) for its readers.
+            None => (None, Some(reports)),
+        };
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
@@ -127,6 +138,8 @@ impl ApiTask {
             writer,
             pool_services,
             cloud,
+            cloud_source,
+            _idle_reports: idle_reports,
             mailbox,
             state,
             wanted,
@@ -167,6 +180,12 @@ impl ApiTask {
     /// The cloud driver's state (per-(Service, pool) reports), when one runs.
     pub fn cloud_state(&self) -> Option<watch::Receiver<Arc<CloudState>>> {
         self.cloud.as_ref().map(CloudDriver::state)
+    }
+
+    /// The cloud driver's per-(Service, pool) reports (empty and never synced without a
+    /// driver), for the PoolService status writer and the fan-out's cloud finalizer.
+    pub fn cloud_source(&self) -> CloudSource {
+        self.cloud_source.clone()
     }
 
     /// The policy-route task reported.
