@@ -17,8 +17,7 @@ use crate::api::openyurt::PoolService;
 use crate::nodepool::is_self_announced_class;
 use crate::plan::node_floor;
 use crate::snapshot::{ObjectKey, Snapshot, SnapshotData};
-use crate::status::pool_ingress::CLOUD_FINALIZER;
-use crate::status::pool_services::{is_ours, owner_of, plan as fan_out};
+use crate::status::pool_services::{has_cloud_finalizer, is_ours, owner_of, plan as fan_out};
 
 /// The pool annotation naming the ENS node (edge region) a pool's load balancer lives in.
 pub const ANNOTATION_REGION: &str = "alibabacloud.com/ens-region-id";
@@ -34,7 +33,7 @@ pub struct Planned {
     pub name: String,
     /// The desired cloud state, or why there is none (names the object and field).
     pub outcome: Result<Desired, PlanError>,
-    /// The PoolService carries [`CLOUD_FINALIZER`]: only then may anything be created
+    /// The PoolService carries `edgelb.io/cloud-resources`: only then may anything be created
     /// (a delete in between would otherwise leak what we create).
     pub finalized: bool,
 }
@@ -167,15 +166,6 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
         );
     }
     out
-}
-
-/// Whether the PoolService carries [`CLOUD_FINALIZER`].
-pub fn has_cloud_finalizer(ps: &PoolService) -> bool {
-    ps.metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|f| f == CLOUD_FINALIZER)
 }
 
 /// What to delete for a PoolService that is going, from what the snapshot still has: the

@@ -193,20 +193,25 @@ impl World {
         self.fan_out_with(None);
     }
 
-    /// The fan-out with the cloud finalizer rule of `status::pool_ingress` applied from the
-    /// driver's reports: a PoolService of a cloud class carries [`CLOUD_FINALIZER`] while
-    /// the driver holds resources for it; a delete only marks it (deletionTimestamp) while
-    /// it carries the finalizer, which goes once the driver released its pool.
+    /// The fan-out as the writer of record carries it out (`pool_services::plan_with`):
+    /// with the driver's reports, a PoolService of a cloud class carries
+    /// [`CLOUD_FINALIZER`] while the driver holds resources for it; a delete only marks it
+    /// (deletionTimestamp) while it carries the finalizer, which goes once the driver
+    /// released its pool (then the API server removes it).
     pub fn fan_out_with(&mut self, reports: Option<&CloudReports>) {
         let snap = self.snapshot();
-        let p = plan(&snap);
+        let none = CloudReports::default();
+        let p = plan_with(&snap, reports.unwrap_or(&none));
         for a in p.apply {
             let mut ps = a.object;
             let key = ObjectKey::of(&ps);
             if let Some(have) = snap.pool_services.get(&key) {
-                ps.metadata.finalizers = have.metadata.finalizers.clone();
+                // A server-side apply leaves others' annotations; a deleting object stays so.
                 ps.metadata.annotations = have.metadata.annotations.clone();
                 ps.metadata.deletion_timestamp = have.metadata.deletion_timestamp.clone();
+                if ps.metadata.deletion_timestamp.is_some() {
+                    ps.metadata.finalizers = have.metadata.finalizers.clone();
+                }
             }
             ps.metadata.uid = Some(a.existing.unwrap_or_else(|| self.uid()));
             self.store.apply(Object::PoolService(ps), SYSTEM);
@@ -225,23 +230,19 @@ impl World {
                 self.store.delete("PoolService", &k);
             }
         }
-        let Some(reports) = reports else { return };
-        let snap = self.snapshot();
-        for (k, ps) in &snap.pool_services {
-            let Some(pk) = owner_of(ps) else { continue };
-            if is_self_announced_class(ps.spec.load_balancer_class.as_deref()) {
+        for (k, _) in p.release {
+            let Some(have) = self.snapshot().pool_services.get(&k).cloned() else {
                 continue;
+            };
+            let mut ps = (*have).clone();
+            if let Some(f) = ps.metadata.finalizers.as_mut() {
+                f.retain(|x| x != CLOUD_FINALIZER);
             }
-            let mut ps = (**ps).clone();
-            if ps.metadata.deletion_timestamp.is_some() {
-                if reports.released(&pk) {
-                    self.store.delete("PoolService", k);
-                }
-            } else if reports.holds(&pk) && !has_cloud_finalizer(&ps) {
-                ps.metadata
-                    .finalizers
-                    .get_or_insert_with(Vec::new)
-                    .push(CLOUD_FINALIZER.into());
+            if ps.metadata.finalizers.iter().flatten().next().is_none()
+                && ps.metadata.deletion_timestamp.is_some()
+            {
+                self.store.delete("PoolService", &k);
+            } else {
                 self.store.apply(Object::PoolService(ps), SYSTEM);
             }
         }

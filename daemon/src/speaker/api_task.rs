@@ -21,7 +21,7 @@ use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
-use crate::status::pool_ingress::{self, CloudSource};
+use crate::status::pool_ingress::{self, CloudSender};
 use crate::status::pool_service_writer::PoolServiceWriter;
 use crate::status::writer::{WriterConfig, WriterHandle};
 
@@ -74,8 +74,8 @@ pub struct ApiTask {
     writer: WriterHandle,
     pool_services: PoolServiceWriter,
     cloud: Option<CloudDriver>,
-    cloud_source: CloudSource,
-    _idle_reports: Option<pool_ingress::CloudSender>,
+    /// Where the cloud driver publishes its reports (see [`Self::cloud_sender`]).
+    cloud_reports: CloudSender,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -98,34 +98,36 @@ impl ApiTask {
         let write_timeout = lease
             .write_timeout
             .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
+        // The cloud load-balancer driver's reports: the writer of record writes cloud-class
+        // pools' statuses from them, the fan-out keeps their finalizer by them.
+        let (cloud_reports, cloud_rx) = pool_ingress::channel();
         let writer = WriterHandle::spawn(
             client.clone(),
             WriterConfig {
                 write_timeout,
+                cloud: cloud_rx.clone(),
                 ..WriterConfig::new(&cfg.node, cfg.selection.clone())
             },
             leader.fence(),
         );
-        let pool_services =
-            PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
-        // Cloud load balancers: their own task, fenced by the same Lease; its reports feed
-        // the PoolService status and finalizer (`cloud_source`).
-        let (reports, cloud_source) = pool_ingress::channel();
-        let (cloud, idle_reports) = match cfg.cloud.clone() {
-            Some(c) => (
-                Some(CloudDriver::spawn(
-                    Some(client.clone()),
-                    &cfg.node,
-                    c,
-                    leader.fence(),
-                    write_timeout,
-                    reports,
-                )),
-                None,
-            ),
-            // No driver: the channel stays open (and empty) for its readers.
-            None => (None, Some(reports)),
-        };
+        let pool_services = PoolServiceWriter::spawn(
+            client.clone(),
+            &cfg.node,
+            leader.fence(),
+            write_timeout,
+            cloud_rx,
+        );
+        // Cloud load balancers: their own task, fenced by the same Lease.
+        let cloud = cfg.cloud.clone().map(|c| {
+            CloudDriver::spawn(
+                Some(client.clone()),
+                &cfg.node,
+                c,
+                leader.fence(),
+                write_timeout,
+                cloud_reports.clone(),
+            )
+        });
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
@@ -138,8 +140,7 @@ impl ApiTask {
             writer,
             pool_services,
             cloud,
-            cloud_source,
-            _idle_reports: idle_reports,
+            cloud_reports,
             mailbox,
             state,
             wanted,
@@ -149,6 +150,11 @@ impl ApiTask {
                 tokio::spawn(probe),
             ],
         }
+    }
+
+    /// Where the cloud load-balancer driver publishes its [`CloudReports`](crate::status::pool_ingress::CloudReports).
+    pub fn cloud_sender(&self) -> CloudSender {
+        self.cloud_reports.clone()
     }
 
     /// What the API side learnt; `changed()` wakes the loop.
@@ -180,12 +186,6 @@ impl ApiTask {
     /// The cloud driver's state (per-(Service, pool) reports), when one runs.
     pub fn cloud_state(&self) -> Option<watch::Receiver<Arc<CloudState>>> {
         self.cloud.as_ref().map(CloudDriver::state)
-    }
-
-    /// The cloud driver's per-(Service, pool) reports (empty and never synced without a
-    /// driver), for the PoolService status writer and the fan-out's cloud finalizer.
-    pub fn cloud_source(&self) -> CloudSource {
-        self.cloud_source.clone()
     }
 
     /// The policy-route task reported.
