@@ -10,12 +10,10 @@ use k8s_openapi::ByteString;
 
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
 use crate::api::openyurt::PoolService;
-use crate::cloud_lb::adapter::has_cloud_finalizer;
 use crate::fixtures;
-use crate::nodepool::is_self_announced_class;
 use crate::snapshot::{Object, ObjectKey, Selection, Snapshot, Store};
 use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
-use crate::status::pool_services::{owner_of, plan};
+use crate::status::pool_services::{has_cloud_finalizer, plan_with};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The ENS ELB class.
