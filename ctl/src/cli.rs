@@ -73,6 +73,9 @@ pub enum Command {
     Routes,
     /// Speakers this node knows, with their health.
     Members,
+    /// Cloud load balancers (ENS ELB) this speaker drives, one per (Service, node pool):
+    /// load balancer, EIP, listeners, backends and the last error.
+    Elb,
     /// Everything about one Service: `svc/NAME` or `svc/NAMESPACE/NAME`.
     Explain {
         /// `svc/NAME` (namespace from -n) or `svc/NAMESPACE/NAME`.
@@ -169,6 +172,13 @@ pub fn render(
             text(
                 structured(&view.policy_routes, output)?,
                 format::routes_table(view, wide),
+            ),
+            EXIT_OK,
+        ),
+        Command::Elb => (
+            text(
+                structured(&view.cloud, output)?,
+                format::elb_table(view, wide),
             ),
             EXIT_OK,
         ),
