@@ -21,6 +21,7 @@ use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
+use crate::status::pool_ingress::{self, CloudSender};
 use crate::status::pool_service_writer::PoolServiceWriter;
 use crate::status::writer::{WriterConfig, WriterHandle};
 
@@ -73,6 +74,8 @@ pub struct ApiTask {
     writer: WriterHandle,
     pool_services: PoolServiceWriter,
     cloud: Option<CloudDriver>,
+    /// Where the cloud driver publishes its reports (see [`Self::cloud_sender`]).
+    cloud_reports: CloudSender,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -95,16 +98,25 @@ impl ApiTask {
         let write_timeout = lease
             .write_timeout
             .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
+        // The cloud load-balancer driver's reports: the writer of record writes cloud-class
+        // pools' statuses from them, the fan-out keeps their finalizer by them.
+        let (cloud_reports, cloud_rx) = pool_ingress::channel();
         let writer = WriterHandle::spawn(
             client.clone(),
             WriterConfig {
                 write_timeout,
+                cloud: cloud_rx.clone(),
                 ..WriterConfig::new(&cfg.node, cfg.selection.clone())
             },
             leader.fence(),
         );
-        let pool_services =
-            PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
+        let pool_services = PoolServiceWriter::spawn(
+            client.clone(),
+            &cfg.node,
+            leader.fence(),
+            write_timeout,
+            cloud_rx,
+        );
         // Cloud load balancers: their own task, fenced by the same Lease.
         let cloud = cfg.cloud.clone().map(|c| {
             CloudDriver::spawn(
@@ -127,6 +139,7 @@ impl ApiTask {
             writer,
             pool_services,
             cloud,
+            cloud_reports,
             mailbox,
             state,
             wanted,
@@ -136,6 +149,11 @@ impl ApiTask {
                 tokio::spawn(probe),
             ],
         }
+    }
+
+    /// Where the cloud load-balancer driver publishes its [`CloudReports`](crate::status::pool_ingress::CloudReports).
+    pub fn cloud_sender(&self) -> CloudSender {
+        self.cloud_reports.clone()
     }
 
     /// What the API side learnt; `changed()` wakes the loop.
