@@ -198,6 +198,37 @@ impl<'a> Speakers<'a> {
     }
 }
 
+/// Once the router's kernel holds the route: the client's probe (a TCP connection to
+/// `target` every 10 ms), after its first good connection.
+fn serving(lab: &Lab, target: SocketAddr) -> anyhow::Result<Prober> {
+    wait_until(
+        "zebra to install the route",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || Ok(kernel_route(&lab.router)?.then_some(())),
+    )?;
+    let probe = Prober::start(
+        &lab.client_name,
+        target,
+        "ok\n",
+        Duration::from_millis(10),
+        Duration::from_millis(500),
+    );
+    wait_until(
+        "the client's first connection",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            Ok(probe
+                .attempts()
+                .iter()
+                .any(|a| a.error.is_none())
+                .then_some(()))
+        },
+    )?;
+    Ok(probe)
+}
+
 /// What a planned restart showed.
 struct Planned {
     probe: Prober,
@@ -245,31 +276,7 @@ fn planned_restart(
             || Ok(frr.bfd_up(NODE.parse()?)?.then_some(())),
         )?;
     }
-    wait_until(
-        "zebra to install the route",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || Ok(kernel_route(&lab.router)?.then_some(())),
-    )?;
-    let probe = Prober::start(
-        &lab.client_name,
-        target,
-        "ok\n",
-        Duration::from_millis(10),
-        Duration::from_millis(500),
-    );
-    wait_until(
-        "the client's first connection",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            Ok(probe
-                .attempts()
-                .iter()
-                .any(|a| a.error.is_none())
-                .then_some(()))
-        },
-    )?;
+    let probe = serving(lab, target)?;
 
     let stop_at = probe.now();
     let exit = first.terminate(Duration::from_secs(5))?;
@@ -551,31 +558,7 @@ async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<
     let mut first = Speaker::deploy(cluster, &lab.node, &node, binary).await?;
     let up = wait_path(&frr, false, Duration::from_secs(60));
     up.with_context(|| format!("first pod's log:\n{}", first.logs()))?;
-    wait_until(
-        "zebra to install the route",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || Ok(kernel_route(&lab.router)?.then_some(())),
-    )?;
-    let probe = Prober::start(
-        &lab.client_name,
-        target,
-        "ok\n",
-        Duration::from_millis(10),
-        Duration::from_millis(500),
-    );
-    wait_until(
-        "the client's first connection",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            Ok(probe
-                .attempts()
-                .iter()
-                .any(|a| a.error.is_none())
-                .then_some(()))
-        },
-    )?;
+    let probe = serving(&lab, target)?;
     let stop_at = probe.now();
     first.process.signal(libc::SIGTERM)?;
     first

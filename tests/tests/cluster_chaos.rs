@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
 use edgelb_tests::kube::objects::{
-    create_namespace, create_services, delete_services, edgelb_api, ips,
+    create_namespace, create_services, delete_services, edgelb_api, ips, speaker_requests,
 };
 use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
 use edgelb_tests::lab::{self, Lan, Netns};
@@ -222,6 +222,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     let kill_at = rng.range(n / 5..n / 3);
     let stop_at = rng.range(n / 2..2 * n / 3);
     let slow_at = rng.range(n / 3..n);
+    let audit_from = cluster.audit_events().map(|e| e.len()).unwrap_or(0);
     let created = Arc::new(AtomicUsize::new(0));
     let burst = {
         let (client, ns_name, created) = (admin.clone(), ns_name.clone(), created.clone());
@@ -314,7 +315,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
         })
         .collect();
     let line = format!(
-        "chaos seed={seed} services={n} problems={} final_problems={} samples={} seed_took={:.1}s creates_took={:.1}s all_ip_after_last_create={:.1}s events=[{}] rss=[{}] load=[{}]",
+        "chaos seed={seed} services={n} problems={} final_problems={} samples={} seed_took={:.1}s creates_took={:.1}s all_ip_after_last_create={:.1}s events=[{}] speaker_writes_per_service=[{}] rss=[{}] load=[{}]",
         seen.problems.len(),
         last.problems.len(),
         seen.samples,
@@ -322,6 +323,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
         creates_took.as_secs_f64(),
         settle.as_secs_f64(),
         events.join("; "),
+        writes_per_service(cluster, audit_from, n),
         rss.join(" "),
         lab::load()
     );
@@ -339,6 +341,32 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     );
     cleaned?;
     Ok(line)
+}
+
+/// The speakers' writes (create, update, patch) from audit event `from` on, per Service, by
+/// resource: what the burst cost the API server, leader changes included.
+fn writes_per_service(cluster: &Cluster, from: usize, n: usize) -> String {
+    let Ok((requests, _)) = speaker_requests(cluster, from) else {
+        return "audit log unreadable".into();
+    };
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &requests {
+        let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
+        if !matches!(s("/verb"), "create" | "update" | "patch") {
+            continue;
+        }
+        let what = match (s("/objectRef/resource"), s("/objectRef/subresource")) {
+            ("services", "status") => "status",
+            ("events", _) => "events",
+            ("leases", _) => "leases",
+            _ => "other",
+        };
+        *by.entry(what).or_default() += 1;
+    }
+    by.iter()
+        .map(|(k, v)| format!("{k}={:.2}", *v as f64 / n.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn tail_logs(speakers: &[Option<Speaker>]) -> String {
