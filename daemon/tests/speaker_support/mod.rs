@@ -145,12 +145,15 @@ impl SpeakerProc {
         log: PathBuf,
         args: &[&str],
     ) -> anyhow::Result<SpeakerProc> {
-        let bin = env!("CARGO_BIN_EXE_edgelb-speaker");
+        // `EDGELB_SPEAKER`: another build of the speaker (a release binary for figures, or
+        // an older one to compare with), as `tests/benches/cluster_scale.rs` takes it.
+        let bin = std::env::var("EDGELB_SPEAKER")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgelb-speaker").to_string());
         let file_s = file.to_string_lossy().into_owned();
         let mut argv = vec![
             "env",
             "RUST_LOG=info",
-            bin,
+            &bin,
             "run",
             "--node",
             node,
