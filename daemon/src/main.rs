@@ -54,8 +54,9 @@ struct RunArgs {
     /// Write the allocation results to this JSON file.
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Our spec.loadBalancerClass.
-    #[arg(long, default_value = edgelb_daemon::api::annotations::DEFAULT_LOAD_BALANCER_CLASS)]
+    /// Our spec.loadBalancerClass (given twice, the last wins: a second DaemonSet for
+    /// cloud load balancers appends `--class=alibabacloud.com/elb` to the shipped args).
+    #[arg(long, default_value = edgelb_daemon::api::annotations::DEFAULT_LOAD_BALANCER_CLASS, overrides_with = "class")]
     class: String,
     /// Also serve LoadBalancer Services without a class.
     #[arg(long)]
