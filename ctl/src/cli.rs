@@ -76,6 +76,9 @@ pub enum Command {
     /// Cloud load balancers (ENS ELB) this speaker drives, one per (Service, node pool):
     /// load balancer, EIP, listeners, backends and the last error.
     Elb,
+    /// Node pools (OpenYurt `NodePool` or node label), their nodes and entry points.
+    #[command(alias = "np")]
+    Nodepools,
     /// Everything about one Service: `svc/NAME` or `svc/NAMESPACE/NAME`.
     Explain {
         /// `svc/NAME` (namespace from -n) or `svc/NAMESPACE/NAME`.
@@ -186,6 +189,13 @@ pub fn render(
             text(
                 structured(&view.members, output)?,
                 format::members_table(view, wide, colour),
+            ),
+            EXIT_OK,
+        ),
+        Command::Nodepools => (
+            text(
+                structured(&view.node_pools, output)?,
+                format::node_pools_table(view, wide, colour),
             ),
             EXIT_OK,
         ),

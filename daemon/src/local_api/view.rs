@@ -61,6 +61,9 @@ pub struct LocalView {
     /// Lease holder drives them (`edgelbctl elb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<CloudView>,
+    /// The node pools (OpenYurt `NodePool` objects or node labels) and their members.
+    #[serde(default)]
+    pub node_pools: Vec<NodePoolView>,
 }
 
 /// The cloud driver's state (no credentials: only the Secret's name appears, in `problem`).
@@ -142,6 +145,22 @@ pub struct CloudCallView {
     pub retried: u64,
     /// Summed latency of the calls, milliseconds.
     pub latency_ms: u64,
+}
+
+/// One node pool and its members.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolView {
+    /// The pool's name.
+    pub name: String,
+    /// `NodePool` (an OpenYurt object exists) or `node label` (only nodes name it).
+    pub source: String,
+    /// The pool's labels (what `service.openyurt.io/nodepool-labelselector` selects).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its nodes, sorted.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 /// (De)serializes a shared section as the list it holds (serde's `rc` feature would do
@@ -315,6 +334,9 @@ pub struct AnnouncementView {
     pub service: String,
     /// The pool the IP comes from.
     pub pool: String,
+    /// The node pool of a per-pool IP (`service.openyurt.io/nodepool-labelselector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
     /// BGP or L2.
     pub mode: Mode,
     /// The node that owns the IP (BGP: every announcing node is an owner; this node).

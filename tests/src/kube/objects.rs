@@ -211,6 +211,72 @@ pub async fn create_services(
     Ok(last)
 }
 
+/// Runs `f` until it succeeds, at most `attempts` times, waiting 1 s, 2 s, 4 s, ... between
+/// tries (for requests a loaded API server may drop, e.g. a `deletecollection` of
+/// thousands). Each failure is printed; after the last, fails naming `what` and every error.
+pub async fn retried<T, F, Fut>(what: &str, attempts: u32, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let mut errors = Vec::new();
+    for attempt in 1..=attempts.max(1) {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                eprintln!("{what}: attempt {attempt} of {attempts} failed: {e:#}");
+                errors.push(format!("{e:#}"));
+            }
+        }
+        if attempt < attempts {
+            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1).min(4))).await;
+        }
+    }
+    anyhow::bail!("{what}: failed {} times: {errors:?}", errors.len())
+}
+
+/// Deletes every Service and EndpointSlice of namespace `ns` (each `deletecollection`
+/// retried, see [`retried`]), then the namespace; with `wait`, waits until no Service is
+/// left (the namespace itself goes later).
+pub async fn delete_services(
+    client: &Client,
+    ns: &str,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let (dp, lp) = (DeleteParams::default(), ListParams::default());
+    retried(&format!("deleting the Services of {ns}"), 5, || async {
+        services.delete_collection(&dp, &lp).await?;
+        Ok(())
+    })
+    .await?;
+    retried(
+        &format!("deleting the EndpointSlices of {ns}"),
+        5,
+        || async {
+            slices.delete_collection(&dp, &lp).await?;
+            Ok(())
+        },
+    )
+    .await?;
+    if let Some(timeout) = wait {
+        eventually("every Service deleted", timeout, || async {
+            Ok(services.list(&lp).await?.items.is_empty().then_some(()))
+        })
+        .await?;
+    }
+    retried(&format!("deleting namespace {ns}"), 5, || async {
+        match Api::<Namespace>::all(client.clone()).delete(ns, &dp).await {
+            Ok(_) => Ok(()),
+            // Gone, or already being deleted.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}
+
 /// Objects a test made, deleted at its end; [`Cleanup::run`] waits until all are gone.
 #[derive(Default)]
 pub struct Cleanup {
