@@ -190,10 +190,10 @@ impl<T> Index<T> {
 pub struct Slice {
     /// The Service it belongs to (label `kubernetes.io/service-name`, same namespace).
     pub service: Option<Arc<str>>,
-    /// The nodes of its ready endpoints, sorted, without duplicates. An endpoint whose
-    /// `ready` condition is unset counts as ready, as the EndpointSlice API says consumers
-    /// must interpret it.
-    pub ready_nodes: Box<[Arc<str>]>,
+    /// The nodes of its ready endpoints, sorted, each once, with how many ready endpoints it
+    /// hosts. An endpoint whose `ready` condition is unset counts as ready, as the
+    /// EndpointSlice API says consumers must interpret it.
+    pub ready_nodes: Box<[(Arc<str>, u32)]>,
     /// Whether any endpoint is ready (with or without a node name).
     pub any_ready: bool,
 }
@@ -201,14 +201,15 @@ pub struct Slice {
 impl Slice {
     /// The facts of `slice`, node names made by `name` (the store shares them).
     pub fn of(slice: &EndpointSlice, mut name: impl FnMut(&str) -> Arc<str>) -> Slice {
-        let mut nodes: Vec<Arc<str>> = Vec::new();
+        let mut nodes: Vec<(Arc<str>, u32)> = Vec::new();
         let mut any_ready = false;
         for ep in slice.endpoints.iter().flatten() {
             if ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true) {
                 any_ready = true;
                 if let Some(node) = ep.node_name.as_deref() {
-                    if !nodes.iter().any(|n| &**n == node) {
-                        nodes.push(name(node));
+                    match nodes.iter_mut().find(|(n, _)| &**n == node) {
+                        Some((_, count)) => *count += 1,
+                        None => nodes.push((name(node), 1)),
                     }
                 }
             }

@@ -322,8 +322,8 @@ proptest::proptest! {
 
 proptest::proptest! {
     /// What the store keeps of a slice ([`Slice`]) answers what the planners asked of the
-    /// whole object: the nodes of its ready endpoints (unset `ready` counts as ready) and
-    /// whether any endpoint is ready, with or without a node.
+    /// whole object: the nodes of its ready endpoints and how many on each (unset `ready`
+    /// counts as ready) and whether any endpoint is ready, with or without a node.
     #[test]
     fn slice_facts_equal_what_the_endpoints_say(
         eps in proptest::collection::vec(
@@ -354,12 +354,13 @@ proptest::proptest! {
             ports: None,
         };
         let facts = Slice::of(&slice, |n: &str| Arc::from(n));
-        let want: std::collections::BTreeSet<&str> = eps
-            .iter()
-            .filter(|(_, r)| r.unwrap_or(true))
-            .filter_map(|(n, _)| n.map(|i| nodes[i]))
-            .collect();
-        let got: Vec<&str> = facts.ready_nodes.iter().map(|n| &**n).collect();
+        let mut want: BTreeMap<&str, u32> = BTreeMap::new();
+        for (n, _) in eps.iter().filter(|(_, r)| r.unwrap_or(true)) {
+            if let Some(i) = n {
+                *want.entry(nodes[*i]).or_default() += 1;
+            }
+        }
+        let got: Vec<(&str, u32)> = facts.ready_nodes.iter().map(|(n, c)| (&**n, *c)).collect();
         proptest::prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
         proptest::prop_assert_eq!(facts.any_ready, eps.iter().any(|(_, r)| r.unwrap_or(true)));
         proptest::prop_assert_eq!(facts.service.as_deref(), Some("web"));
@@ -384,11 +385,13 @@ fn slices_share_node_names() {
         .endpoint_slices()
         .get(&ObjectKey::new("default", "e1"))
         .expect("e1")
-        .ready_nodes[0];
+        .ready_nodes[0]
+        .0;
     let b = &store
         .endpoint_slices()
         .get(&ObjectKey::new("default", "e2"))
         .expect("e2")
-        .ready_nodes[0];
+        .ready_nodes[0]
+        .0;
     assert!(Arc::ptr_eq(a, b), "one copy of a node name");
 }

@@ -99,7 +99,7 @@ pub fn is_local(svc: &Service) -> bool {
 pub fn ready_nodes<'a>(snap: &'a Snapshot, service: &ObjectKey) -> BTreeSet<&'a str> {
     let mut out = BTreeSet::new();
     for slice in snap.endpoint_slices.get(service).into_iter().flatten() {
-        out.extend(slice.ready_nodes.iter().map(|n| &**n));
+        out.extend(slice.ready_nodes.iter().map(|(n, _)| &**n));
     }
     out
 }
