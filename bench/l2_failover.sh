@@ -14,6 +14,8 @@
 # 50 ms: a frozen or cut node is noticed within 60 ms of the move). Per fault and system: the gap from the fault to the first success elsewhere
 # (p50/p90/p99/max) and the failed connects in it; then edgelb/keepalived ratios.
 # Prints the load average with the figures and writes them to target/tmp/figures/.
+# NODES=N (default 3, at most 9) runs N nodes on the LAN (issue 16: "the larger pools you can
+# simulate"); the figures then go to l2_failover-N.txt.
 # Needs root. Usage: bash bench/l2_failover.sh [REPS]   (SPEAKER=path to a built speaker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +31,11 @@ W="$LAB_DIR"
 figures="$CARGO_TARGET_DIR/tmp/figures"
 mkdir -p "$figures"
 
-nodes=(node-0 node-1 node-2)
-addrs=(192.0.2.10 192.0.2.11 192.0.2.12)
+n_nodes="${NODES:-3}"
+[ "$n_nodes" -ge 2 ] && [ "$n_nodes" -le 9 ] || { echo "NODES must be 2..9, not $n_nodes" >&2; exit 1; }
+all=$(seq 0 $((n_nodes - 1)))
+nodes=() addrs=()
+for i in $all; do nodes+=("node-$i"); addrs+=("192.0.2.1$i"); done
 client=192.0.2.50
 key=bench-gossip-key-0123456789abcdef
 
@@ -83,7 +88,7 @@ EOF
   echo "kind: IPAddressPool"
   echo "metadata: {name: lan, namespace: edgelb-system}"
   echo 'spec: {addresses: ["192.0.2.100-192.0.2.100"]}'
-  for i in 0 1 2; do
+  for i in $all; do
     echo "---"
     echo "apiVersion: v1"
     echo "kind: Node"
@@ -101,7 +106,10 @@ apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}
 addressType: IPv4
-endpoints: [{addresses: ["10.244.1.1"], nodeName: node-0, conditions: {ready: true}}, {addresses: ["10.244.2.2"], nodeName: node-1, conditions: {ready: true}}, {addresses: ["10.244.3.3"], nodeName: node-2, conditions: {ready: true}}]
+EOF
+  eps=$(for i in $all; do printf '{addresses: ["10.244.%d.%d"], nodeName: node-%d, conditions: {ready: true}}, ' $((i + 1)) $((i + 1)) "$i"; done)
+  echo "endpoints: [${eps%, }]"
+  cat <<'EOF'
 ---
 apiVersion: edgelb.io/v1alpha1
 kind: L2Advertisement
@@ -111,7 +119,7 @@ EOF
 } >"$W/cluster.yaml"
 echo "$key" >"$W/gossip.key"
 
-for i in 0 1 2; do
+for i in $all; do
   attach "${nodes[$i]}" "p$i"
   ns="$LAB_TAG-${nodes[$i]}"
   ip -n "$ns" addr add "${addrs[$i]}/24" dev eth0
@@ -119,7 +127,7 @@ for i in 0 1 2; do
     ip netns exec "$ns" sysctl -qw "net.ipv4.conf.$dev.arp_ignore=1" "net.ipv4.conf.$dev.arp_announce=2"
   done
   ip -n "$ns" addr add 192.0.2.100/32 dev lo
-  peers=$(for j in 0 1 2; do [ "$j" = "$i" ] || printf '%s:7946,' "${addrs[$j]}"; done)
+  peers=$(for j in $all; do [ "$j" = "$i" ] || printf '%s:7946,' "${addrs[$j]}"; done)
   cat >"$W/keepalived-$i.conf" <<EOF
 global_defs {
   router_id ${nodes[$i]}
@@ -129,7 +137,7 @@ vrrp_instance web {
   state BACKUP
   interface eth0
   virtual_router_id 51
-  priority $((150 - 50 * i))
+  priority $(if [ "$n_nodes" -le 3 ]; then echo $((150 - 50 * i)); else echo $((150 - 15 * i)); fi)
   advert_int 0.1
   virtual_ipaddress {
     192.0.2.101/24 dev eth0
@@ -161,7 +169,7 @@ start_daemon() { # SYSTEM I
   LAB_PIDS+=("$!")
 }
 stop_all() { # SYSTEM
-  for i in 0 1 2; do
+  for i in $all; do
     # shellcheck disable=SC2046
     kill -9 $(pids_of "$1" "$i") 2>/dev/null || true
     wait "${daemon[$i]:-0}" "${listener[$i]:-0}" 2>/dev/null || true
@@ -179,12 +187,12 @@ pids_of() {
 
 # served_by LOG: the name in the last successful line.
 served_by() { grep " ok " "$1" | tail -1 | awk '{print $3}' || true; }
-index_of() { for i in 0 1 2; do if [ "${nodes[$i]}" = "$1" ]; then echo "$i"; fi; done; }
+index_of() { for i in $all; do if [ "${nodes[$i]}" = "$1" ]; then echo "$i"; fi; done; }
 
 # run SYSTEM VIP: REPS of each fault; appends "system fault gap_ms failed" lines to results.
 run() {
   local sys="$1" vip="$2" probe_log="$W/probe-$1.log"
-  for i in 0 1 2; do start_listener "$i"; start_daemon "$sys" "$i"; done
+  for i in $all; do start_listener "$i"; start_daemon "$sys" "$i"; done
   ip netns exec "$LAB_TAG-cl" python3 "$W/probe.py" "$vip" >"$probe_log" 2>&1 &
   local probe=$!
   LAB_PIDS+=("$probe")
@@ -238,19 +246,21 @@ run() {
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 : >"$W/results"
-echo "== L2 failover, $reps of each fault, load average before: $(load)"
+echo "== L2 failover, $n_nodes nodes, $reps of each fault, speaker $SPEAKER, load average before: $(load)"
 run edgelb 192.0.2.100
 echo "edgelb done, load average $(load)"
 run keepalived 192.0.2.101
 echo "keepalived done, load average $(load)"
 
-python3 - "$W/results" "$reps" "$(load)" >"$figures/l2_failover.txt" <<'EOF'
+out="$figures/l2_failover.txt"
+[ "$n_nodes" = 3 ] || out="$figures/l2_failover-$n_nodes.txt"
+python3 - "$W/results" "$reps" "$(load)" "$n_nodes" >"$out" <<'EOF'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
 def pct(v, p):
     v = sorted(v)
     return v[min(len(v) - 1, round((len(v) - 1) * p))]
-print("L2 failover bench: %s of each fault, client every 10 ms; load average after: %s" % (sys.argv[2], sys.argv[3]))
+print("L2 failover bench: %s nodes, %s of each fault, client every 10 ms; load average after: %s" % (sys.argv[4], sys.argv[2], sys.argv[3]))
 print("%-10s %-7s %6s %6s %6s %6s  %s" % ("system", "fault", "p50", "p90", "p99", "max", "failed connects (p50/max/total)"))
 stats = {}
 for system in ("edgelb", "keepalived"):
@@ -267,4 +277,4 @@ for fault in ("kill", "link", "freeze"):
     if e and k:
         print("ratio edgelb/keepalived %-7s p50 %.2f  p99 %.2f  max %.2f" % (fault, e[0] / k[0], e[2] / k[2], e[3] / k[3]))
 EOF
-cat "$figures/l2_failover.txt"
+cat "$out"

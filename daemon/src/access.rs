@@ -117,10 +117,11 @@ pub const WRITES: &[Grant] = &[
         group: crate::api::openyurt::POOLSERVICE_GROUP,
         resource: "poolservices",
         subresource: "",
-        verbs: &["create", "patch", "delete"],
+        // `get`: the fresh read before a cloud finalizer is removed from a deleting one.
+        verbs: &["create", "get", "patch", "delete"],
         reach: Reach::Cluster,
         name: None,
-        by: "status::pool_service_writer: one PoolService per (Service, selected node pool)",
+        by: "status::pool_service_writer: one PoolService per (Service, selected node pool), its cloud finalizer",
     },
     Grant {
         group: crate::api::openyurt::POOLSERVICE_GROUP,
@@ -129,7 +130,7 @@ pub const WRITES: &[Grant] = &[
         verbs: &["patch"],
         reach: Reach::Cluster,
         name: None,
-        by: "status::pool_service_writer: the pool's status.loadBalancer and conditions",
+        by: "status::writer: the pool's status.loadBalancer and condition (status::pool_ingress)",
     },
     Grant {
         group: "events.k8s.io",

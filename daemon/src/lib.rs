@@ -6,6 +6,7 @@
 pub mod access;
 pub mod actuate;
 pub mod api;
+pub mod cloud_lb;
 pub mod election;
 pub mod fixtures;
 pub mod ipam;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use edgelb_daemon::cloud_lb::CloudConfig;
 use edgelb_daemon::local_api::view::LocalView;
 use edgelb_daemon::membership::KeySource;
 use edgelb_daemon::snapshot::Redacted;
@@ -53,8 +54,9 @@ struct RunArgs {
     /// Write the allocation results to this JSON file.
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Our spec.loadBalancerClass.
-    #[arg(long, default_value = edgelb_daemon::api::annotations::DEFAULT_LOAD_BALANCER_CLASS)]
+    /// Our spec.loadBalancerClass (given twice, the last wins: a second DaemonSet for
+    /// cloud load balancers appends `--class=alibabacloud.com/elb` to the shipped args).
+    #[arg(long, default_value = edgelb_daemon::api::annotations::DEFAULT_LOAD_BALANCER_CLASS, overrides_with = "class")]
     class: String,
     /// Also serve LoadBalancer Services without a class.
     #[arg(long)]
@@ -111,6 +113,33 @@ struct RunArgs {
     /// sets the R bit) or `withdraw` (Cease, routes gone at once).
     #[arg(long, value_enum, default_value_t = BgpStop::Restart)]
     bgp_stop: BgpStop,
+    /// Cloud load balancers: the Secret (in --namespace) with the cloud account's
+    /// `accessKeyID` and `accessKeySecret`. With it, the writer of record creates an ENS ELB
+    /// (and EIP) per PoolService of class `alibabacloud.com/elb` (run such speakers with
+    /// `--class alibabacloud.com/elb`). The values are never logged.
+    #[arg(long, conflicts_with = "file")]
+    elb_credentials_secret: Option<String>,
+    /// The ENS OpenAPI endpoint (`https://host[:port]`; `http://` for an emulator).
+    #[arg(
+        long,
+        default_value = "https://ens.aliyuncs.com",
+        requires = "elb_credentials_secret"
+    )]
+    elb_endpoint: String,
+    /// The ENS region (node) of pools without the `alibabacloud.com/ens-region-id` annotation.
+    #[arg(long, requires = "elb_credentials_secret")]
+    elb_region: Option<String>,
+    /// This cluster's name in the cloud resources' names (`k8s/<svc>/<ns>/<pool>/<cluster>`):
+    /// unique among clusters sharing the account (leftovers with it are deleted).
+    #[arg(long, default_value = "edgelb", requires = "elb_credentials_secret")]
+    elb_cluster: String,
+    /// Cloud API calls per second for the account.
+    #[arg(long, default_value_t = 5.0, requires = "elb_credentials_secret")]
+    elb_rate: f64,
+    /// Seconds between two convergences of each load balancer (drift repair) and between
+    /// sweeps for leftovers.
+    #[arg(long, default_value_t = 60, requires = "elb_credentials_secret")]
+    elb_resync_seconds: u64,
 }
 
 /// After each reconcile that changed the view's Service-sized sections, hands the memory
@@ -295,7 +324,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("starting the local API and metrics")?;
     let _release = tokio::spawn(release_after_changes(publisher.subscribe()));
+    let cloud = args
+        .elb_credentials_secret
+        .clone()
+        .map(|secret| CloudConfig {
+            credentials_secret: secret,
+            endpoint: args.elb_endpoint.clone(),
+            region: args.elb_region.clone(),
+            cluster: args.elb_cluster.clone(),
+            rate_per_sec: args.elb_rate,
+            resync: Duration::from_secs(args.elb_resync_seconds.max(1)),
+            ..CloudConfig::default()
+        });
     let cfg = Config {
+        cloud,
         publisher: Some(publisher),
         node: args.node,
         selection: selection.clone(),

@@ -27,7 +27,7 @@ use crate::source::decode::Undecodable;
 
 /// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
 /// shared so that building a snapshot of 10 000 Services copies pointers, not text.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     /// Namespace, empty for cluster-scoped kinds.
     pub namespace: Arc<str>,

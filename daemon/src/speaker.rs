@@ -41,6 +41,8 @@ pub struct Config {
     pub announce: AnnounceConfig,
     /// Feeds the local API and the metrics, when they run.
     pub publisher: Option<crate::local_api::publish::Publisher>,
+    /// Cloud load balancers for PoolServices of a cloud class (`--elb-*`), if configured.
+    pub cloud: Option<crate::cloud_lb::CloudConfig>,
 }
 
 fn write_local(cfg: &Config, a: &Assignments) {

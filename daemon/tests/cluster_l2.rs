@@ -667,7 +667,7 @@ async fn a_partitioned_owner_without_the_api_server_stops_within_the_bound() -> 
             "the cut owner to stop answering",
             Duration::from_secs(15),
             Duration::from_millis(50),
-            || Ok(log_time(&speaker.logs(), cut, &["l2 applied", "owned=[]"])),
+            || Ok(log_time(&speaker.logs(), cut, &["l2 applied", "owned=0 "])),
         )
         .with_context(|| lab.logs())?;
         drop(probe);

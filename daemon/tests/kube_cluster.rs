@@ -11,7 +11,6 @@
 //! authorization error. Cleanup deletes the test's namespace, pools, Node and Lease, and
 //! checks that they are gone.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
@@ -19,15 +18,18 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
 mod speaker_support;
 
 use edgelb_daemon::api::{IPAddressPool, L2Advertisement};
-use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
-use edgelb_tests::lab::{self, Lan, Netns};
+use edgelb_tests::kube::objects::{
+    create_namespace, event, ingress, lb_service, ready_slice, then_clean, Cleanup,
+};
+use edgelb_tests::kube::{self as harness, Cluster, Speaker, SYSTEM_NAMESPACE};
+use edgelb_tests::lab::{Lan, Netns};
 
 const TEST: &str = "kube_cluster::speaker_as_deployed_twice";
 const NODE: &str = "kc-node-a";
@@ -37,45 +39,11 @@ const VIP: &str = "192.0.2.10";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn service(ns: &str, name: &str) -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
-                 "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}
-    }))?)
-}
-
-fn slice(ns: &str, service: &str) -> anyhow::Result<EndpointSlice> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": format!("{service}-1"), "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.0.5"], "nodeName": NODE, "conditions": {"ready": true}}],
-        "ports": [{"port": 8080, "protocol": "TCP"}]}))?)
-}
-
-async fn ingress(api: &Api<Service>, name: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
-    let svc = api.get(name).await?;
-    Ok(svc
-        .status
-        .and_then(|s| s.load_balancer)
-        .and_then(|lb| lb.ingress)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|i| i.ip.map(|ip| (ip, i.ip_mode)))
-        .collect())
+    lb_service(ns, name, json!({"spec": {"selector": {"app": name}}}))
 }
 
 async fn has_event(events: &Api<Event>, reason: &str, on: &str) -> anyhow::Result<Option<()>> {
-    let list = events.list(&ListParams::default()).await?;
-    Ok(list
-        .items
-        .iter()
-        .any(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(on)
-        })
-        .then_some(()))
+    Ok(event(events, reason, on).await?.map(|_| ()))
 }
 
 /// The network side: the node's namespace and a client on one LAN.
@@ -87,12 +55,8 @@ struct Lab {
 
 fn lab() -> anyhow::Result<Lab> {
     let mut lan = Lan::new()?;
-    let node = Netns::new("kcn")?;
-    let client = Netns::new("kcc")?;
-    lan.attach(&node, "eth0")?;
-    lan.attach(&client, "eth0")?;
-    node.addr("eth0", &format!("{NODE_IP}/24"))?;
-    client.addr("eth0", &format!("{CLIENT_IP}/24"))?;
+    let node = lan.join("kcn", &format!("{NODE_IP}/24"))?;
+    let client = lan.join("kcc", &format!("{CLIENT_IP}/24"))?;
     Ok(Lab {
         _lan: lan,
         node,
@@ -136,13 +100,7 @@ async fn scenario(cluster: &Cluster, client: &Client, run: u32) -> anyhow::Resul
     )
     .await?;
     let pp = PostParams::default();
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-        )
-        .await
-        .with_context(|| format!("creating namespace {ns}"))?;
+    create_namespace(client, &ns).await?;
     let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     pools
         .create(
@@ -171,28 +129,11 @@ async fn scenario(cluster: &Cluster, client: &Client, run: u32) -> anyhow::Resul
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     services.create(&pp, &service(&ns, "web")?).await?;
     Api::<EndpointSlice>::namespaced(client.clone(), &ns)
-        .create(&pp, &slice(&ns, "web")?)
+        .create(&pp, &ready_slice(&ns, "web", NODE)?)
         .await?;
 
-    let speaker = Speaker::deploy(
-        cluster,
-        &lab.node,
-        &NodeSpec {
-            name: NODE.into(),
-            ip: NODE_IP.parse::<IpAddr>()?,
-            extra_args: vec![],
-        },
-        std::path::Path::new(env!("CARGO_BIN_EXE_edgelb-speaker")),
-    )
-    .await?;
-    let result = checks(&speaker, &lab, client, &ns).await;
-    if result.is_err() {
-        eprintln!(
-            "speaker argv: {:?}\nspeaker log:\n{}",
-            speaker.argv,
-            speaker.logs()
-        );
-    }
+    let speaker = speaker_support::deploy_speaker(cluster, &lab.node, NODE, NODE_IP).await?;
+    let result = speaker.log_if_failed(checks(&speaker, &lab, client, &ns).await);
     drop(speaker);
     result
 }
@@ -256,7 +197,7 @@ async fn checks(speaker: &Speaker, lab: &Lab, client: &Client, ns: &str) -> anyh
     let pp = PostParams::default();
     services.create(&pp, &service(ns, "api")?).await?;
     Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .create(&pp, &slice(ns, "api")?)
+        .create(&pp, &ready_slice(ns, "api", NODE)?)
         .await?;
     harness::eventually("AllocationFailed Event on api", WAIT, || {
         has_event(&events, "AllocationFailed", "api")
@@ -285,50 +226,30 @@ async fn checks(speaker: &Speaker, lab: &Lab, client: &Client, ns: &str) -> anyh
 
 /// Deletes what the scenario created and waits until it is gone.
 async fn cleanup(client: &Client, run: u32) -> anyhow::Result<()> {
-    let ns = format!("kc-run{run}");
-    let dp = DeleteParams::default();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let pools: Api<IPAddressPool> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let l2: Api<L2Advertisement> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let nodes: Api<Node> = Api::all(client.clone());
-    let _ = namespaces.delete(&ns, &dp).await;
-    for p in ["kc-good", "kc-bad"] {
-        let _ = pools.delete(p, &dp).await;
-    }
-    let _ = l2.delete("kc-lan", &dp).await;
-    let _ = leases.delete("edgelb-leader", &dp).await;
-    let _ = nodes.delete(NODE, &dp).await;
-    harness::eventually("the test's objects gone", WAIT, || async {
-        let left = [
-            namespaces.get_opt(&ns).await?.is_some(),
-            pools.get_opt("kc-good").await?.is_some(),
-            pools.get_opt("kc-bad").await?.is_some(),
-            l2.get_opt("kc-lan").await?.is_some(),
-            leases.get_opt("edgelb-leader").await?.is_some(),
-            nodes.get_opt(NODE).await?.is_some(),
-        ];
-        Ok((!left.contains(&true)).then_some(()))
-    })
-    .await
+    let sys = Some(SYSTEM_NAMESPACE);
+    Cleanup::new()
+        .add::<Namespace>(client, None, &format!("kc-run{run}"))
+        .add::<IPAddressPool>(client, sys, "kc-good")
+        .add::<IPAddressPool>(client, sys, "kc-bad")
+        .add::<L2Advertisement>(client, sys, "kc-lan")
+        .add::<Lease>(client, sys, "edgelb-leader")
+        .add::<Node>(client, None, NODE)
+        .run(WAIT)
+        .await
 }
 
 #[tokio::test]
 async fn speaker_as_deployed_twice() -> anyhow::Result<()> {
-    if !lab::enabled(TEST) {
-        return Ok(());
-    }
-    let Some(cluster) = Cluster::shared(TEST)? else {
+    let Some((cluster, client)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let client = cluster.admin_client().await?;
     for run in 0..2 {
-        let t = Instant::now();
-        let result = scenario(cluster, &client, run).await;
-        let cleaned = cleanup(&client, run).await;
-        result.with_context(|| format!("run {run}"))?;
-        cleaned.with_context(|| format!("cleanup of run {run}"))?;
-        eprintln!("run {run}: passed and cleaned up in {:?}", t.elapsed());
+        then_clean(
+            &format!("run {run}"),
+            scenario(cluster, &client, run),
+            cleanup(&client, run),
+        )
+        .await?;
     }
     speaker_support::audit::speaker_requests_were_granted_and_listed(cluster)
 }

@@ -23,7 +23,6 @@
 //!    the header passes through the proxy while `Authorization` does not (401 without it).
 //!    Repeated requests with one token make no further TokenReview (the audit log).
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
@@ -33,14 +32,18 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
-use edgelb_tests::lab::{self, Lan, Netns};
+mod speaker_support;
+
+use edgelb_tests::kube::objects::{
+    create_namespace, edgelb_api, edgelb_resource, event, ingress, lb_service, ready_slice,
+    speaker_requests, then_clean, Cleanup,
+};
+use edgelb_tests::kube::{self as harness, Cluster, Speaker, SYSTEM_NAMESPACE};
+use edgelb_tests::lab::{Lan, Netns};
 
 const TEST: &str = "kube_edges::bad_objects_pass_through_and_the_view_port";
 const NODE: &str = "ke-node-a";
@@ -49,34 +52,19 @@ const WAIT: Duration = Duration::from_secs(60);
 const BAD_TIME: &str = "2026-12-07T10:00:00x5Z";
 const VIEW_PORT: u16 = 7473;
 
-fn ar(kind: &str, plural: &str) -> ApiResource {
-    ApiResource {
-        group: "edgelb.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "edgelb.io/v1alpha1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    }
-}
-
 fn pools(client: &Client) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        SYSTEM_NAMESPACE,
-        &ar("IPAddressPool", "ipaddresspools"),
-    )
+    edgelb_api(client, "IPAddressPool", "ipaddresspools")
 }
 
 fn routes(client: &Client) -> Api<DynamicObject> {
-    Api::all_with(client.clone(), &ar("PolicyRoute", "policyroutes"))
+    Api::all_with(
+        client.clone(),
+        &edgelb_resource("PolicyRoute", "policyroutes"),
+    )
 }
 
 fn l2(client: &Client) -> Api<DynamicObject> {
-    Api::namespaced_with(
-        client.clone(),
-        SYSTEM_NAMESPACE,
-        &ar("L2Advertisement", "l2advertisements"),
-    )
+    edgelb_api(client, "L2Advertisement", "l2advertisements")
 }
 
 fn object(v: Value) -> anyhow::Result<DynamicObject> {
@@ -84,42 +72,11 @@ fn object(v: Value) -> anyhow::Result<DynamicObject> {
 }
 
 fn service(ns: &str, name: &str, annotations: Value) -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
-                 "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}
-    }))?)
-}
-
-fn slice(ns: &str, service: &str) -> anyhow::Result<EndpointSlice> {
-    Ok(serde_json::from_value(json!({
-        "metadata": {"name": format!("{service}-1"), "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": service}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.0.5"], "nodeName": NODE, "conditions": {"ready": true}}],
-        "ports": [{"port": 8080, "protocol": "TCP"}]}))?)
-}
-
-/// `(ip, ipMode)` of the Service's status.
-async fn ingress(api: &Api<Service>, name: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
-    let svc = api.get(name).await?;
-    Ok(svc
-        .status
-        .and_then(|s| s.load_balancer)
-        .and_then(|lb| lb.ingress)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|i| i.ip.map(|ip| (ip, i.ip_mode)))
-        .collect())
-}
-
-/// The Event with `reason` about `on`, if any.
-async fn event(events: &Api<Event>, reason: &str, on: &str) -> anyhow::Result<Option<Event>> {
-    let list = events.list(&ListParams::default()).await?;
-    Ok(list.items.into_iter().find(|e| {
-        e.reason.as_deref() == Some(reason)
-            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(on)
-    }))
+    lb_service(
+        ns,
+        name,
+        json!({"metadata": {"annotations": annotations}, "spec": {"selector": {"app": name}}}),
+    )
 }
 
 /// The condition `type_` of a dynamic object, as JSON.
@@ -152,9 +109,7 @@ struct Lab {
 
 fn lab() -> anyhow::Result<Lab> {
     let mut lan = Lan::new()?;
-    let node = Netns::new("ken")?;
-    lan.attach(&node, "eth0")?;
-    node.addr("eth0", &format!("{NODE_IP}/24"))?;
+    let node = lan.join("ken", &format!("{NODE_IP}/24"))?;
     Ok(Lab { _lan: lan, node })
 }
 
@@ -163,13 +118,7 @@ fn lab() -> anyhow::Result<Lab> {
 async fn before_start(client: &Client, ns: &str) -> anyhow::Result<()> {
     let pp = PostParams::default();
     harness::create_node(client, NODE, NODE_IP.parse()?, &[]).await?;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-        )
-        .await
-        .with_context(|| format!("creating namespace {ns}"))?;
+    create_namespace(client, ns).await?;
     let pools = pools(client);
     pools
         .create(
@@ -231,7 +180,7 @@ async fn before_start(client: &Client, ns: &str) -> anyhow::Result<()> {
         )
         .await?;
     Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .create(&pp, &slice(ns, "web")?)
+        .create(&pp, &ready_slice(ns, "web", NODE)?)
         .await?;
     Ok(())
 }
@@ -304,7 +253,7 @@ async fn bad_objects_are_reported_and_allocation_goes_on(
         .create(&pp, &service(ns, "api", json!({}))?)
         .await?;
     Api::<EndpointSlice>::namespaced(client.clone(), ns)
-        .create(&pp, &slice(ns, "api")?)
+        .create(&pp, &ready_slice(ns, "api", NODE)?)
         .await?;
     let api = harness::eventually("api gets an IP", WAIT, || async {
         let i = ingress(&services, "api").await?;
@@ -391,14 +340,11 @@ async fn get(client: &Client, path: &str, x_token: Option<&str>) -> anyhow::Resu
 }
 
 fn token_reviews(cluster: &Cluster) -> anyhow::Result<usize> {
-    let user = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:edgelb-speaker");
-    Ok(cluster
-        .audit_events()?
+    Ok(speaker_requests(cluster, 0)?
+        .0
         .iter()
         .filter(|e| {
-            e.pointer("/user/username").and_then(Value::as_str) == Some(user.as_str())
-                && e.pointer("/objectRef/resource").and_then(Value::as_str) == Some("tokenreviews")
-                && e.pointer("/stage").and_then(Value::as_str) == Some("ResponseComplete")
+            e.pointer("/objectRef/resource").and_then(Value::as_str) == Some("tokenreviews")
         })
         .count())
 }
@@ -498,17 +444,7 @@ async fn view_port_through_the_pod_proxy(
 async fn scenario(cluster: &Cluster, admin: &Client, ns: &str) -> anyhow::Result<()> {
     let lab = lab()?;
     before_start(admin, ns).await?;
-    let mut speaker = Speaker::deploy(
-        cluster,
-        &lab.node,
-        &NodeSpec {
-            name: NODE.into(),
-            ip: NODE_IP.parse::<IpAddr>()?,
-            extra_args: vec![],
-        },
-        std::path::Path::new(env!("CARGO_BIN_EXE_edgelb-speaker")),
-    )
-    .await?;
+    let mut speaker = speaker_support::deploy_speaker(cluster, &lab.node, NODE, NODE_IP).await?;
     let result = async {
         speaker.publish_pod(cluster, admin).await?;
         bad_objects_are_reported_and_allocation_goes_on(&speaker, admin, ns).await?;
@@ -516,13 +452,7 @@ async fn scenario(cluster: &Cluster, admin: &Client, ns: &str) -> anyhow::Result
         view_port_through_the_pod_proxy(cluster, &speaker, admin, ns).await
     }
     .await;
-    if result.is_err() {
-        eprintln!(
-            "speaker argv: {:?}\nspeaker log:\n{}",
-            speaker.argv,
-            speaker.logs()
-        );
-    }
+    let result = speaker.log_if_failed(result);
     let log = speaker.logs();
     for bad in ["Forbidden", "forbidden", " 403", "panicked"] {
         if result.is_ok() {
@@ -534,58 +464,35 @@ async fn scenario(cluster: &Cluster, admin: &Client, ns: &str) -> anyhow::Result
 }
 
 async fn cleanup(client: &Client, ns: &str) -> anyhow::Result<()> {
-    let dp = DeleteParams::default();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let pools = pools(client);
-    let routes = routes(client);
-    let l2 = l2(client);
-    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let nodes: Api<Node> = Api::all(client.clone());
+    let sys = Some(SYSTEM_NAMESPACE);
     Speaker::delete_pod(client, SYSTEM_NAMESPACE, &format!("edgelb-speaker-{NODE}")).await?;
-    let _ = namespaces.delete(ns, &dp).await;
-    for p in ["ke-good", "ke-bad"] {
-        let _ = pools.delete(p, &dp).await;
-    }
-    let _ = routes.delete("ke-bad-route", &dp).await;
-    let _ = l2.delete("ke-lan", &dp).await;
-    let _ = bindings.delete("ke-viewer", &dp).await;
-    let _ = leases.delete("edgelb-leader", &dp).await;
-    let _ = nodes.delete(NODE, &dp).await;
-    harness::eventually("the test's objects gone", WAIT, || async {
-        let left = [
-            namespaces.get_opt(ns).await?.is_some(),
-            pools.get_opt("ke-good").await?.is_some(),
-            pools.get_opt("ke-bad").await?.is_some(),
-            routes.get_opt("ke-bad-route").await?.is_some(),
-            l2.get_opt("ke-lan").await?.is_some(),
-            bindings.get_opt("ke-viewer").await?.is_some(),
-            leases.get_opt("edgelb-leader").await?.is_some(),
-            nodes.get_opt(NODE).await?.is_some(),
-        ];
-        Ok((!left.contains(&true)).then_some(()))
-    })
-    .await
+    Cleanup::new()
+        .add::<Namespace>(client, None, ns)
+        .add_dynamic(&pools(client), "ke-good")
+        .add_dynamic(&pools(client), "ke-bad")
+        .add_dynamic(&routes(client), "ke-bad-route")
+        .add_dynamic(&l2(client), "ke-lan")
+        .add::<RoleBinding>(client, sys, "ke-viewer")
+        .add::<Lease>(client, sys, "edgelb-leader")
+        .add::<Node>(client, None, NODE)
+        .run(WAIT)
+        .await
 }
 
 #[tokio::test]
 async fn bad_objects_pass_through_and_the_view_port() -> anyhow::Result<()> {
-    if !lab::enabled(TEST) {
-        return Ok(());
-    }
-    let Some(cluster) = Cluster::shared(TEST)? else {
+    let Some((cluster, admin)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let admin = cluster.admin_client().await?;
     // Twice on the same cluster: each run must leave nothing behind.
     for run in 0..2 {
-        let t = Instant::now();
         let ns = format!("ke-run{run}");
-        let result = scenario(cluster, &admin, &ns).await;
-        let cleaned = cleanup(&admin, &ns).await;
-        result.with_context(|| format!("run {run}"))?;
-        cleaned.with_context(|| format!("cleanup of run {run}"))?;
-        eprintln!("run {run}: passed and cleaned up in {:?}", t.elapsed());
+        then_clean(
+            &format!("run {run}"),
+            scenario(cluster, &admin, &ns),
+            cleanup(&admin, &ns),
+        )
+        .await?;
     }
     Ok(())
 }

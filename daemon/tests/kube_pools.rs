@@ -7,10 +7,13 @@
 //! a foreign PoolService with a name it wants is left alone and reported; an invalid
 //! selector is reported on its Service and stops nothing else; each lifecycle rule (pool
 //! relabelled, selector changed, pool deleted, Service deleted) removes that PoolService,
-//! and the finalizer goes last.
+//! and the finalizer goes last. Status: each PoolService carries its pool's IP and
+//! condition (a pool without a range says why, naming the pool), the Service the union in
+//! pool-name order; restarting every speaker (one by one, then all at once) moves no entry
+//! point (sampled throughout). Every request the speakers made was allowed by the shipped
+//! RBAC and is in `edgelb_daemon::access` (the audit log).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
@@ -26,24 +29,39 @@ mod speaker_support;
 use edgelb_daemon::api::openyurt::{
     NodePool, PoolService, FINALIZER, LABEL_MANAGED_BY, LABEL_POOL_NAME, LABEL_SERVICE_NAME,
 };
-use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
-use edgelb_tests::lab::{self, Lan, Netns};
+use edgelb_daemon::status::pool_ingress;
+use edgelb_tests::kube::objects::{self, lb_service, then_clean, Cleanup};
+use edgelb_tests::kube::{self as harness, deploy, Cluster, Speaker, SYSTEM_NAMESPACE};
+use edgelb_tests::lab::{Lan, Netns};
 
 const TEST: &str = "kube_pools::fan_out_and_lifecycle";
 const NS: &str = "kp-pools";
 const NODE: &str = "kp-node-a";
 const NODE_IP: &str = "192.0.2.1";
+const NODE_B: &str = "kp-node-b";
+const NODE_B_IP: &str = "192.0.2.2";
 const POOLS: [&str; 4] = ["kp-hefei", "kp-chengdu", "kp-other", "kp-taken"];
+/// IPAddressPools scoped to one node pool each: (object, node pool, range, its one IP).
+const RANGES: [(&str, &str, &str, &str); 2] = [
+    ("kp-hefei-lan", "kp-hefei", "192.0.2.100/32", "192.0.2.100"),
+    (
+        "kp-chengdu-lan",
+        "kp-chengdu",
+        "192.0.2.110/32",
+        "192.0.2.110",
+    ),
+];
+/// How often the restart test samples the entry points.
+const SAMPLE: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(60);
 
 fn service(name: &str, selector: &str) -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": NS,
-                     "annotations": {"service.openyurt.io/nodepool-labelselector": selector}},
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
-                 "selector": {"app": name}, "ports": [{"port": 80, "protocol": "TCP"}]}
-    }))?)
+    lb_service(
+        NS,
+        name,
+        json!({"metadata": {"annotations": {"service.openyurt.io/nodepool-labelselector": selector}},
+               "spec": {"selector": {"app": name}}}),
+    )
 }
 
 async fn label_pool(pools: &Api<NodePool>, name: &str, svc_label: &str) -> anyhow::Result<()> {
@@ -103,36 +121,95 @@ fn names_now(ps: &Api<PoolService>) -> String {
     .unwrap_or_default()
 }
 
+/// The note of the Event with `reason` about `on`, if any.
 async fn event(events: &Api<Event>, reason: &str, on: &str) -> anyhow::Result<Option<String>> {
-    let list = events.list(&ListParams::default()).await?;
-    Ok(list.items.into_iter().find_map(|e| {
-        (e.reason.as_deref() == Some(reason)
-            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(on))
-        .then(|| e.note.unwrap_or_default())
-    }))
+    Ok(objects::event(events, reason, on)
+        .await?
+        .map(|e| e.note.unwrap_or_default()))
 }
 
-async fn scenario(cluster: &Cluster, client: &Client, node_ns: &Netns) -> anyhow::Result<()> {
+/// A PoolService's ingress IPs and our condition (status, reason, message).
+async fn pool_status(
+    ps: &Api<PoolService>,
+    name: &str,
+) -> anyhow::Result<(Vec<String>, Option<(String, String, String)>)> {
+    let st = ps.get(name).await?.status.unwrap_or_default();
+    let ips = st
+        .load_balancer
+        .and_then(|lb| lb.ingress)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|i| i.ip)
+        .collect();
+    let cond = st
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == pool_ingress::CONDITION)
+        .map(|c| (c.status, c.reason, c.message));
+    Ok((ips, cond))
+}
+
+/// The Service's ingress IPs in status order.
+async fn service_ips(services: &Api<Service>, name: &str) -> anyhow::Result<Vec<String>> {
+    Ok(objects::ingress(services, name)
+        .await?
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .collect())
+}
+
+/// Every entry point the test looks at: each PoolService's IPs and the Service's.
+type Points = Vec<(String, Vec<String>)>;
+
+async fn points(services: &Api<Service>, ps: &Api<PoolService>) -> anyhow::Result<Points> {
+    Ok(vec![
+        (
+            "cube-kp-chengdu".into(),
+            pool_status(ps, "cube-kp-chengdu").await?.0,
+        ),
+        (
+            "cube-kp-hefei".into(),
+            pool_status(ps, "cube-kp-hefei").await?.0,
+        ),
+        ("Service cube".into(), service_ips(services, "cube").await?),
+    ])
+}
+
+async fn scenario(
+    cluster: &Cluster,
+    client: &Client,
+    nodes: &[(&str, &str, &Netns)],
+) -> anyhow::Result<()> {
     let pp = PostParams::default();
     deploy::apply_dir(client, &harness::workspace().join("tests/fixtures")).await?;
-    harness::create_node(
-        client,
-        NODE,
-        NODE_IP.parse()?,
-        &[("apps.openyurt.io/nodepool", "kp-hefei")],
-    )
-    .await?;
+    for ((name, ip, _), pool) in nodes.iter().zip(["kp-hefei", "kp-chengdu"]) {
+        harness::create_node(
+            client,
+            name,
+            ip.parse()?,
+            &[("apps.openyurt.io/nodepool", pool)],
+        )
+        .await?;
+    }
+    let ranges = objects::edgelb_api(client, "IPAddressPool", "ipaddresspools");
+    for (name, pool, cidr, _) in RANGES {
+        ranges
+            .create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
+                    "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
+                    "spec": {"addresses": [cidr], "nodePools": [pool]}}))?,
+            )
+            .await
+            .with_context(|| format!("IPAddressPool {name}"))?;
+    }
     let pools: Api<NodePool> = Api::all(client.clone());
     label_pool(&pools, "kp-hefei", "cube").await?;
     label_pool(&pools, "kp-chengdu", "cube").await?;
     label_pool(&pools, "kp-other", "web").await?;
     label_pool(&pools, "kp-taken", "cube").await?;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-        )
-        .await?;
+    objects::create_namespace(client, NS).await?;
     let ps: Api<PoolService> = Api::namespaced(client.clone(), NS);
     // A PoolService someone else keeps, with a name the fan-out wants.
     ps.create(
@@ -152,29 +229,162 @@ async fn scenario(cluster: &Cluster, client: &Client, node_ns: &Netns) -> anyhow
         .create(&pp, &service("bad", "k8s-svc in cube")?)
         .await?;
 
-    let speaker = Speaker::deploy(
-        cluster,
-        node_ns,
-        &NodeSpec {
-            name: NODE.into(),
-            ip: NODE_IP.parse::<IpAddr>()?,
-            extra_args: vec![],
-        },
-        std::path::Path::new(env!("CARGO_BIN_EXE_edgelb-speaker")),
-    )
-    .await?;
-    let result = checks(client, &services, &ps, &pools).await;
+    let mut speakers = Vec::new();
+    for (name, ip, ns) in nodes {
+        speakers.push(Some(
+            speaker_support::deploy_speaker(cluster, ns, name, ip).await?,
+        ));
+    }
+    let result = async {
+        checks(
+            client,
+            &services,
+            &ps,
+            &pools,
+            Some((cluster, nodes, &mut speakers)),
+        )
+        .await?;
+        speaker_support::audit::speaker_requests_were_granted_and_listed(cluster)
+    }
+    .await;
     if result.is_err() {
-        eprintln!("speaker log:\n{}", speaker.logs());
+        for s in speakers.iter().flatten() {
+            eprintln!("speaker {} log:\n{}", s.node, s.logs());
+        }
     }
     result
 }
+
+/// Each PoolService of ours carries its pool's IP and condition; the Service the union in
+/// pool-name order; the foreign PoolService gets nothing from us.
+async fn status_aggregation(
+    services: &Api<Service>,
+    ps: &Api<PoolService>,
+) -> anyhow::Result<Points> {
+    let t = Instant::now();
+    let want: Points = vec![
+        ("cube-kp-chengdu".into(), vec![RANGES[1].3.to_string()]),
+        ("cube-kp-hefei".into(), vec![RANGES[0].3.to_string()]),
+        (
+            "Service cube".into(),
+            vec![RANGES[1].3.to_string(), RANGES[0].3.to_string()],
+        ),
+    ];
+    harness::eventually(
+        "each pool's status and the Service's union",
+        WAIT,
+        || async { Ok((points(services, ps).await? == want).then_some(())) },
+    )
+    .await
+    .with_context(|| format!("want {want:?}"))?;
+    eprintln!("status aggregation: {:?}", t.elapsed());
+    for name in ["cube-kp-chengdu", "cube-kp-hefei"] {
+        let (_, cond) = pool_status(ps, name).await?;
+        let (status, reason, message) = cond.context("no AddressAssigned condition")?;
+        ensure!(
+            status == "True" && reason == pool_ingress::ASSIGNED,
+            "{name}: {status} {reason} {message}"
+        );
+        ensure!(
+            message.contains(&name["cube-".len()..]),
+            "{name}: {message}"
+        );
+    }
+    let (ips, cond) = pool_status(ps, "cube-kp-taken").await?;
+    ensure!(
+        ips.is_empty() && cond.is_none(),
+        "the foreign PoolService got a status from us: {ips:?} {cond:?}"
+    );
+    Ok(want)
+}
+
+/// Restarts every speaker (one by one, then all at once) while sampling the entry points
+/// every [`SAMPLE`]: none may change, and after the all-at-once restart a new term (its
+/// writer re-reading the record) must have run for a while.
+async fn restart_every_speaker(
+    cluster: &Cluster,
+    client: &Client,
+    services: &Api<Service>,
+    ps: &Api<PoolService>,
+    nodes: &[(&str, &str, &Netns)],
+    speakers: &mut [Option<Speaker>],
+    want: &Points,
+) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (services, ps, want, stop) = (services.clone(), ps.clone(), want.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut n, mut errors, mut moved) = (0usize, 0usize, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match points(&services, &ps).await {
+                    Ok(p) if p == want => n += 1,
+                    Ok(p) => moved.push(p),
+                    Err(_) => errors += 1,
+                }
+                tokio::time::sleep(SAMPLE).await;
+            }
+            (n, errors, moved)
+        })
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let t = Instant::now();
+    // One by one: each comes back before the next goes.
+    for (i, (name, ip, ns)) in nodes.iter().enumerate() {
+        speakers[i] = None;
+        speakers[i] = Some(speaker_support::deploy_speaker(cluster, ns, name, ip).await?);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    eprintln!(
+        "rolling restart of {} speakers: {:?}",
+        nodes.len(),
+        t.elapsed()
+    );
+    // All at once: every speaker is gone, then all come back; wait until the Lease is
+    // renewed after they all stopped (a new process leads: its writer read the record
+    // again and decided every Service), then a while longer.
+    for s in speakers.iter_mut() {
+        *s = None;
+    }
+    let stopped = k8s_openapi::jiff::Timestamp::now();
+    let t = Instant::now();
+    for (i, (name, ip, ns)) in nodes.iter().enumerate() {
+        speakers[i] = Some(speaker_support::deploy_speaker(cluster, ns, name, ip).await?);
+    }
+    harness::eventually("a new term after the all-at-once restart", WAIT, || async {
+        let now = leases.get("edgelb-leader").await?.spec.unwrap_or_default();
+        let renewed = now.renew_time.as_ref().is_some_and(|r| r.0 > stopped);
+        Ok((now.holder_identity.is_some() && renewed).then_some(()))
+    })
+    .await?;
+    eprintln!("all-at-once restart: a new term after {:?}", t.elapsed());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, errors, moved) = sampler.await?;
+    eprintln!(
+        "restart of every speaker: {n} samples unchanged, {errors} failed reads, {} moved",
+        moved.len()
+    );
+    ensure!(
+        moved.is_empty(),
+        "entry points moved during the restarts: {moved:?} (want {want:?})"
+    );
+    ensure!(n >= 50, "only {n} samples ({errors} failed reads)");
+    Ok(())
+}
+
+/// The speakers of the restart test: the cluster, the nodes and their running speakers.
+type Restart<'a> = (
+    &'a Cluster,
+    &'a [(&'a str, &'a str, &'a Netns)],
+    &'a mut Vec<Option<Speaker>>,
+);
 
 async fn checks(
     client: &Client,
     services: &Api<Service>,
     ps: &Api<PoolService>,
     pools: &Api<NodePool>,
+    restart: Option<Restart<'_>>,
 ) -> anyhow::Result<()> {
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     // Fan-out: one per selected pool; the foreign one stays as it was.
@@ -243,6 +453,10 @@ async fn checks(
     })
     .await?;
     ensure!(note.contains("cube-kp-taken"), "{note}");
+    let want = status_aggregation(services, ps).await?;
+    if let Some((cluster, nodes, speakers)) = restart {
+        restart_every_speaker(cluster, client, services, ps, nodes, speakers, &want).await?;
+    }
     let note = harness::eventually("InvalidNodePoolSelector Event", WAIT, || async {
         event(&events, "InvalidNodePoolSelector", "bad").await
     })
@@ -256,6 +470,12 @@ async fn checks(
     // The pool's labels stop matching.
     label_pool(pools, "kp-chengdu", "none").await?;
     wait_names(ps, "pool relabelled", &["cube-kp-hefei", "cube-kp-taken"]).await?;
+    harness::eventually(
+        "the Service's union without the relabelled pool",
+        WAIT,
+        || async { Ok((service_ips(services, "cube").await? == [RANGES[0].3]).then_some(())) },
+    )
+    .await?;
     // The selector changes: selects kp-other too, then not kp-hefei.
     let annotate = |sel: &str| json!({"metadata": {"annotations": {"service.openyurt.io/nodepool-labelselector": sel}}});
     services
@@ -301,11 +521,6 @@ async fn checks(
 }
 
 async fn cleanup(client: &Client) -> anyhow::Result<()> {
-    let dp = DeleteParams::default();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let pools: Api<NodePool> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
-    let nodes: Api<Node> = Api::all(client.clone());
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     // Without a speaker, nobody removes our finalizer: the test does (as an operator
     // uninstalling edgelb would).
@@ -325,46 +540,35 @@ async fn cleanup(client: &Client) -> anyhow::Result<()> {
                 .await;
         }
     }
-    let _ = namespaces.delete(NS, &dp).await;
-    for p in POOLS {
-        let _ = pools.delete(p, &dp).await;
+    let mut cleanup = Cleanup::new().add::<Namespace>(client, None, NS);
+    let ranges = objects::edgelb_api(client, "IPAddressPool", "ipaddresspools");
+    for (name, ..) in RANGES {
+        cleanup = cleanup.add_dynamic(&ranges, name);
     }
-    let _ = leases.delete("edgelb-leader", &dp).await;
-    let _ = nodes.delete(NODE, &dp).await;
-    harness::eventually("the test's objects gone", WAIT, || async {
-        let mut left = vec![
-            namespaces.get_opt(NS).await?.is_some(),
-            nodes.get_opt(NODE).await?.is_some(),
-        ];
-        for p in POOLS {
-            left.push(pools.get_opt(p).await?.is_some());
-        }
-        Ok((!left.contains(&true)).then_some(()))
-    })
-    .await
+    for p in POOLS {
+        cleanup = cleanup.add::<NodePool>(client, None, p);
+    }
+    cleanup
+        .add::<Lease>(client, Some(SYSTEM_NAMESPACE), "edgelb-leader")
+        .add::<Node>(client, None, NODE)
+        .add::<Node>(client, None, NODE_B)
+        .run(WAIT)
+        .await
 }
 
 #[tokio::test]
 async fn fan_out_and_lifecycle() -> anyhow::Result<()> {
-    if !lab::enabled(TEST) {
-        return Ok(());
-    }
-    let Some(cluster) = Cluster::shared(TEST)? else {
+    let Some((cluster, client)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let client = cluster.admin_client().await?;
     let mut lan = Lan::new()?;
-    let node = Netns::new("kpn")?;
-    lan.attach(&node, "eth0")?;
-    node.addr("eth0", &format!("{NODE_IP}/24"))?;
-    let t = Instant::now();
-    let result = scenario(cluster, &client, &node).await;
-    let cleaned = cleanup(&client).await;
-    result?;
-    cleaned.context("cleanup")?;
-    eprintln!(
-        "fan-out and lifecycle: passed and cleaned up in {:?}",
-        t.elapsed()
-    );
-    Ok(())
+    let a = lan.join("kpn", &format!("{NODE_IP}/24"))?;
+    let b = lan.join("kpm", &format!("{NODE_B_IP}/24"))?;
+    let nodes = [(NODE, NODE_IP, &a), (NODE_B, NODE_B_IP, &b)];
+    then_clean(
+        "fan-out and lifecycle",
+        scenario(cluster, &client, &nodes),
+        cleanup(&client),
+    )
+    .await
 }

@@ -483,7 +483,7 @@ fn a_cut_off_owner_stops_owning_and_healing_leaves_one_owner() -> anyhow::Result
                 .lines()
                 .any(|l| {
                     l.contains("l2 applied")
-                        && l.contains("owned=[]")
+                        && l.contains("owned=0 ")
                         && l.contains("may_own=false")
                 })
                 .then_some(()))

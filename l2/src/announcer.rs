@@ -197,7 +197,7 @@ fn spawn_worker(name: &str, config: &Arc<Config>) -> WorkerHandle {
         socket: None,
         groups: None,
         schedule: Schedule::new(config.timetable.clone()),
-        applied: BTreeSet::new(),
+        applied: Arc::new(BTreeSet::new()),
         last_event: std::time::Instant::now(),
         silent_until: None,
     };

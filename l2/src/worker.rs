@@ -54,8 +54,9 @@ pub(crate) struct Worker {
     pub socket: Option<PacketSocket>,
     pub groups: Option<Groups>,
     pub schedule: Schedule,
-    /// The set the timetable and groups were last brought in line with.
-    pub applied: BTreeSet<IpAddr>,
+    /// The set the timetable and groups were last brought in line with (shared with the
+    /// published one: no copy of thousands of addresses per change).
+    pub applied: Arc<BTreeSet<IpAddr>>,
     /// When the loop last handled an event (a long gap is a stall, [`STALL_LIMIT`]).
     pub last_event: Instant,
     /// Silent after a stall until then, unless the owned set is confirmed first.
@@ -176,9 +177,10 @@ impl Worker {
                 "owned set changed"
             );
         }
-        self.applied = (*owned.ips).clone();
+        self.applied = owned.ips.clone();
         // Announce first: that is what moves the clients; joining hundreds of groups takes
-        // milliseconds, and solicitations are rare right after an announcement.
+        // milliseconds, and solicitations are rare right after an announcement. Only the
+        // first batch goes now ([`Schedule::take_due`]); the timetable paces the rest.
         self.send_due().await;
         self.sync_groups();
         self.ack_tx.send_replace(owned.version);
@@ -208,7 +210,7 @@ impl Worker {
             }
         }
         let mut results = Vec::new();
-        for ip in &self.applied {
+        for ip in self.applied.iter() {
             if let IpAddr::V6(v6) = ip {
                 let group = frame::solicited_node(v6);
                 let r = groups.join(group).err().map(|e| {

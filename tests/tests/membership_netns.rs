@@ -97,6 +97,7 @@ fn start_in(ns: &Netns, node: &str, addr: SocketAddr, seed: SocketAddr) -> anyho
                     subnets: vec!["192.0.2.0/24".parse()?],
                 }],
                 generation: None,
+                own_thread: true,
             };
             let started = Membership::start(config).await;
             match started {

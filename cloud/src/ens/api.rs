@@ -146,6 +146,18 @@ pub async fn load_balancers_named(
     Ok(lbs)
 }
 
+/// `DescribeLoadBalancers` of one ENS node, every page, whatever their names (the sweep
+/// that finds what a writer of record created for PoolServices that are gone).
+pub async fn load_balancers_in(
+    client: &EnsClient,
+    region: &str,
+) -> Result<Vec<ObservedLb>, EnsError> {
+    let action = "DescribeLoadBalancers";
+    let params = [("EnsRegionId", region.to_string())];
+    let all = paged(client, action, &params, "LoadBalancers", "LoadBalancer").await?;
+    all.iter().map(|v| lb_of(action, v)).collect()
+}
+
 /// `DescribeLoadBalancerAttribute`; `None` when the instance does not exist.
 pub async fn load_balancer(client: &EnsClient, id: &str) -> Result<Option<LbAttributes>, EnsError> {
     let action = "DescribeLoadBalancerAttribute";

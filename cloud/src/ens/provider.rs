@@ -21,6 +21,28 @@ impl EnsProvider {
     pub fn client(&self) -> &EnsClient {
         &self.client
     }
+
+    /// Names of every load balancer and EIP in one ENS node (sorted, deduplicated): the
+    /// driver's sweep keeps those a PoolService still wants and deletes the rest of its own
+    /// (`k8s/<service>/<namespace>/<pool>/<cluster>` with its cluster).
+    pub async fn names_in_region(
+        &self,
+        region: &str,
+    ) -> Result<std::collections::BTreeSet<String>, EnsError> {
+        let mut names: std::collections::BTreeSet<String> =
+            api::load_balancers_in(&self.client, region)
+                .await?
+                .into_iter()
+                .map(|lb| lb.name)
+                .collect();
+        names.extend(
+            api::eips(&self.client, region)
+                .await?
+                .into_iter()
+                .map(|(name, _)| name),
+        );
+        Ok(names)
+    }
 }
 
 /// Picks the EIP bound to `lb_id` (else the first) and calls the others duplicates.

@@ -371,18 +371,36 @@ impl Publisher {
             .retain(|d| wall.duration_since(*d).unwrap_or_default() < Duration::from_secs(60));
         let deaths = inner.deaths.clone();
         inner.failovers_seen.retain(|(_, d)| deaths.contains(d));
-        let taken: Vec<(IpAddr, SystemTime, Option<SystemTime>)> = parts
-            .l2_stats
-            .iter()
-            .flat_map(|s| s.ips.iter())
-            .map(|i| (i.ip, i.owned_since, i.first_announced))
-            .collect();
+        let taken: Vec<(IpAddr, SystemTime, Option<SystemTime>)> = if deaths.is_empty() {
+            Vec::new()
+        } else {
+            parts
+                .l2_stats
+                .iter()
+                .flat_map(|s| s.ips.iter())
+                .map(|i| (i.ip, i.owned_since, i.first_announced))
+                .collect()
+        };
         for dead in deaths {
+            // One line per failover, not per IP: a node taking over 10 000 IPs wrote
+            // 10 000 lines in the middle of that work.
+            let (mut ips, mut first, mut last) = (0usize, Duration::MAX, Duration::ZERO);
             for (ip, gap) in failover_gaps(dead, &taken) {
                 if inner.failovers_seen.insert((ip, dead)) {
-                    tracing::info!(%ip, gap_ms = gap.as_millis() as u64, "failover: first announcement");
+                    tracing::debug!(%ip, gap_ms = gap.as_millis() as u64, "failover: first announcement");
                     inner.metrics.observe_failover(gap);
+                    ips += 1;
+                    first = first.min(gap);
+                    last = last.max(gap);
                 }
+            }
+            if ips > 0 {
+                tracing::info!(
+                    ips,
+                    first_ms = first.as_millis() as u64,
+                    last_ms = last.as_millis() as u64,
+                    "failover: first announcements"
+                );
             }
         }
         inner.metrics.update(&view);

@@ -51,6 +51,11 @@ pub enum FrameKind {
     Heartbeat,
     /// A successor asks a silent owner for a heartbeat now ([`super::heartbeat::Action`]).
     Probe,
+    /// A successor asks another member whether it heard a silent owner
+    /// ([`super::heartbeat::AskAbout`]).
+    AskAbout,
+    /// The answer of a member that heard it ([`super::heartbeat::Vouch`]).
+    Vouch,
 }
 
 impl FrameKind {
@@ -60,6 +65,8 @@ impl FrameKind {
             FrameKind::Goodbye => 2,
             FrameKind::Heartbeat => 3,
             FrameKind::Probe => 4,
+            FrameKind::AskAbout => 5,
+            FrameKind::Vouch => 6,
         }
     }
 
@@ -69,6 +76,8 @@ impl FrameKind {
             2 => Some(FrameKind::Goodbye),
             3 => Some(FrameKind::Heartbeat),
             4 => Some(FrameKind::Probe),
+            5 => Some(FrameKind::AskAbout),
+            6 => Some(FrameKind::Vouch),
             _ => None,
         }
     }

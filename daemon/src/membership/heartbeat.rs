@@ -23,6 +23,16 @@
 //!   the probe has had the time it would have had if sent on time
 //!   ([`DownCause::Silent`]).
 //!
+//! Indirect probes (SWIM's ping-req, Das et al. 2002 §4.2): with the direct probe the
+//! successor also asks up to [`ASK_OTHERS`] other members about the owner ([`AskAbout`]).
+//! One that heard the owner's heartbeat itself within the probe delay vouches for it
+//! ([`Vouch`], with how long ago), and the silence counts from then: a watcher cut off
+//! from a live owner (a lossy or asymmetric path, a flooded queue on its side) does not
+//! take its IPs while another member hears it. A vouch is first-hand evidence only (the
+//! voucher's own last heartbeat from that identity, never one it was told about nor its
+//! own grace), so a dead, frozen or cut-off owner, whom nobody hears, is declared down
+//! exactly as before, and a refused probe (its port closed) is not overruled.
+//!
 //! A declared-down owner is declared down in the SWIM view, which gossips the verdict at
 //! once to everyone (a confirmed failure, as if the suspicion timer had run out): every
 //! speaker then elects the same new owner, which announces.
@@ -85,6 +95,31 @@ impl Heartbeat {
     }
 }
 
+/// How many other members a watcher asks about a silent owner ([`AskAbout`]).
+pub const ASK_OTHERS: usize = 2;
+
+/// The payload of an indirect probe ([`super::auth::FrameKind::AskAbout`]): `asker`, whose
+/// watch of `about` fell silent, asks whether the receiver heard `about` lately.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskAbout {
+    /// The watcher asking (answered at its gossip address).
+    pub asker: SpeakerId,
+    /// The silent owner.
+    pub about: SpeakerId,
+}
+
+/// The answer to an [`AskAbout`] ([`super::auth::FrameKind::Vouch`]), sent only by a
+/// member that heard a heartbeat of `about` itself, `heard_ms_ago` before sending this.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vouch {
+    /// The member vouching.
+    pub voucher: SpeakerId,
+    /// The owner it heard.
+    pub about: SpeakerId,
+    /// How long before this answer it heard the owner.
+    pub heard_ms_ago: u32,
+}
+
 fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
@@ -122,7 +157,10 @@ impl WorstGap {
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Watch {
     id: SpeakerId,
+    /// The start of the current silence (a heartbeat, a vouch, or our own grace).
     last_heard: Instant,
+    /// The last heartbeat of its own we received (what we may vouch for).
+    heartbeat_at: Instant,
     /// The sender's floor.
     floor: Duration,
     /// Gaps between its heartbeats and the delays it reported.
@@ -140,6 +178,7 @@ impl Watch {
         Watch {
             id,
             last_heard: now,
+            heartbeat_at: now,
             floor,
             worst: WorstGap::default(),
             timeout: floor,
@@ -233,6 +272,7 @@ impl Watches {
         w.worst.saw(gap.min(floor), now);
         w.worst.saw(late.min(floor), now);
         w.last_heard = now;
+        w.heartbeat_at = now;
         w.floor = floor;
         w.timeout = floor.max(w.worst.at(now) * 2);
         w.probed_at = None;
@@ -248,6 +288,30 @@ impl Watches {
                 w.refused = true;
             }
         }
+    }
+
+    /// When we last received a heartbeat of `id` itself, if we watch that identity and it
+    /// was at most `within` before `now` (what an [`AskAbout`] may be answered with).
+    pub fn heard_within(&self, id: &SpeakerId, now: Instant, within: Duration) -> Option<Duration> {
+        let w = self.by_node.get(&id.node).filter(|w| w.id == *id)?;
+        let ago = now.saturating_duration_since(w.heartbeat_at);
+        (ago <= within).then_some(ago)
+    }
+
+    /// Another member heard `id` itself at `heard_at` ([`Vouch`]): the silence counts from
+    /// then, if that is later than what we know, and the owner may be probed again. Only
+    /// that very identity's watch is affected, and a refusal stands (its port was closed
+    /// after anything a voucher heard, or the port is someone else's now).
+    pub fn vouched(&mut self, id: &SpeakerId, heard_at: Instant) -> bool {
+        let Some(w) = self.by_node.get_mut(&id.node).filter(|w| w.id == *id) else {
+            return false;
+        };
+        if w.refused || heard_at <= w.last_heard {
+            return false;
+        }
+        w.last_heard = heard_at;
+        w.probed_at = None;
+        true
     }
 
     /// The member is down or gone by other means: stop watching it.
@@ -428,6 +492,58 @@ mod tests {
     }
 
     #[test]
+    fn a_vouch_restarts_the_silence_from_when_the_voucher_heard_the_owner() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(100));
+        let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
+        w.heard(&hb, t0);
+        assert_eq!(w.due(t0 + ms(100)), vec![Action::Probe(id("a", 1))]);
+        // Another member heard it at 90 ms: silent since then, probed again at 190 ms.
+        assert!(w.vouched(&id("a", 1), t0 + ms(90)));
+        assert!(w.due(t0 + ms(189)).is_empty());
+        assert_eq!(w.due(t0 + ms(190)), vec![Action::Probe(id("a", 1))]);
+        assert!(w.due(t0 + ms(289)).is_empty());
+        assert_eq!(downs(&mut w, t0 + ms(290)), vec![id("a", 1)]);
+    }
+
+    #[test]
+    fn a_vouch_is_for_one_identity_never_older_than_what_we_know_and_never_beats_a_refusal() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(100));
+        w.heard(
+            &Heartbeat::watch_me(id("a", 2), ms(200), ms(0)),
+            t0 + ms(50),
+        );
+        assert!(!w.vouched(&id("a", 1), t0 + ms(120)), "another identity");
+        assert!(!w.vouched(&id("b", 2), t0 + ms(120)), "not watched");
+        assert!(!w.vouched(&id("a", 2), t0 + ms(40)), "older than our own");
+        assert_eq!(w.due(t0 + ms(150)), vec![Action::Probe(id("a", 2))]);
+        w.refused(&id("a", 2));
+        assert!(!w.vouched(&id("a", 2), t0 + ms(149)));
+        assert_eq!(
+            w.due(t0 + ms(150)),
+            vec![Action::Down(id("a", 2), DownCause::Refused)]
+        );
+    }
+
+    #[test]
+    fn only_heartbeats_of_our_own_are_vouched_for() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(100));
+        w.heard(&Heartbeat::watch_me(id("a", 1), ms(200), ms(0)), t0);
+        assert_eq!(
+            w.heard_within(&id("a", 1), t0 + ms(60), ms(100)),
+            Some(ms(60))
+        );
+        assert_eq!(w.heard_within(&id("a", 1), t0 + ms(101), ms(100)), None);
+        assert_eq!(w.heard_within(&id("a", 2), t0 + ms(10), ms(100)), None);
+        // Neither our own grace nor a vouch we received is first-hand evidence.
+        w.grace(t0 + ms(150));
+        w.vouched(&id("a", 1), t0 + ms(160));
+        assert_eq!(w.heard_within(&id("a", 1), t0 + ms(170), ms(100)), None);
+    }
+
+    #[test]
     fn a_release_ends_the_watch_and_an_old_generation_is_ignored() {
         let t0 = Instant::now();
         let mut w = no_probes();
@@ -555,6 +671,59 @@ mod tests {
                 w.heard(&Heartbeat::watch_me(id("a", 1), ms(floor), ms(0)), t);
                 previous = g;
                 last = t;
+            }
+        }
+
+        /// Indirect probes: a vouch is evidence of life at a moment, never more. A silent
+        /// owner is declared down no earlier than its floor after the latest evidence (its
+        /// own heartbeat or a vouch we accepted), and an owner that died after its last
+        /// heartbeat, vouched for only up to then (nobody can hear it later), is still
+        /// declared down within twice its floor plus two checks.
+        #[test]
+        fn vouches_delay_a_verdict_only_up_to_the_latest_evidence(
+            gaps in proptest::collection::vec(0u64..120, 1..10),
+            vouches in proptest::collection::vec((any::<bool>(), 0u64..500), 0..40),
+            floor in 50u64..300,
+            probe_after in 20u64..150,
+        ) {
+            let t0 = Instant::now();
+            let mut w = Watches::new(ms(probe_after));
+            let hb = Heartbeat::watch_me(id("a", 1), ms(floor), ms(0));
+            let mut t = t0;
+            w.heard(&hb, t);
+            for g in gaps {
+                t += ms(g);
+                w.heard(&hb, t);
+            }
+            let died = t;
+            let mut evidence = died;
+            let mut vouches = vouches.into_iter();
+            let mut down_at = None;
+            while t < died + ms(5 * floor) {
+                t += ms(10);
+                if let Some((after_death, ago)) = vouches.next() {
+                    // A voucher heard it at most `ago` ago; after its death only if the
+                    // case says so (then it was alive after all: evidence moves on).
+                    let heard_at = t.checked_sub(ms(ago)).unwrap_or(t0).max(t0);
+                    let heard_at = if after_death { heard_at } else { heard_at.min(died) };
+                    if w.vouched(&id("a", 1), heard_at) {
+                        evidence = evidence.max(heard_at);
+                    }
+                }
+                for a in w.due(t) {
+                    if let Action::Down(_, cause) = a {
+                        prop_assert_eq!(cause, DownCause::Silent);
+                        prop_assert!(t >= evidence + ms(floor), "down {:?} after evidence", t - evidence);
+                        down_at = Some(t);
+                    }
+                }
+                if down_at.is_some() {
+                    break;
+                }
+            }
+            if evidence == died {
+                let at = down_at.expect("a dead owner is declared down");
+                prop_assert!(at <= died + ms(2 * floor + 20), "down {:?} after death", at - died);
             }
         }
 

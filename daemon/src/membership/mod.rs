@@ -4,7 +4,12 @@
 //!
 //! foca does no I/O; [`task`] is its runtime: one tokio task owns the socket,
 //! the foca state and the timers, and talks to the rest of the daemon through
-//! a command channel, an event channel and a shared snapshot.
+//! a command channel, an event channel and a shared snapshot. In the daemon that
+//! task runs on a thread and current-thread runtime of its own
+//! ([`MembershipConfig::own_thread`]): with 10 000 L2 IPs, the work of moving them
+//! (planning, announcing, publishing) held the shared runtime long enough that
+//! heartbeats went out late and live owners were declared down, which moved the
+//! IPs again.
 //!
 //! ```text
 //!  MembershipHandle ──commands──►  membership task  ──events──► daemon loop
@@ -101,7 +106,10 @@ use crate::election::{InterfaceFacts, QuorumView};
 /// the gaps seen raise its timeout to twice the worst (at most 450 ms). 200 ms with
 /// no probe let a fresh-clone CI run see a live owner declared down once in 20 s;
 /// 300 ms made the failover as slow as VRRP with 0.1 s adverts. A watcher that was
-/// itself starved gives every watch a fresh silence. The load test runs these
+/// itself starved gives every watch a fresh silence. With its probe the watcher asks
+/// two other members whether they hear the owner (SWIM's indirect probe); one that
+/// heard its heartbeat within the probe delay vouches for it, so a watcher cut off
+/// from a live owner does not take its IPs ([`heartbeat`]). The load test runs these
 /// heartbeats between two of its members.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Timings {
@@ -240,6 +248,11 @@ pub struct MembershipConfig {
     pub interfaces: Vec<InterfaceFacts>,
     /// The generation of our identity; `None`: the start time in ms.
     pub generation: Option<u64>,
+    /// Run on a thread and runtime of its own (the daemon): no other work of the process
+    /// (moving thousands of L2 IPs, planning, publishing) can hold back a heartbeat, a probe
+    /// or an ack; only the OS scheduler can. False: a task of the caller's runtime (tests
+    /// that freeze a member by blocking that runtime, as SIGSTOP freezes a process).
+    pub own_thread: bool,
 }
 
 /// Why a member went down.
@@ -343,6 +356,8 @@ pub struct MembershipStats {
     pub heartbeat_down: u64,
     /// Probes sent to silent owners.
     pub heartbeat_probes: u64,
+    /// Silent owners another member vouched for (it heard them: indirect probes).
+    pub heartbeat_vouched: u64,
     /// The longest silence of a watched owner that ended with a heartbeat (ms).
     pub longest_heartbeat_silence_ms: u64,
 }
@@ -358,6 +373,7 @@ struct Counters {
     declared_down: AtomicU64,
     heartbeat_down: AtomicU64,
     heartbeat_probes: AtomicU64,
+    heartbeat_vouched: AtomicU64,
     longest_heartbeat_silence_ms: AtomicU64,
 }
 
@@ -377,6 +393,7 @@ impl Counters {
             declared_down: self.declared_down.load(Ordering::Relaxed),
             heartbeat_down: self.heartbeat_down.load(Ordering::Relaxed),
             heartbeat_probes: self.heartbeat_probes.load(Ordering::Relaxed),
+            heartbeat_vouched: self.heartbeat_vouched.load(Ordering::Relaxed),
             longest_heartbeat_silence_ms: self.longest_heartbeat_silence_ms.load(Ordering::Relaxed),
         }
     }
@@ -407,6 +424,9 @@ pub enum MembershipError {
     /// foca refused an operation.
     #[error("membership: foca: {0}")]
     Foca(String),
+    /// The membership's own thread or runtime could not start.
+    #[error("membership: cannot start its thread: {0}")]
+    Thread(String),
 }
 
 enum Command {
@@ -425,7 +445,7 @@ pub struct MembershipHandle {
     snapshot: Arc<Mutex<Vec<MemberSnapshot>>>,
     counters: Arc<Counters>,
     local: SpeakerId,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::AbortHandle,
 }
 
 /// Entry point.
@@ -440,11 +460,16 @@ impl Membership {
         let (events_tx, events) = mpsc::channel(4096);
         let snapshot = Arc::new(Mutex::new(Vec::new()));
         let counters = Arc::new(Counters::default());
-        let started =
-            task::MembershipTask::start(config, events_tx, snapshot.clone(), counters.clone())
-                .await?;
-        let local = started.local_id();
-        let task = tokio::spawn(started.run(command_rx));
+        let own_thread = config.own_thread;
+        let start =
+            task::MembershipTask::start(config, events_tx, snapshot.clone(), counters.clone());
+        let (local, task) = if own_thread {
+            on_own_thread(start, command_rx).await?
+        } else {
+            let started = start.await?;
+            let local = started.local_id();
+            (local, tokio::spawn(started.run(command_rx)).abort_handle())
+        };
         Ok((
             MembershipHandle {
                 commands,
@@ -456,6 +481,54 @@ impl Membership {
             events,
         ))
     }
+}
+
+/// Starts the task on a new thread with a current-thread runtime of its own; the thread
+/// ends when the task does (left, or aborted by dropping the handle). The thread inherits
+/// the caller's scheduling priority.
+async fn on_own_thread(
+    start: impl std::future::Future<Output = Result<task::MembershipTask, MembershipError>>
+        + Send
+        + 'static,
+    command_rx: mpsc::Receiver<Command>,
+) -> Result<(SpeakerId, tokio::task::AbortHandle), MembershipError> {
+    type Started = Result<(SpeakerId, tokio::task::AbortHandle), MembershipError>;
+    let (ready_tx, ready_rx) = oneshot::channel::<Started>();
+    let spawned = std::thread::Builder::new()
+        .name("membership".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(MembershipError::Thread(e.to_string())));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let started = match start.await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let local = started.local_id();
+                let task = tokio::spawn(started.run(command_rx));
+                if ready_tx.send(Ok((local, task.abort_handle()))).is_err() {
+                    task.abort();
+                }
+                let _ = task.await;
+            });
+        });
+    if let Err(e) = spawned {
+        return Err(MembershipError::Thread(e.to_string()));
+    }
+    ready_rx
+        .await
+        .map_err(|_| MembershipError::Thread("the membership thread ended at start".into()))?
 }
 
 impl MembershipHandle {

@@ -20,7 +20,9 @@ use tracing::{debug, info, warn};
 
 use super::auth::FrameKind;
 use super::facts::{self, FactsBook, FactsHandler, MemberFacts};
-use super::heartbeat::{Action, DownCause, Heartbeat, Watches, WorstGap};
+use super::heartbeat::{
+    Action, AskAbout, DownCause, Heartbeat, Vouch, Watches, WorstGap, ASK_OTHERS,
+};
 use super::{
     Command, Counters, DownReason, Health, Keyring, LostContact, MemberSnapshot, MembershipConfig,
     MembershipError, MembershipEvent, SpeakerId, Timings,
@@ -257,6 +259,8 @@ impl MembershipTask {
             FrameKind::Goodbye => self.on_goodbye(payload, from),
             FrameKind::Heartbeat => self.on_heartbeat(payload, from),
             FrameKind::Probe => self.on_probe(payload, from),
+            FrameKind::AskAbout => self.on_ask_about(payload, from),
+            FrameKind::Vouch => self.on_vouch(payload, from),
         }
     }
 
@@ -306,6 +310,89 @@ impl MembershipTask {
                 self.send_raw(&frame, prober.addr);
             }
             Err(e) => warn!(error = %e, "encoding a probe answer"),
+        }
+    }
+
+    /// Another watcher asks whether we heard `about` ourselves lately: answer only with
+    /// first-hand evidence, a heartbeat of that identity within the probe delay.
+    fn on_ask_about(&mut self, payload: &[u8], from: SocketAddr) {
+        let Ok(ask) = postcard::from_bytes::<AskAbout>(payload) else {
+            Counters::bump(&self.counters.rejected_payload);
+            return;
+        };
+        let live = self.swim.iter_members().any(|m| *m.id() == ask.asker);
+        if ask.asker.addr != from || !live {
+            debug!(peer = %from, node = %ask.asker.node, "indirect probe from a non-member ignored");
+            return;
+        }
+        let Some(ago) = self.watches.heard_within(
+            &ask.about,
+            Instant::now(),
+            self.timings.heartbeat_probe_after,
+        ) else {
+            return;
+        };
+        let vouch = Vouch {
+            voucher: self.swim.identity().clone(),
+            about: ask.about,
+            heard_ms_ago: u32::try_from(ago.as_millis()).unwrap_or(u32::MAX),
+        };
+        match postcard::to_allocvec(&vouch) {
+            Ok(payload) => {
+                let frame = self.keys.seal(FrameKind::Vouch, &payload);
+                self.send_raw(&frame, ask.asker.addr);
+            }
+            Err(e) => warn!(error = %e, "encoding a vouch"),
+        }
+    }
+
+    /// A member heard an owner we find silent: its silence counts from then.
+    fn on_vouch(&mut self, payload: &[u8], from: SocketAddr) {
+        let Ok(v) = postcard::from_bytes::<Vouch>(payload) else {
+            Counters::bump(&self.counters.rejected_payload);
+            return;
+        };
+        let live = self.swim.iter_members().any(|m| *m.id() == v.voucher);
+        if v.voucher.addr != from || !live || v.voucher.node == v.about.node {
+            debug!(peer = %from, node = %v.voucher.node, "vouch from a non-member ignored");
+            return;
+        }
+        let now = Instant::now();
+        let heard_at = now
+            .checked_sub(Duration::from_millis(u64::from(v.heard_ms_ago)))
+            .unwrap_or(now);
+        if self.watches.vouched(&v.about, heard_at) {
+            Counters::bump(&self.counters.heartbeat_vouched);
+            debug!(owner = %v.about.node, voucher = %v.voucher.node, ago_ms = v.heard_ms_ago, "silent owner vouched for");
+        }
+    }
+
+    /// Asks up to [`ASK_OTHERS`] other live members whether they hear the silent owner
+    /// `id` ([`AskAbout`]); any that does vouches for it.
+    fn ask_others(&mut self, id: &SpeakerId) {
+        let me = self.swim.identity().clone();
+        let others: Vec<SocketAddr> = self
+            .swim
+            .iter_members()
+            .filter(|m| m.id().node != id.node && m.id().node != me.node)
+            .map(|m| m.id().addr)
+            .take(ASK_OTHERS)
+            .collect();
+        if others.is_empty() {
+            return;
+        }
+        let ask = AskAbout {
+            asker: me,
+            about: id.clone(),
+        };
+        match postcard::to_allocvec(&ask) {
+            Ok(payload) => {
+                let frame = self.keys.seal(FrameKind::AskAbout, &payload);
+                for to in others {
+                    self.send_raw(&frame, to);
+                }
+            }
+            Err(e) => warn!(error = %e, "encoding an indirect probe"),
         }
     }
 
@@ -415,7 +502,8 @@ impl MembershipTask {
         for action in self.watches.due(now) {
             let (id, cause) = match action {
                 Action::Probe(id) => {
-                    debug!(node = %id.node, "owner silent: probing it");
+                    debug!(node = %id.node, "owner silent: probing it, and asking the others");
+                    self.ask_others(&id);
                     self.send_probe(id);
                     continue;
                 }

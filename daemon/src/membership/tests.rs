@@ -41,6 +41,7 @@ fn config(node: &str, seeds: Vec<SocketAddr>, keys: Keyring) -> MembershipConfig
         timings: Timings::lan(3),
         interfaces: eth0(1, true),
         generation: None,
+        own_thread: true,
     }
 }
 
@@ -197,6 +198,7 @@ fn freezable_member(
     node: &'static str,
     seed: SocketAddr,
     targets: &'static [&'static str],
+    own_thread: bool,
 ) -> (
     SocketAddr,
     std::sync::mpsc::Sender<Option<Duration>>,
@@ -210,7 +212,16 @@ fn freezable_member(
             .build()
             .expect("runtime");
         rt.block_on(async move {
-            let m = start(node, vec![seed], ring(key(1, 7), vec![])).await;
+            // `own_thread` false: on this runtime, so that blocking the runtime freezes it.
+            let config = MembershipConfig {
+                own_thread,
+                ..config(node, vec![seed], ring(key(1, 7), vec![]))
+            };
+            let (handle, _events) = Membership::start(config).await.expect("membership starts");
+            let m = Member {
+                handle,
+                events: _events,
+            };
             let _ = addr_tx.send(m.handle.local_id().addr);
             m.handle
                 .set_heartbeat_targets(nodes(targets))
@@ -242,7 +253,7 @@ async fn a_frozen_owner_is_probed_then_declared_down_and_a_briefly_stalled_one_i
     let mut a = start("node-a", vec![], ring(key(1, 7), vec![])).await;
     let seed = a.handle.local_id().addr;
     let b = start("node-b", vec![seed], ring(key(1, 7), vec![])).await;
-    let (_c_addr, freeze, thread) = freezable_member("node-c", seed, &["node-a"]);
+    let (_c_addr, freeze, thread) = freezable_member("node-c", seed, &["node-a"], false);
     let all = vec!["node-a".to_string(), "node-b".into(), "node-c".into()];
     wait_for("three members to converge", CONVERGE, || {
         live_nodes(&a) == all && live_nodes(&b) == all
@@ -289,6 +300,33 @@ async fn a_frozen_owner_is_probed_then_declared_down_and_a_briefly_stalled_one_i
     );
     let _ = freeze.send(None);
     drop(freeze);
+    thread.join().expect("member thread");
+}
+
+/// The daemon's membership runs on a thread and runtime of its own: an owner whose other
+/// work holds its runtime for 1.5 s (as moving thousands of L2 IPs in one go did in the
+/// 10 000-IP cluster run) keeps heartbeating and is never declared down. The same member
+/// on the busy runtime is declared down (the test above, `own_thread: false`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_runtime_is_busy_keeps_heartbeating_from_its_own_thread() {
+    let a = start("node-a", vec![], ring(key(1, 7), vec![])).await;
+    let seed = a.handle.local_id().addr;
+    let (_c_addr, busy, thread) = freezable_member("node-c", seed, &["node-a"], true);
+    let all = vec!["node-a".to_string(), "node-c".into()];
+    wait_for("two members to converge", CONVERGE, || {
+        live_nodes(&a) == all
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    busy.send(Some(Duration::from_millis(1500))).expect("busy");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let stats = a.handle.stats();
+    eprintln!("owner's runtime busy 1.5 s: {stats:?}");
+    assert_eq!(stats.heartbeat_down, 0, "declared down: {stats:?}");
+    assert_eq!(stats.declared_down, 0, "declared down by SWIM: {stats:?}");
+    assert_eq!(live_nodes(&a), all);
+    let _ = busy.send(None);
+    drop(busy);
     thread.join().expect("member thread");
 }
 

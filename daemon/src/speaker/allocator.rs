@@ -183,7 +183,9 @@ pub fn recorded_only(snap: &Snapshot, a: &Assignments) -> Assignments {
 }
 
 /// Whether `outcome` is an allocation the record already shows: the Service's status
-/// lists exactly its IPs (as a set).
+/// lists exactly its IPs (as a set). A node pool's allocation is one part of the record
+/// (the status is the union over the Service's pools): recorded when the status lists all
+/// its IPs.
 pub fn is_recorded(snap: &Snapshot, key: &AllocationKey, outcome: &Outcome) -> bool {
     let Ok(alloc) = outcome else { return false };
     let Some(svc) = snap.services.get(&key.service) else {
@@ -195,7 +197,11 @@ pub fn is_recorded(snap: &Snapshot, key: &AllocationKey, outcome: &Outcome) -> b
     let mut own = alloc.ips.clone();
     own.sort();
     own.dedup();
-    recorded == own
+    if key.node_pool.is_some() {
+        !own.is_empty() && own.iter().all(|ip| recorded.binary_search(ip).is_ok())
+    } else {
+        recorded == own
+    }
 }
 
 #[cfg(test)]

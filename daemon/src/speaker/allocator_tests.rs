@@ -126,3 +126,43 @@ fn only_changed_services_with_a_differing_status_disagree() {
     let snap = s.snapshot(&Selection::default());
     assert!(status_disagreements(&mine, &snap, &all).is_empty());
 }
+
+/// A Service in two node pools has one allocation per pool and one status (the union):
+/// each pool's IP counts as recorded once the status lists it, so cluster-mode speakers
+/// announce it (the two-region lab, daemon/tests/kube_regions.rs, announced nothing while
+/// this compared a pool's IPs with the whole union).
+#[test]
+fn a_node_pools_allocation_is_recorded_when_the_union_lists_its_ips() {
+    let a: IpAddr = "198.51.100.10".parse().unwrap();
+    let b: IpAddr = "203.0.113.10".parse().unwrap();
+    let c: IpAddr = "198.51.100.11".parse().unwrap();
+    let mut s = store();
+    let svc = with_status(fixtures::service("default", "cube", 80), &[a, b]);
+    s.apply(Object::Service(svc), NS);
+    let snap = s.snapshot(&Selection::default());
+    let pool_key = |p: &str| AllocationKey {
+        service: key("cube"),
+        node_pool: Some(p.into()),
+    };
+    let alloc = |ips: Vec<IpAddr>| -> Outcome {
+        Ok(Allocation {
+            pool: "lan".into(),
+            ips,
+        })
+    };
+    assert!(is_recorded(&snap, &pool_key("np-a"), &alloc(vec![a])));
+    assert!(is_recorded(&snap, &pool_key("np-b"), &alloc(vec![b])));
+    assert!(!is_recorded(&snap, &pool_key("np-a"), &alloc(vec![c])));
+    assert!(!is_recorded(&snap, &pool_key("np-a"), &alloc(vec![])));
+    // The cluster-wide key still needs the exact set.
+    assert!(!is_recorded(
+        &snap,
+        &AllocationKey::cluster(key("cube")),
+        &alloc(vec![a])
+    ));
+    assert!(is_recorded(
+        &snap,
+        &AllocationKey::cluster(key("cube")),
+        &alloc(vec![a, b])
+    ));
+}

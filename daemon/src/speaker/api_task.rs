@@ -15,10 +15,13 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::actuate::policy_route_task::TaskReport;
+use crate::cloud_lb::driver::CloudDriver;
+use crate::cloud_lb::CloudState;
 use crate::election::Candidate;
 use crate::snapshot::Snapshot;
 use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
+use crate::status::pool_ingress::{self, CloudSender};
 use crate::status::pool_service_writer::PoolServiceWriter;
 use crate::status::writer::{WriterConfig, WriterHandle};
 
@@ -70,6 +73,9 @@ pub struct ApiTask {
     leader: LeaderHandle,
     writer: WriterHandle,
     pool_services: PoolServiceWriter,
+    cloud: Option<CloudDriver>,
+    /// Where the cloud driver publishes its reports (see [`Self::cloud_sender`]).
+    cloud_reports: CloudSender,
     mailbox: Arc<Mailbox>,
     state: watch::Receiver<ApiState>,
     wanted: watch::Sender<bool>,
@@ -92,16 +98,36 @@ impl ApiTask {
         let write_timeout = lease
             .write_timeout
             .min(t.renew_deadline.saturating_sub(t.retry_period * 2));
+        // The cloud load-balancer driver's reports: the writer of record writes cloud-class
+        // pools' statuses from them, the fan-out keeps their finalizer by them.
+        let (cloud_reports, cloud_rx) = pool_ingress::channel();
         let writer = WriterHandle::spawn(
             client.clone(),
             WriterConfig {
                 write_timeout,
+                cloud: cloud_rx.clone(),
                 ..WriterConfig::new(&cfg.node, cfg.selection.clone())
             },
             leader.fence(),
         );
-        let pool_services =
-            PoolServiceWriter::spawn(client.clone(), &cfg.node, leader.fence(), write_timeout);
+        let pool_services = PoolServiceWriter::spawn(
+            client.clone(),
+            &cfg.node,
+            leader.fence(),
+            write_timeout,
+            cloud_rx,
+        );
+        // Cloud load balancers: their own task, fenced by the same Lease.
+        let cloud = cfg.cloud.clone().map(|c| {
+            CloudDriver::spawn(
+                Some(client.clone()),
+                &cfg.node,
+                c,
+                leader.fence(),
+                write_timeout,
+                cloud_reports.clone(),
+            )
+        });
         let mailbox = Arc::new(Mailbox::default());
         let (state_tx, state) = watch::channel(ApiState::default());
         let state_tx = Arc::new(state_tx);
@@ -113,6 +139,8 @@ impl ApiTask {
             leader,
             writer,
             pool_services,
+            cloud,
+            cloud_reports,
             mailbox,
             state,
             wanted,
@@ -122,6 +150,11 @@ impl ApiTask {
                 tokio::spawn(probe),
             ],
         }
+    }
+
+    /// Where the cloud load-balancer driver publishes its [`CloudReports`](crate::status::pool_ingress::CloudReports).
+    pub fn cloud_sender(&self) -> CloudSender {
+        self.cloud_reports.clone()
     }
 
     /// What the API side learnt; `changed()` wakes the loop.
@@ -144,7 +177,15 @@ impl ApiTask {
     pub fn submit(&self, snap: &Snapshot, candidates: Vec<Candidate>) {
         self.writer.submit(snap.clone(), candidates);
         self.pool_services.submit(snap.clone());
+        if let Some(c) = &self.cloud {
+            c.submit(snap.clone());
+        }
         self.mailbox.put(|p| p.current = Some(snap.clone()));
+    }
+
+    /// The cloud driver's state (per-(Service, pool) reports), when one runs.
+    pub fn cloud_state(&self) -> Option<watch::Receiver<Arc<CloudState>>> {
+        self.cloud.as_ref().map(CloudDriver::state)
     }
 
     /// The policy-route task reported.

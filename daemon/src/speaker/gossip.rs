@@ -90,6 +90,7 @@ impl Gossip {
             timings: Timings::lan(self.peers.len() + 1),
             interfaces: interfaces.to_vec(),
             generation: None,
+            own_thread: true,
         })
         .await?;
         self.running = Some(Running {

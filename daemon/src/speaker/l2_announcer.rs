@@ -3,7 +3,7 @@
 //! [`L2Actuator`] to the plan. One concern: from (snapshot, allocation, members, guard) to
 //! the IPs answered on each interface.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -17,6 +17,45 @@ use crate::snapshot::Snapshot;
 /// How many of the nodes ranked next for each owned IP get our owner heartbeats: the first
 /// takes over when we fail; the second covers a first that fails with us.
 const HEARTBEAT_SUCCESSORS: usize = 2;
+
+/// What an apply changed, for its log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct OwnedChange {
+    owned: usize,
+    added: usize,
+    removed: usize,
+    /// Up to [`OwnedChange::EXAMPLES`] of the added IPs (`ip@interface`).
+    examples: Vec<String>,
+}
+
+impl OwnedChange {
+    const EXAMPLES: usize = 4;
+
+    fn between(
+        old: &BTreeMap<String, BTreeSet<IpAddr>>,
+        new: &BTreeMap<String, BTreeSet<IpAddr>>,
+    ) -> OwnedChange {
+        let empty = BTreeSet::new();
+        let mut c = OwnedChange::default();
+        for (i, ips) in new {
+            let before = old.get(i).unwrap_or(&empty);
+            c.owned += ips.len();
+            for ip in ips.difference(before) {
+                c.added += 1;
+                if c.examples.len() < Self::EXAMPLES {
+                    c.examples.push(format!("{ip}@{i}"));
+                }
+            }
+            c.removed += before.difference(ips).count();
+        }
+        c.removed += old
+            .iter()
+            .filter(|(i, _)| !new.contains_key(*i))
+            .map(|(_, ips)| ips.len())
+            .sum::<usize>();
+        c
+    }
+}
 
 /// The L2 planner and actuator.
 pub struct L2Announcer {
@@ -82,15 +121,21 @@ impl L2Announcer {
             tracing::warn!(%ip, "won the election but no interface can announce it");
         }
         if let Some(errors) = self.actuator.apply(&plan).await {
-            let owned: Vec<String> = plan
-                .owned
-                .iter()
-                .flat_map(|(i, ips)| ips.iter().map(move |ip| format!("{ip}@{i}")))
-                .collect();
+            // Counts and a few examples, not every owned IP: at 10 000 IPs a line listing
+            // them all was ~200 KB, written on every change of ownership.
+            let change = OwnedChange::between(&self.plan.owned, &plan.owned);
             // `may_own` false: the join wait, or the guard denies IPs (no quorum in
             // their scope).
             let may_own = may_own && denied.is_empty();
-            tracing::info!(owned = ?owned, may_own, denied = denied.len(), "l2 applied");
+            tracing::info!(
+                owned = change.owned,
+                added = change.added,
+                removed = change.removed,
+                examples = ?change.examples,
+                may_own,
+                denied = denied.len(),
+                "l2 applied"
+            );
             for e in errors {
                 tracing::warn!(error = %e, "l2 apply");
             }
@@ -152,5 +197,41 @@ impl L2Announcer {
     /// The actuator, for the graceful stop.
     pub fn into_actuator(self) -> L2Actuator {
         self.actuator
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn plan(entries: &[(u8, u8)]) -> BTreeMap<String, BTreeSet<IpAddr>> {
+        let mut m: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        for (i, last) in entries {
+            m.entry(format!("eth{i}"))
+                .or_default()
+                .insert(IpAddr::from([192, 0, 2, *last]));
+        }
+        m
+    }
+
+    proptest! {
+        /// The log line's counts are the set differences, per interface.
+        #[test]
+        fn the_change_counts_what_was_added_and_removed(
+            old in proptest::collection::vec((0u8..3, any::<u8>()), 0..60),
+            new in proptest::collection::vec((0u8..3, any::<u8>()), 0..60),
+        ) {
+            let (old, new) = (plan(&old), plan(&new));
+            let flat = |m: &BTreeMap<String, BTreeSet<IpAddr>>| -> BTreeSet<(String, IpAddr)> {
+                m.iter().flat_map(|(i, ips)| ips.iter().map(move |ip| (i.clone(), *ip))).collect()
+            };
+            let (o, n) = (flat(&old), flat(&new));
+            let c = OwnedChange::between(&old, &new);
+            prop_assert_eq!(c.owned, n.len());
+            prop_assert_eq!(c.added, n.difference(&o).count());
+            prop_assert_eq!(c.removed, o.difference(&n).count());
+            prop_assert_eq!(c.examples.len(), c.added.min(OwnedChange::EXAMPLES));
+        }
     }
 }

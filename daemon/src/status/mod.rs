@@ -11,6 +11,7 @@ pub mod leader;
 pub mod local;
 pub mod pass_through;
 pub mod policy_route;
+pub mod pool_ingress;
 pub mod pool_service_writer;
 pub mod pool_services;
 pub mod queue;

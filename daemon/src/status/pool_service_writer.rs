@@ -25,7 +25,8 @@ use tokio::time::Instant;
 
 use super::events::{post, Note};
 use super::leader::Fence;
-use super::pool_services::{plan, Plan};
+use super::pool_ingress::{CloudSource, CLOUD_FINALIZER};
+use super::pool_services::{has_cloud_finalizer, plan_with, Plan};
 use super::writer::MIN_WRITE;
 use crate::api::openyurt::{PoolService, FINALIZER};
 use crate::snapshot::{has_finalizer, ObjectKey, Snapshot};
@@ -49,6 +50,8 @@ enum Request {
     Repair(ObjectKey),
     Delete(ObjectKey),
     Finalizer(ObjectKey, bool),
+    /// Remove [`CLOUD_FINALIZER`] from a PoolService being deleted.
+    Release(ObjectKey),
 }
 
 /// Counts since start, for tests and logs.
@@ -62,6 +65,8 @@ pub struct FanOutStats {
     pub deleted: usize,
     /// Finalizers added or removed.
     pub finalizers: usize,
+    /// Cloud finalizers released from PoolServices.
+    pub released: usize,
     /// Warning Events posted.
     pub events: usize,
     /// Requests that failed (tried again).
@@ -82,6 +87,7 @@ impl PoolServiceWriter {
         node: &str,
         fence: watch::Receiver<Fence>,
         write_timeout: Duration,
+        cloud: CloudSource,
     ) -> PoolServiceWriter {
         let (tx, rx) = watch::channel(None);
         let (stats_tx, stats) = watch::channel(FanOutStats::default());
@@ -91,6 +97,7 @@ impl PoolServiceWriter {
             fence,
             write_timeout,
             rx,
+            cloud,
             stats_tx,
         ));
         PoolServiceWriter { tx, stats, task }
@@ -127,8 +134,10 @@ async fn run(
     mut fence: watch::Receiver<Fence>,
     write_timeout: Duration,
     mut rx: watch::Receiver<Option<Snapshot>>,
+    mut cloud: CloudSource,
     stats: watch::Sender<FanOutStats>,
 ) {
+    let mut cloud_closed = false;
     let mut recent: HashMap<Request, Instant> = HashMap::new();
     let mut reported: BTreeSet<(ObjectKey, &'static str, String)> = BTreeSet::new();
     let mut epoch = None;
@@ -137,6 +146,7 @@ async fn run(
         tokio::select! {
             r = fence.changed() => if r.is_err() { return },
             r = rx.changed() => if r.is_err() { return },
+            r = cloud.changed(), if !cloud_closed => cloud_closed = r.is_err(),
             () = sleep_until(wake) => {}
         }
         wake = None;
@@ -159,7 +169,8 @@ async fn run(
             continue;
         };
         recent.retain(|req, at| now.duration_since(*at) < SETTLE && !reflected(req, &snap));
-        let p = plan(&snap);
+        let reports = cloud.borrow_and_update().clone();
+        let p = plan_with(&snap, &reports);
         let (todo, events) = requests(&p, &recent, &reported);
         let mut st = stats.borrow().clone();
         let mut failed = false;
@@ -197,6 +208,10 @@ async fn run(
                         Request::Finalizer(k, add) => {
                             st.finalizers += 1;
                             tracing::info!(service = %k, add, "Service finalizer {FINALIZER}");
+                        }
+                        Request::Release(k) => {
+                            st.released += 1;
+                            tracing::info!(pool_service = %k, "cloud resources released: {CLOUD_FINALIZER} removed");
                         }
                     }
                     recent.insert(req, Instant::now());
@@ -265,6 +280,10 @@ fn reflected(req: &Request, snap: &Snapshot) -> bool {
             .get(k)
             .or_else(|| snap.finalized_elsewhere.get(k))
             .is_none_or(|s| has_finalizer(s) == *add),
+        Request::Release(k) => snap
+            .pool_services
+            .get(k)
+            .is_none_or(|ps| !has_cloud_finalizer(ps)),
     }
 }
 
@@ -281,6 +300,7 @@ enum Action {
     Repair(Box<PoolService>),
     Delete(String),
     Finalizer(bool),
+    Release(String),
 }
 
 /// The requests of a plan not done recently, and the problems not reported yet.
@@ -314,6 +334,9 @@ fn requests(
     for k in &p.add_finalizer {
         out.push((Request::Finalizer(k.clone(), true), Action::Finalizer(true)));
     }
+    for (k, uid) in &p.release {
+        out.push((Request::Release(k.clone()), Action::Release(uid.clone())));
+    }
     for k in &p.remove_finalizer {
         out.push((
             Request::Finalizer(k.clone(), false),
@@ -332,9 +355,11 @@ fn requests(
 
 async fn carry_out(client: &Client, req: Request, action: Action, budget: Duration) -> Outcome {
     let key = match &req {
-        Request::Create(k) | Request::Repair(k) | Request::Delete(k) | Request::Finalizer(k, _) => {
-            k.clone()
-        }
+        Request::Create(k)
+        | Request::Repair(k)
+        | Request::Delete(k)
+        | Request::Finalizer(k, _)
+        | Request::Release(k) => k.clone(),
     };
     let ps: Api<PoolService> = Api::namespaced(client.clone(), &key.namespace);
     let result = match action {
@@ -362,6 +387,36 @@ async fn carry_out(client: &Client, req: Request, action: Action, budget: Durati
             tokio::time::timeout(budget, ps.delete(&key.name, &dp))
                 .await
                 .map(|r| r.map(|_| ()))
+        }
+        Action::Release(uid) => {
+            // A merge patch of the list without ours, on the version just read: if anyone
+            // changed the object meanwhile it fails with 409 and the next snapshot decides.
+            let current = match tokio::time::timeout(budget, ps.get_opt(&key.name)).await {
+                Ok(Ok(Some(o))) if o.metadata.uid.as_deref() == Some(uid.as_str()) => o,
+                Ok(Ok(_)) => return Outcome::Stale(req),
+                Ok(Err(e)) => return Outcome::Failed(req, e.to_string()),
+                Err(_) => return Outcome::Failed(req, "timed out".into()),
+            };
+            if !has_cloud_finalizer(&current) {
+                return Outcome::Done(req);
+            }
+            let rest: Vec<&String> = current
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .filter(|f| *f != CLOUD_FINALIZER)
+                .collect();
+            let body = json!({ "metadata": {
+                "resourceVersion": current.metadata.resource_version,
+                "finalizers": rest,
+            }});
+            tokio::time::timeout(
+                budget,
+                ps.patch(&key.name, &PatchParams::default(), &Patch::Merge(&body)),
+            )
+            .await
+            .map(|r| r.map(|_| ()))
         }
         Action::Finalizer(add) => {
             let svcs: Api<Service> = Api::namespaced(client.clone(), &key.namespace);

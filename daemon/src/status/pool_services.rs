@@ -22,8 +22,9 @@ use crate::api::openyurt::{
     PoolService, PoolServiceSpec, LABEL_MANAGED_BY, LABEL_POOL_NAME, LABEL_SERVICE_NAME,
     MANAGED_BY, NODEPOOL_API_VERSION,
 };
-use crate::nodepool::selected_node_pools;
+use crate::nodepool::{is_self_announced_class, selected_node_pools};
 use crate::snapshot::{has_finalizer, ObjectKey, Selection, Snapshot};
+use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
 
 /// The name of a Service's PoolService for a pool (OpenYurt's rule).
 pub fn pool_service_name(service: &str, pool: &str) -> String {
@@ -98,6 +99,9 @@ pub struct Plan {
     pub add_finalizer: Vec<ObjectKey>,
     /// Services whose PoolServices are all gone and that no longer need our finalizer.
     pub remove_finalizer: Vec<ObjectKey>,
+    /// PoolServices of ours being deleted whose cloud resources are released: their
+    /// [`CLOUD_FINALIZER`] goes (key, UID).
+    pub release: Vec<(ObjectKey, String)>,
     /// Problems to report.
     pub problems: Vec<Problem>,
     /// Every wanted (Service, pool), with its PoolService's key (for the status writer).
@@ -115,6 +119,26 @@ pub struct Apply {
 
 /// The desired PoolService of `svc` for `pool`.
 pub fn desired(snap: &Snapshot, svc: &Service, pool: &str) -> PoolService {
+    desired_with(snap, svc, pool, &CloudReports::default())
+}
+
+/// Whether a PoolService carries [`CLOUD_FINALIZER`].
+pub fn has_cloud_finalizer(ps: &PoolService) -> bool {
+    ps.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == CLOUD_FINALIZER)
+}
+
+/// [`desired`], with [`CLOUD_FINALIZER`] while the cloud driver holds resources for a pool
+/// of a cloud class.
+pub fn desired_with(
+    snap: &Snapshot,
+    svc: &Service,
+    pool: &str,
+    cloud: &CloudReports,
+) -> PoolService {
     let svc_name = svc.metadata.name.clone().unwrap_or_default();
     let mut owners = vec![OwnerReference {
         api_version: "v1".into(),
@@ -134,8 +158,15 @@ pub fn desired(snap: &Snapshot, svc: &Service, pool: &str) -> PoolService {
             block_owner_deletion: None,
         });
     }
+    let class = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_class.as_deref());
+    let holds =
+        !is_self_announced_class(class) && cloud.holds(&(ObjectKey::of(svc), Arc::from(pool)));
     PoolService {
         metadata: ObjectMeta {
+            finalizers: holds.then(|| vec![CLOUD_FINALIZER.to_string()]),
             name: Some(pool_service_name(&svc_name, pool)),
             namespace: svc.metadata.namespace.clone(),
             labels: Some(BTreeMap::from([
@@ -173,12 +204,22 @@ fn in_shape(have: &PoolService, want: &PoolService) -> bool {
             .flatten()
             .any(|h| h.uid == w.uid && h.kind == w.kind && h.name == w.name)
     });
-    labels_ok && owners_ok && have.spec == want.spec
+    let finalizer_ok = !has_cloud_finalizer(want)
+        || has_cloud_finalizer(have)
+        || have.metadata.deletion_timestamp.is_some();
+    labels_ok && owners_ok && finalizer_ok && have.spec == want.spec
 }
 
 /// The plan for a snapshot: what to create, fix and delete, which finalizers to add and
 /// remove, and what to report. Pure.
 pub fn plan(snap: &Snapshot) -> Plan {
+    plan_with(snap, &CloudReports::default())
+}
+
+/// [`plan`] with the cloud driver's reports: [`CLOUD_FINALIZER`] is kept on a cloud-class
+/// PoolService while the driver holds its resources, and released once it is being
+/// deleted and the driver (synced this term) holds none.
+pub fn plan_with(snap: &Snapshot, cloud: &CloudReports) -> Plan {
     let sel = &snap.selection;
     let mut out = Plan::default();
     // Our PoolServices by Service.
@@ -220,7 +261,7 @@ pub fn plan(snap: &Snapshot) -> Plan {
             out.add_finalizer.push(key.clone());
         }
         for pool in pools {
-            let want = desired(snap, svc, &pool);
+            let want = desired_with(snap, svc, &pool, cloud);
             let name = want.metadata.name.clone().unwrap_or_default();
             let ps_key = ObjectKey::new(&key.namespace, &name);
             if let Some(problem) = name_problem(&name) {
@@ -285,6 +326,19 @@ pub fn plan(snap: &Snapshot) -> Plan {
             && (frozen.contains(key)
                 || matches!(selected_node_pools(svc, &snap.node_pools), Ok(Some(_))))
     };
+    for list in ours.values() {
+        for (ps_key, ps) in list {
+            let releasable = ps.metadata.deletion_timestamp.is_some()
+                && has_cloud_finalizer(ps)
+                && owner_of(ps).is_some_and(|k| cloud.released(&k));
+            if releasable {
+                out.release.push((
+                    (*ps_key).clone(),
+                    ps.metadata.uid.clone().unwrap_or_default(),
+                ));
+            }
+        }
+    }
     for (svc_key, list) in &ours {
         if frozen.contains(svc_key) {
             continue;

@@ -321,3 +321,82 @@ proptest! {
         }
     }
 }
+
+/// A cloud-class PoolService keeps `CLOUD_FINALIZER` while the driver holds its cloud
+/// resources; when it is deleted, the finalizer goes only once a synced driver holds none,
+/// and the Service keeps its own finalizer until then.
+#[test]
+fn a_cloud_pool_service_keeps_its_finalizer_until_the_driver_released_its_resources() {
+    use crate::status::pool_ingress::{CloudEntry, CloudReports, CLOUD_FINALIZER};
+    let sel = Selection {
+        class: "alibabacloud.com/elb".into(),
+        ..Selection::default()
+    };
+    let mut store = Store::default();
+    store.apply(pool("np-a", &[("k8s-svc", "cube")]), NS);
+    store.apply(Object::Node(node("a-1", &[(NODEPOOL_LABEL, "np-a")])), NS);
+    let mut s = svc("cube-svc", Some("k8s-svc=cube"));
+    if let Some(spec) = s.spec.as_mut() {
+        spec.load_balancer_class = Some("alibabacloud.com/elb".into());
+    }
+    store.apply(Object::Service(s.clone()), NS);
+    let key: crate::status::pool_ingress::PoolKey =
+        (ObjectKey::new("default", "cube-svc"), "np-a".into());
+    let ps_key = ObjectKey::new("default", "cube-svc-np-a");
+    // No report: created without the finalizer (nothing held yet).
+    let mut cloud = CloudReports::default();
+    let p = plan_with(&store.snapshot(&sel), &cloud);
+    assert_eq!(p.apply.len(), 1);
+    assert!(!has_cloud_finalizer(&p.apply[0].object));
+    let mut ps = p.apply[0].object.clone();
+    ps.metadata.uid = Some("uid-ps".into());
+    store.apply(Object::PoolService(ps.clone()), NS);
+    // The driver is about to create: the finalizer is added (a repair).
+    cloud.entries.insert(
+        key.clone(),
+        CloudEntry {
+            holds_resources: true,
+            ..CloudEntry::default()
+        },
+    );
+    let p = plan_with(&store.snapshot(&sel), &cloud);
+    assert_eq!(p.apply.len(), 1, "{p:?}");
+    assert_eq!(p.apply[0].existing.as_deref(), Some("uid-ps"));
+    assert!(has_cloud_finalizer(&p.apply[0].object));
+    ps.metadata.finalizers = Some(vec![CLOUD_FINALIZER.into()]);
+    store.apply(Object::PoolService(ps.clone()), NS);
+    assert_eq!(plan_with(&store.snapshot(&sel), &cloud), {
+        let mut want = Plan::default();
+        want.add_finalizer.push(key.0.clone());
+        want.wanted.insert(key.clone(), ps_key.clone());
+        want
+    });
+    // The Service goes: the PoolService is deleted; the API server keeps it, deleting.
+    let mut gone = s.clone();
+    gone.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    gone.metadata.finalizers = Some(vec![crate::api::openyurt::FINALIZER.into()]);
+    store.apply(Object::Service(gone), NS);
+    let p = plan_with(&store.snapshot(&sel), &cloud);
+    assert_eq!(p.delete, vec![(ps_key.clone(), "uid-ps".to_string())]);
+    ps.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+    store.apply(Object::PoolService(ps.clone()), NS);
+    // Held, or not synced: nothing is released and the Service keeps its finalizer.
+    for reports in [cloud.clone(), CloudReports::default()] {
+        let p = plan_with(&store.snapshot(&sel), &reports);
+        assert!(
+            p.release.is_empty() && p.remove_finalizer.is_empty(),
+            "{p:?}"
+        );
+        assert!(p.apply.is_empty() && p.delete.is_empty(), "{p:?}");
+    }
+    // Released by a synced driver: our finalizer goes.
+    cloud.synced = true;
+    cloud.entries.clear();
+    let p = plan_with(&store.snapshot(&sel), &cloud);
+    assert_eq!(p.release, vec![(ps_key.clone(), "uid-ps".to_string())]);
+    assert!(p.remove_finalizer.is_empty());
+    // Once the PoolService is gone, the Service's finalizer goes.
+    store.delete("PoolService", &ps_key);
+    let p = plan_with(&store.snapshot(&sel), &cloud);
+    assert_eq!(p.remove_finalizer, vec![key.0.clone()]);
+}

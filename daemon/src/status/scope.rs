@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use imbl::ordmap::DiffItem;
 
+use super::pool_services::owner_of;
 use crate::ipam::Assignments;
 use crate::snapshot::{Checked, ObjectKey, Snapshot, SnapshotData};
 
@@ -69,6 +70,20 @@ pub fn changed_services(
             .map(|d| key_of(d).service.clone()),
     );
     out
+}
+
+/// The Services whose PoolServices were added, removed or changed between two snapshots
+/// (their per-pool statuses are decided again). O(changes x log n), as above.
+pub fn changed_pool_services(before: &Snapshot, after: &Snapshot) -> BTreeSet<ObjectKey> {
+    before
+        .pool_services
+        .diff(&after.pool_services)
+        .filter_map(|d| match d {
+            DiffItem::Add(_, ps)
+            | DiffItem::Remove(_, ps)
+            | DiffItem::Update { new: (_, ps), .. } => owner_of(ps).map(|(s, _)| s),
+        })
+        .collect()
 }
 
 /// Whether everything a Service's decisions read besides its own objects and outcome is

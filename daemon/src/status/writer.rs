@@ -43,11 +43,14 @@ use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
 use super::events::{post, post_about, Note, Posted};
 use super::leader::Fence;
 use super::pass_through::{self as pass, frontend_of};
+use super::pool_ingress::{self as pools, CloudReports, CloudSource, PoolEntry};
+use super::pool_services::{is_ours as pool_service_is_ours, owner_of, pool_service_name};
 use super::queue::{Done, Queue};
 use super::record::{read, Record};
-use super::scope::{changed_services, same_config, Scope};
+use super::scope::{changed_pool_services, changed_services, same_config, Scope};
 use super::service::{apply_body, current_ingress, desired_ingress};
 use super::undecodable::{Reported, UndecodableEvent};
+use crate::api::openyurt::PoolService;
 use crate::election::Candidate;
 use crate::ipam::{status_ips, AllocationKey, Assignments, Outcome};
 use crate::snapshot::{ObjectKey, Selection, Snapshot};
@@ -76,6 +79,8 @@ pub struct WriterConfig {
     pub write_timeout: Duration,
     /// Wait before a failed write is tried again.
     pub retry: Duration,
+    /// The cloud load-balancer driver's reports (the entry points of cloud-class pools).
+    pub cloud: CloudSource,
 }
 
 impl WriterConfig {
@@ -87,6 +92,7 @@ impl WriterConfig {
             concurrency: 32,
             write_timeout: Duration::from_secs(5),
             retry: Duration::from_secs(1),
+            cloud: pools::no_cloud(),
         }
     }
 }
@@ -105,6 +111,8 @@ pub struct Written {
 pub struct WriterStats {
     /// Service statuses written.
     pub services: usize,
+    /// PoolService statuses written.
+    pub pool_services: usize,
     /// Objects whose conditions were written.
     pub conditions: usize,
     /// Events created or counted in a series.
@@ -139,6 +147,8 @@ enum Key {
     Announced(ObjectKey),
     Undecodable(String, ObjectKey),
     PassThrough(ObjectKey),
+    /// The status of the PoolService of (Service, node pool).
+    PoolStatus(ObjectKey, Arc<str>),
 }
 
 impl Key {
@@ -149,7 +159,8 @@ impl Key {
             | Key::Failed(k)
             | Key::Announced(k)
             | Key::Undecodable(_, k)
-            | Key::PassThrough(k) => k,
+            | Key::PassThrough(k)
+            | Key::PoolStatus(k, _) => k,
         }
     }
 
@@ -157,7 +168,11 @@ impl Key {
     fn about_service(&self) -> bool {
         matches!(
             self,
-            Key::Status(_) | Key::Failed(_) | Key::Announced(_) | Key::PassThrough(_)
+            Key::Status(_)
+                | Key::Failed(_)
+                | Key::Announced(_)
+                | Key::PassThrough(_)
+                | Key::PoolStatus(..)
         )
     }
 }
@@ -204,6 +219,12 @@ enum Write {
     Note(String),
     Undecodable(UndecodableEvent),
     PassThrough(PassCond),
+    /// A PoolService's status: the object (and its UID) and what its pool has.
+    PoolStatus {
+        object: ObjectKey,
+        uid: String,
+        entry: PoolEntry,
+    },
 }
 
 /// How one write ended.
@@ -217,6 +238,7 @@ enum Ended {
     Condition(Cond, usize),
     Undecodable(UndecodableEvent),
     PassThrough(PassCond, usize),
+    PoolStatus(String, PoolEntry),
     Retry(String),
     /// The fence left too little time: started again once it is renewed.
     Fenced,
@@ -276,6 +298,12 @@ struct Writer {
     conditions_applied: HashMap<(&'static str, ObjectKey), Cond>,
     /// Pass-through conditions written this term, not yet in the snapshot.
     pass_applied: HashMap<ObjectKey, PassCond>,
+    /// PoolService statuses written this term (PoolService UID, entry), not yet in the snapshot.
+    pool_applied: HashMap<(ObjectKey, Arc<str>), (String, PoolEntry)>,
+    /// The cloud driver's reports and the last of them a pass looked at.
+    cloud: CloudSource,
+    cloud_seen: Arc<CloudReports>,
+    cloud_closed: bool,
     /// Reported this term: `AllocationFailed` reason and `AnnouncedBy` text per Service.
     failed: HashMap<ObjectKey, String>,
     announced: HashMap<ObjectKey, String>,
@@ -378,6 +406,7 @@ fn list(ips: &[IpAddr]) -> String {
 
 impl Writer {
     fn new(client: Client, cfg: WriterConfig, fence: watch::Receiver<Fence>) -> Writer {
+        let cloud = cfg.cloud.clone();
         Writer {
             client,
             cfg,
@@ -387,6 +416,10 @@ impl Writer {
             applied: HashMap::new(),
             conditions_applied: HashMap::new(),
             pass_applied: HashMap::new(),
+            pool_applied: HashMap::new(),
+            cloud,
+            cloud_seen: Arc::default(),
+            cloud_closed: false,
             failed: HashMap::new(),
             announced: HashMap::new(),
             changed: BTreeSet::new(),
@@ -419,6 +452,10 @@ impl Writer {
                     if r.is_err() {
                         break;
                     }
+                }
+                r = self.cloud.changed(), if !self.cloud_closed => {
+                    // No driver (or it stopped): its last reports stay.
+                    self.cloud_closed = r.is_err();
                 }
                 r = rx.changed() => {
                     if r.is_err() {
@@ -459,6 +496,7 @@ impl Writer {
             + self.applied.len()
             + self.conditions_applied.len()
             + self.pass_applied.len()
+            + self.pool_applied.len()
             + self.failed.len()
             + self.announced.len()
             + self.changed.len()
@@ -501,6 +539,7 @@ impl Writer {
         self.applied.clear();
         self.conditions_applied.clear();
         self.pass_applied.clear();
+        self.pool_applied.clear();
         self.failed.clear();
         self.announced.clear();
         self.changed.clear();
@@ -578,6 +617,13 @@ impl Writer {
             return;
         };
         let snap = &sub.snap;
+        // New cloud reports: the Services they are about are decided again.
+        let cloud = self.cloud.borrow_and_update().clone();
+        if !Arc::ptr_eq(&cloud, &self.cloud_seen) {
+            self.touched
+                .extend(cloud.changed_services(&self.cloud_seen));
+            self.cloud_seen = cloud;
+        }
         let fresh = self.processed.as_ref().is_none_or(|p| !p.same_as(snap));
         let before = self.assignments.clone();
         if fresh {
@@ -598,6 +644,7 @@ impl Writer {
         let scope = self.scope(snap, &before, same_candidates);
         let a = self.assignments.clone();
         self.queue_statuses(snap, &a, &scope);
+        self.queue_pool_statuses(snap, &a, &scope);
         self.queue_pass_through(snap, &a, &scope);
         self.queue_conditions(snap);
         self.queue_undecodable(snap);
@@ -618,6 +665,7 @@ impl Writer {
         match (&self.processed, &self.passed) {
             (Some(p), Some(_)) if same_candidates && same_config(p, snap) => {
                 let mut keys = changed_services(p, snap, before, &self.assignments);
+                keys.extend(changed_pool_services(p, snap));
                 keys.extend(touched);
                 Scope::Only(keys)
             }
@@ -631,6 +679,7 @@ impl Writer {
             let live = |k: &ObjectKey| snap.services.contains_key(k);
             self.applied.retain(|k, _| live(k));
             self.pass_applied.retain(|k, _| live(k));
+            self.pool_applied.retain(|(k, _), _| live(k));
             self.failed.retain(|k, _| live(k));
             self.announced.retain(|k, _| live(k));
             self.changed.retain(|k| live(k.service()));
@@ -649,6 +698,9 @@ impl Writer {
         for k in gone {
             self.applied.remove(&k);
             self.pass_applied.remove(&k);
+            self.pool_applied.retain(|(s, _), _| *s != k);
+            self.queue
+                .retain(|key| !matches!(key, Key::PoolStatus(s, _) if *s == k));
             self.failed.remove(&k);
             self.announced.remove(&k);
             for key in [
@@ -688,7 +740,13 @@ impl Writer {
                 .map_or(pass::Frontend::SelfAnnounced, |al| {
                     frontend_of(snap, &al.pool)
                 });
-            let want = desired_ingress(svc, outcome, frontend);
+            let cloud = pools::is_cloud(svc);
+            let want = if cloud {
+                // A cloud class: the driver's addresses, whatever ipam decided.
+                pools::cloud_union(&self.cloud_seen, key)
+            } else {
+                desired_ingress(svc, outcome, frontend)
+            };
             let k = Key::Status(key.clone());
             if want == current_ingress(svc) {
                 self.applied.remove(key);
@@ -700,6 +758,7 @@ impl Writer {
                 continue;
             }
             let pool = match outcome {
+                _ if cloud => "(cloud load balancer)".to_string(),
                 Some(Ok(al)) => al.pool.to_string(),
                 _ => String::new(),
             };
@@ -710,6 +769,47 @@ impl Writer {
                     pool,
                 },
             );
+        }
+    }
+
+    /// The status of each PoolService of ours of the Services in scope: its pool's ingress
+    /// and condition ([`pools::entry`]).
+    fn queue_pool_statuses(&mut self, snap: &Snapshot, a: &Assignments, scope: &Scope) {
+        let sel = &snap.selection;
+        for (key, svc) in Self::services_in(snap, scope) {
+            let Ok(Some(selected)) = crate::nodepool::selected_node_pools(svc, &snap.node_pools)
+            else {
+                continue;
+            };
+            for (pool, entry) in pools::of_service(snap, a, &self.cloud_seen, key, svc, &selected) {
+                let k = Key::PoolStatus(key.clone(), pool.clone());
+                let object = ObjectKey::new(&key.namespace, &pool_service_name(&key.name, &pool));
+                let Some(ps) = snap.pool_services.get(&object).filter(|ps| {
+                    pool_service_is_ours(ps, sel)
+                        && ps.metadata.deletion_timestamp.is_none()
+                        && owner_of(ps).is_some_and(|(s, p)| s == *key && p == pool)
+                }) else {
+                    self.queue.withdraw(&k);
+                    continue;
+                };
+                let uid = ps.metadata.uid.clone().unwrap_or_default();
+                let id = (key.clone(), pool.clone());
+                if pools::shows(ps, &entry) {
+                    self.pool_applied.remove(&id);
+                    self.queue.withdraw(&k);
+                    continue;
+                }
+                if self
+                    .pool_applied
+                    .get(&id)
+                    .is_some_and(|(u, e)| *u == uid && *e == entry)
+                {
+                    self.queue.withdraw(&k);
+                    continue;
+                }
+                self.queue
+                    .offer(k, Write::PoolStatus { object, uid, entry });
+            }
         }
     }
 
@@ -908,6 +1008,12 @@ impl Writer {
                 (Key::PassThrough(_), Write::PassThrough(c)) => {
                     self.spawn_pass_through(epoch, key, svc, c);
                 }
+                (Key::PoolStatus(..), Write::PoolStatus { object, uid, entry }) => {
+                    match sub.snap.pool_services.get(&object).cloned() {
+                        Some(ps) => self.spawn_pool_status(epoch, key, ps, uid, entry),
+                        None => self.queue.done(&key, Done::Dropped, now),
+                    }
+                }
                 (Key::Announced(_), Write::Note(text)) => {
                     let repeat = self.changed.contains(&key);
                     let note = Note {
@@ -990,6 +1096,31 @@ impl Writer {
                     Ok(_) => Ended::Undecodable(ev),
                     Err(e) => Ended::Retry(e),
                 };
+            Finished {
+                epoch,
+                key,
+                outcome,
+            }
+        });
+    }
+
+    /// Applies one PoolService's status (its pool's ingress and our condition).
+    fn spawn_pool_status(
+        &mut self,
+        epoch: u64,
+        key: Key,
+        ps: Arc<PoolService>,
+        uid: String,
+        entry: PoolEntry,
+    ) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        self.tasks.spawn(async move {
+            let outcome = match write_pool_status(&client, &ps, &entry, timeout).await {
+                Ok(true) => Ended::PoolStatus(uid, entry),
+                Ok(false) => Ended::Gone,
+                Err(e) => Ended::Retry(e),
+            };
             Finished {
                 epoch,
                 key,
@@ -1112,6 +1243,14 @@ impl Writer {
                 self.stats.conditions += 1;
                 self.stats.events += events;
                 self.pass_applied.insert(key.service().clone(), c);
+                self.queue.done(&key, Done::Written, now);
+            }
+            Ended::PoolStatus(uid, entry) => {
+                self.stats.pool_services += 1;
+                if let Key::PoolStatus(s, p) = &key {
+                    self.pool_applied
+                        .insert((s.clone(), p.clone()), (uid, entry));
+                }
                 self.queue.done(&key, Done::Written, now);
             }
             Ended::Condition(c, events) => {
@@ -1336,6 +1475,44 @@ async fn write_pass_through(
         Err(_) => Err(format!(
             "Service {ns}/{name} pass-through condition: timed out"
         )),
+    }
+}
+
+/// Applies a PoolService's status; `Ok(false)`: it is gone.
+async fn write_pool_status(
+    client: &Client,
+    ps: &PoolService,
+    entry: &PoolEntry,
+    timeout: Duration,
+) -> Result<bool, String> {
+    let ns = ps.metadata.namespace.as_deref().unwrap_or("default");
+    let name = ps.metadata.name.as_deref().unwrap_or_default();
+    let api: Api<PoolService> = Api::namespaced(client.clone(), ns);
+    // The transition time moves only when the condition's status does.
+    let want_status = if entry.ingress.is_empty() {
+        "False"
+    } else {
+        "True"
+    };
+    let since = match pools::current(ps).1 {
+        Some(c) if c.status == want_status => c.last_transition_time.clone(),
+        _ => Time(Timestamp::now()),
+    };
+    let body = pools::apply_body(name, entry, since, ps.metadata.generation);
+    let params = PatchParams::apply(pools::FIELD_MANAGER).force();
+    match tokio::time::timeout(
+        timeout,
+        api.patch_status(name, &params, &Patch::Apply(&body)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {
+            tracing::info!(pool_service = %format!("{ns}/{name}"), reason = %entry.reason, "PoolService status written");
+            Ok(true)
+        }
+        Ok(Err(kube::Error::Api(s))) if s.code == 404 => Ok(false),
+        Ok(Err(e)) => Err(format!("PoolService {ns}/{name} status: {e}")),
+        Err(_) => Err(format!("PoolService {ns}/{name} status: timed out")),
     }
 }
 

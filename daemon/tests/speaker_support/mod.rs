@@ -9,7 +9,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use edgelb_tests::kube::{Cluster, NodeSpec, Speaker};
 use edgelb_tests::lab::{Netns, NsProcess};
+
+/// `edgelb-speaker` as deployed (the harness's [`Speaker::deploy`]: the shipped DaemonSet's
+/// args and ServiceAccount) on Node `name` at `ip`, in `ns`, with no extra arguments.
+pub async fn deploy_speaker(
+    cluster: &Cluster,
+    ns: &Netns,
+    name: &str,
+    ip: &str,
+) -> anyhow::Result<Speaker> {
+    let node = NodeSpec::new(name, ip.parse().with_context(|| format!("node IP {ip}"))?);
+    let binary = Path::new(env!("CARGO_BIN_EXE_edgelb-speaker"));
+    Speaker::deploy(cluster, ns, &node, binary).await
+}
 
 /// A test's private directory (files, logs); removed on drop unless the test panics.
 pub struct Dir(pub PathBuf);
@@ -131,12 +145,15 @@ impl SpeakerProc {
         log: PathBuf,
         args: &[&str],
     ) -> anyhow::Result<SpeakerProc> {
-        let bin = env!("CARGO_BIN_EXE_edgelb-speaker");
+        // `EDGELB_SPEAKER`: another build of the speaker (a release binary for figures, or
+        // an older one to compare with), as `tests/benches/cluster_scale.rs` takes it.
+        let bin = std::env::var("EDGELB_SPEAKER")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgelb-speaker").to_string());
         let file_s = file.to_string_lossy().into_owned();
         let mut argv = vec![
             "env",
             "RUST_LOG=info",
-            bin,
+            &bin,
             "run",
             "--node",
             node,

@@ -24,6 +24,13 @@
 //! - [`service_account_token`], [`deploy::apply`] / [`deploy::parse_yaml`]: what `kubectl
 //!   create token` and `kubectl apply --server-side` do.
 //! - [`eventually`]: bounded polling for async checks.
+//! - [`cluster_for`]`(test)`: the shared cluster and an admin client, the start of every
+//!   cluster test.
+//! - [`objects`]: the Service / EndpointSlice shapes ([`objects::lb_service`],
+//!   [`objects::ready_slice`]), status and Event readers, a burst of Services
+//!   ([`objects::create_services`]), the speakers' requests in the audit log, and
+//!   [`objects::Cleanup`] / [`objects::then_clean`] (delete what the test made, wait until
+//!   it is gone, whatever the scenario's result).
 //! - [`Speaker::publish_pod`]: the speaker's Pod object (from the DaemonSet's template, its
 //!   IP the node's), reachable through the API server's pod proxy: the API server's
 //!   `cluster` egress goes through [`PodNetwork`], which dials into the node's namespace.
@@ -42,6 +49,7 @@
 pub mod control_plane;
 pub mod deploy;
 pub mod forward;
+pub mod objects;
 pub mod pod_net;
 pub mod speaker;
 
@@ -105,6 +113,20 @@ pub fn speaker_binary() -> anyhow::Result<PathBuf> {
         bin.display()
     );
     Ok(bin)
+}
+
+/// The test binary's shared cluster ([`Cluster::shared`]) and an admin client, or `None`
+/// when the test cannot run here (namespaces disabled on purpose, or no control-plane
+/// binaries outside CI; both printed).
+pub async fn cluster_for(test: &str) -> anyhow::Result<Option<(&'static Cluster, Client)>> {
+    if !crate::lab::enabled(test) {
+        return Ok(None);
+    }
+    let Some(cluster) = Cluster::shared(test)? else {
+        return Ok(None);
+    };
+    let admin = cluster.admin_client().await?;
+    Ok(Some((cluster, admin)))
 }
 
 /// Creates (or updates) Node `name` with `labels` and InternalIP `ip`, as a kubelet

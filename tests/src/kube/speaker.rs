@@ -199,6 +199,17 @@ pub struct NodeSpec {
     pub extra_args: Vec<String>,
 }
 
+impl NodeSpec {
+    /// Node `name` at `ip`, with the DaemonSet's arguments only.
+    pub fn new(name: &str, ip: IpAddr) -> NodeSpec {
+        NodeSpec {
+            name: name.to_string(),
+            ip,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
 /// One running speaker; killed with its forwarder on drop.
 pub struct Speaker {
     /// The node's name.
@@ -359,6 +370,20 @@ impl Speaker {
     /// The speaker's log so far.
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Prints the speaker's argv and log when `result` is an error (a failing test's
+    /// evidence); returns `result`.
+    pub fn log_if_failed<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if result.is_err() {
+            eprintln!(
+                "speaker of {} argv: {:?}\nspeaker log:\n{}",
+                self.node,
+                self.argv,
+                self.logs()
+            );
+        }
+        result
     }
 
     /// `GET path` on the metrics port (`/readyz`, `/healthz`, `/metrics`): (status, body).

@@ -25,3 +25,29 @@ pub fn enabled(test: &str) -> bool {
     }
     true
 }
+
+/// The load average (1, 5, 15 min), for every timing figure: the lab machine is shared.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+/// Prints a measured figure and appends it to `target/tmp/figures/{file}.txt`, which
+/// `.ci/run` prints after the tests (cargo hides a passing test's output).
+pub fn figure(file: &str, line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let Some(dir) = crate::kube::target_tmp().map(|t| t.join("figures")) else {
+        return;
+    };
+    let out = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{file}.txt")))
+    });
+    if let Ok(mut f) = out {
+        let _ = writeln!(f, "{line}");
+    }
+}

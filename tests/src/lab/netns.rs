@@ -249,6 +249,14 @@ impl Lan {
         self.switch.ip(&["link", "set", &port, "master", "br0"])?;
         Ok(port)
     }
+
+    /// A new namespace (`tag`) on this LAN: `eth0` with `cidr` (e.g. `192.0.2.1/24`), up.
+    pub fn join(&mut self, tag: &str, cidr: &str) -> anyhow::Result<Netns> {
+        let ns = Netns::new(tag)?;
+        self.attach(&ns, "eth0")?;
+        ns.addr("eth0", cidr)?;
+        Ok(ns)
+    }
 }
 
 /// A process running inside a namespace; killed (SIGKILL) and reaped on drop.
