@@ -415,7 +415,7 @@ Announced by edge-1:
 #[test]
 fn explain_ranks_the_nodes_of_an_l2_ip_and_says_why_each_was_skipped() {
     let mut v = view();
-    let mut services = (*v.services).clone();
+    let mut services = v.services.to_vec();
     let ranked = |node: &str, why: Option<&str>| CandidateView {
         node: node.into(),
         excluded: why.map(str::to_string),

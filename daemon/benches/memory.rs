@@ -5,10 +5,10 @@
 //!
 //! `cargo bench -p edgelb-daemon --bench memory` (env `MEM_N="1000 10000"`, the default).
 //! Per stage and N it prints the live heap in MiB, the live allocations, and the bytes per
-//! Service over the baseline; at the end, what glibc's malloc holds (in use and free) and
-//! the process's RSS. The announcers run in a network namespace of their own (the one BGP
-//! peer is on loopback port 1, nothing listens): root is needed, as for the speaker tests.
-#![allow(unsafe_code)] // the counting allocator (GlobalAlloc is an unsafe trait) and mallinfo2
+//! Service over the baseline; at the end, the process's RSS. The announcers run in a
+//! network namespace of their own (the one BGP peer is on loopback port 1, nothing
+//! listens): root is needed, as for the speaker tests.
+#![allow(unsafe_code)] // the counting allocator: GlobalAlloc is an unsafe trait
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
@@ -102,7 +102,7 @@ const STAGES: [&str; 7] = [
 async fn stages(n: usize) -> Vec<(i64, i64)> {
     let (b0, c0) = live();
     let mut out = Vec::new();
-    let mut mark = |out: &mut Vec<(i64, i64)>| {
+    let mark = |out: &mut Vec<(i64, i64)>| {
         let (b, c) = live();
         out.push((b - b0, c - c0));
     };
@@ -202,14 +202,8 @@ fn main() {
         }
         println!();
     }
-    // What malloc holds beside what is live now (every run's objects were dropped).
-    // SAFETY: mallinfo2 only reads glibc's counters.
-    let mi = unsafe { libc::mallinfo2() };
     println!(
-        "# after the runs: malloc in use {:.1} MiB, free but held {:.1} MiB, mmapped {:.1} MiB; RSS {:.1} MiB",
-        mib(mi.uordblks as i64),
-        mib(mi.fordblks as i64),
-        mib(mi.hblkhd as i64),
+        "# RSS of this bench after the runs (every run's objects dropped): {:.1} MiB",
         rss_kib() as f64 / 1024.0
     );
 }
