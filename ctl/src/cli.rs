@@ -73,6 +73,9 @@ pub enum Command {
     Routes,
     /// Speakers this node knows, with their health.
     Members,
+    /// Node pools (OpenYurt `NodePool` or node label), their nodes and entry points.
+    #[command(alias = "np")]
+    Nodepools,
     /// Everything about one Service: `svc/NAME` or `svc/NAMESPACE/NAME`.
     Explain {
         /// `svc/NAME` (namespace from -n) or `svc/NAMESPACE/NAME`.
@@ -176,6 +179,13 @@ pub fn render(
             text(
                 structured(&view.members, output)?,
                 format::members_table(view, wide, colour),
+            ),
+            EXIT_OK,
+        ),
+        Command::Nodepools => (
+            text(
+                structured(&view.node_pools, output)?,
+                format::node_pools_table(view, wide, colour),
             ),
             EXIT_OK,
         ),

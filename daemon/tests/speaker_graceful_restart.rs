@@ -100,7 +100,11 @@ fn gr_info(frr: &Frr) -> anyhow::Result<(bool, bool, String)> {
     Ok((eor, r_bit, gr.to_string()))
 }
 
+/// The namespaces, and the Service's TCP server on the node (`target`).
 struct Lab {
+    // The server first: dropped before its namespace.
+    _server: TcpServer,
+    target: SocketAddr,
     _client: Netns,
     router: Netns,
     node: Netns,
@@ -122,12 +126,23 @@ fn lab() -> anyhow::Result<Lab> {
     node.ip(&["addr", "add", &format!("{SVC_IP}/32"), "dev", "lo"])?;
     client.addr("eth0", "203.0.113.2/24")?;
     client.ip(&["route", "add", "default", "via", "203.0.113.1"])?;
+    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
     Ok(Lab {
+        _server: TcpServer::start(node.name(), target, "ok\n")?,
+        target,
         client_name: client.name().to_string(),
         _client: client,
         router,
         node,
     })
+}
+
+/// FRR (zebra + bgpd) on the router with the node as its neighbour.
+fn router(lab: &Lab) -> anyhow::Result<Frr> {
+    Frr::start_with_zebra(
+        &lab.router,
+        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
+    )
 }
 
 fn wait_path(frr: &Frr, stale: bool, timeout: Duration) -> anyhow::Result<Duration> {
@@ -321,12 +336,8 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
     }
     let dir = Dir::new("speaker-gr")?;
     let lab = lab()?;
-    let frr = Frr::start_with_zebra(
-        &lab.router,
-        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
-    )?;
-    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
-    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    let frr = router(&lab)?;
+    let target = lab.target;
     let speakers = Speakers::new(&lab, &dir, &yaml("30s"))?;
 
     // 1. Planned restart.
@@ -513,24 +524,16 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
 /// bit and End-of-RIB, and the client's connections never fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<()> {
-    use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker};
+    use edgelb_tests::kube::{self as harness, deploy, NodeSpec, Speaker};
     const TEST: &str =
         "speaker_graceful_restart::as_deployed_a_pod_replacement_keeps_client_traffic";
     const NODE_NAME: &str = "gr-node-0";
-    if !lab::enabled(TEST) {
-        return Ok(());
-    }
-    let Some(cluster) = Cluster::shared(TEST)? else {
+    let Some((cluster, admin)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let admin = cluster.admin_client().await?;
     let lab = lab()?;
-    let frr = Frr::start_with_zebra(
-        &lab.router,
-        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
-    )?;
-    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
-    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    let frr = router(&lab)?;
+    let target = lab.target;
     harness::create_node(&admin, NODE_NAME, NODE.parse()?, &[]).await?;
     let objects = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: gr-test}}\n\
@@ -631,8 +634,7 @@ fn planned_restart_with_bfd_keeps_client_traffic() -> anyhow::Result<()> {
     // FRR's default timers (3 x 300 ms, MetalLB's defaults too).
     let frr =
         Frr::start_with_bfd_profile(&lab.router, cfg, NODE.parse()?, &BfdProfile::new("fast"))?;
-    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
-    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    let target = lab.target;
     let speakers = Speakers::new(&lab, &dir, &yaml_with("30s", ", bfdProfile: fast"))?;
     // Longer than BFD's detection time (0.9 s): a silent session would have failed by now.
     let p = planned_restart(

@@ -51,13 +51,6 @@ const POOL: &str = "198.18.0.0/18";
 const SPEAKERS: u8 = 3;
 const IN_FLIGHT: usize = 32;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn figure(line: &str) {
     lab::figure("cluster_scale", line);
 }
@@ -359,8 +352,8 @@ fn show(cpu: &[(String, f64, f64)]) -> String {
 }
 
 async fn steady(admin: &Client, rig: &Rig, n: usize) -> anyhow::Result<()> {
-    let rest = Duration::from_secs(env_or("REST", 30));
-    let settle = Duration::from_secs(env_or("SETTLE", 10));
+    let rest = Duration::from_secs(harness::env_or("REST", 30));
+    let settle = Duration::from_secs(harness::env_or("SETTLE", 10));
     let idle = at_rest(rig, rest);
     let idle_rss = rig.rss();
     let ns = format!("steady-{n}");
@@ -423,7 +416,7 @@ async fn run() -> anyhow::Result<()> {
             )),
         }
     }
-    let steady_n: usize = env_or("STEADY", 0);
+    let steady_n: usize = harness::env_or("STEADY", 0);
     if steady_n > 0 {
         steady(&admin, &rig, steady_n).await?;
     }

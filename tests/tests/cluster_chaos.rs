@@ -35,13 +35,6 @@ const POOL: &str = "198.18.0.0/20";
 const SERVICES: usize = 2000;
 const IN_FLIGHT: usize = 32;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// SplitMix64: the chaos points drawn from the seed (reproducible, no dependency).
 struct SplitMix(u64);
 
@@ -391,7 +384,7 @@ async fn chaos_never_gives_one_ip_to_two_services() -> anyhow::Result<()> {
     let Some((cluster, admin)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let n: usize = env_or("EDGELB_CHAOS_SERVICES", SERVICES);
+    let n: usize = harness::env_or("EDGELB_CHAOS_SERVICES", SERVICES);
     let seeds: Vec<u64> = std::env::var("EDGELB_CHAOS_SEEDS")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')

@@ -14,8 +14,8 @@ use ipnet::IpNet;
 
 use super::view::{
     AllocationView, AnnouncementView, CandidateView, FamilyNotAnnouncedView, InterfaceView,
-    IpRankView, Mode, PeerView, PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView,
-    ServiceView,
+    IpRankView, Mode, NodePoolView, PeerView, PolicyRouteEntryView, PolicyRouteView,
+    PolicyRuleView, PoolView, ServiceView,
 };
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::{self, ElectionResult, ModeKind};
@@ -147,6 +147,19 @@ pub fn interface_view(s: &InterfaceStats) -> InterfaceView {
 }
 
 /// Every allocation outcome, in key order.
+/// The node pools of the snapshot with their members.
+pub fn node_pools_view(snap: &Snapshot) -> Vec<NodePoolView> {
+    snap.node_pools
+        .values()
+        .map(|p| NodePoolView {
+            name: p.name.to_string(),
+            source: if p.from_crd { "NodePool" } else { "node label" }.into(),
+            labels: p.labels.clone(),
+            nodes: p.nodes.iter().map(ToString::to_string).collect(),
+        })
+        .collect()
+}
+
 pub fn allocations_view(a: &Assignments) -> Vec<AllocationView> {
     a.outcomes
         .iter()
@@ -447,6 +460,7 @@ pub fn bgp_announcements(
                 ip: ip.to_string(),
                 service: key.service.to_string(),
                 pool: al.pool.to_string(),
+                node_pool: key.node_pool.as_deref().map(str::to_string),
                 mode: Mode::Bgp,
                 owner: node.to_string(),
                 since: None,
@@ -505,6 +519,7 @@ pub fn l2_announcements_of(
                     ip: ip.to_string(),
                     service: key.service.to_string(),
                     pool: al.pool.to_string(),
+                    node_pool: key.node_pool.as_deref().map(str::to_string),
                     mode: Mode::L2,
                     owner: node.to_string(),
                     since: since.map(unix),

@@ -25,8 +25,9 @@ use edgelb_l2::InterfaceStats;
 use tokio::sync::watch;
 
 use super::build::{
-    allocations_view, bgp_announcements, interface_view, l2_announcements_of, l2_owned, peer_view,
-    policy_routes_view, pools_view, services_view, unix, unix_ms, SinceTracker,
+    allocations_view, bgp_announcements, interface_view, l2_announcements_of, l2_owned,
+    node_pools_view, peer_view, policy_routes_view, pools_view, services_view, unix, unix_ms,
+    SinceTracker,
 };
 use super::view::{
     AllocationView, AnnouncementView, Health, LocalView, MemberView, PoolView, Section,
@@ -364,6 +365,7 @@ impl Publisher {
             view.allocations = sections.allocations.clone();
             view.pools = sections.pools.clone();
             view.services = sections.services.clone();
+            view.node_pools = node_pools_view(snap);
         }
         // Failover: from a death to the first L2 announcement of each IP taken after it.
         inner

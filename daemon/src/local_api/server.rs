@@ -1,6 +1,6 @@
 //! The local API on a Unix socket: `GET /v1/view` answers the whole [`LocalView`] as JSON,
 //! `GET /v1/<section>` one part of it (`peers`, `announcements`, `interfaces`,
-//! `policyRoutes`, `allocations`, `pools`, `members`, `services`), `GET /healthz` `ok`.
+//! `policyRoutes`, `allocations`, `pools`, `members`, `services`, `nodePools`), `GET /healthz` `ok`.
 //!
 //! Owner-only: the socket's directory is created `0700` when we create it, and the socket
 //! itself is set to `0600` right after `bind`, so only root (the speaker's user) connects.

@@ -58,6 +58,25 @@ pub struct LocalView {
     /// speaker, built when a request reads it).
     #[serde(default)]
     pub services: Section<ServiceView>,
+    /// The node pools (OpenYurt `NodePool` objects or node labels) and their members.
+    #[serde(default)]
+    pub node_pools: Vec<NodePoolView>,
+}
+
+/// One node pool and its members.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePoolView {
+    /// The pool's name.
+    pub name: String,
+    /// `NodePool` (an OpenYurt object exists) or `node label` (only nodes name it).
+    pub source: String,
+    /// The pool's labels (what `service.openyurt.io/nodepool-labelselector` selects).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its nodes, sorted.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 /// A Service-sized list of the view that the speaker builds only when something reads it
@@ -342,6 +361,9 @@ pub struct AnnouncementView {
     pub service: String,
     /// The pool the IP comes from.
     pub pool: String,
+    /// The node pool of a per-pool IP (`service.openyurt.io/nodepool-labelselector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_pool: Option<String>,
     /// BGP or L2.
     pub mode: Mode,
     /// The node that owns the IP (BGP: every announcing node is an owner; this node).
