@@ -66,6 +66,8 @@ pub struct ViewParts<'a> {
     /// The election candidates as this speaker sees them (liveness, interfaces), for the
     /// per-Service exclusion reasons.
     pub candidates: Vec<Candidate>,
+    /// The cloud driver's state, when one runs (`--elb-*`).
+    pub cloud: Option<Arc<crate::cloud_lb::CloudState>>,
 }
 
 /// How many times each Service-sized section of the view was made from new inputs (built,
@@ -336,6 +338,10 @@ impl Publisher {
                 .collect(),
             interfaces: parts.l2_stats.iter().map(interface_view).collect(),
             policy_routes: policy_routes_view(&parts.policy_routes),
+            cloud: parts
+                .cloud
+                .as_deref()
+                .map(crate::cloud_lb::CloudState::view),
             ..LocalView::default()
         };
         if let Some((snap, a)) = parts.last {

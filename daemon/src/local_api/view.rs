@@ -58,9 +58,94 @@ pub struct LocalView {
     /// speaker, built when a request reads it).
     #[serde(default)]
     pub services: Section<ServiceView>,
+    /// Cloud load balancers (`--elb-*`), as this speaker's driver last saw them; only the
+    /// Lease holder drives them (`edgelbctl elb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudView>,
     /// The node pools (OpenYurt `NodePool` objects or node labels) and their members.
     #[serde(default)]
     pub node_pools: Vec<NodePoolView>,
+}
+
+/// The cloud driver's state (no credentials: only the Secret's name appears, in `problem`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudView {
+    /// This speaker drives the cloud now (holds the Lease and has credentials).
+    pub active: bool,
+    /// Why it cannot (e.g. the credentials Secret is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// One per (Service, node pool).
+    #[serde(default)]
+    pub load_balancers: Vec<CloudLbView>,
+    /// Names being deleted, with the last error if any.
+    #[serde(default)]
+    pub deleting: Vec<String>,
+    /// Calls per cloud action since start.
+    #[serde(default)]
+    pub calls: Vec<CloudCallView>,
+}
+
+/// One pool's cloud load balancer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudLbView {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    pub pool: String,
+    /// `namespace/name` of the PoolService.
+    pub pool_service: String,
+    /// `k8s/<service>/<namespace>/<pool>/<cluster>`.
+    pub name: String,
+    pub user_managed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip_id: Option<String>,
+    /// `tcp/80 -> 30080 Running`.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// `i-123:100`.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// Nodes of the pool that are not backends, and why.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    pub converged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The calls of the last round that changed something.
+    #[serde(default)]
+    pub last_actions: Vec<String>,
+    /// Unix seconds of the last round.
+    pub updated: u64,
+}
+
+/// One cloud action's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudCallView {
+    pub action: String,
+    /// HTTP requests, retries included.
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub retried: u64,
+    /// Summed latency of the calls, milliseconds.
+    pub latency_ms: u64,
 }
 
 /// One node pool and its members.
