@@ -15,6 +15,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// The audit-log check the daemon's cluster tests use.
+#[path = "../../daemon/tests/speaker_support/audit.rs"]
+mod audit;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
@@ -422,6 +425,9 @@ async fn cloud_load_balancer_lifecycle() -> anyhow::Result<()> {
         cleanup(&client),
     )
     .await?;
+    // Every request of the speaker (the Secret's watch, Events, PoolService status and
+    // finalizers) was allowed by the shipped RBAC and is in the access table.
+    audit::speaker_requests_were_granted_and_listed(cluster)?;
     let report = emu.stop();
     ensure!(
         report["LoadBalancers"]
