@@ -418,7 +418,7 @@ Announced by edge-1:
 #[test]
 fn explain_ranks_the_nodes_of_an_l2_ip_and_says_why_each_was_skipped() {
     let mut v = view();
-    let mut services = (*v.services).clone();
+    let mut services = v.services.to_vec();
     let ranked = |node: &str, why: Option<&str>| CandidateView {
         node: node.into(),
         excluded: why.map(str::to_string),
@@ -599,7 +599,7 @@ fn pooled_view() -> LocalView {
             nodes: vec!["edge-1".into(), "edge-2".into()],
         },
     ];
-    let mut allocations = (*v.allocations).clone();
+    let mut allocations = v.allocations.to_vec();
     allocations.extend([
         AllocationView {
             service: "default/cube".into(),
@@ -619,7 +619,7 @@ fn pooled_view() -> LocalView {
         },
     ]);
     v.allocations = allocations.into();
-    let mut services = (*v.services).clone();
+    let mut services = v.services.to_vec();
     for (np, nodes) in [
         ("np-chengdu", vec![("cd-1", None)]),
         (
