@@ -23,6 +23,7 @@ use edgelb_daemon::cloud_lb::testing::World;
 use edgelb_daemon::cloud_lb::{CloudConfig, CloudEntry, CloudState};
 use edgelb_daemon::snapshot::ObjectKey;
 use edgelb_daemon::status::leader::Fence;
+use edgelb_daemon::status::pool_ingress::{self, CloudSource};
 use serde_json::{json, Value};
 use support::{Emulator, KEY_ID, SECRET};
 use tokio::sync::watch;
@@ -71,37 +72,58 @@ fn net() -> NetworkRef {
     }
 }
 
-/// Waits until `f` holds for the driver's state (at most 30 s).
-async fn until(d: &CloudDriver, what: &str, f: impl Fn(&CloudState) -> bool) -> Arc<CloudState> {
-    let mut rx = d.state();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = rx.borrow_and_update().clone();
-        if f(&s) {
-            return s;
-        }
-        if tokio::time::timeout_at(deadline, rx.changed())
-            .await
-            .is_err()
-        {
-            panic!("{what}: not reached in 30 s; state {s:#?}");
-        }
-    }
+/// The cluster side: the world, the fan-out with the cloud finalizer rule applied from the
+/// driver's reports, and the driver fed each new snapshot.
+struct Cluster {
+    w: World,
+    d: CloudDriver,
+    reports: CloudSource,
 }
 
-/// Waits until the emulator's inventory satisfies `f` (at most 30 s).
-async fn inventory_until(emu: &Emulator, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..300 {
-        let inv = emu.inventory();
-        if f(&inv) {
-            return inv;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl Cluster {
+    /// One round of the fan-out (finalizers from the reports), then the snapshot to the driver.
+    fn pump(&mut self) {
+        let r = self.reports.borrow().clone();
+        self.w.fan_out_with(Some(&r));
+        self.d.submit(self.w.snapshot());
     }
-    panic!(
-        "{what}: not reached in 30 s; inventory {:#}",
-        emu.inventory()
-    );
+
+    /// Pumps until `f` holds for the driver's state (at most 30 s).
+    async fn until(&mut self, what: &str, f: impl Fn(&CloudState) -> bool) -> Arc<CloudState> {
+        for _ in 0..600 {
+            self.pump();
+            let s = self.d.state().borrow().clone();
+            if f(&s) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{what}: not reached in 30 s; state {:#?}",
+            self.d.state().borrow()
+        );
+    }
+
+    /// Pumps until the emulator's inventory satisfies `f` (at most 30 s).
+    async fn inventory_until(
+        &mut self,
+        emu: &Emulator,
+        what: &str,
+        f: impl Fn(&Value) -> bool,
+    ) -> Value {
+        for _ in 0..300 {
+            self.pump();
+            let inv = emu.inventory();
+            if f(&inv) {
+                return inv;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{what}: not reached in 30 s; inventory {:#}",
+            emu.inventory()
+        );
+    }
 }
 
 fn entry<'a>(s: &'a CloudState, svc: &str, pool: &str) -> Option<&'a CloudEntry> {
@@ -185,23 +207,25 @@ async fn scenario(emu: &Emulator) {
     w.node("hz-1", "hz", Some(&format!("{REGION}.i-hz1")));
     w.node("hz-x", "hz", None);
     w.service("web", "cube", "k8s-svc=cube", &[(80, "TCP", 30080)], &[]);
-    w.fan_out();
 
     let (fence_tx, fence) = watch::channel(open());
+    let (tx, reports) = pool_ingress::channel();
     let d = CloudDriver::spawn(
         None,
         "n1",
         cfg(emu.endpoint()),
         fence.clone(),
         Duration::from_secs(2),
+        tx,
     );
-    d.submit(w.snapshot());
+    let mut k = Cluster { w, d, reports };
 
     // Create: ELB + EIP + listener + backend; the EIP is the ingress.
-    let s = until(&d, "cube/hz converged", |s| {
-        entry(s, "cube", "hz").is_some_and(|e| e.converged && e.ingress.is_some())
-    })
-    .await;
+    let s = k
+        .until("cube/hz converged", |s| {
+            entry(s, "cube", "hz").is_some_and(|e| e.converged && e.ingress.is_some())
+        })
+        .await;
     let e = entry(&s, "cube", "hz").unwrap().clone();
     let inv = emu.inventory();
     let mine = lb(&inv, "k8s/cube/web/hz/c-emu").expect("created");
@@ -213,25 +237,41 @@ async fn scenario(emu: &Emulator) {
         !format!("{s:?}").contains(SECRET),
         "the state shows no secret"
     );
+    // The report for the PoolService status: the EIP, ipMode VIP (no pass-through asked),
+    // resources held (the finalizer stays), the finalizer on the PoolService.
+    let r = k.reports.borrow().clone();
+    assert!(r.synced);
+    let pk = (ObjectKey::new("web", "cube"), Arc::<str>::from("hz"));
+    let re = &r.entries[&pk];
+    assert!(re.holds_resources);
+    assert_eq!(re.ingress.len(), 1);
+    assert_eq!(re.ingress[0].ip, e.eip);
+    assert_eq!(re.ingress[0].ip_mode.as_deref(), Some("VIP"));
+    assert!(k
+        .w
+        .snapshot()
+        .pool_services
+        .get(&ObjectKey::new("web", "cube-hz"))
+        .and_then(|ps| ps.metadata.finalizers.clone())
+        .is_some_and(|f| f.iter().any(|x| x == pool_ingress::CLOUD_FINALIZER)));
 
     // The sweep deleted this cluster's leftover, never another cluster's.
-    inventory_until(emu, "the leftover swept", |inv| {
+    k.inventory_until(emu, "the leftover swept", |inv| {
         lb(inv, "k8s/ghost/web/hz/c-emu").is_none()
     })
     .await;
     assert!(lb(&emu.inventory(), "k8s/ghost/web/hz/other-cluster").is_some());
 
     // A node joins the pool; a port is added.
-    w.node("hz-2", "hz", Some(&format!("{REGION}.i-hz2")));
-    w.service(
+    k.w.node("hz-2", "hz", Some(&format!("{REGION}.i-hz2")));
+    k.w.service(
         "web",
         "cube",
         "k8s-svc=cube",
         &[(80, "TCP", 30080), (443, "TCP", 30443)],
         &[],
     );
-    d.submit(w.snapshot());
-    inventory_until(emu, "node and port followed", |inv| {
+    k.inventory_until(emu, "node and port followed", |inv| {
         lb(inv, "k8s/cube/web/hz/c-emu").is_some_and(|l| {
             l["BackendServers"] == json!({"i-hz1": 100, "i-hz2": 100})
                 && l["Listeners"] == json!(["tcp/80", "tcp/443"])
@@ -239,15 +279,15 @@ async fn scenario(emu: &Emulator) {
     })
     .await;
     // The node leaves and the port goes.
-    w.delete_node("hz-2");
-    w.service("web", "cube", "k8s-svc=cube", &[(80, "TCP", 30080)], &[]);
-    d.submit(w.snapshot());
-    let inv = inventory_until(emu, "node left, port removed", |inv| {
-        lb(inv, "k8s/cube/web/hz/c-emu").is_some_and(|l| {
-            l["BackendServers"] == json!({"i-hz1": 100}) && l["Listeners"] == json!(["tcp/80"])
+    k.w.delete_node("hz-2");
+    k.w.service("web", "cube", "k8s-svc=cube", &[(80, "TCP", 30080)], &[]);
+    let inv = k
+        .inventory_until(emu, "node left, port removed", |inv| {
+            lb(inv, "k8s/cube/web/hz/c-emu").is_some_and(|l| {
+                l["BackendServers"] == json!({"i-hz1": 100}) && l["Listeners"] == json!(["tcp/80"])
+            })
         })
-    })
-    .await;
+        .await;
 
     // Drift: a listener deleted in the console comes back with the resync.
     let lb_id = lb(&inv, "k8s/cube/web/hz/c-emu").unwrap()["LoadBalancerId"]
@@ -262,27 +302,34 @@ async fn scenario(emu: &Emulator) {
     )
     .await
     .unwrap();
-    inventory_until(emu, "drift repaired", |inv| {
+    k.inventory_until(emu, "drift repaired", |inv| {
         lb(inv, "k8s/cube/web/hz/c-emu").is_some_and(|l| l["Listeners"] == json!(["tcp/80"]))
     })
     .await;
 
     // A user's load balancer: our pool's backends only; its own listener and backend stay.
-    w.service(
+    k.w.service(
         "web",
         "shop",
         "k8s-svc=cube",
         &[(8080, "TCP", 30808)],
         &[(ANNOTATION_MANAGED_BY_USER, "true")],
     );
-    w.fan_out();
-    w.annotate_pool_service("web", "shop-hz", &[(ANNOTATION_LB_ID, &user_lb)]);
-    d.submit(w.snapshot());
-    until(&d, "shop/hz converged", |s| {
+    // The user annotates the PoolService once the fan-out made it (a load balancer of ours
+    // may have been created meanwhile: it goes once the annotation is seen).
+    k.pump();
+    k.w.annotate_pool_service("web", "shop-hz", &[(ANNOTATION_LB_ID, &user_lb)]);
+    k.until("shop/hz converged", |s| {
         entry(s, "shop", "hz").is_some_and(|e| e.converged && e.user_managed)
     })
     .await;
-    let inv = emu.inventory();
+    let inv = k
+        .inventory_until(emu, "ours gone from shop/hz", |inv| {
+            lb(inv, "k8s/shop/web/hz/c-emu").is_none()
+                && !names(inv, "EipAddresses", "Name")
+                    .contains(&"k8s/shop/web/hz/c-emu".to_string())
+        })
+        .await;
     let users = lb(&inv, "users-own").unwrap();
     assert_eq!(users["BackendServers"], json!({"i-hz1": 100, "i-user": 40}));
     assert_eq!(
@@ -298,40 +345,55 @@ async fn scenario(emu: &Emulator) {
 
     // Nothing starts while the Lease fence is closed.
     fence_tx.send_replace(closed());
-    w.service("web", "late", "k8s-svc=cube", &[(80, "TCP", 30081)], &[]);
-    w.fan_out();
-    d.submit(w.snapshot());
-    until(&d, "inactive", |s| !s.active).await;
+    k.w.service(
+        "web",
+        "late",
+        "k8s-svc=cube",
+        &[(80, "TCP", 30081)],
+        &[("edgelb.io/pass-through", "true")],
+    );
+    k.until("inactive", |s| !s.active).await;
+    assert!(
+        !k.reports.borrow().synced,
+        "a speaker without the Lease reports nothing"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         lb(&emu.inventory(), "k8s/late/web/hz/c-emu").is_none(),
         "created without the Lease"
     );
     fence_tx.send_replace(open());
-    until(&d, "late/hz converged", |s| {
+    k.until("late/hz converged", |s| {
         entry(s, "late", "hz").is_some_and(|e| e.converged)
     })
     .await;
+    let r = k.reports.borrow().clone();
+    let late = &r.entries[&(ObjectKey::new("web", "late"), Arc::<str>::from("hz"))];
+    assert_eq!(
+        late.ingress[0].ip_mode.as_deref(),
+        Some("Proxy"),
+        "pass-through asked, a proxying load balancer: ipMode Proxy"
+    );
 
     // The speaker killed mid-create: the driver is dropped right after the instance
     // exists; the next one adopts it by name (one instance, one EIP).
-    w.service("web", "crash", "k8s-svc=cube", &[(80, "TCP", 30082)], &[]);
-    w.fan_out();
-    d.submit(w.snapshot());
-    inventory_until(emu, "crash/hz instance created", |inv| {
+    k.w.service("web", "crash", "k8s-svc=cube", &[(80, "TCP", 30082)], &[]);
+    k.inventory_until(emu, "crash/hz instance created", |inv| {
         lb(inv, "k8s/crash/web/hz/c-emu").is_some()
     })
     .await;
-    drop(d);
-    let d = CloudDriver::spawn(
+    let (tx, reports) = pool_ingress::channel();
+    // Dropping the old driver aborts its task mid-call, as SIGKILL would.
+    k.d = CloudDriver::spawn(
         None,
         "n1",
         cfg(emu.endpoint()),
         fence.clone(),
         Duration::from_secs(2),
+        tx,
     );
-    d.submit(w.snapshot());
-    until(&d, "crash/hz converged by the next driver", |s| {
+    k.reports = reports;
+    k.until("crash/hz converged by the next driver", |s| {
         entry(s, "crash", "hz").is_some_and(|e| e.converged)
     })
     .await;
@@ -354,26 +416,36 @@ async fn scenario(emu: &Emulator) {
 
     // Lifecycle: the pool's labels stop matching -> cube/hz, late/hz, crash/hz and our
     // backends on the user's load balancer go; the user's instance stays.
-    w.pool("hz", &[("k8s-svc", "none")], REGION);
-    w.fan_out();
-    assert!(
-        w.snapshot().pool_services.is_empty(),
-        "{:?}",
-        w.snapshot().pool_services
-    );
-    d.submit(w.snapshot());
-    let inv = inventory_until(emu, "everything of ours deleted", |inv| {
-        names(inv, "LoadBalancers", "LoadBalancerName")
-            == ["k8s/ghost/web/hz/other-cluster", "users-own"]
-            && names(inv, "EipAddresses", "Name").is_empty()
-            && lb(inv, "users-own").is_some_and(|l| l["BackendServers"] == json!({"i-user": 40}))
-    })
-    .await;
+    k.w.pool("hz", &[("k8s-svc", "none")], REGION);
+    let inv = k
+        .inventory_until(emu, "everything of ours deleted", |inv| {
+            names(inv, "LoadBalancers", "LoadBalancerName")
+                == ["k8s/ghost/web/hz/other-cluster", "users-own"]
+                && names(inv, "EipAddresses", "Name").is_empty()
+                && lb(inv, "users-own")
+                    .is_some_and(|l| l["BackendServers"] == json!({"i-user": 40}))
+        })
+        .await;
     assert_eq!(
         lb(&inv, "users-own").unwrap()["Listeners"],
         json!(["tcp/8443"])
     );
-    let s = until(&d, "nothing left to delete", |s| s.deleting.is_empty()).await;
+    let s = k
+        .until("nothing left to delete", |s| s.deleting.is_empty())
+        .await;
+    // The finalizers went once the driver released each pool; then the PoolServices.
+    for _ in 0..100 {
+        k.pump();
+        if k.w.snapshot().pool_services.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        k.w.snapshot().pool_services.is_empty(),
+        "PoolServices left: {:?}",
+        k.w.snapshot().pool_services.keys().collect::<Vec<_>>()
+    );
     assert!(s.entries.is_empty());
     assert!(s.released(&ObjectKey::new("web", "cube-hz")));
     let calls: BTreeMap<_, _> = s.calls.iter().map(|(k, v)| (k.clone(), v.ok)).collect();
@@ -381,4 +453,97 @@ async fn scenario(emu: &Emulator) {
         calls.get("ReleaseInstance").is_some_and(|n| *n >= 2),
         "{calls:?}"
     );
+}
+
+/// N Services x 2 pools created at once under a throttling storm (the account's limit far
+/// below the driver's rate) with faults injected during create (a lost CreateEipInstance
+/// answer, a CreateLoadBalancer answer past the client's timeout, 503s and 500s): every
+/// load balancer converges with its EIP as ingress, exactly one instance and one EIP per
+/// (Service, pool) exist; all deleted, the leak report is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_storm_and_faults_end_with_exactly_one_of_each() {
+    const N: usize = 6;
+    let emu = Emulator::start(&["--limit", "*=10"]);
+    emu.register(&[("i-hz1", "10.0.1.2"), ("i-cd1", "10.0.2.2")]);
+    for (action, kind, count) in [
+        ("CreateEipInstance", json!("commit-then-500"), 1),
+        ("CreateLoadBalancer", json!("timeout"), 1),
+        ("AssociateEnsEipAddress", json!("503"), 2),
+        ("AddBackendServers", json!("500"), 3),
+    ] {
+        emu.control(
+            "POST",
+            "/control/faults",
+            &json!({"Action": action, "Kind": kind, "Count": count, "DelayMs": 4000}),
+        );
+    }
+    let mut w = World::new();
+    w.secret(KEY_ID, SECRET);
+    w.pool("hz", &[("k8s-svc", "cube")], REGION);
+    w.pool("cd", &[("k8s-svc", "cube")], REGION);
+    w.node("hz-1", "hz", Some(&format!("{REGION}.i-hz1")));
+    w.node("cd-1", "cd", Some(&format!("{REGION}.i-cd1")));
+    for i in 0..N {
+        w.service(
+            "web",
+            &format!("s{i}"),
+            "k8s-svc=cube",
+            &[(80, "TCP", 30080)],
+            &[],
+        );
+    }
+    let (_fence_tx, fence) = watch::channel(open());
+    let (tx, reports) = pool_ingress::channel();
+    let config = CloudConfig {
+        rate_per_sec: 50.0,
+        ..cfg(emu.endpoint())
+    };
+    let d = CloudDriver::spawn(None, "n1", config, fence, Duration::from_secs(2), tx);
+    let mut k = Cluster { w, d, reports };
+    let t = std::time::Instant::now();
+    let s = tokio::time::timeout(
+        Duration::from_secs(90),
+        k.until("all converged", |s| {
+            s.entries.len() == 2 * N
+                && s.entries
+                    .values()
+                    .all(|e| e.converged && e.ingress.is_some())
+        }),
+    )
+    .await
+    .expect("converged within 90 s");
+    let took = t.elapsed();
+    let inv = emu.inventory();
+    let lbs = names(&inv, "LoadBalancers", "LoadBalancerName");
+    let eips = names(&inv, "EipAddresses", "Name");
+    let mut want: Vec<String> = (0..N)
+        .flat_map(|i| ["cd", "hz"].map(|p| format!("k8s/s{i}/web/{p}/c-emu")))
+        .collect();
+    want.sort();
+    assert_eq!(lbs, want, "exactly one instance per (Service, pool)");
+    assert_eq!(eips, want, "exactly one EIP per (Service, pool)");
+    let requests: u64 = s.calls.values().map(|c| c.requests).sum();
+    let retried: u64 = s.calls.values().map(|c| c.retried).sum();
+    eprintln!(
+        "storm: {} load balancers converged in {took:?}; {requests} requests ({:.1} per (Service, pool)), {retried} retried (load {})",
+        2 * N,
+        requests as f64 / (2 * N) as f64,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    assert!(retried > 0, "no fault or throttling was hit");
+    // Every Service deleted: everything released.
+    for i in 0..N {
+        k.w.delete_service("web", &format!("s{i}"));
+    }
+    k.inventory_until(&emu, "all released", |inv| {
+        names(inv, "LoadBalancers", "LoadBalancerName").is_empty()
+            && names(inv, "EipAddresses", "Name").is_empty()
+    })
+    .await;
+    let report = emu.stop();
+    assert_eq!(
+        names(&report, "LoadBalancers", "LoadBalancerName"),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&report, "EipAddresses", "Name"), Vec::<String>::new());
 }

@@ -73,6 +73,12 @@ pub enum Command {
     Routes,
     /// Speakers this node knows, with their health.
     Members,
+    /// Cloud load balancers (ENS ELB) this speaker drives, one per (Service, node pool):
+    /// load balancer, EIP, listeners, backends and the last error.
+    Elb,
+    /// Node pools (OpenYurt `NodePool` or node label), their nodes and entry points.
+    #[command(alias = "np")]
+    Nodepools,
     /// Everything about one Service: `svc/NAME` or `svc/NAMESPACE/NAME`.
     Explain {
         /// `svc/NAME` (namespace from -n) or `svc/NAMESPACE/NAME`.
@@ -172,10 +178,24 @@ pub fn render(
             ),
             EXIT_OK,
         ),
+        Command::Elb => (
+            text(
+                structured(&view.cloud, output)?,
+                format::elb_table(view, wide),
+            ),
+            EXIT_OK,
+        ),
         Command::Members => (
             text(
                 structured(&view.members, output)?,
                 format::members_table(view, wide, colour),
+            ),
+            EXIT_OK,
+        ),
+        Command::Nodepools => (
+            text(
+                structured(&view.node_pools, output)?,
+                format::node_pools_table(view, wide, colour),
             ),
             EXIT_OK,
         ),

@@ -248,23 +248,33 @@ fn targets(a: &AnnouncementView) -> String {
 }
 
 /// `announcements`.
+/// With node pools, pool by pool: a `NODE-POOL` column, rows grouped by it (cluster-wide
+/// IPs first).
 pub fn announcements_table(v: &LocalView, wide: bool) -> String {
-    let mut headers = vec!["IP", "SERVICE", "POOL", "MODE", "OWNER", "AGE"];
+    let pooled = v.announcements.iter().any(|a| a.node_pool.is_some());
+    let mut headers = vec!["IP", "SERVICE"];
+    if pooled {
+        headers.push("NODE-POOL");
+    }
+    headers.extend(["POOL", "MODE", "OWNER", "AGE"]);
     if wide {
         headers.extend(["PREFIX", "TO"]);
     }
-    let rows = v
-        .announcements
-        .iter()
+    let mut list: Vec<&AnnouncementView> = v.announcements.iter().collect();
+    list.sort_by(|a, b| a.node_pool.cmp(&b.node_pool));
+    let rows = list
+        .into_iter()
         .map(|a| {
-            let mut r = vec![
-                Cell::plain(&a.ip),
-                Cell::plain(&a.service),
+            let mut r = vec![Cell::plain(&a.ip), Cell::plain(&a.service)];
+            if pooled {
+                r.push(Cell::plain(a.node_pool.clone().unwrap_or_default()));
+            }
+            r.extend([
                 Cell::plain(&a.pool),
                 Cell::plain(a.mode.as_str()),
                 Cell::plain(&a.owner),
                 Cell::plain(age(v.generated_at, a.since)),
-            ];
+            ]);
             if wide {
                 r.push(Cell::plain(a.prefix.clone().unwrap_or_default()));
                 r.push(Cell::plain(targets(a)));
@@ -370,6 +380,61 @@ pub fn routes_table(v: &LocalView, wide: bool) -> String {
         }
     }
     table(&headers, &rows, false)
+}
+
+/// `nodepools`: each node pool, where it comes from, its nodes (with their health when not
+/// alive) and how many Services have an entry point in it; `wide` adds its labels.
+pub fn node_pools_table(v: &LocalView, wide: bool, colour: bool) -> String {
+    let mut headers = vec!["NAME", "SOURCE", "NODES", "MEMBERS", "ENTRY-POINTS"];
+    if wide {
+        headers.push("LABELS");
+    }
+    let health = |n: &str| v.members.iter().find(|m| m.name == n).map(|m| m.health);
+    let rows = v
+        .node_pools
+        .iter()
+        .map(|p| {
+            let members: Vec<String> = p
+                .nodes
+                .iter()
+                .map(|n| match health(n) {
+                    Some(Health::Alive) | None => n.clone(),
+                    Some(h) => format!("{n}({})", h.as_str()),
+                })
+                .collect();
+            let entry_points = v
+                .allocations
+                .iter()
+                .filter(|a| a.node_pool.as_deref() == Some(p.name.as_str()) && !a.ips.is_empty())
+                .count();
+            let down = p
+                .nodes
+                .iter()
+                .any(|n| health(n).is_some_and(|h| h != Health::Alive));
+            let mut r = vec![
+                Cell::plain(&p.name),
+                Cell::plain(&p.source),
+                Cell::plain(p.nodes.len().to_string()),
+                if down {
+                    Cell::coloured(members.join(","), Colour::Yellow)
+                } else {
+                    Cell::plain(members.join(","))
+                },
+                Cell::plain(entry_points.to_string()),
+            ];
+            if wide {
+                r.push(Cell::plain(
+                    p.labels
+                        .iter()
+                        .map(|(k, val)| format!("{k}={val}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ));
+            }
+            r
+        })
+        .collect::<Vec<_>>();
+    table(&headers, &rows, colour)
 }
 
 /// `members`.
@@ -479,6 +544,29 @@ pub struct Explain {
     pub ips: Vec<IpRankView>,
     /// What this node announces for it (owner, since, peers or interfaces).
     pub announcements: Vec<AnnouncementView>,
+    /// A Service with node pools: the same, pool by pool (the fields above then hold only
+    /// what is not per pool: a Service-wide allocation error).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_pools: Vec<ExplainNodePool>,
+}
+
+/// What `explain` shows about one node pool of a Service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExplainNodePool {
+    /// The node pool.
+    pub node_pool: String,
+    /// `externalTrafficPolicy`, and whether only the pool's endpoints count.
+    pub traffic_policy: String,
+    /// The pool's allocation: IPs and pool, or why none.
+    pub allocations: Vec<AllocationView>,
+    /// Candidate nodes for the pool's IPs, each with why it was excluded.
+    pub candidates: Vec<CandidateView>,
+    /// Each L2 IP of the pool: the nodes in rendezvous order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpRankView>,
+    /// What this node announces for the pool.
+    pub announcements: Vec<AnnouncementView>,
 }
 
 /// Collects what the view says about `service` (`namespace/name`); `None` when the view
@@ -490,9 +578,20 @@ pub fn explain(v: &LocalView, service: &str) -> Option<Explain> {
         .filter(|a| a.service == service)
         .cloned()
         .collect();
-    let sv = v.services.iter().find(|s| s.service == service);
-    if allocations.is_empty() && sv.is_none() {
+    let sv = v
+        .services
+        .iter()
+        .find(|s| s.service == service && s.node_pool.is_none());
+    let pooled: Vec<_> = v
+        .services
+        .iter()
+        .filter(|s| s.service == service && s.node_pool.is_some())
+        .collect();
+    if allocations.is_empty() && sv.is_none() && pooled.is_empty() {
         return None;
+    }
+    if sv.is_none() && !pooled.is_empty() || allocations.iter().any(|a| a.node_pool.is_some()) {
+        return Some(explain_by_pool(v, service, allocations, &pooled));
     }
     Some(Explain {
         node: v.node.clone(),
@@ -507,7 +606,65 @@ pub fn explain(v: &LocalView, service: &str) -> Option<Explain> {
             .filter(|a| a.service == service)
             .cloned()
             .collect(),
+        node_pools: Vec::new(),
     })
+}
+
+/// [`explain`] of a Service with node pools: one section per pool (from the allocations
+/// and the per-pool views), pools in name order.
+fn explain_by_pool(
+    v: &LocalView,
+    service: &str,
+    allocations: Vec<AllocationView>,
+    pooled: &[&edgelb_daemon::local_api::view::ServiceView],
+) -> Explain {
+    let mut names: Vec<String> = allocations
+        .iter()
+        .filter_map(|a| a.node_pool.clone())
+        .chain(pooled.iter().filter_map(|s| s.node_pool.clone()))
+        .collect();
+    names.sort();
+    names.dedup();
+    let node_pools = names
+        .into_iter()
+        .map(|np| {
+            let sv = pooled
+                .iter()
+                .find(|s| s.node_pool.as_deref() == Some(np.as_str()));
+            ExplainNodePool {
+                traffic_policy: sv
+                    .map(|s| s.traffic_policy.clone())
+                    .unwrap_or_else(|| "<unknown>".into()),
+                allocations: allocations
+                    .iter()
+                    .filter(|a| a.node_pool.as_deref() == Some(np.as_str()))
+                    .cloned()
+                    .collect(),
+                candidates: sv.map(|s| s.candidates.clone()).unwrap_or_default(),
+                ips: sv.map(|s| s.ips.clone()).unwrap_or_default(),
+                announcements: v
+                    .announcements
+                    .iter()
+                    .filter(|a| a.service == service && a.node_pool.as_deref() == Some(np.as_str()))
+                    .cloned()
+                    .collect(),
+                node_pool: np,
+            }
+        })
+        .collect();
+    Explain {
+        node: v.node.clone(),
+        service: service.to_string(),
+        traffic_policy: None,
+        allocations: allocations
+            .into_iter()
+            .filter(|a| a.node_pool.is_none())
+            .collect(),
+        candidates: Vec::new(),
+        ips: Vec::new(),
+        announcements: Vec::new(),
+        node_pools,
+    }
 }
 
 fn indent(text: &str) -> String {
@@ -551,14 +708,45 @@ fn ip_rank_text(ip: &IpRankView, node: &str) -> String {
     out
 }
 
-/// `explain` as text.
+/// `explain` as text; a Service with node pools gets one indented section per pool.
 pub fn explain_text(e: &Explain, now: u64) -> String {
     let mut out = format!("Service:         {}\n", e.service);
-    out.push_str(&format!(
-        "Traffic policy:  {}\n",
-        e.traffic_policy.as_deref().unwrap_or("<unknown>")
-    ));
-    for a in &e.allocations {
+    if e.node_pools.is_empty() {
+        out.push_str(&format!(
+            "Traffic policy:  {}\n",
+            e.traffic_policy.as_deref().unwrap_or("<unknown>")
+        ));
+        out.push_str(&section_text(
+            &e.node,
+            &e.allocations,
+            &e.candidates,
+            &e.ips,
+            &e.announcements,
+            now,
+        ));
+        return out;
+    }
+    out.push_str(&allocations_text(&e.allocations));
+    out.push_str(&format!("Node pools:      {}\n", e.node_pools.len()));
+    for p in &e.node_pools {
+        out.push_str(&format!("Node pool {}:\n", p.node_pool));
+        let mut inner = format!("Traffic policy:  {}\n", p.traffic_policy);
+        inner.push_str(&section_text(
+            &e.node,
+            &p.allocations,
+            &p.candidates,
+            &p.ips,
+            &p.announcements,
+            now,
+        ));
+        out.push_str(&indent(&inner));
+    }
+    out
+}
+
+fn allocations_text(allocations: &[AllocationView]) -> String {
+    let mut out = String::new();
+    for a in allocations {
         let np = a
             .node_pool
             .as_ref()
@@ -573,9 +761,21 @@ pub fn explain_text(e: &Explain, now: u64) -> String {
             )),
         }
     }
+    out
+}
+
+/// IPs, candidates, L2 ranks and what `node` announces: of a Service, or of one of its pools.
+fn section_text(
+    node: &str,
+    allocations: &[AllocationView],
+    candidates: &[CandidateView],
+    ips: &[IpRankView],
+    announcements: &[AnnouncementView],
+    now: u64,
+) -> String {
+    let mut out = allocations_text(allocations);
     out.push_str("Candidates:\n");
-    let rows: Vec<Vec<Cell>> = e
-        .candidates
+    let rows: Vec<Vec<Cell>> = candidates
         .iter()
         .map(|c| {
             vec![
@@ -590,15 +790,14 @@ pub fn explain_text(e: &Explain, now: u64) -> String {
         &rows,
         false,
     )));
-    for ip in &e.ips {
-        out.push_str(&ip_rank_text(ip, &e.node));
+    for ip in ips {
+        out.push_str(&ip_rank_text(ip, node));
     }
-    out.push_str(&format!("Announced by {}:\n", e.node));
-    if e.announcements.is_empty() {
+    out.push_str(&format!("Announced by {node}:\n"));
+    if announcements.is_empty() {
         out.push_str("  <nothing>\n");
     } else {
-        let rows: Vec<Vec<Cell>> = e
-            .announcements
+        let rows: Vec<Vec<Cell>> = announcements
             .iter()
             .map(|a| {
                 vec![
@@ -615,6 +814,111 @@ pub fn explain_text(e: &Explain, now: u64) -> String {
             &rows,
             false,
         )));
+    }
+    out
+}
+
+/// `elb`: one line per (Service, node pool) cloud load balancer, then the deletions in
+/// progress and the calls per action. `wide` adds the skipped nodes and the last calls.
+pub fn elb_table(v: &LocalView, wide: bool) -> String {
+    let Some(c) = &v.cloud else {
+        return "no cloud load balancers: this speaker runs without --elb-credentials-secret\n"
+            .into();
+    };
+    let mut out = String::new();
+    if !c.active {
+        out.push_str("this speaker does not drive the cloud now (not the Lease holder");
+        if let Some(p) = &c.problem {
+            out.push_str(&format!("; {p}"));
+        }
+        out.push_str(")\n");
+    }
+    let mut headers = vec![
+        "SERVICE",
+        "POOL",
+        "LOAD-BALANCER",
+        "STATUS",
+        "EIP",
+        "LISTENERS",
+        "BACKENDS",
+        "STATE",
+        "LAST-ERROR",
+    ];
+    if wide {
+        headers.extend(["NAME", "SKIPPED", "LAST-CALLS"]);
+    }
+    let rows: Vec<Vec<Cell>> = c
+        .load_balancers
+        .iter()
+        .map(|l| {
+            let lb = match (&l.load_balancer, l.user_managed) {
+                (Some(id), true) => format!("{id} (user's)"),
+                (Some(id), false) => id.clone(),
+                (None, _) => "-".into(),
+            };
+            let state = if l.last_error.is_some() {
+                "Error".to_string()
+            } else if l.converged {
+                "Converged".into()
+            } else {
+                l.waiting.clone().unwrap_or_else(|| "Pending".into())
+            };
+            let mut r = vec![
+                Cell::plain(&l.service),
+                Cell::plain(&l.pool),
+                Cell::plain(lb),
+                Cell::plain(l.status.clone().unwrap_or_else(|| "-".into())),
+                Cell::plain(
+                    l.eip
+                        .clone()
+                        .or_else(|| l.address.clone())
+                        .unwrap_or_else(|| "-".into()),
+                ),
+                Cell::plain(l.listeners.join(", ")),
+                Cell::plain(l.backends.join(",")),
+                Cell::plain(state),
+                Cell::plain(l.last_error.clone().unwrap_or_default()),
+            ];
+            if wide {
+                r.push(Cell::plain(&l.name));
+                r.push(Cell::plain(l.skipped.join("; ")));
+                r.push(Cell::plain(l.last_actions.join("; ")));
+            }
+            r
+        })
+        .collect();
+    out.push_str(&table(&headers, &rows, false));
+    for d in &c.deleting {
+        out.push_str(&format!("deleting: {d}\n"));
+    }
+    if wide && !c.calls.is_empty() {
+        let rows: Vec<Vec<Cell>> = c
+            .calls
+            .iter()
+            .map(|k| {
+                vec![
+                    Cell::plain(&k.action),
+                    Cell::plain(k.requests.to_string()),
+                    Cell::plain(k.ok.to_string()),
+                    Cell::plain(k.failed.to_string()),
+                    Cell::plain(k.retried.to_string()),
+                    Cell::plain(k.latency_ms.to_string()),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "ACTION",
+                "REQUESTS",
+                "OK",
+                "FAILED",
+                "RETRIED",
+                "LATENCY-MS",
+            ],
+            &rows,
+            false,
+        ));
     }
     out
 }

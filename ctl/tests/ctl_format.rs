@@ -55,6 +55,7 @@ fn view() -> LocalView {
             ip: "203.0.113.10".into(),
             service: "default/web".into(),
             pool: "public".into(),
+            node_pool: None,
             mode: Mode::Bgp,
             owner: "edge-1".into(),
             since: Some(NOW - 250),
@@ -149,6 +150,8 @@ fn view() -> LocalView {
             ips: vec![],
         }]
         .into(),
+        cloud: None,
+        node_pools: vec![],
     }
 }
 
@@ -415,7 +418,7 @@ Announced by edge-1:
 #[test]
 fn explain_ranks_the_nodes_of_an_l2_ip_and_says_why_each_was_skipped() {
     let mut v = view();
-    let mut services = (*v.services).clone();
+    let mut services = v.services.to_vec();
     let ranked = |node: &str, why: Option<&str>| CandidateView {
         node: node.into(),
         excluded: why.map(str::to_string),
@@ -503,4 +506,235 @@ fn json_and_yaml_are_the_view_sections() {
     let e: serde_json::Value = serde_json::from_str(&j).expect("json");
     assert_eq!(e["candidates"][1]["node"], "edge-2");
     assert_eq!(e["announcements"][0]["peers"][0], "198.51.100.1");
+}
+
+/// `elb`: one line per (Service, pool) cloud load balancer; without a driver, why none.
+#[test]
+fn elb_shows_each_pools_load_balancer_eip_listeners_backends_and_error() {
+    let mut v = view();
+    let none = render(&Command::Elb, &v, Output::Table, false)
+        .expect("render")
+        .0;
+    assert!(none.contains("--elb-credentials-secret"), "{none}");
+    v.cloud = Some(CloudView {
+        active: true,
+        problem: None,
+        load_balancers: vec![
+            CloudLbView {
+                service: "web/cube".into(),
+                pool: "np-hz".into(),
+                pool_service: "web/cube-np-hz".into(),
+                name: "k8s/cube/web/np-hz/c1".into(),
+                load_balancer: Some("lb-1".into()),
+                status: Some("Active".into()),
+                eip: Some("47.0.0.1".into()),
+                listeners: vec!["tcp/80 -> 30080 Running".into()],
+                backends: vec!["i-1:100".into(), "i-2:100".into()],
+                converged: true,
+                ..CloudLbView::default()
+            },
+            CloudLbView {
+                service: "web/shop".into(),
+                pool: "np-hz".into(),
+                last_error: Some(
+                    "CreateLoadBalancer for k8s/shop/web/np-hz/c1: Throttling.User".into(),
+                ),
+                ..CloudLbView::default()
+            },
+        ],
+        deleting: vec!["k8s/old/web/np-hz/c1 (cn-hz)".into()],
+        calls: vec![],
+    });
+    let t = render(&Command::Elb, &v, Output::Table, false)
+        .expect("render")
+        .0;
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(
+        lines[0].starts_with("SERVICE") && lines[0].contains("LAST-ERROR"),
+        "{t}"
+    );
+    assert!(
+        lines[1].contains("web/cube")
+            && lines[1].contains("lb-1")
+            && lines[1].contains("47.0.0.1")
+            && lines[1].contains("tcp/80 -> 30080 Running")
+            && lines[1].contains("i-1:100,i-2:100")
+            && lines[1].contains("Converged"),
+        "{t}"
+    );
+    assert!(
+        lines[2].contains("web/shop")
+            && lines[2].contains("Error")
+            && lines[2].contains("Throttling.User"),
+        "{t}"
+    );
+    assert!(t.contains("deleting: k8s/old/web/np-hz/c1"), "{t}");
+    let j = render(&Command::Elb, &v, Output::Json, false)
+        .expect("render")
+        .0;
+    let back: Option<CloudView> = serde_json::from_str(&j).expect("json");
+    assert_eq!(back, v.cloud);
+}
+
+/// A Service with two node pools: `nodepools` lists the pools and their members, the
+/// announcements carry the node pool, and `explain` shows each pool on its own (IPs or why
+/// none, candidates, what this node announces).
+fn pooled_view() -> LocalView {
+    let mut v = view();
+    v.node_pools = vec![
+        NodePoolView {
+            name: "np-chengdu".into(),
+            source: "node label".into(),
+            labels: [(
+                "apps.openyurt.io/nodepool".to_string(),
+                "np-chengdu".to_string(),
+            )]
+            .into(),
+            nodes: vec!["cd-1".into()],
+        },
+        NodePoolView {
+            name: "np-hefei".into(),
+            source: "NodePool".into(),
+            labels: [("k8s-svc".to_string(), "cube".to_string())].into(),
+            nodes: vec!["edge-1".into(), "edge-2".into()],
+        },
+    ];
+    let mut allocations = v.allocations.to_vec();
+    allocations.extend([
+        AllocationView {
+            service: "default/cube".into(),
+            node_pool: Some("np-chengdu".into()),
+            pool: None,
+            ips: vec![],
+            error: Some(
+                "no IPAddressPool with autoAssign scoped to node pool \"np-chengdu\"".into(),
+            ),
+        },
+        AllocationView {
+            service: "default/cube".into(),
+            node_pool: Some("np-hefei".into()),
+            pool: Some("hefei-lan".into()),
+            ips: vec!["192.0.2.100".into()],
+            error: None,
+        },
+    ]);
+    v.allocations = allocations.into();
+    let mut services = v.services.to_vec();
+    for (np, nodes) in [
+        ("np-chengdu", vec![("cd-1", None)]),
+        (
+            "np-hefei",
+            vec![("edge-1", None), ("edge-2", Some("notInPool"))],
+        ),
+    ] {
+        services.push(ServiceView {
+            service: "default/cube".into(),
+            node_pool: Some(np.into()),
+            traffic_policy: "Cluster".into(),
+            candidates: nodes
+                .into_iter()
+                .map(|(n, why): (&str, Option<&str>)| CandidateView {
+                    node: n.into(),
+                    excluded: why.map(str::to_string),
+                })
+                .collect(),
+            ips: vec![],
+        });
+    }
+    v.services = services.into();
+    let mut anns = (*v.announcements).clone();
+    anns.insert(
+        0,
+        AnnouncementView {
+            ip: "192.0.2.100".into(),
+            service: "default/cube".into(),
+            pool: "hefei-lan".into(),
+            node_pool: Some("np-hefei".into()),
+            mode: Mode::L2,
+            owner: "edge-1".into(),
+            since: Some(NOW - 30),
+            prefix: None,
+            peers: vec![],
+            interfaces: vec!["eth0".into()],
+        },
+    );
+    v.announcements = anns.into();
+    v
+}
+
+#[test]
+fn node_pools_announcements_and_explain_pool_by_pool() {
+    let v = pooled_view();
+    let show = |c: Command, o: Output| render(&c, &v, o, false).expect("render");
+    let (t, code) = show(Command::Nodepools, Output::Table);
+    assert_eq!(code, EXIT_OK);
+    assert_eq!(
+        t,
+        "\
+NAME         SOURCE       NODES   MEMBERS                  ENTRY-POINTS
+np-chengdu   node label   1       cd-1                     0
+np-hefei     NodePool     2       edge-1,edge-2(Suspect)   1
+"
+    );
+    let (t, _) = show(Command::Nodepools, Output::Wide);
+    assert!(
+        t.lines()
+            .nth(2)
+            .is_some_and(|l| l.ends_with("1              k8s-svc=cube")),
+        "{t}"
+    );
+    assert_eq!(
+        show(Command::Announcements, Output::Table).0,
+        "\
+IP             SERVICE        NODE-POOL   POOL        MODE   OWNER    AGE
+203.0.113.10   default/web    <none>      public      BGP    edge-1   4m10s
+192.0.2.100    default/cube   np-hefei    hefei-lan   L2     edge-1   30s
+"
+    );
+    let (t, code) = show(
+        Command::Explain {
+            target: "svc/cube".into(),
+            service_namespace: "default".into(),
+        },
+        Output::Table,
+    );
+    assert_eq!(code, EXIT_OK);
+    assert_eq!(
+        t,
+        "\
+Service:         default/cube
+Node pools:      2
+Node pool np-chengdu:
+  Traffic policy:  Cluster
+  IPs:             <none> [node pool np-chengdu]: no IPAddressPool with autoAssign scoped to node pool \"np-chengdu\"
+  Candidates:
+    NODE   ELIGIBLE   EXCLUDED-BECAUSE
+    cd-1   yes        <none>
+  Announced by edge-1:
+    <nothing>
+Node pool np-hefei:
+  Traffic policy:  Cluster
+  IPs:             192.0.2.100 (pool hefei-lan) [node pool np-hefei]
+  Candidates:
+    NODE     ELIGIBLE   EXCLUDED-BECAUSE
+    edge-1   yes        <none>
+    edge-2   no         notInPool
+  Announced by edge-1:
+    IP            MODE   OWNER    SINCE   TO
+    192.0.2.100   L2     edge-1   30s     eth0
+"
+    );
+    let (j, _) = show(
+        Command::Explain {
+            target: "svc/cube".into(),
+            service_namespace: "default".into(),
+        },
+        Output::Json,
+    );
+    let e: serde_json::Value = serde_json::from_str(&j).expect("json");
+    assert_eq!(e["nodePools"][1]["nodePool"], "np-hefei");
+    assert_eq!(e["nodePools"][1]["allocations"][0]["ips"][0], "192.0.2.100");
+    let (j, _) = show(Command::Nodepools, Output::Json);
+    let back: Vec<NodePoolView> = serde_json::from_str(&j).expect("json");
+    assert_eq!(back, v.node_pools);
 }

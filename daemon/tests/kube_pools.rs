@@ -29,6 +29,7 @@ mod speaker_support;
 use edgelb_daemon::api::openyurt::{
     NodePool, PoolService, FINALIZER, LABEL_MANAGED_BY, LABEL_POOL_NAME, LABEL_SERVICE_NAME,
 };
+use edgelb_daemon::local_api::view::NodePoolView;
 use edgelb_daemon::status::pool_ingress;
 use edgelb_tests::kube::objects::{self, lb_service, then_clean, Cleanup};
 use edgelb_tests::kube::{self as harness, deploy, Cluster, Speaker, SYSTEM_NAMESPACE};
@@ -298,6 +299,48 @@ async fn status_aggregation(
     Ok(want)
 }
 
+/// The speaker's local view (what `edgelbctl nodepools` prints) lists the node pools with
+/// their members, and its announcements and explain views carry the node pool.
+async fn local_view_shows_pools(cluster: &Cluster) -> anyhow::Result<()> {
+    let socket = cluster
+        .dir()
+        .join(format!("node-{NODE}/run_edgelb/speaker.sock"));
+    let want = |p: &NodePoolView| match p.name.as_str() {
+        "kp-hefei" => p.nodes == [NODE] && p.source == "NodePool",
+        "kp-chengdu" => p.nodes == [NODE_B] && p.source == "NodePool",
+        _ => true,
+    };
+    let view = harness::eventually("the local view's node pools", WAIT, || async {
+        let v = edgelb_daemon::local_api::client::view(&socket, Duration::from_secs(5)).await?;
+        let names: Vec<&str> = v.node_pools.iter().map(|p| p.name.as_str()).collect();
+        let ok = ["kp-chengdu", "kp-hefei"].iter().all(|n| names.contains(n))
+            && v.node_pools.iter().all(want);
+        Ok(ok.then_some(v))
+    })
+    .await
+    .with_context(|| format!("local view at {}", socket.display()))?;
+    let hefei = view
+        .node_pools
+        .iter()
+        .find(|p| p.name == "kp-hefei")
+        .context("kp-hefei")?;
+    ensure!(
+        hefei.labels.get("k8s-svc").map(String::as_str) == Some("cube"),
+        "{hefei:?}"
+    );
+    let per_pool: Vec<_> = view
+        .services
+        .iter()
+        .filter(|s| s.service == format!("{NS}/cube"))
+        .filter_map(|s| s.node_pool.clone())
+        .collect();
+    ensure!(
+        per_pool.contains(&"kp-hefei".to_string()) && per_pool.contains(&"kp-chengdu".to_string()),
+        "explain views per pool: {per_pool:?}"
+    );
+    Ok(())
+}
+
 /// Restarts every speaker (one by one, then all at once) while sampling the entry points
 /// every [`SAMPLE`]: none may change, and after the all-at-once restart a new term (its
 /// writer re-reading the record) must have run for a while.
@@ -455,6 +498,7 @@ async fn checks(
     ensure!(note.contains("cube-kp-taken"), "{note}");
     let want = status_aggregation(services, ps).await?;
     if let Some((cluster, nodes, speakers)) = restart {
+        local_view_shows_pools(cluster).await?;
         restart_every_speaker(cluster, client, services, ps, nodes, speakers, &want).await?;
     }
     let note = harness::eventually("InvalidNodePoolSelector Event", WAIT, || async {

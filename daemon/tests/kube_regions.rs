@@ -19,13 +19,21 @@
 //! in both regions. Every node holds both Service IPs locally with a TCP server behind them
 //! (what kube-proxy makes of a LoadBalancer Service), answering with its region's name.
 //!
+//! A second Service, `cube-l2`, is the same with one IP on each region's LAN announced by L2
+//! (`L2Advertisement`; one owner elected per node pool, answering ARP); nodes have
+//! kube-proxy's strictARP settings, so only the owner answers.
+//!
 //! Asserted: each router's `show ip bgp json` holds exactly its region's /32 with next hops
-//! exactly its region's nodes; a client behind each router reaches the Service in its region;
-//! the region-a node its client's flow goes to is killed (speaker SIGKILLed, then its link
-//! cut): router a keeps only the other region-a node, the client's gap is printed and bounded,
-//! while region b's route, next hops and client never change (sampled throughout); NodePool
-//! `np-a` relabelled (`k8s-svc=other`): router a withdraws the IP within [`RELABEL_BOUND`]
-//! (measured, printed), the Service's ingress keeps only region b's IP, region b untouched.
+//! exactly its region's nodes; exactly one node of each region answers ARP for its region's
+//! LAN IP; a client behind each router reaches both Services in its own region; region a's
+//! L2 owner is killed (speaker SIGKILLed, then its link cut), client a's source picked so
+//! that its BGP flow goes to that node too: router a keeps only the other region-a node's
+//! path, the survivor answers for the LAN IP, both clients' gaps are printed and bounded by
+//! [`FAILOVER_BOUND`], while region b's route, next hops, L2 owner (the MAC in router b's
+//! ARP cache) and clients never change (sampled throughout); NodePool `np-a` relabelled
+//! (`k8s-svc=other`): router a withdraws the IP within [`RELABEL_BOUND`] (measured,
+//! printed), nobody answers ARP for region a's LAN IP any more, both Services' ingress keep
+//! only region b's IP, region b untouched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -43,8 +51,10 @@ use serde_json::json;
 
 mod speaker_support;
 
+use speaker_support::l2;
+
 use edgelb_daemon::api::openyurt::NodePool;
-use edgelb_daemon::api::{BGPAdvertisement, BGPPeer, IPAddressPool};
+use edgelb_daemon::api::{BGPAdvertisement, BGPPeer, IPAddressPool, L2Advertisement};
 use edgelb_tests::kube::objects::{self, then_clean, Cleanup};
 use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
 use edgelb_tests::lab::traffic::{Prober, TcpServer};
@@ -53,6 +63,8 @@ use edgelb_tests::lab::{self, wait_until, BgpRouter, Frr, FrrConfig, Lan, Listen
 const TEST: &str = "kube_regions::two_regions_one_service";
 const NS: &str = "kr-cube";
 const SVC: &str = "cube";
+/// The same Service announced by L2 (an IP on each region's LAN, one owner per region).
+const SVC_L2: &str = "cube-l2";
 const PORT: u16 = 80;
 const NODE_AS: u32 = 64512;
 const WAIT: Duration = Duration::from_secs(60);
@@ -81,6 +93,9 @@ struct Region {
     /// The region's IPAddressPool and its one address.
     ip_pool: &'static str,
     vip: &'static str,
+    /// The region's LAN pool (L2) and its one address.
+    l2_pool: &'static str,
+    l2_vip: &'static str,
 }
 
 const REGIONS: [Region; 2] = [
@@ -95,6 +110,8 @@ const REGIONS: [Region; 2] = [
         router_as: 64500,
         ip_pool: "kr-a",
         vip: "198.51.100.10",
+        l2_pool: "kr-a-lan",
+        l2_vip: "10.1.0.100",
     },
     Region {
         name: "b",
@@ -107,6 +124,8 @@ const REGIONS: [Region; 2] = [
         router_as: 64501,
         ip_pool: "kr-b",
         vip: "203.0.113.10",
+        l2_pool: "kr-b-lan",
+        l2_vip: "10.2.0.100",
     },
 ];
 
@@ -114,8 +133,10 @@ impl Region {
     fn router_ip(&self) -> String {
         format!("{}.1", self.lan)
     }
-    fn client_ip(&self) -> String {
-        format!("{}.2", self.client_net)
+    /// The client's addresses: the hash of (source, destination) picks the router's ECMP
+    /// next hop, so the test can pick a source whose flow goes to a given node.
+    fn client_ips(&self) -> Vec<String> {
+        (2..8).map(|i| format!("{}.{i}", self.client_net)).collect()
     }
     /// (Node name, address) of the region's two nodes.
     fn nodes(&self) -> [(String, String); 2] {
@@ -150,7 +171,9 @@ fn region_lab(r: &Region) -> anyhow::Result<RegionLab> {
     lab::netns::veth(&router, "eth1", &client, "eth0")?;
     router.addr("eth1", &format!("{}.1/24", r.client_net))?;
     router.sysctl("net.ipv4.ip_forward", "1")?;
-    client.addr("eth0", &format!("{}/24", r.client_ip()))?;
+    for ip in r.client_ips() {
+        client.addr("eth0", &format!("{ip}/24"))?;
+    }
     client.ip(&[
         "route",
         "add",
@@ -165,10 +188,17 @@ fn region_lab(r: &Region) -> anyhow::Result<RegionLab> {
         let port = lan.attach(&ns, "eth0")?;
         ns.addr("eth0", &format!("{ip}/24"))?;
         ns.ip(&["route", "add", "default", "via", &r.router_ip()])?;
-        // Every Service IP is local on every node, as kube-proxy (IPVS) makes them: only
-        // the routers' BGP routes decide which region's nodes a client reaches.
+        // Every Service IP is local on every node, as kube-proxy (IPVS, strictARP) makes
+        // them: only the routers' BGP routes and the L2 owner's ARP answers decide which
+        // node a client reaches.
+        for dev in ["all", "eth0"] {
+            ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1")?;
+            ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2")?;
+        }
         for any in &REGIONS {
-            ns.ip(&["addr", "add", &format!("{}/32", any.vip), "dev", "lo"])?;
+            for vip in [any.vip, any.l2_vip] {
+                ns.ip(&["addr", "add", &format!("{vip}/32"), "dev", "lo"])?;
+            }
         }
         let listen: SocketAddr = format!("0.0.0.0:{PORT}").parse()?;
         servers.push(TcpServer::start(ns.name(), listen, &r.reply())?);
@@ -254,11 +284,12 @@ fn wait_rib(frr: &Frr, what: &str, want: &Rib, timeout: Duration) -> anyhow::Res
     Ok(t.elapsed())
 }
 
-/// The next hop the router's kernel (zebra's ECMP route) picks for the client's flows.
-fn client_next_hop(lab: &RegionLab, r: &Region) -> anyhow::Result<String> {
+/// The next hop the router's kernel (zebra's ECMP route) picks for the client's flows from
+/// `source`.
+fn client_next_hop(lab: &RegionLab, r: &Region, source: &str) -> anyhow::Result<String> {
     let out = lab
         .router
-        .ip(&["route", "get", r.vip, "from", &r.client_ip(), "iif", "eth1"])?;
+        .ip(&["route", "get", r.vip, "from", source, "iif", "eth1"])?;
     let mut words = out.split_whitespace();
     while let Some(w) = words.next() {
         if w == "via" {
@@ -271,10 +302,14 @@ fn client_next_hop(lab: &RegionLab, r: &Region) -> anyhow::Result<String> {
     bail!("no `via` in `ip route get`: {out}")
 }
 
-/// One reading of a router's RIB: when (since the probers started) and what (or why not).
-type Sample = (Duration, Result<Rib, String>);
+/// What region b looks like from its router: the BGP RIB and the MAC its kernel holds for
+/// the L2 IP (the owner's, refreshed by client b's traffic and by any gratuitous ARP).
+type View = (Rib, String);
 
-/// Region b's RIB sampled every ~50 ms on a thread until stopped.
+/// One reading: when (since the probers started) and what (or why not).
+type Sample = (Duration, Result<View, String>);
+
+/// Region b's view sampled every ~50 ms on a thread until stopped.
 struct Sampler {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<Sample>>>,
@@ -282,15 +317,21 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn start(frr_dir: std::path::PathBuf, started: Instant) -> Sampler {
+    fn start(lab: &RegionLab, r: &Region, started: Instant) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (flag, log) = (stop.clone(), samples.clone());
+        let (dir, router, ip) = (
+            lab.frr.dir().to_path_buf(),
+            lab.router.name().to_string(),
+            r.l2_vip,
+        );
         let thread = std::thread::spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 let at = started.elapsed();
-                let got = vtysh(&frr_dir, "show ip bgp json")
+                let got = vtysh(&dir, "show ip bgp json")
                     .and_then(|o| parse_rib(&o))
+                    .and_then(|rib| Ok((rib, neigh_mac_in(&router, ip)?)))
                     .map_err(|e| format!("{e:#}"));
                 if let Ok(mut v) = log.lock() {
                     v.push((at, got));
@@ -323,6 +364,17 @@ impl Drop for Sampler {
     }
 }
 
+/// The MAC namespace `ns`'s kernel holds for `ip` on eth0 ("" when none).
+fn neigh_mac_in(ns: &str, ip: &str) -> anyhow::Result<String> {
+    let out = lab::netns::host(&["ip", "-n", ns, "neigh", "show", ip, "dev", "eth0"])?;
+    let mut words = out.split_whitespace();
+    Ok(words
+        .find(|w| *w == "lladdr")
+        .and_then(|_| words.next())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default())
+}
+
 /// vtysh against the bgpd whose run directory is `dir` (for the sampler thread).
 fn vtysh(dir: &std::path::Path, command: &str) -> anyhow::Result<String> {
     let out = std::process::Command::new("vtysh")
@@ -340,9 +392,9 @@ fn vtysh(dir: &std::path::Path, command: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The Service's ingress IPs, in status order.
-async fn ingress(api: &Api<Service>) -> anyhow::Result<Vec<String>> {
-    Ok(objects::ingress(api, SVC)
+/// A Service's ingress IPs, in status order.
+async fn ingress(api: &Api<Service>, name: &str) -> anyhow::Result<Vec<String>> {
+    Ok(objects::ingress(api, name)
         .await?
         .into_iter()
         .map(|(ip, _)| ip)
@@ -392,25 +444,40 @@ async fn objects(client: &Client) -> anyhow::Result<()> {
             )
             .await?;
     }
-    // One pool scoped by the NodePool's labels, the other by its name.
+    // Per region: a BGP pool and a LAN (L2) pool, each scoped to the region's node pool
+    // (one region by the NodePool's labels, the other by its name); each Service picks its
+    // kind of pool by label.
     let ips: Api<IPAddressPool> = Api::namespaced(client.clone(), sys);
-    ips.create(
-        &pp,
-        &serde_json::from_value(json!({
-            "apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
-            "metadata": {"name": REGIONS[0].ip_pool},
-            "spec": {"addresses": [REGIONS[0].prefix()],
-                     "nodePoolSelectors": [{"matchLabels": {"kr-region": "a"}}]}}))?,
-    )
-    .await?;
-    ips.create(
-        &pp,
-        &serde_json::from_value(json!({
-            "apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
-            "metadata": {"name": REGIONS[1].ip_pool},
-            "spec": {"addresses": [REGIONS[1].prefix()], "nodePools": [REGIONS[1].pool]}}))?,
-    )
-    .await?;
+    for (i, r) in REGIONS.iter().enumerate() {
+        let scope = if i == 0 {
+            json!({"nodePoolSelectors": [{"matchLabels": {"kr-region": r.name}}]})
+        } else {
+            json!({"nodePools": [r.pool]})
+        };
+        for (name, ip, mode) in [(r.ip_pool, r.vip, "bgp"), (r.l2_pool, r.l2_vip, "l2")] {
+            let mut spec = json!({"addresses": [format!("{ip}/32")],
+                "serviceAllocation": {"serviceSelectors": [{"matchLabels": {"kr-mode": mode}}]}});
+            for (k, v) in scope.as_object().into_iter().flatten() {
+                spec[k] = v.clone();
+            }
+            ips.create(
+                &pp,
+                &serde_json::from_value(json!({
+                    "apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
+                    "metadata": {"name": name}, "spec": spec}))?,
+            )
+            .await?;
+        }
+    }
+    Api::<L2Advertisement>::namespaced(client.clone(), sys)
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "apiVersion": "edgelb.io/v1alpha1", "kind": "L2Advertisement",
+                "metadata": {"name": "kr-lan"},
+                "spec": {"ipAddressPools": [REGIONS[0].l2_pool, REGIONS[1].l2_pool]}}))?,
+        )
+        .await?;
     Api::<BGPAdvertisement>::namespaced(client.clone(), sys)
         .create(
             &pp,
@@ -421,13 +488,22 @@ async fn objects(client: &Client) -> anyhow::Result<()> {
         )
         .await?;
     objects::create_namespace(client, NS).await?;
+    for (name, mode) in [(SVC, "bgp"), (SVC_L2, "l2")] {
+        create_service(client, name, mode).await?;
+    }
+    Ok(())
+}
+
+/// A Service of both node pools (`k8s-svc=cube`), endpoints on every node.
+async fn create_service(client: &Client, name: &str, mode: &str) -> anyhow::Result<()> {
+    let pp = PostParams::default();
     let svc = objects::lb_service(
         NS,
-        SVC,
-        json!({"metadata": {"annotations": {
+        name,
+        json!({"metadata": {"labels": {"kr-mode": mode}, "annotations": {
                    "service.openyurt.io/nodepool-labelselector": "k8s-svc=cube",
                    "openyurt.io/topologyKeys": "openyurt.io/nodepool"}},
-               "spec": {"externalTrafficPolicy": "Cluster", "selector": {"app": SVC}}}),
+               "spec": {"externalTrafficPolicy": "Cluster", "selector": {"app": name}}}),
     )?;
     Api::<Service>::namespaced(client.clone(), NS)
         .create(&pp, &svc)
@@ -439,15 +515,15 @@ async fn objects(client: &Client) -> anyhow::Result<()> {
             r.nodes()
                 .into_iter()
                 .enumerate()
-                .map(move |(ni, (name, _))| {
-                    json!({"addresses": [format!("10.244.{ri}.{}", ni + 2)], "nodeName": name,
+                .map(move |(ni, (node, _))| {
+                    json!({"addresses": [format!("10.244.{ri}.{}", ni + 2)], "nodeName": node,
                            "conditions": {"ready": true}})
                 })
         })
         .collect();
     let slice: EndpointSlice = serde_json::from_value(json!({
-        "metadata": {"name": format!("{SVC}-1"), "namespace": NS,
-                     "labels": {"kubernetes.io/service-name": SVC}},
+        "metadata": {"name": format!("{name}-1"), "namespace": NS,
+                     "labels": {"kubernetes.io/service-name": name}},
         "addressType": "IPv4", "endpoints": endpoints,
         "ports": [{"port": 8080, "protocol": "TCP"}]}))?;
     Api::<EndpointSlice>::namespaced(client.clone(), NS)
@@ -471,8 +547,11 @@ async fn scenario(cluster: &Cluster, client: &Client) -> anyhow::Result<()> {
     let binary = std::path::Path::new(env!("CARGO_BIN_EXE_edgelb-speaker"));
     let mut speakers: Vec<Speaker> = Vec::new();
     let t_start = Instant::now();
+    // Region a's second node first: it usually takes the Lease, and it is the L2 owner the
+    // rendezvous hash picks for region a's IP, so the kill below usually also moves the
+    // writer of record while region b is sampled (the figure names the holder).
     for l in &labs {
-        for (name, ip, ns, _) in &l.nodes {
+        for (name, ip, ns, _) in l.nodes.iter().rev() {
             let spec = NodeSpec {
                 name: name.clone(),
                 ip: ip.parse::<IpAddr>()?,
@@ -511,17 +590,20 @@ async fn checks(
     let (la, lb) = (&labs[0], &labs[1]);
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
 
-    // 1. Each region's IP in the Service's status (node pool name order).
-    let want_ingress = vec![ra.vip.to_string(), rb.vip.to_string()];
-    harness::eventually(
-        "both regions' IPs in the Service's status",
-        WAIT,
-        || async { Ok((ingress(&services).await? == want_ingress).then_some(())) },
-    )
-    .await
-    .with_context(|| format!("ingress: {:?}", ingress_now(&services)))?;
+    // 1. Each region's IP in each Service's status (node pool name order).
+    for (name, want) in [(SVC, [ra.vip, rb.vip]), (SVC_L2, [ra.l2_vip, rb.l2_vip])] {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        harness::eventually(
+            &format!("both regions' IPs in {name}'s status"),
+            WAIT,
+            || async { Ok((ingress(&services, name).await? == want).then_some(())) },
+        )
+        .await
+        .with_context(|| format!("{SVC} ingress: {:?}", ingress_now(&services)))?;
+    }
     figure(format!(
-        "both IPs in status.loadBalancer.ingress {:?} after the speakers started (load {})",
+        "both IPs of both Services in status.loadBalancer.ingress {:?} after the speakers \
+         started (load {})",
         t_start.elapsed(),
         lab::load()
     ));
@@ -558,38 +640,107 @@ async fn checks(
             },
         )?;
     }
+    // L2: exactly one node answers ARP for each region's LAN IP, a node of that region.
+    let mut owners = Vec::new();
+    for (l, r) in [(la, ra), (lb, rb)] {
+        let macs: Vec<String> = l
+            .nodes
+            .iter()
+            .map(|(_, _, ns, _)| l2::mac_of(ns, "eth0").map(|m| m.to_ascii_lowercase()))
+            .collect::<anyhow::Result<_>>()?;
+        let mut last = Vec::new();
+        let owner = wait_until(
+            &format!("one region-{} node answers ARP for {}", r.name, r.l2_vip),
+            WAIT,
+            Duration::from_millis(100),
+            || {
+                last = l2::arp_answers(&l.router, r.l2_vip)?;
+                Ok(match last.as_slice() {
+                    [one] => macs.iter().position(|m| m == one),
+                    _ => None,
+                })
+            },
+        )
+        .with_context(|| format!("ARP answers {last:?}, the region's nodes {macs:?}"))?;
+        owners.push((owner, macs));
+    }
+    figure(format!(
+        "L2 owners: {} in region a, {} in region b, after {:?}",
+        la.nodes[owners[0].0].0,
+        lb.nodes[owners[1].0].0,
+        t_start.elapsed()
+    ));
 
-    // 3. A client per region reaches the Service, in its own region.
-    let target =
-        |r: &Region| -> anyhow::Result<SocketAddr> { Ok(format!("{}:{PORT}", r.vip).parse()?) };
+    // 3. The victim: region a's L2 owner. Client a's source is picked so that router a's
+    //    ECMP hash sends its BGP flow to that node too.
+    let victim = owners[0].0;
+    let (victim_name, victim_ip, _, victim_port) = &la.nodes[victim];
+    let survivor = &la.nodes[1 - victim].1;
+    let survivor_mac = owners[0].1[1 - victim].clone();
+    let mut source = None;
+    for ip in ra.client_ips() {
+        la.client.ip(&[
+            "route",
+            "replace",
+            "default",
+            "via",
+            &format!("{}.1", ra.client_net),
+            "src",
+            &ip,
+        ])?;
+        let hop = client_next_hop(la, ra, &ip)?;
+        if hop == *victim_ip {
+            source = Some(ip);
+            break;
+        }
+    }
+    let source = source.with_context(|| {
+        format!(
+            "no client address of {:?} hashes to {victim_ip}",
+            ra.client_ips()
+        )
+    })?;
+
+    // 4. A client per region reaches both Services, in its own region.
+    let target = |ip: &str| -> anyhow::Result<SocketAddr> { Ok(format!("{ip}:{PORT}").parse()?) };
     let every = Duration::from_millis(20);
     let timeout = Duration::from_millis(300);
-    let probe_a = Prober::start(la.client.name(), target(ra)?, &ra.reply(), every, timeout);
-    let probe_b = Prober::start(lb.client.name(), target(rb)?, &rb.reply(), every, timeout);
-    let started = probe_a.started;
-    for (p, r) in [(&probe_a, ra), (&probe_b, rb)] {
+    let probe = |l: &RegionLab, r: &Region, ip: &str| -> anyhow::Result<Prober> {
+        Ok(Prober::start(
+            l.client.name(),
+            target(ip)?,
+            &r.reply(),
+            every,
+            timeout,
+        ))
+    };
+    let probe_a = probe(la, ra, ra.vip)?;
+    let probe_a_l2 = probe(la, ra, ra.l2_vip)?;
+    let probe_b = probe(lb, rb, rb.vip)?;
+    let probe_b_l2 = probe(lb, rb, rb.l2_vip)?;
+    for (p, what) in [
+        (&probe_a, "client a reaches cube (BGP)"),
+        (&probe_a_l2, "client a reaches cube-l2 (L2)"),
+        (&probe_b, "client b reaches cube (BGP)"),
+        (&probe_b_l2, "client b reaches cube-l2 (L2)"),
+    ] {
         wait_until(
-            &format!("client {} reaches the Service", r.name),
+            what,
             Duration::from_secs(10),
             Duration::from_millis(20),
             || Ok(p.attempts().iter().any(|a| a.error.is_none()).then_some(())),
         )?;
     }
-    let sampler = Sampler::start(lb.frr.dir().to_path_buf(), started);
+    let owner_b_mac = owners[1].1[owners[1].0].clone();
+    let want_view_b: View = (want_b.clone(), owner_b_mac);
+    let sampler = Sampler::start(lb, rb, probe_b.started);
     std::thread::sleep(Duration::from_millis(500));
 
-    // 4. Kill the region-a node the client's flow goes to.
-    let victim_ip = client_next_hop(la, ra)?;
-    let victim = la
-        .nodes
-        .iter()
-        .position(|(_, ip, _, _)| *ip == victim_ip)
-        .with_context(|| format!("router a forwards to {victim_ip}, not a region-a node"))?;
-    let (victim_name, _, _, victim_port) = &la.nodes[victim];
-    let survivor = &la.nodes[1 - victim].1;
+    // 5. Kill it: the speaker SIGKILLed, then the node's link cut (the node is gone).
     let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
     let holder_before = lease_holder(&leases).await?;
-    let kill_at = probe_a.now();
+    let (kill_a, kill_a_l2) = (probe_a.now(), probe_a_l2.now());
+    let killed = Instant::now();
     let sp = speakers
         .iter_mut()
         .find(|s| s.node == *victim_name)
@@ -603,42 +754,56 @@ async fn checks(
         &want_rib(ra, &[survivor]),
         Duration::from_secs(30),
     )?;
+    let router_a = la.router.name().to_string();
     wait_until(
-        "client a connects again after the kill",
+        "router a's kernel holds the survivor's MAC for region a's LAN IP",
         Duration::from_secs(30),
-        Duration::from_millis(20),
-        || {
-            Ok(probe_a
-                .attempts()
-                .iter()
-                .any(|a| a.at > kill_at + withdrawn && a.error.is_none())
-                .then_some(()))
-        },
+        Duration::from_millis(10),
+        || Ok((neigh_mac_in(&router_a, ra.l2_vip)? == survivor_mac).then_some(())),
     )?;
+    let taken_over = killed.elapsed();
+    for (p, at, what) in [
+        (&probe_a, kill_a, "client a connects to cube again"),
+        (&probe_a_l2, kill_a_l2, "client a connects to cube-l2 again"),
+    ] {
+        wait_until(
+            what,
+            Duration::from_secs(30),
+            Duration::from_millis(20),
+            || {
+                Ok(p.attempts()
+                    .iter()
+                    .any(|a| a.at > at + taken_over && a.error.is_none())
+                    .then_some(()))
+            },
+        )?;
+    }
     std::thread::sleep(Duration::from_secs(1));
-    let gap_a = probe_a.window(
-        kill_at.saturating_sub(Duration::from_millis(100)),
-        probe_a.now(),
-    );
+    let back = Duration::from_millis(100);
+    let gap_a = probe_a.window(kill_a.saturating_sub(back), probe_a.now());
+    let gap_a_l2 = probe_a_l2.window(kill_a_l2.saturating_sub(back), probe_a_l2.now());
     figure(format!(
-        "failover in region a: killed {victim_name} (the client's next hop {victim_ip}; Lease \
-         holder {holder_before}); router a's path from it gone {withdrawn:?} after the kill; \
-         client a: {gap_a} (load {})",
+        "failover in region a: killed {victim_name} (L2 owner and client a's BGP next hop, \
+         from source {source}; Lease holder {holder_before}); router a's path from it gone \
+         {withdrawn:?} after the kill, the survivor's MAC in router a's ARP cache {taken_over:?}; \
+         BGP client a: {gap_a}; L2 client a: {gap_a_l2} (load {})",
         lab::load()
     ));
+    for (w, what) in [(&gap_a, "BGP"), (&gap_a_l2, "L2")] {
+        ensure!(
+            w.max_gap < FAILOVER_BOUND,
+            "{what} client a's gap {:?} is over the stated bound {FAILOVER_BOUND:?}: {:?}",
+            w.max_gap,
+            w.errors
+        );
+    }
     ensure!(
-        gap_a.max_gap < FAILOVER_BOUND,
-        "client a's gap {:?} is over the stated bound {FAILOVER_BOUND:?}: {:?}",
-        gap_a.max_gap,
-        gap_a.errors
-    );
-    ensure!(
-        client_next_hop(la, ra)? == *survivor,
+        client_next_hop(la, ra, &source)? == *survivor,
         "router a does not forward to the surviving node {survivor}"
     );
 
-    // 5. Relabel np-a: its IP leaves router a; a writer of record must hold the Lease first
-    //    (the killed node may have held it).
+    // 6. Relabel np-a: its IPs leave region a; a writer of record must hold the Lease
+    //    first (the killed node may have held it).
     let t = Instant::now();
     let holder = harness::eventually("a live speaker holds the Lease", WAIT, || async {
         let h = lease_holder(&leases).await?;
@@ -664,17 +829,20 @@ async fn checks(
         ra.prefix(),
         lab::load()
     ));
-    harness::eventually("the Service keeps only region b's IP", WAIT, || async {
-        Ok((ingress(&services).await? == [rb.vip.to_string()]).then_some(()))
-    })
-    .await?;
+    for (name, ip) in [(SVC, rb.vip), (SVC_L2, rb.l2_vip)] {
+        harness::eventually(
+            &format!("{name} keeps only region b's IP"),
+            WAIT,
+            || async { Ok((ingress(&services, name).await? == [ip.to_string()]).then_some(())) },
+        )
+        .await?;
+    }
     figure(format!(
-        "status.loadBalancer.ingress = [{}] {:?} after the patch",
-        rb.vip,
+        "both Services' ingress = region b's IP only {:?} after the patch",
         t.elapsed()
     ));
     wait_until(
-        "client a no longer reaches the Service",
+        "client a no longer reaches cube",
         Duration::from_secs(10),
         Duration::from_millis(20),
         || {
@@ -684,34 +852,55 @@ async fn checks(
                 .map(|_| ()))
         },
     )?;
+    wait_until(
+        "nobody answers ARP for region a's LAN IP",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            Ok(l2::arp_answers(&la.router, ra.l2_vip)?
+                .is_empty()
+                .then_some(()))
+        },
+    )?;
+    figure(format!(
+        "no ARP answer for {} {:?} after the patch",
+        ra.l2_vip,
+        t.elapsed()
+    ));
     std::thread::sleep(Duration::from_millis(500));
 
-    // 6. Region b never moved: its route, next hops and client, sampled throughout.
+    // 7. Region b never moved: its route, next hops, L2 owner and clients, sampled
+    //    throughout.
     let samples = sampler.stop();
     let end = probe_b.now();
     let attempts_a = probe_a.stop();
+    drop(probe_a_l2);
     let whole_b = probe_b.window(Duration::ZERO, end);
-    let _ = probe_b.stop();
+    let whole_b_l2 = probe_b_l2.window(Duration::ZERO, end);
+    drop((probe_b, probe_b_l2));
     let bad: Vec<_> = samples
         .iter()
-        .filter(|(_, s)| s.as_ref().map(|r| *r != want_b).unwrap_or(true))
+        .filter(|(_, s)| s.as_ref().map(|v| *v != want_view_b).unwrap_or(true))
         .take(5)
         .collect();
     figure(format!(
-        "region b throughout ({:?}): {} samples of router b's RIB, {} differ; client b: {whole_b}",
-        end,
+        "region b throughout ({end:?}): {} samples of router b's RIB and ARP cache, {} differ; \
+         BGP client b: {whole_b}; L2 client b: {whole_b_l2}",
         samples.len(),
         bad.len()
     ));
     ensure!(
         bad.is_empty() && samples.len() >= 10,
-        "router b's RIB moved while region a failed over / was relabelled: {bad:?}"
+        "router b's view moved while region a failed over / was relabelled (want \
+         {want_view_b:?}): {bad:?}"
     );
-    ensure!(
-        whole_b.failed == 0,
-        "client b lost connections while region a failed over / was relabelled: {:?}",
-        whole_b.errors
-    );
+    for (w, what) in [(&whole_b, "BGP"), (&whole_b_l2, "L2")] {
+        ensure!(
+            w.failed == 0,
+            "{what} client b lost connections while region a failed over / was relabelled: {:?}",
+            w.errors
+        );
+    }
     ensure!(
         attempts_a.iter().any(|a| a.error.is_none()),
         "client a never connected"
@@ -736,7 +925,7 @@ fn ingress_now(services: &Api<Service>) -> String {
             .enable_all()
             .build()
             .ok()
-            .and_then(|rt| rt.block_on(ingress(&services)).ok())
+            .and_then(|rt| rt.block_on(ingress(&services, SVC)).ok())
     })
     .join()
     .ok()
@@ -747,9 +936,15 @@ fn ingress_now(services: &Api<Service>) -> String {
 
 async fn delete_service(client: &Client) -> anyhow::Result<()> {
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let _ = services.delete(SVC, &DeleteParams::default()).await;
-    harness::eventually("the Service gone (finalizer removed)", WAIT, || async {
-        Ok(services.get_opt(SVC).await?.is_none().then_some(()))
+    for name in [SVC, SVC_L2] {
+        let _ = services.delete(name, &DeleteParams::default()).await;
+    }
+    harness::eventually("the Services gone (finalizer removed)", WAIT, || async {
+        let left = [
+            services.get_opt(SVC).await?.is_some(),
+            services.get_opt(SVC_L2).await?.is_some(),
+        ];
+        Ok((!left.contains(&true)).then_some(()))
     })
     .await
 }
@@ -760,10 +955,12 @@ async fn cleanup(client: &Client) -> anyhow::Result<()> {
     let mut c = Cleanup::new()
         .add::<Namespace>(client, None, NS)
         .add::<BGPAdvertisement>(client, sys, "kr-all")
+        .add::<L2Advertisement>(client, sys, "kr-lan")
         .add::<Lease>(client, sys, "edgelb-leader");
     for r in &REGIONS {
         c = c
             .add::<IPAddressPool>(client, sys, r.ip_pool)
+            .add::<IPAddressPool>(client, sys, r.l2_pool)
             .add::<BGPPeer>(client, sys, &format!("kr-router-{}", r.name))
             .add::<NodePool>(client, None, r.pool);
         for (n, _) in r.nodes() {

@@ -8,6 +8,7 @@ mod speaker_support;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use edgelb_tests::lab::frr::BfdProfile;
 use edgelb_tests::lab::{
     self, netns::veth, wait_until, BgpRouter, Frr, FrrConfig, Neighbor, Netns,
 };
@@ -23,21 +24,6 @@ fn route_at(frr: &Frr) -> anyhow::Result<bool> {
     Ok(v["paths"].as_array().is_some_and(|p| !p.is_empty()))
 }
 
-fn figure(line: &str) {
-    use std::io::Write;
-    eprintln!("{line}");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
-    let file = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("bfd_interop.txt"))
-    });
-    if let Ok(mut f) = file {
-        let _ = writeln!(f, "{line}");
-    }
-}
-
 #[test]
 fn echo_mode_profile_detects_a_router_that_stops_forwarding() -> anyhow::Result<()> {
     if !lab::enabled("speaker_bfd_echo") {
@@ -50,11 +36,9 @@ fn echo_mode_profile_detects_a_router_that_stops_forwarding() -> anyhow::Result<
     router.addr("eth0", &format!("{ROUTER}/24"))?;
     router.sysctl("net.ipv4.ip_forward", "1")?;
     node.addr("eth0", &format!("{NODE}/24"))?;
-    let bfdd = "bfd\n profile slow\n  transmit-interval 1000\n  receive-interval 1000\n  detect-multiplier 3\n  echo receive-interval 100\n !\n!\n";
-    let mut cfg = FrrConfig::new(ROUTER.parse()?, 64500)
+    let cfg = FrrConfig::new(ROUTER.parse()?, 64500)
         .neighbor(Neighbor::new(NODE.parse()?, 64512).hold_time(9));
-    cfg.extra.push(format!("neighbor {NODE} bfd profile slow"));
-    let frr = Frr::start_with_bfd(&router, cfg, bfdd)?;
+    let frr = Frr::start_with_bfd_profile(&router, cfg, NODE.parse()?, &BfdProfile::echo())?;
     let peers = format!(
         "---\napiVersion: edgelb.io/v1alpha1\nkind: BFDProfile\n\
          metadata: {{name: echo, namespace: edgelb-system}}\n\
@@ -104,10 +88,9 @@ fn echo_mode_profile_detects_a_router_that_stops_forwarding() -> anyhow::Result<
             || Ok((!route_at(&frr)?).then_some(())),
         )?;
         let took = start.elapsed();
-        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        figure(&format!(
+        lab::figure("bfd_interop", &format!(
             "bfd echo (edgelb-speaker, BFDProfile echoMode, FRR bfdd): router stopped forwarding -> route withdrawn after {took:?} (Echo 3 x 100 ms, Control 3 x 1 s, hold 9 s; load {})",
-            load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+            lab::load()
         ));
         anyhow::ensure!(
             took < Duration::from_millis(2500),

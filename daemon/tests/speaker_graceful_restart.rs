@@ -22,11 +22,14 @@
 //! Figures go to `target/tmp/figures/graceful_restart.txt`.
 mod speaker_support;
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use edgelb_tests::lab::traffic::{Prober, TcpServer};
+use edgelb_tests::lab::frr::BfdProfile;
+use edgelb_tests::lab::traffic::{Prober, TcpServer, Window};
 use edgelb_tests::lab::{self, netns::veth, wait_until, Frr, FrrConfig, Neighbor, Netns};
 use speaker_support::{cluster_yaml, write_atomic, Dir, SpeakerProc, Svc};
 
@@ -66,25 +69,8 @@ fn yaml_with(restart_time: &str, extra_peer: &str) -> String {
     )
 }
 
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
 fn figure(line: &str) {
-    use std::io::Write;
-    eprintln!("{line}");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
-    let file = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("graceful_restart.txt"))
-    });
-    if let Ok(mut f) = file {
-        let _ = writeln!(f, "{line}");
-    }
+    lab::figure("graceful_restart", line);
 }
 
 /// The router's paths for the Service prefix: (present, stale).
@@ -114,7 +100,11 @@ fn gr_info(frr: &Frr) -> anyhow::Result<(bool, bool, String)> {
     Ok((eor, r_bit, gr.to_string()))
 }
 
+/// The namespaces, and the Service's TCP server on the node (`target`).
 struct Lab {
+    // The server first: dropped before its namespace.
+    _server: TcpServer,
+    target: SocketAddr,
     _client: Netns,
     router: Netns,
     node: Netns,
@@ -136,12 +126,23 @@ fn lab() -> anyhow::Result<Lab> {
     node.ip(&["addr", "add", &format!("{SVC_IP}/32"), "dev", "lo"])?;
     client.addr("eth0", "203.0.113.2/24")?;
     client.ip(&["route", "add", "default", "via", "203.0.113.1"])?;
+    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
     Ok(Lab {
+        _server: TcpServer::start(node.name(), target, "ok\n")?,
+        target,
         client_name: client.name().to_string(),
         _client: client,
         router,
         node,
     })
+}
+
+/// FRR (zebra + bgpd) on the router with the node as its neighbour.
+fn router(lab: &Lab) -> anyhow::Result<Frr> {
+    Frr::start_with_zebra(
+        &lab.router,
+        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
+    )
 }
 
 fn wait_path(frr: &Frr, stale: bool, timeout: Duration) -> anyhow::Result<Duration> {
@@ -170,43 +171,51 @@ fn wait_eor(frr: &Frr, timeout: Duration) -> anyhow::Result<Duration> {
     Ok(t.elapsed())
 }
 
-#[test]
-fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_time(
-) -> anyhow::Result<()> {
-    if !lab::enabled("speaker_graceful_restart") {
-        return Ok(());
+/// The node's speakers: each reads `file` and uses the socket in `run`, the DaemonSet's
+/// hostPath (it outlives each speaker process, so the next one finds the restart marker).
+struct Speakers<'a> {
+    lab: &'a Lab,
+    dir: &'a Dir,
+    file: PathBuf,
+    run: PathBuf,
+    started: Cell<u32>,
+}
+
+impl<'a> Speakers<'a> {
+    fn new(lab: &'a Lab, dir: &'a Dir, yaml: &str) -> anyhow::Result<Speakers<'a>> {
+        let file = dir.path("cluster.yaml");
+        write_atomic(&file, yaml)?;
+        let run = dir.path("run");
+        std::fs::create_dir_all(&run)?;
+        Ok(Speakers {
+            lab,
+            dir,
+            file,
+            run,
+            started: Cell::new(0),
+        })
     }
-    let dir = Dir::new("speaker-gr")?;
-    let lab = lab()?;
-    let frr = Frr::start_with_zebra(
-        &lab.router,
-        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
-    )?;
-    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
-    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
-    let file = dir.path("cluster.yaml");
-    write_atomic(&file, &yaml("30s"))?;
-    // The socket directory is the DaemonSet's hostPath: it outlives each speaker process.
-    let run = dir.path("run");
-    std::fs::create_dir_all(&run)?;
-    let socket = run.join("speaker.sock").to_string_lossy().into_owned();
-    let mut n = 0;
-    let mut start = |extra: &[&str]| -> anyhow::Result<SpeakerProc> {
-        n += 1;
+
+    /// The next speaker (`speaker-N.log`) with `extra` arguments.
+    fn start(&self, extra: &[&str]) -> anyhow::Result<SpeakerProc> {
+        let n = self.started.get() + 1;
+        self.started.set(n);
+        let socket = self.run.join("speaker.sock").to_string_lossy().into_owned();
         let mut args = vec!["--socket", socket.as_str()];
         args.extend_from_slice(extra);
         SpeakerProc::start(
-            &lab.node,
+            &self.lab.node,
             "node-0",
-            &file,
-            dir.path(&format!("speaker-{n}.log")),
+            &self.file,
+            self.dir.path(&format!("speaker-{n}.log")),
             &args,
         )
-    };
+    }
+}
 
-    let mut first = start(&[])?;
-    let r = wait_path(&frr, false, Duration::from_secs(30));
-    r.with_context(|| format!("speaker log:\n{}", first.logs()))?;
+/// Once the router's kernel holds the route: the client's probe (a TCP connection to
+/// `target` every 10 ms), after its first good connection.
+fn serving(lab: &Lab, target: SocketAddr) -> anyhow::Result<Prober> {
     wait_until(
         "zebra to install the route",
         Duration::from_secs(10),
@@ -232,13 +241,133 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
                 .then_some(()))
         },
     )?;
+    Ok(probe)
+}
 
-    // 1. Planned restart.
+/// What a planned restart showed.
+struct Planned {
+    probe: Prober,
+    /// The new speaker, running.
+    second: SpeakerProc,
+    /// How long the old speaker took to exit after SIGTERM.
+    exit: Duration,
+    /// The router's path (present, stale) and its kernel route, read after the pause.
+    stale: Option<bool>,
+    in_kernel: bool,
+    /// The restart marker beside the socket while no speaker ran.
+    marker: String,
+    /// bfdd's sessions while no speaker ran (BFD only).
+    bfd_after_stop: String,
+    /// From the new speaker's start to the router's End-of-RIB; from the stop to the
+    /// route no longer stale.
+    eor: Duration,
+    back: Duration,
+    /// The client's connections from the stop to 500 ms after the route came back.
+    window: Window,
+}
+
+/// A planned restart under client traffic: a speaker (`extra_args`) serves (the route in
+/// the router's kernel, BFD up with `bfd`, the client's first connection), is stopped with
+/// SIGTERM; after `pause` the router's view is read; the next speaker (`extra_args` then
+/// `second_args`) starts and the router takes its End-of-RIB.
+fn planned_restart(
+    speakers: &Speakers,
+    frr: &Frr,
+    target: SocketAddr,
+    extra_args: &[&str],
+    second_args: &[&str],
+    bfd: bool,
+    pause: Duration,
+) -> anyhow::Result<Planned> {
+    let lab = speakers.lab;
+    let mut first = speakers.start(extra_args)?;
+    wait_path(frr, false, Duration::from_secs(30))
+        .with_context(|| format!("speaker log:\n{}", first.logs()))?;
+    if bfd {
+        wait_until(
+            "FRR's BFD session Up",
+            Duration::from_secs(20),
+            Duration::from_millis(50),
+            || Ok(frr.bfd_up(NODE.parse()?)?.then_some(())),
+        )?;
+    }
+    let probe = serving(lab, target)?;
+
     let stop_at = probe.now();
     let exit = first.terminate(Duration::from_secs(5))?;
-    std::thread::sleep(Duration::from_secs(1));
-    let stale = bgp_path(&frr)?;
+    std::thread::sleep(pause);
+    let stale = bgp_path(frr)?;
     let in_kernel = kernel_route(&lab.router)?;
+    let marker = std::fs::read_to_string(speakers.run.join("bgp-restart")).unwrap_or_default();
+    let bfd_after_stop = if bfd {
+        frr.vtysh_bfdd("show bfd peers json").unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let mut args = extra_args.to_vec();
+    args.extend_from_slice(second_args);
+    let second = speakers.start(&args)?;
+    let eor = wait_eor(frr, Duration::from_secs(30))
+        .with_context(|| format!("second speaker:\n{}", second.logs()))?;
+    wait_path(frr, false, Duration::from_secs(5))?;
+    let back = probe.now() - stop_at;
+    // A little traffic after End-of-RIB: the route must not be flushed then either.
+    std::thread::sleep(Duration::from_millis(500));
+    let window = probe.window(stop_at, probe.now());
+    Ok(Planned {
+        probe,
+        second,
+        exit,
+        stale,
+        in_kernel,
+        marker,
+        bfd_after_stop,
+        eor,
+        back,
+        window,
+    })
+}
+
+#[test]
+fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_time(
+) -> anyhow::Result<()> {
+    if !lab::enabled("speaker_graceful_restart") {
+        return Ok(());
+    }
+    let dir = Dir::new("speaker-gr")?;
+    let lab = lab()?;
+    let frr = router(&lab)?;
+    let target = lab.target;
+    let speakers = Speakers::new(&lab, &dir, &yaml("30s"))?;
+
+    // 1. Planned restart.
+    let Planned {
+        probe,
+        mut second,
+        exit,
+        stale,
+        in_kernel,
+        marker,
+        eor,
+        back,
+        window: planned,
+        ..
+    } = planned_restart(
+        &speakers,
+        &frr,
+        target,
+        &[],
+        &["--bgp-stop", "withdraw"],
+        false,
+        Duration::from_secs(1),
+    )?;
+    let (_, r_bit, info) = gr_info(&frr)?;
+    figure(&format!(
+        "graceful restart (edgelb-speaker, FRR zebra+bgpd): planned restart: {planned}; \
+         old speaker exited {exit:?} after SIGTERM, router held the route stale, new session's \
+         End-of-RIB {back:?} after the stop (waited {eor:?} after the start); load {}",
+        lab::load()
+    ));
     assert_eq!(
         stale,
         Some(true),
@@ -246,25 +375,9 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
     );
     assert!(in_kernel, "the stale route left the router's kernel");
     assert!(
-        std::fs::read_to_string(run.join("bgp-restart"))?.starts_with("until="),
+        marker.starts_with("until="),
         "no restart marker beside the socket"
     );
-    let mut second = start(&["--bgp-stop", "withdraw"])?;
-    let eor = wait_eor(&frr, Duration::from_secs(30))
-        .with_context(|| format!("second speaker:\n{}", second.logs()))?;
-    wait_path(&frr, false, Duration::from_secs(5))?;
-    let back_at = probe.now();
-    let (_, r_bit, info) = gr_info(&frr)?;
-    // A little traffic after End-of-RIB: the route must not be flushed then either.
-    std::thread::sleep(Duration::from_millis(500));
-    let planned = probe.window(stop_at, probe.now());
-    figure(&format!(
-        "graceful restart (edgelb-speaker, FRR zebra+bgpd): planned restart: {planned}; \
-         old speaker exited {exit:?} after SIGTERM, router held the route stale, new session's \
-         End-of-RIB {:?} after the stop (waited {eor:?} after the start); load {}",
-        back_at - stop_at,
-        load()
-    ));
     assert!(
         second.logs().contains("back from a planned restart"),
         "the second speaker did not find the marker:\n{}",
@@ -301,7 +414,7 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
     let withdrawn = probe.window(stop_at, probe.now());
     figure(&format!(
         "graceful restart: control, --bgp-stop=withdraw: {withdrawn}; load {}",
-        load()
+        lab::load()
     ));
     assert!(
         withdrawn.failed > 0,
@@ -309,8 +422,8 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
     );
 
     // 3. Crash with a 5 s restart time.
-    write_atomic(&file, &yaml("5s"))?;
-    let third = start(&[])?;
+    write_atomic(&speakers.file, &yaml("5s"))?;
+    let third = speakers.start(&[])?;
     wait_eor(&frr, Duration::from_secs(30))
         .with_context(|| format!("third speaker:\n{}", third.logs()))?;
     wait_path(&frr, false, Duration::from_secs(5))?;
@@ -380,7 +493,7 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
         .map(|a| a.at - killed_at);
     figure(&format!(
         "graceful restart: crash (SIGKILL), gracefulRestartTime 5s: route withdrawn from the RIB {gone:?} and from the kernel {kernel_gone:?} after the kill (hold time 9 s); until then {while_stale}; first failed client connection {first_fail:?} after the kill; load {}",
-        load()
+        lab::load()
     ));
     assert!(
         while_stale.attempts > 0,
@@ -411,24 +524,16 @@ fn planned_restart_keeps_client_traffic_and_a_crash_withdraws_after_the_restart_
 /// bit and End-of-RIB, and the client's connections never fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<()> {
-    use edgelb_tests::kube::{self as harness, deploy, Cluster, NodeSpec, Speaker};
+    use edgelb_tests::kube::{self as harness, deploy, NodeSpec, Speaker};
     const TEST: &str =
         "speaker_graceful_restart::as_deployed_a_pod_replacement_keeps_client_traffic";
     const NODE_NAME: &str = "gr-node-0";
-    if !lab::enabled(TEST) {
-        return Ok(());
-    }
-    let Some(cluster) = Cluster::shared(TEST)? else {
+    let Some((cluster, admin)) = harness::cluster_for(TEST).await? else {
         return Ok(());
     };
-    let admin = cluster.admin_client().await?;
     let lab = lab()?;
-    let frr = Frr::start_with_zebra(
-        &lab.router,
-        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512)),
-    )?;
-    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
-    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
+    let frr = router(&lab)?;
+    let target = lab.target;
     harness::create_node(&admin, NODE_NAME, NODE.parse()?, &[]).await?;
     let objects = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: gr-test}}\n\
@@ -456,31 +561,7 @@ async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<
     let mut first = Speaker::deploy(cluster, &lab.node, &node, binary).await?;
     let up = wait_path(&frr, false, Duration::from_secs(60));
     up.with_context(|| format!("first pod's log:\n{}", first.logs()))?;
-    wait_until(
-        "zebra to install the route",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || Ok(kernel_route(&lab.router)?.then_some(())),
-    )?;
-    let probe = Prober::start(
-        &lab.client_name,
-        target,
-        "ok\n",
-        Duration::from_millis(10),
-        Duration::from_millis(500),
-    );
-    wait_until(
-        "the client's first connection",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            Ok(probe
-                .attempts()
-                .iter()
-                .any(|a| a.error.is_none())
-                .then_some(()))
-        },
-    )?;
+    let probe = serving(&lab, target)?;
     let stop_at = probe.now();
     first.process.signal(libc::SIGTERM)?;
     first
@@ -507,7 +588,7 @@ async fn as_deployed_a_pod_replacement_keeps_client_traffic() -> anyhow::Result<
         figure(&format!(
             "graceful restart as deployed (API server, shipped DaemonSet and RBAC): pod replaced: {w}; new session's End-of-RIB {:?} after SIGTERM; load {}",
             back_at - stop_at,
-            load()
+            lab::load()
         ));
         anyhow::ensure!(r_bit, "no R bit from the new pod: {info}");
         anyhow::ensure!(
@@ -549,88 +630,34 @@ fn planned_restart_with_bfd_keeps_client_traffic() -> anyhow::Result<()> {
     }
     let dir = Dir::new("speaker-gr-bfd")?;
     let lab = lab()?;
-    let mut cfg =
-        FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512));
-    cfg.extra.push(format!("neighbor {NODE} bfd profile fast"));
-    let frr = Frr::start_with_bfd(&lab.router, cfg, "bfd\n profile fast\n !\n!\n")?;
-    let bfd_up = |f: &Frr| -> anyhow::Result<bool> {
-        let out = f.vtysh_bfdd("show bfd peers json")?;
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        Ok(v.as_array()
-            .is_some_and(|a| a.iter().any(|p| p["peer"] == NODE && p["status"] == "up")))
-    };
-    let target: SocketAddr = format!("{SVC_IP}:{PORT}").parse()?;
-    let _server = TcpServer::start(lab.node.name(), target, "ok\n")?;
-    let file = dir.path("cluster.yaml");
-    write_atomic(&file, &yaml_with("30s", ", bfdProfile: fast"))?;
-    let run = dir.path("run");
-    std::fs::create_dir_all(&run)?;
-    let socket = run.join("speaker.sock").to_string_lossy().into_owned();
-    let start = |n: u32| {
-        SpeakerProc::start(
-            &lab.node,
-            "node-0",
-            &file,
-            dir.path(&format!("speaker-{n}.log")),
-            &["--socket", socket.as_str()],
-        )
-    };
-    let mut first = start(1)?;
-    wait_path(&frr, false, Duration::from_secs(30))
-        .with_context(|| format!("speaker log:\n{}", first.logs()))?;
-    wait_until(
-        "FRR's BFD session Up",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || Ok(bfd_up(&frr)?.then_some(())),
-    )?;
-    wait_until(
-        "zebra to install the route",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || Ok(kernel_route(&lab.router)?.then_some(())),
-    )?;
-    let probe = Prober::start(
-        &lab.client_name,
-        target,
-        "ok\n",
-        Duration::from_millis(10),
-        Duration::from_millis(500),
-    );
-    wait_until(
-        "the client's first connection",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || {
-            Ok(probe
-                .attempts()
-                .iter()
-                .any(|a| a.error.is_none())
-                .then_some(()))
-        },
-    )?;
-    let stop_at = probe.now();
-    first.terminate(Duration::from_secs(5))?;
+    let cfg = FrrConfig::new(ROUTER.parse()?, 64500).neighbor(Neighbor::new(NODE.parse()?, 64512));
+    // FRR's default timers (3 x 300 ms, MetalLB's defaults too).
+    let frr =
+        Frr::start_with_bfd_profile(&lab.router, cfg, NODE.parse()?, &BfdProfile::new("fast"))?;
+    let target = lab.target;
+    let speakers = Speakers::new(&lab, &dir, &yaml_with("30s", ", bfdProfile: fast"))?;
     // Longer than BFD's detection time (0.9 s): a silent session would have failed by now.
-    std::thread::sleep(Duration::from_millis(1500));
-    let stale = bgp_path(&frr)?;
-    let bfd_after = frr.vtysh_bfdd("show bfd peers json").unwrap_or_default();
+    let p = planned_restart(
+        &speakers,
+        &frr,
+        target,
+        &[],
+        &[],
+        true,
+        Duration::from_millis(1500),
+    )?;
     anyhow::ensure!(
-        stale == Some(true) && kernel_route(&lab.router)?,
-        "the router dropped the route of a speaker that stopped for a planned restart with BFD (path stale: {stale:?}); FRR BFD: {bfd_after}\nFRR log:\n{}",
+        p.stale == Some(true) && p.in_kernel,
+        "the router dropped the route of a speaker that stopped for a planned restart with BFD (path stale: {:?}); FRR BFD: {}\nFRR log:\n{}",
+        p.stale,
+        p.bfd_after_stop,
         edgelb_tests::lab::router::tail(&edgelb_tests::lab::BgpRouter::logs(&frr), 30)
     );
-    let second = start(2)?;
-    wait_eor(&frr, Duration::from_secs(30))
-        .with_context(|| format!("second speaker:\n{}", second.logs()))?;
-    wait_path(&frr, false, Duration::from_secs(5))?;
-    let back_at = probe.now();
-    std::thread::sleep(Duration::from_millis(500));
-    let w = probe.window(stop_at, probe.now());
+    let w = &p.window;
     figure(&format!(
         "graceful restart with BFD (FRR bfdd 3 x 300 ms): planned restart: {w}; End-of-RIB {:?} after the stop; load {}",
-        back_at - stop_at,
-        load()
+        p.back,
+        lab::load()
     ));
     assert_eq!(
         w.failed, 0,

@@ -35,14 +35,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context};
+use edgelb_tests::kube::objects::{
+    create_namespace, create_services, delete_services, edgelb_api, ips, speaker_requests,
+};
 use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
-use edgelb_tests::lab::{Lan, Netns};
-use futures::StreamExt;
+use edgelb_tests::lab::{self, Lan, Netns};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::PostParams;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
@@ -51,32 +51,8 @@ const POOL: &str = "198.18.0.0/18";
 const SPEAKERS: u8 = 3;
 const IN_FLIGHT: usize = 32;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn figure(line: &str) {
-    println!("{line}");
-    if let Some(dir) = harness::target_tmp().map(|t| t.join("figures")) {
-        let _ = std::fs::create_dir_all(&dir);
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("cluster_scale.txt"))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
-    }
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    lab::figure("cluster_scale", line);
 }
 
 /// `VmRSS` or `VmHWM` of `pid` in KiB.
@@ -106,17 +82,6 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn mib(kb: u64) -> String {
     format!("{:.1}", kb as f64 / 1024.0)
-}
-
-fn ips(svc: &Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|l| l.ingress.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
 }
 
 /// The nodes and speakers of the run.
@@ -150,37 +115,19 @@ async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> any
     let mut speakers = Vec::new();
     let mut nodes = Vec::new();
     for i in 1..=SPEAKERS {
-        let ns = Netns::new(&format!("cs{i}"))?;
-        lan.attach(&ns, "eth0")?;
         // A /17 holding the pool's /18 (L2 needs an interface on the IP's subnet); the
         // nodes' own addresses are outside the pool.
         let ip: IpAddr = format!("198.18.64.{}", 10 + i).parse()?;
-        ns.addr("eth0", &format!("{ip}/17"))?;
-        ns.ip(&["link", "set", "eth0", "up"])?;
+        let ns = lan.join(&format!("cs{i}"), &format!("{ip}/17"))?;
         let name = format!("scale-{i}");
         harness::create_node(admin, &name, ip, &[]).await?;
-        let node = NodeSpec {
-            name: name.clone(),
-            ip,
-            extra_args: Vec::new(),
-        };
+        let node = NodeSpec::new(&name, ip);
         speakers.push(Speaker::deploy(cluster, &ns, &node, binary).await?);
         nets.push(ns);
         nodes.push(name);
     }
-    let res = |kind: &str, plural: &str| ApiResource {
-        group: "edgelb.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "edgelb.io/v1alpha1".into(),
-        kind: kind.into(),
-        plural: plural.into(),
-    };
     let params = PatchParams::apply("cluster-scale-bench").force();
-    let pools: Api<DynamicObject> = Api::namespaced_with(
-        admin.clone(),
-        SYSTEM_NAMESPACE,
-        &res("IPAddressPool", "ipaddresspools"),
-    );
+    let pools = edgelb_api(admin, "IPAddressPool", "ipaddresspools");
     let pool = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "IPAddressPool",
         "metadata": {"name": "scale", "namespace": SYSTEM_NAMESPACE},
         "spec": {"addresses": [POOL]}});
@@ -196,11 +143,7 @@ async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> any
             nodes,
         });
     }
-    let l2: Api<DynamicObject> = Api::namespaced_with(
-        admin.clone(),
-        SYSTEM_NAMESPACE,
-        &res("L2Advertisement", "l2advertisements"),
-    );
+    let l2 = edgelb_api(admin, "L2Advertisement", "l2advertisements");
     let adv = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "L2Advertisement",
         "metadata": {"name": "scale", "namespace": SYSTEM_NAMESPACE},
         "spec": {"ipAddressPools": ["scale"]}});
@@ -215,29 +158,6 @@ async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> any
     })
 }
 
-fn service(ns: &str, name: &str) -> anyhow::Result<Service> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": name, "namespace": ns},
-        // No NodePorts: the API server's range (2768 ports) would not hold 10 000.
-        "spec": {"type": "LoadBalancer", "loadBalancerClass": "edgelb.io/speaker",
-                 "allocateLoadBalancerNodePorts": false,
-                 "ports": [{"port": 80, "protocol": "TCP"}]},
-    }))?)
-}
-
-fn slice(ns: &str, name: &str, node: &str) -> anyhow::Result<EndpointSlice> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": format!("{name}-1"), "namespace": ns,
-                     "labels": {"kubernetes.io/service-name": name}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": ["10.244.0.1"], "nodeName": node,
-                       "conditions": {"ready": true}}],
-        "ports": [{"port": 80, "protocol": "TCP"}],
-    }))?)
-}
-
 /// Creates namespace `ns` and N Services with a slice each, `IN_FLIGHT` at a time; returns
 /// when the last create was answered.
 async fn create_all(
@@ -246,47 +166,8 @@ async fn create_all(
     n: usize,
     nodes: &[String],
 ) -> anyhow::Result<Instant> {
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
-        )
-        .await
-        .with_context(|| format!("namespace {ns}"))?;
-    let services: Api<Service> = Api::namespaced(admin.clone(), ns);
-    let slices: Api<EndpointSlice> = Api::namespaced(admin.clone(), ns);
-    let results: Vec<anyhow::Result<()>> = futures::stream::iter(0..n)
-        .map(|i| {
-            let (services, slices) = (services.clone(), slices.clone());
-            let name = format!("s{i:05}");
-            let node = nodes[i % nodes.len()].clone();
-            async move {
-                services
-                    .create(&PostParams::default(), &service(ns, &name)?)
-                    .await
-                    .with_context(|| format!("Service {name}"))?;
-                slices
-                    .create(&PostParams::default(), &slice(ns, &name, &node)?)
-                    .await
-                    .with_context(|| format!("EndpointSlice of {name}"))?;
-                Ok(())
-            }
-        })
-        .buffer_unordered(IN_FLIGHT)
-        .collect()
-        .await;
-    let failed: Vec<String> = results
-        .iter()
-        .filter_map(|r| r.as_ref().err().map(|e| format!("{e:#}")))
-        .collect();
-    ensure!(
-        failed.is_empty(),
-        "{} creates failed, e.g. {}",
-        failed.len(),
-        failed[0]
-    );
-    Ok(Instant::now())
+    create_namespace(admin, ns).await?;
+    create_services(admin, ns, n, IN_FLIGHT, nodes, None).await
 }
 
 /// Waits until all `n` Services of `ns` carry an IP; checks that no IP is given twice.
@@ -322,43 +203,17 @@ async fn all_with_ips(admin: &Client, ns: &str, n: usize, timeout: Duration) -> 
     }
 }
 
-/// Deletes namespace `ns` with everything in it and waits until its Services are gone.
+/// Deletes namespace `ns` with everything in it (each bulk delete retried) and waits until
+/// its Services are gone.
 async fn delete_all(admin: &Client, ns: &str) -> anyhow::Result<()> {
-    let services: Api<Service> = Api::namespaced(admin.clone(), ns);
-    let slices: Api<EndpointSlice> = Api::namespaced(admin.clone(), ns);
-    services
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    slices
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
-    harness::eventually("every Service deleted", Duration::from_secs(300), || {
-        let services = services.clone();
-        async move {
-            Ok(services
-                .list(&ListParams::default())
-                .await?
-                .items
-                .is_empty()
-                .then_some(()))
-        }
-    })
-    .await?;
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
-    let _ = namespaces.delete(ns, &DeleteParams::default()).await;
-    Ok(())
+    delete_services(admin, ns, Some(Duration::from_secs(300))).await
 }
 
 /// The speakers' writes in audit events `from..`, by resource.
-fn writes(cluster: &Cluster, from: usize) -> anyhow::Result<(usize, BTreeMap<String, usize>)> {
-    let user = format!("system:serviceaccount:{SYSTEM_NAMESPACE}:edgelb-speaker");
-    let events = cluster.audit_events()?;
+fn writes(cluster: &Cluster, from: usize) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut by: BTreeMap<String, usize> = BTreeMap::new();
-    for e in events.iter().skip(from) {
+    for e in speaker_requests(cluster, from)?.0 {
         let s = |p: &str| e.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
-        if s("/user/username") != user || s("/stage") != "ResponseComplete" {
-            continue;
-        }
         if !matches!(
             s("/verb"),
             "create" | "update" | "patch" | "delete" | "deletecollection"
@@ -373,7 +228,7 @@ fn writes(cluster: &Cluster, from: usize) -> anyhow::Result<(usize, BTreeMap<Str
         };
         *by.entry(what.to_string()).or_default() += 1;
     }
-    Ok((events.len(), by))
+    Ok(by)
 }
 
 fn audit_len(cluster: &Cluster) -> usize {
@@ -447,7 +302,7 @@ async fn burst(
     let rss_before = rig.rss();
     let from = audit_len(cluster);
     let sampler = PeakSampler::start(rig.pids());
-    let load_start = load();
+    let load_start = lab::load();
     let t0 = Instant::now();
     let last_create = create_all(admin, &ns, n, &rig.nodes).await?;
     let created_in = last_create - t0;
@@ -456,7 +311,7 @@ async fn burst(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let peak = sampler.finish();
     let rss_at = rig.rss();
-    let (_, by) = writes(cluster, from)?;
+    let by = writes(cluster, from)?;
     let total: usize = by.values().sum();
     let per_service = total as f64 / n as f64;
     let leader = holder(admin).await;
@@ -469,7 +324,7 @@ async fn burst(
          RSS MiB before [{rss_before}] peak [{peak}] at N [{rss_at}] 15 s after deleting all [{rss_after}]; \
          leader {leader}; load [{load_start}] -> [{}]",
         created_in.as_secs_f64(),
-        load()
+        lab::load()
     ));
     Ok((settle, per_service))
 }
@@ -497,8 +352,8 @@ fn show(cpu: &[(String, f64, f64)]) -> String {
 }
 
 async fn steady(admin: &Client, rig: &Rig, n: usize) -> anyhow::Result<()> {
-    let rest = Duration::from_secs(env_or("REST", 30));
-    let settle = Duration::from_secs(env_or("SETTLE", 10));
+    let rest = Duration::from_secs(harness::env_or("REST", 30));
+    let settle = Duration::from_secs(harness::env_or("SETTLE", 10));
     let idle = at_rest(rig, rest);
     let idle_rss = rig.rss();
     let ns = format!("steady-{n}");
@@ -507,7 +362,7 @@ async fn steady(admin: &Client, rig: &Rig, n: usize) -> anyhow::Result<()> {
     all_with_ips(admin, &ns, n, Duration::from_secs(1800)).await?;
     let to_all = last_create.elapsed().as_secs_f64();
     tokio::time::sleep(settle).await;
-    let load_rest = load();
+    let load_rest = lab::load();
     let busy = at_rest(rig, rest);
     let rss = rig.rss();
     // Nobody fails in this run: every member declared down, and every speaker that gave
@@ -562,7 +417,7 @@ async fn run() -> anyhow::Result<()> {
         "cluster-scale: speaker {} ({SPEAKERS} speakers), sizes {sizes:?}, advertisement {}, load [{}]",
         binary.display(),
         std::env::var("ADVERTISE").unwrap_or_else(|_| "l2".into()),
-        load()
+        lab::load()
     ));
     let rig = rig(cluster, &admin, &binary).await?;
     harness::eventually("a Lease holder", Duration::from_secs(60), || async {
@@ -582,7 +437,7 @@ async fn run() -> anyhow::Result<()> {
             )),
         }
     }
-    let steady_n: usize = env_or("STEADY", 0);
+    let steady_n: usize = harness::env_or("STEADY", 0);
     if steady_n > 0 {
         steady(&admin, &rig, steady_n).await?;
     }

@@ -7,6 +7,7 @@
 mod bgp_support;
 
 use bgp_support::{ip, refs, speaker_args, topology, Announcer, ROUTE, SESSION, SPEAKER_AS};
+use edgelb_tests::lab::frr::BfdProfile;
 use edgelb_tests::lab::{
     self, netns::veth, BgpRouter, Bird, BirdConfig, Frr, FrrConfig, Neighbor, Netns,
 };
@@ -21,24 +22,12 @@ const BFD_MULT: u64 = 3;
 const BOUND: Duration = Duration::from_secs(4);
 
 fn figure(line: String) {
-    use std::io::Write;
-    eprintln!("{line}");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
-    let file = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("bfd_interop.txt"))
-    });
-    if let Ok(mut f) = file {
-        let _ = writeln!(f, "{line}");
-    }
+    lab::figure("bfd_interop", &line);
 }
 
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+/// FRR's bfdd profile of these tests: [`BFD_MS`] both ways, x [`BFD_MULT`].
+fn fast(name: &str) -> BfdProfile {
+    BfdProfile::new(name).timers(BFD_MS as u32, BFD_MULT as u32)
 }
 
 /// The speaker with BFD to `peer`; `extra` arguments after the common ones.
@@ -80,7 +69,7 @@ fn scenario<R: BgpRouter>(
     let frozen = start.elapsed();
     figure(format!(
         "bfd {kind}: frozen speaker (SIGSTOP) -> routes withdrawn after {frozen:?} (BFD {BFD_MULT} x {BFD_MS} ms; BGP hold time {HOLD} s; load {})",
-        load()
+        lab::load()
     ));
     s.signal(libc::SIGCONT)?;
     assert!(frozen < BOUND, "{kind}: SIGSTOP withdrew after {frozen:?}");
@@ -101,7 +90,7 @@ fn scenario<R: BgpRouter>(
     let cut = start.elapsed();
     figure(format!(
         "bfd {kind}: cut link (veth down) -> routes withdrawn after {cut:?} (BFD {BFD_MULT} x {BFD_MS} ms; BGP hold time {HOLD} s; load {})",
-        load()
+        lab::load()
     ));
     speaker_ns.ip(&["link", "set", "eth0", "up"])?;
     assert!(cut < BOUND, "{kind}: cut link withdrew after {cut:?}");
@@ -115,30 +104,13 @@ fn frr_bfdd_withdraws_within_the_detection_time_on_freeze_and_link_cut() -> anyh
         return Ok(());
     }
     let t = topology(1)?;
-    let bfdd = format!(
-        "bfd\n profile fast\n  transmit-interval {BFD_MS}\n  receive-interval {BFD_MS}\n  detect-multiplier {BFD_MULT}\n !\n!\n"
-    );
-    let mut cfg = FrrConfig::new("192.0.2.1".parse()?, bgp_support::ROUTER_AS)
+    let cfg = FrrConfig::new("192.0.2.1".parse()?, bgp_support::ROUTER_AS)
         .neighbor(Neighbor::new(ip("192.0.2.2"), SPEAKER_AS).hold_time(HOLD));
-    cfg.extra.push("neighbor 192.0.2.2 bfd profile fast".into());
-    let frr = Frr::start_with_bfd(&t.router, cfg, &bfdd)?;
-    let up = |f: &Frr| -> anyhow::Result<bool> {
-        let out = f.vtysh_bfdd("show bfd peers json")?;
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        Ok(v.as_array().is_some_and(|a| {
-            a.iter()
-                .any(|p| p["peer"] == "192.0.2.2" && p["status"] == "up")
-        }))
-    };
+    let frr = Frr::start_with_bfd_profile(&t.router, cfg, ip("192.0.2.2"), &fast("fast"))?;
+    let up = |f: &Frr| f.bfd_up(ip("192.0.2.2"));
     let r = speaker(&t.speakers[0], "192.0.2.1", &[])
         .and_then(|s| scenario(&frr, "frr", &t.speakers[0], s, up));
-    if r.is_err() {
-        eprintln!("frr logs:\n{}", frr.logs());
-        if let Ok(out) = frr.vtysh_bfdd("show bfd peers") {
-            eprintln!("{out}");
-        }
-    }
-    r
+    frr.log_bfd_if_failed(r)
 }
 
 #[test]
@@ -197,33 +169,20 @@ fn frr_bfdd_multihop_across_a_router_withdraws_within_the_detection_time() -> an
     // A specific route, not a default: FRR resolves next hops through a default route only
     // when told to.
     router_ns.ip(&["route", "add", "192.0.2.0/24", "via", "203.0.113.1"])?;
-    let bfdd = format!(
-        "bfd\n profile mh\n  transmit-interval {BFD_MS}\n  receive-interval {BFD_MS}\n  detect-multiplier {BFD_MULT}\n  minimum-ttl 254\n !\n!\n"
-    );
-    let mut cfg = FrrConfig::new("203.0.113.2".parse()?, bgp_support::ROUTER_AS).neighbor(
+    let cfg = FrrConfig::new("203.0.113.2".parse()?, bgp_support::ROUTER_AS).neighbor(
         Neighbor::new(ip("192.0.2.2"), SPEAKER_AS)
             .hold_time(HOLD)
             .ebgp_multihop(2),
     );
-    cfg.extra.push("neighbor 192.0.2.2 bfd profile mh".into());
-    let frr = Frr::start_with_bfd(&router_ns, cfg, &bfdd)?;
+    let profile = fast("mh").minimum_ttl(254);
+    let frr = Frr::start_with_bfd_profile(&router_ns, cfg, ip("192.0.2.2"), &profile)?;
     let up = |f: &Frr| -> anyhow::Result<bool> {
-        let out = f.vtysh_bfdd("show bfd peers json")?;
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-        Ok(v.as_array().is_some_and(|a| {
-            a.iter()
-                .any(|p| p["peer"] == "192.0.2.2" && p["multihop"] == true && p["status"] == "up")
-        }))
+        Ok(f.bfd_peer(ip("192.0.2.2"))?
+            .is_some_and(|p| p["multihop"] == true && p["status"] == "up"))
     };
     let r = speaker(&speaker_ns, "203.0.113.2", &["--multihop", "2"])
         .and_then(|s| scenario(&frr, "frr multihop", &speaker_ns, s, up));
-    if r.is_err() {
-        eprintln!("frr logs:\n{}", frr.logs());
-        if let Ok(out) = frr.vtysh_bfdd("show bfd peers") {
-            eprintln!("{out}");
-        }
-    }
-    r
+    frr.log_bfd_if_failed(r)
 }
 
 /// The MAC of `dev` in `ns`.
@@ -252,11 +211,9 @@ fn frr_echo_loops_our_echo_packets_and_a_forwarding_failure_withdraws_fast() -> 
     let speaker_ns = &t.speakers[0];
     // FRR accepts Echo at 100 ms (its Required Min Echo RX Interval) and runs its own
     // Control timers at 1 s.
-    let bfdd = "bfd\n profile slow\n  transmit-interval 1000\n  receive-interval 1000\n  detect-multiplier 3\n  echo receive-interval 100\n !\n!\n";
-    let mut cfg = FrrConfig::new("192.0.2.1".parse()?, bgp_support::ROUTER_AS)
+    let cfg = FrrConfig::new("192.0.2.1".parse()?, bgp_support::ROUTER_AS)
         .neighbor(Neighbor::new(ip("192.0.2.2"), SPEAKER_AS).hold_time(HOLD));
-    cfg.extra.push("neighbor 192.0.2.2 bfd profile slow".into());
-    let frr = Frr::start_with_bfd(&t.router, cfg, bfdd)?;
+    let frr = Frr::start_with_bfd_profile(&t.router, cfg, ip("192.0.2.2"), &BfdProfile::echo())?;
     let dir = std::env::temp_dir().join(format!("edgelb-bfd-echo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let r = (|| -> anyhow::Result<()> {
@@ -302,7 +259,7 @@ fn frr_echo_loops_our_echo_packets_and_a_forwarding_failure_withdraws_fast() -> 
         t.router.sysctl("net.ipv4.ip_forward", "1")?;
         figure(format!(
             "bfd frr echo: {back} Echo packets looped back by the router; forwarding stopped (Control packets still flowing, 3 x 1000 ms) -> Echo (3 x 100 ms) took the session down, routes withdrawn after {took:?} (BGP hold time {HOLD} s; load {})",
-            load()
+            lab::load()
         ));
         let down = s.wait_event("down", Duration::from_secs(2))?;
         assert_eq!(
@@ -320,13 +277,8 @@ fn frr_echo_loops_our_echo_packets_and_a_forwarding_failure_withdraws_fast() -> 
         frr.wait_route("198.18.0.9/32", SESSION)?;
         Ok(())
     })();
-    if r.is_err() {
-        eprintln!("frr logs:\n{}", frr.logs());
-        if let Ok(out) = frr.vtysh_bfdd("show bfd peers") {
-            eprintln!("{out}");
-        }
-    } else {
+    if r.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    r
+    frr.log_bfd_if_failed(r)
 }

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use edgelb_cloud::ens::EnsProfile;
-use edgelb_cloud::model::Desired;
+use edgelb_cloud::model::{Desired, Ownership, Target};
 use edgelb_cloud::plan::{
-    plan, resource_name, PlanError, PlanInput, PoolNode, ServicePort, TrafficPolicy,
+    plan, resource_name, PlanError, PlanInput, PoolNode, Profile, ServicePort, TrafficPolicy,
     ANNOTATION_LB_ID,
 };
 use k8s_openapi::api::core::v1::Service;
@@ -17,7 +17,7 @@ use crate::api::openyurt::PoolService;
 use crate::nodepool::is_self_announced_class;
 use crate::plan::node_floor;
 use crate::snapshot::{ObjectKey, Snapshot, SnapshotData};
-use crate::status::pool_services::plan as fan_out;
+use crate::status::pool_services::{has_cloud_finalizer, is_ours, owner_of, plan as fan_out};
 
 /// The pool annotation naming the ENS node (edge region) a pool's load balancer lives in.
 pub const ANNOTATION_REGION: &str = "alibabacloud.com/ens-region-id";
@@ -33,6 +33,21 @@ pub struct Planned {
     pub name: String,
     /// The desired cloud state, or why there is none (names the object and field).
     pub outcome: Result<Desired, PlanError>,
+    /// The PoolService carries `edgelb.io/cloud-resources`: only then may anything be created
+    /// (a delete in between would otherwise leak what we create).
+    pub finalized: bool,
+}
+
+/// A PoolService of ours of a cloud class that is going (being deleted, or no longer
+/// wanted): what we made for it must be deleted before its finalizer goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doomed {
+    pub service: ObjectKey,
+    pub pool: Arc<str>,
+    pub name: String,
+    /// What to delete, from the snapshot; `None` when its region cannot be known (the
+    /// pool is gone and no `--elb-region`).
+    pub target: Option<Target>,
 }
 
 /// What the driver should keep, from one snapshot.
@@ -40,12 +55,23 @@ pub struct Planned {
 pub struct Work {
     /// By PoolService key.
     pub planned: BTreeMap<ObjectKey, Planned>,
+    /// By PoolService key.
+    pub doomed: BTreeMap<ObjectKey, Doomed>,
 }
 
 impl Work {
-    /// Names the sweep must leave alone.
+    /// Names the sweep must leave alone (the doomed ones are deleted by their own job). A
+    /// PoolService that names a user's load balancer keeps nothing under our name: what we
+    /// created before the annotation came is a leftover.
     pub fn kept_names(&self) -> BTreeSet<&str> {
-        self.planned.values().map(|p| p.name.as_str()).collect()
+        self.planned
+            .values()
+            .filter(|p| {
+                !matches!(&p.outcome, Ok(d) if matches!(d.target.ownership, Ownership::UserManaged { .. }))
+            })
+            .map(|p| p.name.as_str())
+            .chain(self.doomed.values().map(|d| d.name.as_str()))
+            .collect()
     }
 
     /// Regions the wanted load balancers live in.
@@ -61,13 +87,16 @@ impl Work {
 /// Every wanted (Service, pool) whose PoolService is of a cloud class, planned.
 pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
     let wanted = fan_out(snap).wanted;
+    let wanted_keys: BTreeSet<&ObjectKey> = wanted.values().collect();
     let cloud: Vec<(ObjectKey, ObjectKey, Arc<str>, &PoolService, &Service)> = wanted
-        .into_iter()
+        .iter()
         .filter_map(|((svc_key, pool), ps_key)| {
-            let ps = snap.pool_services.get(&ps_key)?;
-            let svc = snap.services.get(&svc_key)?;
-            (!is_self_announced_class(ps.spec.load_balancer_class.as_deref()))
-                .then_some((ps_key, svc_key, pool, &**ps, &**svc))
+            let ps = snap.pool_services.get(ps_key)?;
+            let svc = snap.services.get(svc_key)?;
+            (!is_self_announced_class(ps.spec.load_balancer_class.as_deref())
+                && ps.metadata.deletion_timestamp.is_none()
+                && svc.metadata.deletion_timestamp.is_none())
+            .then(|| (ps_key.clone(), svc_key.clone(), pool.clone(), &**ps, &**svc))
         })
         .collect();
     // Who names which user-managed load balancer (for the sharing rule).
@@ -105,10 +134,91 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
                 pool: pool.clone(),
                 name: resource_name(&input),
                 outcome: plan(&EnsProfile, &input),
+                finalized: has_cloud_finalizer(ps),
+            },
+        );
+    }
+    // Ours, of a cloud class, and going.
+    for (ps_key, ps) in &snap.pool_services {
+        if out.planned.contains_key(ps_key)
+            || !is_ours(ps, &snap.selection)
+            || is_self_announced_class(ps.spec.load_balancer_class.as_deref())
+        {
+            continue;
+        }
+        let going = ps.metadata.deletion_timestamp.is_some() || !wanted_keys.contains(ps_key);
+        let Some((svc_key, pool)) = owner_of(ps).filter(|_| going) else {
+            continue;
+        };
+        let name = format!(
+            "k8s/{}/{}/{}/{}",
+            svc_key.name, svc_key.namespace, pool, cfg.cluster
+        );
+        let target = delete_target(snap, cfg, &svc_key, &pool, ps, &name);
+        out.doomed.insert(
+            ps_key.clone(),
+            Doomed {
+                service: svc_key,
+                pool,
+                name,
+                target,
             },
         );
     }
     out
+}
+
+/// What to delete for a PoolService that is going, from what the snapshot still has: the
+/// plan's own target while its Service and pool are there, else the name in the pool's (or
+/// the configured) region, or the user's load balancer with the pool's nodes' instances.
+fn delete_target(
+    snap: &Snapshot,
+    cfg: &CloudConfig,
+    svc_key: &ObjectKey,
+    pool: &Arc<str>,
+    ps: &PoolService,
+    name: &str,
+) -> Option<Target> {
+    if let Some(svc) = snap.services.get(svc_key) {
+        if let Ok(d) = plan(&EnsProfile, &plan_input(snap, cfg, svc, pool, ps)) {
+            return Some(d.target);
+        }
+    }
+    let region = snap
+        .node_pools
+        .get(pool)
+        .and_then(|p| p.annotations.get(ANNOTATION_REGION).cloned())
+        .or_else(|| cfg.region.clone())?;
+    let ownership = match ps
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_LB_ID))
+    {
+        Some(id) => Ownership::UserManaged {
+            lb_id: id.clone(),
+            manage_listeners: false,
+        },
+        None => Ownership::Managed,
+    };
+    let owned_backends = snap
+        .node_pools
+        .get(pool)
+        .map(|p| p.nodes.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| snap.nodes.get(n))
+        .filter_map(|v| v.node.spec.as_ref()?.provider_id.as_deref())
+        .filter_map(|p| EnsProfile.instance_id(p))
+        .collect();
+    Some(Target {
+        name: name.to_string(),
+        region,
+        ownership,
+        owned_backends,
+        listener_keys: BTreeSet::new(),
+        shared_with: Vec::new(),
+    })
 }
 
 fn annotations(a: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
@@ -193,11 +303,8 @@ pub fn plan_input(
 fn ready_endpoints_by_node(snap: &SnapshotData, svc: &ObjectKey) -> BTreeMap<String, u32> {
     let mut out: BTreeMap<String, u32> = BTreeMap::new();
     for slice in snap.endpoint_slices.get(svc).into_iter().flatten() {
-        for ep in slice.endpoints.iter().flatten() {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if let (true, Some(node)) = (ready, &ep.node_name) {
-                *out.entry(node.clone()).or_default() += 1;
-            }
+        for (node, count) in slice.ready_nodes.iter() {
+            *out.entry(node.to_string()).or_default() += count;
         }
     }
     out

@@ -234,3 +234,48 @@ fn only_this_clusters_names_are_ours() {
     assert!(!is_our_name("k8s//web/hz/c1", "c1"));
     assert!(!is_our_name("my-own-lb", "c1"));
 }
+
+#[test]
+fn a_pool_service_going_is_doomed_with_what_to_delete() {
+    use crate::status::pool_ingress::{CloudEntry, CloudReports};
+    let mut w = world();
+    // The driver holds resources for both pools: the fan-out puts the finalizer on.
+    let holds = |svc: &str, pool: &str| {
+        (
+            (ObjectKey::new("web", svc), Arc::<str>::from(pool)),
+            CloudEntry {
+                holds_resources: true,
+                ..CloudEntry::default()
+            },
+        )
+    };
+    let reports = CloudReports {
+        synced: true,
+        entries: BTreeMap::from([holds("cube", "hz"), holds("cube", "cd")]),
+    };
+    w.fan_out_with(Some(&reports));
+    let snap = w.snapshot();
+    let got = work(&snap, &cfg());
+    assert!(got.planned.values().all(|p| p.finalized));
+    assert!(got.doomed.is_empty());
+    // The pool's labels stop matching: its PoolService is marked deleted, and stays.
+    w.pool("cd", &[("k8s-svc", "none")], "cn-chengdu-telecom");
+    w.fan_out_with(Some(&reports));
+    let got = work(&w.snapshot(), &cfg());
+    assert_eq!(got.planned.len(), 1);
+    let d = &got.doomed[&ObjectKey::new("web", "cube-cd")];
+    assert_eq!(d.name, "k8s/cube/web/cd/c1");
+    let t = d.target.clone().expect("a target");
+    assert_eq!(t.region, "cn-chengdu-telecom");
+    assert_eq!(t.ownership, Ownership::Managed);
+    assert!(got.kept_names().contains("k8s/cube/web/cd/c1"));
+    // Released: the finalizer goes, then the PoolService.
+    let released = CloudReports {
+        synced: true,
+        entries: BTreeMap::from([holds("cube", "hz")]),
+    };
+    w.fan_out_with(Some(&released));
+    let got = work(&w.snapshot(), &cfg());
+    assert!(got.doomed.is_empty());
+    assert_eq!(w.snapshot().pool_services.len(), 1);
+}

@@ -29,13 +29,16 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::adapter::{is_our_name, work, Work};
+use super::adapter::{is_our_name, work, Planned, Work};
 use super::{CloudConfig, CloudEntry, CloudState, Deleting, ListenerReport};
 use crate::api::openyurt::PoolService;
 use crate::snapshot::{ObjectKey, SecretData, Snapshot};
 use crate::status::events::{post_about, Note};
 use crate::status::leader::Fence;
+use crate::status::pass_through::{decide, requested, Frontend};
+use crate::status::pool_ingress::{CloudEntry as ReportEntry, CloudReports, CloudSender};
 use crate::status::writer::MIN_WRITE;
+use k8s_openapi::api::core::v1::LoadBalancerIngress;
 
 /// First wait after a failed job; doubled per failure up to the resync period.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -58,6 +61,7 @@ impl CloudDriver {
         cfg: CloudConfig,
         fence: watch::Receiver<Fence>,
         write_timeout: Duration,
+        reports: CloudSender,
     ) -> CloudDriver {
         let (tx, rx) = watch::channel(None);
         let (state_tx, state) = watch::channel(Arc::new(CloudState::default()));
@@ -75,6 +79,8 @@ impl CloudDriver {
             work: None,
             problem: None,
             swept_regions: BTreeSet::new(),
+            released: BTreeSet::new(),
+            reports,
         };
         let task = tokio::spawn(d.run(fence, rx, state_tx));
         CloudDriver { tx, state, task }
@@ -129,6 +135,8 @@ struct Memory {
     pool: Arc<str>,
     /// The plan last acted on.
     outcome: Result<Desired, PlanError>,
+    /// The PoolService carries the cloud finalizer (nothing is created before).
+    finalized: bool,
     next_due: Instant,
     failures: u32,
 }
@@ -157,6 +165,10 @@ struct Driver {
     work: Option<(Snapshot, Work)>,
     problem: Option<String>,
     swept_regions: BTreeSet<String>,
+    /// PoolServices being deleted whose cloud resources are gone (their finalizer may go).
+    released: BTreeSet<ObjectKey>,
+    /// Where the PoolService status writer and the fan-out read the reports.
+    reports: CloudSender,
 }
 
 fn backoff(failures: u32, cap: Duration) -> Duration {
@@ -295,6 +307,7 @@ impl Driver {
         self.entries.clear();
         self.next_sweep = None;
         self.swept_regions.clear();
+        self.released.clear();
     }
 
     /// Builds the provider from the credentials Secret; `false` (and a problem) without.
@@ -384,17 +397,38 @@ impl Driver {
             }
             // A PoolService back while its old load balancer is being deleted: the delete
             // finishes first (it is not cancelled mid-call), then the create.
-            if p.outcome.is_ok() && self.dels.contains_key(&p.name) {
+            let managed = matches!(&p.outcome, Ok(d) if d.target.ownership == Ownership::Managed);
+            if managed && self.dels.contains_key(&p.name) {
                 if !self.running.contains(&JobKey::Delete(p.name.clone())) {
                     self.dels.remove(&p.name);
                 } else {
                     continue;
                 }
             }
+            if let (Some(Ok(was)), Ok(now_d)) = (self.mem.get(ps).map(|m| &m.outcome), &p.outcome) {
+                if was.target.ownership == Ownership::Managed
+                    && now_d.target.ownership != Ownership::Managed
+                {
+                    // The PoolService now names a user's load balancer: ours goes.
+                    let mut target = was.target.clone();
+                    target.shared_with.clear();
+                    self.dels.insert(
+                        target.name.clone(),
+                        DelMemory {
+                            target,
+                            pool_service: None,
+                            next_due: now,
+                            failures: 0,
+                            error: None,
+                        },
+                    );
+                }
+            }
             match self.mem.get_mut(ps) {
-                Some(m) if m.outcome == p.outcome => {}
+                Some(m) if m.outcome == p.outcome => m.finalized = p.finalized,
                 Some(m) => {
                     m.outcome = p.outcome.clone();
+                    m.finalized = p.finalized;
                     m.next_due = now;
                     m.failures = 0;
                 }
@@ -405,6 +439,7 @@ impl Driver {
                             service: p.service.clone(),
                             pool: p.pool.clone(),
                             outcome: p.outcome.clone(),
+                            finalized: p.finalized,
                             next_due: now,
                             failures: 0,
                         },
@@ -412,11 +447,37 @@ impl Driver {
                 }
             }
         }
+        // PoolServices being deleted: delete what we made, then release their finalizer.
+        self.released.retain(|k| w.doomed.contains_key(k));
+        for (ps, d) in &w.doomed {
+            let remembered = self
+                .mem
+                .remove(ps)
+                .and_then(|m| m.outcome.ok())
+                .map(|d| d.target);
+            self.entries.remove(ps);
+            if self.released.contains(ps) || self.dels.contains_key(&d.name) {
+                continue;
+            }
+            let Some(target) = remembered.or_else(|| d.target.clone()) else {
+                continue;
+            };
+            self.dels.insert(
+                target.name.clone(),
+                DelMemory {
+                    target,
+                    pool_service: Some(ps.clone()),
+                    next_due: now,
+                    failures: 0,
+                    error: None,
+                },
+            );
+        }
         // PoolServices that went: delete what we made for them.
         let gone: Vec<ObjectKey> = self
             .mem
             .keys()
-            .filter(|k| !w.planned.contains_key(*k))
+            .filter(|k| !w.planned.contains_key(*k) && !w.doomed.contains_key(*k))
             .cloned()
             .collect();
         for ps in gone {
@@ -472,7 +533,7 @@ impl Driver {
         due.extend(
             self.mem
                 .iter()
-                .filter(|(_, m)| now >= m.next_due)
+                .filter(|(_, m)| m.finalized && now >= m.next_due)
                 .map(|(k, _)| JobKey::Ensure(k.clone())),
         );
         let mut started = 0;
@@ -704,7 +765,9 @@ impl Driver {
                 match result {
                     Ok(r) if r.converged => {
                         tracing::info!(name = %name, calls = r.actions.len(), "cloud load balancer deleted");
-                        self.dels.remove(&name);
+                        if let Some(ps) = self.dels.remove(&name).and_then(|d| d.pool_service) {
+                            self.released.insert(ps);
+                        }
                     }
                     Ok(_) => d.next_due = now + IN_TRANSITION,
                     Err(e) => {
@@ -769,7 +832,7 @@ impl Driver {
         let mut consider = |t: Instant| {
             at = Some(at.map_or(t, |a| a.min(t)));
         };
-        for m in self.mem.values() {
+        for m in self.mem.values().filter(|m| m.finalized) {
             consider(m.next_due);
         }
         for d in self.dels.values() {
@@ -822,6 +885,130 @@ impl Driver {
                 true
             }
         });
+        let reports = if active {
+            self.reports()
+        } else {
+            CloudReports::default()
+        };
+        self.reports.send_if_modified(|r| {
+            if **r == reports {
+                false
+            } else {
+                *r = Arc::new(reports);
+                true
+            }
+        });
+    }
+
+    /// The per-(Service, pool) reports for the PoolService status and finalizer.
+    fn reports(&self) -> CloudReports {
+        let mut out = CloudReports {
+            synced: true,
+            entries: BTreeMap::new(),
+        };
+        let Some((snap, w)) = &self.work else {
+            out.synced = false;
+            return out;
+        };
+        for (ps, p) in &w.planned {
+            let e = self.entries.get(ps);
+            let svc = snap.services.get(&p.service);
+            let mode = decide(
+                Frontend::ProxyingLoadBalancer,
+                svc.and_then(|s| requested(s)),
+            )
+            .mode;
+            let ingress: Vec<LoadBalancerIngress> = e
+                .and_then(|e| e.ingress.clone())
+                .map(|ip| LoadBalancerIngress {
+                    ip: Some(ip),
+                    ip_mode: Some(mode.as_str().to_string()),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect();
+            let (reason, message) = report_reason(p, e);
+            out.entries.insert(
+                (p.service.clone(), p.pool.clone()),
+                ReportEntry {
+                    ingress,
+                    reason,
+                    message,
+                    holds_resources: true,
+                },
+            );
+        }
+        for (ps, d) in &w.doomed {
+            let holds = !self.released.contains(ps);
+            let error = self.dels.get(&d.name).and_then(|x| x.error.clone());
+            out.entries.insert(
+                (d.service.clone(), d.pool.clone()),
+                ReportEntry {
+                    ingress: Vec::new(),
+                    reason: if holds { "Deleting" } else { "Deleted" }.into(),
+                    message: match (&d.target, error) {
+                        (None, _) => format!(
+                            "Service {}, node pool {}: cannot delete the cloud load balancer {}: the pool is gone and it names no region (set --elb-region)",
+                            d.service, d.pool, d.name
+                        ),
+                        (_, Some(e)) => format!(
+                            "Service {}, node pool {}: deleting the cloud load balancer {}: {e}",
+                            d.service, d.pool, d.name
+                        ),
+                        _ => format!(
+                            "Service {}, node pool {}: cloud load balancer {} {}",
+                            d.service,
+                            d.pool,
+                            d.name,
+                            if holds { "being deleted" } else { "deleted" }
+                        ),
+                    },
+                    holds_resources: holds,
+                },
+            );
+        }
+        out
+    }
+}
+
+/// The condition's reason and message while a pool has no address (or its address).
+fn report_reason(p: &Planned, e: Option<&CloudEntry>) -> (String, String) {
+    let head = format!("Service {}, node pool {}", p.service, p.pool);
+    if let Err(err) = &p.outcome {
+        return ("InvalidConfiguration".into(), format!("{head}: {err}"));
+    }
+    if !p.finalized {
+        return (
+            "WaitingForFinalizer".into(),
+            format!("{head}: the cloud load balancer {} is created once the PoolService carries its finalizer", p.name),
+        );
+    }
+    match e {
+        Some(e) if e.ingress.is_some() => (
+            String::new(),
+            format!(
+                "{head}: cloud load balancer {} ({}){}",
+                p.name,
+                e.lb_id.as_deref().unwrap_or("?"),
+                e.eip_id
+                    .as_ref()
+                    .map(|id| format!(", EIP {id}"))
+                    .unwrap_or_default()
+            ),
+        ),
+        Some(e) if e.error.is_some() => (
+            "CloudLoadBalancerFailed".into(),
+            format!("{head}: {}", e.error.clone().unwrap_or_default()),
+        ),
+        Some(e) if e.waiting.is_some() || e.lb_id.is_some() => (
+            "Provisioning".into(),
+            format!(
+                "{head}: cloud load balancer {}: {}",
+                p.name,
+                e.waiting.as_deref().unwrap_or("being created")
+            ),
+        ),
+        _ => (String::new(), String::new()),
     }
 }
 

@@ -12,7 +12,9 @@ use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
 use crate::api::openyurt::PoolService;
 use crate::fixtures;
 use crate::snapshot::{Object, ObjectKey, Selection, Snapshot, Store};
-use crate::status::pool_services::plan;
+use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
+use crate::status::pool_services::{has_cloud_finalizer, plan_with};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// The ENS ELB class.
 pub const CLASS: &str = "alibabacloud.com/elb";
@@ -184,16 +186,63 @@ impl World {
     }
 
     /// Carries out the PoolService fan-out as the writer of record would (creates and
-    /// deletes PoolServices).
+    /// deletes PoolServices), without cloud finalizers.
     pub fn fan_out(&mut self) {
-        let p = plan(&self.snapshot());
+        self.fan_out_with(None);
+    }
+
+    /// The fan-out as the writer of record carries it out (`pool_services::plan_with`):
+    /// with the driver's reports, a PoolService of a cloud class carries
+    /// [`CLOUD_FINALIZER`] while the driver holds resources for it; a delete only marks it
+    /// (deletionTimestamp) while it carries the finalizer, which goes once the driver
+    /// released its pool (then the API server removes it).
+    pub fn fan_out_with(&mut self, reports: Option<&CloudReports>) {
+        let snap = self.snapshot();
+        let none = CloudReports::default();
+        let p = plan_with(&snap, reports.unwrap_or(&none));
         for a in p.apply {
             let mut ps = a.object;
+            let key = ObjectKey::of(&ps);
+            if let Some(have) = snap.pool_services.get(&key) {
+                // A server-side apply leaves others' annotations; a deleting object stays so.
+                ps.metadata.annotations = have.metadata.annotations.clone();
+                ps.metadata.deletion_timestamp = have.metadata.deletion_timestamp.clone();
+                if ps.metadata.deletion_timestamp.is_some() {
+                    ps.metadata.finalizers = have.metadata.finalizers.clone();
+                }
+            }
             ps.metadata.uid = Some(a.existing.unwrap_or_else(|| self.uid()));
             self.store.apply(Object::PoolService(ps), SYSTEM);
         }
         for (k, _) in p.delete {
-            self.store.delete("PoolService", &k);
+            let Some(have) = snap.pool_services.get(&k) else {
+                continue;
+            };
+            if has_cloud_finalizer(have) {
+                let mut ps = (**have).clone();
+                ps.metadata
+                    .deletion_timestamp
+                    .get_or_insert_with(|| Time(k8s_openapi::jiff::Timestamp::now()));
+                self.store.apply(Object::PoolService(ps), SYSTEM);
+            } else {
+                self.store.delete("PoolService", &k);
+            }
+        }
+        for (k, _) in p.release {
+            let Some(have) = self.snapshot().pool_services.get(&k).cloned() else {
+                continue;
+            };
+            let mut ps = (*have).clone();
+            if let Some(f) = ps.metadata.finalizers.as_mut() {
+                f.retain(|x| x != CLOUD_FINALIZER);
+            }
+            if ps.metadata.finalizers.iter().flatten().next().is_none()
+                && ps.metadata.deletion_timestamp.is_some()
+            {
+                self.store.delete("PoolService", &k);
+            } else {
+                self.store.apply(Object::PoolService(ps), SYSTEM);
+            }
         }
     }
 

@@ -70,6 +70,15 @@ pub fn keys_of(
     key: &ObjectKey,
     svc: &Service,
 ) -> Result<Vec<AllocationKey>, AllocationError> {
+    // A cloud class's entry points are its cloud load balancers' (crate::cloud_lb): no IP
+    // from a pool, and no IP of its status read back as a record.
+    if !crate::nodepool::is_self_announced_class(
+        svc.spec
+            .as_ref()
+            .and_then(|s| s.load_balancer_class.as_deref()),
+    ) {
+        return Ok(Vec::new());
+    }
     match select(snap, svc) {
         Ok(None) => Ok(vec![AllocationKey::cluster(key.clone())]),
         Ok(Some(pools)) if pools.is_empty() => Err(AllocationError::NoNodePoolSelected),

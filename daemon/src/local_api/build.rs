@@ -14,8 +14,8 @@ use ipnet::IpNet;
 
 use super::view::{
     AllocationView, AnnouncementView, CandidateView, FamilyNotAnnouncedView, InterfaceView,
-    IpRankView, Mode, PeerView, PolicyRouteEntryView, PolicyRouteView, PolicyRuleView, PoolView,
-    ServiceView,
+    IpRankView, Mode, NodePoolView, PeerView, PolicyRouteEntryView, PolicyRouteView,
+    PolicyRuleView, PoolView, ServiceView,
 };
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::{self, ElectionResult, ModeKind};
@@ -147,6 +147,19 @@ pub fn interface_view(s: &InterfaceStats) -> InterfaceView {
 }
 
 /// Every allocation outcome, in key order.
+/// The node pools of the snapshot with their members.
+pub fn node_pools_view(snap: &Snapshot) -> Vec<NodePoolView> {
+    snap.node_pools
+        .values()
+        .map(|p| NodePoolView {
+            name: p.name.to_string(),
+            source: if p.from_crd { "NodePool" } else { "node label" }.into(),
+            labels: p.labels.clone(),
+            nodes: p.nodes.iter().map(ToString::to_string).collect(),
+        })
+        .collect()
+}
+
 pub fn allocations_view(a: &Assignments) -> Vec<AllocationView> {
     a.outcomes
         .iter()
@@ -353,7 +366,8 @@ pub fn ip_rank_view<'n>(
 /// Remembers since when each announcement exists, across views.
 #[derive(Clone, Debug, Default)]
 pub struct SinceTracker {
-    first_seen: BTreeMap<(String, Mode), u64>,
+    /// By IP (parsed: no string per announcement kept) and mode.
+    first_seen: BTreeMap<(IpAddr, Mode), u64>,
 }
 
 impl SinceTracker {
@@ -362,13 +376,16 @@ impl SinceTracker {
     pub fn stamp(&mut self, anns: &mut [AnnouncementView], now: u64) {
         let mut next = BTreeMap::new();
         for a in anns.iter_mut() {
-            let key = (a.ip.clone(), a.mode);
+            // Views are built from addresses: an IP that does not parse is not tracked.
+            let key = a.ip.parse::<IpAddr>().ok().map(|ip| (ip, a.mode));
             let since = a
                 .since
-                .or_else(|| self.first_seen.get(&key).copied())
+                .or_else(|| key.and_then(|k| self.first_seen.get(&k).copied()))
                 .unwrap_or(now);
             a.since = Some(since);
-            next.insert(key, since);
+            if let Some(k) = key {
+                next.insert(k, since);
+            }
         }
         self.first_seen = next;
     }
@@ -443,6 +460,7 @@ pub fn bgp_announcements(
                 ip: ip.to_string(),
                 service: key.service.to_string(),
                 pool: al.pool.to_string(),
+                node_pool: key.node_pool.as_deref().map(str::to_string),
                 mode: Mode::Bgp,
                 owner: node.to_string(),
                 since: None,
@@ -501,6 +519,7 @@ pub fn l2_announcements_of(
                     ip: ip.to_string(),
                     service: key.service.to_string(),
                     pool: al.pool.to_string(),
+                    node_pool: key.node_pool.as_deref().map(str::to_string),
                     mode: Mode::L2,
                     owner: node.to_string(),
                     since: since.map(unix),

@@ -1,6 +1,6 @@
 //! The local API on a Unix socket: `GET /v1/view` answers the whole [`LocalView`] as JSON,
 //! `GET /v1/<section>` one part of it (`peers`, `announcements`, `interfaces`,
-//! `policyRoutes`, `allocations`, `pools`, `members`, `services`), `GET /healthz` `ok`.
+//! `policyRoutes`, `allocations`, `pools`, `members`, `services`, `nodePools`), `GET /healthz` `ok`.
 //!
 //! Owner-only: the socket's directory is created `0700` when we create it, and the socket
 //! itself is set to `0600` right after `bind`, so only root (the speaker's user) connects.
@@ -77,7 +77,12 @@ pub fn route(path: &str, view: &LocalView) -> Reply {
 
 /// A handler that answers from the latest view on `rx`.
 pub fn view_handler(rx: watch::Receiver<LocalView>) -> Handler {
-    Arc::new(move |path: &str| route(path, &rx.borrow()))
+    Arc::new(move |path: &str| {
+        // A copy (the long sections are shared), so that building the deferred sections
+        // does not hold the channel's lock against the run loop's next publication.
+        let view = rx.borrow().clone();
+        route(path, &view)
+    })
 }
 
 /// Binds the socket (replacing a stale socket file) with owner-only permissions.

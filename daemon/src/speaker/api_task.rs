@@ -125,6 +125,7 @@ impl ApiTask {
                 c,
                 leader.fence(),
                 write_timeout,
+                cloud_reports.clone(),
             )
         });
         let mailbox = Arc::new(Mailbox::default());

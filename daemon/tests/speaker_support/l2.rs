@@ -264,31 +264,14 @@ pub fn quantiles(values: &[f64]) -> String {
 
 /// The load average, for every figure (the lab machine is shared).
 pub fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().take(3).collect();
-            format!("load {}", f.join(" "))
-        })
-        .unwrap_or_default()
+    format!("load {}", edgelb_tests::lab::load())
 }
 
 /// Prints a measured figure with the load average and keeps it in
 /// `target/tmp/figures/{file}.txt`, which `.ci/run` prints after the tests (cargo hides
 /// a passing test's output).
 pub fn figure(file: &str, line: String) {
-    use std::io::Write;
-    let line = format!("{line} ({})", load());
-    eprintln!("{line}");
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("figures");
-    let out = std::fs::create_dir_all(&dir).and_then(|()| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{file}.txt")))
-    });
-    if let Ok(mut f) = out {
-        let _ = writeln!(f, "{line}");
-    }
+    edgelb_tests::lab::figure(file, &format!("{line} ({})", load()));
 }
 
 /// The faults a failover series applies to the owner.

@@ -129,6 +129,15 @@ pub async fn cluster_for(test: &str) -> anyhow::Result<Option<(&'static Cluster,
     Ok(Some((cluster, admin)))
 }
 
+/// The environment variable `name` parsed, or `default` when unset or unparsable (test
+/// and bench sizes: `EDGELB_CHAOS_SERVICES`, `SIZES`, ...).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// Creates (or updates) Node `name` with `labels` and InternalIP `ip`, as a kubelet
 /// registers itself.
 pub async fn create_node(

@@ -157,6 +157,70 @@ fn announce_lines(a: &Announce) -> (Vec<String>, String) {
     (lines, format!("network {} route-map {name}", a.prefix))
 }
 
+/// A bfdd `profile` block; a field left `None` keeps FRR's default (300 ms, x 3, no Echo).
+#[derive(Clone, Debug)]
+pub struct BfdProfile {
+    pub name: String,
+    /// Transmit and receive interval, and the detect multiplier.
+    pub timers: Option<(u32, u32)>,
+    /// `echo receive-interval`: the Echo rate FRR accepts (its loop-back of our Echo).
+    pub echo_receive_ms: Option<u32>,
+    /// `minimum-ttl` (multihop sessions).
+    pub minimum_ttl: Option<u8>,
+}
+
+impl BfdProfile {
+    /// Profile `name` with FRR's defaults.
+    pub fn new(name: &str) -> BfdProfile {
+        BfdProfile {
+            name: name.to_string(),
+            timers: None,
+            echo_receive_ms: None,
+            minimum_ttl: None,
+        }
+    }
+
+    /// `slow`: Control at 3 x 1 s, Echo accepted every 100 ms: a forwarding failure only
+    /// Echo can see (the Echo tests of the speaker and of `bfd_interop`).
+    pub fn echo() -> BfdProfile {
+        BfdProfile::new("slow").timers(1000, 3).echo_receive(100)
+    }
+
+    /// Transmit and receive every `interval_ms`, down after `multiplier` missed.
+    pub fn timers(mut self, interval_ms: u32, multiplier: u32) -> BfdProfile {
+        self.timers = Some((interval_ms, multiplier));
+        self
+    }
+
+    pub fn echo_receive(mut self, ms: u32) -> BfdProfile {
+        self.echo_receive_ms = Some(ms);
+        self
+    }
+
+    pub fn minimum_ttl(mut self, ttl: u8) -> BfdProfile {
+        self.minimum_ttl = Some(ttl);
+        self
+    }
+
+    /// The `bfdd.conf` text holding this profile.
+    pub fn bfdd_conf(&self) -> String {
+        let mut out = format!("bfd\n profile {}\n", self.name);
+        if let Some((ms, mult)) = self.timers {
+            out.push_str(&format!(
+                "  transmit-interval {ms}\n  receive-interval {ms}\n  detect-multiplier {mult}\n"
+            ));
+        }
+        if let Some(ms) = self.echo_receive_ms {
+            out.push_str(&format!("  echo receive-interval {ms}\n"));
+        }
+        if let Some(ttl) = self.minimum_ttl {
+            out.push_str(&format!("  minimum-ttl {ttl}\n"));
+        }
+        out.push_str(" !\n!\n");
+        out
+    }
+}
+
 /// A running FRR bgpd. Killed on drop (the guard), its run directory removed unless the test
 /// is panicking (then its log is printed).
 #[derive(Debug)]
@@ -190,6 +254,20 @@ impl Frr {
     /// turn BFD on with `neighbor X bfd ...` lines in `config.extra`.
     pub fn start_with_bfd(ns: &Netns, config: FrrConfig, bfdd_conf: &str) -> anyhow::Result<Frr> {
         Frr::start_with_daemons(ns, config, Some(bfdd_conf))
+    }
+
+    /// [`Frr::start_with_bfd`] with bfdd holding `profile` and neighbour `peer` (one of
+    /// `config`'s) running BFD with it.
+    pub fn start_with_bfd_profile(
+        ns: &Netns,
+        mut config: FrrConfig,
+        peer: IpAddr,
+        profile: &BfdProfile,
+    ) -> anyhow::Result<Frr> {
+        config
+            .extra
+            .push(format!("neighbor {peer} bfd profile {}", profile.name));
+        Frr::start_with_bfd(ns, config, &profile.bfdd_conf())
     }
 
     /// zebra, bfdd when `bfdd_conf` is given, then bgpd talking to zebra.
@@ -344,6 +422,38 @@ impl Frr {
             "bfdd",
             &["-c".to_string(), command.to_string()],
         )
+    }
+
+    /// bfdd's session with `peer`, as `show bfd peers json` has it (`status`, `multihop`,
+    /// ...), if there is one.
+    pub fn bfd_peer(&self, peer: IpAddr) -> anyhow::Result<Option<serde_json::Value>> {
+        let out = self.vtysh_bfdd("show bfd peers json")?;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let peer = peer.to_string();
+        Ok(v.as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|p| p["peer"] == peer.as_str() && p["status"] == "up")
+            })
+            .or_else(|| v.as_array()?.iter().find(|p| p["peer"] == peer.as_str()))
+            .cloned())
+    }
+
+    /// True when bfdd's session with `peer` is up.
+    pub fn bfd_up(&self, peer: IpAddr) -> anyhow::Result<bool> {
+        Ok(self.bfd_peer(peer)?.is_some_and(|p| p["status"] == "up"))
+    }
+
+    /// Prints the logs and bfdd's sessions when `result` is an error (a failed BFD test's
+    /// evidence); returns `result`.
+    pub fn log_bfd_if_failed<T>(&self, result: anyhow::Result<T>) -> anyhow::Result<T> {
+        if result.is_err() {
+            eprintln!("frr logs:\n{}", self.logs());
+            if let Ok(out) = self.vtysh_bfdd("show bfd peers") {
+                eprintln!("{out}");
+            }
+        }
+        result
     }
 
     /// Applies configuration lines in `configure terminal` (e.g. `["router bgp 65001",

@@ -1,0 +1,441 @@
+//! Cloud load balancers end to end on a real API server (tests/src/kube: the shipped CRDs,
+//! manifests and RBAC, the speaker run as the DaemonSet's pod with the shipped
+//! ServiceAccount's token inside its node's network namespace, plus
+//! `--class=alibabacloud.com/elb --elb-*`), against the ENS emulator started here on
+//! loopback and reached from the node's namespace through a forwarder.
+//!
+//! A Service of class `alibabacloud.com/elb` selecting NodePool `np-e` (ENS annotations,
+//! two nodes with providerIDs): the PoolService is fanned out and gets the cloud finalizer;
+//! the emulator then holds exactly one ELB named `k8s/cube/ke-elb/np-e/ke-cluster` with a
+//! listener on the Service's NodePort, both nodes' instances as backends and one EIP bound
+//! to it; the EIP is the PoolService's and the Service's ingress. A node leaving the pool
+//! leaves the backends; a port added adds a listener. The Service deleted: the ELB and EIP
+//! are released, then the PoolService's finalizer goes, then the Service. The leak report
+//! is empty; the access key's secret never appears in the speaker's log or in an Event.
+
+#![allow(clippy::unwrap_used)]
+
+/// The audit-log check the daemon's cluster tests use.
+#[path = "../../daemon/tests/speaker_support/audit.rs"]
+mod audit;
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::{json, Value};
+
+use edgelb_daemon::api::openyurt::{NodePool, PoolService};
+use edgelb_tests::kube::objects::{then_clean, Cleanup};
+use edgelb_tests::kube::{
+    self as harness, Cluster, Forwarder, NodeSpec, Speaker, SYSTEM_NAMESPACE,
+};
+use edgelb_tests::lab::{Lan, Netns};
+use support::{Emulator, KEY_ID, SECRET};
+
+const TEST: &str = "kube_elb::cloud_load_balancer_lifecycle";
+const NS: &str = "ke-elb";
+const NODE: &str = "ke-node-a";
+const NODE_IP: &str = "192.0.2.41";
+const NODE_B: &str = "ke-node-b";
+const POOL: &str = "np-e";
+const REGION: &str = "cn-emu-telecom";
+const CREDENTIALS: &str = "ke-elb-credentials";
+const LB_NAME: &str = "k8s/cube/ke-elb/np-e/ke-cluster";
+/// Where the speaker reaches the emulator, inside its namespace.
+const EMU_IN_NS: &str = "127.0.0.1:18099";
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn apply(api_client: &Client, what: &str, body: Value) -> anyhow::Result<()> {
+    let params = PatchParams::apply("kube-elb-test").force();
+    let obj: kube::api::DynamicObject = serde_json::from_value(body.clone())?;
+    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().context("types")?)?;
+    let (res, _) = kube::discovery::pinned_kind(api_client, &gvk).await?;
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let api: Api<kube::api::DynamicObject> = match &obj.metadata.namespace {
+        Some(ns) => Api::namespaced_with(api_client.clone(), ns, &res),
+        None => Api::all_with(api_client.clone(), &res),
+    };
+    api.patch(&name, &params, &Patch::Apply(&body))
+        .await
+        .with_context(|| what.to_string())?;
+    Ok(())
+}
+
+async fn node(
+    client: &Client,
+    name: &str,
+    ip: &str,
+    pool: &str,
+    instance: &str,
+) -> anyhow::Result<()> {
+    harness::create_node(
+        client,
+        name,
+        ip.parse()?,
+        &[("apps.openyurt.io/nodepool", pool)],
+    )
+    .await?;
+    // spec.providerID as the cloud's node controller sets it (another field manager, so the
+    // harness's own apply of the Node never removes it).
+    apply(
+        client,
+        "providerID",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+               "spec": {"providerID": format!("{REGION}.{instance}")}}),
+    )
+    .await
+}
+
+fn lb<'a>(inv: &'a Value, name: &str) -> Option<&'a Value> {
+    inv["LoadBalancers"]
+        .as_array()?
+        .iter()
+        .find(|l| l["LoadBalancerName"] == name)
+}
+
+async fn inventory_until(
+    emu: &Emulator,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    harness::eventually(what, WAIT, || async {
+        let inv = emu.inventory();
+        Ok(f(&inv).then_some(inv))
+    })
+    .await
+    .with_context(|| format!("inventory {:#}", emu.inventory()))
+}
+
+async fn scenario(
+    cluster: &Cluster,
+    client: &Client,
+    ns: &Netns,
+    emu: &Emulator,
+) -> anyhow::Result<()> {
+    let pp = PostParams::default();
+    edgelb_tests::kube::deploy::apply_dir(client, &harness::workspace().join("tests/fixtures"))
+        .await?;
+    node(client, NODE, NODE_IP, POOL, "i-e1").await?;
+    node(client, NODE_B, "192.0.2.42", POOL, "i-e2").await?;
+    apply(
+        client,
+        "NodePool",
+        json!({"apiVersion": "apps.openyurt.io/v1beta1", "kind": "NodePool",
+               "metadata": {"name": POOL, "labels": {"k8s-svc": "cube"},
+                            "annotations": {"alibabacloud.com/ens-region-id": REGION,
+                                            "alibabacloud.com/ens-network-id": "n-emu1",
+                                            "alibabacloud.com/ens-vswitch-id": "vsw-emu1"}},
+               "spec": {"type": "Edge"}}),
+    )
+    .await?;
+    apply(
+        client,
+        "credentials Secret",
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": CREDENTIALS, "namespace": SYSTEM_NAMESPACE},
+               "stringData": {"accessKeyID": KEY_ID, "accessKeySecret": SECRET}}),
+    )
+    .await?;
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
+        )
+        .await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    services
+        .create(
+            &pp,
+            &serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Service",
+                "metadata": {"name": "cube", "namespace": NS,
+                             "annotations": {"service.openyurt.io/nodepool-labelselector": "k8s-svc=cube"}},
+                "spec": {"type": "LoadBalancer", "loadBalancerClass": "alibabacloud.com/elb",
+                         "selector": {"app": "cube"},
+                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+            }))?,
+        )
+        .await?;
+    let node_port = services.get("cube").await?.spec.unwrap().ports.unwrap()[0]
+        .node_port
+        .context("no nodePort allocated")?;
+
+    let _to_emu = Forwarder::start(ns.name(), EMU_IN_NS.parse()?, emu.addr)?;
+    let mut spec = NodeSpec::new(NODE, NODE_IP.parse::<IpAddr>()?);
+    spec.extra_args = vec![
+        "--class=alibabacloud.com/elb".into(),
+        format!("--elb-credentials-secret={CREDENTIALS}"),
+        format!("--elb-endpoint=http://{EMU_IN_NS}"),
+        "--elb-cluster=ke-cluster".into(),
+        "--elb-rate=100".into(),
+        "--elb-resync-seconds=2".into(),
+    ];
+    let speaker = Speaker::deploy(cluster, ns, &spec, &harness::speaker_binary()?).await?;
+    let result = checks(client, &services, emu, node_port, &speaker).await;
+    let log = speaker.logs();
+    if result.is_err() {
+        eprintln!("speaker log:\n{log}");
+    }
+    result?;
+    ensure!(
+        !log.contains(SECRET),
+        "the access key secret is in the speaker's log"
+    );
+    Ok(())
+}
+
+async fn checks(
+    client: &Client,
+    services: &Api<Service>,
+    emu: &Emulator,
+    node_port: i32,
+    speaker: &Speaker,
+) -> anyhow::Result<()> {
+    let pss: Api<PoolService> = Api::namespaced(client.clone(), NS);
+    // Create: one ELB with the listener and both backends, one EIP bound to it.
+    let t = std::time::Instant::now();
+    let inv = inventory_until(emu, "ELB, listener, backends, EIP", |inv| {
+        lb(inv, LB_NAME).is_some_and(|l| {
+            l["Listeners"] == json!(["tcp/80"])
+                && l["BackendServers"] == json!({"i-e1": 100, "i-e2": 100})
+                && l["LoadBalancerStatus"] == "Active"
+        }) && inv["EipAddresses"]
+            .as_array()
+            .is_some_and(|e| e.len() == 1 && e[0]["State"] == "InUse")
+    })
+    .await?;
+    eprintln!("created in {:?}", t.elapsed());
+    ensure!(
+        inv["LoadBalancers"].as_array().map(Vec::len) == Some(1),
+        "{inv:#}"
+    );
+    let eip = inv["EipAddresses"][0]["IpAddress"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let ps = pss.get("cube-np-e").await?;
+    ensure!(
+        ps.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "edgelb.io/cloud-resources"),
+        "no cloud finalizer on the PoolService: {:?}",
+        ps.metadata.finalizers
+    );
+    // The listener forwards to the Service's NodePort.
+    let c = emu.client();
+    let lb_id = lb(&inv, LB_NAME).unwrap()["LoadBalancerId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listeners = edgelb_cloud::ens::api::listeners(&c, &lb_id).await?;
+    ensure!(
+        listeners.len() == 1 && i32::from(listeners[0].backend_port) == node_port,
+        "{listeners:?} vs nodePort {node_port}"
+    );
+    // The EIP is the PoolService's and the Service's ingress.
+    harness::eventually("the EIP in the PoolService's status", WAIT, || async {
+        let ps = pss.get("cube-np-e").await?;
+        let ips: Vec<String> = ps
+            .status
+            .and_then(|s| s.load_balancer)
+            .and_then(|l| l.ingress)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|i| i.ip)
+            .collect();
+        Ok((ips == [eip.clone()]).then_some(()))
+    })
+    .await?;
+    harness::eventually("the EIP in the Service's status", WAIT, || async {
+        let ips = edgelb_tests::kube::objects::ingress(services, "cube").await?;
+        Ok(ips.iter().any(|(ip, _)| *ip == eip).then_some(()))
+    })
+    .await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let synced = harness::eventually("CloudLoadBalancerSynced Event", WAIT, || async {
+        edgelb_tests::kube::objects::event(&events, "CloudLoadBalancerSynced", "cube-np-e").await
+    })
+    .await?;
+    let note = synced.note.unwrap_or_default();
+    ensure!(
+        note.contains("CreateLoadBalancer") && note.contains(LB_NAME),
+        "{note}"
+    );
+    // `edgelbctl elb`'s view (the local API socket) and the metrics: the load balancer,
+    // EIP, listener and backends; calls per action; never the secret.
+    let socket = speaker
+        .argv
+        .iter()
+        .find_map(|a| a.strip_prefix("--socket="))
+        .context("no --socket")?
+        .to_string();
+    let view = harness::eventually("the cloud section of the view", WAIT, || async {
+        let v = edgelb_daemon::local_api::client::view(
+            std::path::Path::new(&socket),
+            Duration::from_secs(5),
+        )
+        .await?;
+        Ok(v.cloud
+            .clone()
+            .filter(|c| {
+                c.active
+                    && c.load_balancers
+                        .iter()
+                        .any(|l| l.eip.as_deref() == Some(eip.as_str()) && l.converged)
+            })
+            .map(|_| v))
+    })
+    .await?;
+    let cloud = view.cloud.clone().context("no cloud section")?;
+    let l = &cloud.load_balancers[0];
+    ensure!(
+        l.listeners
+            .iter()
+            .any(|x| x.starts_with(&format!("tcp/80 -> {node_port}")))
+            && l.backends == ["i-e1:100", "i-e2:100"]
+            && l.load_balancer.is_some(),
+        "{l:?}"
+    );
+    ensure!(
+        !serde_json::to_string(&view)?.contains(SECRET),
+        "the view carries the secret"
+    );
+    let (code, metrics) = speaker.get("/metrics")?;
+    ensure!(
+        code == 200 && metrics.contains("edgelb_cloud_calls_total{action=\"CreateLoadBalancer\"}"),
+        "metrics: {metrics}"
+    );
+
+    // A node leaves the pool; a port is added.
+    harness::create_node(
+        client,
+        NODE_B,
+        "192.0.2.42".parse()?,
+        &[("apps.openyurt.io/nodepool", "np-other")],
+    )
+    .await?;
+    services
+        .patch(
+            "cube",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ports": [
+                {"name": "http", "port": 80, "protocol": "TCP", "nodePort": node_port},
+                {"name": "https", "port": 443, "protocol": "TCP"}]}})),
+        )
+        .await?;
+    inventory_until(emu, "backend left, listener added", |inv| {
+        lb(inv, LB_NAME).is_some_and(|l| {
+            l["BackendServers"] == json!({"i-e1": 100})
+                && l["Listeners"] == json!(["tcp/80", "tcp/443"])
+        })
+    })
+    .await?;
+
+    // The Service deleted: ELB and EIP released, then the PoolService, then the Service.
+    services.delete("cube", &Default::default()).await?;
+    inventory_until(emu, "everything released", |inv| {
+        inv["LoadBalancers"].as_array().is_some_and(Vec::is_empty)
+            && inv["EipAddresses"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await?;
+    harness::eventually("the PoolService and the Service gone", WAIT, || async {
+        Ok(
+            (pss.get_opt("cube-np-e").await?.is_none()
+                && services.get_opt("cube").await?.is_none())
+            .then_some(()),
+        )
+    })
+    .await?;
+    // Credentials never in an Event.
+    let all = events.list(&ListParams::default()).await?;
+    for e in all.items {
+        ensure!(
+            !e.note.unwrap_or_default().contains(SECRET),
+            "an Event carries the access key secret"
+        );
+    }
+    Ok(())
+}
+
+async fn cleanup(client: &Client) -> anyhow::Result<()> {
+    // Without a speaker nobody removes our finalizers: the test does, as an operator would.
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let pss: Api<PoolService> = Api::namespaced(client.clone(), NS);
+    let clear = json!({"metadata": {"finalizers": null}});
+    for s in services
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let _ = services
+            .patch(
+                &s.metadata.name.unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&clear),
+            )
+            .await;
+    }
+    for p in pss
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+    {
+        let _ = pss
+            .patch(
+                &p.metadata.name.unwrap_or_default(),
+                &PatchParams::default(),
+                &Patch::Merge(&clear),
+            )
+            .await;
+    }
+    Cleanup::new()
+        .add::<Namespace>(client, None, NS)
+        .add::<NodePool>(client, None, POOL)
+        .add::<Secret>(client, Some(SYSTEM_NAMESPACE), CREDENTIALS)
+        .add::<Lease>(client, Some(SYSTEM_NAMESPACE), "edgelb-leader")
+        .add::<Node>(client, None, NODE)
+        .add::<Node>(client, None, NODE_B)
+        .run(WAIT)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloud_load_balancer_lifecycle() -> anyhow::Result<()> {
+    let Some((cluster, client)) = harness::cluster_for(TEST).await? else {
+        return Ok(());
+    };
+    let emu = Emulator::start(&[]);
+    emu.register(&[("i-e1", "10.0.1.2"), ("i-e2", "10.0.1.3")]);
+    let mut lan = Lan::new()?;
+    let ns = lan.join("ken", &format!("{NODE_IP}/24"))?;
+    then_clean(
+        TEST,
+        scenario(cluster, &client, &ns, &emu),
+        cleanup(&client),
+    )
+    .await?;
+    // Every request of the speaker (the Secret's watch, Events, PoolService status and
+    // finalizers) was allowed by the shipped RBAC and is in the access table.
+    audit::speaker_requests_were_granted_and_listed(cluster)?;
+    let report = emu.stop();
+    ensure!(
+        report["LoadBalancers"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+            && report["EipAddresses"].as_array().is_some_and(Vec::is_empty),
+        "leak report {report:#}"
+    );
+    let _: SocketAddr = EMU_IN_NS.parse()?;
+    Ok(())
+}
