@@ -15,7 +15,9 @@
 # rest: after all are announced and SETTLE seconds more, the speaker's CPU time
 #   (utime+stime from /proc/PID/stat, 10 ms ticks) over REST seconds with nothing changing
 #   and nobody polling either process; given per minute and as % of one core.
-# rss: VmRSS at the end of the rest window; peak-rss: VmHWM.
+# rss: VmRSS at the end of the rest window; peak-rss: VmHWM; the line below each gives
+#   the resident memory by mapping (heap, other anonymous, file pages, stack).
+# N = 0 is the speaker's own baseline (no Services): `bench/steady.sh 0 10000`.
 # Baseline, same run and same window: FRR bgpd's own CPU at rest and its RSS (it holds the
 #   same N routes). The header prints the load average: other work on the machine skews
 #   CPU and wall times; compare lines of one invocation.
@@ -67,6 +69,19 @@ pfx_rcd() {
 }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# smaps_line PID: where the resident memory is, from /proc/PID/smaps: the main heap
+# ([heap]), other anonymous mappings (malloc's thread arenas, large allocations, thread
+# stacks), the binary's and libraries' file pages, the main [stack].
+smaps_line() {
+  awk '
+    /^[0-9a-f]+-[0-9a-f]+ / { name = (NF >= 6) ? $6 : ""; kind = "anon"
+      if (name == "[heap]") kind = "heap"; else if (name == "[stack]") kind = "stack"
+      else if (name ~ /^\//) kind = "file" }
+    /^Rss:/ { kib[kind] += $2 }
+    END { printf "  memory map: heap %.1f MiB, other anon %.1f MiB, file %.1f MiB, stack %.1f MiB\n",
+      kib["heap"] / 1024, kib["anon"] / 1024, kib["file"] / 1024, kib["stack"] / 1024 }' "/proc/$1/smaps"
+}
 
 run_standalone() {
   local n=$1 r d spk t0 t_all got cpu0 cpu1 f0 f1 rss hwm frss
@@ -123,6 +138,7 @@ EOF
       printf "%-10s %6d  %8.3f s  %8.0f ms  %6.2f %%  %6.1f MiB  %6.1f MiB | %8.0f ms  %6.1f MiB\n",
         "standalone", n, t / 1000, c * 60 / rest, c / (rest * 10), rss / 1024, hwm / 1024,
         f * 60 / rest, frss / 1024 }'
+  smaps_line "$spk"
   if [ "$n" -eq 10000 ]; then
     printf 'issue 13 figure: end-to-end speaker (%d Services in a file -> all /32 at FRR): %d ms\n' \
       "$n" "$((t_all - t0))"

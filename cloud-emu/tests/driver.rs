@@ -454,3 +454,96 @@ async fn scenario(emu: &Emulator) {
         "{calls:?}"
     );
 }
+
+/// N Services x 2 pools created at once under a throttling storm (the account's limit far
+/// below the driver's rate) with faults injected during create (a lost CreateEipInstance
+/// answer, a CreateLoadBalancer answer past the client's timeout, 503s and 500s): every
+/// load balancer converges with its EIP as ingress, exactly one instance and one EIP per
+/// (Service, pool) exist; all deleted, the leak report is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttling_storm_and_faults_end_with_exactly_one_of_each() {
+    const N: usize = 6;
+    let emu = Emulator::start(&["--limit", "*=10"]);
+    emu.register(&[("i-hz1", "10.0.1.2"), ("i-cd1", "10.0.2.2")]);
+    for (action, kind, count) in [
+        ("CreateEipInstance", json!("commit-then-500"), 1),
+        ("CreateLoadBalancer", json!("timeout"), 1),
+        ("AssociateEnsEipAddress", json!("503"), 2),
+        ("AddBackendServers", json!("500"), 3),
+    ] {
+        emu.control(
+            "POST",
+            "/control/faults",
+            &json!({"Action": action, "Kind": kind, "Count": count, "DelayMs": 4000}),
+        );
+    }
+    let mut w = World::new();
+    w.secret(KEY_ID, SECRET);
+    w.pool("hz", &[("k8s-svc", "cube")], REGION);
+    w.pool("cd", &[("k8s-svc", "cube")], REGION);
+    w.node("hz-1", "hz", Some(&format!("{REGION}.i-hz1")));
+    w.node("cd-1", "cd", Some(&format!("{REGION}.i-cd1")));
+    for i in 0..N {
+        w.service(
+            "web",
+            &format!("s{i}"),
+            "k8s-svc=cube",
+            &[(80, "TCP", 30080)],
+            &[],
+        );
+    }
+    let (_fence_tx, fence) = watch::channel(open());
+    let (tx, reports) = pool_ingress::channel();
+    let config = CloudConfig {
+        rate_per_sec: 50.0,
+        ..cfg(emu.endpoint())
+    };
+    let d = CloudDriver::spawn(None, "n1", config, fence, Duration::from_secs(2), tx);
+    let mut k = Cluster { w, d, reports };
+    let t = std::time::Instant::now();
+    let s = tokio::time::timeout(
+        Duration::from_secs(90),
+        k.until("all converged", |s| {
+            s.entries.len() == 2 * N
+                && s.entries
+                    .values()
+                    .all(|e| e.converged && e.ingress.is_some())
+        }),
+    )
+    .await
+    .expect("converged within 90 s");
+    let took = t.elapsed();
+    let inv = emu.inventory();
+    let lbs = names(&inv, "LoadBalancers", "LoadBalancerName");
+    let eips = names(&inv, "EipAddresses", "Name");
+    let mut want: Vec<String> = (0..N)
+        .flat_map(|i| ["cd", "hz"].map(|p| format!("k8s/s{i}/web/{p}/c-emu")))
+        .collect();
+    want.sort();
+    assert_eq!(lbs, want, "exactly one instance per (Service, pool)");
+    assert_eq!(eips, want, "exactly one EIP per (Service, pool)");
+    let requests: u64 = s.calls.values().map(|c| c.requests).sum();
+    let retried: u64 = s.calls.values().map(|c| c.retried).sum();
+    eprintln!(
+        "storm: {} load balancers converged in {took:?}; {requests} requests ({:.1} per (Service, pool)), {retried} retried (load {})",
+        2 * N,
+        requests as f64 / (2 * N) as f64,
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
+    );
+    assert!(retried > 0, "no fault or throttling was hit");
+    // Every Service deleted: everything released.
+    for i in 0..N {
+        k.w.delete_service("web", &format!("s{i}"));
+    }
+    k.inventory_until(&emu, "all released", |inv| {
+        names(inv, "LoadBalancers", "LoadBalancerName").is_empty()
+            && names(inv, "EipAddresses", "Name").is_empty()
+    })
+    .await;
+    let report = emu.stop();
+    assert_eq!(
+        names(&report, "LoadBalancers", "LoadBalancerName"),
+        Vec::<String>::new()
+    );
+    assert_eq!(names(&report, "EipAddresses", "Name"), Vec::<String>::new());
+}

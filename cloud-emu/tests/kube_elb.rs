@@ -15,6 +15,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+/// The audit-log check the daemon's cluster tests use.
+#[path = "../../daemon/tests/speaker_support/audit.rs"]
+mod audit;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
@@ -175,7 +178,7 @@ async fn scenario(
         "--elb-resync-seconds=2".into(),
     ];
     let speaker = Speaker::deploy(cluster, ns, &spec, &harness::speaker_binary()?).await?;
-    let result = checks(client, &services, emu, node_port).await;
+    let result = checks(client, &services, emu, node_port, &speaker).await;
     let log = speaker.logs();
     if result.is_err() {
         eprintln!("speaker log:\n{log}");
@@ -193,6 +196,7 @@ async fn checks(
     services: &Api<Service>,
     emu: &Emulator,
     node_port: i32,
+    speaker: &Speaker,
 ) -> anyhow::Result<()> {
     let pss: Api<PoolService> = Api::namespaced(client.clone(), NS);
     // Create: one ELB with the listener and both backends, one EIP bound to it.
@@ -265,6 +269,50 @@ async fn checks(
     ensure!(
         note.contains("CreateLoadBalancer") && note.contains(LB_NAME),
         "{note}"
+    );
+    // `edgelbctl elb`'s view (the local API socket) and the metrics: the load balancer,
+    // EIP, listener and backends; calls per action; never the secret.
+    let socket = speaker
+        .argv
+        .iter()
+        .find_map(|a| a.strip_prefix("--socket="))
+        .context("no --socket")?
+        .to_string();
+    let view = harness::eventually("the cloud section of the view", WAIT, || async {
+        let v = edgelb_daemon::local_api::client::view(
+            std::path::Path::new(&socket),
+            Duration::from_secs(5),
+        )
+        .await?;
+        Ok(v.cloud
+            .clone()
+            .filter(|c| {
+                c.active
+                    && c.load_balancers
+                        .iter()
+                        .any(|l| l.eip.as_deref() == Some(eip.as_str()) && l.converged)
+            })
+            .map(|_| v))
+    })
+    .await?;
+    let cloud = view.cloud.clone().context("no cloud section")?;
+    let l = &cloud.load_balancers[0];
+    ensure!(
+        l.listeners
+            .iter()
+            .any(|x| x.starts_with(&format!("tcp/80 -> {node_port}")))
+            && l.backends == ["i-e1:100", "i-e2:100"]
+            && l.load_balancer.is_some(),
+        "{l:?}"
+    );
+    ensure!(
+        !serde_json::to_string(&view)?.contains(SECRET),
+        "the view carries the secret"
+    );
+    let (code, metrics) = speaker.get("/metrics")?;
+    ensure!(
+        code == 200 && metrics.contains("edgelb_cloud_calls_total{action=\"CreateLoadBalancer\"}"),
+        "metrics: {metrics}"
     );
 
     // A node leaves the pool; a port is added.
@@ -377,6 +425,9 @@ async fn cloud_load_balancer_lifecycle() -> anyhow::Result<()> {
         cleanup(&client),
     )
     .await?;
+    // Every request of the speaker (the Secret's watch, Events, PoolService status and
+    // finalizers) was allowed by the shipped RBAC and is in the access table.
+    audit::speaker_requests_were_granted_and_listed(cluster)?;
     let report = emu.stop();
     ensure!(
         report["LoadBalancers"]

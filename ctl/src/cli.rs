@@ -73,6 +73,9 @@ pub enum Command {
     Routes,
     /// Speakers this node knows, with their health.
     Members,
+    /// Cloud load balancers (ENS ELB) this speaker drives, one per (Service, node pool):
+    /// load balancer, EIP, listeners, backends and the last error.
+    Elb,
     /// Node pools (OpenYurt `NodePool` or node label), their nodes and entry points.
     #[command(alias = "np")]
     Nodepools,
@@ -172,6 +175,13 @@ pub fn render(
             text(
                 structured(&view.policy_routes, output)?,
                 format::routes_table(view, wide),
+            ),
+            EXIT_OK,
+        ),
+        Command::Elb => (
+            text(
+                structured(&view.cloud, output)?,
+                format::elb_table(view, wide),
             ),
             EXIT_OK,
         ),

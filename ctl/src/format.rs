@@ -817,3 +817,108 @@ fn section_text(
     }
     out
 }
+
+/// `elb`: one line per (Service, node pool) cloud load balancer, then the deletions in
+/// progress and the calls per action. `wide` adds the skipped nodes and the last calls.
+pub fn elb_table(v: &LocalView, wide: bool) -> String {
+    let Some(c) = &v.cloud else {
+        return "no cloud load balancers: this speaker runs without --elb-credentials-secret\n"
+            .into();
+    };
+    let mut out = String::new();
+    if !c.active {
+        out.push_str("this speaker does not drive the cloud now (not the Lease holder");
+        if let Some(p) = &c.problem {
+            out.push_str(&format!("; {p}"));
+        }
+        out.push_str(")\n");
+    }
+    let mut headers = vec![
+        "SERVICE",
+        "POOL",
+        "LOAD-BALANCER",
+        "STATUS",
+        "EIP",
+        "LISTENERS",
+        "BACKENDS",
+        "STATE",
+        "LAST-ERROR",
+    ];
+    if wide {
+        headers.extend(["NAME", "SKIPPED", "LAST-CALLS"]);
+    }
+    let rows: Vec<Vec<Cell>> = c
+        .load_balancers
+        .iter()
+        .map(|l| {
+            let lb = match (&l.load_balancer, l.user_managed) {
+                (Some(id), true) => format!("{id} (user's)"),
+                (Some(id), false) => id.clone(),
+                (None, _) => "-".into(),
+            };
+            let state = if l.last_error.is_some() {
+                "Error".to_string()
+            } else if l.converged {
+                "Converged".into()
+            } else {
+                l.waiting.clone().unwrap_or_else(|| "Pending".into())
+            };
+            let mut r = vec![
+                Cell::plain(&l.service),
+                Cell::plain(&l.pool),
+                Cell::plain(lb),
+                Cell::plain(l.status.clone().unwrap_or_else(|| "-".into())),
+                Cell::plain(
+                    l.eip
+                        .clone()
+                        .or_else(|| l.address.clone())
+                        .unwrap_or_else(|| "-".into()),
+                ),
+                Cell::plain(l.listeners.join(", ")),
+                Cell::plain(l.backends.join(",")),
+                Cell::plain(state),
+                Cell::plain(l.last_error.clone().unwrap_or_default()),
+            ];
+            if wide {
+                r.push(Cell::plain(&l.name));
+                r.push(Cell::plain(l.skipped.join("; ")));
+                r.push(Cell::plain(l.last_actions.join("; ")));
+            }
+            r
+        })
+        .collect();
+    out.push_str(&table(&headers, &rows, false));
+    for d in &c.deleting {
+        out.push_str(&format!("deleting: {d}\n"));
+    }
+    if wide && !c.calls.is_empty() {
+        let rows: Vec<Vec<Cell>> = c
+            .calls
+            .iter()
+            .map(|k| {
+                vec![
+                    Cell::plain(&k.action),
+                    Cell::plain(k.requests.to_string()),
+                    Cell::plain(k.ok.to_string()),
+                    Cell::plain(k.failed.to_string()),
+                    Cell::plain(k.retried.to_string()),
+                    Cell::plain(k.latency_ms.to_string()),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &[
+                "ACTION",
+                "REQUESTS",
+                "OK",
+                "FAILED",
+                "RETRIED",
+                "LATENCY-MS",
+            ],
+            &rows,
+            false,
+        ));
+    }
+    out
+}

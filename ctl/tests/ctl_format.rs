@@ -150,6 +150,7 @@ fn view() -> LocalView {
             ips: vec![],
         }]
         .into(),
+        cloud: None,
         node_pools: vec![],
     }
 }
@@ -417,7 +418,7 @@ Announced by edge-1:
 #[test]
 fn explain_ranks_the_nodes_of_an_l2_ip_and_says_why_each_was_skipped() {
     let mut v = view();
-    let mut services = (*v.services).clone();
+    let mut services = v.services.to_vec();
     let ranked = |node: &str, why: Option<&str>| CandidateView {
         node: node.into(),
         excluded: why.map(str::to_string),
@@ -507,6 +508,74 @@ fn json_and_yaml_are_the_view_sections() {
     assert_eq!(e["announcements"][0]["peers"][0], "198.51.100.1");
 }
 
+/// `elb`: one line per (Service, pool) cloud load balancer; without a driver, why none.
+#[test]
+fn elb_shows_each_pools_load_balancer_eip_listeners_backends_and_error() {
+    let mut v = view();
+    let none = render(&Command::Elb, &v, Output::Table, false)
+        .expect("render")
+        .0;
+    assert!(none.contains("--elb-credentials-secret"), "{none}");
+    v.cloud = Some(CloudView {
+        active: true,
+        problem: None,
+        load_balancers: vec![
+            CloudLbView {
+                service: "web/cube".into(),
+                pool: "np-hz".into(),
+                pool_service: "web/cube-np-hz".into(),
+                name: "k8s/cube/web/np-hz/c1".into(),
+                load_balancer: Some("lb-1".into()),
+                status: Some("Active".into()),
+                eip: Some("47.0.0.1".into()),
+                listeners: vec!["tcp/80 -> 30080 Running".into()],
+                backends: vec!["i-1:100".into(), "i-2:100".into()],
+                converged: true,
+                ..CloudLbView::default()
+            },
+            CloudLbView {
+                service: "web/shop".into(),
+                pool: "np-hz".into(),
+                last_error: Some(
+                    "CreateLoadBalancer for k8s/shop/web/np-hz/c1: Throttling.User".into(),
+                ),
+                ..CloudLbView::default()
+            },
+        ],
+        deleting: vec!["k8s/old/web/np-hz/c1 (cn-hz)".into()],
+        calls: vec![],
+    });
+    let t = render(&Command::Elb, &v, Output::Table, false)
+        .expect("render")
+        .0;
+    let lines: Vec<&str> = t.lines().collect();
+    assert!(
+        lines[0].starts_with("SERVICE") && lines[0].contains("LAST-ERROR"),
+        "{t}"
+    );
+    assert!(
+        lines[1].contains("web/cube")
+            && lines[1].contains("lb-1")
+            && lines[1].contains("47.0.0.1")
+            && lines[1].contains("tcp/80 -> 30080 Running")
+            && lines[1].contains("i-1:100,i-2:100")
+            && lines[1].contains("Converged"),
+        "{t}"
+    );
+    assert!(
+        lines[2].contains("web/shop")
+            && lines[2].contains("Error")
+            && lines[2].contains("Throttling.User"),
+        "{t}"
+    );
+    assert!(t.contains("deleting: k8s/old/web/np-hz/c1"), "{t}");
+    let j = render(&Command::Elb, &v, Output::Json, false)
+        .expect("render")
+        .0;
+    let back: Option<CloudView> = serde_json::from_str(&j).expect("json");
+    assert_eq!(back, v.cloud);
+}
+
 /// A Service with two node pools: `nodepools` lists the pools and their members, the
 /// announcements carry the node pool, and `explain` shows each pool on its own (IPs or why
 /// none, candidates, what this node announces).
@@ -530,7 +599,7 @@ fn pooled_view() -> LocalView {
             nodes: vec!["edge-1".into(), "edge-2".into()],
         },
     ];
-    let mut allocations = (*v.allocations).clone();
+    let mut allocations = v.allocations.to_vec();
     allocations.extend([
         AllocationView {
             service: "default/cube".into(),
@@ -550,7 +619,7 @@ fn pooled_view() -> LocalView {
         },
     ]);
     v.allocations = allocations.into();
-    let mut services = (*v.services).clone();
+    let mut services = v.services.to_vec();
     for (np, nodes) in [
         ("np-chengdu", vec![("cd-1", None)]),
         (

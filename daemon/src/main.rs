@@ -151,9 +151,9 @@ async fn release_after_changes(mut views: watch::Receiver<LocalView>) {
     let sections = |v: &LocalView| {
         [
             Arc::as_ptr(&v.announcements) as usize,
-            Arc::as_ptr(&v.allocations) as usize,
+            v.allocations.id(),
             Arc::as_ptr(&v.pools) as usize,
-            Arc::as_ptr(&v.services) as usize,
+            v.services.id(),
         ]
     };
     let mut last = sections(&views.borrow());
@@ -182,12 +182,13 @@ fn release_free_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
 
-/// At most two glibc malloc arenas (the default is eight per core): each runtime thread
-/// otherwise allocates from an arena of its own, and memory freed in one arena cannot
-/// serve another's allocations, so a load of 10 000 Services spread over the worker
-/// threads stayed resident several times over. The speaker's work is one task at a time;
-/// two arenas keep the threads from contending on one lock. Set before any thread starts;
-/// `MALLOC_ARENA_MAX` in the environment still wins.
+/// One glibc malloc arena (the default is eight per core): each runtime thread otherwise
+/// allocates from an arena of its own, and memory freed in one arena cannot serve another's
+/// allocations, so a load of 10 000 Services spread over the worker threads stayed resident
+/// several times over. Two arenas still left ~6 MiB more resident than one at 10 000
+/// Services (issue 17, `bench/steady.sh`); the speaker's work is one task at a time, and
+/// glibc's per-thread caches serve most small allocations without the arena's lock. Set
+/// before any thread starts; `MALLOC_ARENA_MAX` in the environment still wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
@@ -196,7 +197,7 @@ fn limit_malloc_arenas() {
     }
     // SAFETY: mallopt takes two integers and only changes malloc's tuning.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
 

@@ -44,8 +44,9 @@ pub fn service(svc: &mut Service) {
     meta(&mut svc.metadata);
 }
 
-/// An EndpointSlice as the store keeps it: its endpoints' node, readiness, addresses and
-/// zone, its ports, and the label naming its Service.
+/// An EndpointSlice as the kube source holds it until the store takes what decisions read
+/// of it ([`crate::snapshot::Slice`]): its endpoints' node, readiness, addresses and zone,
+/// its ports, and the label naming its Service.
 pub fn endpoint_slice(slice: &mut EndpointSlice) {
     meta(&mut slice.metadata);
     // The EndpointSlice controller's bookkeeping (`endpoints.kubernetes.io/last-change-trigger-time`).

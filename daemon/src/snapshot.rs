@@ -183,6 +183,77 @@ impl<T> Index<T> {
     }
 }
 
+/// What decisions read of one EndpointSlice: its Service and the nodes of its ready
+/// endpoints. The store keeps this instead of the object (issue 17: an EndpointSlice with
+/// one endpoint, its labels and ports cost ~1.5 KB; this costs ~100 B, node names shared).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Slice {
+    /// The Service it belongs to (label `kubernetes.io/service-name`, same namespace).
+    pub service: Option<Arc<str>>,
+    /// The nodes of its ready endpoints, sorted, each once, with how many ready endpoints it
+    /// hosts. An endpoint whose `ready` condition is unset counts as ready, as the
+    /// EndpointSlice API says consumers must interpret it.
+    pub ready_nodes: Box<[(Arc<str>, u32)]>,
+    /// Whether any endpoint is ready (with or without a node name).
+    pub any_ready: bool,
+}
+
+impl Slice {
+    /// The facts of `slice`, node names made by `name` (the store shares them).
+    pub fn of(slice: &EndpointSlice, mut name: impl FnMut(&str) -> Arc<str>) -> Slice {
+        let mut nodes: Vec<(Arc<str>, u32)> = Vec::new();
+        let mut any_ready = false;
+        for ep in slice.endpoints.iter().flatten() {
+            if ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true) {
+                any_ready = true;
+                if let Some(node) = ep.node_name.as_deref() {
+                    match nodes.iter_mut().find(|(n, _)| &**n == node) {
+                        Some((_, count)) => *count += 1,
+                        None => nodes.push((name(node), 1)),
+                    }
+                }
+            }
+        }
+        nodes.sort();
+        Slice {
+            service: slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(|s| Arc::from(s.as_str())),
+            ready_nodes: nodes.into_boxed_slice(),
+            any_ready,
+        }
+    }
+}
+
+/// Strings many objects repeat (node names, namespaces), stored once; shared by the
+/// store's keys and slices.
+#[derive(Clone, Debug, Default)]
+struct Names {
+    names: std::collections::HashSet<Arc<str>>,
+    /// Size after the last sweep: the next sweep comes when it doubled.
+    swept: usize,
+}
+
+impl Names {
+    /// The shared copy of `s`.
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
+        }
+        if self.names.len() >= 2 * self.swept.max(64) {
+            // Names nothing holds any more (nodes, namespaces gone): the set tracks the cluster.
+            self.names.retain(|a| Arc::strong_count(a) > 1);
+            self.swept = self.names.len();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
+    }
+}
+
 /// Every kind a source delivers, so that the file and kube sources share one entry point.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -309,8 +380,10 @@ pub fn node_pool_of(node: &Node) -> Option<String> {
 pub struct Store {
     /// Services (all classes: a class change must be seen as ours -> not ours).
     services: Index<Service>,
-    /// EndpointSlices.
-    endpoint_slices: Index<EndpointSlice>,
+    /// EndpointSlices, as what decisions read of them.
+    endpoint_slices: Index<Slice>,
+    /// Node and namespace names the slices and keys share.
+    names: Names,
     /// The snapshot's Service and slice maps for one [`Selection`].
     derived: Derived,
     /// Nodes.
@@ -350,11 +423,12 @@ struct Derived {
     sel: Selection,
     /// Our Services (as `SnapshotData::services`).
     services: OrdMap<ObjectKey, Arc<Service>>,
-    /// Slices of every Service, ours or not, by Service key then slice key (so a Service
-    /// that becomes ours finds its slices without a scan).
-    slices_by_service: BTreeMap<ObjectKey, BTreeMap<ObjectKey, Arc<EndpointSlice>>>,
+    /// Slices of every Service, ours or not, by Service key, each Service's in slice key
+    /// order (so a Service that becomes ours finds its slices without a scan; a sorted
+    /// `Vec`, as most Services have one slice).
+    slices_by_service: BTreeMap<ObjectKey, Vec<(ObjectKey, Arc<Slice>)>>,
     /// Slices of our Services, in slice key order (as `SnapshotData::endpoint_slices`).
-    endpoint_slices: OrdMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
+    endpoint_slices: OrdMap<ObjectKey, Vec<Arc<Slice>>>,
     /// Services that are not ours but still carry our finalizer (as
     /// `SnapshotData::finalized_elsewhere`).
     finalized_elsewhere: OrdMap<ObjectKey, Arc<Service>>,
@@ -362,17 +436,18 @@ struct Derived {
 
 impl Derived {
     /// The maps for `sel`, from scratch.
-    fn build(services: &Index<Service>, slices: &Index<EndpointSlice>, sel: &Selection) -> Derived {
+    fn build(services: &Index<Service>, slices: &Index<Slice>, sel: &Selection) -> Derived {
         let mut d = Derived {
             sel: sel.clone(),
             ..Derived::default()
         };
         for (key, slice) in slices.iter() {
             if let Some(owner) = owner_of(key, slice) {
+                // The index is in key order: each Service's list comes out sorted.
                 d.slices_by_service
                     .entry(owner)
                     .or_default()
-                    .insert(key.clone(), slice.clone());
+                    .push((key.clone(), slice.clone()));
             }
         }
         for (key, svc) in services.iter() {
@@ -411,12 +486,12 @@ impl Derived {
     fn slice_changed(
         &mut self,
         key: &ObjectKey,
-        old: Option<&Arc<EndpointSlice>>,
-        new: Option<&Arc<EndpointSlice>>,
+        old: Option<&Arc<Slice>>,
+        new: Option<&Arc<Slice>>,
     ) {
         if let Some(owner) = old.and_then(|s| owner_of(key, s)) {
             if let Some(slices) = self.slices_by_service.get_mut(&owner) {
-                slices.remove(key);
+                slices.retain(|(k, _)| k != key);
                 if slices.is_empty() {
                     self.slices_by_service.remove(&owner);
                 }
@@ -424,10 +499,11 @@ impl Derived {
             self.refresh_slices(&owner);
         }
         if let Some((owner, slice)) = new.and_then(|s| Some((owner_of(key, s)?, s))) {
-            self.slices_by_service
-                .entry(owner.clone())
-                .or_default()
-                .insert(key.clone(), slice.clone());
+            let slices = self.slices_by_service.entry(owner.clone()).or_default();
+            match slices.binary_search_by(|(k, _)| k.cmp(key)) {
+                Ok(i) => slices[i].1 = slice.clone(),
+                Err(i) => slices.insert(i, (key.clone(), slice.clone())),
+            }
             self.refresh_slices(&owner);
         }
     }
@@ -438,7 +514,7 @@ impl Derived {
         match self.slices_by_service.get(key) {
             Some(slices) if self.services.contains_key(key) => {
                 self.endpoint_slices
-                    .insert(key.clone(), slices.values().cloned().collect());
+                    .insert(key.clone(), slices.iter().map(|(_, s)| s.clone()).collect());
             }
             _ => {
                 self.endpoint_slices.remove(key);
@@ -457,11 +533,10 @@ pub fn has_finalizer(svc: &Service) -> bool {
 
 /// The Service an EndpointSlice belongs to (label `kubernetes.io/service-name`, same
 /// namespace).
-fn owner_of(key: &ObjectKey, slice: &EndpointSlice) -> Option<ObjectKey> {
-    let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+fn owner_of(key: &ObjectKey, slice: &Slice) -> Option<ObjectKey> {
     Some(ObjectKey {
         namespace: key.namespace.clone(),
-        name: svc.as_str().into(),
+        name: slice.service.clone()?,
     })
 }
 
@@ -471,8 +546,8 @@ impl Store {
         &self.services
     }
 
-    /// EndpointSlices.
-    pub fn endpoint_slices(&self) -> &Index<EndpointSlice> {
+    /// EndpointSlices, as what decisions read of them.
+    pub fn endpoint_slices(&self) -> &Index<Slice> {
         &self.endpoint_slices
     }
 
@@ -492,7 +567,10 @@ impl Store {
     /// Adds or replaces one object of any kind. Secrets outside `namespace` are ignored.
     pub fn apply(&mut self, mut obj: Object, namespace: &str) {
         crate::slim::object(&mut obj);
-        let (kind, key) = obj.describe();
+        let (kind, mut key) = obj.describe();
+        // One copy of each namespace name for all the keys (10 000 Services and their slices
+        // are often in a few namespaces).
+        key.namespace = self.names.get(&key.namespace);
         if let Object::Undecodable { kind, object } = obj {
             if is_edgelb_kind(kind) {
                 self.delete_decoded(kind, &key);
@@ -508,7 +586,7 @@ impl Store {
                 self.services.put(key, svc);
             }
             Object::EndpointSlice(o) => {
-                let slice = Arc::new(o);
+                let slice = Arc::new(Slice::of(&o, |n| self.names.get(n)));
                 let old = self.endpoint_slices.put(key.clone(), slice.clone());
                 self.derived.slice_changed(&key, old.as_ref(), Some(&slice));
             }
@@ -651,7 +729,8 @@ pub struct SnapshotData {
     pub services: OrdMap<ObjectKey, Arc<Service>>,
     /// EndpointSlices of our Services, by Service key (label `kubernetes.io/service-name`),
     /// each Service's in slice key order.
-    pub endpoint_slices: OrdMap<ObjectKey, Vec<Arc<EndpointSlice>>>,
+    /// What decisions read of each slice ([`Slice`]), not the objects.
+    pub endpoint_slices: OrdMap<ObjectKey, Vec<Arc<Slice>>>,
     /// Nodes by name, with their node pool.
     pub nodes: BTreeMap<Arc<str>, NodeView>,
     /// Node pools by name: their labels, annotations and members ([`crate::nodepool`]).

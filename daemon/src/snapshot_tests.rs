@@ -178,7 +178,7 @@ fn rebuilt(
     sel: &Selection,
 ) -> (
     Vec<(ObjectKey, Arc<Service>)>,
-    Vec<(ObjectKey, Vec<Arc<EndpointSlice>>)>,
+    Vec<(ObjectKey, Vec<Arc<Slice>>)>,
 ) {
     let services: BTreeMap<ObjectKey, Arc<Service>> = store
         .services()
@@ -186,14 +186,9 @@ fn rebuilt(
         .filter(|(_, s)| is_ours(s, sel))
         .map(|(k, s)| (k.clone(), s.clone()))
         .collect();
-    let mut slices: BTreeMap<ObjectKey, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
+    let mut slices: BTreeMap<ObjectKey, Vec<Arc<Slice>>> = BTreeMap::new();
     for (key, slice) in store.endpoint_slices().iter() {
-        let Some(owner) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("kubernetes.io/service-name"))
-        else {
+        let Some(owner) = slice.service.as_deref() else {
             continue;
         };
         let owner = ObjectKey::new(&key.namespace, owner);
@@ -323,4 +318,80 @@ proptest::proptest! {
         assert_same_maps(&store.snapshot(&default_class), &store, &default_class);
         assert_same_maps(&store.snapshot(&ours), &store, &ours);
     }
+}
+
+proptest::proptest! {
+    /// What the store keeps of a slice ([`Slice`]) answers what the planners asked of the
+    /// whole object: the nodes of its ready endpoints and how many on each (unset `ready`
+    /// counts as ready) and whether any endpoint is ready, with or without a node.
+    #[test]
+    fn slice_facts_equal_what_the_endpoints_say(
+        eps in proptest::collection::vec(
+            (proptest::option::of(0..3usize), proptest::option::of(proptest::bool::ANY)),
+            0..8,
+        )
+    ) {
+        use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+        let nodes = ["n0", "n1", "n2"];
+        let slice = EndpointSlice {
+            metadata: ObjectMeta {
+                name: Some("e".into()),
+                namespace: Some("default".into()),
+                labels: Some([("kubernetes.io/service-name".to_string(), "web".to_string())].into()),
+                ..Default::default()
+            },
+            address_type: "IPv4".into(),
+            endpoints: Some(
+                eps.iter()
+                    .map(|(n, ready)| Endpoint {
+                        addresses: vec!["10.0.0.1".into()],
+                        node_name: n.map(|i| nodes[i].to_string()),
+                        conditions: Some(EndpointConditions { ready: *ready, ..Default::default() }),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ports: None,
+        };
+        let facts = Slice::of(&slice, |n: &str| Arc::from(n));
+        let mut want: BTreeMap<&str, u32> = BTreeMap::new();
+        for (n, _) in eps.iter().filter(|(_, r)| r.unwrap_or(true)) {
+            if let Some(i) = n {
+                *want.entry(nodes[*i]).or_default() += 1;
+            }
+        }
+        let got: Vec<(&str, u32)> = facts.ready_nodes.iter().map(|(n, c)| (&**n, *c)).collect();
+        proptest::prop_assert_eq!(got, want.into_iter().collect::<Vec<_>>());
+        proptest::prop_assert_eq!(facts.any_ready, eps.iter().any(|(_, r)| r.unwrap_or(true)));
+        proptest::prop_assert_eq!(facts.service.as_deref(), Some("web"));
+    }
+}
+
+#[test]
+fn slices_share_node_names() {
+    let mut store = Store::default();
+    for s in ["e1", "e2"] {
+        store.apply(
+            Object::EndpointSlice(crate::fixtures::endpoint_slice(
+                "default",
+                "web",
+                s,
+                ["n1".to_string()],
+            )),
+            NS,
+        );
+    }
+    let a = &store
+        .endpoint_slices()
+        .get(&ObjectKey::new("default", "e1"))
+        .expect("e1")
+        .ready_nodes[0]
+        .0;
+    let b = &store
+        .endpoint_slices()
+        .get(&ObjectKey::new("default", "e2"))
+        .expect("e2")
+        .ready_nodes[0]
+        .0;
+    assert!(Arc::ptr_eq(a, b), "one copy of a node name");
 }

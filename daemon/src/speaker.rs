@@ -172,7 +172,7 @@ pub async fn run_cluster(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
                 }
                 candidates = announcing.candidates(&snap);
                 api.submit(&snap, candidates.clone());
@@ -205,7 +205,7 @@ pub async fn run_cluster(
                 announcing.tick().await;
                 api.want_witness(announcing.witness_needed());
                 if let Some(p) = cfg.publisher.as_ref().filter(|p| p.due()) {
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), api.holder());
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
                 }
             }
             _ = &mut stop => {
@@ -225,9 +225,10 @@ pub async fn run_cluster(
 fn publish_cluster(
     p: &crate::local_api::publish::Publisher,
     mut parts: crate::local_api::publish::ViewParts<'_>,
-    holder: Option<String>,
+    api: &ApiTask,
 ) {
-    parts.leader = holder;
+    parts.leader = api.holder();
+    parts.cloud = api.cloud_state().map(|rx| rx.borrow().clone());
     p.publish(parts);
 }
 

@@ -27,28 +27,22 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static BYTES: AtomicU64 = AtomicU64::new(0);
-/// Bytes allocated and not yet freed (for the memory breakdown run by hand).
-static LIVE: AtomicU64 = AtomicU64::new(0);
 
 // SAFETY: every call is passed to the system allocator unchanged; only counters are added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        LIVE.fetch_add(new_size as u64, Ordering::Relaxed);
-        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         // SAFETY: same contract as ours.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -228,51 +222,4 @@ fn polling_an_unchanged_file_does_not_read_it() {
         bytes < size,
         "polling an unchanged file of {size} B allocated {bytes} B: it is read on every poll"
     );
-}
-
-fn live_mib() -> f64 {
-    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
-}
-
-/// By hand: `cargo test -p edgelb-daemon --test at_rest -- --ignored --nocapture`. Prints
-/// the heap held after each stage of a speaker's start with 10 000 Services (what the
-/// snapshot, the allocation, the plans and the view each add).
-#[test]
-#[ignore]
-fn memory_by_stage() {
-    alone(|| memory_by_stage_of(10_000));
-}
-
-async fn memory_by_stage_of(n: usize) {
-    eprintln!(
-        "sizes: Service {} B, EndpointSlice {} B, Endpoint {} B, ObjectMeta {} B, Object {} B",
-        std::mem::size_of::<k8s_openapi::api::core::v1::Service>(),
-        std::mem::size_of::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
-        std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
-        std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
-        std::mem::size_of::<edgelb_daemon::snapshot::Object>(),
-    );
-    let base = live_mib();
-    let text = cluster_yaml(n);
-    eprintln!("file text      {:7.1} MiB", live_mib() - base);
-    let loaded = parse(&text);
-    drop(text);
-    eprintln!("parsed objects {:7.1} MiB", live_mib() - base);
-    let sel = Selection::default();
-    let snap = edgelb_daemon::source::file::snapshot_of(loaded, &sel);
-    eprintln!("snapshot       {:7.1} MiB", live_mib() - base);
-    let mut alloc = Allocator::default();
-    let (a, changes) = alloc.step(&snap);
-    drop(changes);
-    eprintln!("+ allocation   {:7.1} MiB", live_mib() - base);
-    let mut announcing = Announcing::start("node-a", &AnnounceConfig::default())
-        .await
-        .expect("announcing starts");
-    announcing.step(&snap, &a).await;
-    eprintln!("+ announcing   {:7.1} MiB", live_mib() - base);
-    let (publisher, rx) = Publisher::new("node-a", Arc::new(Metrics::new()));
-    publisher.publish(announcing.view_parts());
-    eprintln!("+ view         {:7.1} MiB", live_mib() - base);
-    drop(rx);
-    announcing.stop().await;
 }

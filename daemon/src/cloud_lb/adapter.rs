@@ -303,11 +303,8 @@ pub fn plan_input(
 fn ready_endpoints_by_node(snap: &SnapshotData, svc: &ObjectKey) -> BTreeMap<String, u32> {
     let mut out: BTreeMap<String, u32> = BTreeMap::new();
     for slice in snap.endpoint_slices.get(svc).into_iter().flatten() {
-        for ep in slice.endpoints.iter().flatten() {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if let (true, Some(node)) = (ready, &ep.node_name) {
-                *out.entry(node.clone()).or_default() += 1;
-            }
+        for (node, count) in slice.ready_nodes.iter() {
+            *out.entry(node.to_string()).or_default() += count;
         }
     }
     out

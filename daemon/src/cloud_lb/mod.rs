@@ -155,3 +155,73 @@ impl CloudState {
                 .any(|d| d.pool_service.as_ref() == Some(pool_service))
     }
 }
+
+impl CloudState {
+    /// The local view's section (`edgelbctl elb`).
+    pub fn view(&self) -> crate::local_api::view::CloudView {
+        use crate::local_api::view::{CloudCallView, CloudLbView, CloudView};
+        CloudView {
+            active: self.active,
+            problem: self.problem.clone(),
+            load_balancers: self
+                .entries
+                .iter()
+                .map(|((svc, pool), e)| CloudLbView {
+                    service: svc.to_string(),
+                    pool: pool.to_string(),
+                    pool_service: e.pool_service.to_string(),
+                    name: e.name.clone(),
+                    user_managed: e.user_managed,
+                    region: e.region.clone(),
+                    load_balancer: e.lb_id.clone(),
+                    status: e.lb_status.clone(),
+                    address: e.lb_address.clone(),
+                    eip: e.eip.clone(),
+                    eip_id: e.eip_id.clone(),
+                    listeners: e
+                        .listeners
+                        .iter()
+                        .map(|l| {
+                            format!(
+                                "{}/{} -> {} {}",
+                                l.protocol, l.port, l.backend_port, l.status
+                            )
+                        })
+                        .collect(),
+                    backends: e
+                        .backends
+                        .iter()
+                        .map(|(id, w)| format!("{id}:{w}"))
+                        .collect(),
+                    skipped: e.skipped.clone(),
+                    ingress: e.ingress.clone(),
+                    converged: e.converged,
+                    waiting: e.waiting.clone(),
+                    last_error: e.error.clone(),
+                    last_actions: e.last_actions.clone(),
+                    updated: e.updated,
+                })
+                .collect(),
+            deleting: self
+                .deleting
+                .values()
+                .map(|d| match &d.error {
+                    Some(e) => format!("{} ({}): {e}", d.name, d.region),
+                    None => format!("{} ({})", d.name, d.region),
+                })
+                .collect(),
+            calls: self
+                .calls
+                .iter()
+                .map(|(a, s)| CloudCallView {
+                    action: a.clone(),
+                    requests: s.requests,
+                    ok: s.ok,
+                    failed: s.failed,
+                    retried: s.retried,
+                    latency_ms: u64::try_from(s.total_latency.as_millis()).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        }
+    }
+}

@@ -366,7 +366,8 @@ pub fn ip_rank_view<'n>(
 /// Remembers since when each announcement exists, across views.
 #[derive(Clone, Debug, Default)]
 pub struct SinceTracker {
-    first_seen: BTreeMap<(String, Mode), u64>,
+    /// By IP (parsed: no string per announcement kept) and mode.
+    first_seen: BTreeMap<(IpAddr, Mode), u64>,
 }
 
 impl SinceTracker {
@@ -375,13 +376,16 @@ impl SinceTracker {
     pub fn stamp(&mut self, anns: &mut [AnnouncementView], now: u64) {
         let mut next = BTreeMap::new();
         for a in anns.iter_mut() {
-            let key = (a.ip.clone(), a.mode);
+            // Views are built from addresses: an IP that does not parse is not tracked.
+            let key = a.ip.parse::<IpAddr>().ok().map(|ip| (ip, a.mode));
             let since = a
                 .since
-                .or_else(|| self.first_seen.get(&key).copied())
+                .or_else(|| key.and_then(|k| self.first_seen.get(&k).copied()))
                 .unwrap_or(now);
             a.since = Some(since);
-            next.insert(key, since);
+            if let Some(k) = key {
+                next.insert(k, since);
+            }
         }
         self.first_seen = next;
     }

@@ -4,12 +4,14 @@
 //! channel the servers read, and updates the metrics from it.
 //!
 //! The sections that grow with the number of Services (announcements, allocations, pools,
-//! Services) are built again only when what they are built from changed: the snapshot, the
+//! Services) are made again only when what they are built from changed: the snapshot, the
 //! allocation, the peers' route tables, which sessions are up, the L2 owned IPs, the
 //! election candidates. A periodic publication at rest therefore refreshes the counters
 //! (sessions, interfaces, members) and shares the last sections (`Arc`), so a speaker with
 //! 10 000 Services does no per-Service work while nothing changes ([`SectionBuilds`]
-//! counts the builds).
+//! counts the builds). The allocations and Services sections are [`Section::deferred`]:
+//! only what they are built from is kept (shared with the run loop), and a request that
+//! reads them builds them, so the speaker does not hold them rendered (issue 17).
 //!
 //! Cheap to clone (one `Arc`), so it can sit in the speaker's `Config`.
 
@@ -28,8 +30,8 @@ use super::build::{
     SinceTracker,
 };
 use super::view::{
-    AllocationView, AnnouncementView, Health, LocalView, MemberView, PoolView, ServiceView,
-    VIEW_API,
+    AllocationView, AnnouncementView, Health, LocalView, MemberView, PoolView, Section,
+    ServiceView, VIEW_API,
 };
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::Candidate;
@@ -64,10 +66,12 @@ pub struct ViewParts<'a> {
     /// The election candidates as this speaker sees them (liveness, interfaces), for the
     /// per-Service exclusion reasons.
     pub candidates: Vec<Candidate>,
+    /// The cloud driver's state, when one runs (`--elb-*`).
+    pub cloud: Option<Arc<crate::cloud_lb::CloudState>>,
 }
 
-/// How many times each Service-sized section of the view was built (each build walks every
-/// Service); at rest these stay put.
+/// How many times each Service-sized section of the view was made from new inputs (built,
+/// or for the deferred ones, set to be built from them when read); at rest these stay put.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SectionBuilds {
     /// `announcements`.
@@ -112,9 +116,9 @@ impl SectionInputs {
 struct Sections {
     inputs: SectionInputs,
     announcements: Arc<Vec<AnnouncementView>>,
-    allocations: Arc<Vec<AllocationView>>,
+    allocations: Section<AllocationView>,
     pools: Arc<Vec<PoolView>>,
-    services: Arc<Vec<ServiceView>>,
+    services: Section<ServiceView>,
 }
 
 /// Members as the view shows them; a member's `since` is when this node first saw it in
@@ -199,7 +203,8 @@ impl Inner {
             Some(l) if same_alloc => l.allocations.clone(),
             _ => {
                 self.builds.allocations += 1;
-                Arc::new(allocations_view(a))
+                let a = a.clone();
+                Section::deferred(move || allocations_view(&a))
             }
         };
         let pools = match &last {
@@ -220,8 +225,12 @@ impl Inner {
             }
             _ => {
                 self.builds.services += 1;
-                let elections = service_elections(snap, a, inputs.candidates.clone());
-                Arc::new(services_view(snap, a, &elections, &inputs.held))
+                let (snap, a) = (snap.clone(), a.clone());
+                let (candidates, held) = (inputs.candidates.clone(), inputs.held.clone());
+                Section::deferred(move || {
+                    let elections = service_elections(&snap, &a, candidates.clone());
+                    services_view(&snap, &a, &elections, &held)
+                })
             }
         };
         self.sections.insert(Sections {
@@ -329,6 +338,10 @@ impl Publisher {
                 .collect(),
             interfaces: parts.l2_stats.iter().map(interface_view).collect(),
             policy_routes: policy_routes_view(&parts.policy_routes),
+            cloud: parts
+                .cloud
+                .as_deref()
+                .map(crate::cloud_lb::CloudState::view),
             ..LocalView::default()
         };
         if let Some((snap, a)) = parts.last {

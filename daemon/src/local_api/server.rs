@@ -77,7 +77,12 @@ pub fn route(path: &str, view: &LocalView) -> Reply {
 
 /// A handler that answers from the latest view on `rx`.
 pub fn view_handler(rx: watch::Receiver<LocalView>) -> Handler {
-    Arc::new(move |path: &str| route(path, &rx.borrow()))
+    Arc::new(move |path: &str| {
+        // A copy (the long sections are shared), so that building the deferred sections
+        // does not hold the channel's lock against the run loop's next publication.
+        let view = rx.borrow().clone();
+        route(path, &view)
+    })
 }
 
 /// Binds the socket (replacing a stale socket file) with owner-only permissions.

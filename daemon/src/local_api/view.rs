@@ -48,18 +48,104 @@ pub struct LocalView {
     /// Policy routes this node installs.
     #[serde(default)]
     pub policy_routes: Vec<PolicyRouteView>,
-    /// Allocation outcome of every Service.
-    #[serde(default, with = "shared")]
-    pub allocations: Arc<Vec<AllocationView>>,
+    /// Allocation outcome of every Service (in the speaker, built when a request reads it).
+    #[serde(default)]
+    pub allocations: Section<AllocationView>,
     /// IP pools with their size and usage.
     #[serde(default, with = "shared")]
     pub pools: Arc<Vec<PoolView>>,
-    /// Per Service: which nodes may serve it and why the others may not (`explain`).
-    #[serde(default, with = "shared")]
-    pub services: Arc<Vec<ServiceView>>,
+    /// Per Service: which nodes may serve it and why the others may not (`explain`; in the
+    /// speaker, built when a request reads it).
+    #[serde(default)]
+    pub services: Section<ServiceView>,
+    /// Cloud load balancers (`--elb-*`), as this speaker's driver last saw them; only the
+    /// Lease holder drives them (`edgelbctl elb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<CloudView>,
     /// The node pools (OpenYurt `NodePool` objects or node labels) and their members.
     #[serde(default)]
     pub node_pools: Vec<NodePoolView>,
+}
+
+/// The cloud driver's state (no credentials: only the Secret's name appears, in `problem`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudView {
+    /// This speaker drives the cloud now (holds the Lease and has credentials).
+    pub active: bool,
+    /// Why it cannot (e.g. the credentials Secret is missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// One per (Service, node pool).
+    #[serde(default)]
+    pub load_balancers: Vec<CloudLbView>,
+    /// Names being deleted, with the last error if any.
+    #[serde(default)]
+    pub deleting: Vec<String>,
+    /// Calls per cloud action since start.
+    #[serde(default)]
+    pub calls: Vec<CloudCallView>,
+}
+
+/// One pool's cloud load balancer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudLbView {
+    /// `namespace/name` of the Service.
+    pub service: String,
+    pub pool: String,
+    /// `namespace/name` of the PoolService.
+    pub pool_service: String,
+    /// `k8s/<service>/<namespace>/<pool>/<cluster>`.
+    pub name: String,
+    pub user_managed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_balancer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip_id: Option<String>,
+    /// `tcp/80 -> 30080 Running`.
+    #[serde(default)]
+    pub listeners: Vec<String>,
+    /// `i-123:100`.
+    #[serde(default)]
+    pub backends: Vec<String>,
+    /// Nodes of the pool that are not backends, and why.
+    #[serde(default)]
+    pub skipped: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    pub converged: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The calls of the last round that changed something.
+    #[serde(default)]
+    pub last_actions: Vec<String>,
+    /// Unix seconds of the last round.
+    pub updated: u64,
+}
+
+/// One cloud action's counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudCallView {
+    pub action: String,
+    /// HTTP requests, retries included.
+    pub requests: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub retried: u64,
+    /// Summed latency of the calls, milliseconds.
+    pub latency_ms: u64,
 }
 
 /// One node pool and its members.
@@ -76,6 +162,117 @@ pub struct NodePoolView {
     /// Its nodes, sorted.
     #[serde(default)]
     pub nodes: Vec<String>,
+}
+
+/// A Service-sized list of the view that the speaker builds only when something reads it
+/// (a request serializes it): between requests the speaker keeps what it is built from
+/// (snapshot, allocation, candidates: shared with the run loop), not 10 000 rendered
+/// entries (issue 17). Serialized as the plain list; a client's copy is the list itself.
+pub struct Section<T> {
+    /// The list, once built (or as received).
+    built: std::sync::OnceLock<Arc<Vec<T>>>,
+    /// What builds it, when deferred.
+    make: Option<Arc<dyn Fn() -> Vec<T> + Send + Sync>>,
+}
+
+impl<T> Section<T> {
+    /// A section built by `make` when it is first read (each clone builds its own copy,
+    /// and the serializer builds one it does not keep).
+    pub fn deferred(make: impl Fn() -> Vec<T> + Send + Sync + 'static) -> Section<T> {
+        Section {
+            built: std::sync::OnceLock::new(),
+            make: Some(Arc::new(make)),
+        }
+    }
+
+    /// Identity: equal for clones of one section (cheap; no build).
+    pub fn id(&self) -> usize {
+        match (&self.make, self.built.get()) {
+            (Some(m), _) => Arc::as_ptr(m) as *const () as usize,
+            (None, Some(v)) => Arc::as_ptr(v) as usize,
+            (None, None) => 0,
+        }
+    }
+
+    /// Calls `f` with the list, building it when deferred and not yet built (that copy is
+    /// dropped after `f`).
+    pub fn with<R>(&self, f: impl FnOnce(&[T]) -> R) -> R {
+        match (self.built.get(), &self.make) {
+            (Some(v), _) => f(v),
+            (None, Some(make)) => f(&make()),
+            (None, None) => f(&[]),
+        }
+    }
+}
+
+impl<T> std::ops::Deref for Section<T> {
+    type Target = [T];
+    /// Builds (once per clone) and keeps the list.
+    fn deref(&self) -> &[T] {
+        self.built.get_or_init(|| {
+            Arc::new(match &self.make {
+                Some(make) => make(),
+                None => Vec::new(),
+            })
+        })
+    }
+}
+
+impl<T> Default for Section<T> {
+    fn default() -> Self {
+        Section::from(Vec::new())
+    }
+}
+
+impl<T> From<Vec<T>> for Section<T> {
+    fn from(v: Vec<T>) -> Self {
+        Section {
+            built: std::sync::OnceLock::from(Arc::new(v)),
+            make: None,
+        }
+    }
+}
+
+impl<T> Clone for Section<T> {
+    /// A deferred section's clone shares what builds it, not a built copy.
+    fn clone(&self) -> Self {
+        match &self.make {
+            Some(make) => Section {
+                built: std::sync::OnceLock::new(),
+                make: Some(make.clone()),
+            },
+            None => Section {
+                built: self.built.clone(),
+                make: None,
+            },
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Section<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with(|v| f.debug_list().entries(v).finish())
+    }
+}
+
+impl<T: PartialEq> PartialEq for Section<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.id() == other.id() || self.with(|a| other.with(|b| a == b))
+    }
+}
+
+impl<T: Eq> Eq for Section<T> {}
+
+impl<T: Serialize> Serialize for Section<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.with(|v| v.serialize(s))
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Section<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::deserialize(d).map(Section::from)
+    }
 }
 
 /// (De)serializes a shared section as the list it holds (serde's `rc` feature would do

@@ -51,6 +51,20 @@ pub struct PeerStateLabels {
     pub state: String,
 }
 
+/// Label: one cloud API action (`CreateLoadBalancer`, `DescribeLoadBalancers`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudActionLabels {
+    /// The action's name.
+    pub action: String,
+}
+
+/// Label: a cloud load balancer's state (`converged`, `error`, `pending`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudStateLabels {
+    /// The state.
+    pub state: String,
+}
+
 /// Label: one L2 interface.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InterfaceLabels {
@@ -154,6 +168,11 @@ pub struct Metrics {
     bfd_failures: Family<PeerLabels, Counter>,
     l2_announcements_sent: Family<InterfaceLabels, Counter>,
     l2_requests_answered: Family<InterfaceLabels, Counter>,
+    cloud_calls: Family<CloudActionLabels, Counter>,
+    cloud_call_errors: Family<CloudActionLabels, Counter>,
+    cloud_call_retries: Family<CloudActionLabels, Counter>,
+    cloud_call_latency: Family<CloudActionLabels, Counter>,
+    cloud_load_balancers: Family<CloudStateLabels, Gauge>,
     owned_ips: Family<ModeLabels, Gauge>,
     allocation_failures: Family<PoolLabels, Gauge>,
     pool_size: Family<PoolLabels, Gauge>,
@@ -194,6 +213,11 @@ impl Metrics {
             bfd_failures: Family::default(),
             l2_announcements_sent: Family::default(),
             l2_requests_answered: Family::default(),
+            cloud_calls: Family::default(),
+            cloud_call_errors: Family::default(),
+            cloud_call_retries: Family::default(),
+            cloud_call_latency: Family::default(),
+            cloud_load_balancers: Family::default(),
             owned_ips: Family::default(),
             allocation_failures: Family::default(),
             pool_size: Family::default(),
@@ -273,6 +297,31 @@ impl Metrics {
             "l2_requests_answered",
             "ARP requests and neighbour solicitations answered",
             m.l2_requests_answered.clone(),
+        );
+        r.register(
+            "cloud_calls",
+            "Cloud API requests by action (retries included)",
+            m.cloud_calls.clone(),
+        );
+        r.register(
+            "cloud_call_errors",
+            "Cloud API calls that failed for good, by action",
+            m.cloud_call_errors.clone(),
+        );
+        r.register(
+            "cloud_call_retries",
+            "Cloud API answers retried (throttling, 5xx, timeouts), by action",
+            m.cloud_call_retries.clone(),
+        );
+        r.register(
+            "cloud_call_latency_milliseconds",
+            "Summed latency of cloud API calls (retries and backoff included), by action",
+            m.cloud_call_latency.clone(),
+        );
+        r.register(
+            "cloud_load_balancers",
+            "Cloud load balancers this speaker drives, by state (converged, error, pending)",
+            m.cloud_load_balancers.clone(),
         );
         r.register(
             "owned_ips",
@@ -477,6 +526,58 @@ impl Metrics {
                 i.requests_answered,
                 &self.l2_requests_answered.get_or_create(&l),
             );
+        }
+
+        self.cloud_load_balancers.clear();
+        if let Some(c) = &view.cloud {
+            for call in &c.calls {
+                let l = CloudActionLabels {
+                    action: call.action.clone(),
+                };
+                let a = call.action.as_str();
+                self.add(
+                    seen,
+                    "cloudreq",
+                    a,
+                    call.requests,
+                    &self.cloud_calls.get_or_create(&l),
+                );
+                self.add(
+                    seen,
+                    "clouderr",
+                    a,
+                    call.failed,
+                    &self.cloud_call_errors.get_or_create(&l),
+                );
+                self.add(
+                    seen,
+                    "cloudretry",
+                    a,
+                    call.retried,
+                    &self.cloud_call_retries.get_or_create(&l),
+                );
+                self.add(
+                    seen,
+                    "cloudms",
+                    a,
+                    call.latency_ms,
+                    &self.cloud_call_latency.get_or_create(&l),
+                );
+            }
+            for lb in &c.load_balancers {
+                let state = if lb.last_error.is_some() {
+                    "error"
+                } else if lb.converged {
+                    "converged"
+                } else {
+                    "pending"
+                };
+                self.cloud_load_balancers
+                    .get_or_create(&CloudStateLabels {
+                        state: state.into(),
+                    })
+                    .inc();
+            }
         }
 
         let same = seen.sections.as_ref().is_some_and(|(a, p)| {

@@ -99,12 +99,7 @@ pub fn is_local(svc: &Service) -> bool {
 pub fn ready_nodes<'a>(snap: &'a Snapshot, service: &ObjectKey) -> BTreeSet<&'a str> {
     let mut out = BTreeSet::new();
     for slice in snap.endpoint_slices.get(service).into_iter().flatten() {
-        for ep in slice.endpoints.iter().flatten() {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if let (true, Some(node)) = (ready, ep.node_name.as_deref()) {
-                out.insert(node);
-            }
-        }
+        out.extend(slice.ready_nodes.iter().map(|(n, _)| &**n));
     }
     out
 }
@@ -115,8 +110,7 @@ pub fn has_ready_endpoint(snap: &Snapshot, service: &ObjectKey) -> bool {
         .get(service)
         .into_iter()
         .flatten()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .any(|ep| ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .any(|s| s.any_ready)
 }
 
 /// Whether `node` may serve the Service by its traffic policy: Local needs a ready

@@ -17,12 +17,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::l2::{assemble, candidates, requests_of, L2Node, L2Plan, L2Requests, Members};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Slice, Snapshot};
 
 /// Node changes re-elected one after another before a full election is cheaper.
 const MAX_NODE_STEPS: usize = 4;
@@ -53,7 +52,7 @@ struct Last {
 struct ServiceInputs {
     key: AllocationKey,
     svc: Option<Arc<Service>>,
-    slices: Vec<Arc<EndpointSlice>>,
+    slices: Vec<Arc<Slice>>,
     outcome: Option<(Arc<str>, Vec<IpAddr>)>,
     /// How many requests it gave (consecutive in `L2Requests`).
     count: usize,
@@ -63,7 +62,7 @@ impl ServiceInputs {
     fn new(
         key: &AllocationKey,
         svc: Option<&Arc<Service>>,
-        slices: &[Arc<EndpointSlice>],
+        slices: &[Arc<Slice>],
         outcome: &Outcome,
         count: usize,
     ) -> ServiceInputs {
@@ -79,12 +78,7 @@ impl ServiceInputs {
         }
     }
 
-    fn same(
-        &self,
-        svc: Option<&Arc<Service>>,
-        slices: &[Arc<EndpointSlice>],
-        outcome: &Outcome,
-    ) -> bool {
+    fn same(&self, svc: Option<&Arc<Service>>, slices: &[Arc<Slice>], outcome: &Outcome) -> bool {
         let svc_same = match (&self.svc, svc) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -98,11 +92,7 @@ impl ServiceInputs {
         svc_same
             && outcome_same
             && self.slices.len() == slices.len()
-            && self
-                .slices
-                .iter()
-                .zip(slices)
-                .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.slices.iter().zip(slices).all(|(a, b)| a == b)
     }
 }
 

@@ -292,6 +292,7 @@ impl Announcing {
                 .as_ref()
                 .map(|(s, _)| self.candidates(s))
                 .unwrap_or_default(),
+            cloud: None,
         }
     }
 

@@ -214,13 +214,28 @@ pub async fn create_services(
 /// Runs `f` until it succeeds, at most `attempts` times, waiting 1 s, 2 s, 4 s, ... between
 /// tries (for requests a loaded API server may drop, e.g. a `deletecollection` of
 /// thousands). Each failure is printed; after the last, fails naming `what` and every error.
-pub async fn retried<T, F, Fut>(what: &str, attempts: u32, mut f: F) -> anyhow::Result<T>
+pub async fn retried<T, F, Fut>(what: &str, attempts: u32, f: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
+    retried_with(what, attempts, Duration::from_secs(1), f).await
+}
+
+/// [`retried`] with the first wait `first` (doubling, at most 16 times it).
+async fn retried_with<T, F, Fut>(
+    what: &str,
+    attempts: u32,
+    first: Duration,
+    mut f: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let attempts = attempts.max(1);
     let mut errors = Vec::new();
-    for attempt in 1..=attempts.max(1) {
+    for attempt in 1..=attempts {
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) => {
@@ -229,7 +244,7 @@ where
             }
         }
         if attempt < attempts {
-            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1).min(4))).await;
+            tokio::time::sleep(first * (1 << (attempt - 1).min(4))).await;
         }
     }
     anyhow::bail!("{what}: failed {} times: {errors:?}", errors.len())
@@ -347,4 +362,66 @@ pub async fn then_clean(
     cleaned.with_context(|| format!("cleanup of {what}"))?;
     eprintln!("{what}: passed and cleaned up in {:?}", t.elapsed());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[tokio::test]
+    async fn a_request_that_fails_twice_is_retried_and_succeeds() {
+        let calls = Cell::new(0);
+        let got = retried_with("x", 5, Duration::from_millis(1), || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                anyhow::ensure!(n > 2, "dropped {n}");
+                Ok(n)
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_always_fails_fails_loudly_after_the_last_attempt() {
+        let calls = Cell::new(0);
+        let got: anyhow::Result<()> = retried_with(
+            "deleting the Services of ns",
+            3,
+            Duration::from_millis(1),
+            || {
+                calls.set(calls.get() + 1);
+                let n = calls.get();
+                async move { anyhow::bail!("client error {n}") }
+            },
+        )
+        .await;
+        let e = format!("{:#}", got.unwrap_err());
+        assert_eq!(calls.get(), 3);
+        assert!(
+            e.contains("deleting the Services of ns: failed 3 times")
+                && e.contains("client error 1")
+                && e.contains("client error 3"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn extra_json_merges_into_the_service() {
+        let svc = lb_service(
+            "ns",
+            "web",
+            json!({"metadata": {"annotations": {"a": "b"}}, "spec": {"selector": {"app": "web"}}}),
+        )
+        .unwrap();
+        let spec = svc.spec.unwrap();
+        assert_eq!(spec.load_balancer_class.as_deref(), Some(CLASS));
+        assert_eq!(spec.ports.unwrap().len(), 1);
+        assert_eq!(spec.selector.unwrap()["app"], "web");
+        assert_eq!(svc.metadata.annotations.unwrap()["a"], "b");
+        assert_eq!(svc.metadata.namespace.as_deref(), Some("ns"));
+    }
 }

@@ -1,0 +1,209 @@
+//! Where a speaker's memory goes with N Services (issue 17): the heap held after each stage
+//! of a start from one file (the text, the store, the snapshot, the allocation, the
+//! announcers, the published view), measured by a counting global allocator (this bench
+//! binary only), beside the same stages with 0 Services in the same run (the baseline).
+//!
+//! `cargo bench -p edgelb-daemon --bench memory` (env `MEM_N="1000 10000"`, the default).
+//! Per stage and N it prints the live heap in MiB, the live allocations, and the bytes per
+//! Service over the baseline; at the end, the process's RSS. The announcers run in a
+//! network namespace of their own (the one BGP peer is on loopback port 1, nothing
+//! listens): root is needed, as for the speaker tests.
+#![allow(unsafe_code)] // the counting allocator: GlobalAlloc is an unsafe trait
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use edgelb_daemon::local_api::publish::Publisher;
+use edgelb_daemon::metrics::Metrics;
+use edgelb_daemon::snapshot::{Selection, Store};
+use edgelb_daemon::source::file::parse_each;
+use edgelb_daemon::speaker::{Allocator, AnnounceConfig, Announcing};
+
+struct Counting;
+
+/// Bytes requested and not yet freed.
+static LIVE: AtomicI64 = AtomicI64::new(0);
+/// Allocations not yet freed.
+static LIVE_N: AtomicI64 = AtomicI64::new(0);
+
+// SAFETY: every call is passed to the system allocator unchanged; only counters are added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
+        LIVE_N.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        LIVE_N.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The live heap now: (bytes, allocations).
+fn live() -> (i64, i64) {
+    (LIVE.load(Ordering::Relaxed), LIVE_N.load(Ordering::Relaxed))
+}
+
+/// The bench's file: a pool, a BGP peer on loopback port 1, an advertisement, node-a, and
+/// `n` Services with a ready endpoint on node-a (the objects of `bench/services.py`).
+fn cluster_yaml(n: usize) -> String {
+    let mut s = String::from(
+        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
+         spec: {addresses: [\"198.18.0.0/16\"]}\n---\n\
+         apiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router, namespace: edgelb-system}\n\
+         spec: {myASN: 64512, peerASN: 64500, peerAddress: \"127.0.0.1\", peerPort: 1}\n---\n\
+         apiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
+         spec: {}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
+         status: {addresses: [{type: InternalIP, address: \"127.0.0.1\"}]}\n",
+    );
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "---\n{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"s{i}\", \"namespace\": \"bench\"}}, \
+             \"spec\": {{\"type\": \"LoadBalancer\", \"loadBalancerClass\": \"edgelb.io/speaker\", \"ports\": [{{\"port\": 80, \"protocol\": \"TCP\"}}]}}}}\n\
+             ---\n{{\"apiVersion\": \"discovery.k8s.io/v1\", \"kind\": \"EndpointSlice\", \
+             \"metadata\": {{\"name\": \"s{i}-1\", \"namespace\": \"bench\", \"labels\": {{\"kubernetes.io/service-name\": \"s{i}\"}}}}, \
+             \"addressType\": \"IPv4\", \"endpoints\": [{{\"addresses\": [\"10.{}.{}.{}\"], \"nodeName\": \"node-a\", \"conditions\": {{\"ready\": true}}}}], \
+             \"ports\": [{{\"port\": 80, \"protocol\": \"TCP\"}}]}}\n",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        );
+    }
+    s
+}
+
+/// The stages, in order; each row is the heap held after it.
+const STAGES: [&str; 7] = [
+    "file text",
+    "store (kube source keeps it)",
+    "+ snapshot",
+    "+ allocation",
+    "+ announcing (BGP plan, tables)",
+    "+ view (published)",
+    "file source: text, store dropped",
+];
+
+/// The live heap after each stage with `n` Services, over the heap before the first.
+async fn stages(n: usize) -> Vec<(i64, i64)> {
+    let (b0, c0) = live();
+    let mut out = Vec::new();
+    let mark = |out: &mut Vec<(i64, i64)>| {
+        let (b, c) = live();
+        out.push((b - b0, c - c0));
+    };
+    let text = cluster_yaml(n);
+    mark(&mut out);
+    let sel = Selection::default();
+    let mut store = Store::default();
+    store.select(&sel);
+    let errors = parse_each(&text, |o| store.apply(o, &sel.namespace));
+    assert!(errors.is_empty(), "{errors:?}");
+    mark(&mut out);
+    let snap = store.snapshot(&sel);
+    assert_eq!(snap.services.len(), n);
+    mark(&mut out);
+    let mut alloc = Allocator::default();
+    let (a, changes) = alloc.step(&snap);
+    drop(changes);
+    assert_eq!(a.outcomes.values().filter(|o| o.is_ok()).count(), n);
+    mark(&mut out);
+    let mut announcing = Announcing::start("node-a", &AnnounceConfig::default())
+        .await
+        .expect("announcing starts");
+    announcing.step(&snap, &a).await;
+    mark(&mut out);
+    let (publisher, rx) = Publisher::new("node-a", Arc::new(Metrics::new()));
+    publisher.publish(announcing.view_parts());
+    mark(&mut out);
+    drop((text, store));
+    mark(&mut out);
+    drop(rx);
+    announcing.stop().await;
+    out
+}
+
+/// Runs `stages(n)` on a current-thread runtime of a thread of its own in a fresh network
+/// namespace (the speaker code never runs in the host's).
+fn alone(n: usize) -> Vec<(i64, i64)> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            edgelb_tests::lab::netns::isolate_this_thread()
+                .expect("a network namespace of its own (root)");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(stages(n))
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn mib(b: i64) -> f64 {
+    b as f64 / (1024.0 * 1024.0)
+}
+
+/// VmRSS of this process, KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not used.
+    let ns: Vec<usize> = std::env::var("MEM_N")
+        .unwrap_or_else(|_| "1000 10000".into())
+        .split_whitespace()
+        .map(|s| s.parse().expect("MEM_N: numbers"))
+        .collect();
+    println!(
+        "# memory by stage (live heap requested; {} build), sizes: Service {} B, EndpointSlice {} B, Endpoint {} B",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        std::mem::size_of::<k8s_openapi::api::core::v1::Service>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
+    );
+    let base = alone(0);
+    let runs: Vec<(usize, Vec<(i64, i64)>)> = ns.iter().map(|&n| (n, alone(n))).collect();
+    print!("{:<34} {:>18}", "stage", "baseline 0: MiB/allocs");
+    for (n, _) in &runs {
+        print!(" {:>30}", format!("N={n}: MiB/allocs/B per Service"));
+    }
+    println!();
+    for (i, stage) in STAGES.iter().enumerate() {
+        let (b0, c0) = base[i];
+        print!("{stage:<34} {:>9.2} {:>8}", mib(b0), c0);
+        for (n, r) in &runs {
+            let (b, c) = r[i];
+            let per = (b - b0) / (*n as i64).max(1);
+            print!(" {:>10.2} {:>10} {:>8}", mib(b), c, per);
+        }
+        println!();
+    }
+    println!(
+        "# RSS of this bench after the runs (every run's objects dropped): {:.1} MiB",
+        rss_kib() as f64 / 1024.0
+    );
+}
