@@ -216,3 +216,5 @@ pub fn desired(i: &PlanInput) -> Desired {
 pub fn count(v: &Value, key: &str) -> usize {
     v[key].as_array().map_or(0, Vec::len)
 }
+
+pub mod cluster;
