@@ -14,6 +14,7 @@
 # 50 ms: a frozen or cut node is noticed within 60 ms of the move). Per fault and system: the gap from the fault to the first success elsewhere
 # (p50/p90/p99/max) and the failed connects in it; then edgelb/keepalived ratios.
 # Prints the load average with the figures and writes them to target/tmp/figures/.
+# SYSTEMS="edgelb" (default "edgelb keepalived") runs only those; LAB_KEEP=1 keeps the logs.
 # NODES=N (default 3, at most 9) runs N nodes on the LAN (issue 16: "the larger pools you can
 # simulate"); the figures then go to l2_failover-N.txt.
 # Needs root. Usage: bash bench/l2_failover.sh [REPS]   (SPEAKER=path to a built speaker)
@@ -247,10 +248,15 @@ run() {
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 : >"$W/results"
 echo "== L2 failover, $n_nodes nodes, $reps of each fault, speaker $SPEAKER, load average before: $(load)"
-run edgelb 192.0.2.100
-echo "edgelb done, load average $(load)"
-run keepalived 192.0.2.101
-echo "keepalived done, load average $(load)"
+for sys in ${SYSTEMS:-edgelb keepalived}; do
+  case $sys in
+    edgelb) run edgelb 192.0.2.100 ;;
+    keepalived) run keepalived 192.0.2.101 ;;
+    *) echo "unknown system $sys (SYSTEMS: edgelb keepalived)" >&2; exit 1 ;;
+  esac
+  echo "$sys done, load average $(load)"
+done
+cp "$W/results" "$figures/l2_failover-reps.txt" # one line per fault: system fault gap_ms failed
 
 out="$figures/l2_failover.txt"
 [ "$n_nodes" = 3 ] || out="$figures/l2_failover-$n_nodes.txt"

@@ -20,11 +20,12 @@ fn a_burst_of_malformed_and_unrelated_frames_changes_nothing() -> anyhow::Result
     veth(&lab.a, "eth1", &lab.client, "eth1")?;
     lab.a.sysctl("net.ipv4.conf.eth1.arp_ignore", "1")?;
     let cap = Capture::start(lab.lan.switch(), "br0", "arp or icmp6", lab.dir.path())?;
-    // What reaches node-a, through the same test as the announcer's kernel filter.
+    // What reaches node-a, through the same test as the announcer's kernel filter: ARP
+    // requests that are not announcements (sender = target), and neighbour solicitations.
     let arrived = Capture::start_with(
         &lab.a,
         "eth0",
-        "arp or (ip6[6] == 58 and ip6[40] == 135)",
+        "(arp and arp[6:2] == 1 and arp[14:4] != arp[24:4]) or (ip6[6] == 58 and ip6[40] == 135)",
         &["-Q", "in"],
         lab.dir.path(),
     )?;
