@@ -37,7 +37,7 @@ use edgelb_tests::kube::{
     self as harness, Cluster, Forwarder, NodeSpec, Speaker, SYSTEM_NAMESPACE,
 };
 use edgelb_tests::lab::{Lan, Netns};
-use support::{Emulator, KEY_ID, SECRET};
+use support::{cluster, Emulator, KEY_ID, SECRET};
 
 const TEST: &str = "kube_elb::cloud_load_balancer_lifecycle";
 const NS: &str = "ke-elb";
@@ -51,47 +51,6 @@ const LB_NAME: &str = "k8s/cube/ke-elb/np-e/ke-cluster";
 /// Where the speaker reaches the emulator, inside its namespace.
 const EMU_IN_NS: &str = "127.0.0.1:18099";
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn apply(api_client: &Client, what: &str, body: Value) -> anyhow::Result<()> {
-    let params = PatchParams::apply("kube-elb-test").force();
-    let obj: kube::api::DynamicObject = serde_json::from_value(body.clone())?;
-    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().context("types")?)?;
-    let (res, _) = kube::discovery::pinned_kind(api_client, &gvk).await?;
-    let name = obj.metadata.name.clone().unwrap_or_default();
-    let api: Api<kube::api::DynamicObject> = match &obj.metadata.namespace {
-        Some(ns) => Api::namespaced_with(api_client.clone(), ns, &res),
-        None => Api::all_with(api_client.clone(), &res),
-    };
-    api.patch(&name, &params, &Patch::Apply(&body))
-        .await
-        .with_context(|| what.to_string())?;
-    Ok(())
-}
-
-async fn node(
-    client: &Client,
-    name: &str,
-    ip: &str,
-    pool: &str,
-    instance: &str,
-) -> anyhow::Result<()> {
-    harness::create_node(
-        client,
-        name,
-        ip.parse()?,
-        &[("apps.openyurt.io/nodepool", pool)],
-    )
-    .await?;
-    // spec.providerID as the cloud's node controller sets it (another field manager, so the
-    // harness's own apply of the Node never removes it).
-    apply(
-        client,
-        "providerID",
-        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-               "spec": {"providerID": format!("{REGION}.{instance}")}}),
-    )
-    .await
-}
 
 fn lb<'a>(inv: &'a Value, name: &str) -> Option<&'a Value> {
     inv["LoadBalancers"]
@@ -122,27 +81,10 @@ async fn scenario(
     let pp = PostParams::default();
     edgelb_tests::kube::deploy::apply_dir(client, &harness::workspace().join("tests/fixtures"))
         .await?;
-    node(client, NODE, NODE_IP, POOL, "i-e1").await?;
-    node(client, NODE_B, "192.0.2.42", POOL, "i-e2").await?;
-    apply(
-        client,
-        "NodePool",
-        json!({"apiVersion": "apps.openyurt.io/v1beta1", "kind": "NodePool",
-               "metadata": {"name": POOL, "labels": {"k8s-svc": "cube"},
-                            "annotations": {"alibabacloud.com/ens-region-id": REGION,
-                                            "alibabacloud.com/ens-network-id": "n-emu1",
-                                            "alibabacloud.com/ens-vswitch-id": "vsw-emu1"}},
-               "spec": {"type": "Edge"}}),
-    )
-    .await?;
-    apply(
-        client,
-        "credentials Secret",
-        json!({"apiVersion": "v1", "kind": "Secret",
-               "metadata": {"name": CREDENTIALS, "namespace": SYSTEM_NAMESPACE},
-               "stringData": {"accessKeyID": KEY_ID, "accessKeySecret": SECRET}}),
-    )
-    .await?;
+    cluster::cloud_node(client, NODE, NODE_IP, POOL, REGION, "i-e1").await?;
+    cluster::cloud_node(client, NODE_B, "192.0.2.42", POOL, REGION, "i-e2").await?;
+    cluster::ens_pool(client, POOL, REGION, json!({"k8s-svc": "cube"})).await?;
+    cluster::credentials(client, CREDENTIALS, KEY_ID, SECRET).await?;
     Api::<Namespace>::all(client.clone())
         .create(
             &pp,
@@ -169,14 +111,7 @@ async fn scenario(
 
     let _to_emu = Forwarder::start(ns.name(), EMU_IN_NS.parse()?, emu.addr)?;
     let mut spec = NodeSpec::new(NODE, NODE_IP.parse::<IpAddr>()?);
-    spec.extra_args = vec![
-        "--class=alibabacloud.com/elb".into(),
-        format!("--elb-credentials-secret={CREDENTIALS}"),
-        format!("--elb-endpoint=http://{EMU_IN_NS}"),
-        "--elb-cluster=ke-cluster".into(),
-        "--elb-rate=100".into(),
-        "--elb-resync-seconds=2".into(),
-    ];
+    spec.extra_args = cluster::speaker_args(CREDENTIALS, EMU_IN_NS, "ke-cluster");
     let speaker = Speaker::deploy(cluster, ns, &spec, &harness::speaker_binary()?).await?;
     let result = checks(client, &services, emu, node_port, &speaker).await;
     let log = speaker.logs();
@@ -367,38 +302,7 @@ async fn checks(
 }
 
 async fn cleanup(client: &Client) -> anyhow::Result<()> {
-    // Without a speaker nobody removes our finalizers: the test does, as an operator would.
-    let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let pss: Api<PoolService> = Api::namespaced(client.clone(), NS);
-    let clear = json!({"metadata": {"finalizers": null}});
-    for s in services
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-    {
-        let _ = services
-            .patch(
-                &s.metadata.name.unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&clear),
-            )
-            .await;
-    }
-    for p in pss
-        .list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default()
-    {
-        let _ = pss
-            .patch(
-                &p.metadata.name.unwrap_or_default(),
-                &PatchParams::default(),
-                &Patch::Merge(&clear),
-            )
-            .await;
-    }
+    cluster::clear_finalizers(client, NS).await;
     Cleanup::new()
         .add::<Namespace>(client, None, NS)
         .add::<NodePool>(client, None, POOL)

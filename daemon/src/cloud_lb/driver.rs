@@ -74,6 +74,7 @@ impl CloudDriver {
             mem: BTreeMap::new(),
             dels: BTreeMap::new(),
             running: BTreeSet::new(),
+            ensuring: BTreeMap::new(),
             entries: BTreeMap::new(),
             next_sweep: None,
             work: None,
@@ -159,6 +160,9 @@ struct Driver {
     mem: BTreeMap<ObjectKey, Memory>,
     dels: BTreeMap<String, DelMemory>,
     running: BTreeSet<JobKey>,
+    /// The resource name of each `ensure` in flight: no delete of that name starts until it
+    /// finished (its next round would create again what the delete just released).
+    ensuring: BTreeMap<ObjectKey, String>,
     entries: BTreeMap<ObjectKey, CloudEntry>,
     next_sweep: Option<Instant>,
     /// The work of the last snapshot planned (recomputed only for a new snapshot).
@@ -304,6 +308,7 @@ impl Driver {
         self.mem.clear();
         self.dels.clear();
         self.running.clear();
+        self.ensuring.clear();
         self.entries.clear();
         self.next_sweep = None;
         self.swept_regions.clear();
@@ -527,7 +532,7 @@ impl Driver {
         due.extend(
             self.dels
                 .iter()
-                .filter(|(_, d)| now >= d.next_due)
+                .filter(|(n, d)| now >= d.next_due && !self.ensuring.values().any(|e| e == *n))
                 .map(|(n, _)| JobKey::Delete(n.clone())),
         );
         due.extend(
@@ -619,6 +624,9 @@ impl Driver {
                         continue;
                     };
                     let outcome = m.outcome.clone();
+                    if let Ok(d) = &outcome {
+                        self.ensuring.insert(ps.clone(), d.target.name.clone());
+                    }
                     // Until it finishes: not due again.
                     m.next_due = now + self.cfg.resync;
                     let ps = ps.clone();
@@ -783,6 +791,7 @@ impl Driver {
             }
             Done::Ensure { ps, result } => {
                 self.running.remove(&JobKey::Ensure(ps.clone()));
+                self.ensuring.remove(&ps);
                 let (Some(m), Some(entry)) = (self.mem.get_mut(&ps), self.entries.get_mut(&ps))
                 else {
                     return;
