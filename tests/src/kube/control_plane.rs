@@ -123,8 +123,32 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// First port [`free_port`] tries: below the kernel's ephemeral range (32768-60999 by
+/// default), so no outgoing connection's source port and no other `bind(:0)` can take a port
+/// between our pick and the server's own bind (a fresh-clone CI run lost the API server's
+/// port that way: "bind: address already in use").
+const PORTS_FROM: u16 = 20_000;
+/// How many ports above [`PORTS_FROM`] are tried.
+const PORTS: u16 = 12_000;
+static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+
+/// A loopback port nothing listens on, not handed out before by this process. Each test
+/// binary starts at its own offset (from its pid) so consecutive binaries do not reuse the
+/// ports the one before may still hold while it shuts down.
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    use std::sync::atomic::Ordering::Relaxed;
+    let base = (std::process::id() % u32::from(PORTS)) as u16;
+    for _ in 0..PORTS {
+        let n = NEXT_PORT.fetch_add(1, Relaxed);
+        let port = PORTS_FROM + (base.wrapping_add(n.wrapping_mul(7)) % PORTS);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!(
+        "no free loopback port in {PORTS_FROM}..{}",
+        PORTS_FROM + PORTS
+    )
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
