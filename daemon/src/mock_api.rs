@@ -25,6 +25,8 @@ pub struct Call {
     pub status: u16,
     /// Body of the answer.
     pub reply: Value,
+    /// How long the server takes to answer (a client's timeout may end first).
+    pub delay: Duration,
 }
 
 impl Call {
@@ -36,7 +38,14 @@ impl Call {
             body: None,
             status,
             reply,
+            delay: Duration::ZERO,
         }
+    }
+
+    /// A call answered only after `delay`.
+    pub fn after(mut self, delay: Duration) -> Call {
+        self.delay = delay;
+        self
     }
 
     /// A call whose body must equal `want`.
@@ -90,6 +99,7 @@ async fn serve(mut handle: Handle<Request<Body>, Response<Body>>, calls: Vec<Cal
             let got: Value = serde_json::from_slice(&bytes).expect("request body is JSON");
             check(&got);
         }
+        tokio::time::sleep(call.delay).await;
         let resp = Response::builder()
             .status(StatusCode::from_u16(call.status).expect("status"))
             .header("content-type", "application/json")

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use super::announced::{outcomes_of, Recorded};
 use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
-use super::events::{post, post_about, Note, Posted};
+use super::events::{post, post_about, post_while, Note, Posted};
 use super::leader::Fence;
 use super::pass_through::{self as pass, frontend_of};
 use super::pool_ingress::{self as pools, CloudReports, CloudSource, PoolEntry};
@@ -1442,8 +1442,13 @@ async fn status_events(
         if !leads {
             break;
         }
-        // The record changed, so an equal existing Event is a true repeat.
-        match post(client, node, svc, &note, true, timeout).await {
+        // The record changed, so an equal existing Event is a true repeat. Tried again
+        // (timeouts, 5xx) only while this speaker still leads.
+        let still_leads = || {
+            let f = fence.borrow();
+            f.epoch == epoch && f.leads(Instant::now())
+        };
+        match post_while(client, node, svc, &note, true, timeout, &still_leads).await {
             Ok(_) => n += 1,
             Err(e) => tracing::warn!(error = %e, "Event not posted"),
         }
