@@ -14,7 +14,8 @@ mod common;
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use edgelb_daemon::api::{
     BGPAdvertisement, BGPAdvertisementSpec, BGPPeer, BGPPeerSpec, L2Advertisement,
     L2AdvertisementSpec,
@@ -25,7 +26,7 @@ use edgelb_daemon::ipam::{allocate, Assignments};
 use edgelb_daemon::plan::bgp::{self, BgpDefaults, NodeFacts};
 use edgelb_daemon::plan::l2::{self, L2Node, Members};
 use edgelb_daemon::plan::l2_incremental::{L2PlanKind, L2Planner};
-use edgelb_daemon::snapshot::{Object, Selection, Store};
+use edgelb_daemon::snapshot::{Object, Selection, Snapshot, Store};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 const NS: &str = "edgelb-system";
@@ -111,77 +112,138 @@ fn iface() -> Vec<InterfaceFacts> {
     }]
 }
 
-fn bench(c: &mut Criterion) {
-    let mut store = store();
-    let sel = Selection::default();
-    let snap = store.snapshot(&sel);
-    let a = allocate(&snap, &Assignments::default());
-    let me_bgp = {
-        let mut f = NodeFacts::from_snapshot(&snap, "node-7", &[]);
-        f.addresses.push("192.0.2.17".parse().expect("literal"));
-        f
-    };
-    let me_l2 = L2Node {
-        name: "node-7".into(),
-        interfaces: iface(),
-        addresses: Vec::new(),
-    };
-    let members = Members::Gossip((0..NODES).map(|n| (format!("node-{n}"), iface())).collect());
-    let defaults = BgpDefaults::default();
-    let routes = bgp::plan(&snap, &a, &me_bgp, &defaults)
-        .peers
-        .values()
-        .map(|p| p.routes.len())
-        .sum::<usize>();
-    let owned: usize = l2::plan(&snap, &a, &me_l2, &members, true)
-        .owned
-        .values()
-        .map(|s| s.len())
-        .sum();
-    eprintln!("plan bench: {SERVICES} Services x {NODES} nodes; node-7 announces {routes} BGP routes and owns {owned} L2 IPs");
+/// One group's world: a store, its allocation, and node-7 with every node alive.
+struct World {
+    store: Store,
+    sel: Selection,
+    snap: Snapshot,
+    a: Assignments,
+    me_bgp: NodeFacts,
+    me_l2: L2Node,
+    members: Members,
+    defaults: BgpDefaults,
+}
 
-    let mut g = c.benchmark_group("plan_10k_services_1k_nodes");
-    g.sample_size(10);
-    // Baseline for ratios on a loaded machine: one hash-map insert per Service key.
+impl World {
+    /// Plans `store` once and prints what node-7 announces (`what`: the group's set-up).
+    fn new(store: Store, what: &str) -> World {
+        let sel = Selection::default();
+        let snap = store.snapshot(&sel);
+        let a = allocate(&snap, &Assignments::default());
+        let mut me_bgp = NodeFacts::from_snapshot(&snap, "node-7", &[]);
+        me_bgp
+            .addresses
+            .push("192.0.2.17".parse().expect("literal"));
+        let me_l2 = L2Node {
+            name: "node-7".into(),
+            interfaces: iface(),
+            addresses: Vec::new(),
+        };
+        let members = Members::Gossip((0..NODES).map(|n| (format!("node-{n}"), iface())).collect());
+        let defaults = BgpDefaults::default();
+        let routes = bgp::plan(&snap, &a, &me_bgp, &defaults)
+            .peers
+            .values()
+            .map(|p| p.routes.len())
+            .sum::<usize>();
+        let owned: usize = l2::plan(&snap, &a, &me_l2, &members, true)
+            .owned
+            .values()
+            .map(|s| s.len())
+            .sum();
+        eprintln!(
+            "plan bench ({what}): node-7 announces {routes} BGP routes and owns {owned} L2 IPs"
+        );
+        World {
+            store,
+            sel,
+            snap,
+            a,
+            me_bgp,
+            me_l2,
+            members,
+            defaults,
+        }
+    }
+}
+
+/// The benches of every group: the baseline (one hash-map insert per Service key, for
+/// ratios on a loaded machine), BGP and L2 cold, and after one Service change (an endpoint
+/// of one Local Service moves to node-7 and back; the allocation is unchanged and the
+/// snapshots share every other object). The L2 planner's first step is checked to be
+/// `kind` (when given) before timing. Returns the snapshot before the change and the
+/// planner, for the group's own benches.
+fn plan_benches(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    w: &mut World,
+    kind: Option<L2PlanKind>,
+) -> (Snapshot, L2Planner) {
+    let World {
+        store,
+        sel,
+        snap,
+        a,
+        me_bgp,
+        me_l2,
+        members,
+        defaults,
+    } = w;
     let keys: Vec<_> = snap.services.keys().cloned().collect();
     g.bench_function("baseline_hashmap_insert_10k_keys", |b| {
         b.iter(|| black_box(common::hashmap_insert_baseline(&keys)))
     });
     g.bench_function("bgp_cold", |b| {
-        b.iter(|| black_box(bgp::plan(&snap, &a, &me_bgp, &defaults)))
+        b.iter(|| black_box(bgp::plan(snap, a, me_bgp, defaults)))
     });
     g.bench_function("l2_cold", |b| {
-        b.iter(|| black_box(l2::plan(&snap, &a, &me_l2, &members, true)))
+        b.iter(|| black_box(l2::plan(snap, a, me_l2, members, true)))
     });
-
-    // One Service change: an endpoint of one Local Service moves to node-7 and back.
-    // The allocation is unchanged; the snapshots share every other object.
-    let snap_a = store.snapshot(&sel);
+    let snap_a = store.snapshot(sel);
     store.apply(slice(1, [7, 8, 9]), NS);
-    let snap_b = store.snapshot(&sel);
+    let snap_b = store.snapshot(sel);
     g.bench_function("bgp_after_one_service_change", |b| {
-        b.iter(|| black_box(bgp::plan(&snap_b, &a, &me_bgp, &defaults)))
+        b.iter(|| black_box(bgp::plan(&snap_b, a, me_bgp, defaults)))
     });
-    // Set up (and check) one step of each kind before timing, whatever the filter runs.
+    // Set up (and check) one step before timing, whatever the filter runs.
     let mut planner = L2Planner::default();
-    planner.plan(&snap_a, &a, &me_l2, &members, true);
+    planner.plan(&snap_a, a, me_l2, members, true);
     assert_eq!(
-        planner.plan(&snap_b, &a, &me_l2, &members, true),
-        l2::plan(&snap_b, &a, &me_l2, &members, true)
+        planner.plan(&snap_b, a, me_l2, members, true),
+        l2::plan(&snap_b, a, me_l2, members, true)
     );
-    assert_eq!(planner.last_kind(), Some(L2PlanKind::RequestsChanged(1)));
+    if let Some(kind) = kind {
+        assert_eq!(planner.last_kind(), Some(kind));
+    }
     let mut on_a = false;
     g.bench_function("l2_after_one_service_change_incremental", |b| {
         b.iter(|| {
             on_a = !on_a;
             let s = if on_a { &snap_a } else { &snap_b };
-            black_box(planner.plan(s, &a, &me_l2, &members, true))
+            black_box(planner.plan(s, a, me_l2, members, true))
         })
     });
+    (snap_a, planner)
+}
+
+fn bench(c: &mut Criterion) {
+    let mut w = World::new(store(), &format!("{SERVICES} Services x {NODES} nodes"));
+    let mut g = c.benchmark_group("plan_10k_services_1k_nodes");
+    g.sample_size(10);
+    let (snap_a, mut planner) = plan_benches(&mut g, &mut w, Some(L2PlanKind::RequestsChanged(1)));
+    let World {
+        store,
+        sel,
+        a,
+        me_bgp,
+        me_l2,
+        members,
+        defaults,
+        ..
+    } = &mut w;
 
     // One node change: node-500 leaves the membership and comes back (same snapshot), as
     // the speaker's tick re-plans L2 on a membership event.
-    let members_down = match &members {
+    let members_down = match &*members {
         Members::Gossip(m) => {
             let mut m = m.clone();
             m.remove("node-500");
@@ -190,20 +252,20 @@ fn bench(c: &mut Criterion) {
         Members::Static => Members::Static,
     };
     g.bench_function("l2_after_one_node_change_full", |b| {
-        b.iter(|| black_box(l2::plan(&snap_a, &a, &me_l2, &members_down, true)))
+        b.iter(|| black_box(l2::plan(&snap_a, a, me_l2, &members_down, true)))
     });
-    planner.plan(&snap_a, &a, &me_l2, &members, true);
+    planner.plan(&snap_a, a, me_l2, members, true);
     assert_eq!(
-        planner.replan_members(&me_l2, &members_down, true),
-        Some(l2::plan(&snap_a, &a, &me_l2, &members_down, true))
+        planner.replan_members(me_l2, &members_down, true),
+        Some(l2::plan(&snap_a, a, me_l2, &members_down, true))
     );
     assert_eq!(planner.last_kind(), Some(L2PlanKind::NodesChanged(1)));
     let mut up = false;
     g.bench_function("l2_after_one_node_change_incremental", |b| {
         b.iter(|| {
             up = !up;
-            let m = if up { &members } else { &members_down };
-            black_box(planner.replan_members(&me_l2, m, true))
+            let m = if up { &*members } else { &members_down };
+            black_box(planner.replan_members(me_l2, m, true))
         })
     });
     // BGP does not depend on the membership; a Node object change (a label on node-500)
@@ -212,19 +274,19 @@ fn bench(c: &mut Criterion) {
         Object::Node(fixtures::node("node-500", &[("zone", "b")])),
         NS,
     );
-    let snap_n = store.snapshot(&sel);
+    let snap_n = store.snapshot(sel);
     g.bench_function("bgp_after_one_node_change", |b| {
-        b.iter(|| black_box(bgp::plan(&snap_n, &a, &me_bgp, &defaults)))
+        b.iter(|| black_box(bgp::plan(&snap_n, a, me_bgp, defaults)))
     });
 
     g.bench_function("snapshot_and_bgp_after_one_change", |b| {
         b.iter(|| {
-            let snap = store.snapshot(&sel);
-            black_box(bgp::plan(&snap, &a, &me_bgp, &defaults))
+            let snap = store.snapshot(sel);
+            black_box(bgp::plan(&snap, a, me_bgp, defaults))
         })
     });
     g.bench_function("snapshot_only", |b| {
-        b.iter(|| black_box(store.snapshot(&sel)))
+        b.iter(|| black_box(store.snapshot(sel)))
     });
     g.finish();
 }
@@ -273,71 +335,21 @@ fn pooled_store() -> Store {
     s
 }
 
+/// The same plans with node pools: every Service's IPs elected among its pools' nodes.
 fn bench_node_pools(c: &mut Criterion) {
-    let mut store = pooled_store();
-    let sel = Selection::default();
-    let snap = store.snapshot(&sel);
-    let a = allocate(&snap, &Assignments::default());
+    let mut w = World::new(
+        pooled_store(),
+        &format!(
+            "node pools: {SERVICES} Services x 2 of 50 pools x {NODES} nodes, node-7 in np-07"
+        ),
+    );
     assert_eq!(
-        a.outcomes.values().filter(|o| o.is_ok()).count(),
+        w.a.outcomes.values().filter(|o| o.is_ok()).count(),
         2 * SERVICES
     );
-    let me_bgp = {
-        let mut f = NodeFacts::from_snapshot(&snap, "node-7", &[]);
-        f.addresses.push("192.0.2.17".parse().expect("literal"));
-        f
-    };
-    let me_l2 = L2Node {
-        name: "node-7".into(),
-        interfaces: iface(),
-        addresses: Vec::new(),
-    };
-    let members = Members::Gossip((0..NODES).map(|n| (format!("node-{n}"), iface())).collect());
-    let defaults = BgpDefaults::default();
-    let routes = bgp::plan(&snap, &a, &me_bgp, &defaults)
-        .peers
-        .values()
-        .map(|p| p.routes.len())
-        .sum::<usize>();
-    let owned: usize = l2::plan(&snap, &a, &me_l2, &members, true)
-        .owned
-        .values()
-        .map(|s| s.len())
-        .sum();
-    eprintln!("plan bench (node pools): {SERVICES} Services x 2 of 50 pools x {NODES} nodes; node-7 (np-07) announces {routes} BGP routes and owns {owned} L2 IPs");
-
     let mut g = c.benchmark_group("plan_node_pools_10k_services_50_pools_1k_nodes");
     g.sample_size(10);
-    let keys: Vec<_> = snap.services.keys().cloned().collect();
-    g.bench_function("baseline_hashmap_insert_10k_keys", |b| {
-        b.iter(|| black_box(common::hashmap_insert_baseline(&keys)))
-    });
-    g.bench_function("bgp_cold", |b| {
-        b.iter(|| black_box(bgp::plan(&snap, &a, &me_bgp, &defaults)))
-    });
-    g.bench_function("l2_cold", |b| {
-        b.iter(|| black_box(l2::plan(&snap, &a, &me_l2, &members, true)))
-    });
-    let snap_a = store.snapshot(&sel);
-    store.apply(slice(1, [7, 8, 9]), NS);
-    let snap_b = store.snapshot(&sel);
-    g.bench_function("bgp_after_one_service_change", |b| {
-        b.iter(|| black_box(bgp::plan(&snap_b, &a, &me_bgp, &defaults)))
-    });
-    let mut planner = L2Planner::default();
-    planner.plan(&snap_a, &a, &me_l2, &members, true);
-    assert_eq!(
-        planner.plan(&snap_b, &a, &me_l2, &members, true),
-        l2::plan(&snap_b, &a, &me_l2, &members, true)
-    );
-    let mut on_a = false;
-    g.bench_function("l2_after_one_service_change_incremental", |b| {
-        b.iter(|| {
-            on_a = !on_a;
-            let s = if on_a { &snap_a } else { &snap_b };
-            black_box(planner.plan(s, &a, &me_l2, &members, true))
-        })
-    });
+    plan_benches(&mut g, &mut w, None);
     g.finish();
 }
 
