@@ -73,7 +73,9 @@ async fn leads(client: &Client, node: &str) -> anyhow::Result<()> {
 
 /// SIGKILL by pid, and wait until it is gone.
 fn kill(speaker: &mut Speaker) -> anyhow::Result<()> {
-    speaker.process.signal(nix::sys::signal::Signal::SIGKILL as i32)?;
+    speaker
+        .process
+        .signal(nix::sys::signal::Signal::SIGKILL as i32)?;
     speaker.process.wait_exit(Duration::from_secs(10))?;
     Ok(())
 }
