@@ -43,9 +43,9 @@ use edgelb_tests::kube::objects::{
 };
 use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
 use edgelb_tests::lab::{self, Lan, Netns};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
-use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::watcher::{self, watcher};
 use kube::Client;
@@ -190,14 +190,19 @@ async fn all_with_ips(admin: &Client, ns: &str, n: usize, timeout: Duration) -> 
     while with_ip(&seen) < n {
         let next = tokio::time::timeout_at(deadline, events.next()).await;
         let Ok(Some(event)) = next else {
-            anyhow::bail!("{} of {n} Services carry an IP after {timeout:?}", with_ip(&seen));
+            anyhow::bail!(
+                "{} of {n} Services carry an IP after {timeout:?}",
+                with_ip(&seen)
+            );
         };
         // A watch error is retried by the watcher itself; the bench waits on.
         let Ok(event) = event else { continue };
         match event {
             watcher::Event::Init => listing = Some(HashMap::new()),
             watcher::Event::InitApply(s) => {
-                listing.get_or_insert_with(HashMap::new).insert(name(&s), ips(&s));
+                listing
+                    .get_or_insert_with(HashMap::new)
+                    .insert(name(&s), ips(&s));
             }
             watcher::Event::InitDone => seen = listing.take().unwrap_or_default(),
             watcher::Event::Apply(s) => {

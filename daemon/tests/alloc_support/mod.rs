@@ -53,7 +53,8 @@ impl Counting {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         self.allocs.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(layout.size() as u64, Ordering::Relaxed);
         self.live_bytes
             .fetch_add(layout.size() as i64, Ordering::Relaxed);
         self.live_allocs.fetch_add(1, Ordering::Relaxed);
