@@ -5,7 +5,9 @@
 //!
 //! `cargo bench -p edgelb-daemon --bench memory` (env `MEM_N="1000 10000"`, the default).
 //! Per stage and N it prints the live heap in MiB, the live allocations, and the bytes per
-//! Service over the baseline; at the end, the process's RSS. The announcers run in a
+//! Service over the baseline; at the end, the process's RSS. Two tables: the objects as
+//! written in a standalone file, and as the API server returns them to a cluster-mode
+//! speaker's watch (uid, resourceVersion, cluster IP, the spec's defaults, the status IP). The announcers run in a
 //! network namespace of their own (the one BGP peer is on loopback port 1, nothing
 //! listens): root is needed, as for the speaker tests.
 
