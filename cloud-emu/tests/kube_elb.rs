@@ -214,11 +214,8 @@ async fn checks(
         .context("no --socket")?
         .to_string();
     let view = harness::eventually("the cloud section of the view", WAIT, || async {
-        let v = edgelb_daemon::local_api::client::view(
-            std::path::Path::new(&socket),
-            Duration::from_secs(5),
-        )
-        .await?;
+        let v =
+            edgelbctl::socket::view(std::path::Path::new(&socket), Duration::from_secs(5)).await?;
         Ok(v.cloud
             .clone()
             .filter(|c| {

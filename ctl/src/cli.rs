@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use edgelb_daemon::local_api::server::DEFAULT_SOCKET;
-use edgelb_daemon::local_api::view::LocalView;
+use edgelb_view::LocalView;
+use edgelb_view::DEFAULT_SOCKET;
 use serde::Serialize;
 
 use crate::format::{self, Output};

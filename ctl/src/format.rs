@@ -2,7 +2,7 @@
 //! headers, columns three spaces apart, `<none>` for empty cells, ages as `5m`); colour is a
 //! parameter so the caller decides (only on a terminal, never under `NO_COLOR`).
 
-use edgelb_daemon::local_api::view::{
+use edgelb_view::{
     AllocationView, AnnouncementView, CandidateView, Health, IpRankView, LocalView, MemberView,
     PeerView, PoolView,
 };
@@ -477,7 +477,7 @@ pub fn status_text(v: &LocalView) -> String {
     let bgp = v
         .announcements
         .iter()
-        .filter(|a| a.mode == edgelb_daemon::local_api::view::Mode::Bgp)
+        .filter(|a| a.mode == edgelb_view::Mode::Bgp)
         .count();
     let failed = v.allocations.iter().filter(|a| a.error.is_some()).count();
     let ifaces_up = v.interfaces.iter().filter(|i| i.up).count();
@@ -616,7 +616,7 @@ fn explain_by_pool(
     v: &LocalView,
     service: &str,
     allocations: Vec<AllocationView>,
-    pooled: &[&edgelb_daemon::local_api::view::ServiceView],
+    pooled: &[&edgelb_view::ServiceView],
 ) -> Explain {
     let mut names: Vec<String> = allocations
         .iter()

@@ -4,4 +4,5 @@
 
 pub mod cli;
 pub mod format;
+pub mod socket;
 pub mod source;

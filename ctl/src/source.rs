@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use edgelb_daemon::local_api::view::LocalView;
+use edgelb_view::LocalView;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
@@ -25,7 +25,7 @@ pub const NODE_GRANTS: &str = "`list` on `pods` and `get` on `pods/proxy`";
 
 /// The view of the speaker on this machine.
 pub async fn from_socket(socket: &Path, timeout: Duration) -> anyhow::Result<LocalView> {
-    Ok(edgelb_daemon::local_api::client::view(socket, timeout).await?)
+    Ok(crate::socket::view(socket, timeout).await?)
 }
 
 /// The pod-proxy path of a speaker pod's view (`https:`: the view port serves TLS).
@@ -99,10 +99,7 @@ pub async fn from_node(
     let pod = speaker_pod(client, namespace, node).await?;
     let path = proxy_path(namespace, &pod, port);
     let req = http::Request::get(&path)
-        .header(
-            edgelb_daemon::local_api::remote::TOKEN_HEADER,
-            format!("Bearer {token}"),
-        )
+        .header(edgelb_view::TOKEN_HEADER, format!("Bearer {token}"))
         .body(Vec::new())
         .context("building the proxy request")?;
     let text = client.request_text(req).await.with_context(|| {

@@ -1,5 +1,5 @@
 //! Golden tables from a fixed view: what an operator sees, byte for byte.
-use edgelb_daemon::local_api::view::*;
+use edgelb_view::*;
 use edgelbctl::cli::{render, service_key, Command, EXIT_CHECK_FAILED, EXIT_OK};
 use edgelbctl::format::{age, Output};
 
@@ -121,8 +121,7 @@ fn view() -> LocalView {
                 ips: vec![],
                 error: Some("no free address in IPAddressPool \"public\"".into()),
             },
-        ]
-        .into(),
+        ],
         pools: vec![PoolView {
             name: "public".into(),
             addresses: vec!["203.0.113.10/32".into()],
@@ -148,8 +147,7 @@ fn view() -> LocalView {
                 },
             ],
             ips: vec![],
-        }]
-        .into(),
+        }],
         cloud: None,
         node_pools: vec![],
     }
@@ -435,7 +433,7 @@ fn explain_ranks_the_nodes_of_an_l2_ip_and_says_why_each_was_skipped() {
         ],
         handoff_until_ms: Some(1_700_000_000_250),
     }];
-    v.services = services.into();
+    v.services = services;
     let (t, code) = render(
         &Command::Explain {
             target: "svc/web".into(),
@@ -618,7 +616,7 @@ fn pooled_view() -> LocalView {
             error: None,
         },
     ]);
-    v.allocations = allocations.into();
+    v.allocations = allocations;
     let mut services = v.services.to_vec();
     for (np, nodes) in [
         ("np-chengdu", vec![("cd-1", None)]),
@@ -641,7 +639,7 @@ fn pooled_view() -> LocalView {
             ips: vec![],
         });
     }
-    v.services = services.into();
+    v.services = services;
     let mut anns = (*v.announcements).clone();
     anns.insert(
         0,

@@ -116,7 +116,9 @@ struct RunArgs {
     /// Cloud load balancers: the Secret (in --namespace) with the cloud account's
     /// `accessKeyID` and `accessKeySecret`. With it, the writer of record creates an ENS ELB
     /// (and EIP) per PoolService of class `alibabacloud.com/elb` (run such speakers with
-    /// `--class alibabacloud.com/elb`). The values are never logged.
+    /// `--class alibabacloud.com/elb`) and per selected NodePool annotated
+    /// `edgelb.io/cloud-load-balancer-class: alibabacloud.com/elb` of the speakers' own
+    /// Services. The values are never logged.
     #[arg(long, conflicts_with = "file")]
     elb_credentials_secret: Option<String>,
     /// The ENS OpenAPI endpoint (`https://host[:port]`; `http://` for an emulator).

@@ -152,6 +152,61 @@ pub fn is_self_announced_class(class: Option<&str>) -> bool {
     !class.is_some_and(|c| CLOUD_CLASSES.contains(&c))
 }
 
+/// `NodePool` annotation: the pool sits behind a cloud load balancer of this class (one of
+/// [`CLOUD_CLASSES`]) instead of announcing by BGP/ARP (SPEC.md, "Cloud load balancers"). A
+/// Service of a self-announced class selecting several pools then gets, for this pool, the
+/// cloud load balancer's address, and for the others their self-announced IPs: one Service,
+/// a region behind a cloud ELB and a region announced by the speakers.
+pub const POOL_CLOUD_CLASS: &str = "edgelb.io/cloud-load-balancer-class";
+
+/// Where one pool's entry point of a Service comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PoolSource<'a> {
+    /// An IP from an `IPAddressPool`, announced by the pool's speakers.
+    SelfAnnounced,
+    /// The cloud load balancer of this class (the Service's class, or the pool's
+    /// [`POOL_CLOUD_CLASS`]).
+    Cloud(&'a str),
+    /// The pool's [`POOL_CLOUD_CLASS`] names no known class: no entry point until it is
+    /// fixed (never a silent fallback to announcing). The text names the pool, the
+    /// annotation and the value.
+    Invalid(String),
+}
+
+/// The source of `svc`'s entry point in `pool` (`None`: a pool not in the snapshot). A
+/// cloud-class Service is the cloud's in every pool; a self-announced Service is the
+/// cloud's only in pools annotated with [`POOL_CLOUD_CLASS`].
+pub fn pool_source<'a>(svc: &'a Service, pool: Option<&'a NodePoolView>) -> PoolSource<'a> {
+    let class = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_class.as_deref());
+    if let Some(c) = class.filter(|c| CLOUD_CLASSES.contains(c)) {
+        return PoolSource::Cloud(c);
+    }
+    let Some((p, value)) = pool.and_then(|p| {
+        p.annotations
+            .get(POOL_CLOUD_CLASS)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (p, v))
+    }) else {
+        return PoolSource::SelfAnnounced;
+    };
+    match CLOUD_CLASSES.iter().find(|c| **c == value.trim()) {
+        Some(c) => PoolSource::Cloud(c),
+        None => PoolSource::Invalid(format!(
+            "NodePool {}: annotation {POOL_CLOUD_CLASS}: {value:?} is not a cloud load-balancer class (known: {}); the pool gets no entry point until it is fixed",
+            p.name,
+            CLOUD_CLASSES.join(", ")
+        )),
+    }
+}
+
+/// Whether `svc`'s entry point in `pool` is announced by the speakers (an IP from a pool).
+pub fn is_self_announced_in(svc: &Service, pool: Option<&NodePoolView>) -> bool {
+    pool_source(svc, pool) == PoolSource::SelfAnnounced
+}
+
 #[cfg(test)]
 #[path = "nodepool_tests.rs"]
 mod tests;

@@ -129,6 +129,55 @@ fn cloud_classes_are_not_self_announced() {
     assert!(!is_self_announced_class(Some("alibabacloud.com/elb")));
 }
 
+#[test]
+fn a_pool_annotated_with_a_cloud_class_is_the_clouds_for_a_self_announced_service() {
+    let pools = snapshot_pools(vec![
+        Object::NodePool(node_pool("np-bgp", &[("k8s-svc", "cube")], &[])),
+        Object::NodePool(node_pool(
+            "np-elb",
+            &[("k8s-svc", "cube")],
+            &[(POOL_CLOUD_CLASS, "alibabacloud.com/elb")],
+        )),
+        Object::NodePool(node_pool(
+            "np-typo",
+            &[("k8s-svc", "cube")],
+            &[(POOL_CLOUD_CLASS, "alibabacloud.com/slb")],
+        )),
+        Object::NodePool(node_pool("np-empty", &[], &[(POOL_CLOUD_CLASS, " ")])),
+    ]);
+    let ours = service("default", "cube", 80);
+    assert_eq!(
+        pool_source(&ours, pools.get("np-bgp")),
+        PoolSource::SelfAnnounced
+    );
+    assert_eq!(
+        pool_source(&ours, pools.get("np-elb")),
+        PoolSource::Cloud("alibabacloud.com/elb")
+    );
+    assert_eq!(
+        pool_source(&ours, pools.get("np-empty")),
+        PoolSource::SelfAnnounced
+    );
+    assert_eq!(pool_source(&ours, None), PoolSource::SelfAnnounced);
+    let PoolSource::Invalid(text) = pool_source(&ours, pools.get("np-typo")) else {
+        panic!("an unknown class must be an error");
+    };
+    assert!(text.contains("NodePool np-typo"), "{text}");
+    assert!(text.contains(POOL_CLOUD_CLASS), "{text}");
+    assert!(text.contains("\"alibabacloud.com/slb\""), "{text}");
+    assert!(!is_self_announced_in(&ours, pools.get("np-typo")));
+    // A cloud-class Service is the cloud's in every pool, annotated or not.
+    let mut elb = ours.clone();
+    elb.spec.as_mut().unwrap().load_balancer_class = Some("alibabacloud.com/elb".into());
+    for p in ["np-bgp", "np-elb", "np-typo"] {
+        assert_eq!(
+            pool_source(&elb, pools.get(p)),
+            PoolSource::Cloud("alibabacloud.com/elb"),
+            "{p}"
+        );
+    }
+}
+
 fn label_key() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("a".to_string()),

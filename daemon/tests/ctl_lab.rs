@@ -41,8 +41,8 @@ fn edgelbctl() -> anyhow::Result<PathBuf> {
     let release = profile_dir.file_name().is_some_and(|n| n == "release");
     let mut cmd = Command::new(env!("CARGO"));
     // A plain build resolves dependency features without the dev-dependencies `cargo test`
-    // unifies in, so this compiles edgelbctl and the daemon library once more (~20 s on a
-    // quiet 2-core machine, in the fresh-clone CI run of stop 12).
+    // unifies in, so this compiles edgelbctl and what it depends on once more; that is
+    // edgelb-view, not the daemon library (edgelbctl does not depend on it).
     cmd.args(["build", "-q", "--workspace", "--bin", "edgelbctl"]);
     if release {
         cmd.arg("--release");

@@ -66,12 +66,16 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(
 }
 
 fn load() -> anyhow::Result<Manifests> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir())?
+    load_from(&dir())
+}
+
+fn load_from(dir: &std::path::Path) -> anyhow::Result<Manifests> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();
     files.sort();
-    assert!(!files.is_empty(), "no manifests in {}", dir().display());
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
     let mut m = Manifests::default();
     for f in files {
         let text = std::fs::read_to_string(&f)?;
@@ -315,12 +319,25 @@ fn secrets_and_leases_only_in_the_namespaced_role_and_cluster_writes_only_status
 #[test]
 fn daemonset_args_are_flags_the_speaker_accepts() -> anyhow::Result<()> {
     let m = load()?;
+    let help = speaker_help()?;
+    let unknown = unknown_flags(&m.daemonsets[0], &help)?;
+    assert!(
+        unknown.is_empty(),
+        "flags edgelb-speaker run does not know: {unknown:?}\n{help}"
+    );
+    Ok(())
+}
+
+fn speaker_help() -> anyhow::Result<String> {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_edgelb-speaker"))
         .args(["run", "--help"])
         .output()?;
-    let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    let spec = &m.daemonsets[0].spec;
-    let pod = spec.template.spec.as_ref().context("pod spec")?;
+    Ok(String::from_utf8_lossy(&help.stdout).into_owned())
+}
+
+/// The `--flags` of a DaemonSet's containers that `edgelb-speaker run --help` does not list.
+fn unknown_flags(ds: &DaemonSet, help: &str) -> anyhow::Result<Vec<String>> {
+    let pod = ds.spec.template.spec.as_ref().context("pod spec")?;
     let mut unknown = Vec::new();
     for c in &pod.containers {
         let args = c.args.iter().flatten();
@@ -337,9 +354,75 @@ fn daemonset_args_are_flags_the_speaker_accepts() -> anyhow::Result<()> {
             }
         }
     }
+    Ok(unknown)
+}
+
+/// deploy/examples/cloud-elb-speaker.yaml: a speaker of class alibabacloud.com/elb in its own
+/// namespace, its flags known, no host network or capabilities, and RBAC narrower than the
+/// shipped one: Secrets and the Lease only in its namespace's Role, cluster-wide writes only
+/// the Service/PoolService statuses, the fan-out (PoolServices, the Service finalizer) and
+/// Events; no reviews (no view port) and no status of edgelb.io objects.
+#[test]
+fn the_cloud_speaker_example_is_least_privileged_and_its_flags_exist() -> anyhow::Result<()> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+    let m = load_from(&dir)?;
+    assert_eq!(m.daemonsets.len(), 1);
+    let ds = &m.daemonsets[0];
+    let ns = ds.metadata.namespace.as_deref();
+    assert_eq!(ns, Some("edgelb-elb"), "its own namespace: its own Lease");
+    let unknown = unknown_flags(ds, &speaker_help()?)?;
+    assert!(unknown.is_empty(), "unknown flags {unknown:?}");
+    let pod = ds.spec.template.spec.as_ref().context("pod spec")?;
+    assert_ne!(pod.host_network, Some(true), "no host network");
+    let c = &pod.containers[0];
+    let args: Vec<&str> = c.args.iter().flatten().map(String::as_str).collect();
+    assert!(args.contains(&"--class=alibabacloud.com/elb"), "{args:?}");
+    for a in ["--member-addr", "--view-addr", "--elb-credentials-secret="] {
+        assert_eq!(
+            args.iter().any(|x| x.starts_with(a)),
+            a.starts_with("--elb"),
+            "{a} in {args:?}"
+        );
+    }
+    let caps = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .context("capabilities")?;
     assert!(
-        unknown.is_empty(),
-        "flags edgelb-speaker run does not know: {unknown:?}\n{help}"
+        caps.add.iter().flatten().next().is_none(),
+        "adds no capability"
     );
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(m.cluster_roles.len(), 1);
+    for rule in m.cluster_roles[0].rules.iter().flatten() {
+        for r in rule.resources.iter().flatten() {
+            assert!(r != "secrets" && r != "leases", "ClusterRole grants {r}");
+            assert!(
+                r != "tokenreviews" && r != "subjectaccessreviews",
+                "no view port, no reviews: {r}"
+            );
+            if rule.verbs.iter().any(|v| WRITE_VERBS.contains(&v.as_str())) {
+                let ok = r == "services/status"
+                    || r == "poolservices/status"
+                    || r == "poolservices"
+                    || r == "events"
+                    || (r == "services" && rule.verbs == ["patch"]);
+                assert!(ok, "ClusterRole writes {r}: {rule:?}");
+            }
+        }
+    }
+    assert_eq!(m.roles.len(), 1);
+    let role = &m.roles[0];
+    assert_eq!(role.metadata.namespace.as_deref(), Some("edgelb-elb"));
+    for rule in role.rules.iter().flatten() {
+        if grants(rule, "secrets") {
+            let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+            assert!(
+                verbs.is_subset(&BTreeSet::from(["get", "list", "watch"])),
+                "{rule:?}"
+            );
+        }
+    }
     Ok(())
 }

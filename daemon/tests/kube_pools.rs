@@ -311,7 +311,7 @@ async fn local_view_shows_pools(cluster: &Cluster) -> anyhow::Result<()> {
         _ => true,
     };
     let view = harness::eventually("the local view's node pools", WAIT, || async {
-        let v = edgelb_daemon::local_api::client::view(&socket, Duration::from_secs(5)).await?;
+        let v = edgelbctl::socket::view(&socket, Duration::from_secs(5)).await?;
         let names: Vec<&str> = v.node_pools.iter().map(|p| p.name.as_str()).collect();
         let ok = ["kp-chengdu", "kp-hefei"].iter().all(|n| names.contains(n))
             && v.node_pools.iter().all(want);

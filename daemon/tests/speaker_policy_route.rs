@@ -28,7 +28,7 @@ fn api_routes(socket: &Path) -> anyhow::Result<Vec<PolicyRouteView>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let body = rt.block_on(edgelb_daemon::local_api::client::get(
+    let body = rt.block_on(edgelbctl::socket::get(
         socket,
         "/v1/policyRoutes",
         Duration::from_secs(2),

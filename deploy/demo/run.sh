@@ -8,6 +8,12 @@
 # (192.0.2.0/24 LAN, 203.0.113.0/24 client side, 198.51.100.0/24 Service IPs) and is removed
 # on exit, even on failure or Ctrl-C. Only processes this script started are stopped, by pid.
 # Bounded: every wait has a deadline; the whole run takes about a minute after the build.
+#
+# Part 2 (deploy/demo/regions.sh): ONE Service in two regions against a real API server (etcd
+# and kube-apiserver from .ci/k8s's cache, in namespace edgelb-demo-ctl): node pool np-hefei
+# announced by BGP to the same router, node pool np-chengdu behind an ENS Edge Load Balancer of
+# the emulated cloud (edgelb-ens-emulator, its data plane in edgelb-demo-cloud); the Service's
+# status lists both addresses and the client reaches both.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,7 +41,7 @@ cleanup() {
     sleep 0.3
     for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
     for f in "$WORK"/*.pid; do [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null; done
-    for ns in client router lan node-a node-b; do ip netns del "$P-$ns" 2>/dev/null; done
+    for ns in client router lan node-a node-b node-c cloud ctl; do ip netns del "$P-$ns" 2>/dev/null; done
     if [ "$rc" != 0 ] && [ -d "$WORK" ]; then
         echo "--- last log lines (kept in $WORK.logs)" >&2
         mkdir -p "$WORK.logs" && cp "$WORK"/*.log "$WORK.logs"/ 2>/dev/null
@@ -49,12 +55,14 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------------------------------
-step "1. install what is missing (FRR, curl, python3)"
+step "1. install what is missing (FRR, curl, python3 with yaml, openssl)"
 missing=()
 [ -x /usr/lib/frr/bgpd ] && [ -x /usr/lib/frr/zebra ] || missing+=(frr)
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3)
 command -v ip >/dev/null || missing+=(iproute2)
+command -v openssl >/dev/null || missing+=(openssl)
+python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "    apt-get install -y ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -63,19 +71,27 @@ fi
 # Only the packaged daemons are used; stop nothing the system runs.
 command -v cargo >/dev/null || die "cargo not found: install Rust first (https://rustup.rs)"
 ok "FRR $(/usr/lib/frr/bgpd --version 2>/dev/null | head -1 | awk '{print $NF}'), $(cargo --version)"
+# Part 2's control plane: etcd and kube-apiserver, built once from Go modules (.ci/k8s).
+if ! [ -x "$(bash .ci/k8s bin)/kube-apiserver" ]; then
+    command -v go >/dev/null || [ -x /usr/local/go/bin/go ] ||
+        die "part 2 needs etcd and kube-apiserver: install Go (https://go.dev/dl) so that .ci/k8s build can build them, or put them in $(bash .ci/k8s bin)"
+    echo "    bash .ci/k8s build (etcd, kube-apiserver from Go modules; once, cached)"
+    timeout 3600 bash .ci/k8s build
+fi
 
 # EDGELB_DEMO_PROFILE=debug reuses the binaries a `cargo test` run already built (CI does).
 profile="${EDGELB_DEMO_PROFILE:-release}"
-step "2. build edgelb-speaker and edgelbctl ($profile)"
+step "2. build edgelb-speaker, edgelbctl and edgelb-ens-emulator ($profile)"
 if [ "$profile" = release ]; then
-    timeout 1800 cargo build --release --locked -q -p edgelb-daemon -p edgelbctl
+    timeout 1800 cargo build --release --locked -q -p edgelb-daemon -p edgelbctl -p edgelb-cloud-emu
     BIN="${CARGO_TARGET_DIR:-$PWD/target}/release"
 else
-    timeout 1800 cargo build --locked -q -p edgelb-daemon -p edgelbctl
+    timeout 1800 cargo build --locked -q -p edgelb-daemon -p edgelbctl -p edgelb-cloud-emu
     BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug"
 fi
-[ -x "$BIN/edgelb-speaker" ] && [ -x "$BIN/edgelbctl" ] || die "binaries not in $BIN"
-ok "$BIN/edgelb-speaker, $BIN/edgelbctl"
+[ -x "$BIN/edgelb-speaker" ] && [ -x "$BIN/edgelbctl" ] && [ -x "$BIN/edgelb-ens-emulator" ] ||
+    die "binaries not in $BIN"
+ok "$BIN/edgelb-speaker, $BIN/edgelbctl, $BIN/edgelb-ens-emulator"
 
 # ---------------------------------------------------------------------------------------
 step "3. lab: namespaces $P-{router,node-a,node-b,client} on a LAN"
@@ -306,4 +322,9 @@ set -e
 echo "    (edgelbctl exit code $code: 3 = speaker unreachable)"
 [ "$code" = 3 ] || die "expected exit code 3 for a dead speaker, got $code"
 
-printf '\n%sdemo passed in %d s: failover gap %s ms%s\n' "$G" "$SECONDS" "$gap" "$N"
+# ---------------------------------------------------------------------------------------
+# shellcheck source=deploy/demo/regions.sh
+source deploy/demo/regions.sh
+
+printf '\n%sdemo passed in %d s: failover gap %s ms; one Service in two regions (BGP %s, ELB EIP %s)%s\n' \
+    "$G" "$SECONDS" "$gap" "$HEFEI_IP" "$EIP" "$N"

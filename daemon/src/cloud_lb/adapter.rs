@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Service;
 
 use super::CloudConfig;
 use crate::api::openyurt::PoolService;
-use crate::nodepool::is_self_announced_class;
+use crate::nodepool::{is_self_announced_class, is_self_announced_in};
 use crate::plan::node_floor;
 use crate::snapshot::{ObjectKey, Snapshot, SnapshotData};
 use crate::status::pool_services::{has_cloud_finalizer, is_ours, owner_of, plan as fan_out};
@@ -93,7 +93,9 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
         .filter_map(|((svc_key, pool), ps_key)| {
             let ps = snap.pool_services.get(ps_key)?;
             let svc = snap.services.get(svc_key)?;
-            (!is_self_announced_class(ps.spec.load_balancer_class.as_deref())
+            // The pool's source: every pool of a cloud-class Service, and the pools annotated
+            // with a cloud class of a self-announced one.
+            (!is_self_announced_in(svc, snap.node_pools.get(pool))
                 && ps.metadata.deletion_timestamp.is_none()
                 && svc.metadata.deletion_timestamp.is_none())
             .then(|| (ps_key.clone(), svc_key.clone(), pool.clone(), &**ps, &**svc))
@@ -142,7 +144,10 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
     for (ps_key, ps) in &snap.pool_services {
         if out.planned.contains_key(ps_key)
             || !is_ours(ps, &snap.selection)
-            || is_self_announced_class(ps.spec.load_balancer_class.as_deref())
+            // A self-announced Service's PoolService is the cloud's only if its pool was (the
+            // finalizer goes on before anything is created).
+            || (is_self_announced_class(ps.spec.load_balancer_class.as_deref())
+                && !has_cloud_finalizer(ps))
         {
             continue;
         }

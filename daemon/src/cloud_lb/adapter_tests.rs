@@ -1,5 +1,5 @@
 use super::*;
-use crate::cloud_lb::testing::World;
+use crate::cloud_lb::testing::{World, CLASS, SYSTEM};
 use crate::fixtures::endpoint_slice;
 use crate::snapshot::Object;
 use edgelb_cloud::model::{Ownership, Protocol, SkipReason};
@@ -278,4 +278,53 @@ fn a_pool_service_going_is_doomed_with_what_to_delete() {
     let got = work(&w.snapshot(), &cfg());
     assert!(got.doomed.is_empty());
     assert_eq!(w.snapshot().pool_services.len(), 1);
+}
+
+/// A self-announced Service over two pools, one annotated as behind the cloud load
+/// balancer: only that pool is planned; a PoolService of the other pool is never doomed
+/// (it never carried the cloud finalizer).
+#[test]
+fn a_self_announced_service_is_planned_only_in_pools_behind_the_cloud() {
+    use crate::api::annotations::DEFAULT_LOAD_BALANCER_CLASS;
+    use crate::nodepool::POOL_CLOUD_CLASS;
+    let mut w = World::new();
+    w.selection.class = DEFAULT_LOAD_BALANCER_CLASS.into();
+    w.pool("hz", &[("k8s-svc", "cube")], "cn-hangzhou-telecom");
+    w.pool("cd", &[("k8s-svc", "cube")], "cn-chengdu-telecom");
+    w.node("hz-1", "hz", Some("cn-hangzhou-telecom.i-hz1"));
+    w.node("cd-1", "cd", Some("cn-chengdu-telecom.i-cd1"));
+    let mut cd = (**w.snapshot().node_pool_objects.get("cd").expect("cd")).clone();
+    cd.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POOL_CLOUD_CLASS.into(), CLASS.into());
+    w.store.apply(Object::NodePool(cd), SYSTEM);
+    w.service("web", "cube", "k8s-svc=cube", &[(80, "TCP", 30080)], &[]);
+    // World's Services are of the cloud class: make this one the speakers' own.
+    let mut svc = w
+        .store
+        .services()
+        .get(&ObjectKey::new("web", "cube"))
+        .expect("svc")
+        .as_ref()
+        .clone();
+    svc.spec.as_mut().expect("spec").load_balancer_class = Some(DEFAULT_LOAD_BALANCER_CLASS.into());
+    w.store.apply(Object::Service(svc), SYSTEM);
+    w.fan_out();
+    let got = work(&w.snapshot(), &cfg());
+    let keys: Vec<String> = got.planned.keys().map(|k| k.to_string()).collect();
+    assert_eq!(keys, ["web/cube-cd"]);
+    assert_eq!(
+        got.planned[&ObjectKey::new("web", "cube-cd")].name,
+        "k8s/cube/web/cd/c1"
+    );
+    // hz relabelled away: its PoolService goes, but nothing of the cloud was ever made for it.
+    w.pool("hz", &[("k8s-svc", "other")], "cn-hangzhou-telecom");
+    let after = work(&w.snapshot(), &cfg());
+    assert!(
+        after.doomed.is_empty(),
+        "{:?}",
+        after.doomed.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(after.planned.len(), 1);
 }

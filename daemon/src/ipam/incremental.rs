@@ -28,7 +28,7 @@
 //! back to every address freed since. The property test in `tests.rs` checks it over
 //! random sequences of adds, removals, edits and pool edits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ use super::{
     cursor_slot, first_pass, fresh, keys_of, selected_node_pools, AllocationKey, Assignments,
     Cursor, Holder, Outcome, Pending, Run, Selection,
 };
+use crate::nodepool::{NodePoolView, POOL_CLOUD_CLASS};
 use crate::snapshot::{ObjectKey, Snapshot};
 use imbl::ordmap::DiffItem;
 
@@ -322,15 +323,19 @@ impl IncrementalAllocator {
     }
 }
 
-/// Whether what decides which node pools a Service selects changed: the node pools' names
-/// and labels. A node joining or leaving a pool is not such a change (unless it changes
-/// the labels a label-only pool's nodes share).
+/// Whether what decides which node pools a Service selects, and which of them get an IP,
+/// changed: the node pools' names, labels and cloud class annotation. A node joining or
+/// leaving a pool is not such a change (unless it changes the labels a label-only pool's
+/// nodes share).
 fn node_pools_changed(before: &Snapshot, after: &Snapshot) -> bool {
+    fn shape(v: &NodePoolView) -> (&BTreeMap<String, String>, Option<&String>) {
+        (&v.labels, v.annotations.get(POOL_CLOUD_CLASS))
+    }
     !before
         .node_pools
         .iter()
-        .map(|(n, v)| (n, &v.labels))
-        .eq(after.node_pools.iter().map(|(n, v)| (n, &v.labels)))
+        .map(|(n, v)| (n, shape(v)))
+        .eq(after.node_pools.iter().map(|(n, v)| (n, shape(v))))
 }
 
 /// Moves the first-free scan of every pool holding `ip` back to it, so that "everything

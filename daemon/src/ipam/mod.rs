@@ -83,8 +83,11 @@ pub fn keys_of(
         Ok(None) => Ok(vec![AllocationKey::cluster(key.clone())]),
         Ok(Some(pools)) if pools.is_empty() => Err(AllocationError::NoNodePoolSelected),
         Ok(Some(pools)) => {
+            // Pools behind a cloud load balancer (NodePool annotation) get its address,
+            // not an IP (crate::cloud_lb); an invalid annotation gets nothing.
             let mut keys: Vec<AllocationKey> = pools
                 .into_iter()
+                .filter(|p| crate::nodepool::is_self_announced_in(svc, snap.node_pools.get(p)))
                 .map(|p| AllocationKey {
                     service: key.clone(),
                     node_pool: Some(p),

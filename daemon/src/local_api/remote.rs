@@ -44,7 +44,7 @@ use super::view::LocalView;
 
 /// The header edgelbctl sends its token in through the pod proxy (which removes
 /// `Authorization`): `Bearer TOKEN`.
-pub const TOKEN_HEADER: &str = "x-edgelb-authorization";
+pub use edgelb_view::TOKEN_HEADER;
 
 /// What a caller must be allowed: `get` on `pods/proxy` in the speaker's namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]

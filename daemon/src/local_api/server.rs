@@ -19,7 +19,7 @@ use super::http::{serve_connection, Handler, Reply};
 use super::view::LocalView;
 
 /// The default socket path.
-pub const DEFAULT_SOCKET: &str = "/run/edgelb/speaker.sock";
+pub use edgelb_view::DEFAULT_SOCKET;
 
 /// Why the local API cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -322,6 +322,25 @@ fn routes_answer_the_view_its_sections_and_404() {
     assert_eq!(route("/healthz", &view).body, "ok\n");
 }
 
+/// What a client reads (`edgelb_view::LocalView`, plain lists) is the speaker's view
+/// (deferred sections) byte for byte: read and written back, the JSON does not change.
+#[test]
+fn the_wire_view_reads_and_writes_back_the_speakers_json_unchanged() {
+    let (snap, a) = lab();
+    let mut view = view_of(&snap, &a, vec![]);
+    let services = view_of(&snap, &a, vec![]).services.to_vec();
+    assert!(!services.is_empty() && !view.allocations.is_empty());
+    view.services = Section::deferred(move || services.clone());
+    view.leader = Some("node-a".into());
+    let served = serde_json::to_string(&view).expect("json");
+    let read: edgelb_view::LocalView = serde_json::from_str(&served).expect("wire");
+    assert_eq!(read.allocations, *view.allocations);
+    assert_eq!(read.services, *view.services);
+    assert_eq!(serde_json::to_string(&read).expect("json"), served);
+    let back: LocalView = serde_json::from_str(&served).expect("speaker's type");
+    assert_eq!(back, view);
+}
+
 /// The password sits in the snapshot (Secret) and in the running speaker's peer config;
 /// neither the view nor any section of it may carry it.
 #[tokio::test]
@@ -379,12 +398,14 @@ async fn unix_socket_is_owner_only_and_serves_the_latest_view() {
     let (tx, rx) = tokio::sync::watch::channel(LocalView::default());
     let task = tokio::spawn(super::server::serve(listener, rx));
     let t = Duration::from_secs(5);
-    let first = super::client::view(&sock, t).await.expect("view");
-    assert_eq!(first, LocalView::default());
+    let first = edgelbctl::socket::view(&sock, t).await.expect("view");
+    assert_eq!(first, edgelb_view::LocalView::default());
     let view = view_of(&snap, &a, vec![]);
     tx.send(view.clone()).expect("send");
-    assert_eq!(super::client::view(&sock, t).await.expect("view"), view);
-    let err = super::client::get(&sock, "/v1/nope", t)
+    let read = edgelbctl::socket::view(&sock, t).await.expect("view");
+    let want = serde_json::to_value(&view).expect("json");
+    assert_eq!(serde_json::to_value(&read).expect("json"), want);
+    let err = edgelbctl::socket::get(&sock, "/v1/nope", t)
         .await
         .expect_err("404");
     assert!(err.to_string().contains("404"), "{err}");

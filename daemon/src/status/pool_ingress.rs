@@ -1,8 +1,11 @@
 //! The per-(Service, node pool) entry point: what each `PoolService`'s
 //! `status.loadBalancer` and condition say, and what the Service's union is made of.
 //!
-//! Two sources fill it, and a Service only ever reads one of them (the class is the
-//! Service's, copied to each of its PoolServices):
+//! Two sources fill it, one per pool: a cloud-class Service reads the cloud in every pool;
+//! a self-announced Service reads its allocation, except in pools annotated with
+//! `edgelb.io/cloud-load-balancer-class` ([`crate::nodepool::pool_source`]), which sit
+//! behind a cloud load balancer (one Service, one region behind a cloud ELB and one
+//! announced by BGP):
 //!
 //! - **Self-announced classes**: the allocation outcome of the key
 //!   `AllocationKey { service, node_pool: Some(pool) }` (its IPs, or the error that names
@@ -27,7 +30,7 @@ use super::pass_through::frontend_of;
 use super::service::desired_ingress;
 use crate::api::openyurt::{PoolService, POOLSERVICE_API_VERSION};
 use crate::ipam::{AllocationKey, Assignments};
-use crate::nodepool::is_self_announced_class;
+use crate::nodepool::{is_self_announced_class, pool_source, PoolSource};
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// A Service and one of its node pools.
@@ -45,6 +48,8 @@ pub const PENDING: &str = "Pending";
 pub const CLOUD_ASSIGNED: &str = "CloudAssigned";
 /// Reason of `False` for a cloud class the driver has not reported on (yet).
 pub const CLOUD_PENDING: &str = "CloudPending";
+/// Reason of `False`: the pool's `edgelb.io/cloud-load-balancer-class` names no known class.
+pub const INVALID_POOL_CLASS: &str = "InvalidNodePoolClass";
 /// The PoolService finalizer of a cloud class: the PoolService stays while the cloud load
 /// balancer's resources for its pool exist.
 pub const CLOUD_FINALIZER: &str = "edgelb.io/cloud-resources";
@@ -158,6 +163,19 @@ impl PoolEntry {
     }
 }
 
+/// Whether a self-announced Service has a pool whose entry point is not an IP of ours (a
+/// pool behind a cloud load balancer, or one whose cloud class is invalid): its ingress is
+/// then the union of every pool's entry ([`union`] of [`of_service`]).
+pub fn has_cloud_pool(snap: &Snapshot, svc: &Service) -> bool {
+    !is_cloud(svc)
+        && crate::nodepool::selected_node_pools(svc, &snap.node_pools)
+            .ok()
+            .flatten()
+            .into_iter()
+            .flatten()
+            .any(|p| pool_source(svc, snap.node_pools.get(&p)) != PoolSource::SelfAnnounced)
+}
+
 /// The per-(Service, pool) status map.
 pub type PoolIngress = BTreeMap<PoolKey, PoolEntry>;
 
@@ -179,8 +197,16 @@ pub fn entry(
     svc: &Service,
     pool: &Arc<str>,
 ) -> PoolEntry {
-    if is_cloud(svc) {
-        return cloud_entry(cloud, key, pool);
+    match pool_source(svc, snap.node_pools.get(pool)) {
+        PoolSource::SelfAnnounced => {}
+        PoolSource::Cloud(_) => return cloud_entry(cloud, key, pool),
+        PoolSource::Invalid(why) => {
+            return PoolEntry {
+                ingress: Vec::new(),
+                reason: INVALID_POOL_CLASS.into(),
+                message: format!("Service {key}: no entry point in node pool {pool}: {why}"),
+            }
+        }
     }
     let akey = AllocationKey {
         service: key.clone(),

@@ -209,6 +209,72 @@ fn a_cloud_class_reads_only_the_drivers_reports() {
     assert!(e.message.contains("np-hefei"));
 }
 
+/// One self-announced Service, one region behind a cloud load balancer (its NodePool
+/// annotated), one announced, one with a wrong class: each pool reads its own source, only
+/// the announced pool gets an allocation key, and the union lists both addresses.
+#[test]
+fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
+    use crate::fixtures::node_pool;
+    use crate::nodepool::POOL_CLOUD_CLASS;
+    let mut store = two_regions();
+    for (np, class) in [
+        ("np-chengdu", "alibabacloud.com/elb"),
+        ("np-beijing", "alibabacloud.com/clb"),
+    ] {
+        store.apply(
+            Object::NodePool(node_pool(
+                np,
+                &[(NODEPOOL_LABEL, np)],
+                &[(POOL_CLOUD_CLASS, class)],
+            )),
+            NS,
+        );
+    }
+    let svc = cube(None);
+    store.apply(Object::Service(svc.clone()), NS);
+    let snap = store.snapshot(&Selection::default());
+    let key = ObjectKey::new("default", "cube");
+    let keys =
+        crate::ipam::keys_of(crate::ipam::selected_node_pools, &snap, &key, &svc).expect("keys");
+    assert_eq!(
+        keys.iter()
+            .map(|k| k.node_pool.as_deref().unwrap_or("-"))
+            .collect::<Vec<_>>(),
+        ["np-hefei"]
+    );
+    let a = allocate(&snap, &Assignments::default());
+    let mut cloud = CloudReports::default();
+    cloud.entries.insert(
+        (key.clone(), "np-chengdu".into()),
+        CloudEntry {
+            ingress: cloud_ingress("144.121.0.1"),
+            holds_resources: true,
+            ..Default::default()
+        },
+    );
+    assert!(has_cloud_pool(&snap, &svc));
+    let got = of_service(&snap, &a, &cloud, &key, &svc, &pools());
+    let (_, bj) = &got[0];
+    assert_eq!(bj.reason, INVALID_POOL_CLASS);
+    assert!(bj.message.contains("NodePool np-beijing"), "{}", bj.message);
+    assert!(bj.message.contains(POOL_CLOUD_CLASS), "{}", bj.message);
+    assert_eq!(got[1].1.reason, CLOUD_ASSIGNED);
+    assert_eq!(got[2].1.reason, ASSIGNED);
+    let u = union(got.iter().map(|(_, e)| e));
+    assert_eq!(
+        u.iter().map(ip).collect::<Vec<_>>(),
+        ["144.121.0.1", "192.0.2.0"]
+    );
+    // Without the annotations the same Service is announced in every pool.
+    assert!(!has_cloud_pool(&two_regions_snapshot(&svc), &svc));
+}
+
+fn two_regions_snapshot(svc: &Service) -> Snapshot {
+    let mut store = two_regions();
+    store.apply(Object::Service(svc.clone()), NS);
+    store.snapshot(&Selection::default())
+}
+
 #[test]
 fn the_cloud_finalizer_goes_only_once_a_synced_driver_holds_nothing() {
     let key: PoolKey = (ObjectKey::new("default", "cube"), "np-hefei".into());

@@ -22,7 +22,7 @@ use crate::api::openyurt::{
     PoolService, PoolServiceSpec, LABEL_MANAGED_BY, LABEL_POOL_NAME, LABEL_SERVICE_NAME,
     MANAGED_BY, NODEPOOL_API_VERSION,
 };
-use crate::nodepool::{is_self_announced_class, selected_node_pools};
+use crate::nodepool::{is_self_announced_in, selected_node_pools};
 use crate::snapshot::{has_finalizer, ObjectKey, Selection, Snapshot};
 use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
 
@@ -158,12 +158,10 @@ pub fn desired_with(
             block_owner_deletion: None,
         });
     }
-    let class = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_class.as_deref());
-    let holds =
-        !is_self_announced_class(class) && cloud.holds(&(ObjectKey::of(svc), Arc::from(pool)));
+    // The pool's source, not only the Service's class: a pool annotated with a cloud class
+    // is behind a cloud load balancer even for a self-announced Service.
+    let holds = !is_self_announced_in(svc, snap.node_pools.get(pool))
+        && cloud.holds(&(ObjectKey::of(svc), Arc::from(pool)));
     PoolService {
         metadata: ObjectMeta {
             finalizers: holds.then(|| vec![CLOUD_FINALIZER.to_string()]),

@@ -1,4 +1,5 @@
-//! A client for the local API: one `GET` over the Unix socket (used by `edgelbctl` and tests).
+//! A client for a speaker's local API: one `GET` over its Unix socket (edgelbctl's default
+//! source; the daemon's and the lab's tests read a live speaker with it too).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-use super::view::LocalView;
+use edgelb_view::LocalView;
 
 /// Why a request to the local API failed.
 #[derive(Debug, thiserror::Error)]
