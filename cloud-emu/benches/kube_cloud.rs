@@ -15,52 +15,40 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use kube::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use edgelb_cloud::provider::{ConvergeOptions, LoadBalancerProvider};
-use edgelb_daemon::api::openyurt::NodePool;
-use edgelb_tests::kube::objects::{then_clean, Cleanup};
-use edgelb_tests::kube::{self as harness, Cluster, Forwarder, NodeSpec, Speaker};
+use edgelb_tests::kube::objects::then_clean;
+use edgelb_tests::kube::{self as harness, Cluster};
 use edgelb_tests::lab::{self, Lan, Netns};
-use support::cluster::{self as cloud};
-use support::{Emulator, KEY_ID, SECRET};
+use support::cluster::{self as cloud, REGION};
+use support::Emulator;
 
 const NAME: &str = "kube_cloud";
 const NS: &str = "kc-bench";
-const REGION: &str = "cn-emu-telecom";
 const CREDENTIALS: &str = "kc-credentials";
-const EMU_IN_NS: &str = "127.0.0.1:18099";
 const WAIT: Duration = Duration::from_secs(300);
 
 fn node_ip(j: usize) -> String {
     format!("192.0.2.{}", 70 + j)
 }
 
-/// Total answered calls in the emulator's per-action, per-code counters; writes apart.
-fn calls(stats: &Value) -> (u64, u64) {
-    let mut all = 0;
-    let mut writes = 0;
-    for (action, codes) in stats.as_object().into_iter().flatten() {
-        let n: u64 = codes
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(_, c)| c.as_u64())
-            .sum();
-        all += n;
-        if !action.starts_with("Describe") {
-            writes += n;
-        }
-    }
+/// Total answered calls in the emulator's counters; writes apart.
+fn calls(emu: &Emulator) -> (u64, u64) {
+    let by_action = cloud::calls_by_action(emu);
+    let all = by_action.values().sum();
+    let writes = by_action
+        .iter()
+        .filter(|(a, _)| !a.starts_with("Describe"))
+        .map(|(_, n)| n)
+        .sum();
     (all, writes)
 }
 
@@ -105,7 +93,7 @@ async fn baseline(n: usize, m: usize) -> (Duration, u64, u64) {
     }))
     .await;
     let took = t.elapsed();
-    let (all, writes) = calls(&emu.control("GET", "/control/stats", &Value::Null));
+    let (all, writes) = calls(&emu);
     (took, all, writes)
 }
 
@@ -117,8 +105,7 @@ async fn scenario(
     n: usize,
     m: usize,
 ) -> anyhow::Result<(Duration, u64, u64, usize)> {
-    edgelb_tests::kube::deploy::apply_dir(client, &harness::workspace().join("tests/fixtures"))
-        .await?;
+    cloud::prepare(client, NS, CREDENTIALS).await?;
     for j in 0..m {
         let pool = format!("np-kc{j}");
         cloud::cloud_node(
@@ -132,33 +119,38 @@ async fn scenario(
         .await?;
         cloud::ens_pool(client, &pool, REGION, json!({"bench": "kc"})).await?;
     }
-    cloud::credentials(client, CREDENTIALS, KEY_ID, SECRET).await?;
-    harness::objects::create_namespace(client, NS).await?;
-    let _to_emu = Forwarder::start(node.name(), EMU_IN_NS.parse()?, emu.addr)?;
-    let mut spec = NodeSpec::new("kc-node-0", node_ip(0).parse::<IpAddr>()?);
-    spec.extra_args = cloud::speaker_args(CREDENTIALS, EMU_IN_NS, "kc-cluster");
-    let speaker = Speaker::deploy(cluster, node, &spec, &harness::speaker_binary()?).await?;
+    let (speaker, _to_emu) = cloud::cloud_speaker(
+        cluster,
+        node,
+        "kc-node-0",
+        &node_ip(0),
+        CREDENTIALS,
+        "kc-cluster",
+        emu.addr,
+        100,
+        &[],
+    )
+    .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
     let result = async {
         // Let the speaker lead and sync before the burst (the figure is the burst's).
         harness::eventually("the speaker leads", WAIT, || async {
             let leases: Api<Lease> = Api::namespaced(client.clone(), harness::SYSTEM_NAMESPACE);
-            Ok(leases.get_opt("edgelb-leader").await?.map(|_| ()))
+            Ok(leases.get_opt(cloud::LEASE).await?.map(|_| ()))
         })
         .await?;
-        let before = calls(&emu.control("GET", "/control/stats", &Value::Null)).0;
+        let before = calls(emu).0;
         let t = Instant::now();
         let creates = (0..n).map(|s| {
             let services = &services;
             async move {
-                let svc: Service = serde_json::from_value(json!({
-                    "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": format!("s{s:03}"), "namespace": NS,
-                                 "annotations": {"service.openyurt.io/nodepool-labelselector": "bench=kc"}},
-                    "spec": {"type": "LoadBalancer", "loadBalancerClass": "alibabacloud.com/elb",
-                             "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
-                }))?;
-                services.create(&PostParams::default(), &svc).await.with_context(|| format!("Service s{s:03}"))?;
+                let ports = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
+                let svc =
+                    cloud::cloud_service(NS, &format!("s{s:03}"), "bench=kc", json!({}), ports)?;
+                services
+                    .create(&PostParams::default(), &svc)
+                    .await
+                    .with_context(|| format!("Service s{s:03}"))?;
                 anyhow::Ok(())
             }
         });
@@ -185,17 +177,17 @@ async fn scenario(
         let inv = emu.inventory();
         let active = inv["LoadBalancers"]
             .as_array()
-            .map(|l| l.iter().filter(|l| l["LoadBalancerStatus"] == "Active").count())
+            .map(|l| {
+                l.iter()
+                    .filter(|l| l["LoadBalancerStatus"] == "Active")
+                    .count()
+            })
             .unwrap_or(0);
-        let stats = emu.control("GET", "/control/stats", &Value::Null);
-        let (all, writes) = calls(&stats);
-        let per_action: BTreeMap<String, u64> = stats
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(a, c)| (a.clone(), c.as_object().into_iter().flatten().filter_map(|(_, v)| v.as_u64()).sum()))
-            .collect();
-        eprintln!("daemon's calls by action: {per_action:?}");
+        let (all, writes) = calls(emu);
+        eprintln!(
+            "daemon's calls by action: {:?}",
+            cloud::calls_by_action(emu)
+        );
         anyhow::Ok((took, all - before, writes, active))
     }
     .await;
@@ -203,17 +195,11 @@ async fn scenario(
 }
 
 async fn cleanup(client: &Client, m: usize) -> anyhow::Result<()> {
-    cloud::clear_finalizers(client, NS).await;
-    let mut c = Cleanup::new()
-        .add::<Namespace>(client, None, NS)
-        .add::<Secret>(client, Some(harness::SYSTEM_NAMESPACE), CREDENTIALS)
-        .add::<Lease>(client, Some(harness::SYSTEM_NAMESPACE), "edgelb-leader");
-    for j in 0..m {
-        c = c
-            .add::<NodePool>(client, None, &format!("np-kc{j}"))
-            .add::<Node>(client, None, &format!("kc-node-{j}"));
-    }
-    c.run(Duration::from_secs(120)).await
+    let pools: Vec<String> = (0..m).map(|j| format!("np-kc{j}")).collect();
+    let nodes: Vec<String> = (0..m).map(|j| format!("kc-node-{j}")).collect();
+    let pools: Vec<&str> = pools.iter().map(String::as_str).collect();
+    let nodes: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    cloud::cleanup(client, NS, CREDENTIALS, &pools, &nodes).await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

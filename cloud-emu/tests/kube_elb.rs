@@ -20,24 +20,21 @@
 mod audit;
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use edgelb_daemon::api::openyurt::{NodePool, PoolService};
-use edgelb_tests::kube::objects::{then_clean, Cleanup};
-use edgelb_tests::kube::{
-    self as harness, Cluster, Forwarder, NodeSpec, Speaker, SYSTEM_NAMESPACE,
-};
+use edgelb_daemon::api::openyurt::PoolService;
+use edgelb_tests::kube::objects::then_clean;
+use edgelb_tests::kube::{self as harness, Cluster, Speaker};
 use edgelb_tests::lab::{Lan, Netns};
-use support::{cluster, Emulator, KEY_ID, SECRET};
+use support::cluster::{self, inventory_until, lb, REGION, WAIT};
+use support::{Emulator, SECRET};
 
 const TEST: &str = "kube_elb::cloud_load_balancer_lifecycle";
 const NS: &str = "ke-elb";
@@ -45,32 +42,8 @@ const NODE: &str = "ke-node-a";
 const NODE_IP: &str = "192.0.2.41";
 const NODE_B: &str = "ke-node-b";
 const POOL: &str = "np-e";
-const REGION: &str = "cn-emu-telecom";
 const CREDENTIALS: &str = "ke-elb-credentials";
 const LB_NAME: &str = "k8s/cube/ke-elb/np-e/ke-cluster";
-/// Where the speaker reaches the emulator, inside its namespace.
-const EMU_IN_NS: &str = "127.0.0.1:18099";
-const WAIT: Duration = Duration::from_secs(60);
-
-fn lb<'a>(inv: &'a Value, name: &str) -> Option<&'a Value> {
-    inv["LoadBalancers"]
-        .as_array()?
-        .iter()
-        .find(|l| l["LoadBalancerName"] == name)
-}
-
-async fn inventory_until(
-    emu: &Emulator,
-    what: &str,
-    f: impl Fn(&Value) -> bool,
-) -> anyhow::Result<Value> {
-    harness::eventually(what, WAIT, || async {
-        let inv = emu.inventory();
-        Ok(f(&inv).then_some(inv))
-    })
-    .await
-    .with_context(|| format!("inventory {:#}", emu.inventory()))
-}
 
 async fn scenario(
     cluster: &Cluster,
@@ -78,41 +51,34 @@ async fn scenario(
     ns: &Netns,
     emu: &Emulator,
 ) -> anyhow::Result<()> {
-    let pp = PostParams::default();
-    edgelb_tests::kube::deploy::apply_dir(client, &harness::workspace().join("tests/fixtures"))
-        .await?;
+    cluster::prepare(client, NS, CREDENTIALS).await?;
     cluster::cloud_node(client, NODE, NODE_IP, POOL, REGION, "i-e1").await?;
     cluster::cloud_node(client, NODE_B, "192.0.2.42", POOL, REGION, "i-e2").await?;
     cluster::ens_pool(client, POOL, REGION, json!({"k8s-svc": "cube"})).await?;
-    cluster::credentials(client, CREDENTIALS, KEY_ID, SECRET).await?;
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &pp,
-            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
-        )
-        .await?;
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let ports = json!([{"name": "http", "port": 80, "protocol": "TCP"}]);
     services
         .create(
-            &pp,
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "cube", "namespace": NS,
-                             "annotations": {"service.openyurt.io/nodepool-labelselector": "k8s-svc=cube"}},
-                "spec": {"type": "LoadBalancer", "loadBalancerClass": "alibabacloud.com/elb",
-                         "selector": {"app": "cube"},
-                         "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
-            }))?,
+            &PostParams::default(),
+            &cluster::cloud_service(NS, "cube", "k8s-svc=cube", json!({}), ports)?,
         )
         .await?;
     let node_port = services.get("cube").await?.spec.unwrap().ports.unwrap()[0]
         .node_port
         .context("no nodePort allocated")?;
 
-    let _to_emu = Forwarder::start(ns.name(), EMU_IN_NS.parse()?, emu.addr)?;
-    let mut spec = NodeSpec::new(NODE, NODE_IP.parse::<IpAddr>()?);
-    spec.extra_args = cluster::speaker_args(CREDENTIALS, EMU_IN_NS, "ke-cluster");
-    let speaker = Speaker::deploy(cluster, ns, &spec, &harness::speaker_binary()?).await?;
+    let (speaker, _to_emu) = cluster::cloud_speaker(
+        cluster,
+        ns,
+        NODE,
+        NODE_IP,
+        CREDENTIALS,
+        "ke-cluster",
+        emu.addr,
+        100,
+        &[],
+    )
+    .await?;
     let result = checks(client, &services, emu, node_port, &speaker).await;
     let log = speaker.logs();
     if result.is_err() {
@@ -298,19 +264,6 @@ async fn checks(
     Ok(())
 }
 
-async fn cleanup(client: &Client) -> anyhow::Result<()> {
-    cluster::clear_finalizers(client, NS).await;
-    Cleanup::new()
-        .add::<Namespace>(client, None, NS)
-        .add::<NodePool>(client, None, POOL)
-        .add::<Secret>(client, Some(SYSTEM_NAMESPACE), CREDENTIALS)
-        .add::<Lease>(client, Some(SYSTEM_NAMESPACE), "edgelb-leader")
-        .add::<Node>(client, None, NODE)
-        .add::<Node>(client, None, NODE_B)
-        .run(WAIT)
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloud_load_balancer_lifecycle() -> anyhow::Result<()> {
     let Some((cluster, client)) = harness::cluster_for(TEST).await? else {
@@ -323,7 +276,7 @@ async fn cloud_load_balancer_lifecycle() -> anyhow::Result<()> {
     then_clean(
         TEST,
         scenario(cluster, &client, &ns, &emu),
-        cleanup(&client),
+        cluster::cleanup(&client, NS, CREDENTIALS, &[POOL], &[NODE, NODE_B]),
     )
     .await?;
     // Every request of the speaker (the Secret's watch, Events, PoolService status and
@@ -337,6 +290,5 @@ async fn cloud_load_balancer_lifecycle() -> anyhow::Result<()> {
             && report["EipAddresses"].as_array().is_some_and(Vec::is_empty),
         "leak report {report:#}"
     );
-    let _: SocketAddr = EMU_IN_NS.parse()?;
     Ok(())
 }

@@ -28,19 +28,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
 
-use edgelb_daemon::api::openyurt::NodePool;
 use edgelb_tests::kube::forward::in_netns;
-use edgelb_tests::kube::objects::{then_clean, Cleanup};
-use edgelb_tests::kube::{self as harness, Cluster, Forwarder, NodeSpec, Speaker};
+use edgelb_tests::kube::objects::then_clean;
+use edgelb_tests::kube::{self as harness, Cluster};
 use edgelb_tests::lab::{netns::veth, Lan, Netns};
-use support::cluster::{self as cloud, WAIT};
-use support::{Emulator, KEY_ID, SECRET};
+use support::cluster::{self as cloud, REGION, WAIT};
+use support::Emulator;
 
 const TEST: &str = "kube_elb_traffic::clients_reach_the_pods_through_the_cloud_load_balancer";
 const NS: &str = "kt-elb";
@@ -50,9 +48,7 @@ const CLOUD_IP: &str = "192.0.2.50";
 const CLIENT_IP: &str = "192.0.2.60";
 const POD: &str = "10.244.7.2:8080";
 const POOL: &str = "np-kt";
-const REGION: &str = "cn-emu-telecom";
 const CREDENTIALS: &str = "kt-elb-credentials";
-const EMU_IN_NS: &str = "127.0.0.1:18099";
 /// The emulator's default address pools (`--lb-pool`, `--eip-pool`).
 const POOLS: [&str; 2] = ["10.99.0.0/24", "10.98.0.0/24"];
 
@@ -177,26 +173,21 @@ async fn scenario(
     lab: &Lab,
     emu: &Emulator,
 ) -> anyhow::Result<()> {
-    let pp = PostParams::default();
-    edgelb_tests::kube::deploy::apply_dir(client, &harness::workspace().join("tests/fixtures"))
-        .await?;
+    cloud::prepare(client, NS, CREDENTIALS).await?;
     cloud::cloud_node(client, NODE, NODE_IP, POOL, REGION, "i-kt1").await?;
     cloud::ens_pool(client, POOL, REGION, json!({"k8s-svc": "web"})).await?;
-    cloud::credentials(client, CREDENTIALS, KEY_ID, SECRET).await?;
-    harness::objects::create_namespace(client, NS).await?;
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let ports = json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]);
     services
         .create(
-            &pp,
-            &serde_json::from_value(json!({
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "web", "namespace": NS,
-                             "annotations": {"service.openyurt.io/nodepool-labelselector": "k8s-svc=web",
-                                             "edgelb.io/pass-through": "true"}},
-                "spec": {"type": "LoadBalancer", "loadBalancerClass": "alibabacloud.com/elb",
-                         "selector": {"app": "web"},
-                         "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}
-            }))?,
+            &PostParams::default(),
+            &cloud::cloud_service(
+                NS,
+                "web",
+                "k8s-svc=web",
+                json!({"edgelb.io/pass-through": "true"}),
+                ports,
+            )?,
         )
         .await?;
     let node_port = services.get("web").await?.spec.unwrap().ports.unwrap()[0]
@@ -213,10 +204,18 @@ async fn scenario(
         stop.clone(),
     )?;
 
-    let _to_emu = Forwarder::start(lab.node.name(), EMU_IN_NS.parse()?, emu.addr)?;
-    let mut spec = NodeSpec::new(NODE, NODE_IP.parse::<IpAddr>()?);
-    spec.extra_args = cloud::speaker_args(CREDENTIALS, EMU_IN_NS, "kt-cluster");
-    let speaker = Speaker::deploy(cluster, &lab.node, &spec, &harness::speaker_binary()?).await?;
+    let (speaker, _to_emu) = cloud::cloud_speaker(
+        cluster,
+        &lab.node,
+        NODE,
+        NODE_IP,
+        CREDENTIALS,
+        "kt-cluster",
+        emu.addr,
+        100,
+        &[],
+    )
+    .await?;
     let result = traffic(&services, lab, &peers).await;
     speaker.log_if_failed(result)
 }
@@ -292,18 +291,6 @@ async fn traffic(services: &Api<Service>, lab: &Lab, peers: &Peers) -> anyhow::R
     Ok(())
 }
 
-async fn cleanup(client: &Client) -> anyhow::Result<()> {
-    cloud::clear_finalizers(client, NS).await;
-    Cleanup::new()
-        .add::<Namespace>(client, None, NS)
-        .add::<NodePool>(client, None, POOL)
-        .add::<Secret>(client, Some(harness::SYSTEM_NAMESPACE), CREDENTIALS)
-        .add::<Lease>(client, Some(harness::SYSTEM_NAMESPACE), "edgelb-leader")
-        .add::<Node>(client, None, NODE)
-        .run(WAIT)
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_reach_the_pods_through_the_cloud_load_balancer() -> anyhow::Result<()> {
     let Some((cluster, client)) = harness::cluster_for(TEST).await? else {
@@ -317,7 +304,7 @@ async fn clients_reach_the_pods_through_the_cloud_load_balancer() -> anyhow::Res
         then_clean(
             TEST,
             scenario(cluster, &client, &lab, &emu),
-            cleanup(&client),
+            cloud::cleanup(&client, NS, CREDENTIALS, &[POOL], &[NODE]),
         ),
     )
     .await

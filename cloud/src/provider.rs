@@ -13,11 +13,16 @@ use std::time::Duration;
 use crate::diff::{diff, diff_delete, ingress};
 use crate::model::{Action, Desired, Observed, Target};
 
+/// The pause between looks at a cloud mid-transition doubles up to this many times
+/// [`ConvergeOptions::poll`].
+pub const POLL_BACKOFF_CAP: u32 = 4;
+
 /// How long one `ensure`/`delete` keeps going before handing back (and being requeued).
 #[derive(Clone, Debug)]
 pub struct ConvergeOptions {
     pub max_rounds: usize,
-    /// Pause between rounds when the cloud is mid-transition (Creating, Associating).
+    /// First pause between rounds when the cloud is mid-transition (Creating,
+    /// Associating); doubled while it stays so, up to [`POLL_BACKOFF_CAP`] times.
     pub poll: Duration,
 }
 
@@ -112,6 +117,7 @@ async fn converge<P: LoadBalancerProvider + ?Sized>(
     ingress_of: impl Fn(&Observed) -> Option<String> + Send,
 ) -> Result<Report, ConvergeError<P::Error>> {
     let mut report = Report::default();
+    let mut poll = opts.poll;
     for round in 0..opts.max_rounds.max(1) {
         report.rounds = round + 1;
         let observed = provider
@@ -142,7 +148,12 @@ async fn converge<P: LoadBalancerProvider + ?Sized>(
             report.actions.push(action.clone());
         }
         if step.actions.is_empty() {
-            tokio::time::sleep(opts.poll).await;
+            // The cloud is mid-transition: look again, less often the longer it takes
+            // (each look is several Describe calls).
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(opts.poll * POLL_BACKOFF_CAP);
+        } else {
+            poll = opts.poll;
         }
     }
     Ok(report)

@@ -1,17 +1,26 @@
-//! Cluster-side pieces the cloud tests share (kube_elb_traffic, the cloud bench): a server-side
-//! apply of any object, a Node of an ENS pool with its providerID, and the operator's
-//! clean-up when no speaker is left to remove our finalizers.
+//! Cluster-side pieces the cloud tests and the cloud bench share (kube_elb, kube_elb_traffic,
+//! kube_elb_faults, benches/kube_cloud): a server-side apply of any object, a Node of an ENS
+//! pool with its providerID, the namespace and credentials, a cloud-class Service, the
+//! speaker as deployed with the cloud flags, the emulator's inventory and counters, and the
+//! operator's clean-up when no speaker is left to remove our finalizers.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
 use kube::api::{Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use edgelb_daemon::api::openyurt::PoolService;
-use edgelb_tests::kube as harness;
+use edgelb_daemon::api::openyurt::{NodePool, PoolService};
+use edgelb_tests::kube::objects::Cleanup;
+use edgelb_tests::kube::{self as harness, Cluster, Forwarder, NodeSpec, Speaker};
+use edgelb_tests::lab::Netns;
+
+use super::Emulator;
 
 /// Server-side apply of `body` (any kind, found by discovery) as field manager `manager`.
 pub async fn apply(client: &Client, manager: &str, what: &str, body: Value) -> anyhow::Result<()> {
@@ -123,17 +132,156 @@ pub async fn clear_finalizers(client: &Client, ns: &str) {
     }
 }
 
-/// Speaker flags for the cloud class against an emulator reached at `endpoint`.
-pub fn speaker_args(credentials: &str, endpoint: &str, cluster: &str) -> Vec<String> {
+/// Speaker flags for the cloud class against an emulator reached at `endpoint`, `rate`
+/// calls per second.
+pub fn speaker_args(credentials: &str, endpoint: &str, cluster: &str, rate: u32) -> Vec<String> {
     vec![
         "--class=alibabacloud.com/elb".into(),
         format!("--elb-credentials-secret={credentials}"),
         format!("--elb-endpoint=http://{endpoint}"),
         format!("--elb-cluster={cluster}"),
-        "--elb-rate=100".into(),
+        format!("--elb-rate={rate}"),
         "--elb-resync-seconds=2".into(),
     ]
 }
 
 /// How long the cloud tests wait for one step.
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Where a speaker reaches the emulator inside its node's namespace (a [`Forwarder`] to the
+/// emulator on the host's loopback).
+pub const EMU_IN_NS: &str = "127.0.0.1:18099";
+
+/// The ENS node (region) of the cloud tests' pools.
+pub const REGION: &str = "cn-emu-telecom";
+
+/// The Lease of the writer of record (the shipped `--namespace`).
+pub const LEASE: &str = "edgelb-leader";
+
+/// What every cloud test starts with: the shipped fixtures, the credentials Secret and the
+/// test's namespace.
+pub async fn prepare(client: &Client, ns: &str, credentials_secret: &str) -> anyhow::Result<()> {
+    edgelb_tests::kube::deploy::apply_dir(client, &harness::workspace().join("tests/fixtures"))
+        .await?;
+    credentials(client, credentials_secret, super::KEY_ID, super::SECRET).await?;
+    harness::objects::create_namespace(client, ns).await
+}
+
+/// A Service `ns/name` of class `alibabacloud.com/elb` selecting the node pools labelled
+/// `selector` (`key=value`), with extra `annotations` and the given `ports`.
+pub fn cloud_service(
+    ns: &str,
+    name: &str,
+    selector: &str,
+    annotations: Value,
+    ports: Value,
+) -> anyhow::Result<Service> {
+    let mut a = json!({"service.openyurt.io/nodepool-labelselector": selector});
+    if let (Some(a), Some(extra)) = (a.as_object_mut(), annotations.as_object()) {
+        a.extend(extra.clone());
+    }
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": ns, "annotations": a},
+        "spec": {"type": "LoadBalancer", "loadBalancerClass": "alibabacloud.com/elb",
+                 "selector": {"app": name}, "ports": ports}
+    }))?)
+}
+
+/// The speaker as deployed on node `node` (address `ip`, namespace `netns`) with the cloud
+/// flags (`rate` calls per second) and `extra` arguments, reaching the emulator at `emu`.
+/// The returned [`Forwarder`] must live as long as the speaker.
+#[allow(clippy::too_many_arguments)]
+pub async fn cloud_speaker(
+    cluster: &Cluster,
+    netns: &Netns,
+    node: &str,
+    ip: &str,
+    credentials_secret: &str,
+    cluster_name: &str,
+    emu: SocketAddr,
+    rate: u32,
+    extra: &[&str],
+) -> anyhow::Result<(Speaker, Forwarder)> {
+    let to_emu = Forwarder::start(netns.name(), EMU_IN_NS.parse()?, emu)?;
+    let mut spec = NodeSpec::new(node, ip.parse()?);
+    spec.extra_args = speaker_args(credentials_secret, EMU_IN_NS, cluster_name, rate);
+    spec.extra_args.extend(extra.iter().map(|a| a.to_string()));
+    let speaker = Speaker::deploy(cluster, netns, &spec, &harness::speaker_binary()?).await?;
+    Ok((speaker, to_emu))
+}
+
+/// Removes what a cloud test made once no speaker is left: our finalizers, the namespace,
+/// the node pools, the nodes, the credentials Secret and the Lease; waits until gone.
+pub async fn cleanup(
+    client: &Client,
+    ns: &str,
+    credentials_secret: &str,
+    pools: &[&str],
+    nodes: &[&str],
+) -> anyhow::Result<()> {
+    clear_finalizers(client, ns).await;
+    let mut c = Cleanup::new()
+        .add::<Namespace>(client, None, ns)
+        .add::<Secret>(client, Some(harness::SYSTEM_NAMESPACE), credentials_secret)
+        .add::<Lease>(client, Some(harness::SYSTEM_NAMESPACE), LEASE);
+    for p in pools {
+        c = c.add::<NodePool>(client, None, p);
+    }
+    for n in nodes {
+        c = c.add::<Node>(client, None, n);
+    }
+    c.run(Duration::from_secs(120)).await
+}
+
+/// The load balancer named `name` in an inventory (or leak report).
+pub fn lb<'a>(inv: &'a Value, name: &str) -> Option<&'a Value> {
+    inv["LoadBalancers"]
+        .as_array()?
+        .iter()
+        .find(|l| l["LoadBalancerName"] == name)
+}
+
+/// Polls the emulator's inventory until `f` holds (bounded by [`WAIT`]); the inventory.
+pub async fn inventory_until(
+    emu: &Emulator,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
+    harness::eventually(what, WAIT, || async {
+        let inv = emu.inventory();
+        Ok(f(&inv).then_some(inv))
+    })
+    .await
+    .with_context(|| format!("inventory {:#}", emu.inventory()))
+}
+
+/// Answered calls per action from the emulator's counters, every answer code summed.
+pub fn calls_by_action(emu: &Emulator) -> BTreeMap<String, u64> {
+    let stats = emu.control("GET", "/control/stats", &Value::Null);
+    stats
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(a, codes)| {
+            let n = codes
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(_, c)| c.as_u64())
+                .sum();
+            (a.clone(), n)
+        })
+        .collect()
+}
+
+/// Answers with error `code`, over every action.
+pub fn answers_with(emu: &Emulator, code: &str) -> u64 {
+    let stats = emu.control("GET", "/control/stats", &Value::Null);
+    stats
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, codes)| codes.get(code).and_then(Value::as_u64))
+        .sum()
+}

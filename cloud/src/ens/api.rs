@@ -17,6 +17,9 @@ use crate::model::{
 /// ENS takes at most 20 backend servers per Add/Set/RemoveBackendServers call.
 pub const BACKENDS_PER_CALL: usize = 20;
 
+/// `DescribeEnsEipAddresses` takes at most 50 comma-separated `AllocationId`s.
+pub const EIP_IDS_PER_CALL: usize = 50;
+
 /// An instance's attributes as `DescribeLoadBalancerAttribute` gives them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LbAttributes {
@@ -233,6 +236,31 @@ pub async fn eips(
     )
     .await?;
     Ok(all.iter().filter_map(eip_of).collect())
+}
+
+/// `DescribeEnsEipAddresses` of the given allocation ids in one ENS node (at most 50 ids
+/// per call, as the reference allows), as (name, EIP); none asked, no call.
+pub async fn eips_by_id(
+    client: &EnsClient,
+    region: &str,
+    ids: &[&str],
+) -> Result<Vec<(String, ObservedEip)>, EnsError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(EIP_IDS_PER_CALL) {
+        let all = paged(
+            client,
+            "DescribeEnsEipAddresses",
+            &[
+                ("EnsRegionId", region.to_string()),
+                ("AllocationId", chunk.join(",")),
+            ],
+            "EipAddresses",
+            "EipAddress",
+        )
+        .await?;
+        out.extend(all.iter().filter_map(eip_of));
+    }
+    Ok(out)
 }
 
 /// `DescribeEnsEipAddresses` bound to one instance.

@@ -16,7 +16,7 @@ use super::CloudConfig;
 use crate::api::openyurt::PoolService;
 use crate::nodepool::{is_self_announced_class, is_self_announced_in};
 use crate::plan::node_floor;
-use crate::snapshot::{ObjectKey, Snapshot, SnapshotData};
+use crate::snapshot::{NodeView, ObjectKey, Snapshot, SnapshotData};
 use crate::status::pool_services::{has_cloud_finalizer, is_ours, owner_of, plan as fan_out};
 
 /// The pool annotation naming the ENS node (edge region) a pool's load balancer lives in.
@@ -104,12 +104,7 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
     // Who names which user-managed load balancer (for the sharing rule).
     let mut by_lb: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (_, svc_key, _, ps, _) in &cloud {
-        if let Some(id) = ps
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ANNOTATION_LB_ID))
-        {
+        if let Some(id) = user_lb_id(ps) {
             by_lb
                 .entry(id.as_str())
                 .or_default()
@@ -194,25 +189,14 @@ fn delete_target(
         .get(pool)
         .and_then(|p| p.annotations.get(ANNOTATION_REGION).cloned())
         .or_else(|| cfg.region.clone())?;
-    let ownership = match ps
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_LB_ID))
-    {
+    let ownership = match user_lb_id(ps) {
         Some(id) => Ownership::UserManaged {
             lb_id: id.clone(),
             manage_listeners: false,
         },
         None => Ownership::Managed,
     };
-    let owned_backends = snap
-        .node_pools
-        .get(pool)
-        .map(|p| p.nodes.clone())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| snap.nodes.get(n))
+    let owned_backends = pool_nodes(snap, pool)
         .filter_map(|v| v.node.spec.as_ref()?.provider_id.as_deref())
         .filter_map(|p| EnsProfile.instance_id(p))
         .collect();
@@ -224,6 +208,21 @@ fn delete_target(
         listener_keys: BTreeSet::new(),
         shared_with: Vec::new(),
     })
+}
+
+/// The user's load balancer a PoolService names (`...-loadbalancer-id`), if any.
+fn user_lb_id(ps: &PoolService) -> Option<&String> {
+    ps.metadata.annotations.as_ref()?.get(ANNOTATION_LB_ID)
+}
+
+/// The pool's member Nodes that the snapshot has (the backends' source, planned or
+/// deleted).
+fn pool_nodes<'a>(snap: &'a SnapshotData, pool: &str) -> impl Iterator<Item = &'a NodeView> {
+    snap.node_pools
+        .get(pool)
+        .into_iter()
+        .flat_map(|p| p.nodes.iter())
+        .filter_map(|n| snap.nodes.get(n))
 }
 
 fn annotations(a: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
@@ -256,13 +255,7 @@ pub fn plan_input(
         _ => TrafficPolicy::Cluster,
     };
     let endpoints = ready_endpoints_by_node(snap, &key);
-    let nodes = snap
-        .node_pools
-        .get(pool)
-        .map(|p| p.nodes.clone())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| snap.nodes.get(n))
+    let nodes = pool_nodes(snap, pool)
         .map(|v| PoolNode {
             name: v.node.metadata.name.clone().unwrap_or_default(),
             provider_id: v

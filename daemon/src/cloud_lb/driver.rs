@@ -140,6 +140,9 @@ struct Memory {
     finalized: bool,
     next_due: Instant,
     failures: u32,
+    /// The last `ensure` of this plan converged: the next one is a drift check, which
+    /// waits while others still converge (they share the account's call rate).
+    converged: bool,
 }
 
 /// A deletion in progress.
@@ -222,6 +225,11 @@ pub fn describe(action: &Action) -> String {
         Action::UnassociateEip { allocation_id } => format!("UnassociateEip {allocation_id}"),
         Action::ReleaseEip { allocation_id } => format!("ReleaseEip {allocation_id}"),
     }
+}
+
+/// Every call of one ensure/delete, for its Event: `CreateLoadBalancer ...; CreateEip ...`.
+pub fn calls_text(actions: &[Action]) -> String {
+    actions.iter().map(describe).collect::<Vec<_>>().join("; ")
 }
 
 fn pairs(b: &[(String, u32)]) -> String {
@@ -436,6 +444,7 @@ impl Driver {
                     m.finalized = p.finalized;
                     m.next_due = now;
                     m.failures = 0;
+                    m.converged = false;
                 }
                 None => {
                     self.mem.insert(
@@ -447,6 +456,7 @@ impl Driver {
                             finalized: p.finalized,
                             next_due: now,
                             failures: 0,
+                            converged: false,
                         },
                     );
                 }
@@ -535,10 +545,17 @@ impl Driver {
                 .filter(|(n, d)| now >= d.next_due && !self.ensuring.values().any(|e| e == *n))
                 .map(|(n, _)| JobKey::Delete(n.clone())),
         );
+        // Creates and repairs first, then drift checks (see `due_at`).
+        let busy = self.busy();
+        let (drift, urgent): (Vec<_>, Vec<_>) = self
+            .mem
+            .iter()
+            .filter(|(_, m)| m.finalized && now >= self.due_at(m, busy))
+            .partition(|(_, m)| m.converged);
         due.extend(
-            self.mem
-                .iter()
-                .filter(|(_, m)| m.finalized && now >= m.next_due)
+            urgent
+                .into_iter()
+                .chain(drift)
                 .map(|(k, _)| JobKey::Ensure(k.clone())),
         );
         let mut started = 0;
@@ -592,28 +609,19 @@ impl Driver {
                                         format!(
                                             "{}load balancer {name}: {}",
                                             subject(ps.as_ref()),
-                                            r.actions
-                                                .iter()
-                                                .map(describe)
-                                                .collect::<Vec<_>>()
-                                                .join("; ")
+                                            calls_text(&r.actions)
                                         ),
                                     )
                                     .await;
                                 }
                                 Ok(r)
                             }
-                            Err(e) => {
-                                let msg = format!("{}{e}", subject(ps.as_ref()));
-                                ev.post(
+                            Err(e) => Err(ev
+                                .post_failed(
                                     regarding.as_ref(),
-                                    "CloudLoadBalancerFailed",
-                                    "Warning",
-                                    msg.clone(),
+                                    format!("{}{e}", subject(ps.as_ref())),
                                 )
-                                .await;
-                                Err(msg)
-                            }
+                                .await),
                         };
                         Done::Delete { name, result }
                     });
@@ -674,11 +682,7 @@ impl Driver {
                                         format!(
                                             "PoolService {ps}: load balancer {}: {}",
                                             desired.target.name,
-                                            r.actions
-                                                .iter()
-                                                .map(describe)
-                                                .collect::<Vec<_>>()
-                                                .join("; ")
+                                            calls_text(&r.actions)
                                         ),
                                     )
                                     .await;
@@ -692,14 +696,12 @@ impl Driver {
                                     }
                                     ConvergeError::Observe { .. } => None,
                                 };
-                                let msg = format!("PoolService {ps}: {e}");
-                                ev.post(
-                                    regarding.as_ref(),
-                                    "CloudLoadBalancerFailed",
-                                    "Warning",
-                                    msg.clone(),
-                                )
-                                .await;
+                                let msg = ev
+                                    .post_failed(
+                                        regarding.as_ref(),
+                                        format!("PoolService {ps}: {e}"),
+                                    )
+                                    .await;
                                 Err((msg, partial))
                             }
                         };
@@ -808,6 +810,7 @@ impl Driver {
                             entry.last_actions = r.actions.iter().map(describe).collect();
                         }
                         m.failures = 0;
+                        m.converged = r.converged;
                         // A plan that changed meanwhile stays due now.
                         if m.next_due > now {
                             m.next_due = if r.converged {
@@ -827,6 +830,7 @@ impl Driver {
                         entry.converged = false;
                         entry.error = Some(msg);
                         m.failures += 1;
+                        m.converged = false;
                         if m.next_due > now {
                             m.next_due = now + backoff(m.failures, resync);
                         }
@@ -836,13 +840,34 @@ impl Driver {
         }
     }
 
+    /// Some load balancer is being created, repaired or deleted.
+    fn busy(&self) -> bool {
+        !self.dels.is_empty()
+            || self
+                .mem
+                .values()
+                .any(|m| m.finalized && m.outcome.is_ok() && !m.converged && m.failures == 0)
+    }
+
+    /// When an ensure is due: a drift check of a converged load balancer waits while others
+    /// still converge (they share the account's call rate), for at most one more resync
+    /// period (one that never converges must not starve drift repair).
+    fn due_at(&self, m: &Memory, busy: bool) -> Instant {
+        if m.converged && busy {
+            m.next_due + self.cfg.resync
+        } else {
+            m.next_due
+        }
+    }
+
     fn next_wake(&self) -> Option<Instant> {
         let mut at = self.next_sweep;
+        let busy = self.busy();
         let mut consider = |t: Instant| {
             at = Some(at.map_or(t, |a| a.min(t)));
         };
         for m in self.mem.values().filter(|m| m.finalized) {
-            consider(m.next_due);
+            consider(self.due_at(m, busy));
         }
         for d in self.dels.values() {
             consider(d.next_due);
@@ -1005,6 +1030,10 @@ fn report_reason(p: &Planned, e: Option<&CloudEntry>) -> (String, String) {
                     .unwrap_or_default()
             ),
         ),
+        Some(e) if e.error.as_deref().is_some_and(is_throttled) => (
+            "CloudLoadBalancerThrottled".into(),
+            format!("{head}: {}", e.error.clone().unwrap_or_default()),
+        ),
         Some(e) if e.error.is_some() => (
             "CloudLoadBalancerFailed".into(),
             format!("{head}: {}", e.error.clone().unwrap_or_default()),
@@ -1019,6 +1048,12 @@ fn report_reason(p: &Planned, e: Option<&CloudEntry>) -> (String, String) {
         ),
         _ => (String::new(), String::new()),
     }
+}
+
+/// The cloud refused a call for flow control (its codes `Throttling`, `Throttling.User`,
+/// `Throttling.Api` name it) and the client's retries ran out.
+fn is_throttled(error: &str) -> bool {
+    error.contains("Throttling")
 }
 
 /// `PoolService ns/name: ` or nothing (a leftover the sweep found).
@@ -1061,6 +1096,18 @@ impl EventCtx {
         if let Err(e) = post_about(client, &self.node, regarding, &note, false, budget).await {
             tracing::warn!(error = %e, reason, "cannot post the cloud Event");
         }
+    }
+
+    /// A `CloudLoadBalancerFailed` Warning (`CloudLoadBalancerThrottled` when the cloud
+    /// refused for flow control); hands `msg` back for the report.
+    async fn post_failed(&self, regarding: Option<&ObjectReference>, msg: String) -> String {
+        let reason = if is_throttled(&msg) {
+            "CloudLoadBalancerThrottled"
+        } else {
+            "CloudLoadBalancerFailed"
+        };
+        self.post(regarding, reason, "Warning", msg.clone()).await;
+        msg
     }
 }
 
