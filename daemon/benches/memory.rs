@@ -5,86 +5,31 @@
 //!
 //! `cargo bench -p edgelb-daemon --bench memory` (env `MEM_N="1000 10000"`, the default).
 //! Per stage and N it prints the live heap in MiB, the live allocations, and the bytes per
-//! Service over the baseline; at the end, the process's RSS. The announcers run in a
+//! Service over the baseline; at the end, the process's RSS. Two tables: the objects as
+//! written in a standalone file, and as the API server returns them to a cluster-mode
+//! speaker's watch (uid, resourceVersion, cluster IP, the spec's defaults, the status IP). The announcers run in a
 //! network namespace of their own (the one BGP peer is on loopback port 1, nothing
 //! listens): root is needed, as for the speaker tests.
-#![allow(unsafe_code)] // the counting allocator: GlobalAlloc is an unsafe trait
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+#[path = "../tests/alloc_support/mod.rs"]
+mod alloc_support;
+
 use std::sync::Arc;
 
+use alloc_support::{services_yaml, Counting, Shape};
 use edgelb_daemon::local_api::publish::Publisher;
 use edgelb_daemon::metrics::Metrics;
 use edgelb_daemon::snapshot::{Selection, Store};
 use edgelb_daemon::source::file::parse_each;
 use edgelb_daemon::speaker::{Allocator, AnnounceConfig, Announcing};
 
-struct Counting;
-
-/// Bytes requested and not yet freed.
-static LIVE: AtomicI64 = AtomicI64::new(0);
-/// Allocations not yet freed.
-static LIVE_N: AtomicI64 = AtomicI64::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        LIVE_N.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        LIVE_N.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts the live heap of this bench binary.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Counting = Counting::new();
 
 /// The live heap now: (bytes, allocations).
 fn live() -> (i64, i64) {
-    (LIVE.load(Ordering::Relaxed), LIVE_N.load(Ordering::Relaxed))
-}
-
-/// The bench's file: a pool, a BGP peer on loopback port 1, an advertisement, node-a, and
-/// `n` Services with a ready endpoint on node-a (the objects of `bench/services.py`).
-fn cluster_yaml(n: usize) -> String {
-    let mut s = String::from(
-        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
-         spec: {addresses: [\"198.18.0.0/16\"]}\n---\n\
-         apiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router, namespace: edgelb-system}\n\
-         spec: {myASN: 64512, peerASN: 64500, peerAddress: \"127.0.0.1\", peerPort: 1}\n---\n\
-         apiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
-         spec: {}\n---\n\
-         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
-         status: {addresses: [{type: InternalIP, address: \"127.0.0.1\"}]}\n",
-    );
-    for i in 0..n {
-        let _ = write!(
-            s,
-            "---\n{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"s{i}\", \"namespace\": \"bench\"}}, \
-             \"spec\": {{\"type\": \"LoadBalancer\", \"loadBalancerClass\": \"edgelb.io/speaker\", \"ports\": [{{\"port\": 80, \"protocol\": \"TCP\"}}]}}}}\n\
-             ---\n{{\"apiVersion\": \"discovery.k8s.io/v1\", \"kind\": \"EndpointSlice\", \
-             \"metadata\": {{\"name\": \"s{i}-1\", \"namespace\": \"bench\", \"labels\": {{\"kubernetes.io/service-name\": \"s{i}\"}}}}, \
-             \"addressType\": \"IPv4\", \"endpoints\": [{{\"addresses\": [\"10.{}.{}.{}\"], \"nodeName\": \"node-a\", \"conditions\": {{\"ready\": true}}}}], \
-             \"ports\": [{{\"port\": 80, \"protocol\": \"TCP\"}}]}}\n",
-            (i >> 16) & 255,
-            (i >> 8) & 255,
-            i & 255
-        );
-    }
-    s
+    GLOBAL.live()
 }
 
 /// The stages, in order; each row is the heap held after it.
@@ -99,14 +44,14 @@ const STAGES: [&str; 7] = [
 ];
 
 /// The live heap after each stage with `n` Services, over the heap before the first.
-async fn stages(n: usize) -> Vec<(i64, i64)> {
+async fn stages(n: usize, shape: Shape) -> Vec<(i64, i64)> {
     let (b0, c0) = live();
     let mut out = Vec::new();
     let mark = |out: &mut Vec<(i64, i64)>| {
         let (b, c) = live();
         out.push((b - b0, c - c0));
     };
-    let text = cluster_yaml(n);
+    let text = services_yaml(n, shape);
     mark(&mut out);
     let sel = Selection::default();
     let mut store = Store::default();
@@ -139,7 +84,7 @@ async fn stages(n: usize) -> Vec<(i64, i64)> {
 
 /// Runs `stages(n)` on a current-thread runtime of a thread of its own in a fresh network
 /// namespace (the speaker code never runs in the host's).
-fn alone(n: usize) -> Vec<(i64, i64)> {
+fn alone(n: usize, shape: Shape) -> Vec<(i64, i64)> {
     std::thread::scope(|s| {
         s.spawn(|| {
             edgelb_tests::lab::netns::isolate_this_thread()
@@ -148,7 +93,7 @@ fn alone(n: usize) -> Vec<(i64, i64)> {
                 .enable_all()
                 .build()
                 .expect("runtime")
-                .block_on(stages(n))
+                .block_on(stages(n, shape))
         })
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
@@ -171,22 +116,17 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; a filter argument is not used.
-    let ns: Vec<usize> = std::env::var("MEM_N")
-        .unwrap_or_else(|_| "1000 10000".into())
-        .split_whitespace()
-        .map(|s| s.parse().expect("MEM_N: numbers"))
-        .collect();
+/// One table: every stage for the baseline (0 Services) and each N, objects in `shape`.
+fn table(ns: &[usize], shape: Shape) {
     println!(
-        "# memory by stage (live heap requested; {} build), sizes: Service {} B, EndpointSlice {} B, Endpoint {} B",
-        if cfg!(debug_assertions) { "debug" } else { "release" },
-        std::mem::size_of::<k8s_openapi::api::core::v1::Service>(),
-        std::mem::size_of::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
-        std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
+        "# objects {}",
+        match shape {
+            Shape::File => "as written in the standalone file",
+            Shape::Api => "as the API server returns them (cluster mode: uid, resourceVersion, cluster IP, defaults, status IP)",
+        }
     );
-    let base = alone(0);
-    let runs: Vec<(usize, Vec<(i64, i64)>)> = ns.iter().map(|&n| (n, alone(n))).collect();
+    let base = alone(0, shape);
+    let runs: Vec<(usize, Vec<(i64, i64)>)> = ns.iter().map(|&n| (n, alone(n, shape))).collect();
     print!("{:<34} {:>18}", "stage", "baseline 0: MiB/allocs");
     for (n, _) in &runs {
         print!(" {:>30}", format!("N={n}: MiB/allocs/B per Service"));
@@ -201,6 +141,25 @@ fn main() {
             print!(" {:>10.2} {:>10} {:>8}", mib(b), c, per);
         }
         println!();
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument is not used.
+    let ns: Vec<usize> = std::env::var("MEM_N")
+        .unwrap_or_else(|_| "1000 10000".into())
+        .split_whitespace()
+        .map(|s| s.parse().expect("MEM_N: numbers"))
+        .collect();
+    println!(
+        "# memory by stage (live heap requested; {} build), sizes: Service {} B, EndpointSlice {} B, Endpoint {} B",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        std::mem::size_of::<k8s_openapi::api::core::v1::Service>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
+        std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
+    );
+    for shape in [Shape::File, Shape::Api] {
+        table(&ns, shape);
     }
     println!(
         "# RSS of this bench after the runs (every run's objects dropped): {:.1} MiB",

@@ -8,14 +8,13 @@
 //! source's poll of an unchanged file. No network: each measurement runs in a network
 //! namespace of its own, where the one BGP peer is on loopback port 1 (nothing listens), and
 //! no L2 advertisement exists.
-#![allow(unsafe_code)] // the counting allocator: GlobalAlloc is an unsafe trait
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod alloc_support;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use alloc_support::{cluster_yaml, Counting};
 use edgelb_daemon::ipam::Assignments;
 use edgelb_daemon::local_api::publish::Publisher;
 use edgelb_daemon::metrics::Metrics;
@@ -23,33 +22,9 @@ use edgelb_daemon::snapshot::{Selection, Snapshot};
 use edgelb_daemon::source::file::{parse, store_of, watch_file};
 use edgelb_daemon::speaker::{Allocator, AnnounceConfig, Announcing};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is passed to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
+/// Counts every allocation of this test binary.
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: Counting = Counting::new();
 
 /// The tests measure one at a time (the counters are process-wide).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -79,39 +54,9 @@ where
     })
 }
 
+/// (allocations, bytes) made so far.
 fn counters() -> (u64, u64) {
-    (
-        ALLOCS.load(Ordering::Relaxed),
-        BYTES.load(Ordering::Relaxed),
-    )
-}
-
-/// A pool, a BGP peer on loopback port 1, an advertisement, node-a, and `n` Services with a
-/// ready endpoint on node-a.
-fn cluster_yaml(n: usize) -> String {
-    let mut s = String::from(
-        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
-         spec: {addresses: [\"198.18.0.0/16\"]}\n---\n\
-         apiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router, namespace: edgelb-system}\n\
-         spec: {myASN: 64512, peerASN: 64500, peerAddress: \"127.0.0.1\", peerPort: 1}\n---\n\
-         apiVersion: edgelb.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
-         spec: {}\n---\n\
-         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
-         status: {addresses: [{type: InternalIP, address: \"127.0.0.1\"}]}\n",
-    );
-    for i in 0..n {
-        let _ = write!(
-            s,
-            "---\n{{\"apiVersion\": \"v1\", \"kind\": \"Service\", \"metadata\": {{\"name\": \"s{i}\", \"namespace\": \"bench\"}}, \
-             \"spec\": {{\"type\": \"LoadBalancer\", \"loadBalancerClass\": \"edgelb.io/speaker\", \"ports\": [{{\"port\": 80}}]}}}}\n\
-             ---\n{{\"apiVersion\": \"discovery.k8s.io/v1\", \"kind\": \"EndpointSlice\", \
-             \"metadata\": {{\"name\": \"s{i}-1\", \"namespace\": \"bench\", \"labels\": {{\"kubernetes.io/service-name\": \"s{i}\"}}}}, \
-             \"addressType\": \"IPv4\", \"endpoints\": [{{\"addresses\": [\"10.0.{}.{}\"], \"nodeName\": \"node-a\", \"conditions\": {{\"ready\": true}}}}]}}\n",
-            i / 256,
-            i % 256
-        );
-    }
-    s
+    GLOBAL.made()
 }
 
 fn snapshot(n: usize) -> Snapshot {

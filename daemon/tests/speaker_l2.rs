@@ -16,7 +16,10 @@
 //!   owner resumes (it never lost the IP in its own view) and must announce again, so that
 //!   when the interim owner is then cut off the client is still served;
 //! - throughout the fault sequences an ARP request every 50 ms (captured on the client):
-//!   never two nodes answering one request.
+//!   never two nodes answering one request;
+//! - an asymmetric partition, five nodes: one watcher of the owner is cut off from the owner
+//!   alone (every other path works); the other watcher vouches for the owner, so nobody is
+//!   declared down, the IP stays, and the client is served throughout.
 mod speaker_support;
 
 use std::path::PathBuf;
@@ -26,14 +29,17 @@ use anyhow::Context;
 use edgelb_tests::lab::capture::{epoch, Capture};
 use edgelb_tests::lab::{self, wait_until, Lan, Netns, NsProcess};
 use speaker_support::l2::{
-    self as l2lab, longest_outage, measure_failover, probe_lines, Failover, Fault,
+    self as l2lab, longest_outage, measure_failover, probe_lines, Failover, Fault, KeyFrom,
 };
 use speaker_support::{cluster_yaml, write_atomic, Dir, SpeakerProc, Svc};
 
-const NODES: [(&str, &str); 3] = [
+/// The nodes a lab may have; most tests use the first three.
+const NODES: [(&str, &str); 5] = [
     ("node-0", "192.0.2.10"),
     ("node-1", "192.0.2.11"),
     ("node-2", "192.0.2.12"),
+    ("node-3", "192.0.2.13"),
+    ("node-4", "192.0.2.14"),
 ];
 const CLIENT: &str = "192.0.2.50";
 const IP: &str = "192.0.2.100";
@@ -46,14 +52,6 @@ const FAILOVER_BOUND_MS: f64 = 3000.0;
 
 const L2ADV: &str = "---\napiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\n\
 metadata: {name: lan, namespace: edgelb-system}\nspec: {}\n";
-
-/// The gossip key: node-0 reads it from a file (`--member-key-file`), the others from this
-/// Secret of the cluster file (`--member-key-secret`), laid out as the README's
-/// `kubectl create secret generic edgelb-memberlist --from-literal=key=...` makes it.
-const GOSSIP_KEY: &str = "lab-gossip-key-0123456789abcdef";
-const KEY_SECRET: &str = "---\napiVersion: v1\nkind: Secret\n\
-metadata: {name: edgelb-memberlist, namespace: edgelb-system}\n\
-stringData: {key: lab-gossip-key-0123456789abcdef}\n";
 
 /// `ask.py DEV SRC_IP IP DURATION_S`: a broadcast ARP request for IP every 50 ms (the
 /// answers are read from a capture; `arping` waits whole seconds between requests).
@@ -84,33 +82,41 @@ struct L2Lab {
     lan: Lan,
     client: Netns,
     nodes: Vec<Node>,
+    /// Name and address of each node (the first `nodes.len()` of [`NODES`]).
+    names: &'static [(&'static str, &'static str)],
+    /// The speakers' tracing filter.
+    log_filter: &'static str,
     dir: Dir,
     starts: usize,
 }
 
 impl L2Lab {
     fn new(tag: &str) -> anyhow::Result<L2Lab> {
+        Self::with_nodes(tag, 3, "info")
+    }
+
+    /// A lab of `n` nodes whose speakers log with `log_filter`.
+    fn with_nodes(tag: &str, n: usize, log_filter: &'static str) -> anyhow::Result<L2Lab> {
+        let names = &NODES[..n];
         let dir = Dir::new(tag)?;
         let mut lan = Lan::new()?;
-        let client = Netns::new("cl")?;
-        lan.attach(&client, "eth0")?;
-        client.addr("eth0", &format!("{CLIENT}/24"))?;
+        let (client, _) = l2lab::lan_ns(&mut lan, "cl", &format!("{CLIENT}/24"))?;
         l2lab::write_scripts(&dir)?;
         std::fs::write(dir.path("ask.py"), ASK)?;
-        std::fs::write(dir.path("gossip.key"), format!("{GOSSIP_KEY}\n"))?;
+        l2lab::write_gossip_key(&dir)?;
         let yaml = cluster_yaml(
-            &NODES,
+            names,
             &format!("{IP}-{IP}"),
             &[Svc {
                 name: "web",
                 ip: IP,
                 local: false,
-                endpoints: vec!["node-0", "node-1", "node-2"],
+                endpoints: names.iter().map(|(n, _)| *n).collect(),
             }],
-            &format!("{L2ADV}{KEY_SECRET}"),
+            &format!("{L2ADV}{}", l2lab::KEY_SECRET),
         );
         let mut nodes = Vec::new();
-        for (i, (name, addr)) in NODES.iter().enumerate() {
+        for (i, (name, addr)) in names.iter().enumerate() {
             let (ns, port, mac) = l2lab::node_ns(&mut lan, &format!("m{i}"), addr, IP)?;
             let file = dir.path(&format!("{name}.yaml"));
             write_atomic(&file, &yaml)?;
@@ -127,10 +133,12 @@ impl L2Lab {
             lan,
             client,
             nodes,
+            names,
+            log_filter,
             dir,
             starts: 0,
         };
-        for i in 0..NODES.len() {
+        for i in 0..n {
             lab.start_listener(i)?;
             lab.start_speaker(i)?;
         }
@@ -140,57 +148,48 @@ impl L2Lab {
     fn start_listener(&mut self, i: usize) -> anyhow::Result<()> {
         let tag = format!("{i}-{}", self.starts);
         self.starts += 1;
-        let p = l2lab::start_listener(&self.dir, &self.nodes[i].ns, NODES[i].0, &tag)?;
+        let p = l2lab::start_listener(&self.dir, &self.nodes[i].ns, self.names[i].0, &tag)?;
         self.nodes[i].listener = Some(p);
         Ok(())
     }
 
+    /// Starts the speaker of node `i`: node-0 reads the gossip key from a file, the others
+    /// from the Secret of the cluster file.
     fn start_speaker(&mut self, i: usize) -> anyhow::Result<()> {
         let log = self
             .dir
-            .path(&format!("{}-{}.log", NODES[i].0, self.starts));
+            .path(&format!("{}-{}.log", self.names[i].0, self.starts));
         self.starts += 1;
-        let me = format!("{}:7946", NODES[i].1);
-        let peers: Vec<String> = NODES
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, (_, a))| format!("{a}:7946"))
-            .collect();
-        let key = self.dir.path("gossip.key").display().to_string();
-        let peers = peers.join(",");
-        let key_args = if i == 0 {
-            ["--member-key-file", key.as_str()]
+        let key = if i == 0 {
+            KeyFrom::File
         } else {
-            ["--member-key-secret", "edgelb-memberlist"]
+            KeyFrom::Secret
         };
-        let node = &mut self.nodes[i];
-        node.speaker = Some(SpeakerProc::start(
+        let node = &self.nodes[i];
+        let speaker = l2lab::start_member(
+            &self.dir,
             &node.ns,
-            NODES[i].0,
+            self.names,
+            i,
             &node.file,
             log,
-            &[
-                "--member-addr",
-                &me,
-                "--member-peers",
-                &peers,
-                key_args[0],
-                key_args[1],
-            ],
-        )?);
+            key,
+            self.log_filter,
+        )?;
+        self.nodes[i].speaker = Some(speaker);
         Ok(())
     }
 
-    /// Waits until the (re)started speaker of node `i` has seen both others come up, then
+    /// Waits until the (re)started speaker of node `i` has seen every other come up, then
     /// a moment for a handoff back to it (its GARP) to settle.
     fn wait_joined(&self, i: usize) -> anyhow::Result<()> {
         let speaker = self.nodes[i].speaker.as_ref().context("no speaker")?;
+        let others = self.names.len() - 1;
         wait_until(
-            "the restarted speaker to see both others",
+            "the restarted speaker to see every other",
             Duration::from_secs(10),
             Duration::from_millis(20),
-            || Ok((speaker.logs().matches("member up").count() >= NODES.len() - 1).then_some(())),
+            || Ok((speaker.logs().matches("member up").count() >= others).then_some(())),
         )
         .with_context(|| self.logs())?;
         std::thread::sleep(Duration::from_millis(300));
@@ -364,6 +363,7 @@ fn one_owner_answers_fails_over_on_kill_cut_and_freeze_and_sigterm_hands_over_wi
     if !lab::enabled("speaker_l2") {
         return Ok(());
     }
+    let _shared = ALONE.read().unwrap_or_else(|p| p.into_inner());
     let mut lab = L2Lab::new("speaker-l2")?;
     let owner = lab.single_owner(Duration::from_secs(20))?;
     eprintln!("speaker_l2: one owner answers ARP: {}", NODES[owner].0);
@@ -460,6 +460,7 @@ fn a_cut_off_owner_stops_owning_and_healing_leaves_one_owner() -> anyhow::Result
     if !lab::enabled("speaker_l2") {
         return Ok(());
     }
+    let _shared = ALONE.read().unwrap_or_else(|p| p.into_inner());
     let lab = L2Lab::new("speaker-l2-cut")?;
     let owner = lab.single_owner(Duration::from_secs(20))?;
     let speaker = lab.nodes[owner].speaker.as_ref().context("speaker")?;
@@ -567,6 +568,7 @@ fn a_resumed_owner_announces_again_so_its_client_survives_losing_the_interim_own
     if !lab::enabled("speaker_l2") {
         return Ok(());
     }
+    let _shared = ALONE.read().unwrap_or_else(|p| p.into_inner());
     let lab = L2Lab::new("speaker-l2-stranded")?;
     let owner = lab.single_owner(Duration::from_secs(20))?;
     let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
@@ -621,6 +623,230 @@ fn a_resumed_owner_announces_again_so_its_client_survives_losing_the_interim_own
     );
     assert_one_answer_per_request(&capture)?;
     Ok(())
+}
+
+/// How long the asymmetric partition lasts: many probe periods (75 ms) and timeouts
+/// (175 ms), and longer than SWIM's 1 s suspicion.
+const ASYMMETRIC_CUT: Duration = Duration::from_secs(3);
+
+/// The nodes the speaker of `log` last said it sends owner heartbeats to (its debug line
+/// `heartbeat targets targets={"node-1", "node-3"}`), if any.
+fn heartbeat_targets(log: &str) -> Option<Vec<String>> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("heartbeat targets"))?;
+    let set = line.get(line.find('{')? + 1..line.rfind('}')?)?;
+    let names: Vec<String> = set
+        .split(',')
+        .map(|n| n.trim().trim_matches('"').to_string())
+        .filter(|n| !n.is_empty())
+        .collect();
+    (!names.is_empty()).then_some(names)
+}
+
+/// The lines a speaker's log gained since it was `from` bytes long.
+fn since(log: &str, from: usize) -> &str {
+    log.get(from.min(log.len())..).unwrap_or("")
+}
+
+/// What one asymmetric cut showed.
+struct CutOutcome {
+    /// The cut watcher found the owner silent this many times.
+    probed: usize,
+    /// Who vouched for the owner to the cut watcher, once per vouch.
+    vouchers: Vec<String>,
+    /// Verdicts, self-downs and releases, per node (none may happen).
+    verdicts: Vec<String>,
+    /// Nodes whose membership did not run for longer than the heartbeat timeout meanwhile.
+    starved: Vec<String>,
+    /// Client attempts in the window, failed ones, ones served by another node.
+    connects: usize,
+    failed: usize,
+    elsewhere: usize,
+}
+
+/// Cuts node `watcher` off from node `owner` alone, both ways (a blackhole route for the
+/// other's address in each of the two namespaces: the owner's heartbeats, the watcher's
+/// probes and their SWIM traffic are lost; ARP and every other pair work) for
+/// [`ASYMMETRIC_CUT`], heals, and reads the logs and the client.
+fn cut_one_watcher(lab: &L2Lab, owner: usize, watcher: usize) -> anyhow::Result<CutOutcome> {
+    let secs = ASYMMETRIC_CUT.as_secs_f64() + 2.0;
+    let (_probe, log) = lab.probe("asym", secs)?;
+    let _sampler = arp_sampler(lab, secs.ceil() as u32)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let texts = || -> Vec<String> {
+        lab.nodes
+            .iter()
+            .map(|n| {
+                n.speaker
+                    .as_ref()
+                    .map(SpeakerProc::logs)
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before: Vec<usize> = texts().iter().map(String::len).collect();
+    let (owner_ns, watcher_ns) = (&lab.nodes[owner].ns, &lab.nodes[watcher].ns);
+    let owner_route = format!("{}/32", lab.names[owner].1);
+    let watcher_route = format!("{}/32", lab.names[watcher].1);
+    let cut_at = epoch(SystemTime::now());
+    watcher_ns.ip(&["route", "add", "blackhole", &owner_route])?;
+    owner_ns.ip(&["route", "add", "blackhole", &watcher_route])?;
+    std::thread::sleep(ASYMMETRIC_CUT);
+    let healed_at = epoch(SystemTime::now());
+    watcher_ns.ip(&["route", "del", "blackhole", &owner_route])?;
+    owner_ns.ip(&["route", "del", "blackhole", &watcher_route])?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let texts = texts();
+    let during = |i: usize| since(&texts[i], before[i]);
+    let probed = during(watcher)
+        .lines()
+        .filter(|l| l.contains("owner silent: probing it"))
+        .count();
+    let vouchers = during(watcher)
+        .lines()
+        .filter(|l| l.contains("silent owner vouched for"))
+        .filter_map(|l| l2lab::field(l, "voucher"))
+        .collect();
+    let (mut verdicts, mut starved) = (Vec::new(), Vec::new());
+    for i in 0..lab.nodes.len() {
+        let new = during(i);
+        let (down, self_down) = l2lab::downs(new);
+        let released = new.matches("we may have been replaced").count();
+        if !down.is_empty() || self_down > 0 || released > 0 {
+            verdicts.push(format!(
+                "{} declared {down:?} down, was declared down {self_down}x, released {released}x",
+                lab.names[i].0
+            ));
+        }
+        if new.contains("the membership did not run for longer than the heartbeat timeout") {
+            starved.push(lab.names[i].0.to_string());
+        }
+    }
+    let lines = probe_lines(&log);
+    let window: Vec<&(f64, Option<String>)> = lines
+        .iter()
+        .filter(|(t, _)| *t >= cut_at && *t <= healed_at + 0.5)
+        .collect();
+    Ok(CutOutcome {
+        probed,
+        vouchers,
+        verdicts,
+        starved,
+        connects: window.len(),
+        failed: window.iter().filter(|(_, ok)| ok.is_none()).count(),
+        elsewhere: window
+            .iter()
+            .filter(|(_, ok)| ok.as_deref().is_some_and(|n| n != lab.names[owner].0))
+            .count(),
+    })
+}
+
+/// Lab tests that run alone take this for writing; the others for reading.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// An asymmetric partition (issue 16): five nodes; one watcher of the owner (a node it
+/// heartbeats to) is cut off from the owner alone ([`cut_one_watcher`]). The watcher finds
+/// the owner silent and probes it in vain; the owner's other watcher, which hears it, must
+/// vouch for it, so: nobody is declared down, the owner keeps the IP, never two nodes
+/// answer ARP, and the client is served by the owner throughout. Without the vouches (or
+/// with them asked of members that do not watch the owner, as the first two other live
+/// members of five often are not) the cut watcher declares the live owner down after its
+/// timeout and the IP moves.
+///
+/// Runs alone (the other tests of this file start 3 speakers each in parallel): a host that
+/// does not run a speaker for longer than the heartbeat timeout makes any member look dead,
+/// which is not what this test is about. A cut during which a speaker reports such a stall
+/// of its own proves nothing either way and is tried again, up to 3 times.
+#[test]
+fn a_watcher_cut_off_from_a_live_owner_alone_takes_nothing_because_the_other_watcher_vouches(
+) -> anyhow::Result<()> {
+    if !lab::enabled("speaker_l2") {
+        return Ok(());
+    }
+    let _alone = ALONE.write().unwrap_or_else(|p| p.into_inner());
+    let lab = L2Lab::with_nodes("speaker-l2-asym", 5, "info,edgelb_daemon::membership=debug")?;
+    let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
+    for attempt in 1..=3 {
+        let owner = lab.single_owner(Duration::from_secs(20))?;
+        let owner_speaker = lab.nodes[owner].speaker.as_ref().context("speaker")?;
+        let watchers = wait_until(
+            "the owner to heartbeat to its successors",
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || Ok(heartbeat_targets(&owner_speaker.logs()).filter(|w| w.len() >= 2)),
+        )
+        .with_context(|| lab.logs())?;
+        let watcher = lab
+            .names
+            .iter()
+            .position(|(n, _)| *n == watchers[0])
+            .context("a watcher that is a lab node")?;
+        // Let the heartbeats name the watchers to each other before the cut.
+        std::thread::sleep(Duration::from_millis(500));
+        let o = cut_one_watcher(&lab, owner, watcher)?;
+        let mut vouchers = o.vouchers.clone();
+        vouchers.sort();
+        vouchers.dedup();
+        figure(format!(
+            "speaker_l2: asymmetric partition, 5 nodes, attempt {attempt}: {} cut off from the owner {} alone for {:?}: \
+             probed {}x, vouched for {}x by {vouchers:?} (the owner's watchers {watchers:?}); verdicts {:?}; \
+             starved {:?}; {} connects, {} failed, {} served elsewhere",
+            lab.names[watcher].0,
+            lab.names[owner].0,
+            ASYMMETRIC_CUT,
+            o.probed,
+            o.vouchers.len(),
+            o.verdicts,
+            o.starved,
+            o.connects,
+            o.failed,
+            o.elsewhere,
+        ));
+        if !o.starved.is_empty() {
+            eprintln!(
+                "speaker_l2: the host did not run {:?} for longer than the heartbeat timeout during the cut: trying again",
+                o.starved
+            );
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        let other_watchers = &watchers[1..];
+        assert!(
+            o.verdicts.is_empty(),
+            "a live owner cut off from one watcher only was declared down: {:?}\n{}",
+            o.verdicts,
+            lab.logs()
+        );
+        assert!(
+            o.probed > 0,
+            "the cut watcher never found the owner silent: the cut did not cut\n{}",
+            lab.logs()
+        );
+        assert!(
+            !o.vouchers.is_empty() && o.vouchers.iter().all(|v| other_watchers.contains(v)),
+            "vouched for by {:?}, expected the owner's other watchers {other_watchers:?}",
+            o.vouchers
+        );
+        assert_eq!(
+            o.failed, 0,
+            "the client lost connections during the partition"
+        );
+        assert_eq!(o.elsewhere, 0, "the client was served by another node");
+        assert!(
+            o.connects > 100,
+            "the client tried only {} times",
+            o.connects
+        );
+        assert_eq!(lab.single_owner(Duration::from_secs(5))?, owner);
+        assert_one_answer_per_request(&capture)?;
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the host starved the speakers during all 3 cuts: nothing was shown\n{}",
+        lab.logs()
+    )
 }
 
 /// Prints a measured figure (with the load average) and keeps it in

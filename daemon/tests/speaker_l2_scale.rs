@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use edgelb_tests::lab::{self, wait_until, Lan, Netns};
-use speaker_support::l2 as l2lab;
+use speaker_support::l2::{self as l2lab, downs, KeyFrom};
 use speaker_support::{write_atomic, Dir, SpeakerProc};
 
 const NODES: [(&str, &str); 3] = [
@@ -34,7 +34,6 @@ const NODES: [(&str, &str); 3] = [
 ];
 /// The L2 pool: a /18 of the LAN's /16 (up to 16 382 IPs).
 const POOL: &str = "10.77.64.0/18";
-const GOSSIP_KEY: &str = "lab-gossip-key-0123456789abcdef";
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -53,7 +52,8 @@ fn cluster_file(n: u64) -> String {
          ---\napiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\n\
          metadata: {{name: lan, namespace: edgelb-system}}\nspec: {{}}\n\
          ---\napiVersion: v1\nkind: Secret\nmetadata: {{name: edgelb-memberlist, namespace: edgelb-system}}\n\
-         stringData: {{key: {GOSSIP_KEY}}}\n"
+         stringData: {{key: {}}}\n",
+        l2lab::GOSSIP_KEY
     );
     for (name, addr) in NODES {
         s.push_str(&format!(
@@ -104,14 +104,12 @@ impl ScaleLab {
     fn new(n: u64) -> anyhow::Result<ScaleLab> {
         let dir = Dir::new("l2-scale")?;
         let mut lan = Lan::new()?;
-        std::fs::write(dir.path("gossip.key"), format!("{GOSSIP_KEY}\n"))?;
+        l2lab::write_gossip_key(&dir)?;
         let file = dir.path("cluster.yaml");
         write_atomic(&file, &cluster_file(n))?;
         let mut nodes = Vec::new();
         for (i, (_, addr)) in NODES.iter().enumerate() {
-            let ns = Netns::new(&format!("s{i}"))?;
-            lan.attach(&ns, "eth0")?;
-            ns.addr("eth0", &format!("{addr}/16"))?;
+            let (ns, _) = l2lab::lan_ns(&mut lan, &format!("s{i}"), &format!("{addr}/16"))?;
             nodes.push(Node {
                 ns_name: ns.name().to_string(),
                 _ns: ns,
@@ -137,29 +135,15 @@ impl ScaleLab {
             .dir
             .path(&format!("{}-{}.log", NODES[i].0, self.starts));
         self.starts += 1;
-        let me = format!("{}:7946", NODES[i].1);
-        let peers: Vec<String> = NODES
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, (_, a))| format!("{a}:7946"))
-            .collect();
-        let key = self.dir.path("gossip.key").display().to_string();
-        let peers = peers.join(",");
-        let ns = &self.nodes[i]._ns;
-        let speaker = SpeakerProc::start(
-            ns,
-            NODES[i].0,
+        let speaker = l2lab::start_member(
+            &self.dir,
+            &self.nodes[i]._ns,
+            &NODES,
+            i,
             &self.file,
             log.clone(),
-            &[
-                "--member-addr",
-                &me,
-                "--member-peers",
-                &peers,
-                "--member-key-file",
-                &key,
-            ],
+            KeyFrom::File,
+            "info",
         )?;
         self.nodes[i].speaker = Some(speaker);
         self.nodes[i].log = log;
@@ -235,31 +219,6 @@ fn last_owned(log: &str) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-/// The nodes a log says were declared down (SWIM's "member down" of a failed member and
-/// the heartbeat watchers' verdicts), in order, and how many times the speaker itself was
-/// declared down (it learns so when it rejoins).
-fn downs(log: &str) -> (Vec<String>, usize) {
-    let node_of = |l: &str| {
-        l.split_whitespace()
-            .find_map(|w| w.strip_prefix("node="))
-            .map(|n| n.trim_matches('"').to_string())
-    };
-    let verdicts = log
-        .lines()
-        .filter(|l| {
-            (l.contains("member down") && !l.contains("Left"))
-                || l.contains("owner heartbeats stopped")
-                || l.contains("its gossip port closed")
-        })
-        .filter_map(node_of)
-        .collect();
-    let self_down = log
-        .lines()
-        .filter(|l| l.contains("we were declared down"))
-        .count();
-    (verdicts, self_down)
 }
 
 /// Packet-socket receive-queue overflows the log reports (frames the kernel dropped).

@@ -6,26 +6,28 @@
 //! failover are few: the owner of an IP and the nodes ranked next for it. So an owner
 //! sends a small signed heartbeat every `heartbeat_interval` (25 ms) straight to the next
 //! ranked nodes of its IPs (its successors), each heartbeat saying "declare me down if you
-//! hear nothing from me for `timeout`" (225 ms). The owner's heartbeats stop being needed
-//! when it stops owning or the successor changes; it then sends a release, and a successor
-//! stops watching.
+//! hear nothing from me for `timeout`" (175 ms) and naming the nodes it heartbeats to. The
+//! owner's heartbeats stop being needed when it stops owning or the successor changes; it
+//! then sends a release, and a successor stops watching.
 //!
-//! Silence alone does not decide at once. After `probe_after` (100 ms) of silence the
+//! Silence alone does not decide at once. After `probe_after` (75 ms) of silence the
 //! successor probes the owner ([`Action::Probe`]) from a socket of its own, connected to
 //! the owner's gossip address:
 //! - a live owner, however starved, answers with a heartbeat as soon as it runs again,
 //!   which starts a new silence;
 //! - on a live node whose speaker is gone (killed, crashed, restarting) nothing listens on
 //!   the port and the kernel answers "port unreachable": the owner is declared down at
-//!   once ([`DownCause::Refused`]), 75-100 ms after it died;
+//!   once ([`DownCause::Refused`]), 50-75 ms after it died;
 //! - a node that is gone or cut off, and a frozen or starved speaker, answer nothing: the
 //!   owner is declared down when its whole timeout has passed in silence, and never before
 //!   the probe has had the time it would have had if sent on time
 //!   ([`DownCause::Silent`]).
 //!
 //! Indirect probes (SWIM's ping-req, Das et al. 2002 §4.2): with the direct probe the
-//! successor also asks up to [`ASK_OTHERS`] other members about the owner ([`AskAbout`]).
-//! One that heard the owner's heartbeat itself within the probe delay vouches for it
+//! successor also asks up to [`ASK_OTHERS`] other members about the owner ([`AskAbout`]),
+//! first the other nodes the owner's heartbeats name ([`whom_to_ask`]): only they hear it
+//! first-hand, and with more than three nodes the other live members mostly do not. One
+//! that heard the owner's heartbeat itself within the probe delay vouches for it
 //! ([`Vouch`], with how long ago), and the silence counts from then: a watcher cut off
 //! from a live owner (a lossy or asymmetric path, a flooded queue on its side) does not
 //! take its IPs while another member hears it. A vouch is first-hand evidence only (the
@@ -37,16 +39,35 @@
 //! once to everyone (a confirmed failure, as if the suspicion timer had run out): every
 //! speaker then elects the same new owner, which announces.
 //!
+//! # Timing budget (link cut or freeze, quiet LAN)
+//!
+//! The last heartbeat before the fault came 0-25 ms before it (12.5 ms on average); the
+//! watcher probes and asks at 75 ms of silence (no answer: nobody hears the owner), and
+//! declares it down at 175 ms of silence; the verdict, the election and the new owner's
+//! first gratuitous ARP take about 10-20 ms more, a client's next attempt a few ms: a
+//! median of ~200 ms from the fault to a served client, and ~225 ms at worst without
+//! load (it was ~250 ms with a 225 ms timeout, measured; tuned VRRP with 0.1 s adverts
+//! measured ~310-370 ms in the same runs). A SIGKILL is found by the probe at 75 ms.
+//!
+//! # Why a live owner is not declared down at 175 ms
+//!
 //! A frozen process and a starved one cannot be told apart from outside, only by how
-//! long they last; the timeout therefore adapts to what each owner showed lately, as the
-//! phi-accrual detector (Hayashibara et al., 2004) adapts to the arrival distribution: it
-//! is twice the longest gap seen between its heartbeats (or the longest delay its own loop
-//! reports in them), with the sender's 225 ms as the floor, and that worst gap halves
-//! every [`DECAY`]. A gap counts up to the floor only, so the timeout never exceeds twice
-//! the floor and one freeze (a gap that ended in a "down" verdict, or that the watcher
-//! slept through) cannot leave an owner watched with a timeout of seconds. A quiet owner
-//! keeps the 225 ms; an owner seen stalling for 150 ms gets 300 ms until it has been
-//! regular again for a while.
+//! long they last; 175 ms (seven heartbeats) is the floor for an owner that has been
+//! regular, and four things keep a live owner up:
+//! - the timeout adapts to what each owner showed lately, as the phi-accrual detector
+//!   (Hayashibara et al., 2004) adapts to the arrival distribution: it is twice the longest
+//!   gap seen between its heartbeats (or the longest delay its own loop reports in them),
+//!   with the sender's 175 ms as the floor, and that worst gap halves every [`DECAY`]. An
+//!   owner whose host gets busy shows longer gaps (and reports its own late ticks) before
+//!   it shows a long one: one seen stalling for 100 ms gets 200 ms, 150 ms gets 300 ms. A
+//!   gap counts up to [`GAP_CAP`] (225 ms) only, so the timeout never exceeds 450 ms and one
+//!   freeze cannot leave an owner watched with a timeout of seconds;
+//! - an owner on a node under CPU pressure says so before it stalls: it reports
+//!   [`pressure_allowance`] of its node's `/proc/pressure/cpu` as its lateness, up to
+//!   225 ms from 80 % (a timeout of 450 ms), nothing below 20 %;
+//! - a live owner answers the probe as soon as it runs;
+//! - a watcher that was itself starved gives every watch a fresh silence (below);
+//! - a watcher cut off from a live owner hears a vouch from another watcher.
 //!
 //! Only a member that asked to be watched (sent a heartbeat) can be declared down this
 //! way, and only while it is a live member under the same identity; a watcher whose own
@@ -73,6 +94,23 @@ pub struct Heartbeat {
     pub timeout_ms: u32,
     /// The longest its own heartbeat tick ran late lately (its scheduling delay).
     pub late_ms: u32,
+    /// The nodes the sender heartbeats to (at most [`NAMED_WATCHERS`]): the members that
+    /// hear it first-hand, so the ones a watcher asks about it ([`AskAbout`]). The last
+    /// field, so that a speaker that predates it reads the rest and ignores it, and one
+    /// that knows it reads an older heartbeat as naming nobody ([`Heartbeat::decode`]).
+    pub watchers: Vec<String>,
+}
+
+/// How many of its watchers an owner names in each heartbeat: a watcher asks
+/// [`ASK_OTHERS`] of them, and 8 names keep a heartbeat well inside one small datagram.
+pub const NAMED_WATCHERS: usize = 8;
+
+/// A heartbeat as speakers before [`Heartbeat::watchers`] sent it.
+#[derive(Deserialize)]
+struct HeartbeatV1 {
+    id: SpeakerId,
+    timeout_ms: u32,
+    late_ms: u32,
 }
 
 impl Heartbeat {
@@ -82,7 +120,14 @@ impl Heartbeat {
             id,
             timeout_ms: millis(timeout).max(1),
             late_ms: millis(late),
+            watchers: Vec::new(),
         }
+    }
+
+    /// Names the nodes this heartbeat goes to (the first [`NAMED_WATCHERS`]).
+    pub fn naming<'a>(mut self, watchers: impl IntoIterator<Item = &'a String>) -> Heartbeat {
+        self.watchers = watchers.into_iter().take(NAMED_WATCHERS).cloned().collect();
+        self
     }
 
     /// A heartbeat that ends the watch (no longer an owner the receiver succeeds).
@@ -91,8 +136,83 @@ impl Heartbeat {
             id,
             timeout_ms: 0,
             late_ms: 0,
+            watchers: Vec::new(),
         }
     }
+
+    /// Reads a heartbeat, also one of a speaker that does not name its watchers yet.
+    pub fn decode(payload: &[u8]) -> Option<Heartbeat> {
+        if let Ok(hb) = postcard::from_bytes::<Heartbeat>(payload) {
+            return Some(hb);
+        }
+        let old = postcard::from_bytes::<HeartbeatV1>(payload).ok()?;
+        Some(Heartbeat {
+            id: old.id,
+            timeout_ms: old.timeout_ms,
+            late_ms: old.late_ms,
+            watchers: Vec::new(),
+        })
+    }
+}
+
+/// Whom a watcher of the silent `owner` asks about it ([`AskAbout`]): first the other
+/// members the owner says it heartbeats to (they hear it first-hand, so only they can
+/// vouch), then, should it name fewer than [`ASK_OTHERS`] (an older speaker names
+/// nobody), other live members in `live` order. Never the owner, never `me`, each once,
+/// only live members.
+pub fn whom_to_ask<'a>(
+    named: &[String],
+    live: &'a [(String, std::net::SocketAddr)],
+    me: &str,
+    owner: &str,
+) -> Vec<&'a (String, std::net::SocketAddr)> {
+    let eligible = |m: &&(String, std::net::SocketAddr)| m.0 != me && m.0 != owner;
+    let mut chosen: Vec<&(String, std::net::SocketAddr)> = named
+        .iter()
+        .filter_map(|n| live.iter().find(|m| m.0 == *n))
+        .filter(eligible)
+        .take(ASK_OTHERS)
+        .collect();
+    for m in live.iter().filter(eligible) {
+        if chosen.len() >= ASK_OTHERS {
+            break;
+        }
+        if !chosen.iter().any(|c| c.0 == m.0) {
+            chosen.push(m);
+        }
+    }
+    chosen
+}
+
+/// The node's CPU pressure at which an owner asks for no extra time...
+pub const PRESSURE_CALM: f64 = 20.0;
+/// ...and at which it asks for the whole [`GAP_CAP`] (a timeout of 450 ms).
+pub const PRESSURE_BUSY: f64 = 80.0;
+
+/// The scheduling delay an owner reports for its node's CPU pressure `some_avg10` (the
+/// share of the last 10 s in which some task waited for a CPU, in %, from
+/// `/proc/pressure/cpu`): none up to [`PRESSURE_CALM`], [`GAP_CAP`] from [`PRESSURE_BUSY`],
+/// linear between. A watcher doubles what an owner reports ([`Watches::heard`]), so an
+/// owner on a busy node is given up to 450 ms before it has shown a single long gap: on
+/// the 2-core lab machine at load ~10 (pressure ~90 %) a speaker taking over 1000 IPs
+/// right after its restart (no gap seen yet) stalled 178 ms, just over the 175 ms floor;
+/// on a quiet node the floor holds and failover stays fast.
+pub fn pressure_allowance(some_avg10: f64) -> Duration {
+    if !some_avg10.is_finite() || some_avg10 <= PRESSURE_CALM {
+        return Duration::ZERO;
+    }
+    let share = ((some_avg10 - PRESSURE_CALM) / (PRESSURE_BUSY - PRESSURE_CALM)).min(1.0);
+    GAP_CAP.mul_f64(share)
+}
+
+/// `some avg10` of a `/proc/pressure/cpu` text (`some avg10=1.23 avg60=... total=...`).
+pub fn parse_cpu_pressure(text: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("avg10="))?
+        .parse()
+        .ok()
 }
 
 /// How many other members a watcher asks about a silent owner ([`AskAbout`]).
@@ -126,6 +246,13 @@ fn millis(d: Duration) -> u32 {
 
 /// How long a worst gap takes to count half as much.
 pub const DECAY: Duration = Duration::from_secs(20);
+
+/// A gap (or reported delay) counts up to this or the sender's floor, whichever is
+/// larger: an owner seen stalling is given at most twice this (450 ms), and one freeze
+/// (a gap that ended in a verdict, or one the watcher slept through) cannot leave it
+/// watched with a timeout of seconds. Above the 175 ms floor so that an owner seen
+/// stalling keeps the 450 ms it had when the floor was 225 ms.
+pub const GAP_CAP: Duration = Duration::from_millis(225);
 
 /// A worst case that fades: the largest value seen, halved every [`DECAY`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -171,6 +298,8 @@ struct Watch {
     probed_at: Option<Instant>,
     /// A probe found its port closed: the process is gone.
     refused: bool,
+    /// Whom it last said it heartbeats to ([`Heartbeat::watchers`]).
+    watchers: Vec<String>,
 }
 
 impl Watch {
@@ -184,6 +313,7 @@ impl Watch {
             timeout: floor,
             probed_at: None,
             refused: false,
+            watchers: Vec::new(),
         }
     }
 
@@ -269,14 +399,18 @@ impl Watches {
             fresh = true;
         }
         let gap = now.saturating_duration_since(w.last_heard);
-        w.worst.saw(gap.min(floor), now);
-        w.worst.saw(late.min(floor), now);
+        let cap = floor.max(GAP_CAP);
+        w.worst.saw(gap.min(cap), now);
+        w.worst.saw(late.min(cap), now);
         w.last_heard = now;
         w.heartbeat_at = now;
         w.floor = floor;
         w.timeout = floor.max(w.worst.at(now) * 2);
         w.probed_at = None;
         w.refused = false;
+        if w.watchers != hb.watchers {
+            w.watchers.clone_from(&hb.watchers);
+        }
         (!fresh).then_some(gap)
     }
 
@@ -371,6 +505,14 @@ impl Watches {
             self.by_node.remove(&node);
         }
         actions
+    }
+
+    /// The nodes the watched `id` last said it heartbeats to (empty if not watched).
+    pub fn watchers_of(&self, id: &SpeakerId) -> &[String] {
+        self.by_node
+            .get(&id.node)
+            .filter(|w| w.id == *id)
+            .map_or(&[], |w| w.watchers.as_slice())
     }
 
     /// Whether `node` is watched under identity `id` (a probe answer is for that watch).
@@ -543,6 +685,115 @@ mod tests {
         assert_eq!(w.heard_within(&id("a", 1), t0 + ms(170), ms(100)), None);
     }
 
+    fn member(node: &str, port: u16) -> (String, std::net::SocketAddr) {
+        (
+            node.into(),
+            std::net::SocketAddr::from(([192, 0, 2, 9], port)),
+        )
+    }
+
+    #[test]
+    fn the_owners_other_watchers_are_asked_first_not_the_first_live_members() {
+        // Seven nodes; the owner "o" heartbeats to "w1" and "w5": the first live members
+        // in view order ("x2", "x3") never hear it, so only "w5" can vouch to "w1".
+        let live: Vec<_> = ["o", "x2", "x3", "w1", "x4", "w5", "x6"]
+            .iter()
+            .zip(1u16..)
+            .map(|(n, p)| member(n, p))
+            .collect();
+        let named = vec!["w1".to_string(), "w5".to_string()];
+        let asked: Vec<&str> = whom_to_ask(&named, &live, "w1", "o")
+            .iter()
+            .map(|m| m.0.as_str())
+            .collect();
+        assert_eq!(asked, vec!["w5", "x2"], "the other watcher, then one more");
+        // An older owner names nobody: the first live others, as before.
+        let asked: Vec<&str> = whom_to_ask(&[], &live, "w1", "o")
+            .iter()
+            .map(|m| m.0.as_str())
+            .collect();
+        assert_eq!(asked, vec!["x2", "x3"]);
+        // A named watcher that is not a live member is not asked.
+        let named = vec!["gone".to_string(), "w1".to_string(), "x6".to_string()];
+        let asked: Vec<&str> = whom_to_ask(&named, &live, "w1", "o")
+            .iter()
+            .map(|m| m.0.as_str())
+            .collect();
+        assert_eq!(asked, vec!["x6", "x2"]);
+    }
+
+    #[test]
+    fn a_heartbeat_names_its_watchers_and_one_of_an_older_speaker_still_reads() {
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        let hb = Heartbeat::watch_me(id("a", 1), ms(175), ms(3)).naming(&names);
+        assert_eq!(hb.watchers.len(), NAMED_WATCHERS);
+        let bytes = postcard::to_allocvec(&hb).expect("encode");
+        assert_eq!(Heartbeat::decode(&bytes), Some(hb.clone()));
+        // What a speaker before the watcher list sent: the same fields, nothing after.
+        #[derive(Serialize)]
+        struct V1 {
+            id: SpeakerId,
+            timeout_ms: u32,
+            late_ms: u32,
+        }
+        let old = postcard::to_allocvec(&V1 {
+            id: id("a", 1),
+            timeout_ms: 225,
+            late_ms: 3,
+        })
+        .expect("encode");
+        let read = Heartbeat::decode(&old).expect("an older heartbeat reads");
+        assert_eq!((read.timeout_ms, read.late_ms), (225, 3));
+        assert!(read.watchers.is_empty());
+        // And an older speaker reads ours (postcard ignores what follows its fields).
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct OldReader {
+            id: SpeakerId,
+            timeout_ms: u32,
+            late_ms: u32,
+        }
+        let seen: OldReader = postcard::from_bytes(&bytes).expect("read by an older speaker");
+        assert_eq!((seen.timeout_ms, seen.late_ms), (175, 3));
+        assert_eq!(Heartbeat::decode(&bytes[..3]), None, "garbage is refused");
+    }
+
+    #[test]
+    fn a_watch_remembers_whom_the_owner_names() {
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(75));
+        let named = ["b".to_string(), "c".to_string()];
+        w.heard(
+            &Heartbeat::watch_me(id("a", 1), ms(175), ms(0)).naming(&named),
+            t0,
+        );
+        assert_eq!(w.watchers_of(&id("a", 1)), &named[..]);
+        assert!(w.watchers_of(&id("a", 2)).is_empty(), "another identity");
+    }
+
+    #[test]
+    fn a_busy_node_asks_for_more_time_and_a_calm_one_for_none() {
+        let text = "some avg10=93.74 avg60=91.83 avg300=96.07 total=25807440689\n\
+                    full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(parse_cpu_pressure(text), Some(93.74));
+        assert_eq!(parse_cpu_pressure("full avg10=1.00\n"), None);
+        assert_eq!(parse_cpu_pressure(""), None);
+        assert_eq!(pressure_allowance(0.0), Duration::ZERO);
+        assert_eq!(pressure_allowance(PRESSURE_CALM), Duration::ZERO);
+        assert_eq!(pressure_allowance(50.0), GAP_CAP / 2);
+        assert_eq!(pressure_allowance(93.74), GAP_CAP);
+        assert_eq!(pressure_allowance(f64::NAN), Duration::ZERO);
+        // Reported as lateness, it doubles into the watcher's timeout: 450 ms when busy.
+        let t0 = Instant::now();
+        let mut w = Watches::new(ms(75));
+        let busy = Heartbeat::watch_me(id("a", 1), ms(175), pressure_allowance(93.74));
+        w.heard(&busy, t0);
+        w.heard(&busy, t0 + ms(25));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(25) + ms(75)), "probe first");
+        assert_eq!(w.due(t0 + ms(100)), vec![Action::Probe(id("a", 1))]);
+        assert!(w.due(t0 + ms(25) + ms(449)).is_empty());
+        assert_eq!(downs(&mut w, t0 + ms(25) + ms(450)), vec![id("a", 1)]);
+    }
+
     #[test]
     fn a_release_ends_the_watch_and_an_old_generation_is_ignored() {
         let t0 = Instant::now();
@@ -608,19 +859,24 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_counts_up_to_the_floor_so_one_freeze_does_not_leave_a_timeout_of_seconds() {
+    fn a_gap_counts_up_to_the_cap_so_one_freeze_does_not_leave_a_timeout_of_seconds() {
         let t0 = Instant::now();
         let mut w = no_probes();
-        let hb = Heartbeat::watch_me(id("a", 1), ms(200), ms(0));
+        let hb = Heartbeat::watch_me(id("a", 1), ms(175), ms(0));
         w.heard(&hb, t0);
         // The watcher slept through 3 s (grace): the time asleep is no gap of the owner's.
         w.grace(t0 + ms(3000));
         w.heard(&hb, t0 + ms(3000));
-        assert_eq!(w.next_deadline(), Some(t0 + ms(3000) + ms(200)));
-        // The owner says it was 2.9 s late: it counts as the floor, not as 2.9 s.
-        let reported = Heartbeat::watch_me(id("a", 1), ms(200), ms(2900));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(3000) + ms(175)));
+        // The owner says it was 2.9 s late: it counts as the cap (225 ms), not as 2.9 s.
+        let reported = Heartbeat::watch_me(id("a", 1), ms(175), ms(2900));
         w.heard(&reported, t0 + ms(3025));
-        assert_eq!(w.next_deadline(), Some(t0 + ms(3025) + ms(400)));
+        assert_eq!(w.next_deadline(), Some(t0 + ms(3025) + 2 * GAP_CAP));
+        // A floor above the cap caps at the floor.
+        let mut w = no_probes();
+        let slow = Heartbeat::watch_me(id("b", 1), ms(300), ms(2900));
+        w.heard(&slow, t0);
+        assert_eq!(w.next_deadline(), Some(t0 + ms(600)));
     }
 
     /// One step of a watcher's life in the property below.
@@ -678,7 +934,8 @@ mod tests {
         /// owner is declared down no earlier than its floor after the latest evidence (its
         /// own heartbeat or a vouch we accepted), and an owner that died after its last
         /// heartbeat, vouched for only up to then (nobody can hear it later), is still
-        /// declared down within twice its floor plus two checks.
+        /// declared down within its timeout (the floor, or twice the longest gap it showed,
+        /// capped) plus two checks.
         #[test]
         fn vouches_delay_a_verdict_only_up_to_the_latest_evidence(
             gaps in proptest::collection::vec(0u64..120, 1..10),
@@ -691,15 +948,18 @@ mod tests {
             let hb = Heartbeat::watch_me(id("a", 1), ms(floor), ms(0));
             let mut t = t0;
             w.heard(&hb, t);
+            let longest = gaps.iter().copied().max().unwrap_or(0);
             for g in gaps {
                 t += ms(g);
                 w.heard(&hb, t);
             }
+            // The timeout in force: the floor, or twice the longest gap (capped).
+            let timeout = floor.max(2 * longest.min(floor.max(GAP_CAP.as_millis() as u64)));
             let died = t;
             let mut evidence = died;
             let mut vouches = vouches.into_iter();
             let mut down_at = None;
-            while t < died + ms(5 * floor) {
+            while t < died + ms(5 * timeout) {
                 t += ms(10);
                 if let Some((after_death, ago)) = vouches.next() {
                     // A voucher heard it at most `ago` ago; after its death only if the
@@ -723,7 +983,7 @@ mod tests {
             }
             if evidence == died {
                 let at = down_at.expect("a dead owner is declared down");
-                prop_assert!(at <= died + ms(2 * floor + 20), "down {:?} after death", at - died);
+                prop_assert!(at <= died + ms(timeout + 20), "down {:?} after death", at - died);
             }
         }
 

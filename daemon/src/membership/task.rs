@@ -21,7 +21,8 @@ use tracing::{debug, info, warn};
 use super::auth::FrameKind;
 use super::facts::{self, FactsBook, FactsHandler, MemberFacts};
 use super::heartbeat::{
-    Action, AskAbout, DownCause, Heartbeat, Vouch, Watches, WorstGap, ASK_OTHERS,
+    parse_cpu_pressure, pressure_allowance, whom_to_ask, Action, AskAbout, DownCause, Heartbeat,
+    Vouch, Watches, WorstGap,
 };
 use super::{
     Command, Counters, DownReason, Health, Keyring, LostContact, MemberSnapshot, MembershipConfig,
@@ -73,6 +74,9 @@ pub(super) struct MembershipTask {
     last_beat: Instant,
     /// How late our heartbeat tick ran lately (told to the watchers).
     late: WorstGap,
+    /// What our node's CPU pressure asks for ([`pressure_allowance`]), and when read.
+    pressure: Duration,
+    pressure_read: Option<Instant>,
     /// Set by a view reset; the next time we are connected we found the others again.
     reconnecting: bool,
     /// Probes whose target's port was closed come back here ([`probe`]).
@@ -156,6 +160,8 @@ impl MembershipTask {
             watches,
             last_beat: Instant::now(),
             late: WorstGap::default(),
+            pressure: Duration::ZERO,
+            pressure_read: None,
             reconnecting: false,
             refused_tx,
             refused_rx,
@@ -267,7 +273,7 @@ impl MembershipTask {
     /// An owner's heartbeat: watch it (or stop, on a release) while it is a live member
     /// under that identity at that address.
     fn on_heartbeat(&mut self, payload: &[u8], from: SocketAddr) {
-        let Ok(hb) = postcard::from_bytes::<Heartbeat>(payload) else {
+        let Some(hb) = Heartbeat::decode(payload) else {
             Counters::bump(&self.counters.rejected_payload);
             return;
         };
@@ -299,8 +305,9 @@ impl MembershipTask {
         }
         let me = self.swim.identity().clone();
         let hb = if self.heartbeat_targets.contains(&prober.node) {
-            let late = self.late.at(Instant::now());
+            let late = self.lateness(Instant::now());
             Heartbeat::watch_me(me, self.timings.heartbeat_timeout, late)
+                .naming(&self.heartbeat_targets)
         } else {
             Heartbeat::release(me)
         };
@@ -367,17 +374,21 @@ impl MembershipTask {
         }
     }
 
-    /// Asks up to [`ASK_OTHERS`] other live members whether they hear the silent owner
-    /// `id` ([`AskAbout`]); any that does vouches for it.
+    /// Asks a few other live members, the owner's other watchers first ([`whom_to_ask`]),
+    /// whether they hear the silent owner `id` ([`AskAbout`]); any that does vouches for it.
     fn ask_others(&mut self, id: &SpeakerId) {
         let me = self.swim.identity().clone();
-        let others: Vec<SocketAddr> = self
+        let live: Vec<(String, SocketAddr)> = self
             .swim
             .iter_members()
-            .filter(|m| m.id().node != id.node && m.id().node != me.node)
-            .map(|m| m.id().addr)
-            .take(ASK_OTHERS)
+            .map(|m| (m.id().node.clone(), m.id().addr))
             .collect();
+        let others: Vec<SocketAddr> =
+            whom_to_ask(self.watches.watchers_of(id), &live, &me.node, &id.node)
+                .into_iter()
+                .map(|m| m.1)
+                .collect();
+        debug!(owner = %id.node, asked = others.len(), "asking others about a silent owner");
         if others.is_empty() {
             return;
         }
@@ -439,9 +450,27 @@ impl MembershipTask {
                 .saw(gap.saturating_sub(self.timings.heartbeat_interval), now);
         }
         let me = self.swim.identity().clone();
-        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, self.late.at(now));
+        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, self.lateness(now))
+            .naming(&self.heartbeat_targets);
         let targets = self.heartbeat_targets.clone();
         self.send_heartbeat(&targets, &hb, 1);
+    }
+
+    /// The scheduling delay our heartbeats report: the worst lateness of our own tick
+    /// lately, or what our node's CPU pressure asks for, whichever is more. The pressure is
+    /// read at most once a second (a small procfs read; none where there is no such file).
+    fn lateness(&mut self, now: Instant) -> Duration {
+        if self
+            .pressure_read
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1))
+        {
+            self.pressure_read = Some(now);
+            self.pressure = std::fs::read_to_string("/proc/pressure/cpu")
+                .ok()
+                .and_then(|t| parse_cpu_pressure(&t))
+                .map_or(Duration::ZERO, pressure_allowance);
+        }
+        self.late.at(now).max(self.pressure)
     }
 
     /// Sends `hb` (`copies` times) to the live members among `nodes`.
@@ -482,8 +511,8 @@ impl MembershipTask {
         let added: BTreeSet<String> = nodes.difference(&self.heartbeat_targets).cloned().collect();
         debug!(targets = ?nodes, "heartbeat targets");
         self.send_heartbeat(&dropped, &Heartbeat::release(me.clone()), GOODBYE_COPIES);
-        let late = self.late.at(Instant::now());
-        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, late);
+        let late = self.lateness(Instant::now());
+        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, late).naming(&nodes);
         self.send_heartbeat(&added, &hb, 1);
         self.heartbeat_targets = nodes;
     }

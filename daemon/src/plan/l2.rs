@@ -134,6 +134,15 @@ pub struct L2Requests {
     pub services: Vec<(ObjectKey, IpAddr)>,
 }
 
+impl L2Requests {
+    /// Drops the spare capacity the pushes left (up to half of each `Vec`): the planner
+    /// keeps the requests until the next snapshot, one per IP.
+    pub fn shrink_to_fit(&mut self) {
+        self.requests.shrink_to_fit();
+        self.services.shrink_to_fit();
+    }
+}
+
 /// What the election must decide for the snapshot and allocation (it does not depend on
 /// the membership).
 pub fn requests(snap: &Snapshot, assignments: &Assignments) -> L2Requests {

@@ -214,6 +214,7 @@ fn all_requests(snap: &Snapshot, assignments: &Assignments) -> (L2Requests, Vec<
             n,
         ));
     }
+    reqs.shrink_to_fit();
     (reqs, inputs)
 }
 
@@ -344,6 +345,7 @@ fn update_requests(
     for o in old {
         drop_old(o.count, &mut old_reqs, &mut old_svcs, &mut stale);
     }
+    reqs.shrink_to_fit();
     Some((reqs, inputs, stale))
 }
 

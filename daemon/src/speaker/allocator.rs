@@ -172,13 +172,22 @@ pub fn status_disagreements(
 /// does not give them one (which only the fenced writer could). A node pool's allocation
 /// counts as recorded when the record (the union over the Service's pools) lists all its
 /// IPs.
+///
+/// Made from `a` by removing what is not recorded, not by collecting what is: at rest
+/// (everything recorded) the result is `a` itself, every node shared, so a cluster-mode
+/// speaker does not hold a second copy of every outcome, and comparing two results skips
+/// the shared nodes.
 pub fn recorded_only(snap: &Snapshot, a: &Assignments) -> Assignments {
-    let outcomes = a
+    let unrecorded: Vec<&AllocationKey> = a
         .outcomes
         .iter()
-        .filter(|(key, outcome)| is_recorded(snap, key, outcome))
-        .map(|(k, o)| (k.clone(), o.clone()))
+        .filter(|(key, outcome)| !is_recorded(snap, key, outcome))
+        .map(|(k, _)| k)
         .collect();
+    let mut outcomes = a.outcomes.clone();
+    for key in unrecorded {
+        outcomes.remove(key);
+    }
     Assignments { outcomes }
 }
 

@@ -166,3 +166,48 @@ fn a_node_pools_allocation_is_recorded_when_the_union_lists_its_ips() {
         &alloc(vec![a, b])
     ));
 }
+
+/// What `recorded_only` was before it shared nodes with its input: the recorded outcomes
+/// collected into a new map (the oracle).
+fn recorded_collected(snap: &Snapshot, a: &Assignments) -> Assignments {
+    Assignments {
+        outcomes: a
+            .outcomes
+            .iter()
+            .filter(|(k, o)| is_recorded(snap, k, o))
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect(),
+    }
+}
+
+proptest::proptest! {
+    /// Up to 10 Services, each with no status, the IPs it was given, or another IP in its
+    /// status: `recorded_only` keeps exactly the recorded outcomes (as the oracle), and
+    /// when every outcome is recorded it is the input itself (every node shared).
+    #[test]
+    fn recorded_only_keeps_exactly_the_recorded_outcomes(
+        statuses in proptest::collection::vec(0u8..3, 0..10),
+    ) {
+        let mut s = store();
+        for (i, _) in statuses.iter().enumerate() {
+            s.apply(Object::Service(fixtures::service("default", &format!("s{i}"), 80)), NS);
+        }
+        let given = allocate(&s.snapshot(&Selection::default()), &Assignments::default());
+        for (i, status) in statuses.iter().enumerate() {
+            let name = format!("s{i}");
+            let svc = fixtures::service("default", &name, 80);
+            let svc = match status {
+                0 => svc,
+                1 => with_status(svc, given.ips(&key(&name))),
+                _ => with_status(svc, &["198.51.100.99".parse().expect("ip")]),
+            };
+            s.apply(Object::Service(svc), NS);
+        }
+        let snap = s.snapshot(&Selection::default());
+        let shown = recorded_only(&snap, &given);
+        proptest::prop_assert_eq!(&shown, &recorded_collected(&snap, &given));
+        if statuses.iter().all(|&st| st == 1) {
+            proptest::prop_assert!(shown.outcomes.ptr_eq(&given.outcomes));
+        }
+    }
+}

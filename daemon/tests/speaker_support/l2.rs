@@ -1,7 +1,8 @@
-//! What the L2 lab tests share (`speaker_l2`, standalone speakers; `cluster_l2`, the
-//! DaemonSet's pods against a real API server): the listener and client scripts, node
-//! namespaces on the LAN, who answers ARP, the client's log, the failover measurement
-//! and the figures file.
+//! What the L2 lab tests share (`speaker_l2` and `speaker_l2_scale`, standalone speakers;
+//! `cluster_l2`, the DaemonSet's pods against a real API server): the listener and client
+//! scripts, node namespaces on the LAN, standalone speakers gossiping with each other, who
+//! answers ARP, the client's log, the failover measurement, the verdicts in the speakers'
+//! logs and the figures file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use anyhow::Context;
 use edgelb_tests::lab::capture::Capture;
 use edgelb_tests::lab::{wait_until, Lan, Netns, NsProcess};
 
-use super::Dir;
+use super::{Dir, SpeakerProc};
 
 /// The TCP port every node's listener serves on the Service IP.
 pub const PORT: &str = "8080";
@@ -77,6 +78,14 @@ pub fn write_scripts(dir: &Dir) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A namespace on the LAN with `cidr` on its eth0; returns it and its switch port.
+pub fn lan_ns(lan: &mut Lan, name: &str, cidr: &str) -> anyhow::Result<(Netns, String)> {
+    let ns = Netns::new(name)?;
+    let port = lan.attach(&ns, "eth0")?;
+    ns.addr("eth0", cidr)?;
+    Ok((ns, port))
+}
+
 /// A node namespace on the LAN: `addr/24` on eth0, the Service IP on `lo` with
 /// kube-proxy's strictARP settings (only the announcer answers ARP for it). Returns the
 /// namespace, its switch port and its MAC.
@@ -86,9 +95,7 @@ pub fn node_ns(
     addr: &str,
     ip: &str,
 ) -> anyhow::Result<(Netns, String, String)> {
-    let ns = Netns::new(name)?;
-    let port = lan.attach(&ns, "eth0")?;
-    ns.addr("eth0", &format!("{addr}/24"))?;
+    let (ns, port) = lan_ns(lan, name, &format!("{addr}/24"))?;
     for dev in ["all", "eth0"] {
         ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_ignore"), "1")?;
         ns.sysctl(&format!("net.ipv4.conf.{dev}.arp_announce"), "2")?;
@@ -96,6 +103,104 @@ pub fn node_ns(
     ns.addr("lo", &format!("{ip}/32"))?;
     let mac = mac_of(&ns, "eth0")?;
     Ok((ns, port, mac))
+}
+
+/// The gossip key of the standalone L2 labs: in a file (`--member-key-file`, see
+/// [`write_gossip_key`]) or in the cluster file's Secret (`--member-key-secret`, as the
+/// README's `kubectl create secret generic edgelb-memberlist --from-literal=key=...`
+/// makes it, [`KEY_SECRET`]).
+pub const GOSSIP_KEY: &str = "lab-gossip-key-0123456789abcdef";
+
+/// The Secret holding [`GOSSIP_KEY`], a document of the cluster file.
+pub const KEY_SECRET: &str = "---\napiVersion: v1\nkind: Secret\n\
+metadata: {name: edgelb-memberlist, namespace: edgelb-system}\n\
+stringData: {key: lab-gossip-key-0123456789abcdef}\n";
+
+/// Writes [`GOSSIP_KEY`] to `gossip.key` in the test's directory.
+pub fn write_gossip_key(dir: &Dir) -> anyhow::Result<()> {
+    std::fs::write(dir.path("gossip.key"), format!("{GOSSIP_KEY}\n"))?;
+    Ok(())
+}
+
+/// Where a standalone speaker reads the gossip key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// `gossip.key` in the test's directory.
+    File,
+    /// The Secret of the cluster file ([`KEY_SECRET`]).
+    Secret,
+}
+
+/// Starts the standalone speaker of node `i` of `nodes` (name, address) in `ns`, reading
+/// `file`, logging to `log` with the tracing filter `log_filter`: gossip on the node's
+/// address, port 7946, with every other node as a peer.
+#[allow(clippy::too_many_arguments)]
+pub fn start_member(
+    dir: &Dir,
+    ns: &Netns,
+    nodes: &[(&str, &str)],
+    i: usize,
+    file: &Path,
+    log: PathBuf,
+    key: KeyFrom,
+    log_filter: &str,
+) -> anyhow::Result<SpeakerProc> {
+    let me = format!("{}:7946", nodes[i].1);
+    let peers: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| *j != i)
+        .map(|(_, (_, a))| format!("{a}:7946"))
+        .collect();
+    let peers = peers.join(",");
+    let key_file = dir.path("gossip.key").display().to_string();
+    let key_args = match key {
+        KeyFrom::File => ["--member-key-file", key_file.as_str()],
+        KeyFrom::Secret => ["--member-key-secret", "edgelb-memberlist"],
+    };
+    SpeakerProc::start_logging(
+        ns,
+        nodes[i].0,
+        file,
+        log,
+        &[
+            "--member-addr",
+            &me,
+            "--member-peers",
+            &peers,
+            key_args[0],
+            key_args[1],
+        ],
+        log_filter,
+    )
+}
+
+/// The nodes a speaker's log says were declared down (SWIM's "member down" of a failed
+/// member and the heartbeat watchers' verdicts), in order, and how many times the speaker
+/// itself was declared down (it learns so when it rejoins).
+pub fn downs(log: &str) -> (Vec<String>, usize) {
+    let verdicts = log
+        .lines()
+        .filter(|l| {
+            (l.contains("member down") && !l.contains("Left"))
+                || l.contains("owner heartbeats stopped")
+                || l.contains("its gossip port closed")
+        })
+        .filter_map(|l| field(l, "node"))
+        .collect();
+    let self_down = log
+        .lines()
+        .filter(|l| l.contains("we were declared down"))
+        .count();
+    (verdicts, self_down)
+}
+
+/// The value of `name=value` in a log line (quotes removed).
+pub fn field(line: &str, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim_matches('"').to_string())
 }
 
 /// The MAC of `dev` in `ns`.

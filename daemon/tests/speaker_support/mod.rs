@@ -145,20 +145,27 @@ impl SpeakerProc {
         log: PathBuf,
         args: &[&str],
     ) -> anyhow::Result<SpeakerProc> {
+        Self::start_logging(ns, node, file, log, args, "info")
+    }
+
+    /// [`SpeakerProc::start`] with the tracing filter `log_filter` (`RUST_LOG`), for a test
+    /// that reads a decision logged at debug level.
+    pub fn start_logging(
+        ns: &Netns,
+        node: &str,
+        file: &Path,
+        log: PathBuf,
+        args: &[&str],
+        log_filter: &str,
+    ) -> anyhow::Result<SpeakerProc> {
         // `EDGELB_SPEAKER`: another build of the speaker (a release binary for figures, or
         // an older one to compare with), as `tests/benches/cluster_scale.rs` takes it.
         let bin = std::env::var("EDGELB_SPEAKER")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_edgelb-speaker").to_string());
         let file_s = file.to_string_lossy().into_owned();
+        let filter = format!("RUST_LOG={log_filter}");
         let mut argv = vec![
-            "env",
-            "RUST_LOG=info",
-            &bin,
-            "run",
-            "--node",
-            node,
-            "--file",
-            &file_s,
+            "env", &filter, &bin, "run", "--node", node, "--file", &file_s,
         ];
         // Each speaker its own local-API socket: speakers sharing the default path race on
         // remove-and-bind, and the loser exits at start.
