@@ -390,6 +390,11 @@ mod tests {
 
     const URL: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 
+    /// A create answered with an API error.
+    fn post_answer(code: u16, reason: &str) -> Call {
+        Call::new("POST", format!("{URL}?"), code, status_error(code, reason))
+    }
+
     #[tokio::test]
     async fn a_new_event_then_an_old_one_left_alone_then_a_true_repeat_counted() {
         let ev_name = name(&svc(), &allocated("192.0.2.1"));
@@ -403,18 +408,8 @@ mod tests {
                 assert_eq!(b["reportingController"], CONTROLLER);
                 assert!(b["eventTime"].is_string());
             }),
-            Call::new(
-                "POST",
-                format!("{URL}?"),
-                409,
-                status_error(409, "AlreadyExists"),
-            ),
-            Call::new(
-                "POST",
-                format!("{URL}?"),
-                409,
-                status_error(409, "AlreadyExists"),
-            ),
+            post_answer(409, "AlreadyExists"),
+            post_answer(409, "AlreadyExists"),
             Call::new(
                 "GET",
                 format!("{URL}/{ev_name}"),
@@ -480,12 +475,7 @@ mod tests {
     #[tokio::test]
     async fn a_post_answered_with_503_is_tried_again_and_created() {
         let (client, server) = scripted(vec![
-            Call::new(
-                "POST",
-                format!("{URL}?"),
-                503,
-                status_error(503, "ServiceUnavailable"),
-            ),
+            post_answer(503, "ServiceUnavailable"),
             Call::new("POST", format!("{URL}?"), 201, json!({})),
         ]);
         let got = post_fast(
@@ -512,12 +502,7 @@ mod tests {
         let stored = event(&svc().object_ref(&()), &note, "node-b", now);
         let (client, server) = scripted(vec![
             Call::new("POST", format!("{URL}?"), 201, json!({})).after(Duration::from_millis(150)),
-            Call::new(
-                "POST",
-                format!("{URL}?"),
-                409,
-                status_error(409, "AlreadyExists"),
-            ),
+            post_answer(409, "AlreadyExists"),
             Call::new(
                 "GET",
                 format!("{URL}/{ev_name}"),
@@ -541,21 +526,11 @@ mod tests {
         let stored = serde_json::to_value(event(&svc().object_ref(&()), &note, "node-a", earlier))
             .expect("json");
         let (client, server) = scripted(vec![
-            Call::new("POST", format!("{URL}?"), 504, status_error(504, "Timeout")),
-            Call::new(
-                "POST",
-                format!("{URL}?"),
-                409,
-                status_error(409, "AlreadyExists"),
-            ),
+            post_answer(504, "Timeout"),
+            post_answer(409, "AlreadyExists"),
             Call::new("GET", format!("{URL}/{ev_name}"), 200, stored.clone()),
-            Call::new("POST", format!("{URL}?"), 504, status_error(504, "Timeout")),
-            Call::new(
-                "POST",
-                format!("{URL}?"),
-                409,
-                status_error(409, "AlreadyExists"),
-            ),
+            post_answer(504, "Timeout"),
+            post_answer(409, "AlreadyExists"),
             Call::new("GET", format!("{URL}/{ev_name}"), 200, stored),
             Call::new("PATCH", format!("{URL}/{ev_name}?"), 200, json!({})).check_body(|b| {
                 assert_eq!(b["series"]["count"], 2);
@@ -577,14 +552,7 @@ mod tests {
     #[tokio::test]
     async fn a_post_gives_up_after_the_last_try_with_the_last_error() {
         let calls = (0..FAST.attempts)
-            .map(|_| {
-                Call::new(
-                    "POST",
-                    format!("{URL}?"),
-                    500,
-                    status_error(500, "InternalError"),
-                )
-            })
+            .map(|_| post_answer(500, "InternalError"))
             .collect();
         let (client, server) = scripted(calls);
         let got = post_fast(
@@ -603,12 +571,7 @@ mod tests {
     /// A writer that no longer leads does not try again.
     #[tokio::test]
     async fn no_retry_once_the_writer_no_longer_leads() {
-        let (client, server) = scripted(vec![Call::new(
-            "POST",
-            format!("{URL}?"),
-            503,
-            status_error(503, "ServiceUnavailable"),
-        )]);
+        let (client, server) = scripted(vec![post_answer(503, "ServiceUnavailable")]);
         let note = allocated("192.0.2.1");
         let got = post_while(
             &client,
@@ -628,12 +591,7 @@ mod tests {
     /// An answer that will not change (403) is not tried again.
     #[tokio::test]
     async fn a_refused_post_is_not_tried_again() {
-        let (client, server) = scripted(vec![Call::new(
-            "POST",
-            format!("{URL}?"),
-            403,
-            status_error(403, "Forbidden"),
-        )]);
+        let (client, server) = scripted(vec![post_answer(403, "Forbidden")]);
         let got = post_fast(
             &client,
             &allocated("192.0.2.1"),
