@@ -244,10 +244,10 @@ fn freezable_member(
     (addr, freeze_tx, thread)
 }
 
-/// A frozen owner (its socket open: no "port unreachable") is probed after 100 ms of
-/// silence and declared down by its successor once its whole timeout has passed
-/// without an answer; an owner stalled for less than that answers the probe when it runs
-/// again and stays up.
+/// A frozen owner (its socket open: no "port unreachable") is probed after
+/// `heartbeat_probe_after` of silence and declared down by its successor once its whole
+/// timeout has passed without an answer; an owner stalled for less than that answers the
+/// probe when it runs again and stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_is_probed_then_declared_down_and_a_briefly_stalled_one_is_not() {
     let mut a = start("node-a", vec![], ring(key(1, 7), vec![])).await;
@@ -262,13 +262,16 @@ async fn a_frozen_owner_is_probed_then_declared_down_and_a_briefly_stalled_one_i
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Timings::lan(3);
 
-    // Stalled for 160 ms: past the probe delay, short of the timeout.
-    freeze
-        .send(Some(Duration::from_millis(160)))
-        .expect("freeze");
+    // Stalled past the probe delay and short of the timeout by as much: the silence the
+    // watcher sees is the stall plus up to one heartbeat interval (the last heartbeat came
+    // up to an interval before the stall), so the stall sits halfway between the probe
+    // delay and the timeout less one interval (112 ms of 75..150 with the LAN timings; a
+    // fixed 160 ms was 40 ms short of the old 225 ms timeout, and over the 175 ms one).
+    let stall = (t.heartbeat_probe_after + t.heartbeat_timeout - t.heartbeat_interval) / 2;
+    freeze.send(Some(stall)).expect("freeze");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let stats = a.handle.stats();
-    eprintln!("owner stalled 160 ms: {stats:?}");
+    eprintln!("owner stalled {stall:?}: {stats:?}");
     assert!(stats.heartbeat_probes >= 1, "probed: {stats:?}");
     assert_eq!(
         stats.heartbeat_down, 0,
