@@ -40,7 +40,9 @@ struct Listing {
 #[derive(Default)]
 struct Slot {
     generation: Mutex<u64>,
-    listing: tokio::sync::Mutex<Option<Listing>>,
+    /// Shared with the observations reading it (a region holds every ELB and EIP: an
+    /// observation looks up one name, it does not need a copy of all).
+    listing: tokio::sync::Mutex<Option<Arc<Listing>>>,
 }
 
 /// ENS ELBs and EIPs of one account.
@@ -91,25 +93,25 @@ impl EnsProvider {
 
     /// The node's listing, reused while fresh and certain, else listed again (`fresh`:
     /// always listed again, for the sweep).
-    async fn listing(&self, region: &str, fresh: bool) -> Result<Listing, EnsError> {
+    async fn listing(&self, region: &str, fresh: bool) -> Result<Arc<Listing>, EnsError> {
         let slot = self.slot(region);
         let mut held = slot.listing.lock().await;
         let generation = *lock(&slot.generation);
         if let Some(l) = held.as_ref() {
             if !fresh && l.generation == generation && l.at.elapsed() < self.listing_max_age {
-                return Ok(l.clone());
+                return Ok(Arc::clone(l));
             }
         }
         let at = Instant::now();
         let lbs = api::load_balancers_in(&self.client, region).await?;
         let eips = api::eips(&self.client, region).await?;
-        let l = Listing {
+        let l = Arc::new(Listing {
             lbs,
             eips,
             at,
             generation,
-        };
-        *held = Some(l.clone());
+        });
+        *held = Some(Arc::clone(&l));
         Ok(l)
     }
 
@@ -124,7 +126,8 @@ impl EnsProvider {
         let slot = self.slot(region);
         let mut held = slot.listing.lock().await;
         if let Some(l) = held.as_mut() {
-            f(l);
+            // Copied only when an observation still holds the listing being patched.
+            f(Arc::make_mut(l));
         }
     }
 
@@ -134,8 +137,8 @@ impl EnsProvider {
     /// afresh (and the listing kept for the observations that follow).
     pub async fn names_in_region(&self, region: &str) -> Result<BTreeSet<String>, EnsError> {
         let l = self.listing(region, true).await?;
-        let mut names: BTreeSet<String> = l.lbs.into_iter().map(|lb| lb.name).collect();
-        names.extend(l.eips.into_iter().map(|(name, _)| name));
+        let mut names: BTreeSet<String> = l.lbs.iter().map(|lb| lb.name.clone()).collect();
+        names.extend(l.eips.iter().map(|(name, _)| name.clone()));
         Ok(names)
     }
 }

@@ -163,17 +163,22 @@ impl PoolEntry {
     }
 }
 
-/// Whether a self-announced Service has a pool whose entry point is not an IP of ours (a
-/// pool behind a cloud load balancer, or one whose cloud class is invalid): its ingress is
-/// then the union of every pool's entry ([`union`] of [`of_service`]).
-pub fn has_cloud_pool(snap: &Snapshot, svc: &Service) -> bool {
-    !is_cloud(svc)
-        && crate::nodepool::selected_node_pools(svc, &snap.node_pools)
-            .ok()
-            .flatten()
-            .into_iter()
-            .flatten()
-            .any(|p| pool_source(svc, snap.node_pools.get(&p)) != PoolSource::SelfAnnounced)
+/// The node pools a self-announced Service selects when one of them has an entry point that
+/// is not an IP of ours (a pool behind a cloud load balancer, or one whose cloud class is
+/// invalid): its ingress is then the union of every selected pool's entry ([`union`] of
+/// [`of_service`]). `None` for a cloud class or when every selected pool announces itself.
+/// The selection is parsed once and handed out, so callers do not parse it again.
+pub fn pools_with_a_cloud_entry(snap: &Snapshot, svc: &Service) -> Option<Vec<Arc<str>>> {
+    if is_cloud(svc) {
+        return None;
+    }
+    let selected = crate::nodepool::selected_node_pools(svc, &snap.node_pools)
+        .ok()
+        .flatten()?;
+    selected
+        .iter()
+        .any(|p| pool_source(svc, snap.node_pools.get(p)) != PoolSource::SelfAnnounced)
+        .then_some(selected)
 }
 
 /// The per-(Service, pool) status map.

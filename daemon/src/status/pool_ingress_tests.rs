@@ -252,7 +252,7 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
             ..Default::default()
         },
     );
-    assert!(has_cloud_pool(&snap, &svc));
+    assert_eq!(pools_with_a_cloud_entry(&snap, &svc), Some(pools()));
     let got = of_service(&snap, &a, &cloud, &key, &svc, &pools());
     let (_, bj) = &got[0];
     assert_eq!(bj.reason, INVALID_POOL_CLASS);
@@ -266,7 +266,7 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
         ["144.121.0.1", "192.0.2.0"]
     );
     // Without the annotations the same Service is announced in every pool.
-    assert!(!has_cloud_pool(&two_regions_snapshot(&svc), &svc));
+    assert!(pools_with_a_cloud_entry(&two_regions_snapshot(&svc), &svc).is_none());
 }
 
 fn two_regions_snapshot(svc: &Service) -> Snapshot {

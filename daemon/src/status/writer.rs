@@ -744,13 +744,9 @@ impl Writer {
             let want = if cloud {
                 // A cloud class: the driver's addresses, whatever ipam decided.
                 pools::cloud_union(&self.cloud_seen, key)
-            } else if pools::has_cloud_pool(snap, svc) {
+            } else if let Some(selected) = pools::pools_with_a_cloud_entry(snap, svc) {
                 // Some pools behind a cloud load balancer: every pool's entry, in pool
                 // order (the self-announced ones are the allocation, per pool).
-                let selected = crate::nodepool::selected_node_pools(svc, &snap.node_pools)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
                 let entries = pools::of_service(snap, a, &self.cloud_seen, key, svc, &selected);
                 pools::union(entries.iter().map(|(_, e)| e))
             } else {
