@@ -153,7 +153,8 @@ impl Health {
         if let Some(d) = given("HealthCheckDomain") {
             let ok = d == "$_ip"
                 || (d.len() <= 80
-                    && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
             if !ok {
                 return Err(ApiError::invalid("HealthCheckDomain"));
             }

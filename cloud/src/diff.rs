@@ -217,7 +217,9 @@ pub fn health_matches(want: &HealthCheck, l: &ObservedListener) -> bool {
     let http = match (&want.http, &have.http) {
         (None, None) => true,
         (Some(w), Some(h)) => {
-            w.domain.as_ref().is_none_or(|d| h.domain.as_ref() == Some(d))
+            w.domain
+                .as_ref()
+                .is_none_or(|d| h.domain.as_ref() == Some(d))
                 && w.uri.as_ref().is_none_or(|u| h.uri.as_ref() == Some(u))
                 && codes(&w.http_codes) == codes(&h.http_codes)
         }

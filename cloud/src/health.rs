@@ -94,12 +94,12 @@ impl Reader<'_> {
         }
     }
 
-    fn number(&self, annotation: &str, b: Bounds, unit: &str) -> Result<u32, PlanError> {
+    fn number(&self, annotation: &str, b: Bounds, unit: &str) -> Result<Option<u32>, PlanError> {
         let Some(v) = self.annotations.get(annotation) else {
-            return Ok(b.default);
+            return Ok(None);
         };
         match v.parse::<u32>() {
-            Ok(n) if (b.min..=b.max).contains(&n) => Ok(n),
+            Ok(n) if (b.min..=b.max).contains(&n) => Ok(Some(n)),
             _ => Err(self.bad(
                 annotation,
                 v,
@@ -221,6 +221,19 @@ fn valid_uri(u: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-/.%?#&".contains(c))
 }
 
+/// The provider's default health check: what a listener gets with no annotation.
+pub fn default_check(profile: &impl Profile) -> HealthCheck {
+    let lim = profile.health_limits();
+    HealthCheck {
+        healthy_threshold: lim.healthy_threshold.default,
+        unhealthy_threshold: lim.unhealthy_threshold.default,
+        connect_timeout: lim.connect_timeout.default,
+        interval: lim.interval.default,
+        connect_port: None,
+        http: None,
+    }
+}
+
 /// The health check the Service's annotations ask for (TCP form; see [`for_protocol`]).
 pub fn from_annotations(
     profile: &impl Profile,
@@ -232,21 +245,27 @@ pub fn from_annotations(
         annotations,
     };
     let lim = profile.health_limits();
+    let d = default_check(profile);
     r.switch(ANNOTATION_HEALTH_CHECK_FLAG)?;
     r.switch(ANNOTATION_HEALTH_CHECK_SWITCH)?;
+    let seconds = " of seconds";
     Ok(HealthCheck {
-        healthy_threshold: r.number(ANNOTATION_HEALTHY_THRESHOLD, lim.healthy_threshold, "")?,
-        unhealthy_threshold: r.number(
-            ANNOTATION_UNHEALTHY_THRESHOLD,
-            lim.unhealthy_threshold,
-            "",
-        )?,
-        connect_timeout: r.number(
-            ANNOTATION_HEALTH_CHECK_CONNECT_TIMEOUT,
-            lim.connect_timeout,
-            " of seconds",
-        )?,
-        interval: r.number(ANNOTATION_HEALTH_CHECK_INTERVAL, lim.interval, " of seconds")?,
+        healthy_threshold: r
+            .number(ANNOTATION_HEALTHY_THRESHOLD, lim.healthy_threshold, "")?
+            .unwrap_or(d.healthy_threshold),
+        unhealthy_threshold: r
+            .number(ANNOTATION_UNHEALTHY_THRESHOLD, lim.unhealthy_threshold, "")?
+            .unwrap_or(d.unhealthy_threshold),
+        connect_timeout: r
+            .number(
+                ANNOTATION_HEALTH_CHECK_CONNECT_TIMEOUT,
+                lim.connect_timeout,
+                seconds,
+            )?
+            .unwrap_or(d.connect_timeout),
+        interval: r
+            .number(ANNOTATION_HEALTH_CHECK_INTERVAL, lim.interval, seconds)?
+            .unwrap_or(d.interval),
         connect_port: r.port()?,
         http: r.http()?,
     })
@@ -262,7 +281,6 @@ pub fn for_protocol(check: &HealthCheck, protocol: Protocol) -> HealthCheck {
         },
     }
 }
-
 
 #[cfg(test)]
 #[path = "health_tests.rs"]

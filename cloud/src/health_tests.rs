@@ -120,7 +120,13 @@ fn bad_values_are_refused_naming_service_annotation_and_range() {
     assert_eq!(a, ANNOTATION_HEALTH_CHECK_URI);
     assert!(why.contains("only with"), "{why}");
     let http = (ANNOTATION_HEALTH_CHECK_TYPE, "http");
-    for uri in ["healthz", "/", "//", "/a b", &format!("/{}", "a".repeat(80))] {
+    for uri in [
+        "healthz",
+        "/",
+        "//",
+        "/a b",
+        &format!("/{}", "a".repeat(80)),
+    ] {
         refused(&[http, (ANNOTATION_HEALTH_CHECK_URI, uri)]);
     }
     for domain in ["", "a_b.example", &"a".repeat(81)] {

@@ -57,13 +57,21 @@ fn plan_names_listeners_backends_and_reports_nodes_without_provider_id() {
     let d = plan(&EnsProfile, &input()).unwrap();
     assert_eq!(d.target.name, "k8s/cube-svc/default/np-hefei/c1");
     assert_eq!(d.network.vswitch_id, "vsw-1");
-    let ports: BTreeMap<ListenerKey, u16> =
-        d.listeners.iter().map(|(k, s)| (*k, s.backend_port)).collect();
+    let ports: BTreeMap<ListenerKey, u16> = d
+        .listeners
+        .iter()
+        .map(|(k, s)| (*k, s.backend_port))
+        .collect();
     assert_eq!(ports, BTreeMap::from([((Protocol::Tcp, 80), 30081)]));
     // No annotation: ENS's documented defaults, a TCP probe of the NodePort.
     let h = &d.listeners[&(Protocol::Tcp, 80)].health;
     assert_eq!(
-        (h.healthy_threshold, h.unhealthy_threshold, h.connect_timeout, h.interval),
+        (
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+            h.connect_timeout,
+            h.interval
+        ),
         (3, 3, 5, 2)
     );
     assert_eq!((h.port_for(30081), h.kind()), (30081, "tcp"));
@@ -307,7 +315,11 @@ impl Sim {
                     .iter_mut()
                     .find(|l| (l.protocol, l.port) == *key)
                     .expect("set on a missing listener");
-                assert_eq!(l.status, ListenerStatus::Running, "set on a listener not running");
+                assert_eq!(
+                    l.status,
+                    ListenerStatus::Running,
+                    "set on a listener not running"
+                );
                 assert_eq!(l.backend_port, spec.backend_port);
                 l.health = Some(as_ens_stores(l.health.as_ref(), spec));
             }
@@ -515,18 +527,30 @@ fn arb_health_annotations() -> impl Strategy<Value = Vec<(String, String)>> {
                 a.push((ANNOTATION_UNHEALTHY_THRESHOLD.to_string(), t.to_string()));
             }
             if let Some(t) = timeout {
-                a.push((ANNOTATION_HEALTH_CHECK_CONNECT_TIMEOUT.to_string(), t.to_string()));
+                a.push((
+                    ANNOTATION_HEALTH_CHECK_CONNECT_TIMEOUT.to_string(),
+                    t.to_string(),
+                ));
             }
             if let Some(p) = port {
-                a.push((ANNOTATION_HEALTH_CHECK_CONNECT_PORT.to_string(), p.to_string()));
+                a.push((
+                    ANNOTATION_HEALTH_CHECK_CONNECT_PORT.to_string(),
+                    p.to_string(),
+                ));
             }
             if let Some((d, u)) = http {
                 a.push((ANNOTATION_HEALTH_CHECK_TYPE.to_string(), "http".to_string()));
                 if let Some(d) = d {
-                    a.push((ANNOTATION_HEALTH_CHECK_DOMAIN.to_string(), format!("d{d}.example")));
+                    a.push((
+                        ANNOTATION_HEALTH_CHECK_DOMAIN.to_string(),
+                        format!("d{d}.example"),
+                    ));
                 }
                 if let Some(u) = u {
-                    a.push((ANNOTATION_HEALTH_CHECK_URI.to_string(), format!("/health{u}")));
+                    a.push((
+                        ANNOTATION_HEALTH_CHECK_URI.to_string(),
+                        format!("/health{u}"),
+                    ));
                 }
             }
             a

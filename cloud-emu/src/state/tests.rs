@@ -212,7 +212,10 @@ fn listener_health_checks_are_range_checked_stored_described_and_set() {
             "{field}={bad}"
         );
     }
-    assert!(s.lbs[&id].listeners.is_empty(), "a refused create made nothing");
+    assert!(
+        s.lbs[&id].listeners.is_empty(),
+        "a refused create made nothing"
+    );
     // Both ends of each range are taken; unset ones are the defaults.
     s.handle(
         "CreateLoadBalancerTCPListener",

@@ -217,9 +217,13 @@ impl LoadBalancerProvider for EnsProvider {
                     if let Some(attr) = api::load_balancer(c, &first.id).await? {
                         // Listeners exist only on an Active instance.
                         if attr.lb.status == LbStatus::Active {
-                            obs.listeners =
-                                with_health(c, target, &first.id, api::listeners(c, &first.id).await?)
-                                    .await?;
+                            obs.listeners = with_health(
+                                c,
+                                target,
+                                &first.id,
+                                api::listeners(c, &first.id).await?,
+                            )
+                            .await?;
                         }
                         obs.backends = attr.backends.into_iter().collect();
                         obs.lb = Some(attr.lb);

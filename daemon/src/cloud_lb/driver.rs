@@ -259,7 +259,12 @@ fn fill(entry: &mut CloudEntry, obs: &Observed) {
             port: l.port,
             backend_port: l.backend_port,
             status: format!("{:?}", l.status),
-            health: l.health.as_ref().map(|h| h.to_string()),
+            // The probed port is shown only when it is not the backend port.
+            health: l.health.as_ref().map(|h| {
+                let mut h = h.clone();
+                h.connect_port = h.connect_port.filter(|p| *p != l.backend_port);
+                h.to_string()
+            }),
         })
         .collect();
     entry.backends = obs.backends.clone();
