@@ -281,7 +281,7 @@ enum Term {
         read_at: Instant,
     },
     /// Allocating and writing.
-    Leading { epoch: u64, alloc: Allocator },
+    Leading { epoch: u64, alloc: Box<Allocator> },
 }
 
 impl Term {
@@ -654,7 +654,7 @@ impl Writer {
                     tracing::info!(epoch, "the snapshot shows the record: writing");
                     self.term = Term::Leading {
                         epoch,
-                        alloc: Allocator::default(),
+                        alloc: Box::default(),
                     };
                 }
                 Some(k) if read_at.elapsed() >= REGATE => {
