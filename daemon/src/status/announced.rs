@@ -7,12 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use crate::api::annotations::ALLOW_SHARED_IP;
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::endpoints::{has_ready_endpoint_for, is_local, ready_nodes_for};
 use crate::plan::{coverage, l2};
 use crate::snapshot::{ObjectKey, Snapshot};
-use crate::speaker::{is_recorded, recorded_only};
+use crate::speaker::is_recorded;
 
 /// The Event reason.
 pub const REASON: &str = "AnnouncedBy";
@@ -70,19 +71,23 @@ fn elections<'a>(
     out
 }
 
-/// The recorded allocations (what cluster mode announces, see
-/// [`crate::speaker::recorded_only`]) with the Services holding each IP, kept across the
-/// writer's passes so that a change elects again only the Services it touches and those
-/// sharing an IP with them.
+/// Which Services share each recorded IP (what cluster mode announces, see
+/// [`crate::speaker::recorded_only`]), kept across the writer's passes so that a change
+/// elects again only the Services it touches and those sharing an IP with them.
+///
+/// The recorded outcomes themselves are read from the allocation of record each pass (a
+/// persistent map shared with the allocator), not copied. Only Services that may share an
+/// IP (`edgelb.io/allow-shared-ip`) are kept: in an allocation a Service without a sharing
+/// key holds its IPs alone, so nothing else requests with them.
 #[derive(Clone, Debug, Default)]
 pub struct Recorded {
-    assignments: Assignments,
     by_ip: HashMap<IpAddr, Holders>,
+    /// The recorded IPs of each Service in `by_ip`.
+    held: HashMap<ObjectKey, Vec<IpAddr>>,
 }
 
 /// The Services holding one IP, in key order: nearly always one, so a sorted `Vec` (one
-/// small allocation) rather than a `BTreeSet` (a whole B-tree leaf, ~300 B more per IP on
-/// the leader at 10 000 Services).
+/// small allocation) rather than a `BTreeSet` (a whole B-tree leaf per IP).
 #[derive(Clone, Debug, Default)]
 struct Holders(Vec<ObjectKey>);
 
@@ -116,24 +121,52 @@ impl<'a> IntoIterator for &'a Holders {
     }
 }
 
+/// Whether a Service may share its IPs with others (the allocator lets only Services with
+/// a sharing key share).
+fn may_share(snap: &Snapshot, key: &ObjectKey) -> bool {
+    snap.services.get(key).is_some_and(|svc| {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ALLOW_SHARED_IP))
+            .is_some_and(|k| !k.is_empty())
+    })
+}
+
+/// The recorded outcomes of one Service in `a` (see [`is_recorded`]).
+fn recorded_of<'a>(
+    snap: &'a Snapshot,
+    a: &'a Assignments,
+    key: &ObjectKey,
+) -> impl Iterator<Item = (&'a AllocationKey, &'a Outcome)> + 'a {
+    outcomes_of(a, key).filter(move |(k, o)| is_recorded(snap, k, o))
+}
+
 impl Recorded {
     /// From every Service of `snap` and outcome of `a`.
     pub fn full(snap: &Snapshot, a: &Assignments) -> Recorded {
-        let mut r = Recorded {
-            assignments: recorded_only(snap, a),
-            by_ip: HashMap::new(),
-        };
-        for (akey, outcome) in &r.assignments.outcomes {
-            for ip in ips_of(outcome) {
-                r.by_ip.entry(*ip).or_default().insert(akey.service.clone());
-            }
+        let mut r = Recorded::default();
+        for key in snap.services.keys() {
+            r.take_in(snap, a, key);
         }
         r
     }
 
-    /// The recorded outcomes.
-    pub fn assignments(&self) -> &Assignments {
-        &self.assignments
+    /// Keeps the recorded IPs of `key` if it may share them; returns them.
+    fn take_in(&mut self, snap: &Snapshot, a: &Assignments, key: &ObjectKey) -> Vec<IpAddr> {
+        if !may_share(snap, key) {
+            return Vec::new();
+        }
+        let ips: Vec<IpAddr> = recorded_of(snap, a, key)
+            .flat_map(|(_, o)| ips_of(o).iter().copied())
+            .collect();
+        for ip in &ips {
+            self.by_ip.entry(*ip).or_default().insert(key.clone());
+        }
+        if !ips.is_empty() {
+            self.held.insert(key.clone(), ips.clone());
+        }
+        ips
     }
 
     /// Takes in the Services `keys` (their object, slices or outcome changed; gone ones
@@ -147,57 +180,39 @@ impl Recorded {
     ) -> BTreeSet<ObjectKey> {
         let mut touched = keys.clone();
         for key in keys {
-            let old: Vec<(AllocationKey, Outcome)> = outcomes_of(&self.assignments, key)
-                .map(|(k, o)| (k.clone(), o.clone()))
-                .collect();
-            for (akey, outcome) in old {
-                for ip in ips_of(&outcome) {
-                    if let Some(holders) = self.by_ip.get_mut(ip) {
-                        holders.remove(key);
-                        touched.extend(holders.iter().cloned());
-                        if holders.is_empty() {
-                            self.by_ip.remove(ip);
-                        }
+            for ip in self.held.remove(key).unwrap_or_default() {
+                if let Some(holders) = self.by_ip.get_mut(&ip) {
+                    holders.remove(key);
+                    touched.extend(holders.iter().cloned());
+                    if holders.is_empty() {
+                        self.by_ip.remove(&ip);
                     }
                 }
-                self.assignments.outcomes.remove(&akey);
             }
-            let new: Vec<(AllocationKey, Outcome)> = outcomes_of(a, key)
-                .filter(|(k, o)| is_recorded(snap, k, o))
-                .map(|(k, o)| (k.clone(), o.clone()))
-                .collect();
-            for (akey, outcome) in new {
-                for ip in ips_of(&outcome) {
-                    let holders = self.by_ip.entry(*ip).or_default();
-                    touched.extend(holders.iter().cloned());
-                    holders.insert(key.clone());
-                }
-                self.assignments.outcomes.insert(akey, outcome);
+            for ip in self.take_in(snap, a, key) {
+                touched.extend(self.by_ip.get(&ip).into_iter().flatten().cloned());
             }
         }
         touched
     }
 
     /// The `AnnouncedBy` text of each of `keys` that has one (as [`announcements`] over
-    /// the recorded allocations says), electing only their IPs.
+    /// the recorded outcomes of `a` says), electing only their IPs.
     pub fn announcements_of(
         &self,
         snap: &Snapshot,
+        a: &Assignments,
         candidates: Vec<Candidate>,
         keys: &BTreeSet<ObjectKey>,
     ) -> BTreeMap<ObjectKey, String> {
         // Every holder of an IP of a wanted Service requests with it (merged elections).
         let mut requesters: BTreeSet<&ObjectKey> = keys.iter().collect();
         for key in keys {
-            for (_, outcome) in outcomes_of(&self.assignments, key) {
-                for ip in ips_of(outcome) {
-                    requesters.extend(self.by_ip.get(ip).into_iter().flatten());
-                }
+            for ip in self.held.get(key).into_iter().flatten() {
+                requesters.extend(self.by_ip.get(ip).into_iter().flatten());
             }
         }
-        let outcomes = requesters
-            .into_iter()
-            .flat_map(|k| outcomes_of(&self.assignments, k));
+        let outcomes = requesters.into_iter().flat_map(|k| recorded_of(snap, a, k));
         elections(snap, outcomes, candidates, |k| keys.contains(k))
             .into_iter()
             .map(|(service, results)| (service, text(&results)))

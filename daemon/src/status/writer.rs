@@ -319,10 +319,14 @@ struct Writer {
     cloud: CloudSource,
     cloud_seen: Arc<CloudReports>,
     cloud_closed: bool,
-    /// Reported this term: `AllocationFailed` reason and `AnnouncedBy` text per Service.
+    /// Reported this term: `AllocationFailed` reason per Service.
     failed: HashMap<ObjectKey, String>,
-    announced: HashMap<ObjectKey, String>,
-    /// Keys whose reported text changed this term (a later equal text is a true repeat).
+    /// Reported this term: a hash of the `AnnouncedBy` text per Service (kept for every
+    /// announced Service, so 8 bytes rather than the text). A Service here saw its text
+    /// change this term: a later equal text is a true repeat.
+    announced: HashMap<ObjectKey, u64>,
+    /// `AllocationFailed` keys whose reported text changed this term (a later equal text
+    /// is a true repeat).
     changed: BTreeSet<Key>,
     /// Built-in objects already reported as undecodable (kind, key, version).
     undecodable: Reported,
@@ -332,7 +336,7 @@ struct Writer {
     passed: Option<Arc<Vec<Candidate>>>,
     /// Objects whose write ended since the last pass (decided again by the next one).
     touched: BTreeSet<ObjectKey>,
-    /// The recorded allocations of the last pass, for the `AnnouncedBy` elections.
+    /// Which Services share each recorded IP, for the `AnnouncedBy` elections.
     recorded: Recorded,
     /// Decide every Service on every pass (the property test's reference).
     #[cfg(test)]
@@ -414,6 +418,14 @@ impl Drop for WriterHandle {
             task.abort();
         }
     }
+}
+
+/// What the writer keeps of a reported `AnnouncedBy` text.
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
 }
 
 fn ips_of(ingress: &[LoadBalancerIngress]) -> Vec<IpAddr> {
@@ -992,18 +1004,18 @@ impl Writer {
         };
         let now = self
             .recorded
-            .announcements_of(snap, candidates.to_vec(), &keys);
+            .announcements_of(snap, a, candidates.to_vec(), &keys);
         for key in keys {
             let k = Key::Announced(key.clone());
             match now.get(&key) {
                 None => {
                     // No text any more: what was reported is forgotten, so a text coming
                     // back is a change, not a repeat.
-                    if self.announced.remove(&key).is_some() {
-                        self.changed.remove(&k);
-                    }
+                    self.announced.remove(&key);
                 }
-                Some(text) if self.announced.get(&key) == Some(text) => self.queue.withdraw(&k),
+                Some(text) if self.announced.get(&key) == Some(&text_hash(text)) => {
+                    self.queue.withdraw(&k)
+                }
                 Some(text) => self.queue.offer(k, Write::Note(text.clone())),
             }
         }
@@ -1072,8 +1084,8 @@ impl Writer {
                         None => self.queue.done(&key, Done::Dropped, now),
                     }
                 }
-                (Key::Announced(_), Write::Note(text)) => {
-                    let repeat = self.changed.contains(&key);
+                (Key::Announced(k), Write::Note(text)) => {
+                    let repeat = self.announced.contains_key(k);
                     let note = Note {
                         reason: super::announced::REASON,
                         type_: "Normal",
@@ -1282,14 +1294,18 @@ impl Writer {
             }
             Ended::Reported(text, events) => {
                 self.stats.events += events;
-                match &key {
-                    Key::Failed(k) => self.failed.insert(k.clone(), text),
-                    Key::Announced(k) => self.announced.insert(k.clone(), text),
-                    _ => None,
-                };
                 // From now on this term saw the text change: a later return to an
                 // earlier text is a true repeat.
-                self.changed.insert(key.clone());
+                match &key {
+                    Key::Failed(k) => {
+                        self.failed.insert(k.clone(), text);
+                        self.changed.insert(key.clone());
+                    }
+                    Key::Announced(k) => {
+                        self.announced.insert(k.clone(), text_hash(&text));
+                    }
+                    _ => {}
+                }
                 self.queue.done(&key, Done::Written, now);
             }
             Ended::Undecodable(ev) => {
