@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
 
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::l2::{assemble, candidates, requests_of, L2Node, L2Plan, L2Requests, Members};
+use crate::service::ServiceFacts;
 use crate::snapshot::{Slice, Snapshot};
 
 /// Node changes re-elected one after another before a full election is cheaper.
@@ -51,7 +51,7 @@ struct Last {
 /// What the requests of one allocation depend on, besides the advertisements and pools.
 struct ServiceInputs {
     key: AllocationKey,
-    svc: Option<Arc<Service>>,
+    svc: Option<Arc<ServiceFacts>>,
     slices: Vec<Arc<Slice>>,
     outcome: Option<(Arc<str>, Vec<IpAddr>)>,
     /// How many requests it gave (consecutive in `L2Requests`).
@@ -61,7 +61,7 @@ struct ServiceInputs {
 impl ServiceInputs {
     fn new(
         key: &AllocationKey,
-        svc: Option<&Arc<Service>>,
+        svc: Option<&Arc<ServiceFacts>>,
         slices: &[Arc<Slice>],
         outcome: &Outcome,
         count: usize,
@@ -78,7 +78,7 @@ impl ServiceInputs {
         }
     }
 
-    fn same(&self, svc: Option<&Arc<Service>>, slices: &[Arc<Slice>], outcome: &Outcome) -> bool {
+    fn same(&self, svc: Option<&Arc<ServiceFacts>>, slices: &[Arc<Slice>], outcome: &Outcome) -> bool {
         let svc_same = match (&self.svc, svc) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
