@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-
 use crate::api::annotations::NODEPOOL_SELECTOR;
 use crate::api::openyurt::NodePool;
 use crate::selector;

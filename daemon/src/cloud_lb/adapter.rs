@@ -98,7 +98,7 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
             (!is_self_announced_in(svc, snap.node_pools.get(pool))
                 && ps.metadata.deletion_timestamp.is_none()
                 && !svc.deleting)
-            .then(|| (ps_key.clone(), svc_key.clone(), pool.clone(), &**ps, &**svc))
+                .then(|| (ps_key.clone(), svc_key.clone(), pool.clone(), &**ps, &**svc))
         })
         .collect();
     // Who names which user-managed load balancer (for the sharing rule).

@@ -169,7 +169,10 @@ impl World {
     /// Changes a Service made by [`World::service`] and applies it again.
     pub fn edit_service(&mut self, namespace: &str, name: &str, edit: impl FnOnce(&mut Service)) {
         let key = ObjectKey::new(namespace, name);
-        let svc = self.services.get_mut(&key).expect("a Service of this world");
+        let svc = self
+            .services
+            .get_mut(&key)
+            .expect("a Service of this world");
         edit(svc);
         let svc = svc.clone();
         self.store.apply(Object::Service(svc), SYSTEM);

@@ -74,7 +74,8 @@ pub fn labels_hold<'a, L: Labels + ?Sized>(
     want: impl IntoIterator<Item = (&'a String, &'a String)>,
     labels: &L,
 ) -> bool {
-    want.into_iter().all(|(k, v)| labels.label(k) == Some(v.as_str()))
+    want.into_iter()
+        .all(|(k, v)| labels.label(k) == Some(v.as_str()))
 }
 
 /// One `matchExpressions` entry.
@@ -101,10 +102,9 @@ impl NodeSelector {
     /// Whether a node with `labels` satisfies this selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         labels_hold(&self.match_labels, labels)
-            && self
-                .match_expressions
-                .iter()
-                .all(|req| requirement_holds(Some(req.operator), labels.label(&req.key), &req.values))
+            && self.match_expressions.iter().all(|req| {
+                requirement_holds(Some(req.operator), labels.label(&req.key), &req.values)
+            })
     }
 }
 

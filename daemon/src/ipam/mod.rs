@@ -33,9 +33,9 @@ use std::sync::Arc;
 use self::pool::PoolView;
 use self::range::{from_u128, is_buggy, Family};
 use self::request::{request_of, Request, Sharing};
+use crate::service::ServiceFacts;
 use crate::snapshot::{ObjectKey, Snapshot};
 use imbl::OrdMap;
-use crate::service::ServiceFacts;
 
 pub use self::incremental::{IncrementalAllocator, Update, UpdateKind};
 
@@ -72,9 +72,7 @@ pub fn keys_of(
 ) -> Result<Vec<AllocationKey>, AllocationError> {
     // A cloud class's entry points are its cloud load balancers' (crate::cloud_lb): no IP
     // from a pool, and no IP of its status read back as a record.
-    if !crate::nodepool::is_self_announced_class(
-        svc.class(),
-    ) {
+    if !crate::nodepool::is_self_announced_class(svc.class()) {
         return Ok(Vec::new());
     }
     match select(snap, svc) {

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeSet;
 
-
 use crate::ipam::AllocationKey;
 use crate::service::ServiceFacts;
 use crate::snapshot::{ObjectKey, Snapshot};
@@ -109,7 +108,12 @@ pub fn has_ready_endpoint(snap: &Snapshot, service: &ObjectKey) -> bool {
 
 /// Whether `node` may serve the Service by its traffic policy: Local needs a ready
 /// endpoint on `node`, Cluster a ready endpoint anywhere.
-pub fn node_may_serve(snap: &Snapshot, service: &ObjectKey, svc: &ServiceFacts, node: &str) -> bool {
+pub fn node_may_serve(
+    snap: &Snapshot,
+    service: &ObjectKey,
+    svc: &ServiceFacts,
+    node: &str,
+) -> bool {
     if is_local(svc) {
         ready_nodes(snap, service).contains(node)
     } else {

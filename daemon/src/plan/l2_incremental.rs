@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::l2::{assemble, candidates, requests_of, L2Node, L2Plan, L2Requests, Members};
@@ -78,7 +77,12 @@ impl ServiceInputs {
         }
     }
 
-    fn same(&self, svc: Option<&Arc<ServiceFacts>>, slices: &[Arc<Slice>], outcome: &Outcome) -> bool {
+    fn same(
+        &self,
+        svc: Option<&Arc<ServiceFacts>>,
+        slices: &[Arc<Slice>],
+        outcome: &Outcome,
+    ) -> bool {
         let svc_same = match (&self.svc, svc) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,

@@ -331,9 +331,9 @@ fn same_report(stored: &Event, posted: &Event) -> bool {
 mod tests {
     use super::*;
     use crate::fixtures::service;
+    use crate::mock_api::{scripted, status_error, Call};
     use k8s_openapi::api::core::v1::Service;
     use kube::Resource;
-    use crate::mock_api::{scripted, status_error, Call};
 
     fn svc() -> Service {
         let mut s = service("default", "web", 80);

@@ -244,8 +244,13 @@ mod tests {
     #[test]
     fn the_refusal_names_service_annotation_and_pool() {
         let svc = annotate(service("shop", "web", 80), ELB_PASS_THROUGH, "true");
-        let c = desired(&facts(&svc), "lan", Frontend::SelfAnnounced, Time(Timestamp::now()))
-            .expect("a condition");
+        let c = desired(
+            &facts(&svc),
+            "lan",
+            Frontend::SelfAnnounced,
+            Time(Timestamp::now()),
+        )
+        .expect("a condition");
         assert_eq!(c.type_, CONDITION);
         assert!(
             c.message.starts_with(

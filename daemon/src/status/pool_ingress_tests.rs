@@ -4,11 +4,11 @@
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
-use k8s_openapi::api::core::v1::Service;
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
 use crate::fixtures::{annotate, facts, node, pool, scoped_pool, service};
 use crate::ipam::allocate;
 use crate::snapshot::{Object, Selection, Store};
+use k8s_openapi::api::core::v1::Service;
 
 const NS: &str = "edgelb-system";
 
@@ -235,8 +235,8 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
     store.apply(Object::Service(svc.clone()), NS);
     let snap = store.snapshot(&Selection::default());
     let key = ObjectKey::new("default", "cube");
-    let keys =
-        crate::ipam::keys_of(crate::ipam::selected_node_pools, &snap, &key, &facts(&svc)).expect("keys");
+    let keys = crate::ipam::keys_of(crate::ipam::selected_node_pools, &snap, &key, &facts(&svc))
+        .expect("keys");
     assert_eq!(
         keys.iter()
             .map(|k| k.node_pool.as_deref().unwrap_or("-"))
@@ -253,7 +253,9 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
             ..Default::default()
         },
     );
-    assert_eq!(pools_with_a_cloud_entry(&snap, &facts(&svc)), Some(pools()));
+    let mut sorted = pools();
+    sorted.sort();
+    assert_eq!(pools_with_a_cloud_entry(&snap, &facts(&svc)), Some(sorted));
     let got = of_service(&snap, &a, &cloud, &key, &facts(&svc), &pools());
     let (_, bj) = &got[0];
     assert_eq!(bj.reason, INVALID_POOL_CLASS);

@@ -1,11 +1,11 @@
 use super::*;
-use k8s_openapi::api::core::v1::Service;
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
 use crate::fixtures::{annotate, node, node_pool, service};
 use crate::snapshot::{Object, Store};
-use std::ops::Deref;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
+use std::ops::Deref;
 
 const NS: &str = "edgelb-system";
 

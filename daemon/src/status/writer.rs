@@ -29,11 +29,11 @@ use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, ObjectReference, Service};
-use kube::Resource;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::Resource;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -1075,10 +1075,11 @@ impl Writer {
         let timeout = self.cfg.write_timeout;
         let node = self.cfg.node.clone();
         self.tasks.spawn(async move {
-            let outcome = match post_about(&client, &node, &svc.object_ref(), &note, repeat, timeout).await {
-                Ok(p) => Ended::Reported(text, usize::from(p != Posted::AlreadyReported)),
-                Err(e) => Ended::Retry(e),
-            };
+            let outcome =
+                match post_about(&client, &node, &svc.object_ref(), &note, repeat, timeout).await {
+                    Ok(p) => Ended::Reported(text, usize::from(p != Posted::AlreadyReported)),
+                    Err(e) => Ended::Retry(e),
+                };
             Finished {
                 epoch,
                 key,
@@ -1153,7 +1154,9 @@ impl Writer {
                             action: "Allocate",
                             note: cond.message.clone(),
                         };
-                        match post_about(&client, &node, &svc.object_ref(), &note, false, timeout).await {
+                        match post_about(&client, &node, &svc.object_ref(), &note, false, timeout)
+                            .await
+                        {
                             Ok(Posted::AlreadyReported) => {}
                             Ok(_) => events = 1,
                             Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),

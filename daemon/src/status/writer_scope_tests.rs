@@ -4,7 +4,6 @@
 //! what it wrote and reported) as one deciding every Service on every pass.
 
 use super::*;
-use std::collections::BTreeMap;
 use crate::api::{BGPAdvertisement, L2Advertisement};
 use crate::election::InterfaceFacts;
 use crate::fixtures::{annotate, endpoint_slice, pool, service};
@@ -13,6 +12,7 @@ use crate::snapshot::{Object, Store};
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, ServiceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 const NS: &str = "edgelb-system";
 const NODES: [&str; 3] = ["n0", "n1", "n2"];
