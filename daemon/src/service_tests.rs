@@ -423,7 +423,7 @@ prop_compose! {
                 uid,
                 resource_version: version,
                 generation,
-                deletion_timestamp: deleting.then(|| Time(Timestamp::UNIX_EPOCH)),
+                deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
                 finalizers,
                 annotations,
                 labels,

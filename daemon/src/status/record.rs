@@ -76,7 +76,7 @@ pub async fn read(client: &Client, sel: &Selection, timeout: Duration) -> Result
             let page = api.list(&lp).await.map_err(|e| e.to_string())?;
             let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
             // What the record reads of each, not the objects (a list of 10 000).
-            services.extend(page.items.iter().map(|s| ServiceFacts::unshared(s)));
+            services.extend(page.items.iter().map(ServiceFacts::unshared));
             match next {
                 Some(c) => lp = lp.continue_token(&c),
                 None => break,
@@ -114,11 +114,11 @@ mod tests {
     #[test]
     fn a_snapshot_is_behind_until_it_shows_every_recorded_ip() {
         let sel = Selection::default();
-        let fresh = vec![
+        let fresh = [
             with_ip(service("default", "a", 80), "192.0.2.1"),
             service("default", "b", 80),
         ];
-        let fresh: Vec<ServiceFacts> = fresh.iter().map(|s| ServiceFacts::unshared(s)).collect();
+        let fresh: Vec<ServiceFacts> = fresh.iter().map(ServiceFacts::unshared).collect();
         let record = Record::of(&fresh, &sel);
         assert_eq!(record.len(), 1, "only Services with IPs");
         let mut store = Store::default();
