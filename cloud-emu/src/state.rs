@@ -82,6 +82,125 @@ pub struct Listener {
     pub backend_port: u16,
     pub state: ListenerState,
     pub description: String,
+    pub health: Health,
+}
+
+/// A listener's health check as ENS stores it (always on: the TCP and UDP listener calls
+/// have no switch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub healthy_threshold: u64,
+    pub unhealthy_threshold: u64,
+    pub connect_timeout: u64,
+    pub interval: u64,
+    /// `None`: the backend port.
+    pub connect_port: Option<u16>,
+    /// `tcp` or `http` (TCP listeners).
+    pub check_type: String,
+    pub domain: String,
+    pub uri: String,
+    pub http_code: String,
+}
+
+impl Default for Health {
+    /// CreateLoadBalancerTCPListener's documented defaults.
+    fn default() -> Health {
+        Health {
+            healthy_threshold: 3,
+            unhealthy_threshold: 3,
+            connect_timeout: 5,
+            interval: 2,
+            connect_port: None,
+            check_type: "tcp".into(),
+            domain: String::new(),
+            uri: String::new(),
+            http_code: "http_2xx".into(),
+        }
+    }
+}
+
+impl Health {
+    /// `from` with the health-check parameters of a create or set call applied, each checked
+    /// against the reference's range (`InvalidParameter.<Field>` otherwise). A parameter not
+    /// given keeps its value. UDP listeners take no type and no HTTP fields.
+    pub fn apply(from: &Health, p: &Params, proto: &str) -> Result<Health, ApiError> {
+        let mut h = from.clone();
+        if let Some(n) = num(p, "HealthyThreshold", 2..=10)? {
+            h.healthy_threshold = n;
+        }
+        if let Some(n) = num(p, "UnhealthyThreshold", 2..=10)? {
+            h.unhealthy_threshold = n;
+        }
+        if let Some(n) = num(p, "HealthCheckConnectTimeout", 1..=300)? {
+            h.connect_timeout = n;
+        }
+        if let Some(n) = num(p, "HealthCheckInterval", 1..=50)? {
+            h.interval = n;
+        }
+        if let Some(n) = num(p, "HealthCheckConnectPort", 1..=65535)? {
+            h.connect_port = Some(n as u16);
+        }
+        if proto != "tcp" {
+            return Ok(h);
+        }
+        let given = |k: &str| p.get(k).filter(|v| !v.is_empty());
+        if let Some(t) = given("HealthCheckType") {
+            if t != "tcp" && t != "http" {
+                return Err(ApiError::invalid("HealthCheckType"));
+            }
+            h.check_type = t.clone();
+        }
+        if let Some(d) = given("HealthCheckDomain") {
+            let ok = d == "$_ip"
+                || (d.len() <= 80
+                    && d.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+            if !ok {
+                return Err(ApiError::invalid("HealthCheckDomain"));
+            }
+            h.domain = d.clone();
+        }
+        if let Some(u) = given("HealthCheckURI") {
+            let ok = u.len() <= 80
+                && u.starts_with('/')
+                && u.chars().any(|c| c != '/')
+                && u.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-/.%?#&".contains(c));
+            if !ok {
+                return Err(ApiError::invalid("HealthCheckURI"));
+            }
+            h.uri = u.clone();
+        }
+        if let Some(c) = given("HealthCheckHttpCode") {
+            let ok = c
+                .split(',')
+                .all(|x| ["http_2xx", "http_3xx", "http_4xx", "http_5xx"].contains(&x));
+            if !ok {
+                return Err(ApiError::invalid("HealthCheckHttpCode"));
+            }
+            h.http_code = c.clone();
+        }
+        Ok(h)
+    }
+
+    /// The health-check fields of a Describe...ListenerAttribute answer.
+    pub fn json(&self, proto: &str, backend_port: u16) -> Value {
+        let mut v = json!({
+            "HealthCheck": "on",
+            "HealthyThreshold": self.healthy_threshold,
+            "UnhealthyThreshold": self.unhealthy_threshold,
+            "HealthCheckConnectTimeout": self.connect_timeout,
+            "HealthCheckInterval": self.interval,
+            "HealthCheckConnectPort": self.connect_port.unwrap_or(backend_port),
+        });
+        if proto == "tcp" {
+            v["HealthCheckType"] = json!(self.check_type);
+            v["HealthCheckDomain"] = json!(self.domain);
+            v["HealthCheckURI"] = json!(self.uri);
+            v["HealthCheckHttpCode"] = json!(self.http_code);
+        }
+        v
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -246,6 +365,11 @@ impl State {
             "LoadBalancers": self.lbs.values().map(|lb| {
                 let mut v = Self::lb_json(lb, now);
                 v["Listeners"] = lb.listeners.keys().map(|(pr, po)| json!(format!("{pr}/{po}"))).collect();
+                v["ListenerAttributes"] = lb.listeners.iter().map(|((pr, po), l)| {
+                    let mut a = l.health.json(pr, l.backend_port);
+                    a["BackendServerPort"] = json!(l.backend_port);
+                    (format!("{pr}/{po}"), a)
+                }).collect::<serde_json::Map<String, Value>>().into();
                 v["BackendServers"] = json!(lb.backends);
                 v
             }).collect::<Vec<_>>(),

@@ -197,9 +197,15 @@ async fn scenario(emu: &Emulator) {
     )
     .await
     .unwrap();
-    api::create_listener(&c, &user_lb, (Protocol::Tcp, 8443), 31443, "user's")
-        .await
-        .unwrap();
+    api::create_listener(
+        &c,
+        &user_lb,
+        (Protocol::Tcp, 8443),
+        &support::listener(31443),
+        "user's",
+    )
+    .await
+    .unwrap();
 
     let mut w = World::new();
     w.secret(KEY_ID, SECRET);

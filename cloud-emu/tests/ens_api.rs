@@ -131,9 +131,15 @@ async fn a_users_load_balancer_keeps_its_instance_eip_and_own_backends() {
         )
         .await
         .unwrap();
-        api::create_listener(c, &lb_id, (Protocol::Tcp, 8443), 31443, "user's")
-            .await
-            .unwrap();
+        api::create_listener(
+            c,
+            &lb_id,
+            (Protocol::Tcp, 8443),
+            &support::listener(31443),
+            "user's",
+        )
+        .await
+        .unwrap();
         let eip = api::create_eip(c, "users-eip", "cn-chengdu-telecom", 5)
             .await
             .unwrap();

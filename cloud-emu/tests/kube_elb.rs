@@ -12,6 +12,12 @@
 //! leaves the backends; a port added adds a listener. The Service deleted: the ELB and EIP
 //! are released, then the PoolService's finalizer goes, then the Service. The leak report
 //! is empty; the access key's secret never appears in the speaker's log or in an Event.
+//!
+//! Health checks: the listener is created with the Service's health-check annotations (the
+//! rest ENS's defaults) and `edgelbctl elb` shows them; an out-of-range value is refused by
+//! a `CloudLoadBalancerInvalid` Event naming the annotation while the listener stays as it
+//! was; a changed annotation is applied to the running listener in place
+//! (`SetLoadBalancerTCPListenerAttribute`, no second create).
 
 #![allow(clippy::unwrap_used)]
 
@@ -29,11 +35,15 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
+use edgelb_cloud::health::{
+    ANNOTATION_HEALTHY_THRESHOLD, ANNOTATION_HEALTH_CHECK_INTERVAL, ANNOTATION_HEALTH_CHECK_TYPE,
+    ANNOTATION_HEALTH_CHECK_URI, ANNOTATION_UNHEALTHY_THRESHOLD,
+};
 use edgelb_daemon::api::openyurt::PoolService;
 use edgelb_tests::kube::objects::then_clean;
 use edgelb_tests::kube::{self as harness, Cluster, Speaker};
 use edgelb_tests::lab::{Lan, Netns};
-use support::cluster::{self, inventory_until, lb, REGION, WAIT};
+use support::cluster::{self, calls_by_action, inventory_until, lb, REGION, WAIT};
 use support::{Emulator, SECRET};
 
 const TEST: &str = "kube_elb::cloud_load_balancer_lifecycle";
@@ -60,7 +70,13 @@ async fn scenario(
     services
         .create(
             &PostParams::default(),
-            &cluster::cloud_service(NS, "cube", "k8s-svc=cube", json!({}), ports)?,
+            &cluster::cloud_service(
+                NS,
+                "cube",
+                "k8s-svc=cube",
+                json!({ANNOTATION_HEALTHY_THRESHOLD: "4", ANNOTATION_HEALTH_CHECK_INTERVAL: "5"}),
+                ports,
+            )?,
         )
         .await?;
     let node_port = services.get("cube").await?.spec.unwrap().ports.unwrap()[0]
@@ -198,7 +214,8 @@ async fn checks(
     ensure!(
         l.listeners
             .iter()
-            .any(|x| x.starts_with(&format!("tcp/80 -> {node_port}")))
+            .any(|x| x.starts_with(&format!("tcp/80 -> {node_port}"))
+                && x.contains("health check tcp every 5s timeout 5s healthy 4 unhealthy 3"))
             && l.backends == ["i-e1:100", "i-e2:100"]
             && l.load_balancer.is_some(),
         "{l:?}"
@@ -212,6 +229,8 @@ async fn checks(
         code == 200 && metrics.contains("edgelb_cloud_calls_total{action=\"CreateLoadBalancer\"}"),
         "metrics: {metrics}"
     );
+
+    health_checks(services, &events, emu, &lb_id, node_port).await?;
 
     // A node leaves the pool; a port is added.
     harness::create_node(
@@ -261,6 +280,98 @@ async fn checks(
             "an Event carries the access key secret"
         );
     }
+    Ok(())
+}
+
+async fn annotate(services: &Api<Service>, a: serde_json::Value) -> anyhow::Result<()> {
+    let patch = Patch::Merge(json!({"metadata": {"annotations": a}}));
+    services
+        .patch("cube", &PatchParams::default(), &patch)
+        .await?;
+    Ok(())
+}
+
+/// The listener's health check as the emulator holds it.
+fn health_of(inv: &serde_json::Value) -> Option<&serde_json::Value> {
+    lb(inv, LB_NAME).map(|l| &l["ListenerAttributes"]["tcp/80"])
+}
+
+/// Created with the annotations, refused out of range, changed in place.
+async fn health_checks(
+    services: &Api<Service>,
+    events: &Api<Event>,
+    emu: &Emulator,
+    lb_id: &str,
+    node_port: i32,
+) -> anyhow::Result<()> {
+    let inv = emu.inventory();
+    let h = health_of(&inv).context("no listener attributes")?;
+    ensure!(
+        h["HealthyThreshold"] == 4
+            && h["HealthCheckInterval"] == 5
+            && h["UnhealthyThreshold"] == 3
+            && h["HealthCheckConnectTimeout"] == 5
+            && h["HealthCheckConnectPort"] == node_port
+            && h["HealthCheckType"] == "tcp",
+        "created with {h}"
+    );
+    // Out of range: an Event names the Service's annotation; the listener is untouched.
+    annotate(services, json!({ANNOTATION_HEALTH_CHECK_INTERVAL: "51"})).await?;
+    let invalid = harness::eventually("CloudLoadBalancerInvalid Event", WAIT, || async {
+        edgelb_tests::kube::objects::event(events, "CloudLoadBalancerInvalid", "cube-np-e").await
+    })
+    .await?;
+    let note = invalid.note.unwrap_or_default();
+    ensure!(
+        note.contains(ANNOTATION_HEALTH_CHECK_INTERVAL)
+            && note.contains("ke-elb/cube")
+            && note.contains("from 1 to 50"),
+        "{note}"
+    );
+    ensure!(
+        health_of(&emu.inventory()).is_some_and(|h| h["HealthCheckInterval"] == 5),
+        "an invalid annotation changed the listener"
+    );
+    // Changed: an HTTP check, another threshold, the interval back to ENS's default.
+    let creates = calls_by_action(emu)["CreateLoadBalancerTCPListener"];
+    annotate(
+        services,
+        json!({
+            ANNOTATION_HEALTH_CHECK_INTERVAL: null,
+            ANNOTATION_HEALTH_CHECK_TYPE: "http",
+            ANNOTATION_HEALTH_CHECK_URI: "/healthz",
+            ANNOTATION_UNHEALTHY_THRESHOLD: "6",
+        }),
+    )
+    .await?;
+    let t = std::time::Instant::now();
+    inventory_until(emu, "the health check changed in place", |inv| {
+        health_of(inv).is_some_and(|h| {
+            h["HealthCheckType"] == "http"
+                && h["HealthCheckURI"] == "/healthz"
+                && h["HealthCheckHttpCode"] == "http_2xx"
+                && h["UnhealthyThreshold"] == 6
+                && h["HealthyThreshold"] == 4
+                && h["HealthCheckInterval"] == 2
+        })
+    })
+    .await?;
+    eprintln!("health check changed in {:?}", t.elapsed());
+    let calls = calls_by_action(emu);
+    ensure!(
+        calls["CreateLoadBalancerTCPListener"] == creates
+            && calls
+                .get("SetLoadBalancerTCPListenerAttribute")
+                .is_some_and(|n| *n >= 1),
+        "not changed in place: {calls:?}"
+    );
+    // Still the same listener, running, on the same load balancer.
+    let c = emu.client();
+    let l = edgelb_cloud::ens::api::listeners(&c, lb_id).await?;
+    ensure!(
+        l.len() == 1 && i32::from(l[0].backend_port) == node_port,
+        "{l:?}"
+    );
     Ok(())
 }
 

@@ -533,7 +533,14 @@ async fn user_scenario(
     let id = api::create_load_balancer(&c, "users-own-elb", &net, "elb.s1.small", "user-1").await?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     for (port, backend) in [(80, 31000), (8080, 30999)] {
-        api::create_listener(&c, &id, (Protocol::Tcp, port), backend, "the user's").await?;
+        api::create_listener(
+            &c,
+            &id,
+            (Protocol::Tcp, port),
+            &support::listener(backend),
+            "the user's",
+        )
+        .await?;
     }
     api::backend_call(&c, "AddBackendServers", &id, &[("i-user".into(), Some(50))]).await?;
     let eip = api::create_eip(&c, "users-eip", REGION, 5).await?;

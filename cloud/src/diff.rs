@@ -7,8 +7,8 @@
 use std::collections::BTreeSet;
 
 use crate::model::{
-    Action, AddressType, Desired, EipStatus, LbStatus, ListenerKey, ListenerStatus, Observed,
-    ObservedEip, Ownership, Step, Target,
+    Action, AddressType, Desired, EipStatus, HealthCheck, LbStatus, ListenerKey, ListenerStatus,
+    Observed, ObservedEip, ObservedListener, Ownership, Step, Target,
 };
 
 /// The next calls that move `observed` toward `desired`.
@@ -155,7 +155,8 @@ fn may_touch(target: &Target, key: &ListenerKey) -> bool {
 }
 
 /// Deletes listeners that are extra or forward to the wrong port (created again next round:
-/// a port cannot hold two), creates missing ones, starts stopped ones.
+/// a port cannot hold two), creates missing ones, starts stopped ones, sets the health check
+/// of running ones that differ.
 fn listeners(desired: &Desired, observed: &Observed, lb_id: &str, step: &mut Step) {
     let mut present = BTreeSet::new();
     for l in &observed.listeners {
@@ -165,7 +166,14 @@ fn listeners(desired: &Desired, observed: &Observed, lb_id: &str, step: &mut Ste
         }
         present.insert(key);
         match desired.listeners.get(&key) {
-            Some(port) if *port == l.backend_port => match l.status {
+            Some(spec) if spec.backend_port == l.backend_port => match l.status {
+                ListenerStatus::Running if !health_matches(&spec.health, l) => {
+                    step.actions.push(Action::SetListenerHealthCheck {
+                        lb_id: lb_id.to_string(),
+                        key,
+                        spec: spec.clone(),
+                    })
+                }
                 ListenerStatus::Running => {}
                 ListenerStatus::Stopped => step.actions.push(Action::StartListener {
                     lb_id: lb_id.to_string(),
@@ -181,15 +189,47 @@ fn listeners(desired: &Desired, observed: &Observed, lb_id: &str, step: &mut Ste
             }),
         }
     }
-    for (key, backend_port) in &desired.listeners {
+    for (key, spec) in &desired.listeners {
         if may_touch(&desired.target, key) && !present.contains(key) {
             step.actions.push(Action::CreateListener {
                 lb_id: lb_id.to_string(),
                 key: *key,
-                backend_port: *backend_port,
+                spec: spec.clone(),
             });
         }
     }
+}
+
+/// Whether the listener's health check (when it was read) is the one we want. The probed
+/// port is compared as probed (unset = the backend port); an HTTP check's domain and URI
+/// only when we set them (ENS keeps an attribute a Set call does not name, so an unset one
+/// cannot be asked back to a default); status classes as a set.
+pub fn health_matches(want: &HealthCheck, l: &ObservedListener) -> bool {
+    let Some(have) = &l.health else {
+        return true;
+    };
+    let codes = |c: &str| -> BTreeSet<String> {
+        c.split(',')
+            .map(|x| x.trim().to_ascii_lowercase())
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
+    let http = match (&want.http, &have.http) {
+        (None, None) => true,
+        (Some(w), Some(h)) => {
+            w.domain
+                .as_ref()
+                .is_none_or(|d| h.domain.as_ref() == Some(d))
+                && w.uri.as_ref().is_none_or(|u| h.uri.as_ref() == Some(u))
+                && codes(&w.http_codes) == codes(&h.http_codes)
+        }
+        _ => false,
+    };
+    http && want.healthy_threshold == have.healthy_threshold
+        && want.unhealthy_threshold == have.unhealthy_threshold
+        && want.connect_timeout == have.connect_timeout
+        && want.interval == have.interval
+        && want.port_for(l.backend_port) == have.port_for(l.backend_port)
 }
 
 /// Adds missing backends first, then fixes weights, then removes extra ones, so a node

@@ -29,6 +29,7 @@
 
 pub mod diff;
 pub mod ens;
+pub mod health;
 pub mod model;
 pub mod plan;
 pub mod provider;

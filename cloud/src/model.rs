@@ -101,12 +101,90 @@ pub struct Desired {
     pub address_type: AddressType,
     /// EIP peak bandwidth in Mbit/s (ENS: 5 to 10000).
     pub eip_bandwidth: u32,
-    /// Listener key -> backend port (the Service port's NodePort).
-    pub listeners: BTreeMap<ListenerKey, u16>,
+    /// Listener key -> its backend port (the Service port's NodePort) and health check.
+    pub listeners: BTreeMap<ListenerKey, ListenerSpec>,
     /// Backend instance id -> weight (0..=100).
     pub backends: BTreeMap<String, u32>,
     /// Nodes of the pool that are not backends, and why (shown in status and `edgelbctl elb`).
     pub skipped: Vec<SkippedNode>,
+}
+
+/// One listener as we want it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// The Service port's NodePort.
+    pub backend_port: u16,
+    pub health: HealthCheck,
+}
+
+/// How the load balancer probes a listener's backends (SPEC: "health checks are set"). ENS
+/// listeners always probe (the TCP and UDP listener calls have no switch), so every field has
+/// a value: the Service's annotation or the cloud's documented default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Consecutive successes before a failed backend is healthy again.
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a backend is taken out.
+    pub unhealthy_threshold: u32,
+    /// Seconds to wait for a probe's answer.
+    pub connect_timeout: u32,
+    /// Seconds between probes.
+    pub interval: u32,
+    /// The port probed; `None`: the listener's backend port.
+    pub connect_port: Option<u16>,
+    /// An HTTP probe instead of a TCP connect (TCP listeners only; `None` on UDP ones).
+    pub http: Option<HttpCheck>,
+}
+
+/// An HTTP health check's request and the answers that count as healthy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// The `Host` sent; `None`: the backend's own address.
+    pub domain: Option<String>,
+    /// The path asked for; `None`: the cloud's default.
+    pub uri: Option<String>,
+    /// Healthy status classes, e.g. `http_2xx,http_3xx`.
+    pub http_codes: String,
+}
+
+impl HealthCheck {
+    /// The port actually probed for a listener forwarding to `backend_port`.
+    pub fn port_for(&self, backend_port: u16) -> u16 {
+        self.connect_port.unwrap_or(backend_port)
+    }
+
+    /// `tcp` or `http`.
+    pub fn kind(&self) -> &'static str {
+        if self.http.is_some() {
+            "http"
+        } else {
+            "tcp"
+        }
+    }
+}
+
+impl fmt::Display for HealthCheck {
+    /// `tcp :30080 every 2s timeout 5s healthy 3 unhealthy 3` (port shown when set).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind())?;
+        if let Some(h) = &self.http {
+            write!(
+                f,
+                " {}{} {}",
+                h.domain.as_deref().unwrap_or(""),
+                h.uri.as_deref().unwrap_or("/"),
+                h.http_codes
+            )?;
+        }
+        if let Some(p) = self.connect_port {
+            write!(f, " port {p}")?;
+        }
+        write!(
+            f,
+            " every {}s timeout {}s healthy {} unhealthy {}",
+            self.interval, self.connect_timeout, self.healthy_threshold, self.unhealthy_threshold
+        )
+    }
 }
 
 /// Why a node of the pool is not a backend.
@@ -186,6 +264,9 @@ pub struct ObservedListener {
     pub protocol: Protocol,
     pub backend_port: u16,
     pub status: ListenerStatus,
+    /// The health check as the cloud reports it; `None` when not read (only Running
+    /// listeners of ours are read, one call each).
+    pub health: Option<HealthCheck>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,7 +307,14 @@ pub enum Action {
     CreateListener {
         lb_id: String,
         key: ListenerKey,
-        backend_port: u16,
+        spec: ListenerSpec,
+    },
+    /// Changes a running listener's health check in place (`spec.backend_port` is the one
+    /// it forwards to, for the probed port).
+    SetListenerHealthCheck {
+        lb_id: String,
+        key: ListenerKey,
+        spec: ListenerSpec,
     },
     StartListener {
         lb_id: String,
@@ -272,6 +360,7 @@ impl Action {
             Action::CreateLoadBalancer { .. } => "CreateLoadBalancer",
             Action::ReleaseLoadBalancer { .. } => "ReleaseLoadBalancer",
             Action::CreateListener { .. } => "CreateListener",
+            Action::SetListenerHealthCheck { .. } => "SetListenerHealthCheck",
             Action::StartListener { .. } => "StartListener",
             Action::DeleteListener { .. } => "DeleteListener",
             Action::AddBackends { .. } => "AddBackends",

@@ -6,9 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::health::{self, HealthLimits};
 use crate::model::{
-    AddressType, Desired, ListenerKey, NetworkRef, Ownership, Protocol, SkipReason, SkippedNode,
-    Target,
+    AddressType, Desired, HealthCheck, ListenerKey, ListenerSpec, NetworkRef, Ownership, Protocol,
+    SkipReason, SkippedNode, Target,
 };
 
 /// The PoolService's annotation naming a user's own load balancer (seed 000).
@@ -91,6 +92,8 @@ pub trait Profile {
     fn default_spec(&self) -> &str;
     /// The EIP bandwidth range (Mbit/s) and default.
     fn bandwidth_range(&self) -> (u32, u32, u32);
+    /// Listener health-check ranges and defaults.
+    fn health_limits(&self) -> HealthLimits;
 }
 
 /// Why a PoolService cannot be planned; each names the object and field at fault.
@@ -168,7 +171,8 @@ pub fn plan(profile: &impl Profile, input: &PlanInput) -> Result<Desired, PlanEr
         });
     }
     let network = profile.network(&input.pool, &input.pool_annotations)?;
-    let listeners = listeners(&service, &input.ports)?;
+    let health = health::from_annotations(profile, &service, &input.service_annotations)?;
+    let listeners = listeners(&service, &input.ports, &health)?;
     let ownership = ownership(input, &service)?;
     let (backends, skipped, owned_backends) = backends(profile, input);
     let address_type = address_type(&service, &input.service_annotations)?;
@@ -197,11 +201,13 @@ pub fn plan(profile: &impl Profile, input: &PlanInput) -> Result<Desired, PlanEr
     })
 }
 
-/// One listener per Service port, forwarding to its NodePort.
+/// One listener per Service port, forwarding to its NodePort, with the Service's health
+/// check.
 fn listeners(
     service: &str,
     ports: &[ServicePort],
-) -> Result<BTreeMap<ListenerKey, u16>, PlanError> {
+    health: &HealthCheck,
+) -> Result<BTreeMap<ListenerKey, ListenerSpec>, PlanError> {
     let mut out = BTreeMap::new();
     for p in ports {
         let label = if p.name.is_empty() {
@@ -219,7 +225,13 @@ fn listeners(
             service: service.to_string(),
             port: label.clone(),
         })?;
-        out.insert((protocol, p.port), node_port);
+        out.insert(
+            (protocol, p.port),
+            ListenerSpec {
+                backend_port: node_port,
+                health: health::for_protocol(health, protocol),
+            },
+        );
     }
     Ok(out)
 }

@@ -57,7 +57,24 @@ fn plan_names_listeners_backends_and_reports_nodes_without_provider_id() {
     let d = plan(&EnsProfile, &input()).unwrap();
     assert_eq!(d.target.name, "k8s/cube-svc/default/np-hefei/c1");
     assert_eq!(d.network.vswitch_id, "vsw-1");
-    assert_eq!(d.listeners, BTreeMap::from([((Protocol::Tcp, 80), 30081)]));
+    let ports: BTreeMap<ListenerKey, u16> = d
+        .listeners
+        .iter()
+        .map(|(k, s)| (*k, s.backend_port))
+        .collect();
+    assert_eq!(ports, BTreeMap::from([((Protocol::Tcp, 80), 30081)]));
+    // No annotation: ENS's documented defaults, a TCP probe of the NodePort.
+    let h = &d.listeners[&(Protocol::Tcp, 80)].health;
+    assert_eq!(
+        (
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+            h.connect_timeout,
+            h.interval
+        ),
+        (3, 3, 5, 2)
+    );
+    assert_eq!((h.port_for(30081), h.kind()), (30081, "tcp"));
     assert_eq!(
         d.backends,
         BTreeMap::from([("i-aaa1".to_string(), 100), ("i-bbb2".to_string(), 100)])
@@ -199,6 +216,7 @@ fn a_listener_forwarding_to_an_old_node_port_is_replaced() {
             protocol: Protocol::Tcp,
             backend_port: 30000,
             status: ListenerStatus::Running,
+            health: None,
         }],
         ..Default::default()
     };
@@ -222,6 +240,18 @@ struct Sim {
     obs: Observed,
     next: u32,
     user_lb: Option<String>,
+}
+
+/// What ENS holds after a create or set call with `spec`'s parameters: the probed port as
+/// sent (explicitly), an HTTP domain or URI not sent kept from before.
+fn as_ens_stores(before: Option<&HealthCheck>, spec: &ListenerSpec) -> HealthCheck {
+    let mut h = spec.health.clone();
+    h.connect_port = Some(h.port_for(spec.backend_port));
+    if let (Some(new), Some(Some(old))) = (&mut h.http, before.map(|b| &b.http)) {
+        new.domain = new.domain.take().or_else(|| old.domain.clone());
+        new.uri = new.uri.take().or_else(|| old.uri.clone());
+    }
+    h
 }
 
 impl Sim {
@@ -266,9 +296,7 @@ impl Sim {
                     }
                 }
             }
-            Action::CreateListener {
-                key, backend_port, ..
-            } => {
+            Action::CreateListener { key, spec, .. } => {
                 assert!(
                     !o.listeners.iter().any(|l| (l.protocol, l.port) == *key),
                     "port taken"
@@ -276,9 +304,24 @@ impl Sim {
                 o.listeners.push(ObservedListener {
                     port: key.1,
                     protocol: key.0,
-                    backend_port: *backend_port,
+                    backend_port: spec.backend_port,
                     status: ListenerStatus::Stopped,
+                    health: Some(as_ens_stores(None, spec)),
                 });
+            }
+            Action::SetListenerHealthCheck { key, spec, .. } => {
+                let l = o
+                    .listeners
+                    .iter_mut()
+                    .find(|l| (l.protocol, l.port) == *key)
+                    .expect("set on a missing listener");
+                assert_eq!(
+                    l.status,
+                    ListenerStatus::Running,
+                    "set on a listener not running"
+                );
+                assert_eq!(l.backend_port, spec.backend_port);
+                l.health = Some(as_ens_stores(l.health.as_ref(), spec));
             }
             Action::StartListener { key, .. } => {
                 for l in o
@@ -425,6 +468,7 @@ prop_compose! {
         user in any::<bool>(),
         manage_listeners in any::<bool>(),
         intranet in any::<bool>(),
+        health in arb_health_annotations(),
     ) -> PlanInput {
         let mut i = input();
         // Kubernetes forbids two ports with one (protocol, port).
@@ -444,8 +488,73 @@ prop_compose! {
         if intranet {
             i.service_annotations.insert(ANNOTATION_ADDRESS_TYPE.into(), "intranet".into());
         }
+        i.service_annotations.extend(health);
         i
     }
+}
+
+prop_compose! {
+    /// A health check as a cloud may hold it (drift included).
+    fn arb_health()(
+        healthy in 2u32..5, unhealthy in 2u32..5, timeout in 1u32..6, interval in 1u32..4,
+        port in prop::option::of(30000u16..30003),
+        http in prop::option::of((prop::option::of(0u8..2), prop::option::of(0u8..2), 0u8..2)),
+    ) -> HealthCheck {
+        HealthCheck {
+            healthy_threshold: healthy, unhealthy_threshold: unhealthy,
+            connect_timeout: timeout, interval, connect_port: port,
+            http: http.map(|(d, u, c)| HttpCheck {
+                domain: d.map(|d| format!("d{d}.example")),
+                uri: u.map(|u| format!("/health{u}")),
+                http_codes: ["http_2xx", "http_2xx,http_3xx"][usize::from(c)].to_string(),
+            }),
+        }
+    }
+}
+
+/// Valid health-check annotations, some absent.
+fn arb_health_annotations() -> impl Strategy<Value = Vec<(String, String)>> {
+    use crate::health::*;
+    (
+        prop::option::of(2u32..5),
+        prop::option::of(1u32..6),
+        prop::option::of(30000u16..30003),
+        prop::option::of((prop::option::of(0u8..2), prop::option::of(0u8..2))),
+    )
+        .prop_map(|(threshold, timeout, port, http)| {
+            let mut a = Vec::new();
+            if let Some(t) = threshold {
+                a.push((ANNOTATION_UNHEALTHY_THRESHOLD.to_string(), t.to_string()));
+            }
+            if let Some(t) = timeout {
+                a.push((
+                    ANNOTATION_HEALTH_CHECK_CONNECT_TIMEOUT.to_string(),
+                    t.to_string(),
+                ));
+            }
+            if let Some(p) = port {
+                a.push((
+                    ANNOTATION_HEALTH_CHECK_CONNECT_PORT.to_string(),
+                    p.to_string(),
+                ));
+            }
+            if let Some((d, u)) = http {
+                a.push((ANNOTATION_HEALTH_CHECK_TYPE.to_string(), "http".to_string()));
+                if let Some(d) = d {
+                    a.push((
+                        ANNOTATION_HEALTH_CHECK_DOMAIN.to_string(),
+                        format!("d{d}.example"),
+                    ));
+                }
+                if let Some(u) = u {
+                    a.push((
+                        ANNOTATION_HEALTH_CHECK_URI.to_string(),
+                        format!("/health{u}"),
+                    ));
+                }
+            }
+            a
+        })
 }
 
 prop_compose! {
@@ -453,7 +562,9 @@ prop_compose! {
     fn arb_cloud()(
         lb in 0u8..3,
         dup in any::<bool>(),
-        listeners in prop::collection::vec((1u16..8, any::<bool>(), 30000u16..30005, any::<bool>()), 0..5),
+        listeners in prop::collection::vec(
+            (1u16..8, any::<bool>(), 30000u16..30005, any::<bool>(), arb_health()),
+            0..5),
         backends in prop::collection::btree_map(0u8..10, 0u32..=100, 0..6),
         eip in 0u8..4,
         dup_eip in any::<bool>(),
@@ -470,11 +581,17 @@ prop_compose! {
         if dup && o.lb.is_some() { o.duplicate_lbs.push(mk("lb-dup", LbStatus::Active)); }
         if o.lb.is_some() {
             let mut seen = BTreeSet::new();
-            for (port, udp, bp, running) in listeners {
+            for (port, udp, bp, running, health) in listeners {
                 let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
                 if seen.insert((protocol, port)) {
+                    // What the cloud holds (read by the provider once running).
+                    let health = Some(HealthCheck {
+                        http: health.http.clone().filter(|_| !udp),
+                        ..health
+                    });
                     o.listeners.push(ObservedListener { port, protocol, backend_port: bp,
-                        status: if running { ListenerStatus::Running } else { ListenerStatus::Stopped } });
+                        status: if running { ListenerStatus::Running } else { ListenerStatus::Stopped },
+                        health });
                 }
             }
             o.backends = backends.into_iter().map(|(n, w)| (format!("i-{n}"), w)).collect();
@@ -527,6 +644,7 @@ fn forbidden_for_user(target: &Target, a: &Action) -> bool {
         | Action::ReleaseEip { .. } => true,
         Action::DeleteListener { key, .. }
         | Action::CreateListener { key, .. }
+        | Action::SetListenerHealthCheck { key, .. }
         | Action::StartListener { key, .. } => !manage || !target.listener_keys.contains(key),
         Action::RemoveBackends { server_ids, .. } => server_ids
             .iter()
@@ -563,12 +681,14 @@ proptest! {
         prop_assert!(diff(&plan(&EnsProfile, &i).unwrap(), &sim.obs).converged());
         let o = &sim.obs;
         prop_assert!(o.duplicate_lbs.is_empty() && o.duplicate_eips.is_empty() || user);
-        for (key, bp) in &d.listeners {
+        for (key, spec) in &d.listeners {
             let touch = !user || matches!(d.target.ownership,
                 Ownership::UserManaged { manage_listeners: true, .. });
             if touch {
                 prop_assert!(o.listeners.iter().any(|l| (l.protocol, l.port) == *key
-                    && l.backend_port == *bp && l.status == ListenerStatus::Running));
+                    && l.backend_port == spec.backend_port && l.status == ListenerStatus::Running
+                    && l.health.is_some()
+                    && crate::diff::health_matches(&spec.health, l)));
             }
         }
         for (id, w) in &d.backends {
@@ -589,6 +709,33 @@ proptest! {
             let want_eip = d.address_type == AddressType::Internet;
             prop_assert_eq!(o.eip.is_some(), want_eip);
             prop_assert!(ingress(&d, o).is_some());
+        }
+    }
+
+    #[test]
+    fn a_health_check_change_is_set_in_place_on_running_listeners(
+        i in arb_input(), before in arb_health_annotations(), after in arb_health_annotations()
+    ) {
+        let mut i = i;
+        // Our own load balancer (a user's needs its instance in the cloud first).
+        i.pool_service_annotations.clear();
+        let mut a = i.clone();
+        a.service_annotations.extend(before);
+        let d = plan(&EnsProfile, &a).unwrap();
+        let mut sim = Sim::default();
+        let (_, converged) = drive(&mut sim, |o| diff(&d, o));
+        prop_assert!(converged);
+        let mut b = i;
+        b.service_annotations.extend(after);
+        let d2 = plan(&EnsProfile, &b).unwrap();
+        let (calls, converged) = drive(&mut sim, |o| diff(&d2, o));
+        prop_assert!(converged, "no convergence after {:?}", calls);
+        // Only in-place sets: no listener is deleted or created for a health-check change.
+        prop_assert!(calls.iter().all(|c| matches!(c, Action::SetListenerHealthCheck { .. })),
+            "{:?}", calls);
+        for (key, spec) in &d2.listeners {
+            let l = sim.obs.listeners.iter().find(|l| (l.protocol, l.port) == *key);
+            prop_assert!(l.is_some_and(|l| crate::diff::health_matches(&spec.health, l)));
         }
     }
 

@@ -619,7 +619,10 @@ fn the_store_keeps_every_annotation_a_decision_reads() {
         cloud::ANNOTATION_ADDRESS_TYPE,
         cloud::ANNOTATION_SPEC,
         cloud::ANNOTATION_BANDWIDTH,
-    ] {
+    ]
+    .into_iter()
+    .chain(edgelb_cloud::health::ANNOTATIONS)
+    {
         assert!(is_read_on_services(key), "{key}");
     }
     for key in [

@@ -6,15 +6,15 @@
 //! cluster. The periodic paths are the run loop's tick (`Announcing::tick` and a
 //! publication of the local view and metrics from `Announcing::view_parts`) and the file
 //! source's poll of an unchanged file. No network: each measurement runs in a network
-//! namespace of its own, where the one BGP peer is on loopback port 1 (nothing listens), and
-//! no L2 advertisement exists.
+//! namespace of its own, where the one BGP peer is on loopback port 1 (nothing listens); the
+//! L2 measurement announces on a veth pair of that namespace (nothing reads the frames).
 
 mod alloc_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use alloc_support::{cluster_yaml, Counting};
+use alloc_support::{cluster_yaml, l2_cluster_yaml, Counting};
 use edgelb_daemon::ipam::Assignments;
 use edgelb_daemon::local_api::publish::Publisher;
 use edgelb_daemon::metrics::Metrics;
@@ -60,7 +60,11 @@ fn counters() -> (u64, u64) {
 }
 
 fn snapshot(n: usize) -> Snapshot {
-    let loaded = parse(&cluster_yaml(n));
+    snapshot_of(&cluster_yaml(n), n)
+}
+
+fn snapshot_of(yaml: &str, n: usize) -> Snapshot {
+    let loaded = parse(yaml);
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     let sel = Selection::default();
     let snap = store_of(&loaded, &sel.namespace).snapshot(&sel);
@@ -118,6 +122,98 @@ fn a_tick_at_rest_costs_the_same_with_40_or_4000_services() {
     assert!(
         large_bytes <= small_bytes * 2 + 64 * 1024,
         "a tick at rest allocates {large_bytes} B with 4000 Services and {small_bytes} B with 40"
+    );
+}
+
+/// Runs `ip` in this thread's network namespace (a child inherits the calling thread's).
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("ip runs");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+/// Announcement rounds sent so far, every interface.
+fn rounds(announcing: &Announcing) -> u64 {
+    announcing
+        .l2()
+        .stats()
+        .iter()
+        .map(|s| s.announcements)
+        .sum()
+}
+
+/// Allocations per tick at rest with `n` Services announced by L2 (node-a alone owns every
+/// IP, on a veth of its namespace), once every IP is owned and its first announcements are sent: each tick
+/// is `Announcing::tick` and a publication, which reads the L2 announcer's statistics.
+async fn l2_allocs_per_tick(n: usize, ticks: u64) -> (u64, u64) {
+    // A veth pair of this namespace: frames sent on l2a arrive at l2b, which nothing reads.
+    ip(&["link", "add", "l2a", "type", "veth", "peer", "name", "l2b"]);
+    ip(&["addr", "add", "198.18.200.1/16", "dev", "l2a"]);
+    ip(&["link", "set", "l2b", "up"]);
+    ip(&["link", "set", "l2a", "up"]);
+    let snap = snapshot_of(&l2_cluster_yaml(n), n);
+    let mut alloc = Allocator::default();
+    let (a, _): (Assignments, _) = alloc.step(&snap);
+    assert_eq!(a.outcomes.values().filter(|o| o.is_ok()).count(), n);
+    let mut announcing = Announcing::start("node-a", &AnnounceConfig::default())
+        .await
+        .expect("announcing starts");
+    announcing.step(&snap, &a).await;
+    let (publisher, _rx) = Publisher::new("node-a", Arc::new(Metrics::new()));
+    // Every IP owned, and no announcement round sent for a while (the first rounds and
+    // their repeats are over): bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last = (0, u64::MAX);
+    loop {
+        announcing.tick().await;
+        publisher.publish(announcing.view_parts());
+        let owned: usize = announcing.l2().stats().iter().map(|s| s.ips.len()).sum();
+        let now = (owned, rounds(&announcing));
+        if owned == n && now == last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{n} L2 IPs not owned and announced in 60 s: {now:?}"
+        );
+        last = now;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (c0, b0) = counters();
+    for _ in 0..ticks {
+        announcing.tick().await;
+        publisher.publish(announcing.view_parts());
+    }
+    let (c1, b1) = counters();
+    assert_eq!(
+        rounds(&announcing),
+        last.1,
+        "no announcement was sent while measuring"
+    );
+    announcing.stop().await;
+    ((c1 - c0) / ticks, (b1 - b0) / ticks)
+}
+
+#[test]
+fn a_tick_at_rest_with_l2_costs_the_same_with_40_or_4000_owned_ips() {
+    let (small, small_bytes) = alone(|| l2_allocs_per_tick(40, 20));
+    let (large, large_bytes) = alone(|| l2_allocs_per_tick(4000, 20));
+    eprintln!(
+        "per tick at rest, L2: 40 owned IPs {small} allocations ({small_bytes} B), \
+         4000 owned IPs {large} allocations ({large_bytes} B)"
+    );
+    // Copying the announcer's per-IP statistics, or writing every owned IP as text, on
+    // each publication allocates thousands of times with 4000 IPs.
+    assert!(
+        large <= small * 2 + 100,
+        "a tick at rest allocates {large} times with 4000 L2 IPs and {small} with 40: \
+         some periodic work grows with the number of owned IPs"
+    );
+    assert!(
+        large_bytes <= small_bytes * 2 + 64 * 1024,
+        "a tick at rest allocates {large_bytes} B with 4000 L2 IPs and {small_bytes} B with 40"
     );
 }
 

@@ -67,27 +67,25 @@ fn print_stats(announcer: &Announcer) {
             })
             .unwrap_or_else(|| "link=-".into());
         println!(
-            "iface {} {link} received={} ignored={} answered={} send_errors={} receive_errors={} receive_drops={} error={}",
+            "iface {} {link} received={} ignored={} answered={} announcements={} send_errors={} receive_errors={} receive_drops={} error={}",
             s.interface,
             s.frames_received,
             s.frames_ignored,
             s.requests_answered,
+            s.announcements,
             s.send_errors,
             s.receive_errors,
             s.receive_drops,
             s.error.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
         );
-        for ip in s.ips {
+        for ip in s.ips.iter() {
             println!(
-                "ip {} {} owned={} first={} last={} announcements={} answered={} send_errors={}",
+                "ip {} {} owned={} first={} error={}",
                 s.interface,
                 ip.ip,
                 epoch(ip.owned_since),
                 opt(ip.first_announced),
-                opt(ip.last_announced),
-                ip.announcements,
-                ip.requests_answered,
-                ip.send_errors,
+                ip.error.as_deref().unwrap_or("-"),
             );
         }
     }

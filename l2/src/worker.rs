@@ -262,7 +262,7 @@ impl Worker {
                     self.record
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .send_failed(&ip);
+                        .send_failed();
                     ok = false;
                 }
             }
@@ -332,10 +332,10 @@ impl Worker {
         };
         let ip = answer.ip();
         match socket.send(&answer.to_frame(link.mac)).await {
-            Ok(()) => self.record().answered(&ip),
+            Ok(()) => self.record().answered(),
             Err(e) => {
                 debug!(%ip, error = %e, "answer not sent");
-                self.record().send_failed(&ip);
+                self.record().send_failed();
             }
         }
     }

@@ -5,6 +5,14 @@
 //! throughout: no IP ever held by two Services (none of them may share), every Service ends
 //! with an IP, an IP once recorded never changes (nor is cleared) while its Service lives.
 //!
+//! Events, after a settle (the Event posts' retry bound): at most one `IPAllocated` per
+//! Service (its IP never changes, so a second would be a lie), each naming the Service's IP;
+//! a Service without one only if its IP was first seen in a leadership term that ended (a
+//! leader killed, frozen or slowed out of its Lease does not post what it had queued, and its
+//! successor does not post its predecessor's Events) or while the API was slowed (the
+//! leader's fence may lapse until its late renewal lands, and what it dropped meanwhile is
+//! not posted even when it keeps the Lease). Otherwise nothing is lost.
+//!
 //! `EDGELB_CHAOS_SERVICES` (default 2000, the burst) and `EDGELB_CHAOS_SEEDS`
 //! (default `1,2`) size it; a hand run adds seeds. Each seed starts from a clean slate (no
 //! Lease of the seed before). Figures (time per seed, to all IPs after the last create, load
@@ -24,6 +32,7 @@ use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAM
 use edgelb_tests::lab::{self, Lan, Netns};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
@@ -49,11 +58,28 @@ impl SplitMix {
     }
 }
 
+/// A leadership term: the Lease's holder and its `leaseTransitions`.
+type Term = (String, i32);
+
+/// The Event posts' retry bound (4 tries of 5 s, waits 250 ms + 500 ms + 1 s: 21.75 s) and
+/// a margin: after this no post of a live leader is still being retried.
+const EVENT_SETTLE_MAX: Duration = Duration::from_secs(25);
+/// Settled earlier when the count of Events stays the same this long (longer than one try's
+/// timeout plus its backoff).
+const EVENT_SETTLE_QUIET: Duration = Duration::from_secs(7);
+/// A status written at the end of a term may be first seen this late (a list of every
+/// Service under load), in the next term's first samples.
+const FIRST_SEEN_SLACK: Duration = Duration::from_secs(5);
+
 /// What the checker saw.
 #[derive(Debug, Default)]
 struct Seen {
     /// First IPs recorded per Service UID.
     first: HashMap<String, (String, Vec<IpAddr>)>,
+    /// The term sampled just before the list in which a Service's IP was first seen, and when.
+    first_term: HashMap<String, (Option<Term>, Instant)>,
+    /// When each term was first sampled.
+    terms: Vec<(Term, Instant)>,
     /// Violations, in words.
     problems: Vec<String>,
     samples: usize,
@@ -103,6 +129,148 @@ fn check(seen: &mut Seen, services: &[Service]) -> usize {
         }
     }
     with_ip
+}
+
+async fn term(client: &Client) -> Option<Term> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let spec = leases.get_opt(LEASE).await.ok().flatten()?.spec?;
+    let holder = spec.holder_identity.filter(|h| !h.is_empty())?;
+    Some((holder, spec.lease_transitions.unwrap_or(0)))
+}
+
+/// Records the term in which each Service's IP was first seen (the term sampled before the
+/// list, so a term change in between attributes a status to the older term).
+fn note_terms(seen: &mut Seen, services: &[Service], term: Option<Term>, at: Instant) {
+    if let Some(t) = &term {
+        if !seen.terms.iter().any(|(x, _)| x == t) {
+            seen.terms.push((t.clone(), at));
+        }
+    }
+    for svc in services.iter().filter(|s| !ips(s).is_empty()) {
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        seen.first_term
+            .entry(uid)
+            .or_insert_with(|| (term.clone(), at));
+    }
+}
+
+/// Distinct `IPAllocated` Events per Service UID (by Event name), and their notes.
+async fn ip_allocated(events: &Api<Event>) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut names = std::collections::BTreeSet::new();
+    for e in events.list(&ListParams::default()).await?.items {
+        if e.reason.as_deref() != Some("IPAllocated")
+            || !names.insert(e.metadata.name.clone().unwrap_or_default())
+        {
+            continue;
+        }
+        let uid = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.uid.clone())
+            .unwrap_or_default();
+        out.entry(uid).or_default().push(e.note.unwrap_or_default());
+    }
+    Ok(out)
+}
+
+/// Waits until no `IPAllocated` Event has come for [`EVENT_SETTLE_QUIET`], at most
+/// [`EVENT_SETTLE_MAX`]; the Events then, and how long it took.
+async fn settled_events(
+    events: &Api<Event>,
+) -> anyhow::Result<(BTreeMap<String, Vec<String>>, Duration)> {
+    let t = Instant::now();
+    let mut last = ip_allocated(events).await?;
+    let mut quiet_since = Instant::now();
+    while t.elapsed() < EVENT_SETTLE_MAX && quiet_since.elapsed() < EVENT_SETTLE_QUIET {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = ip_allocated(events).await?;
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    Ok((last, t.elapsed()))
+}
+
+/// What the Events say against the statuses: (summary for the figures, violations).
+fn judge_events(
+    seen: &Seen,
+    services: &[Service],
+    by_uid: &BTreeMap<String, Vec<String>>,
+    final_term: &Option<Term>,
+    slowed: Option<(Instant, Instant)>,
+) -> (String, Vec<String>) {
+    let mut problems = Vec::new();
+    let final_began = seen
+        .terms
+        .iter()
+        .find(|(t, _)| Some(t) == final_term.as_ref())
+        .map(|(_, at)| *at);
+    let in_slow = |at: Instant| {
+        slowed
+            .is_some_and(|(from, to)| at + FIRST_SEEN_SLACK >= from && at <= to + FIRST_SEEN_SLACK)
+    };
+    let (mut one, mut missing, mut missing_ended_term, mut missing_slow) = (0, 0, 0, 0);
+    for svc in services {
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let uid = svc.metadata.uid.clone().unwrap_or_default();
+        let notes = by_uid.get(&uid).map(Vec::as_slice).unwrap_or_default();
+        let ip = ips(svc)
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match notes {
+            [] => {
+                missing += 1;
+                // Lost only with the term that wrote the status (or first seen right after).
+                let (t, at) = seen
+                    .first_term
+                    .get(&uid)
+                    .cloned()
+                    .unwrap_or((None, Instant::now()));
+                let ended = t.is_none()
+                    || t != *final_term
+                    || final_began.is_some_and(|b| at < b + FIRST_SEEN_SLACK);
+                if ended {
+                    missing_ended_term += 1;
+                } else if in_slow(at) {
+                    missing_slow += 1;
+                } else {
+                    problems.push(format!(
+                        "{name}: no IPAllocated, its IP first seen in the final term {t:?}, outside the slowed API"
+                    ));
+                }
+            }
+            [note] => {
+                one += 1;
+                if ip.is_empty() || !note.contains(&format!("assigned IP {ip}")) {
+                    problems.push(format!("{name}: IPAllocated says {note:?}, status {ip}"));
+                }
+            }
+            many => problems.push(format!(
+                "{name}: {} IPAllocated Events {many:?}",
+                many.len()
+            )),
+        }
+    }
+    let known: std::collections::BTreeSet<String> = services
+        .iter()
+        .filter_map(|s| s.metadata.uid.clone())
+        .collect();
+    let strays = by_uid.keys().filter(|u| !known.contains(*u)).count();
+    if strays > 0 {
+        problems.push(format!(
+            "{strays} IPAllocated Events about no Service of the test"
+        ));
+    }
+    (
+        format!(
+            "ip_allocated=[one={one} missing={missing} in_ended_terms={missing_ended_term} in_slow_api={missing_slow} terms={}]",
+            seen.terms.len()
+        ),
+        problems,
+    )
 }
 
 async fn holder(client: &Client) -> Option<String> {
@@ -200,11 +368,15 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     let stop = Arc::new(AtomicBool::new(false));
     let checker = {
         let (services, seen, stop) = (services.clone(), seen.clone(), stop.clone());
+        let admin = admin.clone();
         tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
+                let t = term(&admin).await;
+                let at = Instant::now();
                 if let Ok(list) = services.list(&ListParams::default()).await {
                     let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
                     check(&mut s, &list.items);
+                    note_terms(&mut s, &list.items, t, at);
                 }
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
@@ -229,6 +401,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     let mut killed = None;
     let mut frozen = false;
     let mut slowed = false;
+    let mut slow_window = None;
     while !(burst.is_finished() && killed.is_some() && frozen && slowed) {
         let c = created.load(Ordering::SeqCst);
         if killed.is_none() && c >= kill_at {
@@ -258,6 +431,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
             }
         }
         if !slowed && c >= slow_at {
+            let from = Instant::now();
             for s in speakers.iter().flatten() {
                 s.forwarder.set_latency(Duration::from_millis(1500));
             }
@@ -266,6 +440,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
             for s in speakers.iter().flatten() {
                 s.forwarder.restore();
             }
+            slow_window = Some((from, Instant::now()));
             slowed = true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -289,8 +464,14 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::SeqCst);
     let _ = checker.await;
+    // The Events once every post still being retried has ended.
+    let event_api: Api<Event> = Api::namespaced(admin.clone(), &ns_name);
+    let (by_uid, events_settled) = settled_events(&event_api).await?;
+    let final_term = term(admin).await;
     let final_list = services.list(&ListParams::default()).await?;
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|p| p.into_inner()));
+    let (event_summary, event_problems) =
+        judge_events(&seen, &final_list.items, &by_uid, &final_term, slow_window);
     let mut last = Seen {
         first: seen.first.clone(),
         ..Seen::default()
@@ -308,7 +489,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
         })
         .collect();
     let line = format!(
-        "chaos seed={seed} services={n} problems={} final_problems={} samples={} seed_took={:.1}s creates_took={:.1}s all_ip_after_last_create={:.1}s events=[{}] speaker_writes_per_service=[{}] rss=[{}] load=[{}]",
+        "chaos seed={seed} services={n} problems={} final_problems={} samples={} seed_took={:.1}s creates_took={:.1}s all_ip_after_last_create={:.1}s events=[{}] {event_summary} events_settled_in={:.1}s speaker_writes_per_service=[{}] rss=[{}] load=[{}]",
         seen.problems.len(),
         last.problems.len(),
         seen.samples,
@@ -316,6 +497,7 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
         creates_took.as_secs_f64(),
         settle.as_secs_f64(),
         events.join("; "),
+        events_settled.as_secs_f64(),
         writes_per_service(cluster, audit_from, n),
         rss.join(" "),
         lab::load()
@@ -331,6 +513,11 @@ async fn run(cluster: &Cluster, admin: &Client, seed: u64, n: usize) -> anyhow::
         "{line}: {:?} {:?}",
         &seen.problems[..seen.problems.len().min(20)],
         &last.problems[..last.problems.len().min(20)]
+    );
+    ensure!(
+        event_problems.is_empty(),
+        "{line}: IPAllocated Events: {:?}",
+        &event_problems[..event_problems.len().min(20)]
     );
     cleaned?;
     Ok(line)

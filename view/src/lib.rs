@@ -380,9 +380,9 @@ pub struct InterfaceView {
     /// Why it cannot be served now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// IPs owned on it.
-    #[serde(default)]
-    pub ips: Vec<String>,
+    /// IPs owned on it (shared between the speaker's views while they do not change).
+    #[serde(default, with = "shared")]
+    pub ips: Arc<Vec<String>>,
     /// Announcement rounds sent (all IPs).
     pub announcements: u64,
     /// ARP requests and neighbour solicitations answered.

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::{num, req, ApiError, Eip, EipState, Lb, Listener, ListenerState, Params, State};
+use super::{
+    num, req, ApiError, Eip, EipState, Health, Lb, Listener, ListenerState, Params, State,
+};
 
 impl State {
     /// One ENS action; the JSON body of the success (without `RequestId`).
@@ -20,6 +22,10 @@ impl State {
             "DescribeLoadBalancerListeners" => self.describe_listeners(p),
             "CreateLoadBalancerTCPListener" => self.create_listener(p, "tcp", now),
             "CreateLoadBalancerUDPListener" => self.create_listener(p, "udp", now),
+            "DescribeLoadBalancerTCPListenerAttribute" => self.describe_listener(p, "tcp"),
+            "DescribeLoadBalancerUDPListenerAttribute" => self.describe_listener(p, "udp"),
+            "SetLoadBalancerTCPListenerAttribute" => self.set_listener(p, "tcp", now),
+            "SetLoadBalancerUDPListenerAttribute" => self.set_listener(p, "udp", now),
             "StartLoadBalancerListener" => self.listener_state(p, true, now),
             "StopLoadBalancerListener" => self.listener_state(p, false, now),
             "DeleteLoadBalancerListener" => self.delete_listener(p),
@@ -197,6 +203,7 @@ impl State {
                 format!("The listener {} {} already exists.", key.0, key.1),
             ));
         }
+        let health = Health::apply(&Health::default(), p, proto)?;
         let description = p.get("Description").cloned().unwrap_or_default();
         lb.listeners.insert(
             key,
@@ -204,8 +211,44 @@ impl State {
                 backend_port,
                 state: ListenerState::Stopped,
                 description,
+                health,
             },
         );
+        Ok(json!({}))
+    }
+
+    fn describe_listener(&self, p: &Params, proto: &str) -> Result<Value, ApiError> {
+        let lb = self.lb(p)?;
+        let key = Self::listener_key(p, lb, Some(proto))?;
+        let l = lb
+            .listeners
+            .get(&key)
+            .ok_or_else(|| listener_not_found(key.1))?;
+        let mut v = l.health.json(proto, l.backend_port);
+        v["ListenerPort"] = json!(key.1);
+        v["BackendServerPort"] = json!(l.backend_port);
+        v["Description"] = json!(l.description);
+        v["Scheduler"] = json!("wrr");
+        v["Status"] = json!(match l.state {
+            ListenerState::Running => "running",
+            ListenerState::Starting(_) => "starting",
+            ListenerState::Stopped => "stopped",
+        });
+        Ok(v)
+    }
+
+    /// `Set...ListenerAttribute`: the given parameters change, the others stay.
+    fn set_listener(&mut self, p: &Params, proto: &str, now: Instant) -> Result<Value, ApiError> {
+        let lb = self.active_lb_mut(p, now)?;
+        let key = Self::listener_key(p, lb, Some(proto))?;
+        let l = lb
+            .listeners
+            .get_mut(&key)
+            .ok_or_else(|| listener_not_found(key.1))?;
+        l.health = Health::apply(&l.health, p, proto)?;
+        if let Some(d) = p.get("Description").filter(|d| !d.is_empty()) {
+            l.description = d.clone();
+        }
         Ok(json!({}))
     }
 

@@ -169,3 +169,166 @@ fn a_bound_eip_cannot_be_released_and_pages_hold_what_they_say() {
         .unwrap_err();
     assert_eq!(e.code, "InvalidParameter.PageSize");
 }
+
+#[test]
+fn listener_health_checks_are_range_checked_stored_described_and_set() {
+    let (mut s, now) = state();
+    let id = create(&mut s, now, "hc");
+    let now = now + s.create_delay;
+    let base = [
+        ("LoadBalancerId", id.as_str()),
+        ("ListenerPort", "80"),
+        ("BackendServerPort", "30080"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut kv: Vec<(&str, &str)> = base.to_vec();
+        kv.extend_from_slice(extra);
+        params(&kv)
+    };
+    // Each documented range, one past either end: refused with InvalidParameter.<Field>.
+    for (field, bad) in [
+        ("HealthyThreshold", "1"),
+        ("HealthyThreshold", "11"),
+        ("UnhealthyThreshold", "1"),
+        ("UnhealthyThreshold", "11"),
+        ("HealthCheckConnectTimeout", "0"),
+        ("HealthCheckConnectTimeout", "301"),
+        ("HealthCheckInterval", "0"),
+        ("HealthCheckInterval", "51"),
+        ("HealthCheckConnectPort", "0"),
+        ("HealthCheckConnectPort", "65536"),
+        ("HealthCheckInterval", "two"),
+        ("HealthCheckType", "udp"),
+        ("HealthCheckURI", "/"),
+        ("HealthCheckDomain", "a_b"),
+        ("HealthCheckHttpCode", "http_200"),
+    ] {
+        let e = s
+            .handle("CreateLoadBalancerTCPListener", &with(&[(field, bad)]), now)
+            .unwrap_err();
+        assert_eq!(
+            (e.status, e.code.as_str()),
+            (400, format!("InvalidParameter.{field}").as_str()),
+            "{field}={bad}"
+        );
+    }
+    assert!(
+        s.lbs[&id].listeners.is_empty(),
+        "a refused create made nothing"
+    );
+    // Both ends of each range are taken; unset ones are the defaults.
+    s.handle(
+        "CreateLoadBalancerTCPListener",
+        &with(&[
+            ("HealthyThreshold", "10"),
+            ("UnhealthyThreshold", "2"),
+            ("HealthCheckConnectTimeout", "300"),
+            ("HealthCheckInterval", "1"),
+        ]),
+        now,
+    )
+    .unwrap();
+    let desc = |s: &mut State, action: &str| {
+        s.handle(
+            action,
+            &params(&[("LoadBalancerId", &id), ("ListenerPort", "80")]),
+            now,
+        )
+        .unwrap()
+    };
+    let v = desc(&mut s, "DescribeLoadBalancerTCPListenerAttribute");
+    assert_eq!(
+        (
+            &v["HealthyThreshold"],
+            &v["UnhealthyThreshold"],
+            &v["HealthCheckConnectTimeout"],
+            &v["HealthCheckInterval"],
+            &v["HealthCheckConnectPort"],
+            &v["HealthCheckType"],
+        ),
+        (
+            &json!(10),
+            &json!(2),
+            &json!(300),
+            &json!(1),
+            &json!(30080),
+            &json!("tcp")
+        )
+    );
+    // Set changes what it names and keeps the rest; an out-of-range set changes nothing.
+    let set = |kv: &[(&str, &str)]| {
+        let mut all = vec![("LoadBalancerId", id.as_str()), ("ListenerPort", "80")];
+        all.extend_from_slice(kv);
+        params(&all)
+    };
+    s.handle(
+        "SetLoadBalancerTCPListenerAttribute",
+        &set(&[
+            ("HealthCheckType", "http"),
+            ("HealthCheckURI", "/healthz"),
+            ("HealthCheckConnectPort", "8080"),
+        ]),
+        now,
+    )
+    .unwrap();
+    let e = s
+        .handle(
+            "SetLoadBalancerTCPListenerAttribute",
+            &set(&[("HealthCheckInterval", "60")]),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "InvalidParameter.HealthCheckInterval");
+    let v = desc(&mut s, "DescribeLoadBalancerTCPListenerAttribute");
+    assert_eq!(
+        (
+            &v["HealthCheckType"],
+            &v["HealthCheckURI"],
+            &v["HealthCheckConnectPort"],
+            &v["HealthyThreshold"],
+            &v["HealthCheckInterval"]
+        ),
+        (
+            &json!("http"),
+            &json!("/healthz"),
+            &json!(8080),
+            &json!(10),
+            &json!(1)
+        )
+    );
+    // The TCP call does not describe a UDP listener; a UDP listener has no type.
+    let e = s
+        .handle(
+            "DescribeLoadBalancerUDPListenerAttribute",
+            &params(&[("LoadBalancerId", &id), ("ListenerPort", "80")]),
+            now,
+        )
+        .unwrap_err();
+    assert_eq!(e.code, "ListenerNotFound");
+    s.handle(
+        "CreateLoadBalancerUDPListener",
+        &params(&[
+            ("LoadBalancerId", &id),
+            ("ListenerPort", "53"),
+            ("BackendServerPort", "30053"),
+            ("UnhealthyThreshold", "7"),
+        ]),
+        now,
+    )
+    .unwrap();
+    let v = s
+        .handle(
+            "DescribeLoadBalancerUDPListenerAttribute",
+            &params(&[("LoadBalancerId", &id), ("ListenerPort", "53")]),
+            now,
+        )
+        .unwrap();
+    assert_eq!(v["UnhealthyThreshold"], json!(7));
+    assert!(v.get("HealthCheckType").is_none(), "{v}");
+    // The inventory shows each listener's attributes.
+    let inv = s.inventory(now);
+    assert_eq!(
+        inv["LoadBalancers"][0]["ListenerAttributes"]["tcp/80"]["HealthCheckURI"],
+        "/healthz"
+    );
+}

@@ -11,7 +11,8 @@ use std::time::Duration;
 use edgelb_cloud::ens::{
     ClientConfig, Credentials, EnsClient, EnsProfile, EnsProvider, RetryPolicy,
 };
-use edgelb_cloud::model::Desired;
+use edgelb_cloud::health::default_check;
+use edgelb_cloud::model::{Desired, ListenerSpec};
 use edgelb_cloud::plan::{plan, PlanInput, PoolNode, ServicePort, TrafficPolicy};
 use serde_json::Value;
 
@@ -211,6 +212,14 @@ pub fn input(name: &str, nodes: &[(&str, &str)]) -> PlanInput {
 
 pub fn desired(i: &PlanInput) -> Desired {
     plan(&EnsProfile, i).unwrap()
+}
+
+/// A listener forwarding to `backend_port` with ENS's default health check (a user's own).
+pub fn listener(backend_port: u16) -> ListenerSpec {
+    ListenerSpec {
+        backend_port,
+        health: default_check(&EnsProfile),
+    }
 }
 
 pub fn count(v: &Value, key: &str) -> usize {

@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::client::{EnsClient, EnsError};
 use crate::model::{
-    EipStatus, LbStatus, ListenerKey, ListenerStatus, NetworkRef, ObservedEip, ObservedLb,
-    ObservedListener, Protocol,
+    EipStatus, HealthCheck, HttpCheck, LbStatus, ListenerKey, ListenerSpec, ListenerStatus,
+    NetworkRef, ObservedEip, ObservedLb, ObservedListener, Protocol,
 };
 
 /// ENS takes at most 20 backend servers per Add/Set/RemoveBackendServers call.
@@ -205,6 +205,7 @@ pub async fn listeners(client: &EnsClient, lb_id: &str) -> Result<Vec<ObservedLi
             protocol,
             backend_port: num_of(&v, "BackendServerPort").unwrap_or(0) as u16,
             status: listener_status(&str_of(&v, "Status").unwrap_or_default()),
+            health: None,
         });
     }
     Ok(out)
@@ -306,32 +307,126 @@ pub async fn create_load_balancer(
     str_of(&v, "LoadBalancerId").ok_or_else(|| decode(action, "no LoadBalancerId"))
 }
 
+/// The listener call of `key`'s protocol: `<verb>LoadBalancerTCPListener<suffix>` or UDP.
+fn listener_action(verb: &str, key: ListenerKey, suffix: &str) -> String {
+    let proto = match key.0 {
+        Protocol::Tcp => "TCP",
+        Protocol::Udp => "UDP",
+    };
+    format!("{verb}LoadBalancer{proto}Listener{suffix}")
+}
+
+/// The health-check parameters of a create or set call. Every value is sent, the probed
+/// port too (the backend port when unset, which is ENS's own default), so a set call brings
+/// back a value the Service no longer overrides. UDP calls take no type and no HTTP fields.
+fn health_params(key: ListenerKey, spec: &ListenerSpec) -> Vec<(&'static str, String)> {
+    let h = &spec.health;
+    let mut p = vec![
+        ("HealthyThreshold", h.healthy_threshold.to_string()),
+        ("UnhealthyThreshold", h.unhealthy_threshold.to_string()),
+        ("HealthCheckConnectTimeout", h.connect_timeout.to_string()),
+        ("HealthCheckInterval", h.interval.to_string()),
+        (
+            "HealthCheckConnectPort",
+            h.port_for(spec.backend_port).to_string(),
+        ),
+    ];
+    if key.0 == Protocol::Tcp {
+        p.push(("HealthCheckType", h.kind().to_string()));
+        if let Some(http) = &h.http {
+            if let Some(d) = &http.domain {
+                p.push(("HealthCheckDomain", d.clone()));
+            }
+            if let Some(u) = &http.uri {
+                p.push(("HealthCheckURI", u.clone()));
+            }
+            p.push(("HealthCheckHttpCode", http.http_codes.clone()));
+        }
+    }
+    p
+}
+
 /// `CreateLoadBalancerTCPListener` / `CreateLoadBalancerUDPListener`, weighted round robin,
-/// forwarding to `backend_port` (the NodePort). Created `Stopped`.
+/// forwarding to the spec's backend port (the NodePort), with its health check. Created
+/// `Stopped`.
 pub async fn create_listener(
     client: &EnsClient,
     lb_id: &str,
     key: ListenerKey,
-    backend_port: u16,
+    spec: &ListenerSpec,
     description: &str,
 ) -> Result<(), EnsError> {
-    let action = match key.0 {
-        Protocol::Tcp => "CreateLoadBalancerTCPListener",
-        Protocol::Udp => "CreateLoadBalancerUDPListener",
-    };
+    let mut params = vec![
+        ("LoadBalancerId", lb_id.to_string()),
+        ("ListenerPort", key.1.to_string()),
+        ("BackendServerPort", spec.backend_port.to_string()),
+        ("Scheduler", "wrr".to_string()),
+        ("Description", description.to_string()),
+    ];
+    params.extend(health_params(key, spec));
     client
+        .call(&listener_action("Create", key, ""), &params)
+        .await
+        .map(drop)
+}
+
+/// `SetLoadBalancerTCPListenerAttribute` / `...UDP...`: the health check in place.
+pub async fn set_listener_health(
+    client: &EnsClient,
+    lb_id: &str,
+    key: ListenerKey,
+    spec: &ListenerSpec,
+) -> Result<(), EnsError> {
+    let mut params = vec![
+        ("LoadBalancerId", lb_id.to_string()),
+        ("ListenerPort", key.1.to_string()),
+    ];
+    params.extend(health_params(key, spec));
+    client
+        .call(&listener_action("Set", key, "Attribute"), &params)
+        .await
+        .map(drop)
+}
+
+/// `DescribeLoadBalancerTCPListenerAttribute` / `...UDP...`: the listener's health check.
+pub async fn listener_health(
+    client: &EnsClient,
+    lb_id: &str,
+    key: ListenerKey,
+) -> Result<HealthCheck, EnsError> {
+    let action = listener_action("Describe", key, "Attribute");
+    let v = client
         .call(
-            action,
+            &action,
             &[
                 ("LoadBalancerId", lb_id.to_string()),
                 ("ListenerPort", key.1.to_string()),
-                ("BackendServerPort", backend_port.to_string()),
-                ("Scheduler", "wrr".to_string()),
-                ("Description", description.to_string()),
             ],
         )
-        .await
-        .map(drop)
+        .await?;
+    let n = |k: &str| -> Result<u32, EnsError> {
+        num_of(&v, k)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| decode(&action, format!("no {k}")))
+    };
+    let text = |k: &str| str_of(&v, k).filter(|s| !s.is_empty());
+    let http = (key.0 == Protocol::Tcp
+        && text("HealthCheckType").is_some_and(|t| t.eq_ignore_ascii_case("http")))
+    .then(|| HttpCheck {
+        domain: text("HealthCheckDomain"),
+        uri: text("HealthCheckURI"),
+        http_codes: text("HealthCheckHttpCode").unwrap_or_else(|| "http_2xx".to_string()),
+    });
+    Ok(HealthCheck {
+        healthy_threshold: n("HealthyThreshold")?,
+        unhealthy_threshold: n("UnhealthyThreshold")?,
+        connect_timeout: n("HealthCheckConnectTimeout")?,
+        interval: n("HealthCheckInterval")?,
+        connect_port: num_of(&v, "HealthCheckConnectPort")
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p != 0),
+        http,
+    })
 }
 
 /// `StartLoadBalancerListener` / `DeleteLoadBalancerListener` (by port and protocol).

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::health::{Bounds, HealthLimits};
 use crate::model::NetworkRef;
 use crate::plan::{PlanError, Profile};
 
@@ -85,5 +86,32 @@ impl Profile for EnsProfile {
 
     fn bandwidth_range(&self) -> (u32, u32, u32) {
         (5, 10_000, 5)
+    }
+
+    /// CreateLoadBalancerTCPListener / UDPListener (2017-11-10): thresholds 2..=10 (3),
+    /// `HealthCheckConnectTimeout` 1..=300 s (5), `HealthCheckInterval` 1..=50 s (2).
+    fn health_limits(&self) -> HealthLimits {
+        HealthLimits {
+            healthy_threshold: Bounds {
+                min: 2,
+                max: 10,
+                default: 3,
+            },
+            unhealthy_threshold: Bounds {
+                min: 2,
+                max: 10,
+                default: 3,
+            },
+            connect_timeout: Bounds {
+                min: 1,
+                max: 300,
+                default: 5,
+            },
+            interval: Bounds {
+                min: 1,
+                max: 50,
+                default: 2,
+            },
+        }
     }
 }

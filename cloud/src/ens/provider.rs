@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use super::api;
 use super::client::{rng, EnsClient, EnsError};
-use crate::model::{Action, LbStatus, Observed, ObservedEip, ObservedLb, Ownership, Target};
+use crate::model::{
+    Action, LbStatus, ListenerStatus, Observed, ObservedEip, ObservedLb, ObservedListener,
+    Ownership, Target,
+};
 use crate::provider::LoadBalancerProvider;
 use rand::RngExt;
 
@@ -160,6 +163,29 @@ fn split_eips(
     (Some(first), named)
 }
 
+/// Reads the health check of each Running listener we may change (one Describe call each;
+/// stopped ones get theirs at creation and are read once started).
+async fn with_health(
+    c: &EnsClient,
+    target: &Target,
+    lb_id: &str,
+    mut listeners: Vec<ObservedListener>,
+) -> Result<Vec<ObservedListener>, EnsError> {
+    let ours = match &target.ownership {
+        Ownership::Managed => true,
+        Ownership::UserManaged {
+            manage_listeners, ..
+        } => *manage_listeners,
+    };
+    for l in &mut listeners {
+        let key = (l.protocol, l.port);
+        if ours && l.status == ListenerStatus::Running && target.listener_keys.contains(&key) {
+            l.health = Some(api::listener_health(c, lb_id, key).await?);
+        }
+    }
+    Ok(listeners)
+}
+
 /// A create whose first attempt took effect before its answer was lost comes back as
 /// "already exists" on the retry: the effect is there (the next observation confirms it).
 fn already_done(r: Result<(), EnsError>) -> Result<(), EnsError> {
@@ -191,7 +217,13 @@ impl LoadBalancerProvider for EnsProvider {
                     if let Some(attr) = api::load_balancer(c, &first.id).await? {
                         // Listeners exist only on an Active instance.
                         if attr.lb.status == LbStatus::Active {
-                            obs.listeners = api::listeners(c, &first.id).await?;
+                            obs.listeners = with_health(
+                                c,
+                                target,
+                                &first.id,
+                                api::listeners(c, &first.id).await?,
+                            )
+                            .await?;
                         }
                         obs.backends = attr.backends.into_iter().collect();
                         obs.lb = Some(attr.lb);
@@ -217,7 +249,8 @@ impl LoadBalancerProvider for EnsProvider {
             Ownership::UserManaged { lb_id, .. } => {
                 if let Some(attr) = api::load_balancer(c, lb_id).await? {
                     obs.backends = attr.backends.into_iter().collect();
-                    obs.listeners = api::listeners(c, lb_id).await?;
+                    obs.listeners =
+                        with_health(c, target, lb_id, api::listeners(c, lb_id).await?).await?;
                     obs.lb = Some(attr.lb);
                     obs.eip = api::eip_of_instance(c, lb_id).await?;
                 }
@@ -264,11 +297,12 @@ impl LoadBalancerProvider for EnsProvider {
                 self.forget(&target.region, lb_id, &r).await;
                 r
             }
-            Action::CreateListener {
-                lb_id,
-                key,
-                backend_port,
-            } => api::create_listener(c, lb_id, *key, *backend_port, &target.name).await,
+            Action::CreateListener { lb_id, key, spec } => {
+                api::create_listener(c, lb_id, *key, spec, &target.name).await
+            }
+            Action::SetListenerHealthCheck { lb_id, key, spec } => {
+                api::set_listener_health(c, lb_id, *key, spec).await
+            }
             Action::StartListener { lb_id, key } => {
                 api::listener_call(c, "StartLoadBalancerListener", lb_id, *key).await
             }

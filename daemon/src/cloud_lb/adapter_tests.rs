@@ -42,8 +42,13 @@ fn one_plan_per_selected_pool_with_listeners_backends_and_skipped_nodes() {
     assert_eq!(&*hz.pool, "hz");
     let d = hz.outcome.as_ref().expect("planned");
     assert_eq!(d.network.region, "cn-hangzhou-telecom");
+    let ports: BTreeMap<_, _> = d
+        .listeners
+        .iter()
+        .map(|(k, s)| (*k, s.backend_port))
+        .collect();
     assert_eq!(
-        d.listeners,
+        ports,
         BTreeMap::from([((Protocol::Tcp, 80), 30080), ((Protocol::Udp, 53), 30053)])
     );
     assert_eq!(d.backends, BTreeMap::from([("i-hz1".to_string(), 100)]));
@@ -318,4 +323,59 @@ fn a_self_announced_service_is_planned_only_in_pools_behind_the_cloud() {
         after.doomed.keys().collect::<Vec<_>>()
     );
     assert_eq!(after.planned.len(), 1);
+}
+
+#[test]
+fn health_check_annotations_reach_each_listener_and_a_bad_one_stops_only_its_service() {
+    use edgelb_cloud::health::{
+        ANNOTATION_HEALTHY_THRESHOLD, ANNOTATION_HEALTH_CHECK_INTERVAL,
+        ANNOTATION_HEALTH_CHECK_TYPE, ANNOTATION_HEALTH_CHECK_URI,
+    };
+    let mut w = world();
+    w.service(
+        "web",
+        "cube",
+        "k8s-svc=cube",
+        &[(80, "TCP", 30080), (53, "UDP", 30053)],
+        &[
+            (ANNOTATION_HEALTHY_THRESHOLD, "5"),
+            (ANNOTATION_HEALTH_CHECK_TYPE, "http"),
+            (ANNOTATION_HEALTH_CHECK_URI, "/healthz"),
+        ],
+    );
+    w.service(
+        "web",
+        "bad",
+        "k8s-svc=web",
+        &[(80, "TCP", 30081)],
+        &[(ANNOTATION_HEALTH_CHECK_INTERVAL, "60")],
+    );
+    w.fan_out();
+    let work = work(&w.snapshot(), &cfg());
+    let d = work.planned[&ObjectKey::new("web", "cube-hz")]
+        .outcome
+        .clone()
+        .expect("planned");
+    let tcp = &d.listeners[&(Protocol::Tcp, 80)].health;
+    assert_eq!(tcp.healthy_threshold, 5);
+    assert_eq!(
+        tcp.http.as_ref().and_then(|h| h.uri.as_deref()),
+        Some("/healthz")
+    );
+    // UDP listeners keep their UDP probe, with the same thresholds.
+    let udp = &d.listeners[&(Protocol::Udp, 53)].health;
+    assert_eq!((udp.healthy_threshold, udp.http.is_some()), (5, false));
+    let err = work.planned[&ObjectKey::new("web", "bad-bj")]
+        .outcome
+        .clone()
+        .expect_err("out of range");
+    let text = err.to_string();
+    assert!(
+        text.contains("web/bad")
+            && text.contains(ANNOTATION_HEALTH_CHECK_INTERVAL)
+            && text.contains("\"60\"")
+            && text.contains("from 1 to 50"),
+        "{text}"
+    );
+    assert!(work.regions().contains("cn-hangzhou-telecom"));
 }

@@ -203,9 +203,14 @@ pub fn describe(action: &Action) -> String {
             network.region, network.network_id, network.vswitch_id
         ),
         Action::ReleaseLoadBalancer { lb_id } => format!("ReleaseLoadBalancer {lb_id}"),
-        Action::CreateListener {
-            key, backend_port, ..
-        } => format!("CreateListener {}/{} -> {backend_port}", key.0, key.1),
+        Action::CreateListener { key, spec, .. } => format!(
+            "CreateListener {}/{} -> {} (health check {})",
+            key.0, key.1, spec.backend_port, spec.health
+        ),
+        Action::SetListenerHealthCheck { key, spec, .. } => format!(
+            "SetListenerHealthCheck {}/{}: {}",
+            key.0, key.1, spec.health
+        ),
         Action::StartListener { key, .. } => format!("StartListener {}/{}", key.0, key.1),
         Action::DeleteListener { key, .. } => format!("DeleteListener {}/{}", key.0, key.1),
         Action::AddBackends { backends, .. } => format!("AddBackends {}", pairs(backends)),
@@ -254,6 +259,12 @@ fn fill(entry: &mut CloudEntry, obs: &Observed) {
             port: l.port,
             backend_port: l.backend_port,
             status: format!("{:?}", l.status),
+            // The probed port is shown only when it is not the backend port.
+            health: l.health.as_ref().map(|h| {
+                let mut h = h.clone();
+                h.connect_port = h.connect_port.filter(|p| *p != l.backend_port);
+                h.to_string()
+            }),
         })
         .collect();
     entry.backends = obs.backends.clone();

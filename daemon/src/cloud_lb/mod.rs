@@ -76,6 +76,8 @@ pub struct ListenerReport {
     pub port: u16,
     pub backend_port: u16,
     pub status: String,
+    /// Its health check as the cloud reports it (read once it runs).
+    pub health: Option<String>,
 }
 
 /// What the driver knows of one PoolService's cloud load balancer.
@@ -182,10 +184,14 @@ impl CloudState {
                         .listeners
                         .iter()
                         .map(|l| {
-                            format!(
+                            let mut s = format!(
                                 "{}/{} -> {} {}",
                                 l.protocol, l.port, l.backend_port, l.status
-                            )
+                            );
+                            if let Some(h) = &l.health {
+                                s.push_str(&format!(" (health check {h})"));
+                            }
+                            s
                         })
                         .collect(),
                     backends: e

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use edgelb_bgp::{PeerStatus, RouteTable};
@@ -131,19 +132,25 @@ pub fn family_name(f: edgelb_bgp::packet::Family) -> &'static str {
     }
 }
 
-/// The view of one L2 interface.
-pub fn interface_view(s: &InterfaceStats) -> InterfaceView {
+/// The view of one L2 interface; `ips` is [`owned_ip_texts`] of `s`, which the publisher
+/// makes once per change of the interface's list, not per view.
+pub fn interface_view(s: &InterfaceStats, ips: Arc<Vec<String>>) -> InterfaceView {
     InterfaceView {
         name: s.interface.clone(),
         up: s.link.as_ref().is_some_and(|l| l.up && l.running),
         error: s.error.as_ref().map(ToString::to_string),
-        ips: s.ips.iter().map(|i| i.ip.to_string()).collect(),
-        announcements: s.ips.iter().map(|i| i.announcements).sum(),
+        ips,
+        announcements: s.announcements,
         requests_answered: s.requests_answered,
         frames_received: s.frames_received,
         send_errors: s.send_errors,
         receive_drops: s.receive_drops,
     }
+}
+
+/// The IPs an interface owns, as the view shows them.
+pub fn owned_ip_texts(s: &InterfaceStats) -> Vec<String> {
+    s.ips.iter().map(|i| i.ip.to_string()).collect()
 }
 
 /// Every allocation outcome, in key order.

@@ -21,17 +21,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use edgelb_bgp::{PeerStatus, RouteTable};
-use edgelb_l2::InterfaceStats;
+use edgelb_l2::{InterfaceStats, IpStats};
 use tokio::sync::watch;
 
 use super::build::{
     allocations_view, bgp_announcements, interface_view, l2_announcements_of, l2_owned,
-    node_pools_view, peer_view, policy_routes_view, pools_view, services_view, unix, unix_ms,
-    SinceTracker,
+    node_pools_view, owned_ip_texts, peer_view, policy_routes_view, pools_view, services_view,
+    unix, unix_ms, SinceTracker,
 };
 use super::view::{
-    AllocationView, AnnouncementView, Health, LocalView, MemberView, PoolView, Section,
-    ServiceView, VIEW_API,
+    AllocationView, AnnouncementView, Health, InterfaceView, LocalView, MemberView, PoolView,
+    Section, ServiceView, VIEW_API,
 };
 use crate::actuate::policy_route_task::TaskReport;
 use crate::election::Candidate;
@@ -93,8 +93,9 @@ struct SectionInputs {
     assignments: Assignments,
     tables: Vec<(IpAddr, Arc<RouteTable>)>,
     established: BTreeSet<IpAddr>,
-    /// L2 owned IPs: (interface, IP, owned since).
-    l2: Vec<(String, IpAddr, SystemTime)>,
+    /// The L2 announcer's interfaces; their owned IPs are compared by identity (the
+    /// announcer hands out the same list until it changes).
+    l2: Vec<InterfaceStats>,
     candidates: Vec<Candidate>,
     /// L2 IPs held for a handoff, until when (Unix ms).
     held: Vec<(IpAddr, u64)>,
@@ -108,6 +109,15 @@ impl SectionInputs {
                 .iter()
                 .zip(&other.tables)
                 .all(|((a, t), (b, u))| a == b && Arc::ptr_eq(t, u))
+    }
+
+    fn same_l2(&self, other: &SectionInputs) -> bool {
+        self.l2.len() == other.l2.len()
+            && self
+                .l2
+                .iter()
+                .zip(&other.l2)
+                .all(|(a, b)| a.interface == b.interface && Arc::ptr_eq(&a.ips, &b.ips))
     }
 }
 
@@ -167,9 +177,36 @@ struct Inner {
     failovers_seen: BTreeSet<(IpAddr, SystemTime)>,
     sections: Option<Sections>,
     builds: SectionBuilds,
+    /// Per L2 interface: its last owned-IP list and that list as text.
+    ip_texts: BTreeMap<String, IpTexts>,
 }
 
+/// An interface's owned-IP list (compared by identity) and the same IPs as text.
+type IpTexts = (Arc<[IpStats]>, Arc<Vec<String>>);
+
 impl Inner {
+    /// The views of the L2 interfaces: an interface's IPs are made into text again only
+    /// when its list changed, so a publication at rest costs O(interfaces), not O(IPs).
+    fn interface_views(&mut self, stats: &[InterfaceStats]) -> Vec<InterfaceView> {
+        self.ip_texts
+            .retain(|name, _| stats.iter().any(|s| &s.interface == name));
+        stats
+            .iter()
+            .map(|s| {
+                let texts = match self.ip_texts.get(&s.interface) {
+                    Some((ips, texts)) if Arc::ptr_eq(ips, &s.ips) => texts.clone(),
+                    _ => {
+                        let texts = Arc::new(owned_ip_texts(s));
+                        self.ip_texts
+                            .insert(s.interface.clone(), (s.ips.clone(), texts.clone()));
+                        texts
+                    }
+                };
+                interface_view(s, texts)
+            })
+            .collect()
+    }
+
     /// The Service-sized sections for `inputs`: each one rebuilt only when something it is
     /// built from differs from the last time.
     fn sections(&mut self, inputs: SectionInputs, secs: u64) -> &Sections {
@@ -185,7 +222,7 @@ impl Inner {
                 if same_alloc
                     && l.inputs.same_tables(&inputs)
                     && l.inputs.established == inputs.established
-                    && l.inputs.l2 == inputs.l2 =>
+                    && l.inputs.same_l2(&inputs) =>
             {
                 l.announcements.clone()
             }
@@ -194,7 +231,7 @@ impl Inner {
                 let tables: BTreeMap<IpAddr, Arc<RouteTable>> =
                     inputs.tables.iter().cloned().collect();
                 let mut anns = bgp_announcements(node, a, &tables, &inputs.established);
-                anns.extend(l2_announcements_of(node, a, &inputs.l2));
+                anns.extend(l2_announcements_of(node, a, &l2_owned(&inputs.l2)));
                 self.since.stamp(&mut anns, secs);
                 Arc::new(anns)
             }
@@ -270,6 +307,7 @@ impl Publisher {
             failovers_seen: BTreeSet::new(),
             sections: None,
             builds: SectionBuilds::default(),
+            ip_texts: BTreeMap::new(),
         };
         (Publisher(Arc::new(Mutex::new(inner))), rx)
     }
@@ -336,7 +374,7 @@ impl Publisher {
                 .iter()
                 .map(|p| peer_view(p, None, now, wall))
                 .collect(),
-            interfaces: parts.l2_stats.iter().map(interface_view).collect(),
+            interfaces: inner.interface_views(&parts.l2_stats),
             policy_routes: policy_routes_view(&parts.policy_routes),
             cloud: parts
                 .cloud
@@ -358,7 +396,7 @@ impl Publisher {
                     .filter(|p| p.state == edgelb_bgp::fsm::State::Established)
                     .map(|p| p.address)
                     .collect(),
-                l2: l2_owned(&parts.l2_stats),
+                l2: parts.l2_stats.clone(),
                 candidates: parts.candidates,
                 held: parts
                     .l2_held

@@ -95,11 +95,27 @@ pub fn cluster_yaml(n: usize) -> String {
     services_yaml(n, Shape::File)
 }
 
+/// The cluster file with L2 instead of BGP: [`services_yaml`]'s Services (file shape) with
+/// a /17 pool, an L2Advertisement and node-a at 198.18.200.1 (an interface holding
+/// 198.18.200.1/16 carries every IP of the pool).
+pub fn l2_cluster_yaml(n: usize) -> String {
+    objects_yaml(
+        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
+         spec: {addresses: [\"198.18.0.0/17\"]}\n---\n\
+         apiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
+         spec: {}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
+         status: {addresses: [{type: InternalIP, address: \"198.18.200.1\"}]}\n",
+        n,
+        Shape::File,
+    )
+}
+
 /// A pool, a BGP peer on loopback port 1 (nothing listens), an advertisement, node-a, and
 /// `n` Services with a ready endpoint on node-a (the objects of `bench/services.py`), in
 /// `shape`.
 pub fn services_yaml(n: usize, shape: Shape) -> String {
-    let mut s = String::from(
+    objects_yaml(
         "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
          spec: {addresses: [\"198.18.0.0/16\"]}\n---\n\
          apiVersion: edgelb.io/v1alpha1\nkind: BGPPeer\nmetadata: {name: router, namespace: edgelb-system}\n\
@@ -108,7 +124,15 @@ pub fn services_yaml(n: usize, shape: Shape) -> String {
          spec: {}\n---\n\
          apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
          status: {addresses: [{type: InternalIP, address: \"127.0.0.1\"}]}\n",
-    );
+        n,
+        shape,
+    )
+}
+
+/// `header` (pools, peers, advertisements, nodes), then `n` Services with a ready endpoint
+/// on node-a in `shape`.
+fn objects_yaml(header: &str, n: usize, shape: Shape) -> String {
+    let mut s = String::from(header);
     for i in 0..n {
         let (a, b, c) = ((i >> 16) & 255, (i >> 8) & 255, i & 255);
         match shape {
