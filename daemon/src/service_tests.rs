@@ -303,6 +303,8 @@ const KEYS: &[&str] = &[
     CLOUD_ADDRESS,
     CLOUD_BANDWIDTH,
     CLOUD_USER,
+    edgelb_cloud::health::ANNOTATION_HEALTH_CHECK_FLAG,
+    edgelb_cloud::health::ANNOTATION_HEALTH_CHECK_INTERVAL,
     crate::fixtures::NODE_POOLS_ANNOTATION,
     "meta.helm.sh/release-name",
     "kubectl.kubernetes.io/last-applied-configuration",
@@ -327,6 +329,9 @@ const VALUES: &[&str] = &[
     "internet",
     "intranet",
     "100",
+    "on",
+    "off",
+    "5",
     "x",
 ];
 
