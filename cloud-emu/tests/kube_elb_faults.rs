@@ -42,11 +42,10 @@ use serde_json::{json, Value};
 use edgelb_cloud::ens::api;
 use edgelb_cloud::model::{NetworkRef, Protocol};
 use edgelb_daemon::api::openyurt::PoolService;
-use edgelb_tests::kube::objects::then_clean;
 use edgelb_tests::kube::{self as harness, Cluster, Forwarder, Speaker};
 use edgelb_tests::lab::{Lan, Netns};
 use support::cluster::{self as cloud, inventory_until, lb, LEASE, REGION, WAIT};
-use support::Emulator;
+use support::{count, Emulator};
 
 /// The cloud tests of this binary share the cluster's Lease: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -78,10 +77,6 @@ fn kill(speaker: &mut Speaker) -> anyhow::Result<()> {
         .signal(nix::sys::signal::Signal::SIGKILL as i32)?;
     speaker.process.wait_exit(Duration::from_secs(10))?;
     Ok(())
-}
-
-fn count(inv: &Value, kind: &str) -> usize {
-    inv[kind].as_array().map_or(0, Vec::len)
 }
 
 /// The IPs of a PoolService's `status.loadBalancer.ingress`.
@@ -264,17 +259,8 @@ async fn kill_scenario(
     // The first speaker, restarted, finishes the delete.
     let (a, _fwd_a) = kill_speaker(cluster, &ns_a, K_NODES[0], emu).await?;
     let finished = async {
-        inventory_until(emu, "everything released", |inv| {
-            count(inv, "LoadBalancers") == 0 && count(inv, "EipAddresses") == 0
-        })
-        .await?;
-        let pss: Api<PoolService> = Api::namespaced(client.clone(), K_NS);
-        harness::eventually("the PoolService and the Service gone", WAIT, || async {
-            Ok((pss.get_opt(&format!("web-{K_POOL}")).await?.is_none()
-                && services.get_opt("web").await?.is_none())
-            .then_some(()))
-        })
-        .await
+        cloud::inventory_holds(emu, "everything released", 0, 0).await?;
+        cloud::gone(client, K_NS, "web", &format!("web-{K_POOL}")).await
     }
     .await;
     a.log_if_failed(finished)
@@ -293,22 +279,14 @@ async fn a_speaker_killed_mid_create_and_mid_delete_leaves_exactly_what_should_e
     emu.register(&[("i-kf1", "10.0.1.2"), ("i-kf2", "10.0.1.3")]);
     let mut lan = Lan::new()?;
     let nodes: Vec<&str> = K_NODES.iter().map(|n| n.0).collect();
-    tokio::time::timeout(
+    cloud::bounded(
+        TEST,
         Duration::from_secs(240),
-        then_clean(
-            TEST,
-            kill_scenario(cluster, &client, &mut lan, &emu),
-            cloud::cleanup(&client, K_NS, K_CREDENTIALS, &[K_POOL], &nodes),
-        ),
+        kill_scenario(cluster, &client, &mut lan, &emu),
+        cloud::cleanup(&client, K_NS, K_CREDENTIALS, &[K_POOL], &nodes),
     )
-    .await
-    .context("the test took over 240 s")??;
-    let report = emu.stop();
-    ensure!(
-        count(&report, "LoadBalancers") == 0 && count(&report, "EipAddresses") == 0,
-        "leak report {report:#}"
-    );
-    Ok(())
+    .await?;
+    cloud::stop_leaving(emu, 0, 0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -435,11 +413,9 @@ async fn storm_scenario(
         for s in 0..S_SERVICES {
             services.delete(&format!("st{s}"), &DeleteParams::default()).await.ok();
         }
-        inventory_until(emu, "everything released", |inv| {
-            count(inv, "LoadBalancers") == 0 && count(inv, "EipAddresses") == 0
-        })
-        .await
-        .map(drop)
+        cloud::inventory_holds(emu, "everything released", 0, 0)
+            .await
+            .map(drop)
     }
     .await;
     speaker.log_if_failed(result)
@@ -455,22 +431,14 @@ async fn a_throttling_storm_converges_within_the_accounts_rate() -> anyhow::Resu
     let emu = Emulator::start(&["--limit", "*=10"]);
     emu.register(&[(S_NODE.2, "10.0.1.5")]);
     let mut lan = Lan::new()?;
-    tokio::time::timeout(
+    cloud::bounded(
+        TEST,
         Duration::from_secs(240),
-        then_clean(
-            TEST,
-            storm_scenario(cluster, &client, &mut lan, &emu),
-            cloud::cleanup(&client, S_NS, S_CREDENTIALS, &[S_POOL], &[S_NODE.0]),
-        ),
+        storm_scenario(cluster, &client, &mut lan, &emu),
+        cloud::cleanup(&client, S_NS, S_CREDENTIALS, &[S_POOL], &[S_NODE.0]),
     )
-    .await
-    .context("the test took over 240 s")??;
-    let report = emu.stop();
-    ensure!(
-        count(&report, "LoadBalancers") == 0 && count(&report, "EipAddresses") == 0,
-        "leak report {report:#}"
-    );
-    Ok(())
+    .await?;
+    cloud::stop_leaving(emu, 0, 0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -654,13 +622,7 @@ async fn user_scenario(
 
         // The Service deleted: our backend and our listener go, the user's ELB stays.
         services.delete("mine", &DeleteParams::default()).await?;
-        let pss: Api<PoolService> = Api::namespaced(client.clone(), U_NS);
-        harness::eventually("the PoolService and the Service gone", WAIT, || async {
-            Ok((pss.get_opt(&ps_name).await?.is_none()
-                && services.get_opt("mine").await?.is_none())
-            .then_some(()))
-        })
-        .await?;
+        cloud::gone(client, U_NS, "mine", &ps_name).await?;
         let inv = emu.inventory();
         users_own(&inv, &id)?;
         let l = &inv["LoadBalancers"][0];
@@ -690,20 +652,13 @@ async fn a_users_load_balancer_keeps_its_own_listeners_unless_forced() -> anyhow
     let emu = Emulator::start(&[]);
     emu.register(&[(U_NODE.2, "10.0.1.7"), ("i-user", "10.0.1.8")]);
     let mut lan = Lan::new()?;
-    tokio::time::timeout(
+    cloud::bounded(
+        TEST,
         Duration::from_secs(180),
-        then_clean(
-            TEST,
-            user_scenario(cluster, &client, &mut lan, &emu),
-            cloud::cleanup(&client, U_NS, U_CREDENTIALS, &[U_POOL], &[U_NODE.0]),
-        ),
+        user_scenario(cluster, &client, &mut lan, &emu),
+        cloud::cleanup(&client, U_NS, U_CREDENTIALS, &[U_POOL], &[U_NODE.0]),
     )
-    .await
-    .context("the test took over 180 s")??;
-    let report = emu.stop();
-    ensure!(
-        count(&report, "LoadBalancers") == 1 && count(&report, "EipAddresses") == 1,
-        "leak report: only the user's ELB and EIP should be alive: {report:#}"
-    );
-    Ok(())
+    .await?;
+    // Only the user's own ELB and EIP stay.
+    cloud::stop_leaving(emu, 1, 1)
 }

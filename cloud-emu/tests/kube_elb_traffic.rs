@@ -34,7 +34,6 @@ use kube::Client;
 use serde_json::json;
 
 use edgelb_tests::kube::forward::in_netns;
-use edgelb_tests::kube::objects::then_clean;
 use edgelb_tests::kube::{self as harness, Cluster};
 use edgelb_tests::lab::{netns::veth, Lan, Netns};
 use support::cluster::{self as cloud, REGION, WAIT};
@@ -299,15 +298,11 @@ async fn clients_reach_the_pods_through_the_cloud_load_balancer() -> anyhow::Res
     let lab = lab()?;
     let emu = Emulator::start(&["--dataplane-netns", lab.cloud.name()]);
     emu.register(&[("i-kt1", NODE_IP)]);
-    tokio::time::timeout(
+    cloud::bounded(
+        TEST,
         Duration::from_secs(150),
-        then_clean(
-            TEST,
-            scenario(cluster, &client, &lab, &emu),
-            cloud::cleanup(&client, NS, CREDENTIALS, &[POOL], &[NODE]),
-        ),
+        scenario(cluster, &client, &lab, &emu),
+        cloud::cleanup(&client, NS, CREDENTIALS, &[POOL], &[NODE]),
     )
     .await
-    .context("the test took over 150 s")??;
-    Ok(())
 }

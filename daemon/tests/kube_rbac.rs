@@ -231,6 +231,32 @@ fn cloud_speaker_access(namespace: &str) -> (Vec<Access>, Vec<Access>) {
     (wanted, denied)
 }
 
+/// Leaves the shared cluster as found after a check: deletes namespace `ns` (its Role,
+/// binding and ServiceAccount) and the ClusterRoles and ClusterRoleBindings among `objects`.
+async fn remove_rbac(client: &Client, ns: &str, objects: &[DynamicObject]) {
+    let dp = DeleteParams::default();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(ns, &dp).await;
+    for o in objects {
+        let (kind, plural) = match o.types.as_ref().map(|t| t.kind.as_str()) {
+            Some("ClusterRole") => ("ClusterRole", "clusterroles"),
+            Some("ClusterRoleBinding") => ("ClusterRoleBinding", "clusterrolebindings"),
+            _ => continue,
+        };
+        let ar = kube::api::ApiResource {
+            group: "rbac.authorization.k8s.io".into(),
+            version: "v1".into(),
+            api_version: "rbac.authorization.k8s.io/v1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+        if let Some(n) = &o.metadata.name {
+            let _ = api.delete(n, &dp).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_cloud_speaker_example_grants_what_it_uses_and_no_more() -> anyhow::Result<()> {
     const TEST: &str = "kube_rbac::the_cloud_speaker_example_grants_what_it_uses_and_no_more";
@@ -262,29 +288,8 @@ async fn the_cloud_speaker_example_grants_what_it_uses_and_no_more() -> anyhow::
         denied,
     )
     .await;
-    // Leave the shared cluster as found: the namespace and the cluster-scoped objects.
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(&ns, &DeleteParams::default()).await;
-    for o in &objects {
-        let Some((kind, plural)) = o.types.as_ref().and_then(|t| match t.kind.as_str() {
-            "ClusterRole" => Some(("ClusterRole", "clusterroles")),
-            "ClusterRoleBinding" => Some(("ClusterRoleBinding", "clusterrolebindings")),
-            _ => None,
-        }) else {
-            continue;
-        };
-        let ar = kube::api::ApiResource {
-            group: "rbac.authorization.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        if let Some(n) = &o.metadata.name {
-            let _ = api.delete(n, &DeleteParams::default()).await;
-        }
-    }
+    // Leave the shared cluster as found.
+    remove_rbac(&client, &ns, &objects).await;
     result
 }
 
@@ -386,29 +391,7 @@ async fn helm_chart_grants_what_the_speaker_uses() -> anyhow::Result<()> {
     deploy::apply(&client, &rbac, "helm template (RBAC)").await?;
     let sa = shipped_service_account()?;
     let result = check(&client, NS, &sa, "helm chart").await;
-    // Leave the cluster as found: the namespace (its Role, binding, SA) and the renamed
-    // cluster-scoped objects.
-    let dp = DeleteParams::default();
-    let _ = namespaces.delete(NS, &dp).await;
-    for (kind, plural) in [
-        ("ClusterRole", "clusterroles"),
-        ("ClusterRoleBinding", "clusterrolebindings"),
-    ] {
-        let ar = kube::api::ApiResource {
-            group: "rbac.authorization.k8s.io".into(),
-            version: "v1".into(),
-            api_version: "rbac.authorization.k8s.io/v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-        for o in &rbac {
-            if o.types.as_ref().is_some_and(|t| t.kind == kind) {
-                if let Some(n) = &o.metadata.name {
-                    let _ = api.delete(n, &dp).await;
-                }
-            }
-        }
-    }
+    // Leave the cluster as found (the renamed cluster-scoped objects too).
+    remove_rbac(&client, NS, &rbac).await;
     result
 }

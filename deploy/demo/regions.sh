@@ -136,15 +136,7 @@ kind: IPAddressPool
 metadata: {name: hefei, namespace: edgelb-system}
 spec: {addresses: ["$HEFEI_IP/32"], nodePools: [np-hefei]}
 ---
-apiVersion: edgelb.io/v1alpha1
-kind: BGPPeer
-metadata: {name: router, namespace: edgelb-system}
-spec: {myASN: 64512, peerASN: 64500, peerAddress: "192.0.2.1", holdTime: 9s}
----
-apiVersion: edgelb.io/v1alpha1
-kind: BGPAdvertisement
-metadata: {name: hefei, namespace: edgelb-system}
-spec: {ipAddressPools: [hefei]}
+$(peer_yaml hefei '{ipAddressPools: [hefei]}')
 ---
 apiVersion: v1
 kind: Service

@@ -27,6 +27,21 @@ step() { printf '\n%s==> %s%s\n' "$B" "$*" "$N"; }
 ok() { printf '%s    ok%s %s\n' "$G" "$N" "$*"; }
 die() { printf '%s    FAILED%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
 now_ms() { date +%s%3N; }
+# The router as the speakers' BGP peer and a BGPAdvertisement named $1 with spec $2, as YAML
+# documents: both parts of the demo peer with the same router.
+peer_yaml() {
+    cat <<EOF
+apiVersion: edgelb.io/v1alpha1
+kind: BGPPeer
+metadata: {name: router, namespace: edgelb-system}
+spec: {myASN: 64512, peerASN: 64500, peerAddress: "192.0.2.1", holdTime: 9s}
+---
+apiVersion: edgelb.io/v1alpha1
+kind: BGPAdvertisement
+metadata: {name: $1, namespace: edgelb-system}
+spec: $2
+EOF
+}
 
 P=edgelb-demo
 SVC_IP=198.51.100.10
@@ -173,15 +188,7 @@ kind: IPAddressPool
 metadata: {name: demo, namespace: edgelb-system}
 spec: {addresses: ["198.51.100.10-198.51.100.19"]}
 ---
-apiVersion: edgelb.io/v1alpha1
-kind: BGPPeer
-metadata: {name: router, namespace: edgelb-system}
-spec: {myASN: 64512, peerASN: 64500, peerAddress: "192.0.2.1", holdTime: 9s}
----
-apiVersion: edgelb.io/v1alpha1
-kind: BGPAdvertisement
-metadata: {name: all, namespace: edgelb-system}
-spec: {}
+$(peer_yaml all '{}')
 ---
 apiVersion: v1
 kind: Node

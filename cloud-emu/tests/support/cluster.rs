@@ -16,11 +16,11 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use edgelb_daemon::api::openyurt::{NodePool, PoolService};
-use edgelb_tests::kube::objects::Cleanup;
+use edgelb_tests::kube::objects::{then_clean, Cleanup};
 use edgelb_tests::kube::{self as harness, Cluster, Forwarder, NodeSpec, Speaker};
 use edgelb_tests::lab::Netns;
 
-use super::Emulator;
+use super::{count, Emulator};
 
 /// Server-side apply of `body` (any kind, found by discovery) as field manager `manager`.
 pub async fn apply(client: &Client, manager: &str, what: &str, body: Value) -> anyhow::Result<()> {
@@ -284,4 +284,60 @@ pub fn answers_with(emu: &Emulator, code: &str) -> u64 {
         .flatten()
         .filter_map(|(_, codes)| codes.get(code).and_then(Value::as_u64))
         .sum()
+}
+
+/// Waits until the emulator holds exactly `lbs` load balancers and `eips` EIPs (`0, 0`:
+/// everything released); the inventory.
+pub async fn inventory_holds(
+    emu: &Emulator,
+    what: &str,
+    lbs: usize,
+    eips: usize,
+) -> anyhow::Result<Value> {
+    inventory_until(emu, what, |inv| {
+        count(inv, "LoadBalancers") == lbs && count(inv, "EipAddresses") == eips
+    })
+    .await
+}
+
+/// Waits until the Service `ns/service` and its PoolService `pool_service` are gone (what
+/// was created for them released, our finalizers removed).
+pub async fn gone(
+    client: &Client,
+    ns: &str,
+    service: &str,
+    pool_service: &str,
+) -> anyhow::Result<()> {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let pss: Api<PoolService> = Api::namespaced(client.clone(), ns);
+    harness::eventually("the PoolService and the Service gone", WAIT, || async {
+        Ok((pss.get_opt(pool_service).await?.is_none()
+            && services.get_opt(service).await?.is_none())
+        .then_some(()))
+    })
+    .await
+}
+
+/// Runs `scenario` for at most `limit`, then `cleanup` whatever happened (the harness's
+/// `then_clean`).
+pub async fn bounded(
+    test: &str,
+    limit: Duration,
+    scenario: impl std::future::Future<Output = anyhow::Result<()>>,
+    cleanup: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    tokio::time::timeout(limit, then_clean(test, scenario, cleanup))
+        .await
+        .with_context(|| format!("the test took over {} s", limit.as_secs()))?
+}
+
+/// Stops the emulator: its leak report must hold exactly `lbs` load balancers and `eips`
+/// EIPs (what a test left on purpose, e.g. a user's own).
+pub fn stop_leaving(emu: Emulator, lbs: usize, eips: usize) -> anyhow::Result<()> {
+    let report = emu.stop();
+    anyhow::ensure!(
+        count(&report, "LoadBalancers") == lbs && count(&report, "EipAddresses") == eips,
+        "leak report (expected {lbs} load balancers and {eips} EIPs): {report:#}"
+    );
+    Ok(())
 }

@@ -453,20 +453,25 @@ mod tests {
         .await
     }
 
+    /// The first report of an allocation now, with a 2 s timeout per try.
+    async fn post_first_report(client: &Client) -> Result<Posted, String> {
+        post_fast(
+            client,
+            &allocated("192.0.2.1"),
+            false,
+            Duration::from_secs(2),
+            Timestamp::now(),
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn a_post_answered_with_503_is_tried_again_and_created() {
         let (client, server) = scripted(vec![
             post_answer(503, "ServiceUnavailable"),
             Call::new("POST", format!("{URL}?"), 201, json!({})),
         ]);
-        let got = post_fast(
-            &client,
-            &allocated("192.0.2.1"),
-            false,
-            Duration::from_secs(2),
-            Timestamp::now(),
-        )
-        .await;
+        let got = post_first_report(&client).await;
         assert_eq!(got, Ok(Posted::Created));
         server.await.expect("every call came");
     }
@@ -536,14 +541,7 @@ mod tests {
             .map(|_| post_answer(500, "InternalError"))
             .collect();
         let (client, server) = scripted(calls);
-        let got = post_fast(
-            &client,
-            &allocated("192.0.2.1"),
-            false,
-            Duration::from_secs(2),
-            Timestamp::now(),
-        )
-        .await;
+        let got = post_first_report(&client).await;
         server.await.expect("every call came");
         let err = got.expect_err("gave up");
         assert!(err.contains("InternalError"), "{err}");
@@ -573,14 +571,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_post_is_not_tried_again() {
         let (client, server) = scripted(vec![post_answer(403, "Forbidden")]);
-        let got = post_fast(
-            &client,
-            &allocated("192.0.2.1"),
-            false,
-            Duration::from_secs(2),
-            Timestamp::now(),
-        )
-        .await;
+        let got = post_first_report(&client).await;
         let err = got.expect_err("refused");
         assert!(err.contains("Forbidden"), "{err}");
         server.await.expect("every call came");
