@@ -62,8 +62,7 @@ fn view() -> LocalView {
             prefix: Some("203.0.113.10/32".into()),
             peers: vec!["198.51.100.1".into()],
             interfaces: vec![],
-        }]
-        .into(),
+        }],
         interfaces: vec![],
         policy_routes: vec![
             PolicyRouteView {
@@ -640,7 +639,7 @@ fn pooled_view() -> LocalView {
         });
     }
     v.services = services;
-    let mut anns = (*v.announcements).clone();
+    let mut anns = v.announcements.clone();
     anns.insert(
         0,
         AnnouncementView {
@@ -656,7 +655,7 @@ fn pooled_view() -> LocalView {
             interfaces: vec!["eth0".into()],
         },
     );
-    v.announcements = anns.into();
+    v.announcements = anns;
     v
 }
 

@@ -25,7 +25,7 @@ use edgelb_daemon::fixtures;
 use edgelb_daemon::ipam::{allocate, Assignments};
 use edgelb_daemon::plan::bgp::{self, BgpDefaults, NodeFacts};
 use edgelb_daemon::plan::l2::{self, L2Node, Members};
-use edgelb_daemon::plan::l2_incremental::{L2PlanKind, L2Planner};
+use edgelb_daemon::plan::l2_incremental::{L2PlanKind, L2Planner, Replanned};
 use edgelb_daemon::snapshot::{Object, Selection, Snapshot, Store};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -257,7 +257,13 @@ fn bench(c: &mut Criterion) {
     planner.plan(&snap_a, a, me_l2, members, true);
     assert_eq!(
         planner.replan_members(me_l2, &members_down, true),
-        Some(l2::plan(&snap_a, a, me_l2, &members_down, true))
+        Some(Replanned::Changed(l2::plan(
+            &snap_a,
+            a,
+            me_l2,
+            &members_down,
+            true
+        )))
     );
     assert_eq!(planner.last_kind(), Some(L2PlanKind::NodesChanged(1)));
     let mut up = false;

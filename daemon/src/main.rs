@@ -152,7 +152,7 @@ struct RunArgs {
 async fn release_after_changes(mut views: watch::Receiver<LocalView>) {
     let sections = |v: &LocalView| {
         [
-            Arc::as_ptr(&v.announcements) as usize,
+            v.announcements.id(),
             v.allocations.id(),
             Arc::as_ptr(&v.pools) as usize,
             v.services.id(),

@@ -8,19 +8,30 @@
 //! source's poll of an unchanged file. No network: each measurement runs in a network
 //! namespace of its own, where the one BGP peer is on loopback port 1 (nothing listens); the
 //! L2 measurement announces on a veth pair of that namespace (nothing reads the frames).
+//!
+//! Cluster mode (gossip on) adds the guard and the membership: the members are real gossip
+//! members on the namespace's loopback (this speaker and two bare memberships for node-b
+//! and node-c), the L2 IPs are on a veth of the namespace, and the tick re-reads the members
+//! and, when one of its triggers fires, re-plans L2 (the split-brain guard's scopes, the
+//! planner, the takeover holds, the heartbeat targets).
 
 mod alloc_support;
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use alloc_support::{cluster_yaml, l2_cluster_yaml, Counting};
+use edgelb_daemon::election::InterfaceFacts;
 use edgelb_daemon::ipam::Assignments;
 use edgelb_daemon::local_api::publish::Publisher;
+use edgelb_daemon::membership::{
+    Health, KeySource, Keyring, Membership, MembershipConfig, MembershipHandle, Timings,
+};
 use edgelb_daemon::metrics::Metrics;
-use edgelb_daemon::snapshot::{Selection, Snapshot};
+use edgelb_daemon::snapshot::{Redacted, Selection, Snapshot};
 use edgelb_daemon::source::file::{parse, store_of, watch_file};
-use edgelb_daemon::speaker::{Allocator, AnnounceConfig, Announcing};
+use edgelb_daemon::speaker::{Allocator, AnnounceConfig, Announcing, GossipConfig};
 
 /// Counts every allocation of this test binary.
 #[global_allocator]
@@ -263,4 +274,186 @@ fn polling_an_unchanged_file_does_not_read_it() {
         bytes < size,
         "polling an unchanged file of {size} B allocated {bytes} B: it is read on every poll"
     );
+}
+
+/// The gossip key every member of the cluster-mode measurement shares.
+const KEY: &[u8] = b"at-rest-gossip-key-0123456789";
+
+/// The subnet of the namespace's interface `d0`, holding the pool of [`l2_cluster_yaml`].
+const LAN: &str = "198.18.0.0/16";
+
+/// [`l2_cluster_yaml`] with the other two members' Nodes.
+fn l2_cluster_snapshot(n: usize) -> Snapshot {
+    let mut yaml = l2_cluster_yaml(n);
+    for (node, ip) in [("node-b", "198.18.200.2"), ("node-c", "198.18.200.3")] {
+        yaml.push_str(&format!(
+            "---\napiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n\
+             status: {{addresses: [{{type: InternalIP, address: \"{ip}\"}}]}}\n"
+        ));
+    }
+    snapshot_of(&yaml, n)
+}
+
+/// A bare gossip member (no announcer) on the namespace's loopback, with an interface on
+/// [`LAN`] (as gossiped), so that it can win L2 IPs.
+async fn member(node: &str) -> MembershipHandle {
+    let (handle, events) = Membership::start(MembershipConfig {
+        node: node.into(),
+        bind: "127.0.0.1:0".parse().expect("literal"),
+        advertise: "127.0.0.1:0".parse().expect("literal"),
+        seeds: Vec::new(),
+        keys: Keyring::from_plain_key(KEY).expect("key"),
+        timings: Timings::lan(3),
+        interfaces: vec![InterfaceFacts {
+            name: "d0".into(),
+            up: true,
+            subnets: vec![LAN.parse().expect("literal")],
+        }],
+        generation: None,
+        own_thread: true,
+    })
+    .await
+    .expect("membership starts");
+    // Nobody reads its events: a full channel drops them (counted), which is harmless.
+    drop(events);
+    handle
+}
+
+/// How many other members `a` sees live.
+fn live_others(a: &Announcing) -> usize {
+    a.view_parts()
+        .members
+        .iter()
+        .filter(|m| !m.is_self && m.health != Health::Down)
+        .count()
+}
+
+/// Ticks until `done` or 30 s.
+async fn tick_until(a: &mut Announcing, what: &str, mut done: impl FnMut(&Announcing) -> bool) {
+    let start = std::time::Instant::now();
+    while !done(a) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        a.tick().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Cluster mode with `n` L2 Services: (allocations, bytes) per tick at rest, and per tick
+/// where the split-brain guard's trigger fires with nothing else changing ([`cheapest`]).
+/// The members are real, so a window may see a real change (a member suspected on a
+/// loaded machine); the cheapest window is one where nothing changed but heartbeats.
+async fn cluster_allocs_per_tick(n: usize, windows: usize, ticks: u64) -> ((u64, u64), (u64, u64)) {
+    // A veth pair of this namespace: the L2 IPs' subnet on d0; frames sent there arrive
+    // at d1, which nothing reads.
+    ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+    ip(&["addr", "add", "198.18.200.1/16", "dev", "d0"]);
+    ip(&["link", "set", "d1", "up"]);
+    ip(&["link", "set", "d0", "up"]);
+    let snap = l2_cluster_snapshot(n);
+    let mut alloc = Allocator::default();
+    let (a, _): (Assignments, _) = alloc.step(&snap);
+    let b = member("node-b").await;
+    let c = member("node-c").await;
+    let cfg = AnnounceConfig {
+        gossip: Some(GossipConfig {
+            addr: "127.0.0.1:0".parse().expect("literal"),
+            peers: [&b, &c]
+                .iter()
+                .map(|m| m.local_id().addr)
+                .collect::<Vec<SocketAddr>>(),
+            key: KeySource::Bytes(Redacted(KEY.to_vec())),
+        }),
+        ..AnnounceConfig::default()
+    };
+    let mut announcing = Announcing::start("node-a", &cfg)
+        .await
+        .expect("announcing starts");
+    tick_until(&mut announcing, "node-b and node-c live", |a| {
+        live_others(a) == 2
+    })
+    .await;
+    announcing.step(&snap, &a).await;
+    // Every IP node-a won among the three is answered once the takeover holds end.
+    tick_until(&mut announcing, "node-a answers for its IPs", |a| {
+        let live = a.candidates(&snap).iter().filter(|c| c.live).count();
+        let owned = a.l2().owned().values().map(|ips| ips.len()).sum::<usize>();
+        live == 3 && owned > 0 && a.view_parts().l2_held.is_empty()
+    })
+    .await;
+    let owned: usize = announcing.l2().owned().values().map(|ips| ips.len()).sum();
+    assert!(
+        owned > n / 10 && owned < n,
+        "node-a owns a share of the {n} L2 IPs: {owned}"
+    );
+    // At rest: nothing changes but the gossip's heartbeats.
+    let (publisher, _rx) = Publisher::new("node-a", Arc::new(Metrics::new()));
+    publisher.publish(announcing.view_parts());
+    let quiet = cheapest(windows, ticks, &mut announcing, &publisher, |_, _| {}).await;
+    // The guard's trigger fires on every tick (the API server's answers turn fresh, then
+    // stale), and nothing that decides an owner changes: 3 of 3 members live.
+    let witness = cheapest(windows, ticks, &mut announcing, &publisher, |a, i| {
+        a.set_witness((i % 2 == 0).then(std::time::Instant::now));
+    })
+    .await;
+    announcing.stop().await;
+    for m in [b, c] {
+        let _ = m.leave().await;
+    }
+    (quiet, witness)
+}
+
+/// (allocations, bytes) per tick (each: `before(announcing, i)`, `Announcing::tick` and a
+/// publication of the view), the cheapest of `windows` windows of `ticks` ticks.
+async fn cheapest(
+    windows: usize,
+    ticks: u64,
+    announcing: &mut Announcing,
+    publisher: &Publisher,
+    before: impl Fn(&mut Announcing, u64),
+) -> (u64, u64) {
+    let mut best = (u64::MAX, u64::MAX);
+    for _ in 0..windows {
+        let (c0, b0) = counters();
+        for i in 0..ticks {
+            before(announcing, i);
+            announcing.tick().await;
+            publisher.publish(announcing.view_parts());
+        }
+        let (c1, b1) = counters();
+        best = best.min(((c1 - c0) / ticks, (b1 - b0) / ticks));
+        // Let the gossip run between windows (heartbeats refresh the members).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    best
+}
+
+#[test]
+fn a_tick_at_rest_in_cluster_mode_costs_the_same_with_40_or_4000_l2_services() {
+    let (small, small_witness) = alone(|| cluster_allocs_per_tick(40, 5, 10));
+    let (large, large_witness) = alone(|| cluster_allocs_per_tick(4000, 5, 10));
+    let trigger = "with the guard's trigger firing";
+    for (what, (s, sb), (l, lb)) in [
+        ("at rest", small, large),
+        (trigger, small_witness, large_witness),
+    ] {
+        eprintln!(
+            "cluster mode, per tick {what}: 40 L2 Services {s} allocations ({sb} B), \
+             4000 L2 Services {l} allocations ({lb} B)"
+        );
+        // A pass over every L2 IP (an election, a plan, a view of the owned IPs)
+        // allocates thousands of times at 4000.
+        assert!(
+            l <= s * 2 + 100,
+            "a tick {what} in cluster mode allocates {l} times with 4000 L2 Services and \
+             {s} with 40: some periodic work grows with the number of Services"
+        );
+        assert!(
+            lb <= sb * 2 + 64 * 1024,
+            "a tick {what} in cluster mode allocates {lb} B with 4000 L2 Services and {sb} B \
+             with 40"
+        );
+    }
 }

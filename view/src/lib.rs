@@ -27,12 +27,16 @@ pub const TOKEN_HEADER: &str = "x-edgelb-authorization";
 /// Everything a speaker shows about itself. The sections that grow with the number of
 /// Services are shared (`Arc`) between successive views that did not change them.
 ///
-/// A reader has the two Service-sized lists `allocations` and `services` as `Vec`s (the
-/// defaults); the speaker fills them with lists it builds only when a request reads them
-/// (its own type, serialized as the same list).
+/// A reader has the three Service-sized lists `announcements`, `allocations` and `services`
+/// as `Vec`s (the defaults); the speaker fills them with lists it builds only when a request
+/// reads them (its own type, serialized as the same list).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct LocalView<Allocations = Vec<AllocationView>, Services = Vec<ServiceView>> {
+pub struct LocalView<
+    Allocations = Vec<AllocationView>,
+    Services = Vec<ServiceView>,
+    Announcements = Vec<AnnouncementView>,
+> {
     /// [`VIEW_API`].
     pub api: String,
     /// This node's name.
@@ -52,9 +56,9 @@ pub struct LocalView<Allocations = Vec<AllocationView>, Services = Vec<ServiceVi
     /// BGP sessions.
     #[serde(default)]
     pub peers: Vec<PeerView>,
-    /// What this node announces now.
-    #[serde(default, with = "shared")]
-    pub announcements: Arc<Vec<AnnouncementView>>,
+    /// What this node announces now (a list of [`AnnouncementView`]).
+    #[serde(default)]
+    pub announcements: Announcements,
     /// Interfaces the L2 announcer serves.
     #[serde(default)]
     pub interfaces: Vec<InterfaceView>,
@@ -575,7 +579,7 @@ mod tests {
                 state: "Established".into(),
                 ..PeerView::default()
             }],
-            announcements: Arc::new(vec![AnnouncementView {
+            announcements: vec![AnnouncementView {
                 ip: "198.51.100.7".into(),
                 service: "default/web".into(),
                 pool: "p".into(),
@@ -586,7 +590,7 @@ mod tests {
                 prefix: None,
                 peers: vec![],
                 interfaces: vec!["eth1".into()],
-            }]),
+            }],
             allocations: vec![AllocationView {
                 service: "default/web".into(),
                 node_pool: None,

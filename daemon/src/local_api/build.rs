@@ -370,11 +370,15 @@ pub fn ip_rank_view<'n>(
     }
 }
 
+/// When each announcement was first seen, by IP and mode.
+pub type FirstSeen = BTreeMap<(IpAddr, Mode), u64>;
+
 /// Remembers since when each announcement exists, across views.
 #[derive(Clone, Debug, Default)]
 pub struct SinceTracker {
-    /// By IP (parsed: no string per announcement kept) and mode.
-    first_seen: BTreeMap<(IpAddr, Mode), u64>,
+    /// By IP (parsed: no string per announcement kept) and mode; shared with the deferred
+    /// announcements section made from the same list ([`fill_since`]).
+    first_seen: Arc<FirstSeen>,
 }
 
 impl SinceTracker {
@@ -394,7 +398,21 @@ impl SinceTracker {
                 next.insert(k, since);
             }
         }
-        self.first_seen = next;
+        self.first_seen = Arc::new(next);
+    }
+
+    /// What the last [`SinceTracker::stamp`] recorded.
+    pub fn first_seen(&self) -> Arc<FirstSeen> {
+        self.first_seen.clone()
+    }
+}
+
+/// Fills `since` of announcements made again from the inputs of a stamped list, from what
+/// that stamp recorded ([`SinceTracker::first_seen`]).
+pub fn fill_since(first_seen: &FirstSeen, anns: &mut [AnnouncementView]) {
+    for a in anns.iter_mut().filter(|a| a.since.is_none()) {
+        let key = a.ip.parse::<IpAddr>().ok().map(|ip| (ip, a.mode));
+        a.since = key.and_then(|k| first_seen.get(&k).copied());
     }
 }
 
@@ -478,6 +496,22 @@ pub fn bgp_announcements(
         }
     }
     out
+}
+
+/// Everything this node announces: by BGP to the peers whose tables cover an IP
+/// ([`bgp_announcements`]), then by L2 on the interfaces that own one
+/// ([`l2_announcements`]); `since` unset for BGP ([`SinceTracker`] fills it).
+pub fn announcements(
+    node: &str,
+    a: &Assignments,
+    tables: &[(IpAddr, Arc<RouteTable>)],
+    established: &BTreeSet<IpAddr>,
+    l2: &[InterfaceStats],
+) -> Vec<AnnouncementView> {
+    let tables: BTreeMap<IpAddr, Arc<RouteTable>> = tables.iter().cloned().collect();
+    let mut anns = bgp_announcements(node, a, &tables, established);
+    anns.extend(l2_announcements(node, a, l2));
+    anns
 }
 
 /// The L2 owned IPs of the announcer's statistics: (interface, IP, owned since).

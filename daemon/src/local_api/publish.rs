@@ -9,9 +9,11 @@
 //! election candidates. A periodic publication at rest therefore refreshes the counters
 //! (sessions, interfaces, members) and shares the last sections (`Arc`), so a speaker with
 //! 10 000 Services does no per-Service work while nothing changes ([`SectionBuilds`]
-//! counts the builds). The allocations and Services sections are [`Section::deferred`]:
-//! only what they are built from is kept (shared with the run loop), and a request that
-//! reads them builds them, so the speaker does not hold them rendered (issue 17).
+//! counts the builds). The announcements, allocations and Services sections are
+//! [`Section::deferred`]: only what they are built from is kept (shared with the run loop),
+//! and a request that reads them builds them, so the speaker does not hold them rendered
+//! (issue 17). The announcements are also made once when their inputs change, to record
+//! since when each exists and to count the owned IPs for the metrics.
 //!
 //! Cheap to clone (one `Arc`), so it can sit in the speaker's `Config`.
 
@@ -25,9 +27,8 @@ use edgelb_l2::{InterfaceStats, IpStats};
 use tokio::sync::watch;
 
 use super::build::{
-    allocations_view, bgp_announcements, interface_view, l2_announcements_of, l2_owned,
-    node_pools_view, owned_ip_texts, peer_view, policy_routes_view, pools_view, services_view,
-    unix, unix_ms, SinceTracker,
+    allocations_view, announcements, fill_since, interface_view, node_pools_view, owned_ip_texts,
+    peer_view, policy_routes_view, pools_view, services_view, unix, unix_ms, SinceTracker,
 };
 use super::view::{
     AllocationView, AnnouncementView, Health, InterfaceView, LocalView, MemberView, PoolView,
@@ -125,7 +126,7 @@ impl SectionInputs {
 #[derive(Debug)]
 struct Sections {
     inputs: SectionInputs,
-    announcements: Arc<Vec<AnnouncementView>>,
+    announcements: Section<AnnouncementView>,
     allocations: Section<AllocationView>,
     pools: Arc<Vec<PoolView>>,
     services: Section<ServiceView>,
@@ -228,12 +229,20 @@ impl Inner {
             }
             _ => {
                 self.builds.announcements += 1;
-                let tables: BTreeMap<IpAddr, Arc<RouteTable>> =
-                    inputs.tables.iter().cloned().collect();
-                let mut anns = bgp_announcements(node, a, &tables, &inputs.established);
-                anns.extend(l2_announcements_of(node, a, &l2_owned(&inputs.l2)));
+                let (node, a) = (node.to_string(), a.clone());
+                let (tables, established) = (inputs.tables.clone(), inputs.established.clone());
+                let l2 = inputs.l2.clone();
+                let make = move || announcements(&node, &a, &tables, &established, &l2);
+                let mut anns = make();
                 self.since.stamp(&mut anns, secs);
-                Arc::new(anns)
+                self.metrics.set_owned_ips(&anns);
+                drop(anns);
+                let first_seen = self.since.first_seen();
+                Section::deferred(move || {
+                    let mut anns = make();
+                    fill_since(&first_seen, &mut anns);
+                    anns
+                })
             }
         };
         let allocations = match &last {

@@ -647,7 +647,15 @@ fn sections_are_rebuilt_only_when_their_inputs_change() {
         Arc::new(RouteAttrs::default()),
     );
     let tables = BTreeMap::from([(peer, Arc::new(table))]);
-    let (publisher, rx) = Publisher::new("n1", Arc::new(crate::metrics::Metrics::new()));
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let (publisher, rx) = Publisher::new("n1", metrics.clone());
+    let owned_bgp = || {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("edgelb_owned_ips{mode=\"BGP\"} "))
+            .map(str::to_string)
+    };
     fn parts<'a>(
         snap: &'a Snapshot,
         a: &'a Assignments,
@@ -671,14 +679,12 @@ fn sections_are_rebuilt_only_when_their_inputs_change() {
     assert_eq!(publisher.section_builds(), all_once);
     let first = rx.borrow().clone();
     assert_eq!(first.announcements.len(), 1);
+    assert_eq!(owned_bgp().as_deref(), Some("1"));
     for _ in 0..5 {
         publisher.publish(parts(&snap, &a, &tables, true));
     }
     assert_eq!(publisher.section_builds(), all_once, "nothing changed");
-    assert!(Arc::ptr_eq(
-        &rx.borrow().announcements,
-        &first.announcements
-    ));
+    assert_eq!(rx.borrow().announcements.id(), first.announcements.id());
 
     // Another allocation: every section reads it.
     let mut other = a.clone();
@@ -696,6 +702,7 @@ fn sections_are_rebuilt_only_when_their_inputs_change() {
         }
     );
     assert!(rx.borrow().announcements.is_empty());
+    assert_eq!(owned_bgp().as_deref(), Some("0"));
     // Only the candidates change: only the Services' section.
     publisher.publish(parts(&snap, &other, &tables, false));
     assert_eq!(publisher.section_builds().services, 3);

@@ -12,9 +12,13 @@ pub use edgelb_view::{
     VIEW_API,
 };
 
-/// The speaker's [`edgelb_view::LocalView`]: the same JSON, the allocations and Services
-/// sections deferred.
-pub type LocalView = edgelb_view::LocalView<Section<AllocationView>, Section<ServiceView>>;
+/// The speaker's [`edgelb_view::LocalView`]: the same JSON, the allocations, Services and
+/// announcements sections deferred.
+pub type LocalView = edgelb_view::LocalView<
+    Section<AllocationView>,
+    Section<ServiceView>,
+    Section<AnnouncementView>,
+>;
 
 /// A Service-sized list of the view that the speaker builds only when something reads it
 /// (a request serializes it): between requests the speaker keeps what it is built from

@@ -137,17 +137,14 @@ pub fn failover_gaps(
         .collect()
 }
 
-/// The announcements and pools a view shared.
-type SectionsSeen = (Arc<Vec<AnnouncementView>>, Arc<Vec<PoolView>>);
-
 /// Absolute values last seen, per counter and label.
 #[derive(Debug, Default)]
 struct Seen {
     counters: BTreeMap<(&'static str, String), u64>,
     members: BTreeMap<String, Health>,
-    /// The Service-sized sections the gauges were last set from: a view that shares them
-    /// (a periodic publication at rest) leaves those gauges as they are.
-    sections: Option<SectionsSeen>,
+    /// The pools section the pool gauges were last set from: a view that shares it (a
+    /// periodic publication at rest) leaves those gauges as they are.
+    pools: Option<Arc<Vec<PoolView>>>,
 }
 
 /// Every metric family of a speaker.
@@ -390,12 +387,13 @@ impl Metrics {
         c.inc_by(counter_delta(prev, now));
     }
 
-    /// The gauges that are counted over every announcement and pool.
-    fn update_sections(&self, view: &LocalView) {
+    /// The owned-IP gauges, from every announcement of a new announcements section (the
+    /// publisher has the list in hand only while it makes the section: the view keeps what
+    /// builds it, not the list).
+    pub fn set_owned_ips(&self, announcements: &[AnnouncementView]) {
         self.owned_ips.clear();
         for mode in [Mode::Bgp, Mode::L2] {
-            let n = view
-                .announcements
+            let n = announcements
                 .iter()
                 .filter(|a| a.mode == mode)
                 .map(|a| a.ip.as_str())
@@ -407,7 +405,10 @@ impl Metrics {
                 })
                 .set(gauge_value(n as u64));
         }
+    }
 
+    /// The gauges that are counted over every pool.
+    fn update_pools(&self, view: &LocalView) {
         self.pool_size.clear();
         self.pool_used.clear();
         self.allocation_failures.clear();
@@ -580,12 +581,13 @@ impl Metrics {
             }
         }
 
-        let same = seen.sections.as_ref().is_some_and(|(a, p)| {
-            Arc::ptr_eq(a, &view.announcements) && Arc::ptr_eq(p, &view.pools)
-        });
-        if !same {
-            self.update_sections(view);
-            seen.sections = Some((view.announcements.clone(), view.pools.clone()));
+        if !seen
+            .pools
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, &view.pools))
+        {
+            self.update_pools(view);
+            seen.pools = Some(view.pools.clone());
         }
 
         self.members.clear();

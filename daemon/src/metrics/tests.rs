@@ -130,11 +130,9 @@ fn failover_gap_runs_from_death_to_first_announcement_of_taken_ips() {
 #[test]
 fn families_follow_the_view_and_counters_only_grow() {
     let m = Metrics::new();
-    m.update(&view(
-        vec![peer("198.51.100.1", "Established", 1, 3, 1)],
-        2,
-        5,
-    ));
+    let v = view(vec![peer("198.51.100.1", "Established", 1, 3, 1)], 2, 5);
+    m.update(&v);
+    m.set_owned_ips(&v.announcements);
     let text = m.encode();
     assert_eq!(
         sample(&text, "edgelb_bgp_session_up{peer=\"198.51.100.1\"}"),

@@ -11,6 +11,11 @@
 //!   rebuilds the requests of those Services only (the others' are moved over) and
 //!   re-elects only their IPs, with the last view;
 //! - otherwise (both changed, or many nodes at once) it elects everything.
+//!
+//! [`L2Planner::replan_members`] with nothing changed that the plan reads (a tick at rest)
+//! says so without assembling a plan: O(nodes), not O(IPs). The requests it keeps are
+//! shared with the split-brain guard ([`L2Planner::requests`]), and per allocation it keeps
+//! only what it compares (the Service and slices by identity, the pool and IPs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -39,8 +44,20 @@ pub enum L2PlanKind {
     RequestsChanged(usize),
 }
 
+/// What [`L2Planner::replan_members`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replanned {
+    /// Nothing the plan reads changed: the last plan stands.
+    Same,
+    /// The plan for the new members.
+    Changed(L2Plan),
+}
+
 struct Last {
     snap: Snapshot,
+    /// This node and whether it may own, as the last plan was assembled for.
+    me: L2Node,
+    may_own: bool,
     reqs: L2Requests,
     /// What each allocation's requests were built from, in key order.
     inputs: Vec<ServiceInputs>,
@@ -101,6 +118,8 @@ impl ServiceInputs {
 pub struct L2Planner {
     last: Option<Last>,
     kind: Option<L2PlanKind>,
+    /// Changes whenever the requests may have (see [`L2Planner::requests`]).
+    generation: u64,
 }
 
 impl std::fmt::Debug for L2Planner {
@@ -129,37 +148,64 @@ impl L2Planner {
     ) -> L2Plan {
         let _span = tracing::debug_span!("l2_plan").entered();
         let cands = candidates(snap, me, members);
-        let (last, kind) = match self.last.take() {
+        let (mut last, kind, new_requests) = match self.last.take() {
             None => {
                 let (reqs, inputs) = all_requests(snap, assignments);
-                (full(snap, reqs, inputs, cands), L2PlanKind::Full)
+                let last = full(snap, reqs, inputs, cands);
+                (last, L2PlanKind::Full, true)
             }
             Some(last) => step(last, snap, assignments, cands),
         };
+        if new_requests {
+            self.generation += 1;
+        }
+        last.me = me.clone();
+        last.may_own = may_own;
         let plan = assemble(&last.reqs, &last.results, me, may_own);
         self.last = Some(last);
         self.kind = Some(kind);
         plan
     }
 
-    /// Plans again for new members (or interfaces, or split-brain guard) with the snapshot
-    /// and allocation of the last [`L2Planner::plan`]: the same as `l2::plan` on those.
-    /// `None` before the first plan.
+    /// Plans again for new members (or interfaces, or the join wait) with the snapshot
+    /// and allocation of the last [`L2Planner::plan`]: the same as `l2::plan` on those, or
+    /// [`Replanned::Same`] when neither the candidates nor `me` nor `may_own` changed (no
+    /// pass over the IPs). `None` before the first plan.
     pub fn replan_members(
         &mut self,
         me: &L2Node,
         members: &Members,
         may_own: bool,
-    ) -> Option<L2Plan> {
+    ) -> Option<Replanned> {
         let _span = tracing::debug_span!("l2_replan_members").entered();
         let last = self.last.take()?;
         let cands = candidates(&last.snap, me, members);
         let snap = last.snap.clone();
-        let (last, kind) = nodes_changed(last, &snap, cands);
-        let plan = assemble(&last.reqs, &last.results, me, may_own);
+        let (mut last, kind) = nodes_changed(last, &snap, cands);
+        let same = kind == L2PlanKind::Reused && last.me == *me && last.may_own == may_own;
+        let out = if same {
+            Replanned::Same
+        } else {
+            last.me = me.clone();
+            last.may_own = may_own;
+            Replanned::Changed(assemble(&last.reqs, &last.results, me, may_own))
+        };
         self.last = Some(last);
         self.kind = Some(kind);
-        Some(plan)
+        Some(out)
+    }
+
+    /// The last plan assembled again (`None` before the first): what
+    /// [`Replanned::Same`] stands for.
+    pub fn last_plan(&self) -> Option<L2Plan> {
+        let last = self.last.as_ref()?;
+        Some(assemble(&last.reqs, &last.results, &last.me, last.may_own))
+    }
+
+    /// The requests of the last plan and their generation, which changes whenever they may
+    /// have: what the split-brain guard computes its scopes for (one copy for both).
+    pub fn requests(&self) -> Option<(&L2Requests, u64)> {
+        self.last.as_ref().map(|l| (&l.reqs, self.generation))
     }
 }
 
@@ -189,6 +235,9 @@ fn full(
     let results = view.elect_many(&reqs.requests);
     Last {
         snap: snap.clone(),
+        // Set by the caller, which knows them.
+        me: L2Node::default(),
+        may_own: false,
         reqs,
         inputs,
         view,
@@ -223,9 +272,11 @@ fn step(
     snap: &Snapshot,
     assignments: &Assignments,
     cands: Vec<Candidate>,
-) -> (Last, L2PlanKind) {
+) -> (Last, L2PlanKind, bool) {
     let Last {
         snap: last_snap,
+        me,
+        may_own,
         reqs: last_reqs,
         inputs: last_inputs,
         view,
@@ -235,20 +286,28 @@ fn step(
         update_requests(&last_snap, snap, assignments, last_reqs, last_inputs)
     else {
         let (reqs, inputs) = all_requests(snap, assignments);
-        return (full(snap, reqs, inputs, cands), L2PlanKind::Full);
+        return (full(snap, reqs, inputs, cands), L2PlanKind::Full, true);
     };
     let last = Last {
         snap: last_snap,
+        me,
+        may_own,
         reqs,
         inputs,
         view,
         results,
     };
+    // No request changed: the requests (and their generation) stand.
     if stale.is_empty() {
-        return nodes_changed(last, snap, cands);
+        let (last, kind) = nodes_changed(last, snap, cands);
+        return (last, kind, false);
     }
     if !changed_nodes(last.view.candidates(), &cands).is_empty() {
-        return (full(snap, last.reqs, last.inputs, cands), L2PlanKind::Full);
+        return (
+            full(snap, last.reqs, last.inputs, cands),
+            L2PlanKind::Full,
+            true,
+        );
     }
     let (results, n) = reelect_stale(&last.view, &last.reqs.requests, last.results, &stale);
     (
@@ -258,6 +317,7 @@ fn step(
             ..last
         },
         L2PlanKind::RequestsChanged(n),
+        true,
     )
 }
 
@@ -362,6 +422,8 @@ fn nodes_changed(last: Last, snap: &Snapshot, cands: Vec<Candidate>) -> (Last, L
         ),
         n if n <= MAX_NODE_STEPS => {
             let Last {
+                me,
+                may_own,
                 reqs,
                 inputs,
                 view,
@@ -372,6 +434,8 @@ fn nodes_changed(last: Last, snap: &Snapshot, cands: Vec<Candidate>) -> (Last, L
             (
                 Last {
                     snap: snap.clone(),
+                    me,
+                    may_own,
                     reqs,
                     inputs,
                     view,

@@ -216,7 +216,13 @@ fn one_member_down_is_an_incremental_step_and_gives_the_full_plan() {
         .expect("planned before");
     assert_eq!(planner.last_kind(), Some(L2PlanKind::NodesChanged(1)));
     let want = l2::plan(&snap, &a, &me(), &members, true);
-    assert_eq!(got, want);
+    assert_eq!(got, Replanned::Changed(want.clone()));
+    // Nothing changed since: the plan stands, and is said to without a new one.
+    assert_eq!(
+        planner.replan_members(&me(), &members, true),
+        Some(Replanned::Same)
+    );
+    assert_eq!(planner.last_plan(), Some(want.clone()));
     assert!(want
         .owners
         .iter()
@@ -239,6 +245,7 @@ proptest! {
         let mut w = World::new();
         let mut planner = L2Planner::default();
         let mut a = Assignments::default();
+        let mut last: Option<(l2::L2Requests, u64)> = None;
         for (step, batch) in ops.iter().enumerate() {
             for op in batch {
                 w.apply(op);
@@ -249,6 +256,16 @@ proptest! {
             let got = planner.plan(&snap, &a, &me(), &members, w.may_own);
             let want = l2::plan(&snap, &a, &me(), &members, w.may_own);
             prop_assert_eq!(got, want, "step {} {:?} via {:?}", step, batch, planner.last_kind());
+            // The requests the guard shares are the snapshot's, and their generation
+            // changes whenever they do (the guard's scopes are kept by generation).
+            let (reqs, generation) = planner.requests().expect("planned");
+            prop_assert_eq!(reqs, &l2::requests(&snap, &a));
+            if let Some((before, g)) = &last {
+                if before != reqs {
+                    prop_assert_ne!(*g, generation, "step {}: new requests, same generation", step);
+                }
+            }
+            last = Some((reqs.clone(), generation));
         }
     }
 
@@ -267,7 +284,9 @@ proptest! {
             }
             let members = Members::Gossip(w.members.clone());
             let got = match planner.replan_members(&me(), &members, w.may_own) {
-                Some(p) => p,
+                Some(Replanned::Changed(p)) => p,
+                // The last plan stands: it must be the plan for these members.
+                Some(Replanned::Same) => planner.last_plan().expect("planned before"),
                 None => planner.plan(&snap, &a, &me(), &members, w.may_own),
             };
             let want = l2::plan(&snap, &a, &me(), &members, w.may_own);

@@ -222,7 +222,6 @@ impl Announcing {
             }
         }
         self.last = Some((snap.clone(), a.clone()));
-        self.guard.set_inputs(snap, a);
         let me = NodeFacts::from_snapshot(snap, &self.node, &self.extra_addresses);
         self.bgp.apply(snap, a, &me);
         self.apply_l2(true).await;
@@ -232,21 +231,11 @@ impl Announcing {
     async fn apply_l2(&mut self, new_inputs: bool) {
         let Some((snap, a)) = &self.last else { return };
         let me = self.me(snap);
-        self.guard.evaluate(snap, &me, Instant::now());
         self.l2
-            .apply(
-                snap,
-                a,
-                &me,
-                self.guard.members(),
-                self.guard.may_own(),
-                self.guard.denied(),
-                new_inputs,
-            )
+            .apply(snap, a, &me, &mut self.guard, new_inputs)
             .await;
         if let Some(g) = &mut self.gossip {
-            g.set_heartbeat_targets(self.l2.heartbeat_targets(&self.node))
-                .await;
+            g.set_heartbeat_targets(self.l2.heartbeat_targets()).await;
         }
     }
 

@@ -222,13 +222,13 @@ impl Gossip {
 
     /// The nodes that get our owner heartbeats ([`crate::membership::heartbeat`]); the
     /// membership is told only when they change.
-    pub async fn set_heartbeat_targets(&mut self, targets: BTreeSet<String>) {
+    pub async fn set_heartbeat_targets(&mut self, targets: &BTreeSet<String>) {
         let Some(m) = self.handle() else { return };
-        if targets == self.heartbeat_targets {
+        if *targets == self.heartbeat_targets {
             return;
         }
         match m.set_heartbeat_targets(targets.clone()).await {
-            Ok(()) => self.heartbeat_targets = targets,
+            Ok(()) => self.heartbeat_targets = targets.clone(),
             Err(e) => tracing::warn!(error = %e, "cannot set the heartbeat targets"),
         }
     }

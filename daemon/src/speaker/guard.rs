@@ -14,8 +14,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::election::quorum::{may_forget, may_own_l2, witness_needed, QuorumView};
-use crate::election::{ElectionView, InterfaceFacts, ModeKind, NodeName};
-use crate::ipam::Assignments;
+use crate::election::{Candidate, ElectionView, InterfaceFacts, ModeKind, NodeName};
 use crate::membership::{Health, MemberSnapshot};
 use crate::plan::l2::{self, L2Node, L2Requests, Members};
 use crate::snapshot::Snapshot;
@@ -43,6 +42,18 @@ struct Remembered {
     down_since: Option<Instant>,
 }
 
+/// The scopes of the L2 IPs this node is eligible for, and what they were made from.
+struct Scopes {
+    /// The election candidates, every remembered member counted live.
+    candidates: Vec<Candidate>,
+    /// The generation of the requests ([`crate::plan::l2_incremental::L2Planner::requests`]).
+    requests: u64,
+    /// Each scope (sorted) with its IPs.
+    of: Vec<(BTreeSet<NodeName>, Vec<IpAddr>)>,
+    /// Which scopes had no quorum at the last evaluation (what `denied` was made from).
+    no_quorum: Vec<bool>,
+}
+
 /// The guard's state.
 pub struct L2Guard {
     gossip: bool,
@@ -52,7 +63,9 @@ pub struct L2Guard {
     memory: BTreeMap<String, Remembered>,
     witness_at: Option<Instant>,
     witness_was_fresh: bool,
-    requests: L2Requests,
+    scopes: Option<Scopes>,
+    /// How many times the scopes were made (an election over every L2 request).
+    scope_builds: u64,
     denied: BTreeSet<IpAddr>,
     witness_needed: bool,
     /// When a down member may next be forgotten (checked on the tick).
@@ -73,7 +86,8 @@ impl L2Guard {
             memory: BTreeMap::new(),
             witness_at: None,
             witness_was_fresh: false,
-            requests: L2Requests::default(),
+            scopes: None,
+            scope_builds: 0,
             denied: BTreeSet::new(),
             witness_needed: false,
             next_forget: None,
@@ -187,16 +201,24 @@ impl L2Guard {
         changed
     }
 
-    /// New snapshot or allocation: the L2 requests the scopes are computed for.
-    pub fn set_inputs(&mut self, snap: &Snapshot, a: &Assignments) {
-        if self.gossip {
-            self.requests = l2::requests(snap, a);
-        }
+    /// How many times the scopes were made: once per change of the requests, the Nodes or
+    /// the remembered members' interfaces, never on a tick where none changed.
+    #[cfg(test)]
+    pub fn scope_builds(&self) -> u64 {
+        self.scope_builds
     }
 
     /// Computes the scope of every L2 IP `me` is eligible for and the IPs without quorum;
-    /// forgets members the rule lets go. True when the denied IPs changed.
-    pub fn evaluate(&mut self, snap: &Snapshot, me: &L2Node, now: Instant) -> bool {
+    /// forgets members the rule lets go. `requests` are the planner's, `generation` changes
+    /// whenever they do. True when the denied IPs changed.
+    pub fn evaluate(
+        &mut self,
+        snap: &Snapshot,
+        me: &L2Node,
+        requests: &L2Requests,
+        generation: u64,
+        now: Instant,
+    ) -> bool {
         let fresh = self.witness_fresh(now);
         self.witness_was_fresh = fresh;
         if !self.gossip {
@@ -205,13 +227,15 @@ impl L2Guard {
         self.memory
             .retain(|n, _| snap.nodes.contains_key(n.as_str()));
         let mut forgot = true;
-        let mut denied = BTreeSet::new();
+        let mut rebuilt = false;
+        let mut no_quorum = Vec::new();
         // At most twice: once more after forgetting, so the denied IPs reflect it.
         for _ in 0..2 {
             if !forgot {
                 break;
             }
-            let scopes = self.scopes(snap, me);
+            rebuilt |= self.update_scopes(snap, me, requests, generation);
+            let Some(scopes) = &self.scopes else { break };
             let live = |n: &str| {
                 n == me.name || matches!(&self.members, Members::Gossip(l) if l.contains_key(n))
             };
@@ -220,13 +244,11 @@ impl L2Guard {
                 known_members: scope.len(),
                 api_reachable: fresh,
             };
-            denied.clear();
+            no_quorum.clear();
             self.witness_needed = false;
-            for (scope, ips) in &scopes {
+            for (scope, _) in &scopes.of {
                 let v = view_of(scope);
-                if !may_own_l2(&v) {
-                    denied.extend(ips.iter().copied());
-                }
+                no_quorum.push(!may_own_l2(&v));
                 self.witness_needed |= witness_needed(&v);
             }
             let due: Vec<String> = self
@@ -238,9 +260,10 @@ impl L2Guard {
             forgot = false;
             for node in due {
                 let shared = scopes
-                    .keys()
-                    .filter(|s| s.contains(node.as_str()))
-                    .map(&view_of);
+                    .of
+                    .iter()
+                    .filter(|(s, _)| s.contains(node.as_str()))
+                    .map(|(s, _)| view_of(s));
                 if may_forget(shared) {
                     tracing::info!(%node, "forgot a member down for {FORGET_AFTER:?}");
                     self.memory.remove(&node);
@@ -255,6 +278,21 @@ impl L2Guard {
             .filter_map(|r| r.down_since)
             .map(|t| (t + FORGET_AFTER).max(now + Duration::from_secs(1)))
             .min();
+        let Some(scopes) = &mut self.scopes else {
+            return false;
+        };
+        // The denied IPs are made again only when a scope or a verdict changed.
+        if !rebuilt && scopes.no_quorum == no_quorum {
+            return false;
+        }
+        let denied: BTreeSet<IpAddr> = scopes
+            .of
+            .iter()
+            .zip(&no_quorum)
+            .filter(|(_, no)| **no)
+            .flat_map(|((_, ips), _)| ips.iter().copied())
+            .collect();
+        scopes.no_quorum = no_quorum;
         let changed = denied != self.denied;
         if changed {
             tracing::warn!(
@@ -267,35 +305,71 @@ impl L2Guard {
         changed
     }
 
-    /// The scopes (nodes that could own the IP were they live, `me` included) of every
-    /// L2 IP `me` is eligible for, with their IPs.
-    fn scopes(&self, snap: &Snapshot, me: &L2Node) -> BTreeMap<BTreeSet<NodeName>, Vec<IpAddr>> {
+    /// Makes the scopes again when what they are made from changed; true when it did.
+    fn update_scopes(
+        &mut self,
+        snap: &Snapshot,
+        me: &L2Node,
+        requests: &L2Requests,
+        generation: u64,
+    ) -> bool {
         let everyone = Members::Gossip(
             self.memory
                 .iter()
                 .map(|(n, r)| (n.clone(), r.facts.clone()))
                 .collect(),
         );
-        let view = ElectionView::new(l2::candidates(snap, me, &everyone));
-        let all: Vec<NodeName> = view
-            .candidates()
-            .map(|c| NodeName::from(c.node.as_str()))
-            .collect();
-        let mut out: BTreeMap<BTreeSet<NodeName>, Vec<IpAddr>> = BTreeMap::new();
-        for r in view.elect_many(&self.requests.requests) {
-            if r.mode != ModeKind::L2 || r.exclusion_of(&me.name).is_some() {
-                continue;
-            }
-            let excluded: HashSet<&str> = r.exclusions().map(|e| &*e.node).collect();
-            let scope = all
-                .iter()
-                .filter(|n| !excluded.contains(&***n))
-                .cloned()
-                .collect();
-            out.entry(scope).or_default().push(r.ip);
+        let candidates = l2::candidates(snap, me, &everyone);
+        if self
+            .scopes
+            .as_ref()
+            .is_some_and(|s| s.requests == generation && s.candidates == candidates)
+        {
+            return false;
         }
-        out
+        self.scope_builds += 1;
+        let of = scopes(&candidates, requests, &me.name);
+        self.scopes = Some(Scopes {
+            candidates,
+            requests: generation,
+            no_quorum: Vec::new(),
+            of,
+        });
+        true
     }
+}
+
+/// The scopes (nodes that could own the IP were they live, `me` included) of every L2 IP
+/// `me` is eligible for, with their IPs, in scope order.
+fn scopes(
+    candidates: &[Candidate],
+    requests: &L2Requests,
+    me: &str,
+) -> Vec<(BTreeSet<NodeName>, Vec<IpAddr>)> {
+    let view = ElectionView::new(candidates.iter().cloned());
+    let all: Vec<NodeName> = view
+        .candidates()
+        .map(|c| NodeName::from(c.node.as_str()))
+        .collect();
+    let mut out: BTreeMap<BTreeSet<NodeName>, Vec<IpAddr>> = BTreeMap::new();
+    for r in view.elect_many(&requests.requests) {
+        if r.mode != ModeKind::L2 || r.exclusion_of(me).is_some() {
+            continue;
+        }
+        let excluded: HashSet<&str> = r.exclusions().map(|e| &*e.node).collect();
+        let scope = all
+            .iter()
+            .filter(|n| !excluded.contains(&***n))
+            .cloned()
+            .collect();
+        out.entry(scope).or_default().push(r.ip);
+    }
+    out.into_iter()
+        .map(|(scope, mut ips)| {
+            ips.shrink_to_fit();
+            (scope, ips)
+        })
+        .collect()
 }
 
 #[cfg(test)]

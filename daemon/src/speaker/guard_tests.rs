@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::*;
 use crate::api::{L2Advertisement, L2AdvertisementSpec};
 use crate::fixtures;
-use crate::ipam::allocate;
+use crate::ipam::{allocate, Assignments};
 use crate::membership::{MemberFacts, SpeakerId};
 use crate::snapshot::{Object, Selection, Store};
 
@@ -87,18 +87,31 @@ fn me() -> L2Node {
     }
 }
 
+/// The snapshot and the L2 requests the guard evaluates (generation 1, as the planner's).
+struct Inputs {
+    snap: Snapshot,
+    requests: L2Requests,
+}
+
+impl Inputs {
+    fn evaluate(&self, g: &mut L2Guard, now: Instant) -> bool {
+        g.evaluate(&self.snap, &me(), &self.requests, 1, now)
+    }
+}
+
 /// A guard for node a that has seen b (LAN A) and c (LAN B) live.
-fn started(t0: Instant) -> (L2Guard, Snapshot) {
+fn started(t0: Instant) -> (L2Guard, Inputs) {
     let (snap, a) = world();
+    let requests = l2::requests(&snap, &a);
+    let inputs = Inputs { snap, requests };
     let mut g = L2Guard::gossip();
-    g.set_inputs(&snap, &a);
     let all = [
         member("b", Health::Alive, false, LAN_A),
         member("c", Health::Alive, false, LAN_B),
     ];
     g.refresh(&all, JOIN_WAIT, t0);
-    g.evaluate(&snap, &me(), t0);
-    (g, snap)
+    inputs.evaluate(&mut g, t0);
+    (g, inputs)
 }
 
 fn ip() -> IpAddr {
@@ -108,7 +121,7 @@ fn ip() -> IpAddr {
 #[test]
 fn the_scope_is_the_nodes_that_can_own_the_ip() {
     let t0 = Instant::now();
-    let (mut g, snap) = started(t0);
+    let (mut g, inputs) = started(t0);
     assert!(g.denied().is_empty());
     assert!(
         g.witness_needed(),
@@ -120,7 +133,7 @@ fn the_scope_is_the_nodes_that_can_own_the_ip() {
         member("c", Health::Down, false, LAN_B),
     ];
     g.refresh(&all, JOIN_WAIT, t0);
-    g.evaluate(&snap, &me(), t0);
+    inputs.evaluate(&mut g, t0);
     assert!(
         g.denied().is_empty(),
         "c cannot own the IP; its loss is not ours"
@@ -130,31 +143,31 @@ fn the_scope_is_the_nodes_that_can_own_the_ip() {
 #[test]
 fn a_crashed_peer_in_a_two_node_scope_leaves_the_ip_to_the_survivor_with_the_api_server() {
     let t0 = Instant::now();
-    let (mut g, snap) = started(t0);
+    let (mut g, inputs) = started(t0);
     let crashed = [
         member("b", Health::Down, false, LAN_A),
         member("c", Health::Alive, false, LAN_B),
     ];
     g.refresh(&crashed, JOIN_WAIT, t0);
     // Without the API server: 1 of 2 is no quorum (it may be a partition).
-    g.evaluate(&snap, &me(), t0);
+    inputs.evaluate(&mut g, t0);
     assert_eq!(g.denied().iter().copied().collect::<Vec<_>>(), vec![ip()]);
     // The API server answers: the tie goes to us.
     g.set_witness(Some(t0));
     assert!(g.due(t0), "a fresh witness re-evaluates");
-    g.evaluate(&snap, &me(), t0);
+    inputs.evaluate(&mut g, t0);
     assert!(g.denied().is_empty());
     // The witness goes stale after WITNESS_TTL: denied again (the partition bound).
     let later = t0 + WITNESS_TTL + Duration::from_millis(100);
     assert!(g.due(later));
-    g.evaluate(&snap, &me(), later);
+    inputs.evaluate(&mut g, later);
     assert_eq!(g.denied().len(), 1);
 }
 
 #[test]
 fn a_crashed_peer_is_forgotten_only_under_quorum() {
     let t0 = Instant::now();
-    let (mut g, snap) = started(t0);
+    let (mut g, inputs) = started(t0);
     let crashed = [
         member("b", Health::Down, false, LAN_A),
         member("c", Health::Alive, false, LAN_B),
@@ -162,15 +175,15 @@ fn a_crashed_peer_is_forgotten_only_under_quorum() {
     g.refresh(&crashed, JOIN_WAIT, t0);
     // Past FORGET_AFTER without the API server: no quorum, b is not forgotten.
     let t1 = t0 + FORGET_AFTER + Duration::from_secs(1);
-    g.evaluate(&snap, &me(), t1);
+    inputs.evaluate(&mut g, t1);
     assert_eq!(g.denied().len(), 1);
     assert!(g.memory.contains_key("b"));
     // With the API server: forgotten, and the IP stays ours when the API server goes.
     g.set_witness(Some(t1));
-    g.evaluate(&snap, &me(), t1);
+    inputs.evaluate(&mut g, t1);
     assert!(!g.memory.contains_key("b"));
     let t2 = t1 + WITNESS_TTL * 2;
-    g.evaluate(&snap, &me(), t2);
+    inputs.evaluate(&mut g, t2);
     assert!(g.denied().is_empty(), "1 of 1 known after forgetting");
     // b comes back: known and live again.
     let back = [
@@ -178,7 +191,7 @@ fn a_crashed_peer_is_forgotten_only_under_quorum() {
         member("c", Health::Alive, false, LAN_B),
     ];
     assert!(g.refresh(&back, JOIN_WAIT, t2));
-    g.evaluate(&snap, &me(), t2);
+    inputs.evaluate(&mut g, t2);
     assert!(g.denied().is_empty());
     assert!(g.memory.contains_key("b"));
 }
@@ -186,15 +199,56 @@ fn a_crashed_peer_is_forgotten_only_under_quorum() {
 #[test]
 fn a_peer_that_said_goodbye_is_not_counted() {
     let t0 = Instant::now();
-    let (mut g, snap) = started(t0);
+    let (mut g, inputs) = started(t0);
     let left = [
         member("b", Health::Down, true, LAN_A),
         member("c", Health::Alive, false, LAN_B),
     ];
     g.refresh(&left, JOIN_WAIT, t0);
-    g.evaluate(&snap, &me(), t0);
+    inputs.evaluate(&mut g, t0);
     assert!(
         g.denied().is_empty(),
         "a rolling update: the survivor keeps the IP without the API server"
+    );
+}
+
+#[test]
+fn the_scopes_are_made_again_only_when_what_they_are_made_from_changes() {
+    let t0 = Instant::now();
+    let (mut g, inputs) = started(t0);
+    assert_eq!(g.scope_builds(), 1);
+    // Ticks at rest, a heartbeat-only refresh (same members, same facts): kept.
+    let all = [
+        member("b", Health::Alive, false, LAN_A),
+        member("c", Health::Alive, false, LAN_B),
+    ];
+    for i in 0..5 {
+        let now = t0 + Duration::from_millis(100 * i);
+        assert!(!g.refresh(&all, JOIN_WAIT, now));
+        assert!(!inputs.evaluate(&mut g, now));
+    }
+    assert_eq!(g.scope_builds(), 1);
+    // Liveness is not an input of the scopes: b crashing changes the verdict only.
+    let crashed = [
+        member("b", Health::Down, false, LAN_A),
+        member("c", Health::Alive, false, LAN_B),
+    ];
+    g.refresh(&crashed, JOIN_WAIT, t0);
+    assert!(inputs.evaluate(&mut g, t0), "the IP is denied");
+    assert_eq!(g.scope_builds(), 1);
+    // New requests (another generation): made again.
+    g.evaluate(&inputs.snap, &me(), &inputs.requests, 2, t0);
+    assert_eq!(g.scope_builds(), 2);
+    // c gossips new interfaces (now on LAN A: in the IP's scope): made again.
+    let moved = [
+        member("b", Health::Down, false, LAN_A),
+        member("c", Health::Alive, false, LAN_A),
+    ];
+    assert!(g.refresh(&moved, JOIN_WAIT, t0));
+    g.evaluate(&inputs.snap, &me(), &inputs.requests, 2, t0);
+    assert_eq!(g.scope_builds(), 3);
+    assert!(
+        g.denied().is_empty(),
+        "2 of 3 live in the scope {{a, b, c}}"
     );
 }

@@ -2,15 +2,20 @@
 //! ones a live node may still answer for ([`crate::plan::takeover`]), and converges the
 //! [`L2Actuator`] to the plan. One concern: from (snapshot, allocation, members, guard) to
 //! the IPs answered on each interface.
+//!
+//! A re-plan where nothing changed (the members, interfaces, denied IPs and holds as they
+//! were: a tick at rest) does no pass over the IPs: the planner says the plan stands, and
+//! the last plan, actuator state and heartbeat targets are kept (issue 17).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
+use super::guard::L2Guard;
 use crate::actuate::l2::L2Actuator;
 use crate::ipam::Assignments;
-use crate::plan::l2::{L2Node, L2Plan, Members};
-use crate::plan::l2_incremental::L2Planner;
+use crate::plan::l2::{L2Node, L2Plan, L2Requests, Members};
+use crate::plan::l2_incremental::{L2Planner, Replanned};
 use crate::plan::takeover::Takeover;
 use crate::snapshot::Snapshot;
 
@@ -64,6 +69,10 @@ pub struct L2Announcer {
     planner: L2Planner,
     /// IPs won but held back while another live node may still answer for them.
     takeover: Takeover,
+    /// Whom this node sends owner heartbeats to (made with each new plan).
+    heartbeat_targets: BTreeSet<String>,
+    /// Every IP was released ([`L2Announcer::hold_all`]): the next apply must run in full.
+    released: bool,
 }
 
 impl L2Announcer {
@@ -74,30 +83,47 @@ impl L2Announcer {
             plan: L2Plan::default(),
             planner: L2Planner::default(),
             takeover: Takeover::default(),
+            heartbeat_targets: BTreeSet::new(),
+            released: false,
         }
     }
 
-    /// Re-plans and applies. With `new_inputs` false only the members or interfaces
-    /// changed, and the planner re-elects only for the nodes that changed. The IPs in
-    /// `denied` (no quorum in their scope) are not owned, whoever won them.
-    #[allow(clippy::too_many_arguments)]
+    /// Re-plans, evaluates the split-brain `guard` on the planner's requests, and applies.
+    /// With `new_inputs` false only the members or interfaces changed (or a hold ended):
+    /// the planner re-elects only for the nodes that changed, and when nothing changed
+    /// that the plan, the guard's verdicts or the holds read, nothing is done. The IPs the
+    /// guard denies (no quorum in their scope) are not owned, whoever won them.
     pub async fn apply(
         &mut self,
         snap: &Snapshot,
         a: &Assignments,
         me: &L2Node,
-        members: &Members,
-        may_own: bool,
-        denied: &BTreeSet<IpAddr>,
+        guard: &mut L2Guard,
         new_inputs: bool,
     ) {
+        let now = Instant::now();
+        let (members, may_own) = (guard.members(), guard.may_own());
         let replanned = if new_inputs {
             None
         } else {
             self.planner.replan_members(me, members, may_own)
         };
-        let mut plan =
-            replanned.unwrap_or_else(|| self.planner.plan(snap, a, me, members, may_own));
+        let replanned = match replanned {
+            Some(r) => r,
+            None => Replanned::Changed(self.planner.plan(snap, a, me, members, may_own)),
+        };
+        let empty = L2Requests::default();
+        let (requests, generation) = self.planner.requests().unwrap_or((&empty, 0));
+        let denied_changed = guard.evaluate(snap, me, requests, generation, now);
+        let mut plan = match replanned {
+            Replanned::Changed(plan) => plan,
+            Replanned::Same if !denied_changed && !self.released && !self.hold_ended(now) => {
+                return;
+            }
+            Replanned::Same => self.planner.last_plan().unwrap_or_default(),
+        };
+        self.released = false;
+        let (members, may_own, denied) = (guard.members(), guard.may_own(), guard.denied());
         if !denied.is_empty() {
             for ips in plan.owned.values_mut() {
                 ips.retain(|ip| !denied.contains(ip));
@@ -115,7 +141,7 @@ impl L2Announcer {
             &self.plan.owners,
             live,
             &me.name,
-            Instant::now(),
+            now,
         );
         for ip in &plan.unplaced {
             tracing::warn!(%ip, "won the election but no interface can announce it");
@@ -141,6 +167,11 @@ impl L2Announcer {
             }
         }
         self.plan = plan;
+        self.heartbeat_targets = if self.plan.owned.values().all(BTreeSet::is_empty) {
+            BTreeSet::new()
+        } else {
+            self.planner.successors(&me.name, HEARTBEAT_SUCCESSORS)
+        };
     }
 
     /// The IPs answered for now.
@@ -161,6 +192,7 @@ impl L2Announcer {
             "we may have been replaced: releasing our L2 IPs, announcing them again after the hold"
         );
         self.takeover.hold_all(&answering, Instant::now());
+        self.released = true;
         true
     }
 
@@ -175,13 +207,10 @@ impl L2Announcer {
         self.takeover.next_due().is_some_and(|t| t <= now)
     }
 
-    /// Whom `me` sends owner heartbeats to: the nodes ranked next for the IPs it answers
-    /// for ([`crate::membership::heartbeat`]); nobody when it answers for none.
-    pub fn heartbeat_targets(&self, me: &str) -> BTreeSet<String> {
-        if self.plan.owned.values().all(BTreeSet::is_empty) {
-            return BTreeSet::new();
-        }
-        self.planner.successors(me, HEARTBEAT_SUCCESSORS)
+    /// Whom this node sends owner heartbeats to: the nodes ranked next for the IPs it
+    /// answers for ([`crate::membership::heartbeat`]); nobody when it answers for none.
+    pub fn heartbeat_targets(&self) -> &BTreeSet<String> {
+        &self.heartbeat_targets
     }
 
     /// The actuator (owned IPs and stats).
