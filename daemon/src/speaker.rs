@@ -135,6 +135,13 @@ impl Default for LeaseConfig {
 /// an API round trip: a failover is acted on while the API server is slow or frozen.
 /// Every speaker announces only what the record (the Services' status) shows; the
 /// allocator of record writes it from its own task while its Lease fence is open.
+///
+/// One allocator per speaker: while the allocator of record runs here (this speaker
+/// leads), the loop announces each snapshot from the allocation of record of that very
+/// snapshot (published by the writer a pass after the snapshot is handed to it; the loop
+/// goes on meanwhile) and drops its own allocator; when the writer stops allocating (the
+/// fence closed, a term starts over), the loop's own allocator starts again from the
+/// record in the current snapshot, as a follower's does, and follows it.
 pub async fn run_cluster(
     cfg: Config,
     lease: LeaseConfig,
@@ -143,7 +150,12 @@ pub async fn run_cluster(
     stop: impl Future<Output = ()>,
 ) -> Result<(), AnnounceError> {
     let mut api = ApiTask::spawn(client, &cfg, &lease);
+    let mut allocated = api.allocated();
+    let mut writer_runs = true;
+    // This speaker's own allocator, while the allocator of record does not run here.
     let mut alloc = Allocator::default();
+    // Whether the last snapshot shown was shown from the allocation of record.
+    let mut from_record = false;
     let mut current: Option<Snapshot> = None;
     let mut candidates = Vec::new();
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
@@ -159,16 +171,17 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                // Every speaker takes the record over its own result wherever they
-                // differ, and announces only what is recorded; the allocator of record
-                // (the writer, while this speaker's Lease fence is open) allocates apart.
-                let (a, _) = alloc.step_following(&snap);
-                let shown = recorded_only(&snap, &a);
-                write_local(&cfg, &shown);
-                // After the step: a gossip keyed from a Secret starts in it, and must be
-                // seeded from this very snapshot's Nodes (the next one may be long coming).
-                announcing.step(&snap, &shown).await;
-                announcing.seed_members_from(&snap).await;
+                if allocated.borrow().is_some() {
+                    // The allocator of record runs here: this snapshot is shown once it
+                    // has allocated for it.
+                    alloc = Allocator::default();
+                } else {
+                    // Every speaker takes the record over its own result wherever they
+                    // differ, and announces only what is recorded.
+                    let (a, _) = alloc.step_following(&snap);
+                    show(&cfg, &mut announcing, &snap, &recorded_only(&snap, &a)).await;
+                    from_record = false;
+                }
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
@@ -178,6 +191,38 @@ pub async fn run_cluster(
                 api.submit(&snap, candidates.clone());
                 api.want_witness(announcing.witness_needed());
                 current = Some(snap);
+            }
+            r = allocated.changed(), if writer_runs => {
+                writer_runs = r.is_ok();
+                let Some(snap) = current.clone() else { continue };
+                let record = allocated.borrow_and_update().clone();
+                match record {
+                    Some(rec) if rec.snap.same_as(&snap) => {
+                        alloc = Allocator::default();
+                        show(&cfg, &mut announcing, &snap, &recorded_only(&snap, &rec.assignments)).await;
+                        from_record = true;
+                    }
+                    // The writer has not taken the current snapshot yet.
+                    Some(_) => continue,
+                    // It stopped allocating: this speaker's own allocator takes over from
+                    // the record, for the snapshot it was waiting for too.
+                    None if from_record || alloc.is_idle() => {
+                        let (a, _) = alloc.step_following(&snap);
+                        show(&cfg, &mut announcing, &snap, &recorded_only(&snap, &a)).await;
+                        from_record = false;
+                    }
+                    None => continue,
+                }
+                if let Some(p) = &cfg.publisher {
+                    publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
+                }
+                // The step may have started gossip: its members are candidates too.
+                let now = announcing.candidates(&snap);
+                if now != candidates {
+                    candidates = now;
+                    api.submit(&snap, candidates.clone());
+                }
+                api.want_witness(announcing.witness_needed());
             }
             ev = announcing.membership_event() => {
                 on_membership_event(&mut announcing, cfg.publisher.as_ref(), ev).await;
@@ -218,6 +263,16 @@ pub async fn run_cluster(
     // by side with the goodbye and the L2 handoff, which never wait on the API server.
     tokio::join!(api.stop(), announcing.stop());
     Ok(())
+}
+
+/// Announces what the record shows of a snapshot's allocation (`shown`) and writes the
+/// local state file.
+async fn show(cfg: &Config, announcing: &mut Announcing, snap: &Snapshot, shown: &Assignments) {
+    write_local(cfg, shown);
+    announcing.step(snap, shown).await;
+    // After the step: a gossip keyed from a Secret starts in it, and must be seeded from
+    // this very snapshot's Nodes (the next one may be long coming).
+    announcing.seed_members_from(snap).await;
 }
 
 /// Publishes the local view in cluster mode, naming the Lease holder as the last round

@@ -120,6 +120,11 @@ impl IncrementalAllocator {
         &self.snap
     }
 
+    /// The Services whose outcome is an error.
+    pub fn failed(&self) -> &BTreeSet<ObjectKey> {
+        &self.failed
+    }
+
     /// Allocates for `snap`; the result (see [`IncrementalAllocator::assignments`]) equals
     /// `allocate(snap, &last)` where `last` is the result before the call.
     pub fn update(&mut self, snap: &Snapshot) -> Update {

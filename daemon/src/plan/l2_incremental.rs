@@ -65,14 +65,39 @@ struct Last {
     results: Vec<ElectionResult>,
 }
 
-/// What the requests of one allocation depend on, besides the advertisements and pools.
+/// What the requests of one allocation depend on, besides the advertisements and pools:
+/// only what [`ServiceInputs::same`] compares, kept for every allocation between plans.
 struct ServiceInputs {
     key: AllocationKey,
+    /// The Service by identity (held, so its address is never reused), and its slices.
     svc: Option<Arc<Service>>,
-    slices: Vec<Arc<Slice>>,
-    outcome: Option<(Arc<str>, Vec<IpAddr>)>,
+    slices: OneOrMore<Arc<Slice>>,
+    outcome: Option<(Arc<str>, OneOrMore<IpAddr>)>,
     /// How many requests it gave (consecutive in `L2Requests`).
     count: usize,
+}
+
+/// A list that is almost always of one (a Service's slices, its IPs): the one is kept
+/// inline, not in a heap block of its own per Service.
+enum OneOrMore<T> {
+    One(T),
+    More(Box<[T]>),
+}
+
+impl<T: Clone> OneOrMore<T> {
+    fn of(items: &[T]) -> OneOrMore<T> {
+        match items {
+            [one] => OneOrMore::One(one.clone()),
+            more => OneOrMore::More(more.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMore::One(one) => std::slice::from_ref(one),
+            OneOrMore::More(more) => more,
+        }
+    }
 }
 
 impl ServiceInputs {
@@ -86,11 +111,11 @@ impl ServiceInputs {
         ServiceInputs {
             key: key.clone(),
             svc: svc.cloned(),
-            slices: slices.to_vec(),
+            slices: OneOrMore::of(slices),
             outcome: outcome
                 .as_ref()
                 .ok()
-                .map(|a| (a.pool.clone(), a.ips.clone())),
+                .map(|a| (a.pool.clone(), OneOrMore::of(&a.ips))),
             count,
         }
     }
@@ -102,14 +127,11 @@ impl ServiceInputs {
             _ => false,
         };
         let outcome_same = match (&self.outcome, outcome) {
-            (Some((pool, ips)), Ok(a)) => *pool == a.pool && *ips == a.ips,
+            (Some((pool, ips)), Ok(a)) => *pool == a.pool && ips.as_slice() == a.ips.as_slice(),
             (None, Err(_)) => true,
             _ => false,
         };
-        svc_same
-            && outcome_same
-            && self.slices.len() == slices.len()
-            && self.slices.iter().zip(slices).all(|(a, b)| a == b)
+        svc_same && outcome_same && self.slices.as_slice() == slices
     }
 }
 

@@ -17,6 +17,10 @@ use imbl::ordmap::DiffItem;
 #[derive(Debug, Default)]
 pub struct Allocator {
     inner: Option<IncrementalAllocator>,
+    /// A follower's Services whose record it could not take at the last step (the
+    /// allocator refused it): looked at again on every step, as a record can become
+    /// acceptable without changing (a sharer that may share again, a freed IP).
+    disagreeing: BTreeSet<ObjectKey>,
 }
 
 impl Allocator {
@@ -48,47 +52,53 @@ impl Allocator {
     /// order can otherwise hold different IPs for them; the leader's record settles it, as
     /// MetalLB's speakers announce what its controller wrote.
     pub fn step_following(&mut self, snap: &Snapshot) -> (Assignments, Vec<Change>) {
-        let changed = match &self.inner {
+        let mut changed = match &self.inner {
             Some(inc) => changed_services(inc.snapshot(), snap),
             // The first run is seeded from the status already.
             None => return self.step(snap),
         };
-        let (mine, mut changes) = self.step(snap);
-        let theirs = status_disagreements(&mine, snap, &changed);
-        if theirs.is_empty() {
-            return (mine, changes);
+        let (mut mine, mut changes) = self.step(snap);
+        // Also held against the record: a Service this step moved without a change of its
+        // own (a sharer's unrecorded allocation took its IP), one that fails while its
+        // record holds IPs (another Service's unrecorded allocation holds them), and one
+        // whose record was refused before. Else this speaker could stop announcing what
+        // the record still gives a Service, for good.
+        changed.extend(changes.iter().map(|c| c.key().service.clone()));
+        if let Some(inc) = &self.inner {
+            changed.extend(inc.failed().iter().cloned());
         }
-        // The record wins: an IP of ours that the record gives another Service is
-        // re-allocated, never kept against the record.
-        let taken: BTreeSet<IpAddr> = theirs
-            .iter()
-            .flat_map(|(_, ips)| ips.iter().copied())
+        changed.append(&mut self.disagreeing);
+        let mut looked_at = changed.clone();
+        // Each Service is taken from the record at most once per step (a record the
+        // allocator refuses, e.g. an IP outside every pool, stays refused).
+        let mut taken_from_record: BTreeSet<ObjectKey> = BTreeSet::new();
+        loop {
+            changed.retain(|k| !taken_from_record.contains(k));
+            let theirs = status_disagreements(&mine, snap, &changed);
+            if theirs.is_empty() {
+                break;
+            }
+            taken_from_record.extend(theirs.iter().map(|(k, _)| k.service.clone()));
+            let inc = follow_record(snap, &mine, theirs);
+            let adopted = diff(&mine, inc.assignments());
+            log_changes(&adopted, "took the leader's allocation");
+            // Whoever the new run moved is looked at again.
+            changed = adopted.iter().map(|c| c.key().service.clone()).collect();
+            looked_at.extend(changed.iter().cloned());
+            self.inner = Some(inc);
+            changes.extend(adopted);
+            mine = self.current();
+        }
+        self.disagreeing = status_disagreements(&mine, snap, &looked_at)
+            .into_iter()
+            .map(|(k, _)| k.service)
             .collect();
-        let mut seed = mine.clone();
-        let against: Vec<AllocationKey> = seed
-            .outcomes
-            .iter()
-            .filter(|(_, o)| matches!(o, Ok(a) if a.ips.iter().any(|ip| taken.contains(ip))))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in against {
-            seed.outcomes.remove(&k);
-        }
-        for (key, ips) in theirs {
-            seed.outcomes.insert(
-                key,
-                Ok(Allocation {
-                    pool: "".into(),
-                    ips,
-                }),
-            );
-        }
-        let inc = IncrementalAllocator::new(snap, &seed);
-        let adopted = diff(&mine, inc.assignments());
-        log_changes(&adopted, "took the leader's allocation");
-        self.inner = Some(inc);
-        changes.extend(adopted);
-        (self.current(), changes)
+        (mine, changes)
+    }
+
+    /// Whether it has not allocated yet (its first step seeds from the record).
+    pub fn is_idle(&self) -> bool {
+        self.inner.is_none()
     }
 
     fn current(&self) -> Assignments {
@@ -97,6 +107,44 @@ impl Allocator {
             .map(|i| i.assignments().clone())
             .unwrap_or_default()
     }
+}
+
+/// A full run from `mine` with the record's IPs (`theirs`) in place of this speaker's own
+/// for those Services. The record wins: an IP of ours that the record gives another Service
+/// is re-allocated, never kept against the record, unless our outcome for it is recorded
+/// too (two Services the record lets share an IP keep sharing it).
+fn follow_record(
+    snap: &Snapshot,
+    mine: &Assignments,
+    theirs: Vec<(AllocationKey, Vec<IpAddr>)>,
+) -> IncrementalAllocator {
+    let taken: BTreeSet<IpAddr> = theirs
+        .iter()
+        .flat_map(|(_, ips)| ips.iter().copied())
+        .collect();
+    let mut seed = mine.clone();
+    let against: Vec<AllocationKey> = seed
+        .outcomes
+        .iter()
+        .filter(|(k, o)| {
+            matches!(o, Ok(a) if a.ips.iter().any(|ip| taken.contains(ip)))
+                && !is_recorded(snap, k, o)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in against {
+        seed.outcomes.remove(&k);
+    }
+    for (key, ips) in theirs {
+        seed.outcomes.insert(
+            key,
+            Ok(Allocation {
+                pool: "".into(),
+                ips,
+            }),
+        );
+    }
+    IncrementalAllocator::new(snap, &seed)
 }
 
 fn log_changes(changes: &[Change], what: &str) {

@@ -211,3 +211,155 @@ proptest::proptest! {
         }
     }
 }
+
+/// One step of the cluster: what the API server and the allocator of record do.
+#[derive(Clone, Debug)]
+enum ClusterOp {
+    /// Add or edit Service i: port, sharing key.
+    Service(u8, u8, bool),
+    Delete(u8),
+    /// The allocator of record's result for Service i reaches the record (a status write
+    /// landed; none or a failure clears the status).
+    Land(u8),
+    /// The pool's range (IPs leave or join it).
+    Pool(bool),
+    /// A new term of the allocator of record: it starts again from the record.
+    Term,
+    /// Every result of the allocator of record reaches the record.
+    Settle,
+    /// The leader's fence closes (it follows again, from the record) or opens.
+    Fence(bool),
+}
+
+fn cluster_op() -> impl proptest::strategy::Strategy<Value = ClusterOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..6, 0u8..3, any::<bool>()).prop_map(|(i, p, s)| ClusterOp::Service(i, p, s)),
+        1 => (0u8..6).prop_map(ClusterOp::Delete),
+        4 => (0u8..6).prop_map(ClusterOp::Land),
+        1 => any::<bool>().prop_map(ClusterOp::Pool),
+        1 => Just(ClusterOp::Term),
+        2 => Just(ClusterOp::Settle),
+        1 => any::<bool>().prop_map(ClusterOp::Fence),
+    ]
+}
+
+/// Whether two Services not sharing by key are announced with one IP.
+fn double_announced(snap: &Snapshot, shown: &Assignments) -> Option<IpAddr> {
+    let mut holders: std::collections::BTreeMap<IpAddr, Vec<&ObjectKey>> = Default::default();
+    for (k, o) in &shown.outcomes {
+        if let Ok(al) = o {
+            for ip in &al.ips {
+                holders.entry(*ip).or_default().push(&k.service);
+            }
+        }
+    }
+    let shares = |k: &ObjectKey| {
+        snap.services.get(k).is_some_and(|s| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(crate::api::annotations::ALLOW_SHARED_IP))
+        })
+    };
+    holders
+        .into_iter()
+        .find(|(_, ks)| ks.len() > 1 && !ks.iter().all(|k| shares(k)))
+        .map(|(ip, _)| ip)
+}
+
+/// The allocator of record's result for `k` (its IPs, or none) written to its status.
+fn land(s: &mut Store, snap: &Snapshot, last: &Assignments, k: &ObjectKey) {
+    if let Some(old) = snap.services.get(k) {
+        let ips = match last.merged(k) {
+            Some(Ok(al)) => al.ips,
+            _ => Vec::new(),
+        };
+        s.apply(Object::Service(with_status((**old).clone(), &ips)), NS);
+    }
+}
+
+/// Whether every Service's status shows the allocator of record's result (its writes have
+/// landed).
+fn settled(snap: &Snapshot, last: &Assignments) -> bool {
+    snap.services.iter().all(|(k, svc)| {
+        let mut want = match last.merged(k) {
+            Some(Ok(al)) => al.ips,
+            _ => Vec::new(),
+        };
+        let mut have = status_ips(svc);
+        want.sort();
+        have.sort();
+        want == have
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+    /// The leader's run loop announces from the allocator of record's result while its
+    /// fence is open (one allocator on the leader), and from its own allocator, started
+    /// again from the record, once the fence closes. On random sequences of Service edits,
+    /// status writes landing late, pool changes, terms and fence changes it shows only
+    /// recorded IPs and never one IP for two Services that do not share it, and once the
+    /// allocator of record's writes have landed it shows exactly what a follower (always
+    /// following the record) shows from the same snapshot.
+    #[test]
+    fn the_leader_shows_what_a_follower_shows(
+        ops in proptest::collection::vec(cluster_op(), 1..60)
+    ) {
+        let mut s = store();
+        let sel = Selection::default();
+        let mut record = Allocator::default();
+        let mut follower = Allocator::default();
+        let mut own = Allocator::default();
+        let mut fenced = true;
+        let mut last = record.step(&s.snapshot(&sel)).0;
+        for op in ops {
+            let snap = s.snapshot(&sel);
+            match op {
+                ClusterOp::Service(i, port, shared) => {
+                    let name = format!("s{i}");
+                    let mut svc = fixtures::service("default", &name, 80 + i32::from(port));
+                    if shared {
+                        svc = fixtures::annotate(svc, crate::api::annotations::ALLOW_SHARED_IP, "k");
+                    }
+                    if let Some(old) = snap.services.get(&key(&name)) {
+                        svc.status = old.status.clone();
+                    }
+                    s.apply(Object::Service(svc), NS);
+                }
+                ClusterOp::Delete(i) => s.delete("Service", &key(&format!("s{i}"))),
+                ClusterOp::Land(i) => land(&mut s, &snap, &last, &key(&format!("s{i}"))),
+                ClusterOp::Settle => {
+                    for k in snap.services.keys() {
+                        land(&mut s, &snap, &last, k);
+                    }
+                }
+                ClusterOp::Pool(wide) => {
+                    let range = if wide { "198.51.100.10-198.51.100.19" } else { "198.51.100.10-198.51.100.13" };
+                    s.apply(Object::IPAddressPool(fixtures::pool(NS, "lan", &[range])), NS);
+                }
+                ClusterOp::Term => record = Allocator::default(),
+                ClusterOp::Fence(open) => {
+                    if fenced && !open {
+                        own = Allocator::default();
+                    }
+                    fenced = open;
+                }
+            }
+            let snap = s.snapshot(&sel);
+            last = record.step(&snap).0;
+            let theirs = recorded_only(&snap, &follower.step_following(&snap).0);
+            let mine = if fenced {
+                recorded_only(&snap, &last)
+            } else {
+                recorded_only(&snap, &own.step_following(&snap).0)
+            };
+            proptest::prop_assert!(mine.outcomes.iter().all(|(k, o)| is_recorded(&snap, k, o)));
+            proptest::prop_assert!(double_announced(&snap, &mine).is_none(), "{:?}", mine);
+            if settled(&snap, &last) {
+                proptest::prop_assert_eq!(&mine, &theirs);
+            }
+        }
+    }
+}

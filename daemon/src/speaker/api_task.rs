@@ -23,7 +23,7 @@ use crate::status::leader::{Fence, LeaderHandle, Leadership};
 use crate::status::policy_route::PolicyRouteStatusWriter;
 use crate::status::pool_ingress::{self, CloudSender};
 use crate::status::pool_service_writer::PoolServiceWriter;
-use crate::status::writer::{WriterConfig, WriterHandle};
+use crate::status::writer::{Allocated, WriterConfig, WriterHandle};
 
 use super::{Config, LeaseConfig};
 
@@ -165,6 +165,12 @@ impl ApiTask {
     /// Whether this speaker leads now (its fence is open).
     pub fn is_leader(&self) -> bool {
         self.leader.is_leader()
+    }
+
+    /// A watch of the allocation of record while this speaker leads (see
+    /// [`WriterHandle::allocated`]).
+    pub fn allocated(&self) -> watch::Receiver<Option<Allocated>> {
+        self.writer.allocated()
     }
 
     /// The Lease holder, as of the last Lease round.

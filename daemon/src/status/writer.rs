@@ -19,6 +19,10 @@
 //!   last pass or whose write ended ([`super::scope`]); the `AnnouncedBy` elections run
 //!   for those and the Services sharing an IP with them ([`Recorded`]). A burst of N
 //!   Services costs O(N log N) in all, not a walk over every Service per write.
+//! - **One allocator on the leader.** Each pass's allocation is published while leading
+//!   ([`Allocated`], a persistent map shared with this allocator); the run loop announces
+//!   from it instead of allocating beside it, and allocates on its own again, from the
+//!   record, once nothing is published (the term ended or starts over).
 //! - **Memory bounded by what is live.** Everything kept per object is dropped when the
 //!   object leaves the snapshot ([`WriterStats::tracked`]).
 
@@ -128,6 +132,17 @@ pub struct WriterStats {
     pub tracked: usize,
     /// Writes queued or in flight.
     pub pending: usize,
+}
+
+/// The allocator of record's result for one snapshot, published while this speaker
+/// leads: its run loop announces from it instead of running an allocator of its own
+/// beside this one (one allocator on the leader; see `speaker::run_cluster`).
+#[derive(Clone, Debug)]
+pub struct Allocated {
+    /// The snapshot it was made from.
+    pub snap: Snapshot,
+    /// The allocation of record for it.
+    pub assignments: Arc<Assignments>,
 }
 
 /// What the run loop hands the writer: the snapshot and the election candidates as this
@@ -266,7 +281,7 @@ enum Term {
         read_at: Instant,
     },
     /// Allocating and writing.
-    Leading { epoch: u64, alloc: Allocator },
+    Leading { epoch: u64, alloc: Box<Allocator> },
 }
 
 impl Term {
@@ -323,6 +338,8 @@ struct Writer {
     #[cfg(test)]
     always_full: bool,
     assignments: Arc<Assignments>,
+    /// The allocation of the last pass while leading (none otherwise), for the run loop.
+    allocated: watch::Sender<Option<Allocated>>,
     tasks: JoinSet<Finished>,
     reading: JoinSet<(u64, Result<Record, String>)>,
     stats: WriterStats,
@@ -332,6 +349,7 @@ struct Writer {
 pub struct WriterHandle {
     tx: watch::Sender<Option<Submission>>,
     stats: watch::Receiver<WriterStats>,
+    allocated: watch::Receiver<Option<Allocated>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -343,10 +361,12 @@ impl WriterHandle {
         let (stats_tx, stats) = watch::channel(WriterStats::default());
         let (stop_tx, stop_rx) = oneshot::channel();
         let writer = Writer::new(client, cfg, fence);
+        let allocated = writer.allocated.subscribe();
         let task = tokio::spawn(writer.run(rx, stats_tx, stop_rx));
         WriterHandle {
             tx,
             stats,
+            allocated,
             stop: Some(stop_tx),
             task: Some(task),
         }
@@ -369,6 +389,12 @@ impl WriterHandle {
     /// A watch of the counts (updated after each pass).
     pub fn watch_stats(&self) -> watch::Receiver<WriterStats> {
         self.stats.clone()
+    }
+
+    /// A watch of the allocation of record while this speaker leads (after each pass
+    /// that took a new snapshot); none while it does not, or not yet, allocate.
+    pub fn allocated(&self) -> watch::Receiver<Option<Allocated>> {
+        self.allocated.clone()
     }
 
     /// Stops the writer: no write starts after this; writes in flight are abandoned.
@@ -432,6 +458,7 @@ impl Writer {
             #[cfg(test)]
             always_full: false,
             assignments: Arc::default(),
+            allocated: watch::channel(None).0,
             tasks: JoinSet::new(),
             reading: JoinSet::new(),
             stats: WriterStats::default(),
@@ -477,6 +504,7 @@ impl Writer {
             }
             self.follow_fence();
             self.process();
+            self.publish();
             self.dispatch();
             self.stats.tracked = self.tracked();
             self.stats.pending = self.queue.waiting() + self.queue.in_flight();
@@ -488,6 +516,31 @@ impl Writer {
         }
         self.tasks.abort_all();
         self.reading.abort_all();
+    }
+
+    /// Publishes the allocation of the last pass while leading, none otherwise (at once
+    /// when a term ends: the run loop then allocates on its own, from the record).
+    fn publish(&self) {
+        let now = match (&self.term, &self.processed) {
+            (Term::Leading { .. }, Some(snap)) => Some((snap, &self.assignments)),
+            _ => None,
+        };
+        self.allocated.send_if_modified(|cur| {
+            let same = match (&*cur, now) {
+                (None, None) => true,
+                (Some(c), Some((snap, a))) => {
+                    c.snap.same_as(snap) && Arc::ptr_eq(&c.assignments, a)
+                }
+                _ => false,
+            };
+            if !same {
+                *cur = now.map(|(snap, a)| Allocated {
+                    snap: snap.clone(),
+                    assignments: a.clone(),
+                });
+            }
+            !same
+        });
     }
 
     fn tracked(&self) -> usize {
@@ -601,7 +654,7 @@ impl Writer {
                     tracing::info!(epoch, "the snapshot shows the record: writing");
                     self.term = Term::Leading {
                         epoch,
-                        alloc: Allocator::default(),
+                        alloc: Box::default(),
                     };
                 }
                 Some(k) if read_at.elapsed() >= REGATE => {

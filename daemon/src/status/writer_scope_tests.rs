@@ -125,7 +125,7 @@ fn leading_writer(full: bool) -> Writer {
     let mut w = Writer::new(client, WriterConfig::new("n0", Selection::default()), rx);
     w.term = Term::Leading {
         epoch: 1,
-        alloc: Allocator::default(),
+        alloc: Box::default(),
     };
     w.always_full = full;
     w

@@ -80,6 +80,28 @@ async fn settle(w: &WriterHandle, until: impl Fn(&WriterStats) -> bool) -> Write
     w.stats()
 }
 
+/// Waits until the published allocation of record satisfies `until`.
+async fn allocated(w: &WriterHandle, until: impl Fn(Option<&Allocated>) -> bool) {
+    let mut rx = w.allocated();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !until(rx.borrow_and_update().as_ref()) {
+            rx.changed().await.expect("writer running");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("allocation not published: {:?}", w.allocated().borrow()));
+}
+
+/// The IPs of `web` in a published allocation of `snap`.
+fn web_ips(a: Option<&Allocated>, snap: &Snapshot) -> Option<Vec<IpAddr>> {
+    let a = a.filter(|a| a.snap.same_as(snap))?;
+    Some(
+        a.assignments
+            .ips(&ObjectKey::new("default", "web"))
+            .to_vec(),
+    )
+}
+
 fn condition_call() -> Call {
     Call::new("PATCH", POOL_STATUS, 200, json!({}))
         .check_body(|b| assert_eq!(b["status"]["conditions"][0]["type"], "Valid"))
@@ -87,7 +109,9 @@ fn condition_call() -> Call {
 
 /// A new leader reads the record, then writes the status with the Service's version as a
 /// precondition, then one `IPAllocated` Event; once the watch shows the status nothing is
-/// written again, and nothing is kept once the Service is gone.
+/// written again, and nothing is kept once the Service is gone. The allocation of each
+/// snapshot is published while it leads (its run loop announces from it), and withdrawn
+/// when the fence closes.
 #[tokio::test]
 async fn a_term_reads_the_record_then_writes_fenced_with_a_precondition_and_one_event() {
     let (client, server) = scripted(vec![
@@ -113,20 +137,30 @@ async fn a_term_reads_the_record_then_writes_fenced_with_a_precondition_and_one_
     let (fence_tx, fence) = watch::channel(leading(1));
     let w = WriterHandle::spawn(client, config(), fence);
     let mut st = store(vec![web("5", None)]);
-    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let first = st.snapshot(&Selection::default());
+    w.submit(first.clone(), vec![]);
     let s = settle(&w, |s| {
         s.services == 1 && s.conditions == 1 && s.pending == 0
     })
     .await;
     assert_eq!((s.events, s.terms, s.failed), (1, 1, 0));
+    let ip: IpAddr = "192.0.2.0".parse().expect("ip");
+    allocated(&w, |a| web_ips(a, &first) == Some(vec![ip])).await;
     // The watch delivers the written status: nothing more to write.
     st.apply(Object::Service(web("6", Some("192.0.2.0"))), NS);
-    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let shown = st.snapshot(&Selection::default());
+    w.submit(shown.clone(), vec![]);
+    allocated(&w, |a| web_ips(a, &shown) == Some(vec![ip])).await;
     // The Service goes away: nothing is kept for it.
     st.delete("Service", &ObjectKey::new("default", "web"));
-    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let gone = st.snapshot(&Selection::default());
+    w.submit(gone.clone(), vec![]);
     let s = settle(&w, |s| s.tracked <= 1).await;
     assert_eq!(s.services, 1);
+    allocated(&w, |a| web_ips(a, &gone) == Some(vec![])).await;
+    // The fence closes: the run loop allocates on its own again.
+    fence_tx.send_replace(Fence::default());
+    allocated(&w, |a| a.is_none()).await;
     drop(fence_tx);
     w.stop().await;
     server.await.expect("every call came");
@@ -204,10 +238,15 @@ async fn a_conflict_with_a_foreign_record_starts_the_term_over() {
     w.submit(st.snapshot(&Selection::default()), vec![]);
     let s = settle(&w, |s| s.terms == 2).await;
     assert_eq!(s.conflicts, 1);
+    // Started over: nothing is published until it allocates again, from the fresh record.
+    assert!(w.allocated().borrow().is_none());
     st.apply(Object::Service(web("7", Some("192.0.2.2"))), NS);
-    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let snap = st.snapshot(&Selection::default());
+    w.submit(snap.clone(), vec![]);
     let s = settle(&w, |s| s.conditions == 1 && s.pending == 0).await;
     assert_eq!(s.services, 0, "the foreign record is kept");
+    let ip: IpAddr = "192.0.2.2".parse().expect("ip");
+    allocated(&w, |a| web_ips(a, &snap) == Some(vec![ip])).await;
     w.stop().await;
     server.await.expect("every call came");
 }
