@@ -17,7 +17,8 @@
 //! rest ENS's defaults) and `edgelbctl elb` shows them; an out-of-range value is refused by
 //! a `CloudLoadBalancerInvalid` Event naming the annotation while the listener stays as it
 //! was; a changed annotation is applied to the running listener in place
-//! (`SetLoadBalancerTCPListenerAttribute`, no second create).
+//! (`SetLoadBalancerTCPListenerAttribute`, no second create); a check changed on the cloud
+//! behind the speaker's back is set back at the next resync.
 
 #![allow(clippy::unwrap_used)]
 
@@ -39,6 +40,7 @@ use edgelb_cloud::health::{
     ANNOTATION_HEALTHY_THRESHOLD, ANNOTATION_HEALTH_CHECK_INTERVAL, ANNOTATION_HEALTH_CHECK_TYPE,
     ANNOTATION_HEALTH_CHECK_URI, ANNOTATION_UNHEALTHY_THRESHOLD,
 };
+use edgelb_cloud::model::Protocol;
 use edgelb_daemon::api::openyurt::PoolService;
 use edgelb_tests::kube::{self as harness, Cluster, Speaker};
 use edgelb_tests::lab::{Lan, Netns};
@@ -360,6 +362,23 @@ async fn health_checks(
         l.len() == 1 && i32::from(l[0].backend_port) == node_port,
         "{l:?}"
     );
+    // Drift: someone sets a TCP check with other thresholds on the cloud; the next resync
+    // (2 s here) sets the Service's back.
+    let mut drifted = support::listener(u16::try_from(node_port)?);
+    drifted.health.healthy_threshold = 9;
+    edgelb_cloud::ens::api::set_listener_health(&c, lb_id, (Protocol::Tcp, 80), &drifted).await?;
+    ensure!(
+        health_of(&emu.inventory()).is_some_and(|h| h["HealthyThreshold"] == 9),
+        "the drift was not made"
+    );
+    inventory_until(emu, "the drifted health check set back", |inv| {
+        health_of(inv).is_some_and(|h| {
+            h["HealthyThreshold"] == 4
+                && h["HealthCheckType"] == "http"
+                && h["UnhealthyThreshold"] == 6
+        })
+    })
+    .await?;
     Ok(())
 }
 

@@ -178,38 +178,28 @@ fn plan_benches(
     w: &mut World,
     kind: Option<L2PlanKind>,
 ) -> (Snapshot, L2Planner) {
-    let World {
-        store,
-        sel,
-        snap,
-        a,
-        me_bgp,
-        me_l2,
-        members,
-        defaults,
-    } = w;
-    let keys: Vec<_> = snap.services.keys().cloned().collect();
+    let keys: Vec<_> = w.snap.services.keys().cloned().collect();
     g.bench_function("baseline_hashmap_insert_10k_keys", |b| {
         b.iter(|| black_box(common::hashmap_insert_baseline(&keys)))
     });
     g.bench_function("bgp_cold", |b| {
-        b.iter(|| black_box(bgp::plan(snap, a, me_bgp, defaults)))
+        b.iter(|| black_box(bgp::plan(&w.snap, &w.a, &w.me_bgp, &w.defaults)))
     });
     g.bench_function("l2_cold", |b| {
-        b.iter(|| black_box(l2::plan(snap, a, me_l2, members, true)))
+        b.iter(|| black_box(l2::plan(&w.snap, &w.a, &w.me_l2, &w.members, true)))
     });
-    let snap_a = store.snapshot(sel);
-    store.apply(slice(1, [7, 8, 9]), NS);
-    let snap_b = store.snapshot(sel);
+    let snap_a = w.store.snapshot(&w.sel);
+    w.store.apply(slice(1, [7, 8, 9]), NS);
+    let snap_b = w.store.snapshot(&w.sel);
     g.bench_function("bgp_after_one_service_change", |b| {
-        b.iter(|| black_box(bgp::plan(&snap_b, a, me_bgp, defaults)))
+        b.iter(|| black_box(bgp::plan(&snap_b, &w.a, &w.me_bgp, &w.defaults)))
     });
     // Set up (and check) one step before timing, whatever the filter runs.
     let mut planner = L2Planner::default();
-    planner.plan(&snap_a, a, me_l2, members, true);
+    planner.plan(&snap_a, &w.a, &w.me_l2, &w.members, true);
     assert_eq!(
-        planner.plan(&snap_b, a, me_l2, members, true),
-        l2::plan(&snap_b, a, me_l2, members, true)
+        planner.plan(&snap_b, &w.a, &w.me_l2, &w.members, true),
+        l2::plan(&snap_b, &w.a, &w.me_l2, &w.members, true)
     );
     if let Some(kind) = kind {
         assert_eq!(planner.last_kind(), Some(kind));
@@ -219,7 +209,7 @@ fn plan_benches(
         b.iter(|| {
             on_a = !on_a;
             let s = if on_a { &snap_a } else { &snap_b };
-            black_box(planner.plan(s, a, me_l2, members, true))
+            black_box(planner.plan(s, &w.a, &w.me_l2, &w.members, true))
         })
     });
     (snap_a, planner)

@@ -160,14 +160,9 @@ pub const NODE_POOLS_ANNOTATION: &str = "fixtures.edgelb.io/node-pools";
 /// [`NODE_POOLS_ANNOTATION`], or `None` (cluster-wide) without it.
 pub fn node_pools_from_annotation(
     _: &crate::snapshot::Snapshot,
-    svc: &Service,
+    svc: &crate::service::ServiceFacts,
 ) -> Result<Option<Vec<std::sync::Arc<str>>>, String> {
-    let Some(list) = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(NODE_POOLS_ANNOTATION))
-    else {
+    let Some(list) = svc.annotation(NODE_POOLS_ANNOTATION) else {
         return Ok(None);
     };
     let mut pools: Vec<std::sync::Arc<str>> = list
@@ -189,4 +184,10 @@ pub fn scoped_pool(
     let mut p = pool(namespace, name, addresses);
     p.spec.node_pools = node_pools.iter().map(|n| n.to_string()).collect();
     p
+}
+
+/// What the store keeps of `svc` ([`crate::service::ServiceFacts`]), for the decision
+/// functions tests call directly.
+pub fn facts(svc: &Service) -> crate::service::ServiceFacts {
+    crate::service::ServiceFacts::unshared(svc)
 }

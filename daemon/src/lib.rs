@@ -18,6 +18,7 @@ mod mock_api;
 pub mod nodepool;
 pub mod plan;
 pub mod selector;
+pub mod service;
 pub mod slim;
 pub mod snapshot;
 pub mod source;

@@ -15,11 +15,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-
 use crate::api::annotations::NODEPOOL_SELECTOR;
 use crate::api::openyurt::NodePool;
 use crate::selector;
+use crate::service::ServiceFacts;
 use crate::snapshot::{Index, NodeView, ObjectKey};
 
 /// One node pool as every decision sees it.
@@ -116,21 +115,18 @@ pub struct NodePoolSelectorError {
 /// `service.openyurt.io/nodepool-labelselector` (it is cluster-wide, as without pools;
 /// OpenYurt treats an empty value the same way), `Some` (possibly empty) otherwise.
 pub fn selected_node_pools(
-    svc: &Service,
+    svc: &ServiceFacts,
     pools: &BTreeMap<Arc<str>, NodePoolView>,
 ) -> Result<Option<Vec<Arc<str>>>, NodePoolSelectorError> {
     let Some(value) = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(NODEPOOL_SELECTOR))
+        .annotation(NODEPOOL_SELECTOR)
         .filter(|v| !v.trim().is_empty())
     else {
         return Ok(None);
     };
     let sel = selector::parse(value).map_err(|source| NodePoolSelectorError {
-        service: ObjectKey::of(svc),
-        value: value.clone(),
+        service: svc.key.clone(),
+        value: value.to_string(),
         source,
     })?;
     Ok(Some(
@@ -176,11 +172,8 @@ pub enum PoolSource<'a> {
 /// The source of `svc`'s entry point in `pool` (`None`: a pool not in the snapshot). A
 /// cloud-class Service is the cloud's in every pool; a self-announced Service is the
 /// cloud's only in pools annotated with [`POOL_CLOUD_CLASS`].
-pub fn pool_source<'a>(svc: &'a Service, pool: Option<&'a NodePoolView>) -> PoolSource<'a> {
-    let class = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.load_balancer_class.as_deref());
+pub fn pool_source<'a>(svc: &'a ServiceFacts, pool: Option<&'a NodePoolView>) -> PoolSource<'a> {
+    let class = svc.class();
     if let Some(c) = class.filter(|c| CLOUD_CLASSES.contains(c)) {
         return PoolSource::Cloud(c);
     }
@@ -203,7 +196,7 @@ pub fn pool_source<'a>(svc: &'a Service, pool: Option<&'a NodePoolView>) -> Pool
 }
 
 /// Whether `svc`'s entry point in `pool` is announced by the speakers (an IP from a pool).
-pub fn is_self_announced_in(svc: &Service, pool: Option<&NodePoolView>) -> bool {
+pub fn is_self_announced_in(svc: &ServiceFacts, pool: Option<&NodePoolView>) -> bool {
     pool_source(svc, pool) == PoolSource::SelfAnnounced
 }
 

@@ -1,6 +1,6 @@
 use super::*;
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
-use crate::fixtures::{annotate, node, node_pool, service};
+use crate::fixtures::{annotate, facts, node, node_pool, service};
 use crate::snapshot::{Object, Selection, Store};
 use proptest::prelude::*;
 
@@ -86,23 +86,23 @@ fn selection_follows_the_annotation() {
         Object::NodePool(node_pool("np-other", &[("k8s-svc", "web")], &[])),
     ]);
     let svc = service("default", "cube-svc", 80);
-    assert_eq!(selected_node_pools(&svc, &pools), Ok(None));
+    assert_eq!(selected_node_pools(&facts(&svc), &pools), Ok(None));
     let blank = annotate(svc.clone(), NODEPOOL_SELECTOR, "  ");
-    assert_eq!(selected_node_pools(&blank, &pools), Ok(None));
+    assert_eq!(selected_node_pools(&facts(&blank), &pools), Ok(None));
     let cube = annotate(svc.clone(), NODEPOOL_SELECTOR, "k8s-svc=cube");
     assert_eq!(
-        selected_node_pools(&cube, &pools),
+        selected_node_pools(&facts(&cube), &pools),
         Ok(Some(vec![Arc::from("np-chengdu"), Arc::from("np-hefei")]))
     );
     let none = annotate(svc.clone(), NODEPOOL_SELECTOR, "k8s-svc=nothing");
-    assert_eq!(selected_node_pools(&none, &pools), Ok(Some(vec![])));
+    assert_eq!(selected_node_pools(&facts(&none), &pools), Ok(Some(vec![])));
     let set = annotate(
         svc.clone(),
         NODEPOOL_SELECTOR,
         "k8s-svc in (cube, web), !tier",
     );
     assert_eq!(
-        selected_node_pools(&set, &pools),
+        selected_node_pools(&facts(&set), &pools),
         Ok(Some(vec![Arc::from("np-hefei"), Arc::from("np-other")]))
     );
 }
@@ -114,7 +114,7 @@ fn a_bad_selector_names_service_and_annotation() {
         NODEPOOL_SELECTOR,
         "k8s-svc in cube",
     );
-    let err = selected_node_pools(&svc, &BTreeMap::new()).unwrap_err();
+    let err = selected_node_pools(&facts(&svc), &BTreeMap::new()).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("Service shop/cube-svc"), "{text}");
     assert!(text.contains(NODEPOOL_SELECTOR), "{text}");
@@ -147,31 +147,31 @@ fn a_pool_annotated_with_a_cloud_class_is_the_clouds_for_a_self_announced_servic
     ]);
     let ours = service("default", "cube", 80);
     assert_eq!(
-        pool_source(&ours, pools.get("np-bgp")),
+        pool_source(&facts(&ours), pools.get("np-bgp")),
         PoolSource::SelfAnnounced
     );
     assert_eq!(
-        pool_source(&ours, pools.get("np-elb")),
+        pool_source(&facts(&ours), pools.get("np-elb")),
         PoolSource::Cloud("alibabacloud.com/elb")
     );
     assert_eq!(
-        pool_source(&ours, pools.get("np-empty")),
+        pool_source(&facts(&ours), pools.get("np-empty")),
         PoolSource::SelfAnnounced
     );
-    assert_eq!(pool_source(&ours, None), PoolSource::SelfAnnounced);
-    let PoolSource::Invalid(text) = pool_source(&ours, pools.get("np-typo")) else {
+    assert_eq!(pool_source(&facts(&ours), None), PoolSource::SelfAnnounced);
+    let PoolSource::Invalid(text) = pool_source(&facts(&ours), pools.get("np-typo")) else {
         panic!("an unknown class must be an error");
     };
     assert!(text.contains("NodePool np-typo"), "{text}");
     assert!(text.contains(POOL_CLOUD_CLASS), "{text}");
     assert!(text.contains("\"alibabacloud.com/slb\""), "{text}");
-    assert!(!is_self_announced_in(&ours, pools.get("np-typo")));
+    assert!(!is_self_announced_in(&facts(&ours), pools.get("np-typo")));
     // A cloud-class Service is the cloud's in every pool, annotated or not.
     let mut elb = ours.clone();
     elb.spec.as_mut().unwrap().load_balancer_class = Some("alibabacloud.com/elb".into());
     for p in ["np-bgp", "np-elb", "np-typo"] {
         assert_eq!(
-            pool_source(&elb, pools.get(p)),
+            pool_source(&facts(&elb), pools.get(p)),
             PoolSource::Cloud("alibabacloud.com/elb"),
             "{p}"
         );
@@ -296,7 +296,7 @@ proptest! {
             prop_assert!(view.nodes.windows(2).all(|w| w[0] < w[1]));
         }
         let svc = annotate(service("default", "s", 80), NODEPOOL_SELECTOR, &req.text());
-        let got = selected_node_pools(&svc, &pools).map_err(|e| TestCaseError::fail(e.to_string()))?
+        let got = selected_node_pools(&facts(&svc), &pools).map_err(|e| TestCaseError::fail(e.to_string()))?
             .ok_or_else(|| TestCaseError::fail("no selection"))?;
         let want: Vec<Arc<str>> = pools.values().filter(|p| req.holds(&p.labels)).map(|p| p.name.clone()).collect();
         prop_assert_eq!(got, want);

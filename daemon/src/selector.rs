@@ -2,21 +2,19 @@
 //! the one evaluator in [`crate::election::selector`] (the election's node selectors use it
 //! too), and converted to the election's form by [`node_selector`].
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
-use crate::election::selector::{labels_hold, requirement_holds};
+use crate::election::selector::{labels_hold, requirement_holds, Labels};
 use crate::election::{NodeSelector, SelectorOperator, SelectorRequirement};
 
 /// Whether `labels` match `selector`. An empty selector matches everything, as in Kubernetes.
 /// An unknown operator matches nothing (`validate` reports it).
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub fn matches<L: Labels + ?Sized>(selector: &LabelSelector, labels: &L) -> bool {
     labels_hold(selector.match_labels.iter().flatten(), labels)
         && selector.match_expressions.iter().flatten().all(|expr| {
             requirement_holds(
                 SelectorOperator::parse(&expr.operator),
-                labels.get(&expr.key),
+                labels.label(&expr.key),
                 expr.values.as_deref().unwrap_or_default(),
             )
         })
@@ -51,7 +49,7 @@ pub fn node_selector(s: &LabelSelector) -> NodeSelector {
 }
 
 /// Whether `labels` match any of `selectors`; an empty list matches everything.
-pub fn matches_any(selectors: &[LabelSelector], labels: &BTreeMap<String, String>) -> bool {
+pub fn matches_any<L: Labels + ?Sized>(selectors: &[LabelSelector], labels: &L) -> bool {
     selectors.is_empty() || selectors.iter().any(|s| matches(s, labels))
 }
 
@@ -262,6 +260,7 @@ impl TextParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

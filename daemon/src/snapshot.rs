@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use imbl::OrdMap;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret, Service};
+
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 
 use crate::api::annotations::{NODEPOOL_LABEL, REGION_LABEL};
-use crate::api::openyurt::{NodePool, PoolService, FINALIZER};
+use crate::api::openyurt::{NodePool, PoolService};
 use crate::api::policy_route::PolicyRoute;
 use crate::api::validate::{self, FieldError};
 use crate::api::{
@@ -23,6 +24,7 @@ use crate::api::{
 };
 use crate::ipam::pool::PoolView;
 use crate::nodepool::NodePoolView;
+use crate::service::ServiceFacts;
 use crate::source::decode::Undecodable;
 
 /// `namespace/name` of an object; cluster-scoped objects have an empty namespace. Strings are
@@ -347,12 +349,11 @@ impl Default for Selection {
 
 /// Whether a Service is ours: `type: LoadBalancer` and our class, or no class when we are the
 /// cluster default (SPEC.md, "Service selection"). Other classes are never touched.
-pub fn is_ours(svc: &Service, sel: &Selection) -> bool {
-    let Some(spec) = &svc.spec else { return false };
-    if spec.type_.as_deref() != Some("LoadBalancer") {
+pub fn is_ours(svc: &ServiceFacts, sel: &Selection) -> bool {
+    if !svc.load_balancer {
         return false;
     }
-    match spec.load_balancer_class.as_deref() {
+    match svc.class() {
         Some(class) => class == sel.class,
         None => sel.default_class,
     }
@@ -378,8 +379,9 @@ pub fn node_pool_of(node: &Node) -> Option<String> {
 /// rebuild of 10 000 entries.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    /// Services (all classes: a class change must be seen as ours -> not ours).
-    services: Index<Service>,
+    /// Services (all classes: a class change must be seen as ours -> not ours), as what
+    /// decisions read of them.
+    services: Index<ServiceFacts>,
     /// EndpointSlices, as what decisions read of them.
     endpoint_slices: Index<Slice>,
     /// Node and namespace names the slices and keys share.
@@ -422,7 +424,7 @@ struct Derived {
     /// The selection these maps were made for.
     sel: Selection,
     /// Our Services (as `SnapshotData::services`).
-    services: OrdMap<ObjectKey, Arc<Service>>,
+    services: OrdMap<ObjectKey, Arc<ServiceFacts>>,
     /// Slices of every Service, ours or not, by Service key, each Service's in slice key
     /// order (so a Service that becomes ours finds its slices without a scan; a sorted
     /// `Vec`, as most Services have one slice).
@@ -431,12 +433,12 @@ struct Derived {
     endpoint_slices: OrdMap<ObjectKey, Vec<Arc<Slice>>>,
     /// Services that are not ours but still carry our finalizer (as
     /// `SnapshotData::finalized_elsewhere`).
-    finalized_elsewhere: OrdMap<ObjectKey, Arc<Service>>,
+    finalized_elsewhere: OrdMap<ObjectKey, Arc<ServiceFacts>>,
 }
 
 impl Derived {
     /// The maps for `sel`, from scratch.
-    fn build(services: &Index<Service>, slices: &Index<Slice>, sel: &Selection) -> Derived {
+    fn build(services: &Index<ServiceFacts>, slices: &Index<Slice>, sel: &Selection) -> Derived {
         let mut d = Derived {
             sel: sel.clone(),
             ..Derived::default()
@@ -462,7 +464,7 @@ impl Derived {
     }
 
     /// After Service `key` was added, replaced (`Some`) or removed (`None`).
-    fn service_changed(&mut self, key: &ObjectKey, svc: Option<&Arc<Service>>) {
+    fn service_changed(&mut self, key: &ObjectKey, svc: Option<&Arc<ServiceFacts>>) {
         match svc {
             Some(svc) if is_ours(svc, &self.sel) => {
                 self.services.insert(key.clone(), svc.clone());
@@ -524,11 +526,8 @@ impl Derived {
 }
 
 /// Whether a Service carries edgelb's PoolService finalizer.
-pub fn has_finalizer(svc: &Service) -> bool {
-    svc.metadata
-        .finalizers
-        .as_ref()
-        .is_some_and(|f| f.iter().any(|x| x == FINALIZER))
+pub fn has_finalizer(svc: &ServiceFacts) -> bool {
+    svc.has_finalizer
 }
 
 /// The Service an EndpointSlice belongs to (label `kubernetes.io/service-name`, same
@@ -542,7 +541,7 @@ fn owner_of(key: &ObjectKey, slice: &Slice) -> Option<ObjectKey> {
 
 impl Store {
     /// Services (all classes).
-    pub fn services(&self) -> &Index<Service> {
+    pub fn services(&self) -> &Index<ServiceFacts> {
         &self.services
     }
 
@@ -581,7 +580,9 @@ impl Store {
         self.undecodable.remove(&(kind, key.clone()));
         match obj {
             Object::Service(o) => {
-                let svc = Arc::new(o);
+                let svc = Arc::new(ServiceFacts::of(&o, |n| self.names.get(n)));
+                // The map's key shares the facts' strings.
+                let key = svc.key.clone();
                 self.derived.service_changed(&key, Some(&svc));
                 self.services.put(key, svc);
             }
@@ -726,7 +727,7 @@ pub struct SnapshotData {
     pub selection: Selection,
     /// Our Services only, by `namespace/name` (a persistent map: shared with the store,
     /// iterated in key order like a `BTreeMap`).
-    pub services: OrdMap<ObjectKey, Arc<Service>>,
+    pub services: OrdMap<ObjectKey, Arc<ServiceFacts>>,
     /// EndpointSlices of our Services, by Service key (label `kubernetes.io/service-name`),
     /// each Service's in slice key order.
     /// What decisions read of each slice ([`Slice`]), not the objects.
@@ -742,7 +743,7 @@ pub struct SnapshotData {
     pub pool_services: OrdMap<ObjectKey, Arc<PoolService>>,
     /// Services that are not ours (any more) but still carry our finalizer: the fan-out
     /// removes their PoolServices, then the finalizer.
-    pub finalized_elsewhere: OrdMap<ObjectKey, Arc<Service>>,
+    pub finalized_elsewhere: OrdMap<ObjectKey, Arc<ServiceFacts>>,
     /// Namespace labels by namespace name (for `namespaceSelectors`).
     pub namespace_labels: BTreeMap<Arc<str>, BTreeMap<String, String>>,
     /// Secrets of the speaker's namespace by name.

@@ -16,6 +16,10 @@ fn with_class(class: Option<&str>, type_: &str) -> Service {
     s
 }
 
+fn facts_with_class(class: Option<&str>, type_: &str) -> ServiceFacts {
+    crate::fixtures::facts(&with_class(class, type_))
+}
+
 #[test]
 fn class_filter_takes_only_our_load_balancers() {
     let ours = Selection::default();
@@ -24,21 +28,21 @@ fn class_filter_takes_only_our_load_balancers() {
         ..Selection::default()
     };
     assert!(is_ours(
-        &with_class(Some("edgelb.io/speaker"), "LoadBalancer"),
+        &facts_with_class(Some("edgelb.io/speaker"), "LoadBalancer"),
         &ours
     ));
     assert!(!is_ours(
-        &with_class(Some("alibabacloud.com/elb"), "LoadBalancer"),
+        &facts_with_class(Some("alibabacloud.com/elb"), "LoadBalancer"),
         &ours
     ));
     assert!(!is_ours(
-        &with_class(Some("alibabacloud.com/elb"), "LoadBalancer"),
+        &facts_with_class(Some("alibabacloud.com/elb"), "LoadBalancer"),
         &default
     ));
-    assert!(!is_ours(&with_class(None, "LoadBalancer"), &ours));
-    assert!(is_ours(&with_class(None, "LoadBalancer"), &default));
+    assert!(!is_ours(&facts_with_class(None, "LoadBalancer"), &ours));
+    assert!(is_ours(&facts_with_class(None, "LoadBalancer"), &default));
     assert!(!is_ours(
-        &with_class(Some("edgelb.io/speaker"), "ClusterIP"),
+        &facts_with_class(Some("edgelb.io/speaker"), "ClusterIP"),
         &ours
     ));
     let custom = Selection {
@@ -46,7 +50,7 @@ fn class_filter_takes_only_our_load_balancers() {
         ..Selection::default()
     };
     assert!(is_ours(
-        &with_class(Some("example.com/lb"), "LoadBalancer"),
+        &facts_with_class(Some("example.com/lb"), "LoadBalancer"),
         &custom
     ));
 }
@@ -177,10 +181,10 @@ fn rebuilt(
     store: &Store,
     sel: &Selection,
 ) -> (
-    Vec<(ObjectKey, Arc<Service>)>,
+    Vec<(ObjectKey, Arc<ServiceFacts>)>,
     Vec<(ObjectKey, Vec<Arc<Slice>>)>,
 ) {
-    let services: BTreeMap<ObjectKey, Arc<Service>> = store
+    let services: BTreeMap<ObjectKey, Arc<ServiceFacts>> = store
         .services()
         .iter()
         .filter(|(_, s)| is_ours(s, sel))

@@ -19,3 +19,28 @@ pub const NODEPOOL_LABEL: &str = "apps.openyurt.io/nodepool";
 pub const REGION_LABEL: &str = "topology.kubernetes.io/region";
 /// Service annotation selecting node pools by their labels (node pools, next issue).
 pub const NODEPOOL_SELECTOR: &str = "service.openyurt.io/nodepool-labelselector";
+
+/// The annotation domains a Service's decisions read: edgelb's own (`edgelb.io` and its
+/// subdomains), OpenYurt's (`openyurt.io` and its subdomains: topology keys, node-pool
+/// selector).
+const READ_DOMAINS: [&str; 2] = ["edgelb.io", "openyurt.io"];
+
+/// Annotation key prefixes a Service's decisions read outside those domains: Huawei CCE's
+/// pass-through switch (`kubernetes.io/elb.`) and the cloud load balancer's
+/// (`service.beta.kubernetes.io/alibaba-cloud-loadbalancer-*`, read by `edgelb-cloud`'s
+/// planner through `crate::cloud_lb`).
+const READ_PREFIXES: [&str; 2] = [
+    "kubernetes.io/elb.",
+    "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-",
+];
+
+/// The one rule for which Service annotations the store keeps ([`crate::service`]): those
+/// some decision reads (the names above), none of the others (Helm's, tools', a
+/// `last-applied-configuration` copy of the object), which can be large and are per Service.
+pub fn is_read_on_services(key: &str) -> bool {
+    let domain = key.split_once('/').map_or("", |(d, _)| d);
+    READ_DOMAINS
+        .iter()
+        .any(|d| domain == *d || domain.strip_suffix(d).is_some_and(|s| s.ends_with('.')))
+        || READ_PREFIXES.iter().any(|p| key.starts_with(p))
+}

@@ -10,12 +10,12 @@ use edgelb_cloud::plan::{
     plan, resource_name, PlanError, PlanInput, PoolNode, Profile, ServicePort, TrafficPolicy,
     ANNOTATION_LB_ID,
 };
-use k8s_openapi::api::core::v1::Service;
 
 use super::CloudConfig;
 use crate::api::openyurt::PoolService;
 use crate::nodepool::{is_self_announced_class, is_self_announced_in};
 use crate::plan::node_floor;
+use crate::service::ServiceFacts;
 use crate::snapshot::{NodeView, ObjectKey, Snapshot, SnapshotData};
 use crate::status::pool_services::{has_cloud_finalizer, is_ours, owner_of, plan as fan_out};
 
@@ -88,7 +88,7 @@ impl Work {
 pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
     let wanted = fan_out(snap).wanted;
     let wanted_keys: BTreeSet<&ObjectKey> = wanted.values().collect();
-    let cloud: Vec<(ObjectKey, ObjectKey, Arc<str>, &PoolService, &Service)> = wanted
+    let cloud: Vec<(ObjectKey, ObjectKey, Arc<str>, &PoolService, &ServiceFacts)> = wanted
         .iter()
         .filter_map(|((svc_key, pool), ps_key)| {
             let ps = snap.pool_services.get(ps_key)?;
@@ -97,8 +97,8 @@ pub fn work(snap: &Snapshot, cfg: &CloudConfig) -> Work {
             // with a cloud class of a self-announced one.
             (!is_self_announced_in(svc, snap.node_pools.get(pool))
                 && ps.metadata.deletion_timestamp.is_none()
-                && svc.metadata.deletion_timestamp.is_none())
-            .then(|| (ps_key.clone(), svc_key.clone(), pool.clone(), &**ps, &**svc))
+                && !svc.deleting)
+                .then(|| (ps_key.clone(), svc_key.clone(), pool.clone(), &**ps, &**svc))
         })
         .collect();
     // Who names which user-managed load balancer (for the sharing rule).
@@ -225,36 +225,34 @@ fn pool_nodes<'a>(snap: &'a SnapshotData, pool: &str) -> impl Iterator<Item = &'
         .filter_map(|n| snap.nodes.get(n))
 }
 
-fn annotations(a: &Option<BTreeMap<String, String>>) -> BTreeMap<String, String> {
-    a.clone().unwrap_or_default()
-}
-
 /// The planner's input for one (Service, pool), from the snapshot.
 pub fn plan_input(
     snap: &SnapshotData,
     cfg: &CloudConfig,
-    svc: &Service,
+    svc: &ServiceFacts,
     pool: &str,
     ps: &PoolService,
 ) -> PlanInput {
-    let key = ObjectKey::of(svc);
-    let spec = svc.spec.clone().unwrap_or_default();
-    let ports = spec
+    let key = &svc.key;
+    let ports = svc
         .ports
         .iter()
-        .flatten()
         .map(|p| ServicePort {
-            name: p.name.clone().unwrap_or_else(|| p.port.to_string()),
+            name: p
+                .name
+                .as_deref()
+                .map_or_else(|| p.port.to_string(), str::to_string),
             port: u16::try_from(p.port).unwrap_or(0),
-            protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            protocol: p.protocol.as_deref().unwrap_or("TCP").to_string(),
             node_port: p.node_port.and_then(|n| u16::try_from(n).ok()),
         })
         .collect();
-    let traffic_policy = match spec.external_traffic_policy.as_deref() {
-        Some("Local") => TrafficPolicy::Local,
-        _ => TrafficPolicy::Cluster,
+    let traffic_policy = if svc.local {
+        TrafficPolicy::Local
+    } else {
+        TrafficPolicy::Cluster
     };
-    let endpoints = ready_endpoints_by_node(snap, &key);
+    let endpoints = ready_endpoints_by_node(snap, key);
     let nodes = pool_nodes(snap, pool)
         .map(|v| PoolNode {
             name: v.node.metadata.name.clone().unwrap_or_default(),
@@ -289,9 +287,9 @@ pub fn plan_input(
         ports,
         traffic_policy,
         nodes,
-        service_annotations: annotations(&svc.metadata.annotations),
+        service_annotations: svc.annotations.to_map(),
         pool_annotations,
-        pool_service_annotations: annotations(&ps.metadata.annotations),
+        pool_service_annotations: ps.metadata.annotations.clone().unwrap_or_default(),
         sharing_services: Vec::new(),
     }
 }

@@ -76,9 +76,10 @@ fn local_policy_keeps_only_nodes_with_a_ready_endpoint() {
     let mut w = world();
     w.node("hz-3", "hz", Some("cn-hangzhou-telecom.i-hz3"));
     let snap = w.snapshot();
-    let mut svc = (**snap.services.get(&ObjectKey::new("web", "cube")).unwrap()).clone();
-    svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-    w.store.apply(Object::Service(svc), "edgelb-system");
+    drop(snap);
+    w.edit_service("web", "cube", |svc| {
+        svc.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+    });
     w.store.apply(
         Object::EndpointSlice(endpoint_slice(
             "web",
@@ -157,18 +158,12 @@ fn a_users_load_balancer_is_shared_only_with_cluster_policy() {
         &[(443, "TCP", 30443)],
         &[(ANNOTATION_MANAGED_BY_USER, "true")],
     );
-    let mut cube = (**w
-        .snapshot()
-        .services
-        .get(&ObjectKey::new("web", "cube"))
-        .unwrap())
-    .clone();
-    cube.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(ANNOTATION_MANAGED_BY_USER.into(), "true".into());
-    w.store
-        .apply(Object::Service(cube.clone()), "edgelb-system");
+    w.edit_service("web", "cube", |cube| {
+        cube.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_MANAGED_BY_USER.into(), "true".into());
+    });
     w.fan_out();
     w.annotate_pool_service("web", "cube-hz", &[(ANNOTATION_LB_ID, "lb-user")]);
     w.annotate_pool_service("web", "shop-hz", &[(ANNOTATION_LB_ID, "lb-user")]);
@@ -186,8 +181,9 @@ fn a_users_load_balancer_is_shared_only_with_cluster_policy() {
     );
     assert_eq!(d.target.shared_with, ["web/cube"]);
     // Local on one of them: refused, naming the others.
-    cube.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-    w.store.apply(Object::Service(cube), "edgelb-system");
+    w.edit_service("web", "cube", |cube| {
+        cube.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+    });
     let got = work(&w.snapshot(), &cfg());
     let err = got.planned[&ObjectKey::new("web", "cube-hz")]
         .outcome
@@ -306,15 +302,10 @@ fn a_self_announced_service_is_planned_only_in_pools_behind_the_cloud() {
     w.store.apply(Object::NodePool(cd), SYSTEM);
     w.service("web", "cube", "k8s-svc=cube", &[(80, "TCP", 30080)], &[]);
     // World's Services are of the cloud class: make this one the speakers' own.
-    let mut svc = w
-        .store
-        .services()
-        .get(&ObjectKey::new("web", "cube"))
-        .expect("svc")
-        .as_ref()
-        .clone();
-    svc.spec.as_mut().expect("spec").load_balancer_class = Some(DEFAULT_LOAD_BALANCER_CLASS.into());
-    w.store.apply(Object::Service(svc), SYSTEM);
+    w.edit_service("web", "cube", |svc| {
+        svc.spec.as_mut().expect("spec").load_balancer_class =
+            Some(DEFAULT_LOAD_BALANCER_CLASS.into());
+    });
     w.fan_out();
     let got = work(&w.snapshot(), &cfg());
     let keys: Vec<String> = got.planned.keys().map(|k| k.to_string()).collect();

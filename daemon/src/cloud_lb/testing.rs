@@ -28,6 +28,8 @@ pub struct World {
     pub store: Store,
     pub selection: Selection,
     uid: u64,
+    /// The Services as applied (the store keeps only what decisions read of them).
+    services: BTreeMap<ObjectKey, Service>,
 }
 
 impl Default for World {
@@ -53,6 +55,7 @@ impl World {
                 namespace: SYSTEM.into(),
             },
             uid: 0,
+            services: BTreeMap::new(),
         }
     }
 
@@ -158,11 +161,26 @@ impl World {
             }),
             status: None,
         };
+        self.services
+            .insert(ObjectKey::new(namespace, name), svc.clone());
+        self.store.apply(Object::Service(svc), SYSTEM);
+    }
+
+    /// Changes a Service made by [`World::service`] and applies it again.
+    pub fn edit_service(&mut self, namespace: &str, name: &str, edit: impl FnOnce(&mut Service)) {
+        let key = ObjectKey::new(namespace, name);
+        let svc = self
+            .services
+            .get_mut(&key)
+            .expect("a Service of this world");
+        edit(svc);
+        let svc = svc.clone();
         self.store.apply(Object::Service(svc), SYSTEM);
     }
 
     /// Removes a Service.
     pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        self.services.remove(&ObjectKey::new(namespace, name));
         self.store
             .delete("Service", &ObjectKey::new(namespace, name));
     }

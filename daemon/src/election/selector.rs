@@ -44,24 +44,38 @@ impl SelectorOperator {
 /// matches nothing.
 pub fn requirement_holds(
     op: Option<SelectorOperator>,
-    have: Option<&String>,
+    have: Option<&str>,
     values: &[String],
 ) -> bool {
     match op {
-        Some(SelectorOperator::In) => have.is_some_and(|v| values.contains(v)),
-        Some(SelectorOperator::NotIn) => have.is_none_or(|v| !values.contains(v)),
+        Some(SelectorOperator::In) => have.is_some_and(|v| values.iter().any(|x| x == v)),
+        Some(SelectorOperator::NotIn) => have.is_none_or(|v| values.iter().all(|x| x != v)),
         Some(SelectorOperator::Exists) => have.is_some(),
         Some(SelectorOperator::DoesNotExist) => have.is_none(),
         None => false,
     }
 }
 
+/// Labels a selector is evaluated on: a node's or namespace's map, or a Service's sorted
+/// pairs as the store keeps them ([`crate::service::Pairs`]).
+pub trait Labels {
+    /// The value of label `key`.
+    fn label(&self, key: &str) -> Option<&str>;
+}
+
+impl Labels for BTreeMap<String, String> {
+    fn label(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
 /// Whether every `matchLabels` pair holds (the other half of a selector).
-pub fn labels_hold<'a>(
+pub fn labels_hold<'a, L: Labels + ?Sized>(
     want: impl IntoIterator<Item = (&'a String, &'a String)>,
-    labels: &BTreeMap<String, String>,
+    labels: &L,
 ) -> bool {
-    want.into_iter().all(|(k, v)| labels.get(k) == Some(v))
+    want.into_iter()
+        .all(|(k, v)| labels.label(k) == Some(v.as_str()))
 }
 
 /// One `matchExpressions` entry.
@@ -88,10 +102,9 @@ impl NodeSelector {
     /// Whether a node with `labels` satisfies this selector.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         labels_hold(&self.match_labels, labels)
-            && self
-                .match_expressions
-                .iter()
-                .all(|req| requirement_holds(Some(req.operator), labels.get(&req.key), &req.values))
+            && self.match_expressions.iter().all(|req| {
+                requirement_holds(Some(req.operator), labels.label(&req.key), &req.values)
+            })
     }
 }
 

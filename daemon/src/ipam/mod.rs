@@ -26,16 +26,16 @@ pub mod pool;
 pub mod range;
 pub mod request;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use self::pool::PoolView;
 use self::range::{from_u128, is_buggy, Family};
 use self::request::{request_of, Request, Sharing};
+use crate::service::ServiceFacts;
 use crate::snapshot::{ObjectKey, Snapshot};
 use imbl::OrdMap;
-use k8s_openapi::api::core::v1::Service;
 
 pub use self::incremental::{IncrementalAllocator, Update, UpdateKind};
 
@@ -61,22 +61,18 @@ impl AllocationKey {
 /// Which node pools a Service is exposed in: `Ok(None)` without a node-pool selector (one
 /// cluster-wide allocation), `Ok(Some(pools))` (sorted) with one, or why its selector is
 /// wrong. A plain function, not a closure: the incremental allocator keeps it across runs.
-pub type Selection = fn(&Snapshot, &Service) -> Result<Option<Vec<Arc<str>>>, String>;
+pub type Selection = fn(&Snapshot, &ServiceFacts) -> Result<Option<Vec<Arc<str>>>, String>;
 
 /// The allocation keys of a Service, in key order, or why it has none.
 pub fn keys_of(
     select: Selection,
     snap: &Snapshot,
     key: &ObjectKey,
-    svc: &Service,
+    svc: &ServiceFacts,
 ) -> Result<Vec<AllocationKey>, AllocationError> {
     // A cloud class's entry points are its cloud load balancers' (crate::cloud_lb): no IP
     // from a pool, and no IP of its status read back as a record.
-    if !crate::nodepool::is_self_announced_class(
-        svc.spec
-            .as_ref()
-            .and_then(|s| s.load_balancer_class.as_deref()),
-    ) {
+    if !crate::nodepool::is_self_announced_class(svc.class()) {
         return Ok(Vec::new());
     }
     match select(snap, svc) {
@@ -350,7 +346,7 @@ pub fn split_by_node_pool(
     select: Selection,
     snap: &Snapshot,
     key: &ObjectKey,
-    svc: &Service,
+    svc: &ServiceFacts,
     ips: Vec<IpAddr>,
 ) -> Vec<(AllocationKey, Vec<IpAddr>)> {
     let keys = match keys_of(select, snap, key, svc) {
@@ -380,13 +376,9 @@ pub fn split_by_node_pool(
 
 /// The IPs a Service's status records (`status.loadBalancer.ingress[].ip`), in order;
 /// entries that are not IPs (hostnames) are skipped.
-pub fn status_ips(svc: &k8s_openapi::api::core::v1::Service) -> Vec<IpAddr> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
+pub fn status_ips(svc: &ServiceFacts) -> Vec<IpAddr> {
+    svc.ingress
+        .iter()
         .filter_map(|i| i.ip.as_deref()?.parse().ok())
         .collect()
 }
@@ -600,7 +592,7 @@ pub fn allocate(snap: &Snapshot, previous: &Assignments) -> Assignments {
 /// snapshot's node pools ([`crate::nodepool::selected_node_pools`]).
 pub fn selected_node_pools(
     snap: &Snapshot,
-    svc: &Service,
+    svc: &ServiceFacts,
 ) -> Result<Option<Vec<Arc<str>>>, String> {
     crate::nodepool::selected_node_pools(svc, &snap.node_pools).map_err(|e| e.to_string())
 }
@@ -647,7 +639,7 @@ fn first_pass(
     run: &mut Run<'_>,
     snap: &Snapshot,
     akey: &AllocationKey,
-    svc: &Service,
+    svc: &ServiceFacts,
     prev: Option<&Outcome>,
     pending: &mut Vec<Pending>,
 ) -> Option<Outcome> {
@@ -656,8 +648,7 @@ fn first_pass(
         Ok(r) => r,
         Err(e) => return Some(Err(e)),
     };
-    let no_labels = BTreeMap::new();
-    let labels = svc.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let labels = &svc.labels;
     let ns_labels = snap.namespace_labels.get(&key.namespace);
     let node_pool = akey.node_pool.as_deref();
     let serves: Vec<bool> = if run.all_open {

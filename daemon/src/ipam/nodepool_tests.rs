@@ -154,7 +154,10 @@ fn a_node_pool_without_a_scoped_pool_or_with_a_full_one_fails_alone_and_says_whi
 
 #[test]
 fn a_selector_that_selects_no_pool_or_cannot_be_read_is_reported_on_the_service() {
-    fn bad(_: &Snapshot, _: &Service) -> Result<Option<Vec<Arc<str>>>, String> {
+    fn bad(
+        _: &Snapshot,
+        _: &crate::service::ServiceFacts,
+    ) -> Result<Option<Vec<Arc<str>>>, String> {
         Err("Service default/cube: annotation service.openyurt.io/nodepool-labelselector: \"=x\" is not a label selector".into())
     }
     let mut store = two_regions();

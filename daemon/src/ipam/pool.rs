@@ -11,6 +11,7 @@ use super::range::{Family, IpRange};
 use crate::api::IPAddressPool;
 use crate::nodepool::NodePoolView;
 use crate::selector;
+use crate::service::Pairs;
 use crate::snapshot::{Checked, ObjectKey};
 
 /// A valid pool, ready for allocation.
@@ -70,7 +71,7 @@ impl PoolView {
                             pool.spec
                                 .node_pool_selectors
                                 .iter()
-                                .any(|s| selector::matches(s, labels))
+                                .any(|s| selector::matches(s, *labels))
                         })
                         .map(|(name, _)| name.clone()),
                 );
@@ -125,7 +126,7 @@ impl PoolView {
         &self,
         namespace: &str,
         namespace_labels: Option<&BTreeMap<String, String>>,
-        service_labels: &BTreeMap<String, String>,
+        service_labels: &Pairs,
     ) -> bool {
         if self.serves_all() {
             return true;

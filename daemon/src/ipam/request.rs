@@ -4,11 +4,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-
 use super::range::Family;
 use super::AllocationError;
 use crate::api::annotations::{ADDRESS_POOL, ALLOW_SHARED_IP, LOAD_BALANCER_IPS};
+use crate::service::ServiceFacts;
 
 /// `spec.ipFamilyPolicy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,31 +76,27 @@ fn family_named(name: &str) -> Option<Family> {
 }
 
 /// Reads a Service's request; an unreadable annotation is an error for this Service alone.
-pub fn request_of(svc: &Service) -> Result<Request, AllocationError> {
-    let no_spec = k8s_openapi::api::core::v1::ServiceSpec::default();
-    let no_annotations = BTreeMap::new();
-    let spec = svc.spec.as_ref().unwrap_or(&no_spec);
-    let annotations = svc.metadata.annotations.as_ref().unwrap_or(&no_annotations);
+pub fn request_of(svc: &ServiceFacts) -> Result<Request, AllocationError> {
     let bad = |annotation: &str, value: &str| AllocationError::BadAnnotation {
         annotation: annotation.to_string(),
         value: value.to_string(),
     };
 
     let mut requested = Vec::new();
-    if let Some(list) = annotations.get(LOAD_BALANCER_IPS) {
+    if let Some(list) = svc.annotation(LOAD_BALANCER_IPS) {
         for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             requested.push(part.parse().map_err(|_| bad(LOAD_BALANCER_IPS, list))?);
         }
-    } else if let Some(ip) = spec.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
+    } else if let Some(ip) = svc.load_balancer_ip.as_deref().filter(|s| !s.is_empty()) {
         requested.push(ip.parse().map_err(|_| AllocationError::BadLoadBalancerIp {
             value: ip.to_string(),
         })?);
     }
 
     let mut families: Vec<Family> = Vec::new();
-    for name in spec.ip_families.iter().flatten() {
+    for name in svc.ip_families.iter() {
         let f = family_named(name).ok_or_else(|| AllocationError::BadIpFamily {
-            value: name.clone(),
+            value: name.to_string(),
         })?;
         if !families.contains(&f) {
             families.push(f);
@@ -118,7 +113,7 @@ pub fn request_of(svc: &Service) -> Result<Request, AllocationError> {
     if families.is_empty() {
         families.push(Family::V4);
     }
-    let policy = match spec.ip_family_policy.as_deref() {
+    let policy = match svc.ip_family_policy.as_deref() {
         None | Some("SingleStack") => FamilyPolicy::SingleStack,
         Some("PreferDualStack") => FamilyPolicy::PreferDualStack,
         Some("RequireDualStack") => FamilyPolicy::RequireDualStack,
@@ -136,34 +131,28 @@ pub fn request_of(svc: &Service) -> Result<Request, AllocationError> {
         });
     }
 
-    let sharing = annotations
-        .get(ALLOW_SHARED_IP)
+    let sharing = svc
+        .annotation(ALLOW_SHARED_IP)
         .filter(|k| !k.is_empty())
         .map(|key| Sharing {
-            key: key.as_str().into(),
-            ports: spec
+            key: key.into(),
+            ports: svc
                 .ports
                 .iter()
-                .flatten()
-                .map(|p| {
-                    (
-                        p.protocol.clone().unwrap_or_else(|| "TCP".to_string()),
-                        p.port,
-                    )
-                })
+                .map(|p| (p.protocol.as_deref().unwrap_or("TCP").to_string(), p.port))
                 .collect(),
-            local: spec.external_traffic_policy.as_deref() == Some("Local"),
-            selector: spec.selector.clone().unwrap_or_default(),
+            local: svc.local,
+            selector: svc.sharing_selector.to_map(),
         });
 
     Ok(Request {
         families,
         policy,
         requested,
-        pool: annotations
-            .get(ADDRESS_POOL)
+        pool: svc
+            .annotation(ADDRESS_POOL)
             .filter(|p| !p.is_empty())
-            .cloned(),
+            .map(str::to_string),
         sharing,
     })
 }

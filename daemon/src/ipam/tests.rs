@@ -1,5 +1,6 @@
 //! Allocation: examples for each rule, then properties over random clusters.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use proptest::prelude::*;
@@ -548,11 +549,8 @@ fn check_invariants(s: &Snapshot, a: &Assignments) -> Result<(), TestCaseError> 
                 .iter()
                 .map(|u| {
                     s.services[u]
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|m| m.get(ALLOW_SHARED_IP))
-                        .cloned()
+                        .annotation(ALLOW_SHARED_IP)
+                        .map(str::to_string)
                 })
                 .collect();
             prop_assert!(
@@ -639,7 +637,7 @@ proptest! {
         // A Service asking for exactly the freed IP gets it.
         for ip in freed {
             let mut objects = pools.clone();
-            let mut s3 = build(&rest, &pools).services.values().map(|s| Object::Service((**s).clone())).collect::<Vec<_>>();
+            let mut s3 = rest.iter().map(|s| Object::Service(generated_service("default", s.name, s.port, s.share, s.request, s.family))).collect::<Vec<_>>();
             objects.append(&mut s3);
             let fam = if ip.is_ipv6() { "IPv6" } else { "IPv4" };
             objects.push(Object::Service(families(annotate(service("default", "zz-new", 9), LOAD_BALANCER_IPS, &ip.to_string()), &[fam], "SingleStack")));

@@ -13,9 +13,8 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::Service;
-
 use crate::ipam::AllocationKey;
+use crate::service::ServiceFacts;
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// The OpenYurt service topology annotation.
@@ -26,11 +25,8 @@ pub const NODEPOOL_TOPOLOGY: &str = "openyurt.io/nodepool";
 
 /// Whether the Service keeps traffic inside the node pool (`openyurt.io/topologyKeys`
 /// lists `openyurt.io/nodepool`; the value is a comma-separated list, as OpenYurt reads it).
-pub fn pool_topology(svc: &Service) -> bool {
-    svc.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(TOPOLOGY_KEYS))
+pub fn pool_topology(svc: &ServiceFacts) -> bool {
+    svc.annotation(TOPOLOGY_KEYS)
         .is_some_and(|v| v.split(',').any(|k| k.trim() == NODEPOOL_TOPOLOGY))
 }
 
@@ -43,7 +39,7 @@ pub fn in_pool(snap: &Snapshot, node: &str, node_pool: &str) -> bool {
 
 /// Whether the allocation has a ready endpoint that counts for it: in its node pool when
 /// the Service keeps traffic inside the pool, else anywhere.
-pub fn has_ready_endpoint_for(snap: &Snapshot, akey: &AllocationKey, svc: &Service) -> bool {
+pub fn has_ready_endpoint_for(snap: &Snapshot, akey: &AllocationKey, svc: &ServiceFacts) -> bool {
     match &akey.node_pool {
         Some(np) if pool_topology(svc) => ready_nodes(snap, &akey.service)
             .iter()
@@ -71,7 +67,7 @@ pub fn ready_nodes_for(snap: &Snapshot, akey: &AllocationKey) -> BTreeSet<String
 pub fn node_may_serve_key(
     snap: &Snapshot,
     akey: &AllocationKey,
-    svc: &Service,
+    svc: &ServiceFacts,
     node: &str,
 ) -> bool {
     if let Some(np) = &akey.node_pool {
@@ -87,11 +83,8 @@ pub fn node_may_serve_key(
 }
 
 /// Whether the Service uses `externalTrafficPolicy: Local`.
-pub fn is_local(svc: &Service) -> bool {
-    svc.spec
-        .as_ref()
-        .and_then(|s| s.external_traffic_policy.as_deref())
-        == Some("Local")
+pub fn is_local(svc: &ServiceFacts) -> bool {
+    svc.local
 }
 
 /// The nodes that host a ready endpoint of the Service. An endpoint whose `ready` condition
@@ -115,7 +108,12 @@ pub fn has_ready_endpoint(snap: &Snapshot, service: &ObjectKey) -> bool {
 
 /// Whether `node` may serve the Service by its traffic policy: Local needs a ready
 /// endpoint on `node`, Cluster a ready endpoint anywhere.
-pub fn node_may_serve(snap: &Snapshot, service: &ObjectKey, svc: &Service, node: &str) -> bool {
+pub fn node_may_serve(
+    snap: &Snapshot,
+    service: &ObjectKey,
+    svc: &ServiceFacts,
+    node: &str,
+) -> bool {
     if is_local(svc) {
         ready_nodes(snap, service).contains(node)
     } else {

@@ -21,11 +21,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
-
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::l2::{assemble, candidates, requests_of, L2Node, L2Plan, L2Requests, Members};
+use crate::service::ServiceFacts;
 use crate::snapshot::{Slice, Snapshot};
 
 /// Node changes re-elected one after another before a full election is cheaper.
@@ -70,7 +69,7 @@ struct Last {
 struct ServiceInputs {
     key: AllocationKey,
     /// The Service by identity (held, so its address is never reused), and its slices.
-    svc: Option<Arc<Service>>,
+    svc: Option<Arc<ServiceFacts>>,
     slices: OneOrMore<Arc<Slice>>,
     outcome: Option<(Arc<str>, OneOrMore<IpAddr>)>,
     /// How many requests it gave (consecutive in `L2Requests`).
@@ -103,7 +102,7 @@ impl<T: Clone> OneOrMore<T> {
 impl ServiceInputs {
     fn new(
         key: &AllocationKey,
-        svc: Option<&Arc<Service>>,
+        svc: Option<&Arc<ServiceFacts>>,
         slices: &[Arc<Slice>],
         outcome: &Outcome,
         count: usize,
@@ -120,7 +119,12 @@ impl ServiceInputs {
         }
     }
 
-    fn same(&self, svc: Option<&Arc<Service>>, slices: &[Arc<Slice>], outcome: &Outcome) -> bool {
+    fn same(
+        &self,
+        svc: Option<&Arc<ServiceFacts>>,
+        slices: &[Arc<Slice>],
+        outcome: &Outcome,
+    ) -> bool {
         let svc_same = match (&self.svc, svc) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,

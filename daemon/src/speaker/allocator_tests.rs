@@ -256,10 +256,8 @@ fn double_announced(snap: &Snapshot, shown: &Assignments) -> Option<IpAddr> {
     }
     let shares = |k: &ObjectKey| {
         snap.services.get(k).is_some_and(|s| {
-            s.metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(crate::api::annotations::ALLOW_SHARED_IP))
+            s.annotation(crate::api::annotations::ALLOW_SHARED_IP)
+                .is_some()
         })
     };
     holders
@@ -268,14 +266,18 @@ fn double_announced(snap: &Snapshot, shown: &Assignments) -> Option<IpAddr> {
         .map(|(ip, _)| ip)
 }
 
+/// The Services as the API server has them (the store keeps what decisions read).
+type Api = std::collections::BTreeMap<ObjectKey, Service>;
+
 /// The allocator of record's result for `k` (its IPs, or none) written to its status.
-fn land(s: &mut Store, snap: &Snapshot, last: &Assignments, k: &ObjectKey) {
-    if let Some(old) = snap.services.get(k) {
+fn land(s: &mut Store, api: &mut Api, snap: &Snapshot, last: &Assignments, k: &ObjectKey) {
+    if let (Some(_), Some(old)) = (snap.services.get(k), api.get_mut(k)) {
         let ips = match last.merged(k) {
             Some(Ok(al)) => al.ips,
             _ => Vec::new(),
         };
-        s.apply(Object::Service(with_status((**old).clone(), &ips)), NS);
+        *old = with_status(old.clone(), &ips);
+        s.apply(Object::Service(old.clone()), NS);
     }
 }
 
@@ -314,6 +316,7 @@ proptest::proptest! {
         let mut own = Allocator::default();
         let mut fenced = true;
         let mut last = record.step(&s.snapshot(&sel)).0;
+        let mut api = Api::new();
         for op in ops {
             let snap = s.snapshot(&sel);
             match op {
@@ -323,16 +326,20 @@ proptest::proptest! {
                     if shared {
                         svc = fixtures::annotate(svc, crate::api::annotations::ALLOW_SHARED_IP, "k");
                     }
-                    if let Some(old) = snap.services.get(&key(&name)) {
+                    if let Some(old) = api.get(&key(&name)) {
                         svc.status = old.status.clone();
                     }
+                    api.insert(key(&name), svc.clone());
                     s.apply(Object::Service(svc), NS);
                 }
-                ClusterOp::Delete(i) => s.delete("Service", &key(&format!("s{i}"))),
-                ClusterOp::Land(i) => land(&mut s, &snap, &last, &key(&format!("s{i}"))),
+                ClusterOp::Delete(i) => {
+                    api.remove(&key(&format!("s{i}")));
+                    s.delete("Service", &key(&format!("s{i}")));
+                }
+                ClusterOp::Land(i) => land(&mut s, &mut api, &snap, &last, &key(&format!("s{i}"))),
                 ClusterOp::Settle => {
                     for k in snap.services.keys() {
-                        land(&mut s, &snap, &last, k);
+                        land(&mut s, &mut api, &snap, &last, k);
                     }
                 }
                 ClusterOp::Pool(wide) => {

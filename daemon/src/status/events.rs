@@ -27,12 +27,12 @@
 use std::hash::Hasher;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::{Client, Resource};
+use kube::Client;
 use serde_json::json;
 
 /// The reporting controller of every Event.
@@ -223,40 +223,19 @@ pub fn event(regarding: &ObjectReference, note: &Note, instance: &str, now: Time
     }
 }
 
-/// Posts `note` about `svc` while `may_retry` allows; see [`post_about`].
+/// Posts `note` about `regarding` while `may_retry` allows; see [`post_about`].
 pub async fn post_while(
     client: &Client,
     instance: &str,
-    svc: &Service,
+    regarding: &ObjectReference,
     note: &Note,
     repeat: bool,
     timeout: Duration,
     may_retry: MayRetry<'_>,
 ) -> Result<Posted, String> {
-    let regarding = svc.object_ref(&());
     let now = Timestamp::now();
     post_with(
-        client, instance, &regarding, note, repeat, timeout, RETRY, now, may_retry,
-    )
-    .await
-}
-
-/// Posts `note` about `svc`; see [`post_about`].
-pub async fn post(
-    client: &Client,
-    instance: &str,
-    svc: &Service,
-    note: &Note,
-    repeat: bool,
-    timeout: Duration,
-) -> Result<Posted, String> {
-    post_about(
-        client,
-        instance,
-        &svc.object_ref(&()),
-        note,
-        repeat,
-        timeout,
+        client, instance, regarding, note, repeat, timeout, RETRY, now, may_retry,
     )
     .await
 }
@@ -353,6 +332,8 @@ mod tests {
     use super::*;
     use crate::fixtures::service;
     use crate::mock_api::{scripted, status_error, Call};
+    use k8s_openapi::api::core::v1::Service;
+    use kube::Resource;
 
     fn svc() -> Service {
         let mut s = service("default", "web", 80);
@@ -430,15 +411,15 @@ mod tests {
         let t = Duration::from_secs(2);
         let note = allocated("192.0.2.1");
         assert_eq!(
-            post(&client, "node-b", &svc(), &note, false, t).await,
+            post_about(&client, "node-b", &svc().object_ref(&()), &note, false, t).await,
             Ok(Posted::Created)
         );
         assert_eq!(
-            post(&client, "node-b", &svc(), &note, false, t).await,
+            post_about(&client, "node-b", &svc().object_ref(&()), &note, false, t).await,
             Ok(Posted::AlreadyReported)
         );
         assert_eq!(
-            post(&client, "node-b", &svc(), &note, true, t).await,
+            post_about(&client, "node-b", &svc().object_ref(&()), &note, true, t).await,
             Ok(Posted::Repeated(2))
         );
         server.await.expect("every call came");
@@ -574,7 +555,7 @@ mod tests {
         let got = post_while(
             &client,
             "node-b",
-            &svc(),
+            &svc().object_ref(&()),
             &note,
             true,
             Duration::from_secs(2),

@@ -19,12 +19,12 @@
 //! (`nil` means `VIP`) and have no pass-through switch; cloud controllers (OpenStack's,
 //! Hetzner's) set `Proxy` only when their load balancer proxies (PROXY protocol).
 
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{json, Value};
 
 use crate::api::annotations::{ELB_PASS_THROUGH, PASS_THROUGH};
 use crate::api::IPAddressPool;
+use crate::service::ServiceFacts;
 use crate::snapshot::SnapshotData;
 
 /// The Service condition about pass-through (present only while the Service asks).
@@ -63,11 +63,10 @@ pub fn frontend_of(snap: &SnapshotData, pool: &str) -> Frontend {
 }
 
 /// The annotation by which the Service asks for pass-through (`"true"`), if any.
-pub fn requested(svc: &Service) -> Option<&'static str> {
-    let a = svc.metadata.annotations.as_ref()?;
+pub fn requested(svc: &ServiceFacts) -> Option<&'static str> {
     [PASS_THROUGH, ELB_PASS_THROUGH]
         .into_iter()
-        .find(|k| a.get(*k).is_some_and(|v| v == "true"))
+        .find(|k| svc.annotation(k) == Some("true"))
 }
 
 /// `status.loadBalancer.ingress[].ipMode`.
@@ -128,14 +127,10 @@ pub fn refusal_message(service: &str, annotation: &str, pool: &str) -> String {
 
 /// The condition the Service should carry, given its pool (when it has an IP). `None`:
 /// no condition (the Service does not ask).
-pub fn desired(svc: &Service, pool: &str, frontend: Frontend, now: Time) -> Option<Condition> {
+pub fn desired(svc: &ServiceFacts, pool: &str, frontend: Frontend, now: Time) -> Option<Condition> {
     let request = requested(svc)?;
     let d = decide(frontend, Some(request));
-    let service = format!(
-        "{}/{}",
-        svc.metadata.namespace.as_deref().unwrap_or_default(),
-        svc.metadata.name.as_deref().unwrap_or_default()
-    );
+    let service = format!("{}/{}", svc.key.namespace, svc.key.name);
     let (status, reason, message) = match d.refused {
         Some(annotation) => (
             "False",
@@ -153,19 +148,14 @@ pub fn desired(svc: &Service, pool: &str, frontend: Frontend, now: Time) -> Opti
         status: status.into(),
         reason: reason.into(),
         message,
-        observed_generation: svc.metadata.generation,
+        observed_generation: svc.generation,
         last_transition_time: now,
     })
 }
 
 /// The pass-through condition the Service carries now.
-pub fn current(svc: &Service) -> Option<&Condition> {
-    svc.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == CONDITION)
+pub fn current(svc: &ServiceFacts) -> Option<&Condition> {
+    svc.pass_through.as_deref()
 }
 
 /// The status apply body of [`FIELD_MANAGER`]: the condition, or none (which removes the
@@ -181,7 +171,7 @@ pub fn apply_body(name: &str, condition: Option<&Condition>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{annotate, service};
+    use crate::fixtures::{annotate, facts, service};
     use k8s_openapi::jiff::Timestamp;
     use proptest::prelude::*;
 
@@ -221,7 +211,7 @@ mod tests {
             for (k, v) in &anns {
                 svc = annotate(svc, k, v);
             }
-            let request = requested(&svc);
+            let request = requested(&facts(&svc));
             let d = decide(f, request);
             prop_assert_eq!(
                 d.mode == IpMode::Proxy,
@@ -231,7 +221,7 @@ mod tests {
             if f == Frontend::SelfAnnounced {
                 prop_assert_eq!(d.mode, IpMode::Vip);
             }
-            let cond = desired(&svc, "lan", f, Time(Timestamp::now()));
+            let cond = desired(&facts(&svc), "lan", f, Time(Timestamp::now()));
             prop_assert_eq!(cond.is_some(), request.is_some());
             if let (Some(c), Some(a)) = (&cond, d.refused) {
                 prop_assert_eq!(c.status.as_str(), "False");
@@ -245,17 +235,22 @@ mod tests {
     fn only_the_exact_value_true_asks() {
         for key in [PASS_THROUGH, ELB_PASS_THROUGH] {
             let svc = annotate(service("default", "web", 80), key, "true");
-            assert_eq!(requested(&svc), Some(key));
+            assert_eq!(requested(&facts(&svc)), Some(key));
         }
         let svc = annotate(service("default", "web", 80), PASS_THROUGH, "yes");
-        assert_eq!(requested(&svc), None);
+        assert_eq!(requested(&facts(&svc)), None);
     }
 
     #[test]
     fn the_refusal_names_service_annotation_and_pool() {
         let svc = annotate(service("shop", "web", 80), ELB_PASS_THROUGH, "true");
-        let c = desired(&svc, "lan", Frontend::SelfAnnounced, Time(Timestamp::now()))
-            .expect("a condition");
+        let c = desired(
+            &facts(&svc),
+            "lan",
+            Frontend::SelfAnnounced,
+            Time(Timestamp::now()),
+        )
+        .expect("a condition");
         assert_eq!(c.type_, CONDITION);
         assert!(
             c.message.starts_with(

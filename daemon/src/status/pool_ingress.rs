@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
+use k8s_openapi::api::core::v1::LoadBalancerIngress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -31,6 +31,7 @@ use super::service::desired_ingress;
 use crate::api::openyurt::{PoolService, POOLSERVICE_API_VERSION};
 use crate::ipam::{AllocationKey, Assignments};
 use crate::nodepool::{is_self_announced_class, pool_source, PoolSource};
+use crate::service::ServiceFacts;
 use crate::snapshot::{ObjectKey, Snapshot};
 
 /// A Service and one of its node pools.
@@ -168,7 +169,7 @@ impl PoolEntry {
 /// invalid): its ingress is then the union of every selected pool's entry ([`union`] of
 /// [`of_service`]). `None` for a cloud class or when every selected pool announces itself.
 /// The selection is parsed once and handed out, so callers do not parse it again.
-pub fn pools_with_a_cloud_entry(snap: &Snapshot, svc: &Service) -> Option<Vec<Arc<str>>> {
+pub fn pools_with_a_cloud_entry(snap: &Snapshot, svc: &ServiceFacts) -> Option<Vec<Arc<str>>> {
     if is_cloud(svc) {
         return None;
     }
@@ -185,12 +186,8 @@ pub fn pools_with_a_cloud_entry(snap: &Snapshot, svc: &Service) -> Option<Vec<Ar
 pub type PoolIngress = BTreeMap<PoolKey, PoolEntry>;
 
 /// Whether the Service's entry points come from the cloud driver.
-pub fn is_cloud(svc: &Service) -> bool {
-    !is_self_announced_class(
-        svc.spec
-            .as_ref()
-            .and_then(|s| s.load_balancer_class.as_deref()),
-    )
+pub fn is_cloud(svc: &ServiceFacts) -> bool {
+    !is_self_announced_class(svc.class())
 }
 
 /// The entry of one pool of a Service.
@@ -199,7 +196,7 @@ pub fn entry(
     a: &Assignments,
     cloud: &CloudReports,
     key: &ObjectKey,
-    svc: &Service,
+    svc: &ServiceFacts,
     pool: &Arc<str>,
 ) -> PoolEntry {
     match pool_source(svc, snap.node_pools.get(pool)) {
@@ -288,7 +285,7 @@ pub fn of_service(
     a: &Assignments,
     cloud: &CloudReports,
     key: &ObjectKey,
-    svc: &Service,
+    svc: &ServiceFacts,
     pools: &[Arc<str>],
 ) -> Vec<(Arc<str>, PoolEntry)> {
     let mut pools = pools.to_vec();

@@ -5,9 +5,10 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::*;
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
-use crate::fixtures::{annotate, node, pool, scoped_pool, service};
+use crate::fixtures::{annotate, facts, node, pool, scoped_pool, service};
 use crate::ipam::allocate;
 use crate::snapshot::{Object, Selection, Store};
+use k8s_openapi::api::core::v1::Service;
 
 const NS: &str = "edgelb-system";
 
@@ -69,7 +70,7 @@ fn each_pool_says_whether_it_has_an_address_and_the_union_is_in_pool_name_order(
     let a = allocate(&snap, &Assignments::default());
     let key = ObjectKey::new("default", "cube");
     let cloud = CloudReports::default();
-    let got = of_service(&snap, &a, &cloud, &key, &svc, &pools());
+    let got = of_service(&snap, &a, &cloud, &key, &facts(&svc), &pools());
     let names: Vec<&str> = got.iter().map(|(p, _)| &**p).collect();
     assert_eq!(names, ["np-beijing", "np-chengdu", "np-hefei"]);
     // np-beijing has no IPAddressPool scoped to it: no address, and the pool is named.
@@ -121,7 +122,7 @@ fn a_pool_not_allocated_yet_is_pending_and_a_service_wide_error_is_named_per_poo
         &Assignments::default(),
         &CloudReports::default(),
         &key,
-        &svc,
+        &facts(&svc),
         &"np-hefei".into(),
     );
     assert_eq!(e.reason, PENDING);
@@ -136,7 +137,7 @@ fn a_pool_not_allocated_yet_is_pending_and_a_service_wide_error_is_named_per_poo
         &a,
         &CloudReports::default(),
         &key,
-        &bad,
+        &facts(&bad),
         &"np-hefei".into(),
     );
     assert_eq!(e.reason, PENDING);
@@ -186,7 +187,7 @@ fn a_cloud_class_reads_only_the_drivers_reports() {
             ..Default::default()
         },
     );
-    let got = of_service(&snap, &a, &cloud, &key, &svc, &pools());
+    let got = of_service(&snap, &a, &cloud, &key, &facts(&svc), &pools());
     assert_eq!(got[0].1.reason, "QuotaExceeded");
     assert_eq!(got[1].1.reason, CLOUD_ASSIGNED);
     assert_eq!(got[2].1.ingress, cloud_ingress("39.106.0.1"));
@@ -202,7 +203,7 @@ fn a_cloud_class_reads_only_the_drivers_reports() {
         &a,
         &CloudReports::default(),
         &key,
-        &svc,
+        &facts(&svc),
         &"np-hefei".into(),
     );
     assert_eq!(e.reason, CLOUD_PENDING);
@@ -234,8 +235,8 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
     store.apply(Object::Service(svc.clone()), NS);
     let snap = store.snapshot(&Selection::default());
     let key = ObjectKey::new("default", "cube");
-    let keys =
-        crate::ipam::keys_of(crate::ipam::selected_node_pools, &snap, &key, &svc).expect("keys");
+    let keys = crate::ipam::keys_of(crate::ipam::selected_node_pools, &snap, &key, &facts(&svc))
+        .expect("keys");
     assert_eq!(
         keys.iter()
             .map(|k| k.node_pool.as_deref().unwrap_or("-"))
@@ -254,10 +255,10 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
     );
     // Every selected pool (in name order), not only those behind the cloud.
     assert_eq!(
-        pools_with_a_cloud_entry(&snap, &svc).as_deref(),
+        pools_with_a_cloud_entry(&snap, &facts(&svc)).as_deref(),
         Some(&["np-beijing".into(), "np-chengdu".into(), "np-hefei".into()][..])
     );
-    let got = of_service(&snap, &a, &cloud, &key, &svc, &pools());
+    let got = of_service(&snap, &a, &cloud, &key, &facts(&svc), &pools());
     let (_, bj) = &got[0];
     assert_eq!(bj.reason, INVALID_POOL_CLASS);
     assert!(bj.message.contains("NodePool np-beijing"), "{}", bj.message);
@@ -270,7 +271,7 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
         ["144.121.0.1", "192.0.2.0"]
     );
     // Without the annotations the same Service is announced in every pool.
-    assert!(pools_with_a_cloud_entry(&two_regions_snapshot(&svc), &svc).is_none());
+    assert!(pools_with_a_cloud_entry(&two_regions_snapshot(&svc), &facts(&svc)).is_none());
 }
 
 fn two_regions_snapshot(svc: &Service) -> Snapshot {

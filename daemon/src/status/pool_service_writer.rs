@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::events::{post, Note};
+use super::events::{post_about, Note};
 use super::leader::Fence;
 use super::pool_ingress::{CloudSource, CLOUD_FINALIZER};
 use super::pool_services::{has_cloud_finalizer, plan_with, Plan};
@@ -241,7 +241,7 @@ async fn run(
                 note: problem.2.clone(),
             };
             tracing::warn!(service = %problem.0, reason = problem.1, "{}", problem.2);
-            match post(&client, &node, svc, &note, false, budget).await {
+            match post_about(&client, &node, &svc.object_ref(), &note, false, budget).await {
                 Ok(_) => {
                     st.events += 1;
                     reported.insert(problem);

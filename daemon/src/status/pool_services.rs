@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::api::openyurt::{
@@ -23,6 +22,7 @@ use crate::api::openyurt::{
     MANAGED_BY, NODEPOOL_API_VERSION,
 };
 use crate::nodepool::{is_self_announced_in, selected_node_pools};
+use crate::service::ServiceFacts;
 use crate::snapshot::{has_finalizer, ObjectKey, Selection, Snapshot};
 use crate::status::pool_ingress::{CloudReports, CLOUD_FINALIZER};
 
@@ -118,7 +118,7 @@ pub struct Apply {
 }
 
 /// The desired PoolService of `svc` for `pool`.
-pub fn desired(snap: &Snapshot, svc: &Service, pool: &str) -> PoolService {
+pub fn desired(snap: &Snapshot, svc: &ServiceFacts, pool: &str) -> PoolService {
     desired_with(snap, svc, pool, &CloudReports::default())
 }
 
@@ -135,16 +135,16 @@ pub fn has_cloud_finalizer(ps: &PoolService) -> bool {
 /// of a cloud class.
 pub fn desired_with(
     snap: &Snapshot,
-    svc: &Service,
+    svc: &ServiceFacts,
     pool: &str,
     cloud: &CloudReports,
 ) -> PoolService {
-    let svc_name = svc.metadata.name.clone().unwrap_or_default();
+    let svc_name = svc.key.name.to_string();
     let mut owners = vec![OwnerReference {
         api_version: "v1".into(),
         kind: "Service".into(),
         name: svc_name.clone(),
-        uid: svc.metadata.uid.clone().unwrap_or_default(),
+        uid: svc.uid.as_deref().unwrap_or_default().to_string(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     }];
@@ -161,12 +161,12 @@ pub fn desired_with(
     // The pool's source, not only the Service's class: a pool annotated with a cloud class
     // is behind a cloud load balancer even for a self-announced Service.
     let holds = !is_self_announced_in(svc, snap.node_pools.get(pool))
-        && cloud.holds(&(ObjectKey::of(svc), Arc::from(pool)));
+        && cloud.holds(&(svc.key.clone(), Arc::from(pool)));
     PoolService {
         metadata: ObjectMeta {
             finalizers: holds.then(|| vec![CLOUD_FINALIZER.to_string()]),
             name: Some(pool_service_name(&svc_name, pool)),
-            namespace: svc.metadata.namespace.clone(),
+            namespace: svc.namespace().map(str::to_string),
             labels: Some(BTreeMap::from([
                 (LABEL_SERVICE_NAME.to_string(), svc_name),
                 (LABEL_POOL_NAME.to_string(), pool.to_string()),
@@ -176,10 +176,7 @@ pub fn desired_with(
             ..Default::default()
         },
         spec: PoolServiceSpec {
-            load_balancer_class: svc
-                .spec
-                .as_ref()
-                .and_then(|s| s.load_balancer_class.clone()),
+            load_balancer_class: svc.class().map(str::to_string),
         },
         status: None,
     }
@@ -234,7 +231,7 @@ pub fn plan_with(snap: &Snapshot, cloud: &CloudReports) -> Plan {
     let mut wanted_keys: BTreeSet<ObjectKey> = BTreeSet::new();
 
     for (key, svc) in &snap.services {
-        let deleting = svc.metadata.deletion_timestamp.is_some();
+        let deleting = svc.deleting;
         let selected = if deleting {
             Ok(None)
         } else {
@@ -318,8 +315,8 @@ pub fn plan_with(snap: &Snapshot, cloud: &CloudReports) -> Plan {
 
     // Ours that nothing wants any more go; a Service whose ours are all gone loses the
     // finalizer (unless it still fans out).
-    let wants_finalizer = |key: &ObjectKey, svc: &Service| {
-        svc.metadata.deletion_timestamp.is_none()
+    let wants_finalizer = |key: &ObjectKey, svc: &ServiceFacts| {
+        !svc.deleting
             && snap.services.contains_key(key)
             && (frozen.contains(key)
                 || matches!(selected_node_pools(svc, &snap.node_pools), Ok(Some(_))))

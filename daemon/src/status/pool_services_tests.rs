@@ -2,8 +2,10 @@ use super::*;
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
 use crate::fixtures::{annotate, node, node_pool, service};
 use crate::snapshot::{Object, Store};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proptest::prelude::*;
+use std::ops::Deref;
 
 const NS: &str = "edgelb-system";
 
@@ -35,12 +37,53 @@ fn foreign(name: &str) -> Object {
     Object::PoolService(ps)
 }
 
-fn cube(store: &Store) -> Arc<Service> {
+/// The store, and the Services as the API server has them (the store keeps only what
+/// decisions read of them; the tests edit the objects, as users and the writer do).
+#[derive(Default)]
+struct Cluster {
+    store: Store,
+    services: BTreeMap<ObjectKey, Service>,
+}
+
+impl Cluster {
+    fn apply(&mut self, o: Object, ns: &str) {
+        if let Object::Service(s) = &o {
+            self.services.insert(ObjectKey::of(s), s.clone());
+        }
+        self.store.apply(o, ns);
+    }
+
+    fn delete(&mut self, kind: &str, key: &ObjectKey) {
+        if kind == "Service" {
+            self.services.remove(key);
+        }
+        self.store.delete(kind, key);
+    }
+}
+
+impl Deref for Cluster {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// The Service `default/cube-svc` as the API server has it.
+fn cube(store: &Cluster) -> Service {
+    store
+        .services
+        .get(&ObjectKey::new("default", "cube-svc"))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// What the store keeps of `default/cube-svc`.
+fn cube_facts(store: &Cluster) -> Arc<ServiceFacts> {
     store
         .services()
         .get(&ObjectKey::new("default", "cube-svc"))
         .cloned()
-        .unwrap_or_default()
+        .expect("cube-svc")
 }
 
 fn snap_of(store: &Store) -> Snapshot {
@@ -48,7 +91,7 @@ fn snap_of(store: &Store) -> Snapshot {
 }
 
 /// Carries a plan out on the store, as the API server would (UIDs from names).
-fn carry_out(store: &mut Store, p: &Plan) {
+fn carry_out(store: &mut Cluster, p: &Plan) {
     for a in &p.apply {
         let mut o = a.object.clone();
         o.metadata.uid = Some(format!(
@@ -66,10 +109,9 @@ fn carry_out(store: &mut Store, p: &Plan) {
         .map(|k| (k, true))
         .chain(p.remove_finalizer.iter().map(|k| (k, false)))
     {
-        let Some(s) = store.services().get(k).cloned() else {
+        let Some(mut s) = store.services.get(k).cloned() else {
             continue;
         };
-        let mut s = (*s).clone();
         let f = s.metadata.finalizers.get_or_insert_with(Vec::new);
         f.retain(|x| x != crate::api::openyurt::FINALIZER);
         if add {
@@ -84,7 +126,7 @@ fn carry_out(store: &mut Store, p: &Plan) {
 }
 
 /// Plans and carries out until nothing is left to do (at most 5 rounds).
-fn settle(store: &mut Store) -> Plan {
+fn settle(store: &mut Cluster) -> Plan {
     for _ in 0..5 {
         let p = plan(&snap_of(store));
         if p.apply.is_empty()
@@ -99,7 +141,7 @@ fn settle(store: &mut Store) -> Plan {
     panic!("the fan-out does not settle");
 }
 
-fn names(store: &Store) -> Vec<String> {
+fn names(store: &Cluster) -> Vec<String> {
     store
         .pool_services()
         .keys()
@@ -107,8 +149,8 @@ fn names(store: &Store) -> Vec<String> {
         .collect()
 }
 
-fn two_pools() -> Store {
-    let mut store = Store::default();
+fn two_pools() -> Cluster {
+    let mut store = Cluster::default();
     store.apply(pool("np-hefei", &[("k8s-svc", "cube")]), NS);
     store.apply(pool("np-chengdu", &[("k8s-svc", "cube")]), NS);
     store.apply(
@@ -147,7 +189,7 @@ fn one_pool_service_per_selected_pool_owned_by_both() {
         ps.spec.load_balancer_class.as_deref(),
         Some("edgelb.io/speaker")
     );
-    let s = &cube(&store);
+    let s = &cube_facts(&store);
     assert!(has_finalizer(s));
 }
 
@@ -163,7 +205,7 @@ fn each_lifecycle_rule_removes_that_pool_service() {
         ["default/cube-svc-np-hefei"],
         "pool relabelled"
     );
-    let mut s = (*cube(&store)).clone();
+    let mut s = cube(&store);
     // The selector changes.
     s.metadata
         .annotations
@@ -173,7 +215,7 @@ fn each_lifecycle_rule_removes_that_pool_service() {
     settle(&mut store);
     assert!(names(&store).is_empty(), "selector changed");
     assert!(
-        has_finalizer(&cube(&store)),
+        has_finalizer(&cube_facts(&store)),
         "still fans out (to no pool): the finalizer stays"
     );
     // The pool is deleted.
@@ -183,16 +225,16 @@ fn each_lifecycle_rule_removes_that_pool_service() {
     settle(&mut store);
     assert_eq!(names(&store), ["default/cube-svc-np-hefei"], "pool deleted");
     // The annotation goes: every PoolService, then the finalizer.
-    let mut s = (*cube(&store)).clone();
+    let mut s = cube(&store);
     s.metadata.annotations = None;
     store.apply(Object::Service(s), NS);
     settle(&mut store);
     assert!(names(&store).is_empty());
-    assert!(!has_finalizer(&cube(&store)));
+    assert!(!has_finalizer(&cube_facts(&store)));
     // The Service is deleted.
     let mut store = two_pools();
     settle(&mut store);
-    let mut s = (*cube(&store)).clone();
+    let mut s = cube(&store);
     s.metadata.deletion_timestamp = Some(Time(Default::default()));
     store.apply(Object::Service(s), NS);
     let p = plan(&snap_of(&store));
@@ -236,7 +278,7 @@ fn a_foreign_pool_service_is_left_alone_and_reported() {
 fn a_bad_selector_is_reported_and_changes_nothing() {
     let mut store = two_pools();
     settle(&mut store);
-    let mut s = (*cube(&store)).clone();
+    let mut s = cube(&store);
     s.metadata
         .annotations
         .as_mut()
@@ -257,7 +299,7 @@ fn a_bad_selector_is_reported_and_changes_nothing() {
 
 #[test]
 fn a_pool_name_that_cannot_name_an_object_is_reported() {
-    let mut store = Store::default();
+    let mut store = Cluster::default();
     store.apply(Object::Node(node("n1", &[(NODEPOOL_LABEL, "Hefei_1")])), NS);
     store.apply(Object::Service(svc("cube", Some(NODEPOOL_LABEL))), NS);
     let p = settle(&mut store);
@@ -278,8 +320,8 @@ proptest! {
         changes in proptest::collection::vec((0..4usize, proptest::bool::ANY), 0..3),
     ) {
         let sels = ["k8s-svc=cube", "k8s-svc", "!k8s-svc"];
-        let mut store = Store::default();
-        let put_pool = |store: &mut Store, p: usize, labelled: bool| {
+        let mut store = Cluster::default();
+        let put_pool = |store: &mut Cluster, p: usize, labelled: bool| {
             let l: &[(&str, &str)] = if labelled { &[("k8s-svc", "cube")] } else { &[] };
             store.apply(pool(&format!("p{p}"), l), NS);
         };
@@ -332,7 +374,7 @@ fn a_cloud_pool_service_keeps_its_finalizer_until_the_driver_released_its_resour
         class: "alibabacloud.com/elb".into(),
         ..Selection::default()
     };
-    let mut store = Store::default();
+    let mut store = Cluster::default();
     store.apply(pool("np-a", &[("k8s-svc", "cube")]), NS);
     store.apply(Object::Node(node("a-1", &[(NODEPOOL_LABEL, "np-a")])), NS);
     let mut s = svc("cube-svc", Some("k8s-svc=cube"));

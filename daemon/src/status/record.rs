@@ -12,6 +12,7 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 
 use crate::ipam::status_ips;
+use crate::service::ServiceFacts;
 use crate::snapshot::{is_ours, ObjectKey, Selection, Snapshot};
 
 /// The recorded IPs per Service (ours, with at least one IP), each list sorted.
@@ -28,13 +29,13 @@ fn sorted(mut ips: Vec<IpAddr>) -> Vec<IpAddr> {
 
 impl Record {
     /// The record of `services` (those `sel` makes ours).
-    pub fn of<'a>(services: impl IntoIterator<Item = &'a Service>, sel: &Selection) -> Record {
+    pub fn of<'a>(services: impl IntoIterator<Item = &'a ServiceFacts>, sel: &Selection) -> Record {
         let ips = services
             .into_iter()
             .filter(|s| is_ours(s, sel))
             .filter_map(|s| {
                 let ips = sorted(status_ips(s));
-                (!ips.is_empty()).then(|| (ObjectKey::of(s), ips))
+                (!ips.is_empty()).then(|| (s.key.clone(), ips))
             })
             .collect();
         Record { ips }
@@ -74,7 +75,8 @@ pub async fn read(client: &Client, sel: &Selection, timeout: Duration) -> Result
         loop {
             let page = api.list(&lp).await.map_err(|e| e.to_string())?;
             let next = page.metadata.continue_.clone().filter(|c| !c.is_empty());
-            services.extend(page.items);
+            // What the record reads of each, not the objects (a list of 10 000).
+            services.extend(page.items.iter().map(ServiceFacts::unshared));
             match next {
                 Some(c) => lp = lp.continue_token(&c),
                 None => break,
@@ -112,10 +114,11 @@ mod tests {
     #[test]
     fn a_snapshot_is_behind_until_it_shows_every_recorded_ip() {
         let sel = Selection::default();
-        let fresh = vec![
+        let fresh = [
             with_ip(service("default", "a", 80), "192.0.2.1"),
             service("default", "b", 80),
         ];
+        let fresh: Vec<ServiceFacts> = fresh.iter().map(ServiceFacts::unshared).collect();
         let record = Record::of(&fresh, &sel);
         assert_eq!(record.len(), 1, "only Services with IPs");
         let mut store = Store::default();

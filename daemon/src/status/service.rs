@@ -1,17 +1,18 @@
 //! The `status.loadBalancer` each Service should carry, and the server-side-apply body that
 //! sets it. Pure: the writer compares and sends.
 
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
+use k8s_openapi::api::core::v1::LoadBalancerIngress;
 use serde_json::{json, Value};
 
 use super::pass_through::{decide, requested, Frontend};
 use crate::ipam::Outcome;
+use crate::service::ServiceFacts;
 
 /// The ingress list the Service should have: one entry per IP, or none without an IP.
 /// `frontend` is what fronts the IPs' pool: the ipMode is [`decide`]d from it and the
 /// Service's pass-through request (`VIP` on every self-announced pool).
 pub fn desired_ingress(
-    svc: &Service,
+    svc: &ServiceFacts,
     outcome: Option<&Outcome>,
     frontend: Frontend,
 ) -> Vec<LoadBalancerIngress> {
@@ -31,12 +32,8 @@ pub fn desired_ingress(
 }
 
 /// The ingress list the Service has now.
-pub fn current_ingress(svc: &Service) -> Vec<LoadBalancerIngress> {
-    svc.status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.clone())
-        .unwrap_or_default()
+pub fn current_ingress(svc: &ServiceFacts) -> &[LoadBalancerIngress] {
+    &svc.ingress
 }
 
 /// The apply body for the status subresource (field manager `edgelb` owns the ingress list).
@@ -53,7 +50,7 @@ pub fn apply_body(ingress: &[LoadBalancerIngress]) -> Value {
 mod tests {
     use super::*;
     use crate::api::annotations::{ELB_PASS_THROUGH, PASS_THROUGH};
-    use crate::fixtures::{annotate, service};
+    use crate::fixtures::{annotate, facts, service};
     use crate::ipam::{Allocation, AllocationError};
 
     fn ok(ips: &[&str]) -> Outcome {
@@ -67,7 +64,7 @@ mod tests {
     fn ingress_is_vip_unless_a_proxying_load_balancer_passes_through() {
         let svc = service("default", "web", 80);
         let vip = desired_ingress(
-            &svc,
+            &facts(&svc),
             Some(&ok(&["192.0.2.1", "2001:db8::1"])),
             Frontend::SelfAnnounced,
         );
@@ -79,7 +76,7 @@ mod tests {
         for key in [PASS_THROUGH, ELB_PASS_THROUGH] {
             let asks = annotate(service("default", "web", 80), key, "true");
             let mode = |f| {
-                desired_ingress(&asks, Some(&ok(&["192.0.2.1"])), f)[0]
+                desired_ingress(&facts(&asks), Some(&ok(&["192.0.2.1"])), f)[0]
                     .ip_mode
                     .clone()
             };
@@ -98,7 +95,7 @@ mod tests {
         let not = annotate(service("default", "web", 80), PASS_THROUGH, "yes");
         assert_eq!(
             desired_ingress(
-                &not,
+                &facts(&not),
                 Some(&ok(&["192.0.2.1"])),
                 Frontend::ProxyingLoadBalancer
             )[0]
@@ -112,7 +109,7 @@ mod tests {
     fn no_ip_means_an_empty_load_balancer_status() {
         let svc = service("default", "web", 80);
         assert!(desired_ingress(
-            &svc,
+            &facts(&svc),
             Some(&Err(AllocationError::NoEligiblePool)),
             Frontend::SelfAnnounced
         )

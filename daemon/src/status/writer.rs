@@ -32,11 +32,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, Service};
+use k8s_openapi::api::core::v1::{LoadBalancerIngress, ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
+use kube::Resource;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
@@ -44,7 +45,7 @@ use tokio::time::Instant;
 
 use super::announced::{outcomes_of, Recorded};
 use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
-use super::events::{post, post_about, post_while, Note, Posted};
+use super::events::{post_about, post_while, Note, Posted};
 use super::leader::Fence;
 use super::pass_through::{self as pass, frontend_of};
 use super::pool_ingress::{self as pools, CloudReports, CloudSource, PoolEntry};
@@ -57,6 +58,7 @@ use super::undecodable::{Reported, UndecodableEvent};
 use crate::api::openyurt::PoolService;
 use crate::election::Candidate;
 use crate::ipam::{status_ips, AllocationKey, Assignments, Outcome};
+use crate::service::ServiceFacts;
 use crate::snapshot::{ObjectKey, Selection, Snapshot};
 use crate::speaker::Allocator;
 
@@ -784,7 +786,7 @@ impl Writer {
     fn services_in<'a>(
         snap: &'a Snapshot,
         scope: &'a Scope,
-    ) -> Box<dyn Iterator<Item = (&'a ObjectKey, &'a Arc<Service>)> + 'a> {
+    ) -> Box<dyn Iterator<Item = (&'a ObjectKey, &'a Arc<ServiceFacts>)> + 'a> {
         match scope {
             Scope::All => Box::new(snap.services.iter()),
             Scope::Only(keys) => {
@@ -1103,7 +1105,7 @@ impl Writer {
         &mut self,
         epoch: u64,
         key: Key,
-        svc: Arc<Service>,
+        svc: Arc<ServiceFacts>,
         ingress: Vec<LoadBalancerIngress>,
         pool: String,
         base: Option<Applied>,
@@ -1129,7 +1131,7 @@ impl Writer {
         &mut self,
         epoch: u64,
         key: Key,
-        svc: Arc<Service>,
+        svc: Arc<ServiceFacts>,
         note: Note,
         repeat: bool,
         text: String,
@@ -1138,10 +1140,11 @@ impl Writer {
         let timeout = self.cfg.write_timeout;
         let node = self.cfg.node.clone();
         self.tasks.spawn(async move {
-            let outcome = match post(&client, &node, &svc, &note, repeat, timeout).await {
-                Ok(p) => Ended::Reported(text, usize::from(p != Posted::AlreadyReported)),
-                Err(e) => Ended::Retry(e),
-            };
+            let outcome =
+                match post_about(&client, &node, &svc.object_ref(), &note, repeat, timeout).await {
+                    Ok(p) => Ended::Reported(text, usize::from(p != Posted::AlreadyReported)),
+                    Err(e) => Ended::Retry(e),
+                };
             Finished {
                 epoch,
                 key,
@@ -1201,7 +1204,7 @@ impl Writer {
 
     /// Writes a Service's pass-through condition; a refusal also gets its Warning Event
     /// (named after its note, so once per Service, annotation and pool).
-    fn spawn_pass_through(&mut self, epoch: u64, key: Key, svc: Arc<Service>, c: PassCond) {
+    fn spawn_pass_through(&mut self, epoch: u64, key: Key, svc: Arc<ServiceFacts>, c: PassCond) {
         let client = self.client.clone();
         let timeout = self.cfg.write_timeout;
         let node = self.cfg.node.clone();
@@ -1216,7 +1219,9 @@ impl Writer {
                             action: "Allocate",
                             note: cond.message.clone(),
                         };
-                        match post(&client, &node, &svc, &note, false, timeout).await {
+                        match post_about(&client, &node, &svc.object_ref(), &note, false, timeout)
+                            .await
+                        {
                             Ok(Posted::AlreadyReported) => {}
                             Ok(_) => events = 1,
                             Err(e) => tracing::warn!(error = %e, "Warning Event not posted"),
@@ -1371,12 +1376,12 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// The apply body with the `resourceVersion` precondition.
 fn status_body(
-    svc: &Service,
+    svc: &ServiceFacts,
     ingress: &[LoadBalancerIngress],
     version: Option<&str>,
 ) -> serde_json::Value {
     let mut body = apply_body(ingress);
-    body["metadata"] = json!({ "name": svc.metadata.name });
+    body["metadata"] = json!({ "name": &*svc.key.name });
     if let Some(v) = version {
         body["metadata"]["resourceVersion"] = json!(v);
     }
@@ -1394,18 +1399,21 @@ async fn write_status(
     fence: &watch::Receiver<Fence>,
     epoch: u64,
     timeout: Duration,
-    svc: &Service,
+    svc: &ServiceFacts,
     ingress: Vec<LoadBalancerIngress>,
     pool: &str,
     base: Option<Applied>,
 ) -> Ended {
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let name = svc.metadata.name.clone().unwrap_or_default();
+    let ns = svc.namespace().unwrap_or("default");
+    let name = svc.key.name.to_string();
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let (mut version, before) = match &base {
         Some(ap) => (ap.version.clone(), ips_of(&ap.ingress)),
-        None => (svc.metadata.resource_version.clone(), status_ips(svc)),
+        None => (
+            svc.resource_version.as_deref().map(str::to_string),
+            status_ips(svc),
+        ),
     };
     let mut sorted_before = before.clone();
     sorted_before.sort();
@@ -1433,7 +1441,15 @@ async fn write_status(
             Ok(Ok(written)) => {
                 tracing::info!(service = %format!("{ns}/{name}"), ingress = ?want, "status written");
                 let events = status_events(
-                    client, node, fence, epoch, timeout, &written, &before, &want, pool,
+                    client,
+                    node,
+                    fence,
+                    epoch,
+                    timeout,
+                    &written.object_ref(&()),
+                    &before,
+                    &want,
+                    pool,
                 )
                 .await;
                 return Ended::Status {
@@ -1450,7 +1466,7 @@ async fn write_status(
                     Ok(Err(e)) => return Ended::Retry(e.to_string()),
                     Err(_) => return Ended::Retry("timed out".into()),
                 };
-                let mut now = status_ips(&fresh);
+                let mut now = status_ips(&ServiceFacts::unshared(&fresh));
                 now.sort();
                 if now == sorted_want {
                     return Ended::Status {
@@ -1480,7 +1496,7 @@ async fn status_events(
     fence: &watch::Receiver<Fence>,
     epoch: u64,
     timeout: Duration,
-    svc: &Service,
+    regarding: &ObjectReference,
     before: &[IpAddr],
     after: &[IpAddr],
     pool: &str,
@@ -1522,7 +1538,7 @@ async fn status_events(
             let f = fence.borrow();
             f.epoch == epoch && f.leads(Instant::now())
         };
-        match post_while(client, node, svc, &note, true, timeout, &still_leads).await {
+        match post_while(client, node, regarding, &note, true, timeout, &still_leads).await {
             Ok(_) => n += 1,
             Err(e) => tracing::warn!(error = %e, "Event not posted"),
         }
@@ -1534,12 +1550,12 @@ async fn status_events(
 /// manager, so the `status.loadBalancer` apply and this one never remove each other's.
 async fn write_pass_through(
     client: &Client,
-    svc: &Service,
+    svc: &ServiceFacts,
     condition: Option<&Condition>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let ns = svc.namespace().unwrap_or("default");
+    let name = &*svc.key.name;
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
     let params = PatchParams::apply(pass::FIELD_MANAGER).force();
     let body = pass::apply_body(name, condition);

@@ -12,6 +12,7 @@ use crate::snapshot::{Object, Store};
 use k8s_openapi::api::core::v1::{LoadBalancerStatus, ServiceStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 const NS: &str = "edgelb-system";
 const NODES: [&str; 3] = ["n0", "n1", "n2"];
@@ -162,7 +163,7 @@ fn finish(w: &mut Writer, how: u8, snap: &Snapshot) {
             version: snap
                 .services
                 .get(key.service())
-                .and_then(|s| s.metadata.resource_version.clone()),
+                .and_then(|s| s.resource_version.as_deref().map(str::to_string)),
             events: 1,
         },
         (0 | 1, Write::Note(text)) => Ended::Reported(text, 1),
@@ -197,6 +198,8 @@ proptest! {
         let mut live = [true; 3];
         let mut inc = leading_writer(false);
         let mut full = leading_writer(true);
+        // The Services as the API server has them (the store keeps what decisions read).
+        let mut api: BTreeMap<ObjectKey, Service> = BTreeMap::new();
         for op in ops {
             let snap = store.snapshot(&sel);
             match op {
@@ -212,12 +215,14 @@ proptest! {
                         svc = annotate(svc, "edgelb.io/pass-through", "true");
                     }
                     // An edit keeps what the watch showed of the status.
-                    if let Some(old) = snap.services.get(&ObjectKey::new("default", &name(i))) {
+                    if let Some(old) = api.get(&ObjectKey::new("default", &name(i))) {
                         svc.status = old.status.clone();
                     }
+                    api.insert(ObjectKey::new("default", &name(i)), svc.clone());
                     store.apply(Object::Service(svc), NS);
                 }
                 Op::Delete(i) => {
+                    api.remove(&ObjectKey::new("default", &name(i)));
                     store.delete("Service", &ObjectKey::new("default", &name(i)));
                 }
                 Op::Slice(i, nodes) => {
@@ -231,7 +236,7 @@ proptest! {
                 }
                 Op::Record(i, write) => {
                     let key = ObjectKey::new("default", &name(i));
-                    if let Some(svc) = snap.services.get(&key) {
+                    if let (Some(svc), Some(obj)) = (snap.services.get(&key), api.get_mut(&key)) {
                         let ingress = if write {
                             desired_ingress(
                                 svc,
@@ -241,7 +246,8 @@ proptest! {
                         } else {
                             Vec::new()
                         };
-                        store.apply(Object::Service(with_status((**svc).clone(), ingress)), NS);
+                        *obj = with_status(obj.clone(), ingress);
+                        store.apply(Object::Service(obj.clone()), NS);
                     }
                 }
                 Op::Live(n, l) => live[usize::from(n)] = l,
