@@ -124,13 +124,10 @@ impl<'a> IntoIterator for &'a Holders {
 /// Whether a Service may share its IPs with others (the allocator lets only Services with
 /// a sharing key share).
 fn may_share(snap: &Snapshot, key: &ObjectKey) -> bool {
-    snap.services.get(key).is_some_and(|svc| {
-        svc.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ALLOW_SHARED_IP))
-            .is_some_and(|k| !k.is_empty())
-    })
+    snap.services
+        .get(key)
+        .and_then(|svc| svc.annotation(ALLOW_SHARED_IP))
+        .is_some_and(|k| !k.is_empty())
 }
 
 /// The recorded outcomes of one Service in `a` (see [`is_recorded`]).
