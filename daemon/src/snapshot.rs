@@ -190,6 +190,8 @@ impl<T> Index<T> {
 /// one endpoint, its labels and ports cost ~1.5 KB; this costs ~100 B, node names shared).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slice {
+    /// Its name (shared with the store's key): a Service's slices are kept in name order.
+    pub name: Arc<str>,
     /// The Service it belongs to (label `kubernetes.io/service-name`, same namespace).
     pub service: Option<Arc<str>>,
     /// The nodes of its ready endpoints, sorted, each once, with how many ready endpoints it
@@ -218,6 +220,7 @@ impl Slice {
         }
         nodes.sort();
         Slice {
+            name: slice.metadata.name.as_deref().unwrap_or("").into(),
             service: slice
                 .metadata
                 .labels
@@ -374,8 +377,8 @@ pub fn node_pool_of(node: &Node) -> Option<String> {
 ///
 /// Services and EndpointSlices change only through [`Store::apply`], [`Store::delete`] and
 /// [`Store::reset`] (read them with [`Store::services`] / [`Store::endpoint_slices`]): the
-/// store keeps the snapshot's maps of our Services and their slices up to date as they
-/// change, as persistent maps, so that a snapshot after one change costs O(log n), not a
+/// store keeps the snapshot's maps of our Services and of slices by Service up to date as
+/// they change, as persistent maps, so that a snapshot after one change costs O(log n), not a
 /// rebuild of 10 000 entries.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
@@ -384,6 +387,9 @@ pub struct Store {
     services: Index<ServiceFacts>,
     /// EndpointSlices, as what decisions read of them.
     endpoint_slices: Index<Slice>,
+    /// The slices of every Service that has any, by Service key, in name order (as
+    /// `SnapshotData::endpoint_slices`, which shares it).
+    slices_by_service: OrdMap<ObjectKey, Vec<Arc<Slice>>>,
     /// Node and namespace names the slices and keys share.
     names: Names,
     /// The snapshot's Service and slice maps for one [`Selection`].
@@ -417,20 +423,14 @@ pub struct Store {
     undecodable: BTreeMap<(&'static str, ObjectKey), Arc<Undecodable>>,
 }
 
-/// The Service-keyed maps of a snapshot for one selection, kept in step with the indexes.
-/// Unchanged Services and slices keep their `Arc` (readers compare with `Arc::ptr_eq`).
+/// The Service maps of a snapshot for one selection, kept in step with the index.
+/// Unchanged Services keep their `Arc` (readers compare with `Arc::ptr_eq`).
 #[derive(Clone, Debug, Default)]
 struct Derived {
     /// The selection these maps were made for.
     sel: Selection,
     /// Our Services (as `SnapshotData::services`).
     services: OrdMap<ObjectKey, Arc<ServiceFacts>>,
-    /// Slices of every Service, ours or not, by Service key, each Service's in slice key
-    /// order (so a Service that becomes ours finds its slices without a scan; a sorted
-    /// `Vec`, as most Services have one slice).
-    slices_by_service: BTreeMap<ObjectKey, Vec<(ObjectKey, Arc<Slice>)>>,
-    /// Slices of our Services, in slice key order (as `SnapshotData::endpoint_slices`).
-    endpoint_slices: OrdMap<ObjectKey, Vec<Arc<Slice>>>,
     /// Services that are not ours but still carry our finalizer (as
     /// `SnapshotData::finalized_elsewhere`).
     finalized_elsewhere: OrdMap<ObjectKey, Arc<ServiceFacts>>,
@@ -438,27 +438,13 @@ struct Derived {
 
 impl Derived {
     /// The maps for `sel`, from scratch.
-    fn build(services: &Index<ServiceFacts>, slices: &Index<Slice>, sel: &Selection) -> Derived {
+    fn build(services: &Index<ServiceFacts>, sel: &Selection) -> Derived {
         let mut d = Derived {
             sel: sel.clone(),
             ..Derived::default()
         };
-        for (key, slice) in slices.iter() {
-            if let Some(owner) = owner_of(key, slice) {
-                // The index is in key order: each Service's list comes out sorted.
-                d.slices_by_service
-                    .entry(owner)
-                    .or_default()
-                    .push((key.clone(), slice.clone()));
-            }
-        }
         for (key, svc) in services.iter() {
-            if is_ours(svc, sel) {
-                d.services.insert(key.clone(), svc.clone());
-                d.refresh_slices(key);
-            } else if has_finalizer(svc) {
-                d.finalized_elsewhere.insert(key.clone(), svc.clone());
-            }
+            d.service_changed(key, Some(svc));
         }
         d
     }
@@ -481,46 +467,41 @@ impl Derived {
                 self.finalized_elsewhere.remove(key);
             }
         }
-        self.refresh_slices(key);
     }
+}
 
-    /// After slice `key` went from `old` to `new` (either absent).
-    fn slice_changed(
-        &mut self,
-        key: &ObjectKey,
-        old: Option<&Arc<Slice>>,
-        new: Option<&Arc<Slice>>,
-    ) {
-        if let Some(owner) = old.and_then(|s| owner_of(key, s)) {
-            if let Some(slices) = self.slices_by_service.get_mut(&owner) {
-                slices.retain(|(k, _)| k != key);
-                if slices.is_empty() {
-                    self.slices_by_service.remove(&owner);
-                }
-            }
-            self.refresh_slices(&owner);
-        }
-        if let Some((owner, slice)) = new.and_then(|s| Some((owner_of(key, s)?, s))) {
-            let slices = self.slices_by_service.entry(owner.clone()).or_default();
-            match slices.binary_search_by(|(k, _)| k.cmp(key)) {
-                Ok(i) => slices[i].1 = slice.clone(),
-                Err(i) => slices.insert(i, (key.clone(), slice.clone())),
-            }
-            self.refresh_slices(&owner);
+/// The slices of every Service, by Service key, each Service's in name order.
+fn slices_by_service(slices: &Index<Slice>) -> OrdMap<ObjectKey, Vec<Arc<Slice>>> {
+    let mut out: OrdMap<ObjectKey, Vec<Arc<Slice>>> = OrdMap::new();
+    for (key, slice) in slices.iter() {
+        if let Some(owner) = owner_of(key, slice) {
+            // The index is in key order: each Service's list comes out sorted.
+            out.entry(owner).or_default().push(slice.clone());
         }
     }
+    out
+}
 
-    /// Makes the snapshot's slice entry of Service `key` match: its slices if it is ours
-    /// and has any, else none.
-    fn refresh_slices(&mut self, key: &ObjectKey) {
-        match self.slices_by_service.get(key) {
-            Some(slices) if self.services.contains_key(key) => {
-                self.endpoint_slices
-                    .insert(key.clone(), slices.iter().map(|(_, s)| s.clone()).collect());
+/// After slice `key` went from `old` to `new` (either absent): its Service's list.
+fn slice_changed(
+    by_service: &mut OrdMap<ObjectKey, Vec<Arc<Slice>>>,
+    key: &ObjectKey,
+    old: Option<&Arc<Slice>>,
+    new: Option<&Arc<Slice>>,
+) {
+    if let Some(owner) = old.and_then(|s| owner_of(key, s)) {
+        if let Some(slices) = by_service.get_mut(&owner) {
+            slices.retain(|s| s.name != key.name);
+            if slices.is_empty() {
+                by_service.remove(&owner);
             }
-            _ => {
-                self.endpoint_slices.remove(key);
-            }
+        }
+    }
+    if let Some((owner, slice)) = new.and_then(|s| Some((owner_of(key, s)?, s))) {
+        let slices = by_service.entry(owner).or_default();
+        match slices.binary_search_by(|s| s.name.cmp(&key.name)) {
+            Ok(i) => slices[i] = slice.clone(),
+            Err(i) => slices.insert(i, slice.clone()),
         }
     }
 }
@@ -559,7 +540,7 @@ impl Store {
     /// until called). A snapshot for another selection is still right, but built whole.
     pub fn select(&mut self, sel: &Selection) {
         if self.derived.sel != *sel {
-            self.derived = Derived::build(&self.services, &self.endpoint_slices, sel);
+            self.derived = Derived::build(&self.services, sel);
         }
     }
 
@@ -588,8 +569,18 @@ impl Store {
             }
             Object::EndpointSlice(o) => {
                 let slice = Arc::new(Slice::of(&o, |n| self.names.get(n)));
+                // The index's key shares the slice's name.
+                let key = ObjectKey {
+                    namespace: key.namespace,
+                    name: slice.name.clone(),
+                };
                 let old = self.endpoint_slices.put(key.clone(), slice.clone());
-                self.derived.slice_changed(&key, old.as_ref(), Some(&slice));
+                slice_changed(
+                    &mut self.slices_by_service,
+                    &key,
+                    old.as_ref(),
+                    Some(&slice),
+                );
             }
             Object::Node(o) => self.nodes.apply(key, o),
             Object::Namespace(o) => self.namespaces.apply(key, o),
@@ -634,7 +625,7 @@ impl Store {
             }
             "EndpointSlice" => {
                 let old = self.endpoint_slices.take(key);
-                self.derived.slice_changed(key, old.as_ref(), None);
+                slice_changed(&mut self.slices_by_service, key, old.as_ref(), None);
             }
             "Node" => self.nodes.delete(key),
             "Namespace" => self.namespaces.delete(key),
@@ -679,10 +670,13 @@ impl Store {
                 self.apply(o, namespace);
             }
         }
-        if kind == "Service" || kind == "EndpointSlice" {
-            // The patches above started from maps that still held the old list.
+        // The patches above started from maps that still held the old list.
+        if kind == "Service" {
             let sel = self.derived.sel.clone();
-            self.derived = Derived::build(&self.services, &self.endpoint_slices, &sel);
+            self.derived = Derived::build(&self.services, &sel);
+        }
+        if kind == "EndpointSlice" {
+            self.slices_by_service = slices_by_service(&self.endpoint_slices);
         }
     }
 
@@ -728,8 +722,9 @@ pub struct SnapshotData {
     /// Our Services only, by `namespace/name` (a persistent map: shared with the store,
     /// iterated in key order like a `BTreeMap`).
     pub services: OrdMap<ObjectKey, Arc<ServiceFacts>>,
-    /// EndpointSlices of our Services, by Service key (label `kubernetes.io/service-name`),
-    /// each Service's in slice key order.
+    /// EndpointSlices by Service key (label `kubernetes.io/service-name`), each Service's in
+    /// name order: of every Service that has any, ours or not (readers look up ours; one map
+    /// kept by the store and shared, not a second one filtered per selection).
     /// What decisions read of each slice ([`Slice`]), not the objects.
     pub endpoint_slices: OrdMap<ObjectKey, Vec<Arc<Slice>>>,
     /// Nodes by name, with their node pool.
@@ -856,16 +851,16 @@ where
 
 fn build(store: &Store, sel: &Selection) -> Snapshot {
     // O(1): persistent maps share their nodes with the store's.
-    let (services, endpoint_slices, finalized_elsewhere) = if store.derived.sel == *sel {
+    let (services, finalized_elsewhere) = if store.derived.sel == *sel {
         (
             store.derived.services.clone(),
-            store.derived.endpoint_slices.clone(),
             store.derived.finalized_elsewhere.clone(),
         )
     } else {
-        let d = Derived::build(&store.services, &store.endpoint_slices, sel);
-        (d.services, d.endpoint_slices, d.finalized_elsewhere)
+        let d = Derived::build(&store.services, sel);
+        (d.services, d.finalized_elsewhere)
     };
+    let endpoint_slices = store.slices_by_service.clone();
 
     let mut nodes = BTreeMap::new();
     for (key, node) in store.nodes.iter() {

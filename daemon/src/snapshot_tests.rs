@@ -195,10 +195,9 @@ fn rebuilt(
         let Some(owner) = slice.service.as_deref() else {
             continue;
         };
+        // Every Service's slices, ours or not.
         let owner = ObjectKey::new(&key.namespace, owner);
-        if services.contains_key(&owner) {
-            slices.entry(owner).or_default().push(slice.clone());
-        }
+        slices.entry(owner).or_default().push(slice.clone());
     }
     (services.into_iter().collect(), slices.into_iter().collect())
 }
