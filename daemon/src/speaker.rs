@@ -171,7 +171,7 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                if allocated.borrow().is_some() {
+                if writer_runs && allocated.borrow().is_some() {
                     // The allocator of record runs here: this snapshot is shown once it
                     // has allocated for it.
                     alloc = Allocator::default();
@@ -193,9 +193,16 @@ pub async fn run_cluster(
                 current = Some(snap);
             }
             r = allocated.changed(), if writer_runs => {
+                // A writer task that ended (it never should before the loop) counts as
+                // not allocating: its last published allocation must not hold the loop's
+                // own allocator back for good.
                 writer_runs = r.is_ok();
                 let Some(snap) = current.clone() else { continue };
-                let record = allocated.borrow_and_update().clone();
+                let record = if writer_runs {
+                    allocated.borrow_and_update().clone()
+                } else {
+                    None
+                };
                 match record {
                     Some(rec) if rec.snap.same_as(&snap) => {
                         alloc = Allocator::default();
