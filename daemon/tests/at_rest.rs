@@ -105,14 +105,9 @@ async fn allocs_per_tick(n: usize, ticks: u64) -> (u64, u64) {
         publisher.publish(announcing.view_parts());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (c0, b0) = counters();
-    for _ in 0..ticks {
-        announcing.tick().await;
-        publisher.publish(announcing.view_parts());
-    }
-    let (c1, b1) = counters();
+    let cost = per_tick(ticks, &mut announcing, &publisher, |_, _| {}).await;
     announcing.stop().await;
-    ((c1 - c0) / ticks, (b1 - b0) / ticks)
+    cost
 }
 
 #[test]
@@ -145,6 +140,33 @@ fn ip(args: &[&str]) {
     assert!(out.status.success(), "ip {args:?}: {out:?}");
 }
 
+/// A veth pair `a`/`b` of this namespace with the L2 IPs' subnet (198.18.200.1/16) on `a`:
+/// frames sent on `a` arrive at `b`, which nothing reads.
+fn veth_on_pool_subnet(a: &str, b: &str) {
+    ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+    ip(&["addr", "add", "198.18.200.1/16", "dev", a]);
+    ip(&["link", "set", b, "up"]);
+    ip(&["link", "set", a, "up"]);
+}
+
+/// (allocations, bytes) per tick over `ticks` ticks, each: `before(announcing, i)`,
+/// `Announcing::tick` and a publication of the view.
+async fn per_tick(
+    ticks: u64,
+    announcing: &mut Announcing,
+    publisher: &Publisher,
+    before: impl Fn(&mut Announcing, u64),
+) -> (u64, u64) {
+    let (c0, b0) = counters();
+    for i in 0..ticks {
+        before(announcing, i);
+        announcing.tick().await;
+        publisher.publish(announcing.view_parts());
+    }
+    let (c1, b1) = counters();
+    ((c1 - c0) / ticks, (b1 - b0) / ticks)
+}
+
 /// Announcement rounds sent so far, every interface.
 fn rounds(announcing: &Announcing) -> u64 {
     announcing
@@ -159,11 +181,7 @@ fn rounds(announcing: &Announcing) -> u64 {
 /// IP, on a veth of its namespace), once every IP is owned and its first announcements are sent: each tick
 /// is `Announcing::tick` and a publication, which reads the L2 announcer's statistics.
 async fn l2_allocs_per_tick(n: usize, ticks: u64) -> (u64, u64) {
-    // A veth pair of this namespace: frames sent on l2a arrive at l2b, which nothing reads.
-    ip(&["link", "add", "l2a", "type", "veth", "peer", "name", "l2b"]);
-    ip(&["addr", "add", "198.18.200.1/16", "dev", "l2a"]);
-    ip(&["link", "set", "l2b", "up"]);
-    ip(&["link", "set", "l2a", "up"]);
+    veth_on_pool_subnet("l2a", "l2b");
     let snap = snapshot_of(&l2_cluster_yaml(n), n);
     let mut alloc = Allocator::default();
     let (a, _): (Assignments, _) = alloc.step(&snap);
@@ -192,19 +210,14 @@ async fn l2_allocs_per_tick(n: usize, ticks: u64) -> (u64, u64) {
         last = now;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (c0, b0) = counters();
-    for _ in 0..ticks {
-        announcing.tick().await;
-        publisher.publish(announcing.view_parts());
-    }
-    let (c1, b1) = counters();
+    let cost = per_tick(ticks, &mut announcing, &publisher, |_, _| {}).await;
     assert_eq!(
         rounds(&announcing),
         last.1,
         "no announcement was sent while measuring"
     );
     announcing.stop().await;
-    ((c1 - c0) / ticks, (b1 - b0) / ticks)
+    cost
 }
 
 #[test]
@@ -346,12 +359,7 @@ async fn tick_until(a: &mut Announcing, what: &str, mut done: impl FnMut(&Announ
 /// The members are real, so a window may see a real change (a member suspected on a
 /// loaded machine); the cheapest window is one where nothing changed but heartbeats.
 async fn cluster_allocs_per_tick(n: usize, windows: usize, ticks: u64) -> ((u64, u64), (u64, u64)) {
-    // A veth pair of this namespace: the L2 IPs' subnet on d0; frames sent there arrive
-    // at d1, which nothing reads.
-    ip(&["link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-    ip(&["addr", "add", "198.18.200.1/16", "dev", "d0"]);
-    ip(&["link", "set", "d1", "up"]);
-    ip(&["link", "set", "d0", "up"]);
+    veth_on_pool_subnet("d0", "d1");
     let snap = l2_cluster_snapshot(n);
     let mut alloc = Allocator::default();
     let (a, _): (Assignments, _) = alloc.step(&snap);
@@ -416,14 +424,7 @@ async fn cheapest(
 ) -> (u64, u64) {
     let mut best = (u64::MAX, u64::MAX);
     for _ in 0..windows {
-        let (c0, b0) = counters();
-        for i in 0..ticks {
-            before(announcing, i);
-            announcing.tick().await;
-            publisher.publish(announcing.view_parts());
-        }
-        let (c1, b1) = counters();
-        best = best.min(((c1 - c0) / ticks, (b1 - b0) / ticks));
+        best = best.min(per_tick(ticks, announcing, publisher, &before).await);
         // Let the gossip run between windows (heartbeats refresh the members).
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
