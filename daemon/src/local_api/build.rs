@@ -514,39 +514,20 @@ pub fn announcements(
     anns
 }
 
-/// The L2 owned IPs of the announcer's statistics: (interface, IP, owned since).
-pub fn l2_owned(stats: &[InterfaceStats]) -> Vec<(String, IpAddr, SystemTime)> {
-    stats
-        .iter()
-        .flat_map(|s| {
-            s.ips
-                .iter()
-                .map(|i| (s.interface.clone(), i.ip, i.owned_since))
-        })
-        .collect()
-}
-
 /// L2 announcements of this node: each owned IP with the interfaces it is announced on and
-/// since when (the announcer's `owned_since`).
+/// since when (the earliest of the announcer's `owned_since` on those interfaces).
 pub fn l2_announcements(
     node: &str,
     a: &Assignments,
     stats: &[InterfaceStats],
 ) -> Vec<AnnouncementView> {
-    l2_announcements_of(node, a, &l2_owned(stats))
-}
-
-/// [`l2_announcements`] from the owned IPs ([`l2_owned`]).
-pub fn l2_announcements_of(
-    node: &str,
-    a: &Assignments,
-    owned: &[(String, IpAddr, SystemTime)],
-) -> Vec<AnnouncementView> {
     let mut by_ip: BTreeMap<IpAddr, (Vec<String>, Option<SystemTime>)> = BTreeMap::new();
-    for (interface, ip, owned_since) in owned {
-        let e = by_ip.entry(*ip).or_default();
-        e.0.push(interface.clone());
-        e.1 = Some(e.1.map_or(*owned_since, |t| t.min(*owned_since)));
+    for s in stats {
+        for i in s.ips.iter() {
+            let e = by_ip.entry(i.ip).or_default();
+            e.0.push(s.interface.clone());
+            e.1 = Some(e.1.map_or(i.owned_since, |t| t.min(i.owned_since)));
+        }
     }
     let mut out = Vec::new();
     if by_ip.is_empty() {

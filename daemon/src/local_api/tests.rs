@@ -708,3 +708,38 @@ fn sections_are_rebuilt_only_when_their_inputs_change() {
     assert_eq!(publisher.section_builds().services, 3);
     assert_eq!(publisher.section_builds().announcements, 2);
 }
+
+#[test]
+fn an_l2_ip_owned_on_two_interfaces_is_one_announcement_since_the_earlier() {
+    use edgelb_l2::{InterfaceStats, IpStats};
+    let (_, a) = lab();
+    let key = crate::snapshot::ObjectKey::new("default", "web");
+    let ip = a.ips(&key)[0];
+    let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+    let on = |interface: &str, since: u64| InterfaceStats {
+        interface: interface.into(),
+        link: None,
+        error: None,
+        frames_received: 0,
+        frames_ignored: 0,
+        requests_answered: 0,
+        send_errors: 0,
+        receive_errors: 0,
+        receive_drops: 0,
+        announcements: 0,
+        ips: Arc::from(vec![IpStats {
+            ip,
+            owned_since: t(since),
+            first_announced: None,
+            error: None,
+        }]),
+    };
+    let anns = l2_announcements("n1", &a, &[on("eth0", 200), on("eth1", 100)]);
+    assert_eq!(anns.len(), 1, "{anns:?}");
+    assert_eq!(anns[0].ip, ip.to_string());
+    assert_eq!(anns[0].service, "default/web");
+    assert_eq!(anns[0].mode, Mode::L2);
+    assert_eq!(anns[0].interfaces, ["eth0", "eth1"]);
+    assert_eq!(anns[0].since, Some(100));
+    assert!(l2_announcements("n1", &a, &[]).is_empty());
+}
