@@ -19,6 +19,7 @@
 //!   compares with what it wants, and the IPs recorded before a restart.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, ObjectReference, Service};
@@ -92,6 +93,97 @@ pub struct Port {
     pub node_port: Option<i32>,
 }
 
+/// `ipMode` of an ingress entry written as edgelb writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpMode {
+    /// Not set.
+    Unset,
+    /// `VIP`.
+    Vip,
+    /// `Proxy`.
+    Proxy,
+}
+
+impl IpMode {
+    fn of(mode: Option<&str>) -> Option<IpMode> {
+        match mode {
+            None => Some(IpMode::Unset),
+            Some("VIP") => Some(IpMode::Vip),
+            Some("Proxy") => Some(IpMode::Proxy),
+            Some(_) => None,
+        }
+    }
+
+    fn text(self) -> Option<&'static str> {
+        match self {
+            IpMode::Unset => None,
+            IpMode::Vip => Some("VIP"),
+            IpMode::Proxy => Some("Proxy"),
+        }
+    }
+}
+
+/// One `status.loadBalancer.ingress` entry. What edgelb writes (an IP, an `ipMode` or
+/// none, nothing else) is kept as an address and a tag (24 B, no allocation; the k8s
+/// entry is 96 B plus a string per field); anything else (a hostname, ports, an IP not
+/// in its canonical text, another mode) verbatim, so the entry reads back exactly as
+/// written (the status writer compares it with what it wants).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ingress {
+    /// `ip` (in the text `IpAddr` displays) and `ipMode`, nothing else set.
+    Ip {
+        /// `ip`.
+        ip: IpAddr,
+        /// `ipMode`.
+        mode: IpMode,
+    },
+    /// Any other entry, as written.
+    Other(Box<LoadBalancerIngress>),
+}
+
+impl Ingress {
+    /// The compact form of `entry` when it reads back the same, else `entry` kept.
+    pub fn of(entry: &LoadBalancerIngress) -> Ingress {
+        let compact = match entry {
+            LoadBalancerIngress {
+                ip: Some(text),
+                hostname: None,
+                ip_mode,
+                ports: None,
+            } => text
+                .parse::<IpAddr>()
+                .ok()
+                .filter(|ip| ip.to_string() == *text)
+                .zip(IpMode::of(ip_mode.as_deref())),
+            _ => None,
+        };
+        match compact {
+            Some((ip, mode)) => Ingress::Ip { ip, mode },
+            None => Ingress::Other(Box::new(entry.clone())),
+        }
+    }
+
+    /// The entry as the API has it.
+    pub fn entry(&self) -> LoadBalancerIngress {
+        match self {
+            Ingress::Ip { ip, mode } => LoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ip_mode: mode.text().map(str::to_string),
+                ..Default::default()
+            },
+            Ingress::Other(entry) => (**entry).clone(),
+        }
+    }
+
+    /// The IP the entry records, if its `ip` is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Ingress::Ip { ip, .. } => Some(*ip),
+            Ingress::Other(entry) => entry.ip.as_deref()?.parse().ok(),
+        }
+    }
+}
+
 /// What the store keeps of one Service (see the module docs for who reads each field).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceFacts {
@@ -128,8 +220,8 @@ pub struct ServiceFacts {
     pub labels: Pairs,
     /// The annotations [`is_read_on_services`] keeps.
     pub annotations: Pairs,
-    /// `status.loadBalancer.ingress`.
-    pub ingress: Box<[LoadBalancerIngress]>,
+    /// `status.loadBalancer.ingress`, compact ([`Ingress`]).
+    pub ingress: Box<[Ingress]>,
     /// The pass-through condition in `status.conditions`
     /// ([`crate::status::pass_through::CONDITION`]), the only one read.
     pub pass_through: Option<Box<Condition>>,
@@ -198,7 +290,7 @@ impl ServiceFacts {
                 .as_ref()
                 .and_then(|s| s.load_balancer.as_ref())
                 .and_then(|lb| lb.ingress.as_ref())
-                .map(|i| i.iter().cloned().collect())
+                .map(|i| i.iter().map(Ingress::of).collect())
                 .unwrap_or_default(),
             pass_through: svc
                 .status
@@ -226,6 +318,11 @@ impl ServiceFacts {
     /// An annotation edgelb keeps.
     pub fn annotation(&self, key: &str) -> Option<&str> {
         self.annotations.get(key)
+    }
+
+    /// `status.loadBalancer.ingress` as the API has it.
+    pub fn ingress_entries(&self) -> Vec<LoadBalancerIngress> {
+        self.ingress.iter().map(Ingress::entry).collect()
     }
 
     /// `spec.loadBalancerClass`.
