@@ -422,8 +422,16 @@ prop_compose! {
     fn service()(
         namespace in opt(&["default", "shop"]),
         name in opt(&["web", "cube"]),
-        uid in opt(&["uid-1"]),
-        version in opt(&["42"]),
+        // Canonical UUIDs and numbers are kept compact, anything else as text.
+        uid in opt(&[
+            "uid-1",
+            "f3446372-834e-47e1-ac28-000000000042",
+            "F3446372-834E-47E1-AC28-000000000042",
+            "f3446372834e47e1ac28000000000042",
+            "f3446372-834e-47e1-ac28-00000000004g",
+            "",
+        ]),
+        version in opt(&["42", "0", "042", "18446744073709551615", "18446744073709551616", "-1", "v42", ""]),
         generation in proptest::option::of(1i64..4),
         deleting in any::<bool>(),
         finalizers in proptest::option::of(proptest::collection::vec(pick(&[FINALIZER, "other.io/f"]).prop_map(str::to_string), 0..3)),
@@ -604,8 +612,8 @@ proptest! {
         // Events and owner references.
         let want: ObjectReference = svc.object_ref(&());
         prop_assert_eq!(f.object_ref(), want);
-        prop_assert_eq!(f.uid.as_deref(), svc.metadata.uid.as_deref());
-        prop_assert_eq!(f.resource_version.as_deref(), svc.metadata.resource_version.as_deref());
+        prop_assert_eq!(f.uid(), svc.metadata.uid.clone());
+        prop_assert_eq!(f.resource_version(), svc.metadata.resource_version.clone());
         prop_assert_eq!(f.namespace(), svc.metadata.namespace.as_deref().filter(|n| !n.is_empty()));
 
         // The cloud adapter: its listeners, its traffic policy, and the plan from the
