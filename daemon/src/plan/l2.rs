@@ -143,6 +143,16 @@ impl L2Requests {
         self.requests.shrink_to_fit();
         self.services.shrink_to_fit();
     }
+
+    /// `terms` shared with the last request's when they are equal: consecutive Services
+    /// under the same advertisements, pool and traffic policy (most of a cluster) share one
+    /// allocation of terms, not one per Service.
+    pub fn shared(&self, terms: RequestTerms) -> Arc<RequestTerms> {
+        match self.requests.last() {
+            Some(last) if *last.terms == terms => last.terms.clone(),
+            _ => Arc::new(terms),
+        }
+    }
 }
 
 /// What the election must decide for the snapshot and allocation (it does not depend on
@@ -193,8 +203,9 @@ pub fn requests_of(
         all.dedup();
         Some(all)
     };
-    // One set of terms for all the Service's IPs.
-    let terms = Arc::new(RequestTerms {
+    // One set of terms for all the Service's IPs, and for the Services before it with
+    // the same.
+    let terms = out.shared(RequestTerms {
         mode: Mode::L2 { interfaces },
         node_selectors,
         pool: akey.node_pool.as_deref().map(String::from),

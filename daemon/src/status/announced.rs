@@ -269,7 +269,7 @@ fn bgp_requests_of(
     // One request per IP: a node announces when any covering advertisement selects it,
     // as the BGP planner does.
     let node_selectors = coverage::any_of(covering);
-    let terms = std::sync::Arc::new(RequestTerms {
+    let terms = out.shared(RequestTerms {
         mode: Mode::Bgp,
         node_selectors,
         pool: akey.node_pool.as_deref().map(String::from),
