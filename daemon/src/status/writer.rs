@@ -1576,10 +1576,7 @@ async fn write_status(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let (mut version, before) = match &base {
         Some(ap) => (ap.version.clone(), ips_of(&ap.ingress)),
-        None => (
-            svc.resource_version.as_deref().map(str::to_string),
-            status_ips(svc),
-        ),
+        None => (svc.resource_version(), status_ips(svc)),
     };
     let mut sorted_before = before.clone();
     sorted_before.sort();

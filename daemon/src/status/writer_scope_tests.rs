@@ -164,7 +164,7 @@ fn finish(w: &mut Writer, how: u8, snap: &Snapshot) {
             version: snap
                 .services
                 .get(key.service())
-                .and_then(|s| s.resource_version.as_deref().map(str::to_string)),
+                .and_then(|s| s.resource_version()),
             events: 1,
             owed: None,
         },
