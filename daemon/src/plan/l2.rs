@@ -12,11 +12,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::election::{
     Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, ModeKind, NodeName,
+    RequestTerms,
 };
 use crate::ipam::AllocationKey;
 use crate::ipam::Assignments;
@@ -191,16 +193,15 @@ pub fn requests_of(
         all.dedup();
         Some(all)
     };
+    // One set of terms for all the Service's IPs.
+    let terms = Arc::new(RequestTerms {
+        mode: Mode::L2 { interfaces },
+        node_selectors,
+        pool: akey.node_pool.as_deref().map(String::from),
+        local_endpoints,
+    });
     for ip in &alloc.ips {
-        out.requests.push(ElectionRequest {
-            ip: *ip,
-            mode: Mode::L2 {
-                interfaces: interfaces.clone(),
-            },
-            node_selectors: node_selectors.clone(),
-            pool: akey.node_pool.as_deref().map(String::from),
-            local_endpoints: local_endpoints.clone(),
-        });
+        out.requests.push(ElectionRequest::new(*ip, terms.clone()));
         out.services.push((service.clone(), *ip));
     }
     out.requests.len() - before
@@ -254,7 +255,7 @@ pub fn assemble(
         .map(|r| (r.ip, None))
         .collect();
     for q in &reqs.requests {
-        if let Mode::L2 { interfaces } = &q.mode {
+        if let Mode::L2 { interfaces } = q.mode() {
             if let Some(first @ None) = mine.get_mut(&q.ip) {
                 *first = Some(interfaces.as_ref());
             }
