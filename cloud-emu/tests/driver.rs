@@ -47,6 +47,7 @@ fn cfg(endpoint: String) -> CloudConfig {
 fn open() -> Fence {
     Fence {
         epoch: 1,
+        tenure: 1,
         until: Some(tokio::time::Instant::now() + Duration::from_secs(3600)),
         holder: Some("n1".into()),
         api_reachable: true,
@@ -57,6 +58,7 @@ fn open() -> Fence {
 fn closed() -> Fence {
     Fence {
         epoch: 1,
+        tenure: 1,
         until: None,
         holder: Some("other".into()),
         api_reachable: true,

@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use edgelb_daemon::election::{
-    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, NodeSelector, SelectorOperator,
-    SelectorRequirement,
+    Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, NodeSelector, RequestTerms,
+    SelectorOperator, SelectorRequirement,
 };
 
 const IPS: u32 = 10_000;
@@ -50,6 +51,18 @@ fn requests() -> Vec<ElectionRequest> {
             values: vec!["z0".into(), "z1".into(), "z2".into()],
         }],
     }];
+    let l2_terms = Arc::new(RequestTerms {
+        mode: Mode::L2 { interfaces: None },
+        node_selectors: three_zones,
+        pool: Some("pool-1".into()),
+        local_endpoints: None,
+    });
+    let bgp_terms = Arc::new(RequestTerms {
+        mode: Mode::Bgp,
+        node_selectors: vec![],
+        pool: Some("pool-1".into()),
+        local_endpoints: None,
+    });
     (0..IPS)
         .map(|i| {
             let ip = IpAddr::V6(Ipv6Addr::new(
@@ -63,17 +76,7 @@ fn requests() -> Vec<ElectionRequest> {
                 i as u16 + 1,
             ));
             let l2 = i % 2 == 0;
-            ElectionRequest {
-                ip,
-                mode: if l2 {
-                    Mode::L2 { interfaces: None }
-                } else {
-                    Mode::Bgp
-                },
-                node_selectors: if l2 { three_zones.clone() } else { vec![] },
-                pool: Some("pool-1".into()),
-                local_endpoints: None,
-            }
+            ElectionRequest::new(ip, if l2 { &l2_terms } else { &bgp_terms }.clone())
         })
         .collect()
 }

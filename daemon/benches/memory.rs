@@ -7,16 +7,19 @@
 //! Per stage and N it prints the live heap in MiB, the live allocations, and the bytes per
 //! Service over the baseline; at the end, the process's RSS. Two tables: the objects as
 //! written in a standalone file, and as the API server returns them to a cluster-mode
-//! speaker's watch (uid, resourceVersion, cluster IP, the spec's defaults, the status IP). The announcers run in a
-//! network namespace of their own (the one BGP peer is on loopback port 1, nothing
-//! listens): root is needed, as for the speaker tests.
+//! speaker's watch (uid, resourceVersion, cluster IP, the spec's defaults, the status IP);
+//! then the API shape with L2 instead of BGP, as in the cluster_scale bench (three nodes,
+//! every one live: the L2 plan elects an owner for every IP, node-a owns about a third
+//! and announces them on a veth of the namespace). The announcers run in a network
+//! namespace of their own (the one BGP peer is on loopback port 1, nothing listens; the
+//! veth's frames reach nobody): root is needed, as for the speaker tests.
 
 #[path = "../tests/alloc_support/mod.rs"]
 mod alloc_support;
 
 use std::sync::Arc;
 
-use alloc_support::{services_yaml, Counting, Shape};
+use alloc_support::{l2_services_yaml, services_yaml, Counting, Shape};
 use edgelb_daemon::local_api::publish::Publisher;
 use edgelb_daemon::metrics::Metrics;
 use edgelb_daemon::snapshot::{Selection, Store};
@@ -38,20 +41,32 @@ const STAGES: [&str; 7] = [
     "store (kube source keeps it)",
     "+ snapshot",
     "+ allocation",
-    "+ announcing (BGP plan, tables)",
+    "+ announcing (BGP or L2 plan)",
     "+ view (published)",
     "file source: text, store dropped",
 ];
 
+/// How the Services are announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Adv {
+    /// One BGP peer (nothing listens).
+    Bgp,
+    /// L2 among three nodes.
+    L2,
+}
+
 /// The live heap after each stage with `n` Services, over the heap before the first.
-async fn stages(n: usize, shape: Shape) -> Vec<(i64, i64)> {
+async fn stages(n: usize, shape: Shape, adv: Adv) -> Vec<(i64, i64)> {
     let (b0, c0) = live();
     let mut out = Vec::new();
     let mark = |out: &mut Vec<(i64, i64)>| {
         let (b, c) = live();
         out.push((b - b0, c - c0));
     };
-    let text = services_yaml(n, shape);
+    let text = match adv {
+        Adv::Bgp => services_yaml(n, shape),
+        Adv::L2 => l2_services_yaml(n, shape),
+    };
     mark(&mut out);
     let sel = Selection::default();
     let mut store = Store::default();
@@ -84,20 +99,40 @@ async fn stages(n: usize, shape: Shape) -> Vec<(i64, i64)> {
 
 /// Runs `stages(n)` on a current-thread runtime of a thread of its own in a fresh network
 /// namespace (the speaker code never runs in the host's).
-fn alone(n: usize, shape: Shape) -> Vec<(i64, i64)> {
+fn alone(n: usize, shape: Shape, adv: Adv) -> Vec<(i64, i64)> {
     std::thread::scope(|s| {
         s.spawn(|| {
             edgelb_tests::lab::netns::isolate_this_thread()
                 .expect("a network namespace of its own (root)");
+            if adv == Adv::L2 {
+                veth_on_pool_subnet();
+            }
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime")
-                .block_on(stages(n, shape))
+                .block_on(stages(n, shape, adv))
         })
         .join()
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
+}
+
+/// node-a's interface for the L2 table: a veth pair of this thread's namespace, 198.18.200.1/16
+/// (every IP of the pool) on `l2a`; its frames arrive at `l2b`, which nothing reads.
+fn veth_on_pool_subnet() {
+    for args in [
+        &["link", "add", "l2a", "type", "veth", "peer", "name", "l2b"][..],
+        &["addr", "add", "198.18.200.1/16", "dev", "l2a"],
+        &["link", "set", "l2b", "up"],
+        &["link", "set", "l2a", "up"],
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .expect("ip runs");
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    }
 }
 
 fn mib(b: i64) -> f64 {
@@ -117,16 +152,21 @@ fn rss_kib() -> u64 {
 }
 
 /// One table: every stage for the baseline (0 Services) and each N, objects in `shape`.
-fn table(ns: &[usize], shape: Shape) {
+fn table(ns: &[usize], shape: Shape, adv: Adv) {
     println!(
-        "# objects {}",
+        "# objects {}, {}",
         match shape {
             Shape::File => "as written in the standalone file",
             Shape::Api => "as the API server returns them (cluster mode: uid, resourceVersion, cluster IP, defaults, status IP)",
+        },
+        match adv {
+            Adv::Bgp => "BGP",
+            Adv::L2 => "L2 among three nodes (cluster_scale's layout)",
         }
     );
-    let base = alone(0, shape);
-    let runs: Vec<(usize, Vec<(i64, i64)>)> = ns.iter().map(|&n| (n, alone(n, shape))).collect();
+    let base = alone(0, shape, adv);
+    let runs: Vec<(usize, Vec<(i64, i64)>)> =
+        ns.iter().map(|&n| (n, alone(n, shape, adv))).collect();
     print!("{:<34} {:>18}", "stage", "baseline 0: MiB/allocs");
     for (n, _) in &runs {
         print!(" {:>30}", format!("N={n}: MiB/allocs/B per Service"));
@@ -158,8 +198,12 @@ fn main() {
         std::mem::size_of::<k8s_openapi::api::discovery::v1::EndpointSlice>(),
         std::mem::size_of::<k8s_openapi::api::discovery::v1::Endpoint>(),
     );
-    for shape in [Shape::File, Shape::Api] {
-        table(&ns, shape);
+    for (shape, adv) in [
+        (Shape::File, Adv::Bgp),
+        (Shape::Api, Adv::Bgp),
+        (Shape::Api, Adv::L2),
+    ] {
+        table(&ns, shape, adv);
     }
     println!(
         "# RSS of this bench after the runs (every run's objects dropped): {:.1} MiB",

@@ -19,6 +19,7 @@
 //!   compares with what it wants, and the IPs recorded before a restart.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, ObjectReference, Service};
@@ -92,15 +93,171 @@ pub struct Port {
     pub node_port: Option<i32>,
 }
 
+/// An opaque token of the API (`metadata.uid`, `metadata.resourceVersion`) in fewer bytes
+/// when its text is the canonical text of a UUID (what the API server makes uids of) or of
+/// a decimal number (what etcd's revisions give): 24 B and no allocation, instead of a
+/// 36-character string in a 48 B heap block. Any other text is kept as it is; the token
+/// reads back exactly as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// A UUID in lowercase 8-4-4-4-12 hex.
+    Uuid([u8; 16]),
+    /// A decimal number without leading zeros.
+    Number(u64),
+    /// Any other text.
+    Text(Box<str>),
+}
+
+impl Token {
+    /// The token of `text`.
+    pub fn of(text: &str) -> Token {
+        Token::uuid(text)
+            .map(Token::Uuid)
+            .or_else(|| {
+                let n: u64 = text.parse().ok()?;
+                (n.to_string() == text).then_some(Token::Number(n))
+            })
+            .unwrap_or_else(|| Token::Text(text.into()))
+    }
+
+    /// The bytes of a UUID in canonical text, if `text` is one.
+    fn uuid(text: &str) -> Option<[u8; 16]> {
+        let b = text.as_bytes();
+        if b.len() != 36 || [8, 13, 18, 23].iter().any(|&i| b[i] != b'-') {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut hex = b.iter().copied().filter(|&c| c != b'-');
+        let mut out = [0u8; 16];
+        for byte in &mut out {
+            *byte = (nibble(hex.next()?)? << 4) | nibble(hex.next()?)?;
+        }
+        Some(out)
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Uuid(b) => {
+                for (i, byte) in b.iter().enumerate() {
+                    if matches!(i, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+            Token::Number(n) => write!(f, "{n}"),
+            Token::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// `ipMode` of an ingress entry written as edgelb writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpMode {
+    /// Not set.
+    Unset,
+    /// `VIP`.
+    Vip,
+    /// `Proxy`.
+    Proxy,
+}
+
+impl IpMode {
+    fn of(mode: Option<&str>) -> Option<IpMode> {
+        match mode {
+            None => Some(IpMode::Unset),
+            Some("VIP") => Some(IpMode::Vip),
+            Some("Proxy") => Some(IpMode::Proxy),
+            Some(_) => None,
+        }
+    }
+
+    fn text(self) -> Option<&'static str> {
+        match self {
+            IpMode::Unset => None,
+            IpMode::Vip => Some("VIP"),
+            IpMode::Proxy => Some("Proxy"),
+        }
+    }
+}
+
+/// One `status.loadBalancer.ingress` entry. What edgelb writes (an IP, an `ipMode` or
+/// none, nothing else) is kept as an address and a tag (24 B, no allocation; the k8s
+/// entry is 96 B plus a string per field); anything else (a hostname, ports, an IP not
+/// in its canonical text, another mode) verbatim, so the entry reads back exactly as
+/// written (the status writer compares it with what it wants).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ingress {
+    /// `ip` (in the text `IpAddr` displays) and `ipMode`, nothing else set.
+    Ip {
+        /// `ip`.
+        ip: IpAddr,
+        /// `ipMode`.
+        mode: IpMode,
+    },
+    /// Any other entry, as written.
+    Other(Box<LoadBalancerIngress>),
+}
+
+impl Ingress {
+    /// The compact form of `entry` when it reads back the same, else `entry` kept.
+    pub fn of(entry: &LoadBalancerIngress) -> Ingress {
+        let compact = match entry {
+            LoadBalancerIngress {
+                ip: Some(text),
+                hostname: None,
+                ip_mode,
+                ports: None,
+            } => text
+                .parse::<IpAddr>()
+                .ok()
+                .filter(|ip| ip.to_string() == *text)
+                .zip(IpMode::of(ip_mode.as_deref())),
+            _ => None,
+        };
+        match compact {
+            Some((ip, mode)) => Ingress::Ip { ip, mode },
+            None => Ingress::Other(Box::new(entry.clone())),
+        }
+    }
+
+    /// The entry as the API has it.
+    pub fn entry(&self) -> LoadBalancerIngress {
+        match self {
+            Ingress::Ip { ip, mode } => LoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ip_mode: mode.text().map(str::to_string),
+                ..Default::default()
+            },
+            Ingress::Other(entry) => (**entry).clone(),
+        }
+    }
+
+    /// The IP the entry records, if its `ip` is one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Ingress::Ip { ip, .. } => Some(*ip),
+            Ingress::Other(entry) => entry.ip.as_deref()?.parse().ok(),
+        }
+    }
+}
+
 /// What the store keeps of one Service (see the module docs for who reads each field).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServiceFacts {
     /// `namespace/name` (the namespace shared by the store).
     pub key: ObjectKey,
     /// `metadata.uid`.
-    pub uid: Option<Box<str>>,
+    pub uid: Option<Token>,
     /// `metadata.resourceVersion`: the precondition of status writes.
-    pub resource_version: Option<Box<str>>,
+    pub resource_version: Option<Token>,
     /// `metadata.generation`.
     pub generation: Option<i64>,
     /// Whether `metadata.deletionTimestamp` is set.
@@ -128,8 +285,8 @@ pub struct ServiceFacts {
     pub labels: Pairs,
     /// The annotations [`is_read_on_services`] keeps.
     pub annotations: Pairs,
-    /// `status.loadBalancer.ingress`.
-    pub ingress: Box<[LoadBalancerIngress]>,
+    /// `status.loadBalancer.ingress`, compact ([`Ingress`]).
+    pub ingress: Box<[Ingress]>,
     /// The pass-through condition in `status.conditions`
     /// ([`crate::status::pass_through::CONDITION`]), the only one read.
     pub pass_through: Option<Box<Condition>>,
@@ -150,8 +307,8 @@ impl ServiceFacts {
                 namespace: name(meta.namespace.as_deref().unwrap_or("")),
                 name: meta.name.as_deref().unwrap_or("").into(),
             },
-            uid: meta.uid.as_deref().map(Box::from),
-            resource_version: meta.resource_version.as_deref().map(Box::from),
+            uid: meta.uid.as_deref().map(Token::of),
+            resource_version: meta.resource_version.as_deref().map(Token::of),
             generation: meta.generation,
             deleting: meta.deletion_timestamp.is_some(),
             has_finalizer: meta
@@ -198,7 +355,7 @@ impl ServiceFacts {
                 .as_ref()
                 .and_then(|s| s.load_balancer.as_ref())
                 .and_then(|lb| lb.ingress.as_ref())
-                .map(|i| i.iter().cloned().collect())
+                .map(|i| i.iter().map(Ingress::of).collect())
                 .unwrap_or_default(),
             pass_through: svc
                 .status
@@ -228,6 +385,21 @@ impl ServiceFacts {
         self.annotations.get(key)
     }
 
+    /// `metadata.uid`.
+    pub fn uid(&self) -> Option<String> {
+        self.uid.as_ref().map(Token::to_string)
+    }
+
+    /// `metadata.resourceVersion`.
+    pub fn resource_version(&self) -> Option<String> {
+        self.resource_version.as_ref().map(Token::to_string)
+    }
+
+    /// `status.loadBalancer.ingress` as the API has it.
+    pub fn ingress_entries(&self) -> Vec<LoadBalancerIngress> {
+        self.ingress.iter().map(Ingress::entry).collect()
+    }
+
     /// `spec.loadBalancerClass`.
     pub fn class(&self) -> Option<&str> {
         self.class.as_deref()
@@ -241,7 +413,7 @@ impl ServiceFacts {
             kind: Some("Service".into()),
             name: Some(self.key.name.to_string()).filter(|n| !n.is_empty()),
             namespace: self.namespace().map(str::to_string),
-            uid: self.uid.as_deref().map(str::to_string),
+            uid: self.uid(),
             ..Default::default()
         }
     }

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    LoadBalancerIngress, LoadBalancerStatus, ObjectReference, Service, ServicePort, ServiceSpec,
-    ServiceStatus,
+    LoadBalancerIngress, LoadBalancerStatus, ObjectReference, PortStatus, Service, ServicePort,
+    ServiceSpec, ServiceStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, LabelSelector, LabelSelectorRequirement, ObjectMeta, Time,
@@ -368,15 +368,35 @@ fn ports() -> impl Strategy<Value = Option<Vec<ServicePort>>> {
 fn ingress() -> impl Strategy<Value = Option<Vec<LoadBalancerIngress>>> {
     proptest::option::of(proptest::collection::vec(
         (
-            opt(&["192.0.2.1", "2001:db8::1", "not-an-ip"]),
+            // Canonical IPs are kept compact, the rest verbatim (upper case, leading
+            // zeros, a mapped IPv4 in two spellings, not an IP).
+            opt(&[
+                "192.0.2.1",
+                "2001:db8::1",
+                "2001:DB8::1",
+                "2001:db8:0::1",
+                "::ffff:192.0.2.1",
+                "::ffff:c000:201",
+                "192.0.2.01",
+                "not-an-ip",
+                "",
+            ]),
             opt(&["lb.example.com"]),
-            opt(&["VIP", "Proxy"]),
+            opt(&["VIP", "Proxy", "vip", ""]),
+            proptest::option::of(proptest::collection::vec(
+                (pick(&["TCP", "UDP"]), 1..3i32).prop_map(|(protocol, port)| PortStatus {
+                    protocol: protocol.to_string(),
+                    port,
+                    error: None,
+                }),
+                0..2,
+            )),
         )
-            .prop_map(|(ip, hostname, ip_mode)| LoadBalancerIngress {
+            .prop_map(|(ip, hostname, ip_mode, ports)| LoadBalancerIngress {
                 ip,
                 hostname,
                 ip_mode,
-                ..Default::default()
+                ports,
             }),
         0..3,
     ))
@@ -402,8 +422,16 @@ prop_compose! {
     fn service()(
         namespace in opt(&["default", "shop"]),
         name in opt(&["web", "cube"]),
-        uid in opt(&["uid-1"]),
-        version in opt(&["42"]),
+        // Canonical UUIDs and numbers are kept compact, anything else as text.
+        uid in opt(&[
+            "uid-1",
+            "f3446372-834e-47e1-ac28-000000000042",
+            "F3446372-834E-47E1-AC28-000000000042",
+            "f3446372834e47e1ac28000000000042",
+            "f3446372-834e-47e1-ac28-00000000004g",
+            "",
+        ]),
+        version in opt(&["42", "0", "042", "18446744073709551615", "18446744073709551616", "-1", "v42", ""]),
         generation in proptest::option::of(1i64..4),
         deleting in any::<bool>(),
         finalizers in proptest::option::of(proptest::collection::vec(pick(&[FINALIZER, "other.io/f"]).prop_map(str::to_string), 0..3)),
@@ -565,7 +593,7 @@ proptest! {
         // Pass-through and the status the writer compares.
         prop_assert_eq!(pass::requested(&f), old::pass_requested(&svc));
         prop_assert_eq!(pass::current(&f), old::pass_current(&svc));
-        prop_assert_eq!(current_ingress(&f), &old::current_ingress(&svc)[..]);
+        prop_assert_eq!(current_ingress(&f), old::current_ingress(&svc));
         prop_assert_eq!(crate::ipam::status_ips(&f), old::status_ips(&svc));
         for frontend in [Frontend::SelfAnnounced, Frontend::ProxyingLoadBalancer] {
             let now = Time(Timestamp::UNIX_EPOCH);
@@ -584,8 +612,8 @@ proptest! {
         // Events and owner references.
         let want: ObjectReference = svc.object_ref(&());
         prop_assert_eq!(f.object_ref(), want);
-        prop_assert_eq!(f.uid.as_deref(), svc.metadata.uid.as_deref());
-        prop_assert_eq!(f.resource_version.as_deref(), svc.metadata.resource_version.as_deref());
+        prop_assert_eq!(f.uid(), svc.metadata.uid.clone());
+        prop_assert_eq!(f.resource_version(), svc.metadata.resource_version.clone());
         prop_assert_eq!(f.namespace(), svc.metadata.namespace.as_deref().filter(|n| !n.is_empty()));
 
         // The cloud adapter: its listeners, its traffic policy, and the plan from the

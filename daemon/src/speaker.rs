@@ -12,6 +12,7 @@ mod host;
 mod l2_announcer;
 mod policy_routes;
 pub mod restart_marker;
+mod shown;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ pub use allocator::{is_recorded, recorded_only, Allocator};
 pub use announcing::{AnnounceConfig, AnnounceError, Announcing, BgpStop, GossipConfig};
 pub use api_task::{ApiState, ApiTask};
 pub use policy_routes::{config_from_snapshot, PolicyRoutes};
+use shown::{Published, Shown};
 
 use tokio::sync::watch;
 
@@ -151,11 +153,8 @@ pub async fn run_cluster(
 ) -> Result<(), AnnounceError> {
     let mut api = ApiTask::spawn(client, &cfg, &lease);
     let mut allocated = api.allocated();
-    let mut writer_runs = true;
-    // This speaker's own allocator, while the allocator of record does not run here.
-    let mut alloc = Allocator::default();
-    // Whether the last snapshot shown was shown from the allocation of record.
-    let mut from_record = false;
+    // What is shown of each snapshot, and this speaker's own allocator.
+    let mut shown = Shown::default();
     let mut current: Option<Snapshot> = None;
     let mut candidates = Vec::new();
     let mut announcing = Announcing::start(&cfg.node, &cfg.announce).await?;
@@ -171,16 +170,11 @@ pub async fn run_cluster(
                 }
                 let t0 = std::time::Instant::now();
                 let snap = rx.borrow_and_update().clone();
-                if writer_runs && allocated.borrow().is_some() {
-                    // The allocator of record runs here: this snapshot is shown once it
-                    // has allocated for it.
-                    alloc = Allocator::default();
-                } else {
-                    // Every speaker takes the record over its own result wherever they
-                    // differ, and announces only what is recorded.
-                    let (a, _) = alloc.step_following(&snap);
-                    show(&cfg, &mut announcing, &snap, &recorded_only(&snap, &a)).await;
-                    from_record = false;
+                // While the allocator of record runs here, this snapshot is shown once it
+                // has allocated for it.
+                let publishing = allocated.borrow().is_some();
+                if let Some(a) = shown.snapshot(&snap, publishing) {
+                    show(&cfg, &mut announcing, &snap, &a).await;
                 }
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
@@ -192,34 +186,17 @@ pub async fn run_cluster(
                 api.want_witness(announcing.witness_needed());
                 current = Some(snap);
             }
-            r = allocated.changed(), if writer_runs => {
+            r = allocated.changed(), if shown.writer_runs() => {
                 // A writer task that ended (it never should before the loop) counts as
                 // not allocating: its last published allocation must not hold the loop's
                 // own allocator back for good.
-                writer_runs = r.is_ok();
-                let Some(snap) = current.clone() else { continue };
-                let record = if writer_runs {
-                    allocated.borrow_and_update().clone()
-                } else {
-                    None
+                let published = match r {
+                    Ok(()) => Published::Now(allocated.borrow_and_update().clone()),
+                    Err(_) => Published::Ended,
                 };
-                match record {
-                    Some(rec) if rec.snap.same_as(&snap) => {
-                        alloc = Allocator::default();
-                        show(&cfg, &mut announcing, &snap, &recorded_only(&snap, &rec.assignments)).await;
-                        from_record = true;
-                    }
-                    // The writer has not taken the current snapshot yet.
-                    Some(_) => continue,
-                    // It stopped allocating: this speaker's own allocator takes over from
-                    // the record, for the snapshot it was waiting for too.
-                    None if from_record || alloc.is_idle() => {
-                        let (a, _) = alloc.step_following(&snap);
-                        show(&cfg, &mut announcing, &snap, &recorded_only(&snap, &a)).await;
-                        from_record = false;
-                    }
-                    None => continue,
-                }
+                let Some(a) = shown.published(current.as_ref(), published) else { continue };
+                let Some(snap) = current.clone() else { continue };
+                show(&cfg, &mut announcing, &snap, &a).await;
                 if let Some(p) = &cfg.publisher {
                     publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
                 }

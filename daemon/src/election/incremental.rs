@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 
 use super::{
-    group_requests, ip_status, rendezvous, ClassFilter, ClassKey, ElectionRequest, ElectionResult,
-    ElectionView, Exclusion, ModeKind, NodeName,
+    class_key, group_requests, ip_status, rendezvous, ClassFilter, ClassKey, ElectionRequest,
+    ElectionResult, ElectionView, Exclusion, ModeKind, NodeName,
 };
 
 impl ElectionView {
@@ -53,11 +53,11 @@ impl ElectionView {
                     continue;
                 }
             };
-            let key: ClassKey<'_> = (&single.node_selectors, single.pool.as_deref(), &single.mode);
+            let key: ClassKey<'_> = class_key(single);
             let class = classes
                 .entry(key)
                 .or_insert_with(|| self.class_filter(key.0, key.1, key.2));
-            if single.mode == super::Mode::Bgp && single.local_endpoints.is_none() {
+            if *single.mode() == super::Mode::Bgp && single.terms.local_endpoints.is_none() {
                 out.push(self.elect_one(single, class));
                 continue;
             }
@@ -71,10 +71,22 @@ impl ElectionView {
         out
     }
 
+    /// `owners` as a result holds them: one node's shared list ([`super::NodeEntry`]'s
+    /// `alone`) when it is one node of this view.
+    fn shared(&self, owners: Vec<NodeName>) -> std::sync::Arc<[NodeName]> {
+        match owners.as_slice() {
+            [one] => match self.nodes.binary_search_by(|n| n.name.cmp(one)) {
+                Ok(j) => self.nodes[j].alone.clone(),
+                Err(_) => owners.into(),
+            },
+            _ => owners.into(),
+        }
+    }
+
     /// Node `i` became eligible for `request`: add it to the owners.
     fn admit(&self, request: &ElectionRequest, owners: &mut Vec<NodeName>, i: usize) {
         let n = &self.nodes[i];
-        if request.mode.kind() == ModeKind::Bgp {
+        if request.mode().kind() == ModeKind::Bgp {
             let at = owners.partition_point(|o| **o < *n.name);
             owners.insert(at, n.name.clone());
             return;
@@ -137,8 +149,8 @@ impl ElectionView {
         }
         ElectionResult {
             ip: request.ip,
-            mode: request.mode.kind(),
-            owners: owners.into(),
+            mode: request.mode().kind(),
+            owners: self.shared(owners),
             shared_exclusions: class.excluded.clone(),
             own_exclusions: own,
         }

@@ -108,11 +108,21 @@ impl Mode {
     }
 }
 
-/// One IP to elect for, with what restricts its nodes.
+/// One IP to elect for, with what restricts its nodes. The terms are those of the
+/// IP's Service and advertisements, the same for each of its IPs: shared (a planner keeps
+/// one request per IP, 10 000 of them, between plans).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElectionRequest {
     /// The LoadBalancer IP.
     pub ip: IpAddr,
+    /// What restricts its nodes.
+    pub terms: Arc<RequestTerms>,
+}
+
+/// What restricts the nodes that may announce an IP (the same for every IP of a Service
+/// under the same advertisements).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestTerms {
     /// How it is announced.
     pub mode: Mode,
     /// The advertisement's node selectors (any of them; empty: all nodes).
@@ -122,6 +132,18 @@ pub struct ElectionRequest {
     /// `Some(nodes)` for `externalTrafficPolicy: Local`: the nodes that run a
     /// ready endpoint of the Service; `None` for `Cluster`.
     pub local_endpoints: Option<BTreeSet<String>>,
+}
+
+impl ElectionRequest {
+    /// A request for `ip` on `terms`.
+    pub fn new(ip: IpAddr, terms: Arc<RequestTerms>) -> ElectionRequest {
+        ElectionRequest { ip, terms }
+    }
+
+    /// How it is announced.
+    pub fn mode(&self) -> &Mode {
+        &self.terms.mode
+    }
 }
 
 /// Why a node may not announce an IP. Serialized as the camelCase codes that
@@ -242,6 +264,9 @@ impl Serialize for ElectionResult {
 
 struct NodeEntry {
     name: NodeName,
+    /// `[name]`: the owners of every L2 result this node wins, shared (one allocation
+    /// per node, not per IP).
+    alone: Arc<[NodeName]>,
     key: u64,
     candidate: Candidate,
 }
@@ -262,15 +287,25 @@ struct ClassFilter {
 
 type ClassKey<'r> = (&'r [NodeSelector], Option<&'r str>, &'r Mode);
 
+/// The terms of `r` that do not depend on the IP or the Service's endpoints.
+fn class_key(r: &ElectionRequest) -> ClassKey<'_> {
+    let t = &r.terms;
+    (&t.node_selectors, t.pool.as_deref(), &t.mode)
+}
+
 impl ElectionView {
     /// Index `candidates`. A node name given twice keeps its first entry.
     pub fn new(candidates: impl IntoIterator<Item = Candidate>) -> Self {
         let mut nodes: Vec<NodeEntry> = candidates
             .into_iter()
-            .map(|c| NodeEntry {
-                name: Arc::from(c.node.as_str()),
-                key: rendezvous::node_key(&c.node),
-                candidate: c,
+            .map(|c| {
+                let name: NodeName = Arc::from(c.node.as_str());
+                NodeEntry {
+                    alone: Arc::from([name.clone()]),
+                    name,
+                    key: rendezvous::node_key(&c.node),
+                    candidate: c,
+                }
             })
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
@@ -318,11 +353,8 @@ impl ElectionView {
 
     /// Elect for one request alone.
     pub fn elect(&self, request: &ElectionRequest) -> ElectionResult {
-        let class = self.class_filter(
-            &request.node_selectors,
-            request.pool.as_deref(),
-            &request.mode,
-        );
+        let t = &request.terms;
+        let class = self.class_filter(&t.node_selectors, t.pool.as_deref(), &t.mode);
         self.elect_one(request, &class)
     }
 
@@ -335,15 +367,13 @@ impl ElectionView {
         let mut out = Vec::with_capacity(groups.len());
         for ((ip, kind), group) in groups {
             for r in &group {
-                let key: ClassKey<'_> = (&r.node_selectors, r.pool.as_deref(), &r.mode);
+                let key = class_key(r);
                 classes
                     .entry(key)
                     .or_insert_with(|| self.class_filter(key.0, key.1, key.2));
             }
-            let group_classes: Vec<Option<&ClassFilter>> = group
-                .iter()
-                .map(|r| classes.get(&(r.node_selectors.as_slice(), r.pool.as_deref(), &r.mode)))
-                .collect();
+            let group_classes: Vec<Option<&ClassFilter>> =
+                group.iter().map(|r| classes.get(&class_key(r))).collect();
             match (group.as_slice(), group_classes.as_slice()) {
                 ([single], [Some(class)]) => out.push(self.elect_one(single, class)),
                 _ => out.push(self.elect_merged(ip, kind, &group, &group_classes)),
@@ -382,7 +412,7 @@ impl ElectionView {
     }
 
     fn elect_one(&self, request: &ElectionRequest, class: &ClassFilter) -> ElectionResult {
-        if request.mode == Mode::Bgp && request.local_endpoints.is_none() {
+        if request.terms.mode == Mode::Bgp && request.terms.local_endpoints.is_none() {
             // BGP checks nothing per IP without a Local traffic policy.
             return ElectionResult {
                 ip: request.ip,
@@ -405,11 +435,11 @@ impl ElectionView {
                 });
                 continue;
             }
-            consider(&mut best, &mut owners, request.mode.kind(), ip_key, n);
+            consider(&mut best, &mut owners, request.mode().kind(), ip_key, n);
         }
         finish(
             request.ip,
-            request.mode.kind(),
+            request.mode().kind(),
             best,
             owners,
             class.excluded.clone(),
@@ -433,7 +463,8 @@ impl ElectionView {
                 let class_reason = match c {
                     Some(c) => c.status.get(i).copied().flatten(),
                     None => {
-                        class_status(&n.candidate, &r.node_selectors, r.pool.as_deref(), &r.mode)
+                        let t = &r.terms;
+                        class_status(&n.candidate, &t.node_selectors, t.pool.as_deref(), &t.mode)
                     }
                 };
                 class_reason.or_else(|| ip_status(&n.candidate, r))
@@ -456,7 +487,7 @@ type Groups<'r> = BTreeMap<(IpAddr, ModeKind), Vec<&'r ElectionRequest>>;
 fn group_requests(requests: &[ElectionRequest]) -> Groups<'_> {
     let mut groups: Groups<'_> = BTreeMap::new();
     for r in requests {
-        groups.entry((r.ip, r.mode.kind())).or_default().push(r);
+        groups.entry((r.ip, r.mode().kind())).or_default().push(r);
     }
     groups
 }
@@ -491,13 +522,18 @@ fn finish(
     shared_exclusions: Arc<[Exclusion]>,
     own_exclusions: Vec<Exclusion>,
 ) -> ElectionResult {
-    if let Some((_, n)) = best {
-        owners.push(n.name.clone());
-    }
+    let owners = match best {
+        Some((_, n)) if owners.is_empty() => n.alone.clone(),
+        Some((_, n)) => {
+            owners.push(n.name.clone());
+            owners.into()
+        }
+        None => owners.into(),
+    };
     ElectionResult {
         ip,
         mode,
-        owners: owners.into(),
+        owners,
         shared_exclusions,
         own_exclusions,
     }
@@ -575,7 +611,8 @@ fn nic_down(c: &Candidate, mode: &Mode) -> Option<ExclusionReason> {
 
 /// `externalTrafficPolicy: Local` and no ready endpoint on the node.
 fn no_local_endpoints(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionReason> {
-    r.local_endpoints
+    r.terms
+        .local_endpoints
         .as_ref()
         .filter(|nodes| !nodes.contains(&c.node))
         .map(|_| ExclusionReason::NoLocalEndpoints)
@@ -583,11 +620,11 @@ fn no_local_endpoints(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionRea
 
 /// L2: no up announcing interface of the node carries a subnet containing the IP.
 fn subnet_not_local(c: &Candidate, r: &ElectionRequest) -> Option<ExclusionReason> {
-    if !matches!(r.mode, Mode::L2 { .. }) {
+    if !matches!(r.mode(), Mode::L2 { .. }) {
         return None;
     }
     let local =
-        announcing(c, &r.mode).any(|i| i.up && i.subnets.iter().any(|net| net.contains(&r.ip)));
+        announcing(c, r.mode()).any(|i| i.up && i.subnets.iter().any(|net| net.contains(&r.ip)));
     (!local).then_some(ExclusionReason::SubnetNotLocal)
 }
 

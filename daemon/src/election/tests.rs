@@ -35,20 +35,26 @@ fn node(name: &str) -> Candidate {
 }
 
 fn l2(ip_s: &str) -> ElectionRequest {
-    ElectionRequest {
-        ip: ip(ip_s),
-        mode: Mode::L2 { interfaces: None },
-        node_selectors: vec![],
-        pool: None,
-        local_endpoints: None,
-    }
+    ElectionRequest::new(
+        ip(ip_s),
+        Arc::new(RequestTerms {
+            mode: Mode::L2 { interfaces: None },
+            node_selectors: vec![],
+            pool: None,
+            local_endpoints: None,
+        }),
+    )
 }
 
 fn bgp(ip_s: &str) -> ElectionRequest {
-    ElectionRequest {
-        mode: Mode::Bgp,
-        ..l2(ip_s)
-    }
+    let mut r = l2(ip_s);
+    terms(&mut r).mode = Mode::Bgp;
+    r
+}
+
+/// The request's own terms, to change (copied if shared).
+fn terms(r: &mut ElectionRequest) -> &mut RequestTerms {
+    Arc::make_mut(&mut r.terms)
 }
 
 fn names(result: &ElectionResult) -> Vec<&str> {
@@ -106,7 +112,7 @@ fn not_ready_and_network_unavailable_nodes_never_announce() {
 #[test]
 fn selector_mismatch_and_pool_mismatch_exclude() {
     let mut req = bgp("192.0.2.1");
-    req.node_selectors = vec![NodeSelector {
+    terms(&mut req).node_selectors = vec![NodeSelector {
         match_labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
         match_expressions: vec![],
     }];
@@ -121,7 +127,7 @@ fn selector_mismatch_and_pool_mismatch_exclude() {
             vec!["ok".to_string()]
         )
     );
-    req.pool = Some("pool-1".into());
+    terms(&mut req).pool = Some("pool-1".into());
     let other_pool = Candidate {
         node_pool: Some("pool-2".into()),
         ..node("bad")
@@ -147,7 +153,7 @@ fn not_live_node_is_excluded() {
 #[test]
 fn node_without_local_endpoint_is_excluded_under_local_policy() {
     let mut req = bgp("192.0.2.1");
-    req.local_endpoints = Some(BTreeSet::from(["ok".to_string()]));
+    terms(&mut req).local_endpoints = Some(BTreeSet::from(["ok".to_string()]));
     assert_eq!(
         reason_with(node("bad"), &req),
         (
@@ -172,7 +178,7 @@ fn nic_down_excludes_in_both_modes_and_interface_list_is_honoured() {
 
     // eth0 is up, but the advertisement announces only on eth1.
     let mut req = l2("192.0.2.1");
-    req.mode = Mode::L2 {
+    terms(&mut req).mode = Mode::L2 {
         interfaces: Some(vec!["eth1".into()]),
     };
     let mut ok = node("ok");
@@ -282,9 +288,9 @@ fn services_sharing_an_ip_share_one_owner_eligible_for_both() {
     let view = ElectionView::new(nodes);
     // Two Services on one IP, each Local with endpoints on different node sets.
     let mut a = l2("192.0.2.50");
-    a.local_endpoints = Some((0..12).map(|i| format!("n{i:02}")).collect());
+    terms(&mut a).local_endpoints = Some((0..12).map(|i| format!("n{i:02}")).collect());
     let mut b = l2("192.0.2.50");
-    b.local_endpoints = Some((6..20).map(|i| format!("n{i:02}")).collect());
+    terms(&mut b).local_endpoints = Some((6..20).map(|i| format!("n{i:02}")).collect());
     let results = view.elect_many(&[a.clone(), b.clone()]);
     assert_eq!(results.len(), 1, "one result per shared IP");
     let owner = results[0].owner().expect("an owner").to_string();
@@ -471,10 +477,10 @@ fn varied_requests(count: u8, local_mask: u32) -> Vec<ElectionRequest> {
                 l2(&format!("192.0.2.{i}"))
             };
             if i % 4 == 1 {
-                r.node_selectors = zone_a.clone();
+                terms(&mut r).node_selectors = zone_a.clone();
             }
             if i % 5 == 2 {
-                r.local_endpoints = Some(
+                terms(&mut r).local_endpoints = Some(
                     (0..32)
                         .filter(|b| local_mask & (1 << b) != 0)
                         .map(|b| format!("v{b:02}"))
@@ -614,7 +620,7 @@ fn the_first_failing_rule_names_the_reason() {
         ip_status(&node("n"), &r),
         Some(ExclusionReason::SubnetNotLocal)
     );
-    r.local_endpoints = Some(BTreeSet::new());
+    terms(&mut r).local_endpoints = Some(BTreeSet::new());
     assert_eq!(
         ip_status(&node("n"), &r),
         Some(ExclusionReason::NoLocalEndpoints)

@@ -377,10 +377,7 @@ pub fn split_by_node_pool(
 /// The IPs a Service's status records (`status.loadBalancer.ingress[].ip`), in order;
 /// entries that are not IPs (hostnames) are skipped.
 pub fn status_ips(svc: &ServiceFacts) -> Vec<IpAddr> {
-    svc.ingress
-        .iter()
-        .filter_map(|i| i.ip.as_deref()?.parse().ok())
-        .collect()
+    svc.ingress.iter().filter_map(|i| i.ip()).collect()
 }
 
 /// Who holds an IP during one run. Kept per used IP for as long as the allocator lives (every

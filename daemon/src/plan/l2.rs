@@ -12,11 +12,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::election::{
     Candidate, ElectionRequest, ElectionView, InterfaceFacts, Mode, ModeKind, NodeName,
+    RequestTerms,
 };
 use crate::ipam::AllocationKey;
 use crate::ipam::Assignments;
@@ -191,16 +193,15 @@ pub fn requests_of(
         all.dedup();
         Some(all)
     };
+    // One set of terms for all the Service's IPs.
+    let terms = Arc::new(RequestTerms {
+        mode: Mode::L2 { interfaces },
+        node_selectors,
+        pool: akey.node_pool.as_deref().map(String::from),
+        local_endpoints,
+    });
     for ip in &alloc.ips {
-        out.requests.push(ElectionRequest {
-            ip: *ip,
-            mode: Mode::L2 {
-                interfaces: interfaces.clone(),
-            },
-            node_selectors: node_selectors.clone(),
-            pool: akey.node_pool.as_deref().map(String::from),
-            local_endpoints: local_endpoints.clone(),
-        });
+        out.requests.push(ElectionRequest::new(*ip, terms.clone()));
         out.services.push((service.clone(), *ip));
     }
     out.requests.len() - before
@@ -252,7 +253,7 @@ pub fn assemble(
     // The interface list of the first request of each IP this node owns.
     let mut allowed_by_ip: HashMap<IpAddr, Option<&Vec<String>>> = HashMap::new();
     for q in &reqs.requests {
-        if let Mode::L2 { interfaces } = &q.mode {
+        if let Mode::L2 { interfaces } = q.mode() {
             if mine.contains(&q.ip) {
                 allowed_by_ip.entry(q.ip).or_insert(interfaces.as_ref());
             }

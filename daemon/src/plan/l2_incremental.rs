@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::l2::{assemble, candidates, requests_of, L2Node, L2Plan, L2Requests, Members};
@@ -70,33 +72,11 @@ struct ServiceInputs {
     key: AllocationKey,
     /// The Service by identity (held, so its address is never reused), and its slices.
     svc: Option<Arc<ServiceFacts>>,
-    slices: OneOrMore<Arc<Slice>>,
-    outcome: Option<(Arc<str>, OneOrMore<IpAddr>)>,
+    /// Almost always one slice and one IP: kept inline, not in a heap block per Service.
+    slices: SmallVec<[Arc<Slice>; 1]>,
+    outcome: Option<(Arc<str>, SmallVec<[IpAddr; 1]>)>,
     /// How many requests it gave (consecutive in `L2Requests`).
     count: usize,
-}
-
-/// A list that is almost always of one (a Service's slices, its IPs): the one is kept
-/// inline, not in a heap block of its own per Service.
-enum OneOrMore<T> {
-    One(T),
-    More(Box<[T]>),
-}
-
-impl<T: Clone> OneOrMore<T> {
-    fn of(items: &[T]) -> OneOrMore<T> {
-        match items {
-            [one] => OneOrMore::One(one.clone()),
-            more => OneOrMore::More(more.into()),
-        }
-    }
-
-    fn as_slice(&self) -> &[T] {
-        match self {
-            OneOrMore::One(one) => std::slice::from_ref(one),
-            OneOrMore::More(more) => more,
-        }
-    }
 }
 
 impl ServiceInputs {
@@ -110,11 +90,11 @@ impl ServiceInputs {
         ServiceInputs {
             key: key.clone(),
             svc: svc.cloned(),
-            slices: OneOrMore::of(slices),
+            slices: SmallVec::from(slices),
             outcome: outcome
                 .as_ref()
                 .ok()
-                .map(|a| (a.pool.clone(), OneOrMore::of(&a.ips))),
+                .map(|a| (a.pool.clone(), SmallVec::from(a.ips.as_slice()))),
             count,
         }
     }

@@ -432,7 +432,7 @@ fn elect(
     let pools: BTreeMap<IpAddr, String> = reqs
         .requests
         .iter()
-        .map(|r| (r.ip, r.pool.clone().unwrap_or_default()))
+        .map(|r| (r.ip, r.terms.pool.clone().unwrap_or_default()))
         .collect();
     view.elect_many(&reqs.requests)
         .into_iter()

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use crate::api::annotations::ALLOW_SHARED_IP;
-use crate::election::{Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind};
+use crate::election::{
+    Candidate, ElectionRequest, ElectionResult, ElectionView, Mode, ModeKind, RequestTerms,
+};
 use crate::ipam::{AllocationKey, Assignments, Outcome};
 use crate::plan::endpoints::{has_ready_endpoint_for, is_local, ready_nodes_for};
 use crate::plan::{coverage, l2};
@@ -267,14 +269,14 @@ fn bgp_requests_of(
     // One request per IP: a node announces when any covering advertisement selects it,
     // as the BGP planner does.
     let node_selectors = coverage::any_of(covering);
+    let terms = std::sync::Arc::new(RequestTerms {
+        mode: Mode::Bgp,
+        node_selectors,
+        pool: akey.node_pool.as_deref().map(String::from),
+        local_endpoints,
+    });
     for ip in &alloc.ips {
-        out.requests.push(ElectionRequest {
-            ip: *ip,
-            mode: Mode::Bgp,
-            node_selectors: node_selectors.clone(),
-            pool: akey.node_pool.as_deref().map(String::from),
-            local_endpoints: local_endpoints.clone(),
-        });
+        out.requests.push(ElectionRequest::new(*ip, terms.clone()));
         out.services.push((service.clone(), *ip));
     }
 }

@@ -13,7 +13,9 @@
 //! answers 409 on the retry, and the Event's `eventTime` (ours, to the microsecond) tells
 //! that apart from an earlier report. The series patch sets absolute values, so a repeated
 //! patch is the same patch. The status writer's retries stop once its Lease fence closes
-//! ([`post_while`]); the other callers' retries end within the policy's bound.
+//! ([`post_report`]); the other callers' retries end within the policy's bound. A report the
+//! writer could not post keeps its `eventTime` and is posted later as [`Report::tried`]:
+//! an Event of that very try already stored is then recognized, not counted twice.
 //!
 //! **A new leader does not post its predecessor's Events.** A leader killed (or frozen past
 //! its Lease) between a status write and its `IPAllocated` never sends that Event, and the
@@ -49,6 +51,27 @@ pub struct Note {
     pub action: &'static str,
     /// What happened, for people.
     pub note: String,
+}
+
+/// A note about a record change and the `eventTime` it is posted with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub note: Note,
+    pub at: Timestamp,
+    /// An earlier post of this very report may be stored (a try that timed out): an
+    /// existing Event with the same reporter and `eventTime` is that post.
+    pub tried: bool,
+}
+
+impl Report {
+    /// A report of `note` first posted now.
+    pub fn now(note: Note) -> Report {
+        Report {
+            note,
+            at: Timestamp::now(),
+            tried: false,
+        }
+    }
 }
 
 /// How often a request of a post is tried, and the waits between tries.
@@ -223,19 +246,27 @@ pub fn event(regarding: &ObjectReference, note: &Note, instance: &str, now: Time
     }
 }
 
-/// Posts `note` about `regarding` while `may_retry` allows; see [`post_about`].
-pub async fn post_while(
+/// Posts a report of a record change about `regarding` (an existing Event of another post
+/// is a true repeat) while `may_retry` allows; see [`post_about`].
+pub async fn post_report(
     client: &Client,
     instance: &str,
     regarding: &ObjectReference,
-    note: &Note,
-    repeat: bool,
+    report: &Report,
     timeout: Duration,
     may_retry: MayRetry<'_>,
 ) -> Result<Posted, String> {
-    let now = Timestamp::now();
     post_with(
-        client, instance, regarding, note, repeat, timeout, RETRY, now, may_retry,
+        client,
+        instance,
+        regarding,
+        &report.note,
+        true,
+        timeout,
+        RETRY,
+        report.at,
+        report.tried,
+        may_retry,
     )
     .await
 }
@@ -261,12 +292,14 @@ pub async fn post_about(
         timeout,
         RETRY,
         Timestamp::now(),
+        false,
         &|| true,
     )
     .await
 }
 
-/// [`post_about`] with its policy and clock as values.
+/// [`post_about`] with its policy and clock as values; `tried`: an earlier try of this
+/// very post (same `now`) may be stored.
 #[allow(clippy::too_many_arguments)]
 async fn post_with(
     client: &Client,
@@ -277,6 +310,7 @@ async fn post_with(
     timeout: Duration,
     policy: Retry,
     now: Timestamp,
+    tried: bool,
     may_retry: MayRetry<'_>,
 ) -> Result<Posted, String> {
     let api: Api<Event> = Api::namespaced(client.clone(), &event_namespace(regarding));
@@ -286,6 +320,7 @@ async fn post_with(
     let (post_params, patch_params) = (PostParams::default(), PatchParams::default());
     let (created, uncertain) =
         retried(policy, timeout, may_retry, || api.create(&post_params, &ev)).await;
+    let uncertain = uncertain || tried;
     match created {
         Ok(_) => return Ok(Posted::Created),
         Err(e) if e.is_code(409) => {}
@@ -448,9 +483,66 @@ mod tests {
             t,
             FAST,
             now,
+            false,
             &|| true,
         )
         .await
+    }
+
+    /// A report posted again because its first post may have been stored (the writer's
+    /// fence lapsed mid-post): the Event of that very post (same reporter, same
+    /// `eventTime`) is recognized and not counted twice; an Event of another report of the
+    /// same change is a true repeat; a report that was never tried creates its Event.
+    #[tokio::test]
+    async fn a_report_posted_again_recognizes_its_own_event() {
+        let note = allocated("192.0.2.1");
+        let ev_name = name(&svc(), &note);
+        let at = Timestamp::now();
+        let stored = |when: Timestamp| {
+            serde_json::to_value(event(&svc().object_ref(&()), &note, "node-b", when))
+                .expect("json")
+        };
+        let earlier = at - k8s_openapi::jiff::SignedDuration::from_secs(3600);
+        let (client, server) = scripted(vec![
+            post_answer(409, "AlreadyExists"),
+            Call::new("GET", format!("{URL}/{ev_name}"), 200, stored(at)),
+            post_answer(409, "AlreadyExists"),
+            Call::new("GET", format!("{URL}/{ev_name}"), 200, stored(earlier)),
+            Call::new("PATCH", format!("{URL}/{ev_name}?"), 200, json!({}))
+                .check_body(|b| assert_eq!(b["series"]["count"], 2)),
+            Call::new("POST", format!("{URL}?"), 201, json!({}))
+                .check_body(move |b| assert_eq!(b["eventTime"], json!(MicroTime(at)))),
+        ]);
+        let t = Duration::from_secs(2);
+        let again = Report {
+            note: note.clone(),
+            at,
+            tried: true,
+        };
+        let post = |r: Report| {
+            let client = client.clone();
+            async move { post_report(&client, "node-b", &svc().object_ref(&()), &r, t, &|| true).await }
+        };
+        assert_eq!(
+            post(again.clone()).await,
+            Ok(Posted::Created),
+            "its own Event"
+        );
+        assert_eq!(
+            post(again.clone()).await,
+            Ok(Posted::Repeated(2)),
+            "another's"
+        );
+        let first = Report {
+            tried: false,
+            ..again
+        };
+        assert_eq!(
+            post(first).await,
+            Ok(Posted::Created),
+            "with its own eventTime"
+        );
+        server.await.expect("every call came");
     }
 
     /// The first report of an allocation now, with a 2 s timeout per try.
@@ -551,13 +643,12 @@ mod tests {
     #[tokio::test]
     async fn no_retry_once_the_writer_no_longer_leads() {
         let (client, server) = scripted(vec![post_answer(503, "ServiceUnavailable")]);
-        let note = allocated("192.0.2.1");
-        let got = post_while(
+        let report = Report::now(allocated("192.0.2.1"));
+        let got = post_report(
             &client,
             "node-b",
             &svc().object_ref(&()),
-            &note,
-            true,
+            &report,
             Duration::from_secs(2),
             &|| false,
         )

@@ -18,6 +18,11 @@
 //! - **Fence before every write.** A write may start only if it would time out before the
 //!   fence ends ([`Fence::permits`]). A new term (an [`Fence::epoch`]) starts whenever the
 //!   fence had lapsed, so the writer re-reads what is recorded before writing again.
+//! - **A hold outlives a lapse.** The fence's [`Fence::tenure`] counts this speaker's holds
+//!   of the Lease: it moves when another holder is seen or when this speaker creates or
+//!   takes the Lease over, not when a renewal that was late keeps the same hold (same
+//!   `acquireTime` and `leaseTransitions`: nobody else held it meanwhile). What a hold owes
+//!   (Events of its status writes) is kept over such a lapse and posted once it writes again.
 //! - **Release on stop.** [`LeaderHandle::release`] closes the fence, then clears the holder
 //!   and shortens the Lease to one second, so the next speaker takes over at its next retry.
 
@@ -107,6 +112,9 @@ pub struct LeaseView {
     pub version: String,
     /// `leaseDurationSeconds` as the holder wrote it.
     pub duration: Duration,
+    /// `acquireTime` (as serialized) and `leaseTransitions`: together they name one hold.
+    pub acquired: Option<String>,
+    pub transitions: i32,
 }
 
 impl LeaseView {
@@ -123,6 +131,10 @@ impl LeaseView {
                 .map_or(default_duration, |s| {
                     Duration::from_secs(u64::try_from(s).unwrap_or(0))
                 }),
+            acquired: spec
+                .and_then(|s| s.acquire_time.as_ref())
+                .and_then(|t| serde_json::to_string(t).ok()),
+            transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
         }
     }
 }
@@ -145,6 +157,10 @@ pub enum Action {
 pub struct Fence {
     /// The current term, counted from 1; a new one starts whenever the fence had lapsed.
     pub epoch: u64,
+    /// This speaker's hold of the Lease, counted from 1: a new one when another holder is
+    /// seen or this speaker acquires the Lease anew; a lapse that the same hold renews (a
+    /// new `epoch`) keeps it.
+    pub tenure: u64,
     /// Until when this speaker may write (monotonic); `None` when it does not lead.
     pub until: Option<Instant>,
     /// The holder as last read (this node while it leads); `None` when unknown.
@@ -190,6 +206,8 @@ pub struct Elector {
     timings: LeaseTimings,
     observed: Option<Observed>,
     fence: Fence,
+    /// `acquireTime` and `leaseTransitions` of this speaker's current hold, as last written.
+    held: Option<(Option<String>, i32)>,
 }
 
 impl Elector {
@@ -200,6 +218,7 @@ impl Elector {
             timings,
             observed: None,
             fence: Fence::default(),
+            held: None,
         }
     }
 
@@ -227,6 +246,10 @@ impl Elector {
             return Action::Renew;
         }
         self.fence.until = None;
+        if self.held.take().is_some() {
+            // Released or held by another: this hold is over, whatever comes next.
+            self.fence.tenure += 1;
+        }
         if view.holder.is_empty() {
             self.fence.holder = None;
             return Action::TakeOver;
@@ -245,6 +268,11 @@ impl Elector {
     pub fn on_written(&mut self, sent: Instant, written: LeaseView, now: Instant) {
         if !self.fence.leads(sent) {
             self.fence.epoch += 1;
+        }
+        let hold = (written.acquired.clone(), written.transitions);
+        if self.held.as_ref() != Some(&hold) {
+            self.fence.tenure += 1;
+            self.held = Some(hold);
         }
         self.fence.until = Some(sent + self.timings.renew_deadline);
         self.fence.holder = Some(self.me.clone());

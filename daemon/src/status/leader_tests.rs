@@ -15,6 +15,17 @@ fn view(holder: &str, version: &str) -> LeaseView {
         holder: holder.into(),
         version: version.into(),
         duration: T.lease_duration,
+        acquired: Some("t0".into()),
+        transitions: 0,
+    }
+}
+
+/// A Lease view of a hold acquired at `acquired` after `transitions` changes of holder.
+fn hold(holder: &str, version: &str, acquired: &str, transitions: i32) -> LeaseView {
+    LeaseView {
+        acquired: Some(acquired.into()),
+        transitions,
+        ..view(holder, version)
     }
 }
 
@@ -106,6 +117,47 @@ fn the_fence_ends_at_the_renew_deadline_from_the_send_and_a_lapse_starts_a_new_t
         !e.fence().leads(t0 + secs(20.2)),
         "a conflict stops writing at once"
     );
+}
+
+/// A late renewal of the same hold (same `acquireTime`, `leaseTransitions`) starts a new
+/// epoch but keeps the tenure, so what the hold owes survives the lapse; another holder
+/// seen, or the Lease acquired anew, ends the tenure.
+#[test]
+fn a_lapse_renewed_by_the_same_hold_keeps_the_tenure_another_holder_ends_it() {
+    let t0 = Instant::now();
+    let mut e = Elector::new("a", T);
+    assert_eq!(e.on_read(None, t0), Action::Create);
+    e.on_written(t0, hold("a", "1", "t0", 0), t0);
+    assert_eq!((e.fence().epoch, e.fence().tenure), (1, 1));
+    // The renewal came 15 s late: the fence lapsed, the Lease still names this hold.
+    assert_eq!(
+        e.on_read(Some(hold("a", "1", "t0", 0)), t0 + secs(15.0)),
+        Action::Renew
+    );
+    e.on_written(t0 + secs(15.0), hold("a", "2", "t0", 0), t0 + secs(15.1));
+    assert_eq!((e.fence().epoch, e.fence().tenure), (2, 1), "same hold");
+    // Another holder is seen: the hold is over at once, before anything is written.
+    assert_eq!(
+        e.on_read(Some(hold("b", "3", "t1", 1)), t0 + secs(40.0)),
+        Action::Follow
+    );
+    assert_eq!(e.fence().tenure, 2);
+    // Taken over later: a new hold (its acquire time and transitions changed).
+    assert_eq!(
+        e.on_read(Some(hold("b", "3", "t1", 1)), t0 + secs(56.0)),
+        Action::TakeOver
+    );
+    e.on_written(t0 + secs(56.0), hold("a", "4", "t2", 2), t0 + secs(56.1));
+    assert_eq!((e.fence().epoch, e.fence().tenure), (3, 3));
+    // Released by someone and taken again with the same transitions count: a new
+    // acquire time, so a new hold too.
+    assert_eq!(
+        e.on_read(Some(hold("", "5", "t3", 2)), t0 + secs(80.0)),
+        Action::TakeOver
+    );
+    assert_eq!(e.fence().tenure, 4);
+    e.on_written(t0 + secs(80.0), hold("a", "6", "t4", 2), t0 + secs(80.1));
+    assert_eq!((e.fence().epoch, e.fence().tenure), (4, 5));
 }
 
 /// One event of the simulation, ordered by time (earliest first).

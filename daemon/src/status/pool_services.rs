@@ -144,7 +144,7 @@ pub fn desired_with(
         api_version: "v1".into(),
         kind: "Service".into(),
         name: svc_name.clone(),
-        uid: svc.uid.as_deref().unwrap_or_default().to_string(),
+        uid: svc.uid().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
     }];

@@ -96,6 +96,11 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Queue<K, V> {
         self.busy.contains_key(key)
     }
 
+    /// Whether `key` is wanted or being written.
+    pub fn is_pending(&self, key: &K) -> bool {
+        self.want.contains_key(key) || self.busy.contains_key(key)
+    }
+
     /// The earliest time a waiting key's retry falls due.
     pub fn next_retry(&self) -> Option<Instant> {
         self.retry

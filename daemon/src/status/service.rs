@@ -32,8 +32,8 @@ pub fn desired_ingress(
 }
 
 /// The ingress list the Service has now.
-pub fn current_ingress(svc: &ServiceFacts) -> &[LoadBalancerIngress] {
-    &svc.ingress
+pub fn current_ingress(svc: &ServiceFacts) -> Vec<LoadBalancerIngress> {
+    svc.ingress_entries()
 }
 
 /// The apply body for the status subresource (field manager `edgelb` owns the ingress list).

@@ -23,6 +23,13 @@
 //!   ([`Allocated`], a persistent map shared with this allocator); the run loop announces
 //!   from it instead of allocating beside it, and allocates on its own again, from the
 //!   record, once nothing is published (the term ended or starts over).
+//! - **Events owed outlive a lapse of the fence.** A status write that landed (or may
+//!   have) but whose `IPReleased`/`IPAllocated` were not posted (the fence lapsed: a Lease
+//!   renewal was late) leaves them owed ([`Owed`]) for as long as the same hold of the
+//!   Lease may continue ([`super::leader::Fence::tenure`]): they are posted, with their
+//!   first `eventTime`, once the hold writes again and the snapshot shows what was
+//!   written; dropped if the Service holds other IPs by then (never posted stale) or the
+//!   hold ended (another holder, or the Lease acquired anew).
 //! - **Memory bounded by what is live.** Everything kept per object is dropped when the
 //!   object leaves the snapshot ([`WriterStats::tracked`]).
 
@@ -45,7 +52,7 @@ use tokio::time::Instant;
 
 use super::announced::{outcomes_of, Recorded};
 use super::conditions::{same, updates, ConditionUpdate, INVALID_REASON};
-use super::events::{post_about, post_while, Note, Posted};
+use super::events::{post_about, post_report, Note, Posted, Report};
 use super::leader::Fence;
 use super::pass_through::{self as pass, frontend_of};
 use super::pool_ingress::{self as pools, CloudReports, CloudSource, PoolEntry};
@@ -166,6 +173,8 @@ enum Key {
     PassThrough(ObjectKey),
     /// The status of the PoolService of (Service, node pool).
     PoolStatus(ObjectKey, Arc<str>),
+    /// The Events a status write owes ([`Owed`]).
+    Owed(ObjectKey),
 }
 
 impl Key {
@@ -177,7 +186,8 @@ impl Key {
             | Key::Announced(k)
             | Key::Undecodable(_, k)
             | Key::PassThrough(k)
-            | Key::PoolStatus(k, _) => k,
+            | Key::PoolStatus(k, _)
+            | Key::Owed(k) => k,
         }
     }
 
@@ -190,6 +200,7 @@ impl Key {
                 | Key::Announced(_)
                 | Key::PassThrough(_)
                 | Key::PoolStatus(..)
+                | Key::Owed(_)
         )
     }
 }
@@ -242,6 +253,22 @@ enum Write {
         uid: String,
         entry: PoolEntry,
     },
+    /// The owed reports of the status write `seq`.
+    Owed(u64, Vec<Report>),
+}
+
+/// The Events a status write owes: it landed (or may have: no answer), and these reports
+/// of its change were not posted. Kept over a lapse of the fence while the same hold of
+/// the Lease (`tenure`) may continue; posted once the snapshot shows `after`.
+#[derive(Clone, Debug, PartialEq)]
+struct Owed {
+    tenure: u64,
+    /// The write's number: a later write's debt replaces an earlier one's, never the reverse.
+    seq: u64,
+    /// The Service's IPs before and after the write, sorted.
+    before: Vec<IpAddr>,
+    after: Vec<IpAddr>,
+    reports: Vec<Report>,
 }
 
 /// How one write ended.
@@ -250,7 +277,15 @@ enum Ended {
         ingress: Vec<LoadBalancerIngress>,
         version: Option<String>,
         events: usize,
+        /// What it owes (nothing: every report posted); `None` when it posted nothing
+        /// because the record already showed its value (an earlier debt stands).
+        owed: Option<Owed>,
     },
+    /// A status write without an answer: retried, and it owes its reports should the
+    /// record come to show it.
+    InDoubt(String, Owed),
+    /// Owed reports posted (the write number, how many Events).
+    Paid(u64, usize),
     Reported(String, usize),
     Condition(Cond, usize),
     Undecodable(UndecodableEvent),
@@ -340,6 +375,10 @@ struct Writer {
     touched: BTreeSet<ObjectKey>,
     /// Which Services share each recorded IP, for the `AnnouncedBy` elections.
     recorded: Recorded,
+    /// Events owed per Service, kept over the end of a term while the hold continues.
+    owed: HashMap<ObjectKey, Owed>,
+    /// Status writes started, numbering them.
+    writes: u64,
     /// Decide every Service on every pass (the property test's reference).
     #[cfg(test)]
     always_full: bool,
@@ -469,6 +508,8 @@ impl Writer {
             passed: None,
             touched: BTreeSet::new(),
             recorded: Recorded::default(),
+            owed: HashMap::new(),
+            writes: 0,
             #[cfg(test)]
             always_full: false,
             assignments: Arc::default(),
@@ -567,6 +608,7 @@ impl Writer {
             + self.failed.len()
             + self.announced.len()
             + self.changed.len()
+            + self.owed.len()
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -587,6 +629,8 @@ impl Writer {
     fn follow_fence(&mut self) {
         let fence = self.fence.borrow().clone();
         let now = Instant::now();
+        // What a hold that ended owed is not posted by a later one.
+        self.owed.retain(|_, o| o.tenure == fence.tenure);
         if !fence.leads(now) {
             if !matches!(self.term, Term::Idle) {
                 tracing::info!(epoch = ?self.term.epoch(), "not leading: the writer stops");
@@ -717,6 +761,7 @@ impl Writer {
         self.queue_undecodable(snap);
         self.queue_failures(snap, &a, &scope);
         self.queue_announced(snap, &a, &sub.candidates, &scope);
+        self.queue_owed(snap);
         self.processed = Some(snap.clone());
         self.passed = Some(sub.candidates.clone());
     }
@@ -749,6 +794,7 @@ impl Writer {
             self.pool_applied.retain(|(k, _), _| live(k));
             self.failed.retain(|k, _| live(k));
             self.announced.retain(|k, _| live(k));
+            self.owed.retain(|k, _| live(k));
             self.changed.retain(|k| live(k.service()));
             self.queue
                 .retain(|k| !k.about_service() || live(k.service()));
@@ -770,10 +816,12 @@ impl Writer {
                 .retain(|key| !matches!(key, Key::PoolStatus(s, _) if *s == k));
             self.failed.remove(&k);
             self.announced.remove(&k);
+            self.owed.remove(&k);
             for key in [
                 Key::Status(k.clone()),
                 Key::Failed(k.clone()),
                 Key::PassThrough(k.clone()),
+                Key::Owed(k.clone()),
                 Key::Announced(k),
             ] {
                 self.changed.remove(&key);
@@ -1023,6 +1071,58 @@ impl Writer {
         }
     }
 
+    /// Offers the Events owed for each Service whose snapshot shows what its write wrote
+    /// and that has no newer status write pending; forgets them once it holds other IPs
+    /// (a report is never posted stale) or is gone.
+    fn queue_owed(&mut self, snap: &Snapshot) {
+        let mut stale = Vec::new();
+        for (k, o) in &self.owed {
+            let key = Key::Owed(k.clone());
+            if self.queue.is_pending(&Key::Status(k.clone())) {
+                self.queue.withdraw(&key);
+                continue;
+            }
+            let shown = snap.services.get(k).map(|svc| {
+                let mut ips = status_ips(svc);
+                ips.sort();
+                ips
+            });
+            match shown {
+                Some(ips) if ips == o.after => {
+                    self.queue.offer(key, Write::Owed(o.seq, o.reports.clone()))
+                }
+                // The snapshot does not show the write yet (or it did not land).
+                Some(ips) if ips == o.before => self.queue.withdraw(&key),
+                _ => stale.push(k.clone()),
+            }
+        }
+        for k in stale {
+            tracing::info!(service = %k, "owed Events dropped: the Service holds other IPs now");
+            self.owed.remove(&k);
+            self.queue.withdraw(&Key::Owed(k));
+        }
+    }
+
+    /// Keeps what a status write owes, if it ended in the current hold and is the latest
+    /// write of its Service to owe anything.
+    fn owe(&mut self, key: &Key, outcome: &Ended) {
+        let (Key::Status(k), Ended::Status { owed: Some(o), .. } | Ended::InDoubt(_, o)) =
+            (key, outcome)
+        else {
+            return;
+        };
+        if o.tenure != self.fence.borrow().tenure
+            || self.owed.get(k).is_some_and(|cur| cur.seq > o.seq)
+        {
+            return;
+        }
+        if o.reports.is_empty() {
+            self.owed.remove(k);
+        } else {
+            self.owed.insert(k.clone(), o.clone());
+        }
+    }
+
     /// Starts queued writes while the fence permits and there is room.
     fn dispatch(&mut self) {
         let Term::Leading { epoch, .. } = self.term else {
@@ -1066,6 +1166,9 @@ impl Writer {
                 (Key::Status(k), Write::Status { ingress, pool }) => {
                     let base = self.applied.get(k).cloned();
                     self.spawn_status(epoch, key.clone(), svc, ingress, pool, base);
+                }
+                (Key::Owed(_), Write::Owed(seq, reports)) => {
+                    self.spawn_owed(epoch, key, svc, seq, reports);
                 }
                 (Key::Failed(_), Write::Note(text)) => {
                     let repeat = self.changed.contains(&key);
@@ -1114,15 +1217,66 @@ impl Writer {
         let timeout = self.cfg.write_timeout;
         let node = self.cfg.node.clone();
         let fence = self.fence.clone();
+        self.writes += 1;
+        let debt = Owed {
+            tenure: fence.borrow().tenure,
+            seq: self.writes,
+            before: Vec::new(),
+            after: Vec::new(),
+            reports: Vec::new(),
+        };
         self.tasks.spawn(async move {
             let outcome = write_status(
-                &client, &node, &fence, epoch, timeout, &svc, ingress, &pool, base,
+                &client, &node, &fence, epoch, timeout, &svc, ingress, &pool, base, debt,
             )
             .await;
             Finished {
                 epoch,
                 key,
                 outcome,
+            }
+        });
+    }
+
+    /// Posts the reports a status write owes, in order, while this term leads. One that
+    /// fails while it still leads is given up (logged), as a first post would be; one cut
+    /// short by the fence stays owed.
+    fn spawn_owed(
+        &mut self,
+        epoch: u64,
+        key: Key,
+        svc: Arc<ServiceFacts>,
+        seq: u64,
+        reports: Vec<Report>,
+    ) {
+        let client = self.client.clone();
+        let timeout = self.cfg.write_timeout;
+        let node = self.cfg.node.clone();
+        let fence = self.fence.clone();
+        self.tasks.spawn(async move {
+            let still_leads = || {
+                let f = fence.borrow();
+                f.epoch == epoch && f.leads(Instant::now())
+            };
+            let regarding = svc.object_ref();
+            let mut posted = 0;
+            let mut outcome = None;
+            for r in &reports {
+                match post_report(&client, &node, &regarding, r, timeout, &still_leads).await {
+                    Ok(_) => posted += 1,
+                    Err(e) if still_leads() => {
+                        tracing::warn!(error = %e, "owed Event not posted; given up");
+                    }
+                    Err(e) => {
+                        outcome = Some(Ended::Retry(e));
+                        break;
+                    }
+                }
+            }
+            Finished {
+                epoch,
+                key,
+                outcome: outcome.unwrap_or(Ended::Paid(seq, posted)),
             }
         });
     }
@@ -1279,6 +1433,8 @@ impl Writer {
 
     fn finished(&mut self, done: Finished) {
         let now = Instant::now();
+        // Before the term check: a write of an earlier term of the same hold owes still.
+        self.owe(&done.key, &done.outcome);
         if self.term.epoch() != Some(done.epoch) || !self.queue.is_busy(&done.key) {
             return;
         }
@@ -1290,6 +1446,7 @@ impl Writer {
                 ingress,
                 version,
                 events,
+                owed: _,
             } => {
                 self.stats.services += 1;
                 self.stats.events += events;
@@ -1340,10 +1497,17 @@ impl Writer {
                 }
                 self.queue.done(&key, Done::Written, now);
             }
-            Ended::Retry(e) => {
+            Ended::Retry(e) | Ended::InDoubt(e, _) => {
                 tracing::warn!(?key, error = %e, "write failed; retrying");
                 self.stats.failed += 1;
                 self.queue.done(&key, Done::RetryAfter(self.cfg.retry), now);
+            }
+            Ended::Paid(seq, events) => {
+                self.stats.events += events;
+                if self.owed.get(key.service()).is_some_and(|o| o.seq == seq) {
+                    self.owed.remove(key.service());
+                }
+                self.queue.done(&key, Done::Written, now);
             }
             Ended::Fenced => self.queue.done(&key, Done::RetryAfter(Duration::ZERO), now),
             Ended::Conflict(e) => {
@@ -1392,6 +1556,7 @@ fn status_body(
 /// the Events of the change. On 409, reads the Service: if its record is still what this
 /// writer based the write on, writes again on the new version (only metadata or spec
 /// changed); if it now holds other IPs, the record changed under us ([`Ended::Foreign`]).
+/// `debt` (its hold and number) comes back with the reports not posted.
 #[allow(clippy::too_many_arguments)]
 async fn write_status(
     client: &Client,
@@ -1403,6 +1568,7 @@ async fn write_status(
     ingress: Vec<LoadBalancerIngress>,
     pool: &str,
     base: Option<Applied>,
+    debt: Owed,
 ) -> Ended {
     let ns = svc.namespace().unwrap_or("default");
     let name = svc.key.name.to_string();
@@ -1410,16 +1576,32 @@ async fn write_status(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let (mut version, before) = match &base {
         Some(ap) => (ap.version.clone(), ips_of(&ap.ingress)),
-        None => (
-            svc.resource_version.as_deref().map(str::to_string),
-            status_ips(svc),
-        ),
+        None => (svc.resource_version(), status_ips(svc)),
     };
     let mut sorted_before = before.clone();
     sorted_before.sort();
     let want = ips_of(&ingress);
     let mut sorted_want = want.clone();
     sorted_want.sort();
+    let debt = Owed {
+        before: sorted_before.clone(),
+        after: sorted_want.clone(),
+        ..debt
+    };
+    // No answer (a timeout, a broken connection, a 5xx): the write may have landed.
+    let in_doubt = |e: String| {
+        let reports = change_notes(&before, &want, pool)
+            .into_iter()
+            .map(Report::now)
+            .collect();
+        Ended::InDoubt(
+            e,
+            Owed {
+                reports,
+                ..debt.clone()
+            },
+        )
+    };
     for attempt in 0..2 {
         // The write's own timeout ends inside the fence.
         let budget = {
@@ -1440,7 +1622,7 @@ async fn write_status(
         match result {
             Ok(Ok(written)) => {
                 tracing::info!(service = %format!("{ns}/{name}"), ingress = ?want, "status written");
-                let events = status_events(
+                let (events, reports) = status_events(
                     client,
                     node,
                     fence,
@@ -1456,6 +1638,10 @@ async fn write_status(
                     ingress,
                     version: written.metadata.resource_version,
                     events,
+                    owed: Some(Owed {
+                        reports,
+                        ..debt.clone()
+                    }),
                 };
             }
             Ok(Err(kube::Error::Api(s))) if s.code == 404 => return Ended::Gone,
@@ -1473,6 +1659,7 @@ async fn write_status(
                         ingress,
                         version: fresh.metadata.resource_version,
                         events: 0,
+                        owed: None,
                     };
                 }
                 if now != sorted_before {
@@ -1481,26 +1668,18 @@ async fn write_status(
                 version = fresh.metadata.resource_version;
             }
             Ok(Err(kube::Error::Api(s))) if s.code == 409 => return Ended::Conflict(s.message),
-            Ok(Err(e)) => return Ended::Retry(e.to_string()),
-            Err(_) => return Ended::Retry("timed out".into()),
+            Ok(Err(e)) if matches!(&e, kube::Error::Api(s) if s.code < 500) => {
+                return Ended::Retry(e.to_string())
+            }
+            Ok(Err(e)) => return in_doubt(e.to_string()),
+            Err(_) => return in_doubt("timed out".into()),
         }
     }
     Ended::Retry("conflict".into())
 }
 
-/// `IPReleased` and `IPAllocated` after a status write changed the record.
-#[allow(clippy::too_many_arguments)]
-async fn status_events(
-    client: &Client,
-    node: &str,
-    fence: &watch::Receiver<Fence>,
-    epoch: u64,
-    timeout: Duration,
-    regarding: &ObjectReference,
-    before: &[IpAddr],
-    after: &[IpAddr],
-    pool: &str,
-) -> usize {
+/// The `IPReleased` and `IPAllocated` notes of a change of the record.
+fn change_notes(before: &[IpAddr], after: &[IpAddr], pool: &str) -> Vec<Note> {
     let released: Vec<IpAddr> = before
         .iter()
         .filter(|ip| !after.contains(ip))
@@ -1523,27 +1702,49 @@ async fn status_events(
             note: format!("assigned IP {} from pool {pool}", list(after)),
         });
     }
+    notes
+}
+
+/// `IPReleased` and `IPAllocated` after a status write changed the record, while this
+/// term leads: how many were posted, and the reports left owed (the fence lapsed before
+/// or during their post).
+#[allow(clippy::too_many_arguments)]
+async fn status_events(
+    client: &Client,
+    node: &str,
+    fence: &watch::Receiver<Fence>,
+    epoch: u64,
+    timeout: Duration,
+    regarding: &ObjectReference,
+    before: &[IpAddr],
+    after: &[IpAddr],
+    pool: &str,
+) -> (usize, Vec<Report>) {
+    // The record changed, so an equal existing Event is a true repeat. Tried again
+    // (timeouts, 5xx) only while this speaker still leads.
+    let still_leads = || {
+        let f = fence.borrow();
+        f.epoch == epoch && f.leads(Instant::now())
+    };
     let mut n = 0;
-    for note in notes {
-        let leads = {
-            let f = fence.borrow();
-            f.epoch == epoch && f.leads(Instant::now())
-        };
-        if !leads {
-            break;
+    let mut owed = Vec::new();
+    for note in change_notes(before, after, pool) {
+        let mut report = Report::now(note);
+        if !still_leads() {
+            owed.push(report);
+            continue;
         }
-        // The record changed, so an equal existing Event is a true repeat. Tried again
-        // (timeouts, 5xx) only while this speaker still leads.
-        let still_leads = || {
-            let f = fence.borrow();
-            f.epoch == epoch && f.leads(Instant::now())
-        };
-        match post_while(client, node, regarding, &note, true, timeout, &still_leads).await {
+        match post_report(client, node, regarding, &report, timeout, &still_leads).await {
             Ok(_) => n += 1,
-            Err(e) => tracing::warn!(error = %e, "Event not posted"),
+            Err(e) if still_leads() => tracing::warn!(error = %e, "Event not posted"),
+            Err(e) => {
+                tracing::info!(error = %e, "Event not posted before the fence lapsed: owed");
+                report.tried = true;
+                owed.push(report);
+            }
         }
     }
-    n
+    (n, owed)
 }
 
 /// Applies a Service's pass-through condition (or removes ours) under its own field

@@ -117,6 +117,7 @@ fn leading_writer(full: bool) -> Writer {
     let (client, _server) = scripted(vec![]);
     let fence = Fence {
         epoch: 1,
+        tenure: 1,
         until: Some(Instant::now() + Duration::from_secs(600)),
         holder: Some("n0".into()),
         api_reachable: true,
@@ -163,8 +164,9 @@ fn finish(w: &mut Writer, how: u8, snap: &Snapshot) {
             version: snap
                 .services
                 .get(key.service())
-                .and_then(|s| s.resource_version.as_deref().map(str::to_string)),
+                .and_then(|s| s.resource_version()),
             events: 1,
+            owed: None,
         },
         (0 | 1, Write::Note(text)) => Ended::Reported(text, 1),
         (0 | 1, Write::Condition(c)) => Ended::Condition(c, 0),

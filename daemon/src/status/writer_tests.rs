@@ -51,6 +51,7 @@ fn list(items: Vec<Service>) -> Value {
 fn leading(epoch: u64) -> Fence {
     Fence {
         epoch,
+        tenure: 1,
         until: Some(Instant::now() + Duration::from_secs(60)),
         holder: Some("node-a".into()),
         api_reachable: true,
@@ -199,6 +200,7 @@ async fn no_write_without_the_fence() {
     let (client, server) = scripted(vec![]);
     let closed = Fence {
         epoch: 1,
+        tenure: 1,
         until: Some(Instant::now() + Duration::from_secs(1)),
         ..Fence::default()
     };
@@ -371,4 +373,151 @@ async fn an_undecodable_policy_route_gets_valid_false_and_a_warning() {
         )
         .await;
     assert_eq!((s.conditions, s.events, s.failed), (1, 1, 0));
+}
+
+/// The fence of `epoch` open, in hold `tenure`.
+fn held(epoch: u64, tenure: u64) -> Fence {
+    Fence {
+        tenure,
+        ..leading(epoch)
+    }
+}
+
+/// The IPAllocated Event of `web` on 192.0.2.0, posted with an `eventTime` before `before`
+/// (the time of its first try, not of its late post).
+fn owed_event(before: Arc<std::sync::Mutex<Option<Timestamp>>>) -> Call {
+    Call::new("POST", EVENTS, 201, json!({})).check_body(move |b| {
+        assert_eq!(b["reason"], "IPAllocated");
+        assert_eq!(b["note"], "assigned IP 192.0.2.0 from pool lan");
+        let at: Timestamp = b["eventTime"]
+            .as_str()
+            .expect("eventTime")
+            .parse()
+            .expect("a time");
+        let renewed = before
+            .lock()
+            .expect("lock")
+            .expect("posted after the renewal");
+        assert!(at < renewed, "first eventTime kept: {at} vs {renewed}");
+    })
+}
+
+/// Runs a term whose fence lapses while `web`'s status write (to 192.0.2.0) is in flight,
+/// then renews it as `renewed` with `web` recorded as `record` and shown so; `calls` are
+/// expected after the second record read. Returns the stats once settled.
+async fn lapse_during_the_write(
+    renewed: Fence,
+    record: Service,
+    calls: impl FnOnce(Arc<std::sync::Mutex<Option<Timestamp>>>) -> Vec<Call>,
+) -> WriterStats {
+    let (fence_tx, fence) = watch::channel(held(1, 1));
+    let fence_tx = Arc::new(fence_tx);
+    let lapse = fence_tx.clone();
+    let renewed_at = Arc::new(std::sync::Mutex::new(None));
+    let mut script = vec![
+        Call::new("GET", LIST, 200, list(vec![web("5", None)])),
+        // The Lease renewal is late: the fence lapses while the write is in flight.
+        Call::new(
+            "PATCH",
+            SVC_STATUS,
+            200,
+            serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
+        )
+        .check_body(move |_| {
+            lapse.send_replace(Fence {
+                until: None,
+                ..held(1, 1)
+            });
+        }),
+        Call::new("GET", LIST, 200, list(vec![record.clone()])),
+        condition_call(),
+    ];
+    script.extend(calls(renewed_at.clone()));
+    let (client, server) = scripted(script);
+    let w = WriterHandle::spawn(client, config(), fence);
+    let mut st = store(vec![web("5", None)]);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    // The write ended after the lapse: the term is over, what it owes is kept.
+    let s = settle(&w, |s| s.tracked == 1 && s.pending == 0).await;
+    assert_eq!((s.events, s.terms), (0, 1));
+    // The watch shows the record; then the renewal lands.
+    st.apply(Object::Service(record), NS);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    *renewed_at.lock().expect("lock") = Some(Timestamp::now());
+    fence_tx.send_replace(renewed);
+    let s = settle(&w, |s| s.terms == 2 && s.conditions == 1 && s.pending == 0).await;
+    w.stop().await;
+    server.await.expect("every call came");
+    s
+}
+
+/// The fence lapses between a status write and its Event, and the same hold of the Lease
+/// renews it (a new epoch, the same tenure): the new term reads the record, and once the
+/// snapshot shows the write the owed `IPAllocated` is posted, with its first `eventTime`.
+#[tokio::test]
+async fn an_event_owed_over_a_lapse_is_posted_when_the_same_hold_writes_again() {
+    let s = lapse_during_the_write(held(2, 1), web("6", Some("192.0.2.0")), |renewed| {
+        vec![owed_event(renewed)]
+    })
+    .await;
+    assert_eq!((s.events, s.services, s.failed), (1, 0, 0));
+    assert_eq!(
+        s.tracked, 1,
+        "only the condition applied is kept: the debt is paid"
+    );
+}
+
+/// The same lapse, but the Lease was acquired anew (another held it meanwhile): the
+/// Events of the hold that ended are not posted.
+#[tokio::test]
+async fn what_a_hold_that_ended_owed_is_not_posted() {
+    let s = lapse_during_the_write(held(2, 2), web("6", Some("192.0.2.0")), |_| vec![]).await;
+    assert_eq!((s.events, s.tracked), (0, 1));
+}
+
+/// The same hold renews, but meanwhile the Service's record names another IP: the owed
+/// "assigned IP 192.0.2.0" would be stale, and is dropped.
+#[tokio::test]
+async fn an_owed_event_is_not_posted_once_the_service_holds_another_ip() {
+    let s = lapse_during_the_write(held(2, 1), web("8", Some("192.0.2.1")), |_| vec![]).await;
+    assert_eq!((s.events, s.services, s.tracked), (0, 0, 1));
+}
+
+/// A status write without an answer (timed out) may have landed: when the snapshot shows
+/// it, its `IPAllocated` is posted without writing the status again.
+#[tokio::test]
+async fn a_write_in_doubt_that_landed_gets_its_event() {
+    let (client, server) = scripted(vec![
+        Call::new("GET", LIST, 200, list(vec![web("5", None)])),
+        Call::new(
+            "PATCH",
+            SVC_STATUS,
+            200,
+            serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
+        )
+        .after(Duration::from_millis(1500)),
+        condition_call(),
+        Call::new("POST", EVENTS, 201, json!({})).check_body(|b| {
+            assert_eq!(b["reason"], "IPAllocated");
+            assert_eq!(b["note"], "assigned IP 192.0.2.0 from pool lan");
+        }),
+    ]);
+    let cfg = WriterConfig {
+        write_timeout: Duration::from_secs(1),
+        retry: Duration::from_secs(30),
+        ..config()
+    };
+    let (_fence_tx, fence) = watch::channel(held(1, 1));
+    let w = WriterHandle::spawn(client, cfg, fence);
+    let mut st = store(vec![web("5", None)]);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| s.failed == 1).await;
+    assert_eq!(s.events, 0, "no answer, no Event yet");
+    // The watch shows the write landed after all.
+    st.apply(Object::Service(web("6", Some("192.0.2.0"))), NS);
+    w.submit(st.snapshot(&Selection::default()), vec![]);
+    let s = settle(&w, |s| s.events == 1 && s.conditions == 1 && s.pending == 0).await;
+    assert_eq!((s.services, s.failed), (0, 1), "no second status write");
+    w.stop().await;
+    server.await.expect("every call came");
 }

@@ -111,6 +111,26 @@ pub fn l2_cluster_yaml(n: usize) -> String {
     )
 }
 
+/// The cluster_scale bench's layout (cluster mode, L2, three nodes): [`l2_cluster_yaml`]'s
+/// pool, L2Advertisement and node-a, node-b and node-c, and `n` Services in `shape` (the
+/// API shape's status IPs are in the pool).
+pub fn l2_services_yaml(n: usize, shape: Shape) -> String {
+    objects_yaml(
+        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
+         spec: {addresses: [\"198.18.0.0/17\"]}\n---\n\
+         apiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
+         spec: {}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
+         status: {addresses: [{type: InternalIP, address: \"198.18.200.1\"}]}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-b}\n\
+         status: {addresses: [{type: InternalIP, address: \"198.18.200.2\"}]}\n---\n\
+         apiVersion: v1\nkind: Node\nmetadata: {name: node-c}\n\
+         status: {addresses: [{type: InternalIP, address: \"198.18.200.3\"}]}\n",
+        n,
+        shape,
+    )
+}
+
 /// A pool, a BGP peer on loopback port 1 (nothing listens), an advertisement, node-a, and
 /// `n` Services with a ready endpoint on node-a (the objects of `bench/services.py`), in
 /// `shape`.
