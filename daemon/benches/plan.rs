@@ -1,7 +1,8 @@
 //! `plan` for 10 000 Services x 1 000 nodes: the BGP plan and the L2 plan (with the
 //! election over 1 000 live members) of one node, cold, after one Service change (an
 //! endpoint moving to another node) and after one node change (a member leaving; a Node
-//! label for BGP). The L2 figures after a change are for the planner with memory
+//! label for BGP), and with node-7 the only live node (it owns every IP it may: the
+//! failover worst case). The L2 figures after a change are for the planner with memory
 //! (`L2Planner`), beside the full plan; the BGP plan is always planned in full.
 //!
 //! With node pools (issue 14, group `plan_node_pools_*`): the 1 000 nodes in 50 node pools,
@@ -241,6 +242,18 @@ fn bench(c: &mut Criterion) {
         }
         Members::Static => Members::Static,
     };
+    // Every other node down: node-7 owns every IP it may (a failover's worst case; with
+    // three nodes each owns a third). The plan's work must stay linear in the owned IPs.
+    let members_alone = Members::Gossip([("node-7".to_string(), iface())].into_iter().collect());
+    let owned: usize = l2::plan(&snap_a, a, me_l2, &members_alone, true)
+        .owned
+        .values()
+        .map(|s| s.len())
+        .sum();
+    eprintln!("plan bench: node-7 alone owns {owned} L2 IPs");
+    g.bench_function("l2_cold_owning_every_ip", |b| {
+        b.iter(|| black_box(l2::plan(&snap_a, a, me_l2, &members_alone, true)))
+    });
     g.bench_function("l2_after_one_node_change_full", |b| {
         b.iter(|| black_box(l2::plan(&snap_a, a, me_l2, &members_down, true)))
     });

@@ -54,8 +54,18 @@ impl Allocator {
     pub fn step_following(&mut self, snap: &Snapshot) -> (Assignments, Vec<Change>) {
         let mut changed = match &self.inner {
             Some(inc) => changed_services(inc.snapshot(), snap),
-            // The first run is seeded from the status already.
-            None => return self.step(snap),
+            // The first run is seeded from the status already; what of the record it
+            // could not take (two Services on one IP they may not share) is looked at
+            // again on the next steps, as any refused record is.
+            None => {
+                let (mine, changes) = self.step(snap);
+                let all: BTreeSet<ObjectKey> = snap.services.keys().cloned().collect();
+                self.disagreeing = status_disagreements(&mine, snap, &all)
+                    .into_iter()
+                    .map(|(k, _)| k.service)
+                    .collect();
+                return (mine, changes);
+            }
         };
         let (mut mine, mut changes) = self.step(snap);
         // Also held against the record: a Service this step moved without a change of its
