@@ -231,6 +231,53 @@ fn a_listener_forwarding_to_an_old_node_port_is_replaced() {
         .any(|a| matches!(a, Action::CreateListener { .. })));
 }
 
+/// Removing `-health-check-domain` / `-uri` leaves the listener's value, as Alibaba's CCM
+/// does (it sets a domain or URI only when its annotation is not empty): no call at all.
+/// A changed value is set in place, and a URI that is not named again stays.
+#[test]
+fn removing_the_domain_or_uri_annotation_keeps_the_listeners_value_as_alibabas_ccm_does() {
+    const P: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-";
+    let with = |pairs: &[(&str, &str)]| {
+        let mut i = input();
+        i.service_annotations = pairs
+            .iter()
+            .map(|(k, v)| (format!("{P}{k}"), v.to_string()))
+            .collect();
+        plan(&EnsProfile, &i).unwrap()
+    };
+    let http = |sim: &Sim| {
+        sim.obs.listeners[0]
+            .health
+            .as_ref()
+            .and_then(|h| h.http.clone())
+            .map(|h| (h.domain, h.uri))
+    };
+    let some = |d: &str, u: &str| Some((Some(d.to_string()), Some(u.to_string())));
+    let mut sim = Sim::default();
+    let set = with(&[
+        ("health-check-type", "http"),
+        ("health-check-domain", "a.example"),
+        ("health-check-uri", "/healthz"),
+    ]);
+    assert!(drive(&mut sim, |o| diff(&set, o)).1);
+    assert_eq!(http(&sim), some("a.example", "/healthz"));
+    let removed = with(&[("health-check-type", "http")]);
+    let (calls, converged) = drive(&mut sim, |o| diff(&removed, o));
+    assert!(converged && calls.is_empty(), "{calls:?}");
+    assert_eq!(http(&sim), some("a.example", "/healthz"), "kept");
+    let changed = with(&[
+        ("health-check-type", "http"),
+        ("health-check-domain", "b.example"),
+    ]);
+    let (calls, converged) = drive(&mut sim, |o| diff(&changed, o));
+    assert!(converged);
+    assert!(
+        matches!(calls.as_slice(), [Action::SetListenerHealthCheck { .. }]),
+        "{calls:?}"
+    );
+    assert_eq!(http(&sim), some("b.example", "/healthz"));
+}
+
 // ---- the in-memory cloud ----
 
 /// Applies one call the way ENS does: instances are `Creating` until the next tick,

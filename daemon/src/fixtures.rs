@@ -186,6 +186,27 @@ pub fn scoped_pool(
     p
 }
 
+/// A cluster in regions: an `IPAddressPool` per `(name, CIDR, node pool)` scoped to that
+/// node pool, a cluster-wide pool `cluster` on `cluster_cidr`, and a `Node` per
+/// `(name, node pool)` labelled into its node pool.
+pub fn regions(
+    namespace: &str,
+    scoped: &[(&str, &str, &str)],
+    cluster_cidr: &str,
+    nodes: &[(&str, &str)],
+) -> Vec<crate::snapshot::Object> {
+    use crate::snapshot::Object;
+    let pools = scoped
+        .iter()
+        .map(|(name, cidr, np)| scoped_pool(namespace, name, &[cidr], &[np]))
+        .chain([pool(namespace, "cluster", &[cluster_cidr])])
+        .map(Object::IPAddressPool);
+    let nodes = nodes.iter().map(|(name, np)| {
+        Object::Node(node(name, &[(crate::api::annotations::NODEPOOL_LABEL, np)]))
+    });
+    pools.chain(nodes).collect()
+}
+
 /// What the store keeps of `svc` ([`crate::service::ServiceFacts`]), for the decision
 /// functions tests call directly.
 pub fn facts(svc: &Service) -> crate::service::ServiceFacts {

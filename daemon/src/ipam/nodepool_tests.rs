@@ -9,7 +9,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::annotations::NODEPOOL_LABEL;
 use crate::fixtures::NODE_POOLS_ANNOTATION;
-use crate::fixtures::{annotate, node, node_pools_from_annotation, pool, scoped_pool, service};
+use crate::fixtures::{
+    annotate, node, node_pools_from_annotation, pool, regions, scoped_pool, service,
+};
 use crate::snapshot::{Object, Selection as SvcSelection, Store};
 use crate::status::changes::diff;
 
@@ -28,25 +30,13 @@ fn akey(name: &str, np: Option<&str>) -> AllocationKey {
 
 fn two_regions() -> Store {
     let mut store = Store::default();
-    store.apply(
-        Object::IPAddressPool(scoped_pool(NS, "hefei", &["192.0.2.0/30"], &["np-hefei"])),
-        NS,
-    );
-    store.apply(
-        Object::IPAddressPool(scoped_pool(
-            NS,
-            "chengdu",
-            &["198.51.100.0/30"],
-            &["np-chengdu"],
-        )),
-        NS,
-    );
-    store.apply(
-        Object::IPAddressPool(pool(NS, "cluster", &["203.0.113.0/30"])),
-        NS,
-    );
-    for (n, np) in [("hf-1", "np-hefei"), ("cd-1", "np-chengdu")] {
-        store.apply(Object::Node(node(n, &[(NODEPOOL_LABEL, np)])), NS);
+    let scoped = [
+        ("hefei", "192.0.2.0/30", "np-hefei"),
+        ("chengdu", "198.51.100.0/30", "np-chengdu"),
+    ];
+    let nodes = [("hf-1", "np-hefei"), ("cd-1", "np-chengdu")];
+    for o in regions(NS, &scoped, "203.0.113.0/30", &nodes) {
+        store.apply(o, NS);
     }
     store
 }

@@ -1,36 +1,18 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
-use serde_json::json;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::*;
-use crate::fixtures::{pool, service};
 use crate::mock_api::{scripted, Call};
-use crate::snapshot::{Object, ObjectKey, Selection, Store};
-use crate::status::leader::Fence;
-use crate::status::writer::{WriterConfig, WriterHandle};
+use crate::snapshot::{Object, ObjectKey, Selection};
+use crate::status::writer::tests::{condition_call, config, held, list, recorded, store, LIST};
+use crate::status::writer::WriterHandle;
 
 const NS: &str = "edgelb-system";
 
-/// A Service whose status (the record) names `ip`.
-fn recorded(name: &str, rv: &str, ip: &str) -> Service {
-    let mut s = service("default", name, 80);
-    s.metadata.resource_version = Some(rv.into());
-    s.metadata.uid = Some(format!("uid-{name}"));
-    s.status = Some(ServiceStatus {
-        load_balancer: Some(LoadBalancerStatus {
-            ingress: Some(vec![LoadBalancerIngress {
-                ip: Some(ip.into()),
-                ip_mode: Some("VIP".into()),
-                ..Default::default()
-            }]),
-        }),
-        ..Default::default()
-    });
-    s
+fn web(rv: &str) -> Object {
+    Object::Service(recorded("web", rv, Some("192.0.2.0")))
 }
 
 fn ips_of(a: &Assignments, name: &str) -> Vec<IpAddr> {
@@ -49,38 +31,19 @@ fn ip(s: &str) -> IpAddr {
 async fn the_leaders_loop_shows_new_snapshots_after_its_writer_task_ended() {
     // A real writer (its API scripted): it reads the record, finds nothing to write but
     // the pool's condition, and publishes its allocation while the fence is open.
-    let list = json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "100"},
-        "items": [recorded("web", "5", "192.0.2.0")]});
     let (client, server) = scripted(vec![
-        Call::new("GET", "/api/v1/services?&limit=500", 200, list),
         Call::new(
-            "PATCH",
-            format!("/apis/edgelb.io/v1alpha1/namespaces/{NS}/ipaddresspools/lan/status?&force=true&fieldManager=edgelb"),
+            "GET",
+            LIST,
             200,
-            json!({}),
+            list(vec![recorded("web", "5", Some("192.0.2.0"))]),
         ),
+        condition_call(),
     ]);
-    let fence = Fence {
-        epoch: 1,
-        tenure: 1,
-        until: Some(Instant::now() + Duration::from_secs(60)),
-        holder: Some("node-a".into()),
-        api_reachable: true,
-        contact: None,
-    };
-    let (_fence_tx, fence) = watch::channel(fence);
-    let cfg = WriterConfig {
-        concurrency: 1,
-        ..WriterConfig::new("node-a", Selection::default())
-    };
-    let w = WriterHandle::spawn(client, cfg, fence);
+    let (_fence_tx, fence) = watch::channel(held(1, 1));
+    let w = WriterHandle::spawn(client, config(), fence);
     let mut rx = w.allocated();
-    let mut store = Store::default();
-    store.apply(
-        Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/30"])),
-        NS,
-    );
-    store.apply(Object::Service(recorded("web", "5", "192.0.2.0")), NS);
+    let mut store = store(vec![recorded("web", "5", Some("192.0.2.0"))]);
     let first = store.snapshot(&Selection::default());
 
     let mut shown = Shown::default();
@@ -106,7 +69,7 @@ async fn the_leaders_loop_shows_new_snapshots_after_its_writer_task_ended() {
         .expect("shown from the record");
     assert_eq!(ips_of(&a, "web"), [ip("192.0.2.0")]);
     // While the writer publishes, a new snapshot waits for its allocation of record.
-    store.apply(Object::Service(recorded("web", "6", "192.0.2.0")), NS);
+    store.apply(web("6"), NS);
     let second = store.snapshot(&Selection::default());
     assert!(shown.snapshot(&second, rx.borrow().is_some()).is_none());
 
@@ -129,7 +92,7 @@ async fn the_leaders_loop_shows_new_snapshots_after_its_writer_task_ended() {
     assert!(!shown.writer_runs());
     // New snapshots go on being shown, though the watch still holds an allocation: a
     // Service recorded after the writer ended, then one gone.
-    store.apply(Object::Service(recorded("api", "7", "192.0.2.1")), NS);
+    store.apply(Object::Service(recorded("api", "7", Some("192.0.2.1"))), NS);
     let third = store.snapshot(&Selection::default());
     let a = shown
         .snapshot(&third, rx.borrow().is_some())

@@ -5,7 +5,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::*;
 use crate::api::annotations::{NODEPOOL_LABEL, NODEPOOL_SELECTOR};
-use crate::fixtures::{annotate, facts, node, pool, scoped_pool, service};
+use crate::fixtures::{annotate, facts, regions, scoped_pool, service};
 use crate::ipam::allocate;
 use crate::snapshot::{Object, Selection, Store};
 use k8s_openapi::api::core::v1::Service;
@@ -14,20 +14,14 @@ const NS: &str = "edgelb-system";
 
 fn two_regions() -> Store {
     let mut store = Store::default();
-    store.apply(
-        Object::IPAddressPool(scoped_pool(NS, "hefei", &["192.0.2.0/30"], &["np-hefei"])),
-        NS,
-    );
-    store.apply(
-        Object::IPAddressPool(pool(NS, "cluster", &["203.0.113.0/30"])),
-        NS,
-    );
-    for (n, np) in [
+    let scoped = [("hefei", "192.0.2.0/30", "np-hefei")];
+    let nodes = [
         ("hf-1", "np-hefei"),
         ("cd-1", "np-chengdu"),
         ("bj-1", "np-beijing"),
-    ] {
-        store.apply(Object::Node(node(n, &[(NODEPOOL_LABEL, np)])), NS);
+    ];
+    for o in regions(NS, &scoped, "203.0.113.0/30", &nodes) {
+        store.apply(o, NS);
     }
     store
 }
@@ -152,6 +146,18 @@ fn cloud_ingress(ip: &str) -> Vec<LoadBalancerIngress> {
     }]
 }
 
+/// The driver reports `ip` for `key`'s load balancer of `pool` (its resources held).
+fn cloud_assigned(cloud: &mut CloudReports, key: &ObjectKey, pool: &str, ip: &str) {
+    cloud.entries.insert(
+        (key.clone(), pool.into()),
+        CloudEntry {
+            ingress: cloud_ingress(ip),
+            holds_resources: true,
+            ..Default::default()
+        },
+    );
+}
+
 #[test]
 fn a_cloud_class_reads_only_the_drivers_reports() {
     let mut store = two_regions();
@@ -162,22 +168,8 @@ fn a_cloud_class_reads_only_the_drivers_reports() {
     let a = allocate(&snap, &Assignments::default());
     let key = ObjectKey::new("default", "cube");
     let mut cloud = CloudReports::default();
-    cloud.entries.insert(
-        (key.clone(), "np-hefei".into()),
-        CloudEntry {
-            ingress: cloud_ingress("39.106.0.1"),
-            holds_resources: true,
-            ..Default::default()
-        },
-    );
-    cloud.entries.insert(
-        (key.clone(), "np-chengdu".into()),
-        CloudEntry {
-            ingress: cloud_ingress("144.121.0.1"),
-            holds_resources: true,
-            ..Default::default()
-        },
-    );
+    cloud_assigned(&mut cloud, &key, "np-hefei", "39.106.0.1");
+    cloud_assigned(&mut cloud, &key, "np-chengdu", "144.121.0.1");
     cloud.entries.insert(
         (key.clone(), "np-beijing".into()),
         CloudEntry {
@@ -245,14 +237,7 @@ fn a_self_announced_service_reads_the_cloud_only_in_pools_behind_it() {
     );
     let a = allocate(&snap, &Assignments::default());
     let mut cloud = CloudReports::default();
-    cloud.entries.insert(
-        (key.clone(), "np-chengdu".into()),
-        CloudEntry {
-            ingress: cloud_ingress("144.121.0.1"),
-            holds_resources: true,
-            ..Default::default()
-        },
-    );
+    cloud_assigned(&mut cloud, &key, "np-chengdu", "144.121.0.1");
     // Every selected pool (in name order), not only those behind the cloud.
     assert_eq!(
         pools_with_a_cloud_entry(&snap, &facts(&svc)).as_deref(),

@@ -1846,7 +1846,7 @@ async fn write_condition(
 
 #[cfg(test)]
 #[path = "writer_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "writer_scope_tests.rs"]

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{LoadBalancerStatus, ServiceStatus};
 use serde_json::{json, Value};
 
 const NS: &str = "edgelb-system";
-const LIST: &str = "/api/v1/services?&limit=500";
+pub(crate) const LIST: &str = "/api/v1/services?&limit=500";
 const SVC_STATUS: &str =
     "/api/v1/namespaces/default/services/web/status?&force=true&fieldManager=edgelb";
 const POOL_STATUS: &str =
@@ -14,9 +14,14 @@ const POOL_STATUS: &str =
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events?";
 
 fn web(rv: &str, ip: Option<&str>) -> Service {
-    let mut s = service("default", "web", 80);
+    recorded("web", rv, ip)
+}
+
+/// Service `default/<name>` at version `rv`, its status (the record) naming `ip`.
+pub(crate) fn recorded(name: &str, rv: &str, ip: Option<&str>) -> Service {
+    let mut s = service("default", name, 80);
     s.metadata.resource_version = Some(rv.into());
-    s.metadata.uid = Some("uid-web".into());
+    s.metadata.uid = Some(format!("uid-{name}"));
     if let Some(ip) = ip {
         s.status = Some(ServiceStatus {
             load_balancer: Some(LoadBalancerStatus {
@@ -32,7 +37,7 @@ fn web(rv: &str, ip: Option<&str>) -> Service {
     s
 }
 
-fn store(services: Vec<Service>) -> Store {
+pub(crate) fn store(services: Vec<Service>) -> Store {
     let mut store = Store::default();
     store.apply(
         Object::IPAddressPool(pool(NS, "lan", &["192.0.2.0/30"])),
@@ -44,7 +49,7 @@ fn store(services: Vec<Service>) -> Store {
     store
 }
 
-fn list(items: Vec<Service>) -> Value {
+pub(crate) fn list(items: Vec<Service>) -> Value {
     json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "100"}, "items": items})
 }
 
@@ -59,7 +64,7 @@ fn leading(epoch: u64) -> Fence {
     }
 }
 
-fn config() -> WriterConfig {
+pub(crate) fn config() -> WriterConfig {
     WriterConfig {
         concurrency: 1,
         ..WriterConfig::new("node-a", Selection::default())
@@ -103,7 +108,17 @@ fn web_ips(a: Option<&Allocated>, snap: &Snapshot) -> Option<Vec<IpAddr>> {
     )
 }
 
-fn condition_call() -> Call {
+/// `web`'s status written with 192.0.2.0 (its version then 6).
+fn status_written() -> Call {
+    Call::new(
+        "PATCH",
+        SVC_STATUS,
+        200,
+        serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
+    )
+}
+
+pub(crate) fn condition_call() -> Call {
     Call::new("PATCH", POOL_STATUS, 200, json!({}))
         .check_body(|b| assert_eq!(b["status"]["conditions"][0]["type"], "Valid"))
 }
@@ -117,13 +132,7 @@ fn condition_call() -> Call {
 async fn a_term_reads_the_record_then_writes_fenced_with_a_precondition_and_one_event() {
     let (client, server) = scripted(vec![
         Call::new("GET", LIST, 200, list(vec![web("5", None)])),
-        Call::new(
-            "PATCH",
-            SVC_STATUS,
-            200,
-            serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
-        )
-        .with_body(json!({
+        status_written().with_body(json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "web", "resourceVersion": "5"},
             "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.0", "ipMode": "VIP"}]}}
@@ -376,7 +385,7 @@ async fn an_undecodable_policy_route_gets_valid_false_and_a_warning() {
 }
 
 /// The fence of `epoch` open, in hold `tenure`.
-fn held(epoch: u64, tenure: u64) -> Fence {
+pub(crate) fn held(epoch: u64, tenure: u64) -> Fence {
     Fence {
         tenure,
         ..leading(epoch)
@@ -417,13 +426,7 @@ async fn lapse_during_the_write(
     let mut script = vec![
         Call::new("GET", LIST, 200, list(vec![web("5", None)])),
         // The Lease renewal is late: the fence lapses while the write is in flight.
-        Call::new(
-            "PATCH",
-            SVC_STATUS,
-            200,
-            serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
-        )
-        .check_body(move |_| {
+        status_written().check_body(move |_| {
             lapse.send_replace(Fence {
                 until: None,
                 ..held(1, 1)
@@ -489,13 +492,7 @@ async fn an_owed_event_is_not_posted_once_the_service_holds_another_ip() {
 async fn a_write_in_doubt_that_landed_gets_its_event() {
     let (client, server) = scripted(vec![
         Call::new("GET", LIST, 200, list(vec![web("5", None)])),
-        Call::new(
-            "PATCH",
-            SVC_STATUS,
-            200,
-            serde_json::to_value(web("6", Some("192.0.2.0"))).expect("json"),
-        )
-        .after(Duration::from_millis(1500)),
+        status_written().after(Duration::from_millis(1500)),
         condition_call(),
         Call::new("POST", EVENTS, 201, json!({})).check_body(|b| {
             assert_eq!(b["reason"], "IPAllocated");
