@@ -245,16 +245,23 @@ impl Keyring {
 
     /// Frame and sign `payload`.
     pub fn seal(&self, kind: FrameKind, payload: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
+        let mut out = Vec::new();
+        self.seal_into(kind, payload, &mut out);
+        out
+    }
+
+    /// [`Self::seal`] into `out` (cleared first), so that a buffer serves many frames.
+    pub fn seal_into(&self, kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.reserve(HEADER_LEN + payload.len() + TAG_LEN);
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(kind.code());
         out.push(self.current.id);
         out.extend_from_slice(payload);
         let mut mac = self.current.mac();
-        mac.update(&out);
+        mac.update(out);
         out.extend_from_slice(&mac.finalize().into_bytes());
-        out
     }
 
     /// Check a received frame; on success return its kind and payload.
@@ -368,6 +375,15 @@ mod tests {
         let frame = ring.seal(FrameKind::Swim, b"hello");
         assert_eq!(frame.len(), HEADER_LEN + 5 + TAG_LEN);
         assert_eq!(ring.open(&frame), Ok((FrameKind::Swim, &b"hello"[..])));
+    }
+
+    #[test]
+    fn sealing_into_a_used_buffer_gives_the_same_frame() {
+        let ring = Keyring::new(key(1, 7), vec![]).expect("ring");
+        let mut out = ring.seal(FrameKind::Goodbye, b"a longer payload than the next");
+        ring.seal_into(FrameKind::Heartbeat, b"beat", &mut out);
+        assert_eq!(out, ring.seal(FrameKind::Heartbeat, b"beat"));
+        assert_eq!(ring.open(&out), Ok((FrameKind::Heartbeat, &b"beat"[..])));
     }
 
     #[test]

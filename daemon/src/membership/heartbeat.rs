@@ -78,7 +78,7 @@
 //!
 //! [`Watches`] is the watcher's bookkeeping and decision, pure (time is an argument).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,24 @@ impl Heartbeat {
         self
     }
 
+    /// Encodes `watch_me(id, timeout, late).naming(watchers)` onto the end of `out`,
+    /// borrowing the identity and the names: an owner sends one every heartbeat interval.
+    pub fn encode_watch_me(
+        id: &SpeakerId,
+        timeout: Duration,
+        late: Duration,
+        watchers: &BTreeSet<String>,
+        out: Vec<u8>,
+    ) -> postcard::Result<Vec<u8>> {
+        let hb = WatchMe {
+            id,
+            timeout_ms: millis(timeout).max(1),
+            late_ms: millis(late),
+            watchers: Named(watchers),
+        };
+        postcard::to_extend(&hb, out)
+    }
+
     /// A heartbeat that ends the watch (no longer an owner the receiver succeeds).
     pub fn release(id: SpeakerId) -> Heartbeat {
         Heartbeat {
@@ -152,6 +170,25 @@ impl Heartbeat {
             late_ms: old.late_ms,
             watchers: Vec::new(),
         })
+    }
+}
+
+/// [`Heartbeat`] as [`Heartbeat::encode_watch_me`] writes it: the same fields in the same
+/// order, so the same bytes.
+#[derive(Serialize)]
+struct WatchMe<'a> {
+    id: &'a SpeakerId,
+    timeout_ms: u32,
+    late_ms: u32,
+    watchers: Named<'a>,
+}
+
+/// The first [`NAMED_WATCHERS`] nodes of a set, written as a sequence of names.
+struct Named<'a>(&'a BTreeSet<String>);
+
+impl Serialize for Named<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().take(NAMED_WATCHERS))
     }
 }
 
@@ -389,10 +426,14 @@ impl Watches {
         let floor = Duration::from_millis(u64::from(hb.timeout_ms));
         let late = Duration::from_millis(u64::from(hb.late_ms));
         let mut fresh = false;
-        let w = self.by_node.entry(hb.id.node.clone()).or_insert_with(|| {
+        // Looked up before inserting: the node's name is copied once per watch, not per
+        // heartbeat.
+        if !self.by_node.contains_key(&hb.id.node) {
+            self.by_node
+                .insert(hb.id.node.clone(), Watch::new(hb.id.clone(), floor, now));
             fresh = true;
-            Watch::new(hb.id.clone(), floor, now)
-        });
+        }
+        let w = self.by_node.get_mut(&hb.id.node)?;
         if w.id != hb.id {
             // A newer generation: a new member, with no history.
             *w = Watch::new(hb.id.clone(), floor, now);
@@ -534,6 +575,28 @@ impl Watches {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_watch_me_is_the_heartbeat_it_stands_for() {
+        let id = SpeakerId {
+            node: "node-a".into(),
+            addr: "192.0.2.1:7946".parse().expect("literal"),
+            generation: 1_765_000_000_123,
+        };
+        for n in [0, 1, 3, NAMED_WATCHERS, NAMED_WATCHERS + 3] {
+            let targets: BTreeSet<String> = (0..n).map(|i| format!("node-{i}")).collect();
+            let (timeout, late) = (Duration::from_millis(175), Duration::from_micros(4_700));
+            let want = Heartbeat::watch_me(id.clone(), timeout, late).naming(&targets);
+            let bytes = Heartbeat::encode_watch_me(&id, timeout, late, &targets, vec![9, 9])
+                .expect("encodes");
+            assert_eq!(bytes[..2], [9, 9], "appended to what was there");
+            assert_eq!(
+                bytes[2..],
+                postcard::to_allocvec(&want).expect("encodes")[..]
+            );
+            assert_eq!(Heartbeat::decode(&bytes[2..]), Some(want));
+        }
+    }
     use proptest::prelude::*;
 
     fn id(node: &str, generation: u64) -> SpeakerId {

@@ -370,6 +370,9 @@ pub struct MembershipStats {
     pub heartbeat_vouched: u64,
     /// The longest silence of a watched owner that ended with a heartbeat (ms).
     pub longest_heartbeat_silence_ms: u64,
+    /// Member snapshots published ([`MembershipHandle::members`]): one each time a
+    /// member's identity, health, departure or facts changed, never at rest.
+    pub snapshots_published: u64,
 }
 
 #[derive(Debug, Default)]
@@ -385,6 +388,7 @@ struct Counters {
     heartbeat_probes: AtomicU64,
     heartbeat_vouched: AtomicU64,
     longest_heartbeat_silence_ms: AtomicU64,
+    snapshots_published: AtomicU64,
 }
 
 impl Counters {
@@ -405,6 +409,7 @@ impl Counters {
             heartbeat_probes: self.heartbeat_probes.load(Ordering::Relaxed),
             heartbeat_vouched: self.heartbeat_vouched.load(Ordering::Relaxed),
             longest_heartbeat_silence_ms: self.longest_heartbeat_silence_ms.load(Ordering::Relaxed),
+            snapshots_published: self.snapshots_published.load(Ordering::Relaxed),
         }
     }
 }

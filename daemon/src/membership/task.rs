@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::auth::FrameKind;
-use super::facts::{self, FactsBook, FactsHandler, MemberFacts};
+use super::facts::{self, FactsBook, FactsHandler, FactsState, MemberFacts};
 use super::heartbeat::{
     parse_cpu_pressure, pressure_allowance, whom_to_ask, Action, AskAbout, DownCause, Heartbeat,
     Vouch, Watches, WorstGap,
@@ -38,6 +38,9 @@ const GOODBYE_COPIES: usize = 2;
 
 /// Datagrams read from the socket before due timers fire.
 const DRAIN_MAX: usize = 64;
+
+/// The deadline of a sleep with nothing to wait for (no timer, no watch): out of reach.
+const IDLE: Duration = Duration::from_secs(86_400 * 365 * 30);
 
 pub(super) struct MembershipTask {
     swim: SwimState,
@@ -82,6 +85,9 @@ pub(super) struct MembershipTask {
     /// Probes whose target's port was closed come back here ([`probe`]).
     refused_tx: mpsc::UnboundedSender<SpeakerId>,
     refused_rx: mpsc::UnboundedReceiver<SpeakerId>,
+    /// Kept between uses: the heartbeat's payload, and the frame last sealed.
+    beat_payload: Vec<u8>,
+    frame: Vec<u8>,
 }
 
 impl MembershipTask {
@@ -165,6 +171,8 @@ impl MembershipTask {
             reconnecting: false,
             refused_tx,
             refused_rx,
+            beat_payload: Vec::new(),
+            frame: Vec::new(),
         };
         task.publish_own_facts();
         task.announce_to_seeds();
@@ -183,20 +191,30 @@ impl MembershipTask {
         let mut beat = tokio::time::interval(self.timings.heartbeat_interval);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.last_beat = Instant::now();
+        // The two deadlines sleep in futures kept across iterations, replaced only when the
+        // deadline moves: most events (a heartbeat sent, an ack) move neither.
+        let idle = tokio::time::Instant::now() + IDLE;
+        let mut timer_sleep = std::pin::pin!(tokio::time::sleep_until(idle));
+        let mut watch_sleep = std::pin::pin!(tokio::time::sleep_until(idle));
         loop {
-            let next_timer = self.timers.keys().next().map(|(at, _)| *at);
-            let sleep_until =
-                next_timer.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            let watch_deadline = self
-                .watches
-                .next_deadline()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let next_timer = self
+                .timers
+                .keys()
+                .next()
+                .map_or(idle, |(at, _)| (*at).into());
+            if timer_sleep.deadline() != next_timer {
+                timer_sleep.set(tokio::time::sleep_until(next_timer));
+            }
+            let watch_deadline = self.watches.next_deadline().map_or(idle, Into::into);
+            if watch_sleep.deadline() != watch_deadline {
+                watch_sleep.set(tokio::time::sleep_until(watch_deadline));
+            }
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, from)) => self.on_datagram(&buf[..len], from),
                     Err(e) => warn!(error = %e, "gossip socket receive failed"),
                 },
-                _ = tokio::time::sleep_until(sleep_until.into()) => {
+                () = &mut timer_sleep => {
                     // A starved task wakes with acks waiting and probe timers
                     // due: read the acks first, or a slow node would suspect
                     // healthy peers (Lifeguard's local health, in its
@@ -230,7 +248,7 @@ impl MembershipTask {
                     self.drain_socket(&mut buf);
                     self.on_beat();
                 }
-                _ = tokio::time::sleep_until(watch_deadline.into()) => {
+                () = &mut watch_sleep => {
                     self.drain_socket(&mut buf);
                     self.check_watches();
                 }
@@ -449,11 +467,33 @@ impl MembershipTask {
             self.late
                 .saw(gap.saturating_sub(self.timings.heartbeat_interval), now);
         }
-        let me = self.swim.identity().clone();
-        let hb = Heartbeat::watch_me(me, self.timings.heartbeat_timeout, self.lateness(now))
-            .naming(&self.heartbeat_targets);
-        let targets = self.heartbeat_targets.clone();
-        self.send_heartbeat(&targets, &hb, 1);
+        let late = self.lateness(now);
+        if self.heartbeat_targets.is_empty() {
+            return;
+        }
+        // Encoded and sealed into buffers kept for the next beat, sent without a list.
+        let mut payload = std::mem::take(&mut self.beat_payload);
+        payload.clear();
+        match Heartbeat::encode_watch_me(
+            self.swim.identity(),
+            self.timings.heartbeat_timeout,
+            late,
+            &self.heartbeat_targets,
+            payload,
+        ) {
+            Ok(encoded) => self.beat_payload = encoded,
+            Err(e) => {
+                warn!(error = %e, "encoding a heartbeat");
+                return;
+            }
+        }
+        self.keys
+            .seal_into(FrameKind::Heartbeat, &self.beat_payload, &mut self.frame);
+        for m in self.swim.iter_members() {
+            if self.heartbeat_targets.contains(&m.id().node) {
+                self.send_raw(&self.frame, m.id().addr);
+            }
+        }
     }
 
     /// The scheduling delay our heartbeats report: the worst lateness of our own tick
@@ -816,8 +856,8 @@ impl MembershipTask {
     /// Carry out what foca asked for, then publish events and the snapshot.
     fn flush(&mut self) {
         while let Some((to, data)) = self.runtime.to_send() {
-            let frame = self.keys.seal(FrameKind::Swim, &data);
-            self.send_raw(&frame, to.addr);
+            self.keys.seal_into(FrameKind::Swim, &data, &mut self.frame);
+            self.send_raw(&self.frame, to.addr);
         }
         let now = Instant::now();
         while let Some((after, timer)) = self.runtime.to_schedule() {
@@ -850,8 +890,7 @@ impl MembershipTask {
                 self.emit(MembershipEvent::FactsChanged { facts });
             }
         }
-        // Health (alive/suspect) changes without a notification: always
-        // refresh; a few hundred clones per datagram are cheap.
+        // Health (alive/suspect) changes without a notification: look after every event.
         self.publish_snapshot();
         self.send_pending_events();
     }
@@ -931,48 +970,138 @@ impl MembershipTask {
         }
     }
 
+    /// Publishes the member snapshot if it differs from the one published: the loop calls
+    /// this after every event, and at rest (heartbeats, probes, acks) nothing in it changes,
+    /// so the comparison (no copy, no allocation) is all it costs then.
     fn publish_snapshot(&self) {
         let book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        // The newest facts of the node, even from an older generation: a
-        // renewed identity republishes within milliseconds, and showing none
-        // meanwhile would make the election see its NIC down and move IPs.
-        let facts_for = |id: &SpeakerId| book.by_node.get(&id.node).cloned();
+        {
+            let published = self.snapshot.lock().unwrap_or_else(|p| p.into_inner());
+            if same_members(self.snapshot_entries(&book), &published) {
+                return;
+            }
+        }
+        let mut members: Vec<MemberSnapshot> = self
+            .snapshot_entries(&book)
+            .map(|e| e.to_snapshot())
+            .collect();
+        drop(book);
+        // Ourselves first, the others by address: foca reorders its members every probe
+        // round, and an order that follows it would be a change at rest.
+        if let Some(others) = members.get_mut(1..) {
+            others.sort_unstable_by_key(|m| m.id.addr);
+        }
+        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        Counters::bump(&self.counters.snapshots_published);
+    }
+
+    /// The members as the snapshot shows them, borrowed: ourselves first, then foca's view,
+    /// then the failed members a view reset dropped ([`Self::remembered_down`]) whose
+    /// address no one else in it has.
+    fn snapshot_entries<'a>(
+        &'a self,
+        book: &'a FactsState,
+    ) -> impl Iterator<Item = Entry<'a>> + 'a {
         let me = self.swim.identity();
-        let mut members = vec![MemberSnapshot {
-            id: me.clone(),
+        let own = iter::once(Entry {
+            id: me,
             health: Health::Alive,
             left: false,
-            facts: Some(self.own_facts.clone()),
+            facts: Some(&self.own_facts),
             is_self: true,
-        }];
-        for m in self.swim.iter_membership_state() {
-            let health = match m.state() {
+        });
+        // The newest facts of the node, even from an older generation: a renewed identity
+        // republishes within milliseconds, and showing none meanwhile would make the
+        // election see its NIC down and move IPs.
+        let others = self.swim.iter_membership_state().map(move |m| Entry {
+            id: m.id(),
+            health: match m.state() {
                 State::Alive => Health::Alive,
                 State::Suspect => Health::Suspect,
                 State::Down => Health::Down,
-            };
-            members.push(MemberSnapshot {
-                id: m.id().clone(),
-                health,
-                left: self.left.contains(m.id()),
-                facts: facts_for(m.id()),
+            },
+            left: self.left.contains(m.id()),
+            facts: book.by_node.get(&m.id().node),
+            is_self: false,
+        });
+        let remembered = self
+            .remembered_down
+            .iter()
+            .filter(move |r| {
+                r.addr != me.addr
+                    && !self
+                        .swim
+                        .iter_membership_state()
+                        .any(|m| m.id().addr == r.addr)
+            })
+            .map(|r| Entry {
+                id: r,
+                health: Health::Down,
+                left: false,
+                facts: None,
                 is_self: false,
             });
-        }
-        drop(book);
-        for r in &self.remembered_down {
-            if !members.iter().any(|m| m.id.addr == r.addr) {
-                members.push(MemberSnapshot {
-                    id: r.clone(),
-                    health: Health::Down,
-                    left: false,
-                    facts: None,
-                    is_self: false,
-                });
-            }
-        }
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = members;
+        own.chain(others).chain(remembered)
     }
+}
+
+/// One member of the snapshot, borrowed from the task's state.
+struct Entry<'a> {
+    id: &'a SpeakerId,
+    health: Health,
+    left: bool,
+    facts: Option<&'a MemberFacts>,
+    is_self: bool,
+}
+
+impl Entry<'_> {
+    fn is(&self, m: &MemberSnapshot) -> bool {
+        *self.id == m.id
+            && self.health == m.health
+            && self.left == m.left
+            && self.facts == m.facts.as_ref()
+            && self.is_self == m.is_self
+    }
+
+    fn to_snapshot(&self) -> MemberSnapshot {
+        MemberSnapshot {
+            id: self.id.clone(),
+            health: self.health,
+            left: self.left,
+            facts: self.facts.cloned(),
+            is_self: self.is_self,
+        }
+    }
+}
+
+/// Whether `entries` are the members of `published` (ourselves first, the others sorted by
+/// address, as [`MembershipTask::publish_snapshot`] leaves it), in any order. Addresses are
+/// unique among the others (foca keeps one identity per address, and a remembered member
+/// is shown only when no one else has its address); were they not, a member would not be
+/// found and the snapshot be published again, which is the cost this saves, not an error.
+fn same_members<'a>(
+    entries: impl Iterator<Item = Entry<'a>>,
+    published: &[MemberSnapshot],
+) -> bool {
+    let Some((me, others)) = published.split_first() else {
+        return false;
+    };
+    let mut count = 0;
+    for e in entries {
+        let shown = if e.is_self {
+            Some(me)
+        } else {
+            others
+                .binary_search_by_key(&e.id.addr, |m| m.id.addr)
+                .ok()
+                .and_then(|i| others.get(i))
+        };
+        if !shown.is_some_and(|m| e.is(m)) {
+            return false;
+        }
+        count += 1;
+    }
+    count == published.len()
 }
 
 /// foca's random choices (whom to probe, gossip to) seeded from the OS; should the OS have

@@ -190,6 +190,64 @@ async fn a_crashed_owner_is_declared_down_by_the_successor_it_heartbeats_to() {
     );
 }
 
+/// At rest (every member alive, facts known, an owner heartbeating to both others) the
+/// loops run on every datagram and timer, and nothing in the member snapshot changes: no
+/// member publishes a snapshot (a copy of every member with its facts) then. Counted per
+/// window of 20 heartbeat intervals; the quietest of a few windows is taken, since a
+/// loaded machine may make SWIM suspect someone for a moment (a real change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_at_rest_publish_no_snapshot() {
+    let (a, b, c) = trio(|| ring(key(1, 7), vec![])).await;
+    wait_for("facts of every member everywhere", CONVERGE, || {
+        [&a, &b, &c]
+            .iter()
+            .all(|m| m.handle.members().iter().all(|s| s.facts.is_some()))
+    })
+    .await;
+    a.handle
+        .set_heartbeat_targets(nodes(&["node-b", "node-c"]))
+        .await
+        .expect("targets");
+    let window = Timings::lan(3).heartbeat_interval * 20;
+    let members = [&a, &b, &c];
+    let published = || -> u64 {
+        members
+            .iter()
+            .map(|m| m.handle.stats().snapshots_published)
+            .sum()
+    };
+    let received = || -> u64 { members.iter().map(|m| m.handle.stats().accepted).sum() };
+    tokio::time::sleep(window).await;
+    let mut quietest = None;
+    for _ in 0..8 {
+        let (p0, r0) = (published(), received());
+        tokio::time::sleep(window).await;
+        let (p, r) = (published() - p0, received() - r0);
+        eprintln!("at rest over {window:?}: {r} datagrams received, {p} snapshots published");
+        // The heartbeats alone are 2 per interval: the loops ran.
+        assert!(
+            r >= 20,
+            "only {r} datagrams in {window:?}: the members are not at rest"
+        );
+        if quietest.is_none_or(|q| p < q) {
+            quietest = Some(p);
+        }
+        if p == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        quietest,
+        Some(0),
+        "a snapshot was published in every window at rest"
+    );
+    assert_eq!(
+        live_nodes(&a),
+        ["node-a", "node-b", "node-c"],
+        "the snapshot is still read"
+    );
+}
+
 /// A member on its own thread and current-thread runtime (as in its own process) that
 /// heartbeats to `targets`; a `Some(d)` sent on the returned channel blocks that runtime
 /// for `d` (a frozen process: its socket stays open, the kernel queues what arrives),
