@@ -18,7 +18,8 @@
 //! a `CloudLoadBalancerInvalid` Event naming the annotation while the listener stays as it
 //! was; a changed annotation is applied to the running listener in place
 //! (`SetLoadBalancerTCPListenerAttribute`, no second create); a check changed on the cloud
-//! behind the speaker's back is set back at the next resync.
+//! behind the speaker's back is set back at the next resync; a removed URI annotation leaves
+//! the listener's URI, as Alibaba's CCM does (no set at later resyncs).
 
 #![allow(clippy::unwrap_used)]
 
@@ -379,6 +380,34 @@ async fn health_checks(
         })
     })
     .await?;
+    // The URI annotation removed (with another change, to see it taken): the listener
+    // keeps /healthz, as Alibaba's CCM leaves it, and no set follows at later resyncs.
+    annotate(
+        services,
+        json!({ANNOTATION_HEALTH_CHECK_URI: null, ANNOTATION_UNHEALTHY_THRESHOLD: "7"}),
+    )
+    .await?;
+    inventory_until(emu, "the threshold changed", |inv| {
+        health_of(inv).is_some_and(|h| h["UnhealthyThreshold"] == 7)
+    })
+    .await?;
+    let sets = || {
+        calls_by_action(emu)
+            .get("SetLoadBalancerTCPListenerAttribute")
+            .copied()
+    };
+    let before = sets();
+    tokio::time::sleep(Duration::from_secs(5)).await; // two resyncs
+    ensure!(
+        health_of(&emu.inventory()).is_some_and(|h| h["HealthCheckURI"] == "/healthz"),
+        "the URI was cleared: {:?}",
+        health_of(&emu.inventory())
+    );
+    ensure!(
+        sets() == before,
+        "set again at a resync: {before:?} -> {:?}",
+        sets()
+    );
     Ok(())
 }
 
