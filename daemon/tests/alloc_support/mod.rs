@@ -95,37 +95,34 @@ pub fn cluster_yaml(n: usize) -> String {
     services_yaml(n, Shape::File)
 }
 
-/// The cluster file with L2 instead of BGP: [`services_yaml`]'s Services (file shape) with
-/// a /17 pool, an L2Advertisement and node-a at 198.18.200.1 (an interface holding
+/// A /17 pool, an L2Advertisement and node-a at 198.18.200.1 (an interface holding
 /// 198.18.200.1/16 carries every IP of the pool).
+const L2_POOL_AND_NODE_A: &str =
+    "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
+     spec: {addresses: [\"198.18.0.0/17\"]}\n---\n\
+     apiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
+     spec: {}\n---\n\
+     apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
+     status: {addresses: [{type: InternalIP, address: \"198.18.200.1\"}]}\n";
+
+/// The cluster file with L2 instead of BGP: [`services_yaml`]'s Services (file shape) with
+/// [`L2_POOL_AND_NODE_A`].
 pub fn l2_cluster_yaml(n: usize) -> String {
-    objects_yaml(
-        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
-         spec: {addresses: [\"198.18.0.0/17\"]}\n---\n\
-         apiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
-         spec: {}\n---\n\
-         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
-         status: {addresses: [{type: InternalIP, address: \"198.18.200.1\"}]}\n",
-        n,
-        Shape::File,
-    )
+    objects_yaml(L2_POOL_AND_NODE_A, n, Shape::File)
 }
 
-/// The cluster_scale bench's layout (cluster mode, L2, three nodes): [`l2_cluster_yaml`]'s
-/// pool, L2Advertisement and node-a, node-b and node-c, and `n` Services in `shape` (the
-/// API shape's status IPs are in the pool).
+/// The cluster_scale bench's layout (cluster mode, L2, three nodes): [`L2_POOL_AND_NODE_A`],
+/// node-b and node-c, and `n` Services in `shape` (the API shape's status IPs are in the
+/// pool).
 pub fn l2_services_yaml(n: usize, shape: Shape) -> String {
     objects_yaml(
-        "apiVersion: edgelb.io/v1alpha1\nkind: IPAddressPool\nmetadata: {name: bench, namespace: edgelb-system}\n\
-         spec: {addresses: [\"198.18.0.0/17\"]}\n---\n\
-         apiVersion: edgelb.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: all, namespace: edgelb-system}\n\
-         spec: {}\n---\n\
-         apiVersion: v1\nkind: Node\nmetadata: {name: node-a}\n\
-         status: {addresses: [{type: InternalIP, address: \"198.18.200.1\"}]}\n---\n\
-         apiVersion: v1\nkind: Node\nmetadata: {name: node-b}\n\
-         status: {addresses: [{type: InternalIP, address: \"198.18.200.2\"}]}\n---\n\
-         apiVersion: v1\nkind: Node\nmetadata: {name: node-c}\n\
-         status: {addresses: [{type: InternalIP, address: \"198.18.200.3\"}]}\n",
+        &format!(
+            "{L2_POOL_AND_NODE_A}---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {{name: node-b}}\n\
+             status: {{addresses: [{{type: InternalIP, address: \"198.18.200.2\"}}]}}\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {{name: node-c}}\n\
+             status: {{addresses: [{{type: InternalIP, address: \"198.18.200.3\"}}]}}\n"
+        ),
         n,
         shape,
     )
