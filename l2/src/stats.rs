@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 /// One interface given to the announcer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct InterfaceStats {
     pub interface: String,
     /// The interface as last seen; `None` while it does not exist.

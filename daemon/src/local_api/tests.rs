@@ -718,21 +718,13 @@ fn an_l2_ip_owned_on_two_interfaces_is_one_announcement_since_the_earlier() {
     let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
     let on = |interface: &str, since: u64| InterfaceStats {
         interface: interface.into(),
-        link: None,
-        error: None,
-        frames_received: 0,
-        frames_ignored: 0,
-        requests_answered: 0,
-        send_errors: 0,
-        receive_errors: 0,
-        receive_drops: 0,
-        announcements: 0,
         ips: Arc::from(vec![IpStats {
             ip,
             owned_since: t(since),
             first_announced: None,
             error: None,
         }]),
+        ..InterfaceStats::default()
     };
     let anns = l2_announcements("n1", &a, &[on("eth0", 200), on("eth1", 100)]);
     assert_eq!(anns.len(), 1, "{anns:?}");
