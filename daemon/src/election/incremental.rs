@@ -54,9 +54,7 @@ impl ElectionView {
                 }
             };
             let key: ClassKey<'_> = class_key(single);
-            let class = classes
-                .entry(key)
-                .or_insert_with(|| self.class_filter(key.0, key.1, key.2));
+            let class = classes.entry(key).or_insert_with(|| self.class_filter(key));
             if *single.mode() == super::Mode::Bgp && single.terms.local_endpoints.is_none() {
                 out.push(self.elect_one(single, class));
                 continue;

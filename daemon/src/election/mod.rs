@@ -353,8 +353,7 @@ impl ElectionView {
 
     /// Elect for one request alone.
     pub fn elect(&self, request: &ElectionRequest) -> ElectionResult {
-        let t = &request.terms;
-        let class = self.class_filter(&t.node_selectors, t.pool.as_deref(), &t.mode);
+        let class = self.class_filter(class_key(request));
         self.elect_one(request, &class)
     }
 
@@ -368,9 +367,7 @@ impl ElectionView {
         for ((ip, kind), group) in groups {
             for r in &group {
                 let key = class_key(r);
-                classes
-                    .entry(key)
-                    .or_insert_with(|| self.class_filter(key.0, key.1, key.2));
+                classes.entry(key).or_insert_with(|| self.class_filter(key));
             }
             let group_classes: Vec<Option<&ClassFilter>> =
                 group.iter().map(|r| classes.get(&class_key(r))).collect();
@@ -382,12 +379,7 @@ impl ElectionView {
         out
     }
 
-    fn class_filter(
-        &self,
-        selectors: &[NodeSelector],
-        pool: Option<&str>,
-        mode: &Mode,
-    ) -> ClassFilter {
+    fn class_filter(&self, (selectors, pool, mode): ClassKey<'_>) -> ClassFilter {
         let mut status = Vec::with_capacity(self.nodes.len());
         let mut ok = Vec::new();
         let mut excluded = Vec::new();
@@ -463,8 +455,8 @@ impl ElectionView {
                 let class_reason = match c {
                     Some(c) => c.status.get(i).copied().flatten(),
                     None => {
-                        let t = &r.terms;
-                        class_status(&n.candidate, &t.node_selectors, t.pool.as_deref(), &t.mode)
+                        let (selectors, pool, mode) = class_key(r);
+                        class_status(&n.candidate, selectors, pool, mode)
                     }
                 };
                 class_reason.or_else(|| ip_status(&n.candidate, r))
