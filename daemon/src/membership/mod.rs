@@ -513,8 +513,11 @@ async fn on_own_thread(
     let spawned = std::thread::Builder::new()
         .name("membership".into())
         .spawn(move || {
+            // Sockets and timers only: no signal or child-process driver to poll on every
+            // one of the thread's wake-ups.
             let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                .enable_io()
+                .enable_time()
                 .build()
             {
                 Ok(rt) => rt,

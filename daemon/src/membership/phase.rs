@@ -8,6 +8,11 @@
 //! the same clock on one host), a node's own tick and the heartbeats of the others come
 //! in the same short window, and one wake-up often reads what several would have.
 //!
+//! The gossip's own periodic rounds (probe a member, gossip, announce: each every 100 ms,
+//! a multiple of the interval) are moved to the nearest tick for the same reason: the
+//! probe, the others' acks and gossip come in the same window as the heartbeats. Their
+//! timeouts (the probe's round trip, a suspicion) are not moved.
+//!
 //! Only the phase moves, never the interval: ticks stay one interval apart, the first
 //! comes within one interval of the start, and the thresholds of the failure detector
 //! are untouched. A step of the wall clock moves the phase once, giving one gap shorter
@@ -35,6 +40,24 @@ pub fn until_aligned(since_epoch: Duration, interval: Duration, at_least: Durati
     // `wait` is at most `at_least + interval`, both Durations: it fits in u64 nanoseconds
     // for any sane interval; saturate rather than panic on an absurd one.
     Duration::from_nanos(u64::try_from(wait).unwrap_or(u64::MAX))
+}
+
+/// The tick nearest to `at` (its time since the Unix epoch), by at most half an interval
+/// either way: where a periodic round of the gossip (a probe, a gossip, an announce) is
+/// moved so that it falls in the heartbeat's window. Nearest, not next: a round that
+/// fired a little late is not pushed a whole interval on, so the rounds keep their period
+/// on average and their phase once it is set.
+pub fn nearest_tick(at: Duration, interval: Duration) -> Duration {
+    let step = interval.as_nanos();
+    if step == 0 {
+        return at;
+    }
+    let into = at.as_nanos() % step;
+    if into * 2 <= step {
+        at - Duration::from_nanos(u64::try_from(into).unwrap_or(0))
+    } else {
+        at + Duration::from_nanos(u64::try_from(step - into).unwrap_or(0))
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +90,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_round_moves_to_the_nearest_tick_either_way() {
+        let i = Duration::from_millis(25);
+        let tick = Duration::from_millis(1_700_000_000_000);
+        assert_eq!(nearest_tick(tick + Duration::from_millis(3), i), tick);
+        assert_eq!(nearest_tick(tick - Duration::from_millis(3), i), tick);
+        assert_eq!(nearest_tick(tick + Duration::from_millis(13), i), tick + i);
+        assert_eq!(nearest_tick(tick, i), tick);
+    }
+
     proptest! {
+        #[test]
+        fn the_nearest_tick_is_a_multiple_within_half_an_interval(
+            at_ns in 0u64..=u64::MAX / 2,
+            interval_us in 1u64..1_000_000,
+        ) {
+            let (at, interval) = (Duration::from_nanos(at_ns), Duration::from_micros(interval_us));
+            let tick = nearest_tick(at, interval);
+            prop_assert_eq!(tick.as_nanos() % interval.as_nanos(), 0);
+            let off = if tick >= at { tick - at } else { at - tick };
+            prop_assert!(off * 2 <= interval);
+        }
+
+
         #[test]
         fn lands_on_a_multiple_no_sooner_than_asked_and_within_an_interval_of_it(
             now_ns in 0u64..=u64::MAX / 2,

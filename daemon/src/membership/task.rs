@@ -106,11 +106,9 @@ impl MembershipTask {
                     addr: config.bind,
                     source,
                 })?;
-        let generation = config.generation.unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-        });
+        let generation = config
+            .generation
+            .unwrap_or_else(|| since_epoch().as_millis() as u64);
         // Port 0 in the advertised address means "the port we were given".
         let mut advertise = config.advertise;
         if advertise.port() == 0 {
@@ -453,10 +451,29 @@ impl MembershipTask {
 
     /// Time until the next heartbeat tick, at least `at_least` from now.
     fn until_beat(&self, at_least: Duration) -> Duration {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        phase::until_aligned(since_epoch, self.timings.heartbeat_interval, at_least)
+        phase::until_aligned(since_epoch(), self.timings.heartbeat_interval, at_least)
+    }
+
+    /// Queues the timers foca asked for; its periodic rounds on the heartbeat's phase
+    /// ([`super::phase`]), its timeouts where foca put them.
+    fn schedule_timers(&mut self) {
+        let now = Instant::now();
+        let wall = since_epoch();
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            let at = now + after;
+            let at = if is_periodic_round(&timer) {
+                let tick = phase::nearest_tick(wall + after, self.timings.heartbeat_interval);
+                if tick >= wall + after {
+                    at + (tick - (wall + after))
+                } else {
+                    at.checked_sub((wall + after) - tick).unwrap_or(at)
+                }
+            } else {
+                at
+            };
+            self.timer_seq += 1;
+            self.timers.insert((at, self.timer_seq), timer);
+        }
     }
 
     /// The heartbeat tick, `late` after its deadline: notices our own starvation (a late
@@ -832,11 +849,7 @@ impl MembershipTask {
             let frame = self.keys.seal(FrameKind::Swim, &data);
             self.send_raw(&frame, to.addr);
         }
-        let now = Instant::now();
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.timer_seq += 1;
-            self.timers.insert((now + after, self.timer_seq), timer);
-        }
+        self.schedule_timers();
     }
 
     fn leave(&mut self) {
@@ -874,11 +887,7 @@ impl MembershipTask {
             self.keys.seal_into(FrameKind::Swim, &data, &mut self.frame);
             self.send_raw(&self.frame, to.addr);
         }
-        let now = Instant::now();
-        while let Some((after, timer)) = self.runtime.to_schedule() {
-            self.timer_seq += 1;
-            self.timers.insert((now + after, self.timer_seq), timer);
-        }
+        self.schedule_timers();
         while let Some(note) = self.runtime.to_notify() {
             self.on_notification(note);
         }
@@ -1123,9 +1132,7 @@ fn same_members<'a>(
 /// no entropy to give, the clock and pid still make each speaker's sequence its own.
 fn seeded_rng() -> SmallRng {
     SmallRng::try_from_rng(&mut SysRng).unwrap_or_else(|_| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let nanos = since_epoch().as_nanos() as u64;
         SmallRng::seed_from_u64(nanos ^ u64::from(std::process::id()))
     })
 }
@@ -1163,4 +1170,23 @@ async fn probe(local: std::net::IpAddr, target: SocketAddr, frame: &[u8], wait: 
         }
     }
     false
+}
+
+/// Now on the wall clock, as time since the Unix epoch (zero before it).
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// foca's rounds that recur every period (moved to the heartbeat's phase), as opposed to
+/// its timeouts (kept where foca put them).
+fn is_periodic_round(timer: &Timer<SpeakerId>) -> bool {
+    matches!(
+        timer,
+        Timer::ProbeRandomMember(_)
+            | Timer::PeriodicGossip(_)
+            | Timer::PeriodicAnnounce(_)
+            | Timer::PeriodicAnnounceDown(_)
+    )
 }
