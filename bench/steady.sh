@@ -27,12 +27,17 @@
 #   N Services with a ready EndpointSlice each created through the API server, then each
 #   speaker's CPU per minute and RSS over REST seconds at rest, beside the same speakers'
 #   figures with 0 Services measured before the creates (the baseline). Lines start with
-#   "cluster-steady"; also in target/tmp/figures/cluster_scale.txt.
+#   "cluster-steady"; also in target/tmp/figures/cluster_scale.txt. The pool is announced
+#   as ADVERTISE says (default l2: one L2Advertisement; bgp: the standalone half's scenario,
+#   FRR bgpd in a namespace on the LAN with one BGPPeer for all three speakers and one
+#   BGPAdvertisement, and the line adds the time from the last create to all N /32 at
+#   FRR from each speaker, and bgpd's CPU at rest and RSS beside its 0-route baseline).
 #
 # Usage: bench/steady.sh [N ...]    (default: 1000 10000 50000; root; N <= 65536)
 # Env:   SPEAKER=path/to/edgelb-speaker (default: target/release, else target/debug)
 #        REST=60 (seconds at rest)  SETTLE=5  RUN_TIMEOUT=300 (seconds to all announced)
 #        CLUSTER=1: also the cluster-mode half (builds the bench with cargo, profile dev)
+#        ADVERTISE=l2|bgp|none: how the cluster-mode half announces (passed to the bench)
 #        GOALS=1: exit 1 when a goal of issue 17 is missed at N = 10000 (rest <= 1 % of
 #        a core, RSS <= 48 MiB); off by default (CI runs small N on a loaded machine).
 set -euo pipefail

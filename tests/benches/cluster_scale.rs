@@ -23,8 +23,19 @@
 //! every 200 ms would load the API server the speakers share the machine with); the
 //! Services are left for the cluster's teardown.
 //!
-//! `ADVERTISE=none` leaves the L2Advertisement out (allocation and status only: nothing is
-//! announced, so a membership flap under load moves no IP).
+//! `ADVERTISE` picks how the pool is announced:
+//! - `l2` (default): one L2Advertisement (ARP from the elected owner, which sends failover
+//!   heartbeats to the other members);
+//! - `bgp`: the issue's own scenario: FRR bgpd (no zebra) in its own namespace on the LAN
+//!   (198.19.0.1, AS 64500, a listen range for the nodes, `maximum-paths 8`, and it sends the
+//!   speakers none of their own routes back), one BGPPeer that every speaker (AS 64512) peers
+//!   with, one BGPAdvertisement for the pool. The run waits until all three sessions are
+//!   Established. With `STEADY=N` the line also gives the time from the answer to the last
+//!   create until FRR holds all N /32 from each speaker (`pfxRcd` of the summary, polled
+//!   every 300 ms), checks the next hops of three prefixes (the three nodes), and gives
+//!   bgpd's own CPU at rest and RSS in both windows (the router's baseline);
+//! - `none`: no advertisement (allocation and status only: nothing is announced, so a
+//!   membership flap under load moves no IP).
 //!
 //! Run: `cargo bench -p edgelb-tests --bench cluster_scale --profile dev` (the speaker is
 //! `target/<profile>/edgelb-speaker`, built by `cargo build -p edgelb-daemon [--release]`,
@@ -42,7 +53,7 @@ use edgelb_tests::kube::objects::{
     create_namespace, create_services, delete_services, edgelb_api, ips, speaker_requests,
 };
 use edgelb_tests::kube::{self as harness, Cluster, NodeSpec, Speaker, SYSTEM_NAMESPACE};
-use edgelb_tests::lab::{self, Lan, Netns};
+use edgelb_tests::lab::{self, BgpRouter, Family, Frr, FrrConfig, Lan, ListenRange, Netns};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Service;
@@ -57,6 +68,29 @@ const TEST: &str = "cluster_scale (bench)";
 const POOL: &str = "198.18.0.0/16";
 const SPEAKERS: u8 = 3;
 const IN_FLIGHT: usize = 32;
+/// `ADVERTISE=bgp`: the router on the LAN and the ASes (eBGP).
+const ROUTER_IP: &str = "198.19.0.1";
+const ROUTER_AS: u32 = 64500;
+const NODE_AS: u32 = 64512;
+/// How often the wait for all routes asks FRR for its per-neighbour counts.
+const FRR_POLL: Duration = Duration::from_millis(300);
+
+/// How the pool is announced (`ADVERTISE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Advertise {
+    L2,
+    Bgp,
+    None,
+}
+
+fn advertise() -> anyhow::Result<Advertise> {
+    match std::env::var("ADVERTISE").as_deref() {
+        Err(_) | Ok("") | Ok("l2") => Ok(Advertise::L2),
+        Ok("bgp") => Ok(Advertise::Bgp),
+        Ok("none") => Ok(Advertise::None),
+        Ok(other) => anyhow::bail!("ADVERTISE={other}: expected l2, bgp or none"),
+    }
+}
 
 fn figure(line: &str) {
     lab::figure("cluster_scale", line);
@@ -91,12 +125,22 @@ fn mib(kb: u64) -> String {
     format!("{:.1}", kb as f64 / 1024.0)
 }
 
+/// FRR bgpd on the LAN (`ADVERTISE=bgp`). Field order is drop order: bgpd stops before its
+/// namespace goes.
+struct Router {
+    frr: Frr,
+    _ns: Netns,
+}
+
 /// The nodes and speakers of the run.
 struct Rig {
     speakers: Vec<Speaker>,
+    router: Option<Router>,
     _nets: Vec<Netns>,
     _lan: Lan,
     nodes: Vec<String>,
+    /// The nodes' addresses, in `nodes`' order.
+    addrs: Vec<IpAddr>,
 }
 
 impl Rig {
@@ -105,6 +149,16 @@ impl Rig {
             .iter()
             .filter_map(|s| Some((s.node.clone(), s.process.pid()?)))
             .collect()
+    }
+
+    /// The speakers, then bgpd as `bgpd` when there is a router: what the rest windows
+    /// measure.
+    fn measured(&self) -> Vec<(String, u32)> {
+        let mut pids = self.pids();
+        if let Some(r) = &self.router {
+            pids.push(("bgpd".to_string(), r.frr.pid()));
+        }
+        pids
     }
 
     fn rss(&self) -> String {
@@ -116,11 +170,41 @@ impl Rig {
     }
 }
 
-async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> anyhow::Result<Rig> {
+/// bgpd on `lan` accepting sessions from the nodes' /24, selecting up to 8 equal paths per
+/// prefix as a ToR doing ECMP to the nodes would, and not sending a speaker routes that
+/// carry its own AS (what a ToR's outbound policy towards the nodes does: the speakers
+/// learn nothing from it).
+fn router(lan: &mut Lan) -> anyhow::Result<Router> {
+    let ns = lan.join("csr", &format!("{ROUTER_IP}/15"))?;
+    let mut config = FrrConfig::new(ROUTER_IP.parse()?, ROUTER_AS)
+        .listen_range(ListenRange::new("198.19.0.0/24", NODE_AS));
+    config
+        .extra
+        .push("neighbor RANGE0 sender-as-path-loop-detection".into());
+    let frr = Frr::start(&ns, config)?;
+    frr.configure(&[
+        &format!("router bgp {ROUTER_AS}"),
+        "address-family ipv4 unicast",
+        "maximum-paths 8",
+    ])?;
+    Ok(Router { frr, _ns: ns })
+}
+
+async fn rig(
+    cluster: &Cluster,
+    admin: &Client,
+    binary: &std::path::Path,
+    how: Advertise,
+) -> anyhow::Result<Rig> {
     let mut lan = Lan::new()?;
+    let router = match how {
+        Advertise::Bgp => Some(router(&mut lan)?),
+        Advertise::L2 | Advertise::None => None,
+    };
     let mut nets = Vec::new();
     let mut speakers = Vec::new();
     let mut nodes = Vec::new();
+    let mut addrs = Vec::new();
     for i in 1..=SPEAKERS {
         let ip: IpAddr = format!("198.19.0.{}", 10 + i).parse()?;
         let ns = lan.join(&format!("cs{i}"), &format!("{ip}/15"))?;
@@ -130,6 +214,7 @@ async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> any
         speakers.push(Speaker::deploy(cluster, &ns, &node, binary).await?);
         nets.push(ns);
         nodes.push(name);
+        addrs.push(ip);
     }
     let params = PatchParams::apply("cluster-scale-bench").force();
     let pools = edgelb_api(admin, "IPAddressPool", "ipaddresspools");
@@ -140,27 +225,101 @@ async fn rig(cluster: &Cluster, admin: &Client, binary: &std::path::Path) -> any
         .patch("scale", &params, &Patch::Apply(&pool))
         .await
         .context("pool")?;
-    if std::env::var("ADVERTISE").as_deref() == Ok("none") {
-        return Ok(Rig {
-            speakers,
-            _nets: nets,
-            _lan: lan,
-            nodes,
-        });
+    let adv = |kind: &str| {
+        json!({"apiVersion": "edgelb.io/v1alpha1", "kind": kind,
+            "metadata": {"name": "scale", "namespace": SYSTEM_NAMESPACE},
+            "spec": {"ipAddressPools": ["scale"]}})
+    };
+    match how {
+        Advertise::None => {}
+        Advertise::L2 => {
+            edgelb_api(admin, "L2Advertisement", "l2advertisements")
+                .patch("scale", &params, &Patch::Apply(&adv("L2Advertisement")))
+                .await
+                .context("L2Advertisement")?;
+        }
+        Advertise::Bgp => {
+            let peer = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "BGPPeer",
+                "metadata": {"name": "scale-router", "namespace": SYSTEM_NAMESPACE},
+                "spec": {"myASN": NODE_AS, "peerASN": ROUTER_AS, "peerAddress": ROUTER_IP}});
+            edgelb_api(admin, "BGPPeer", "bgppeers")
+                .patch("scale-router", &params, &Patch::Apply(&peer))
+                .await
+                .context("BGPPeer")?;
+            edgelb_api(admin, "BGPAdvertisement", "bgpadvertisements")
+                .patch("scale", &params, &Patch::Apply(&adv("BGPAdvertisement")))
+                .await
+                .context("BGPAdvertisement")?;
+        }
     }
-    let l2 = edgelb_api(admin, "L2Advertisement", "l2advertisements");
-    let adv = json!({"apiVersion": "edgelb.io/v1alpha1", "kind": "L2Advertisement",
-        "metadata": {"name": "scale", "namespace": SYSTEM_NAMESPACE},
-        "spec": {"ipAddressPools": ["scale"]}});
-    l2.patch("scale", &params, &Patch::Apply(&adv))
-        .await
-        .context("L2Advertisement")?;
     Ok(Rig {
         speakers,
+        router,
         _nets: nets,
         _lan: lan,
         nodes,
+        addrs,
     })
+}
+
+/// Waits until every node's session with the router is Established (`ADVERTISE=bgp`).
+fn sessions_up(rig: &Rig, router: &Router) -> anyhow::Result<()> {
+    for (s, ip) in rig.speakers.iter().zip(&rig.addrs) {
+        router
+            .frr
+            .wait_established(*ip, Duration::from_secs(60))
+            .with_context(|| format!("{}'s session; its log:\n{}", s.node, s.logs()))?;
+    }
+    Ok(())
+}
+
+/// Waits until FRR holds `n` prefixes from each of the nodes (polled every `FRR_POLL`);
+/// returns (seconds from `since` until the first node's were all there, until every
+/// node's were).
+async fn routes_at_router(
+    router: &Router,
+    nodes: &[IpAddr],
+    n: u64,
+    since: Instant,
+    timeout: Duration,
+) -> anyhow::Result<(f64, f64)> {
+    let deadline = Instant::now() + timeout;
+    let mut first: Option<f64> = None;
+    loop {
+        // One vtysh call of a few ms; the bench's other waits are async and share no lock
+        // with it, so it runs in place.
+        let got = router.frr.received_by_peer(Family::V4)?;
+        let counts: Vec<u64> = nodes
+            .iter()
+            .map(|ip| got.get(ip).copied().unwrap_or(0))
+            .collect();
+        if first.is_none() && counts.iter().any(|c| *c >= n) {
+            first = Some(since.elapsed().as_secs_f64());
+        }
+        if counts.iter().all(|c| *c >= n) {
+            let all = since.elapsed().as_secs_f64();
+            return Ok((first.unwrap_or(all), all));
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "FRR holds {counts:?} of {n} prefixes from nodes {nodes:?} after {timeout:?}"
+        );
+        tokio::time::sleep(FRR_POLL).await;
+    }
+}
+
+/// Checks that FRR reaches each of `sample` through every node (eBGP next hop = the node's
+/// address; every Service has endpoints and `externalTrafficPolicy: Cluster`).
+fn check_next_hops(router: &Router, nodes: &[IpAddr], sample: &[IpAddr]) -> anyhow::Result<()> {
+    let want: BTreeSet<IpAddr> = nodes.iter().copied().collect();
+    for ip in sample {
+        let got = router.frr.next_hops(&format!("{ip}/32"))?;
+        ensure!(
+            got == want,
+            "FRR reaches {ip} through {got:?}, expected every node {want:?}"
+        );
+    }
+    Ok(())
 }
 
 /// Creates namespace `ns` and N Services with a slice each, `IN_FLIGHT` at a time; returns
@@ -179,7 +338,13 @@ async fn create_all(
 /// Watches the Services (one list, then changes) rather than listing them again and again:
 /// a list of 50 000 Services costs the API server seconds of CPU, which the speakers
 /// measured beside it would pay for.
-async fn all_with_ips(admin: &Client, ns: &str, n: usize, timeout: Duration) -> anyhow::Result<()> {
+/// Returns the IPs given, in order.
+async fn all_with_ips(
+    admin: &Client,
+    ns: &str,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<IpAddr>> {
     let services: Api<Service> = Api::namespaced(admin.clone(), ns);
     let mut seen: HashMap<String, Vec<IpAddr>> = HashMap::new();
     let mut listing: Option<HashMap<String, Vec<IpAddr>>> = None;
@@ -221,7 +386,7 @@ async fn all_with_ips(admin: &Client, ns: &str, n: usize, timeout: Duration) -> 
     }
     let twice: Vec<_> = holders.iter().filter(|(_, h)| h.len() > 1).collect();
     ensure!(twice.is_empty(), "IPs given twice: {twice:?}");
-    Ok(())
+    Ok(holders.into_keys().collect())
 }
 
 /// Deletes namespace `ns` with everything in it (each bulk delete retried) and waits until
@@ -350,9 +515,10 @@ async fn burst(
     Ok((settle, per_service))
 }
 
-/// CPU of each speaker over `rest` with nothing changing: (node, ms per minute, % core).
+/// CPU of each speaker (and bgpd) over `rest` with nothing changing: (name, ms per minute,
+/// % core).
 fn at_rest(rig: &Rig, rest: Duration) -> Vec<(String, f64, f64)> {
-    let pids = rig.pids();
+    let pids = rig.measured();
     let before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(*p)).collect();
     std::thread::sleep(rest);
     pids.iter()
@@ -365,6 +531,21 @@ fn at_rest(rig: &Rig, rest: Duration) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
+/// (the speakers' figures, bgpd's) of one rest window.
+type Rest = Vec<(String, f64, f64)>;
+
+fn split_router(all: Rest) -> (Rest, Rest) {
+    all.into_iter().partition(|(name, _, _)| name != "bgpd")
+}
+
+/// bgpd's RSS in MiB ("" without a router).
+fn router_rss(rig: &Rig) -> String {
+    rig.router
+        .as_ref()
+        .map(|r| mib(status_kb(r.frr.pid(), "VmRSS:")))
+        .unwrap_or_default()
+}
+
 fn show(cpu: &[(String, f64, f64)]) -> String {
     cpu.iter()
         .map(|(n, m, p)| format!("{n}={m:.0}ms/min ({p:.2}%)"))
@@ -375,17 +556,49 @@ fn show(cpu: &[(String, f64, f64)]) -> String {
 async fn steady(admin: &Client, rig: &Rig, n: usize) -> anyhow::Result<()> {
     let rest = Duration::from_secs(harness::env_or("REST", 30));
     let settle = Duration::from_secs(harness::env_or("SETTLE", 10));
-    let idle = at_rest(rig, rest);
+    let (idle, idle_router) = split_router(at_rest(rig, rest));
     let idle_rss = rig.rss();
+    let idle_router_rss = router_rss(rig);
     let ns = format!("steady-{n}");
     let t0 = Instant::now();
     let last_create = create_all(admin, &ns, n, &rig.nodes).await?;
-    all_with_ips(admin, &ns, n, Duration::from_secs(1800)).await?;
-    let to_all = last_create.elapsed().as_secs_f64();
+    let timeout = Duration::from_secs(1800);
+    let with_ips = async {
+        let ips = all_with_ips(admin, &ns, n, timeout).await?;
+        anyhow::Ok((ips, last_create.elapsed().as_secs_f64()))
+    };
+    let (ips, to_all, at_router) = match &rig.router {
+        None => {
+            let (ips, to_all) = with_ips.await?;
+            (ips, to_all, None)
+        }
+        Some(r) => {
+            let routes = routes_at_router(r, &rig.addrs, n as u64, last_create, timeout);
+            let (with_ips, routes) = tokio::join!(with_ips, routes);
+            let (ips, to_all) = with_ips?;
+            (ips, to_all, Some(routes?))
+        }
+    };
+    if let Some(r) = &rig.router {
+        let sample = [ips[0], ips[ips.len() / 2], ips[ips.len() - 1]];
+        check_next_hops(r, &rig.addrs, &sample)?;
+    }
     tokio::time::sleep(settle).await;
     let load_rest = lab::load();
-    let busy = at_rest(rig, rest);
+    let (busy, busy_router) = split_router(at_rest(rig, rest));
     let rss = rig.rss();
+    let router_line = match at_router {
+        None => String::new(),
+        Some((first, all)) => format!(
+            "; router (FRR bgpd, no zebra): all {n} /32 from the first speaker {first:.2} s and from all {SPEAKERS} \
+             {all:.2} s after the last create, next hops of 3 prefixes = the {SPEAKERS} nodes; \
+             bgpd at rest {} RSS MiB {}; bgpd baseline (0 routes, before) {} RSS MiB {}",
+            show(&busy_router),
+            router_rss(rig),
+            show(&idle_router),
+            idle_router_rss,
+        ),
+    };
     // Nobody fails in this run: every member declared down, and every speaker that gave
     // its L2 IPs up for fear of having been replaced, is a false verdict (issue 16: 14 in
     // 70 s at N = 10 000 with debug speakers at load 13-15).
@@ -409,7 +622,7 @@ async fn steady(admin: &Client, rig: &Rig, n: usize) -> anyhow::Result<()> {
     figure(&format!(
         "cluster-steady N={n}: creates {:.1} s, all IPs {to_all:.2} s after the last create; \
          at rest over {} s: {} RSS MiB [{rss}]; baseline (0 Services, same speakers, before): {} RSS MiB [{idle_rss}]; \
-         leader {}; false verdicts over the whole run [{}]; load [{load_rest}]",
+         leader {}; false verdicts over the whole run [{}]; load [{load_rest}]{router_line}",
         (last_create - t0).as_secs_f64(),
         rest.as_secs(),
         show(&busy),
@@ -439,10 +652,14 @@ async fn run() -> anyhow::Result<()> {
     figure(&format!(
         "cluster-scale: speaker {} ({SPEAKERS} speakers), sizes {sizes:?}, advertisement {}, load [{}]",
         binary.display(),
-        std::env::var("ADVERTISE").unwrap_or_else(|_| "l2".into()),
+        format!("{:?}", advertise()?).to_lowercase(),
         lab::load()
     ));
-    let rig = rig(cluster, &admin, &binary).await?;
+    let how = advertise()?;
+    let rig = rig(cluster, &admin, &binary, how).await?;
+    if let Some(r) = &rig.router {
+        sessions_up(&rig, r)?;
+    }
     harness::eventually("a Lease holder", Duration::from_secs(60), || async {
         Ok(Some(holder(&admin).await).filter(|h| h.starts_with("scale-")))
     })

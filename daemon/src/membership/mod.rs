@@ -30,6 +30,7 @@ pub mod auth;
 pub mod facts;
 pub mod heartbeat;
 pub mod identity;
+mod phase;
 pub mod rotation;
 mod task;
 #[cfg(test)]

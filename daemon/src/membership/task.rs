@@ -24,6 +24,7 @@ use super::heartbeat::{
     parse_cpu_pressure, pressure_allowance, whom_to_ask, Action, AskAbout, DownCause, Heartbeat,
     Vouch, Watches, WorstGap,
 };
+use super::phase;
 use super::{
     Command, Counters, DownReason, Health, Keyring, LostContact, MemberSnapshot, MembershipConfig,
     MembershipError, MembershipEvent, SpeakerId, Timings,
@@ -188,9 +189,10 @@ impl MembershipTask {
         let mut buf = vec![0u8; 64 * 1024];
         let mut rejoin = tokio::time::interval(self.timings.rejoin_period);
         let mut refresh = tokio::time::interval(self.timings.facts_refresh);
-        let mut beat = tokio::time::interval(self.timings.heartbeat_interval);
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.last_beat = Instant::now();
+        // The heartbeat tick on the wall clock's phase ([`super::phase`]): every node's
+        // ticks and heartbeats fall in one window, read in fewer wake-ups.
+        let mut beat = std::pin::pin!(tokio::time::sleep(self.until_beat(Duration::ZERO)));
         // The two deadlines sleep in futures kept across iterations, replaced only when the
         // deadline moves: most events (a heartbeat sent, an ack) move neither.
         let idle = tokio::time::Instant::now() + IDLE;
@@ -244,9 +246,12 @@ impl MembershipTask {
                     }
                 }
                 _ = refresh.tick() => self.publish_own_facts(),
-                _ = beat.tick() => {
+                () = &mut beat => {
+                    let late = beat.deadline().elapsed();
                     self.drain_socket(&mut buf);
-                    self.on_beat();
+                    self.on_beat(late);
+                    let next = self.until_beat(self.timings.heartbeat_interval / 2);
+                    beat.as_mut().reset(tokio::time::Instant::now() + next);
                 }
                 () = &mut watch_sleep => {
                     self.drain_socket(&mut buf);
@@ -446,11 +451,21 @@ impl MembershipTask {
         });
     }
 
-    /// The heartbeat tick: notices our own starvation (a late tick), then sends a heartbeat
-    /// to every target that is a live member.
-    fn on_beat(&mut self) {
+    /// Time until the next heartbeat tick, at least `at_least` from now.
+    fn until_beat(&self, at_least: Duration) -> Duration {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        phase::until_aligned(since_epoch, self.timings.heartbeat_interval, at_least)
+    }
+
+    /// The heartbeat tick, `late` after its deadline: notices our own starvation (a late
+    /// tick), then sends a heartbeat to every target that is a live member.
+    fn on_beat(&mut self, late: Duration) {
         let now = Instant::now();
-        let gap = now.saturating_duration_since(self.last_beat);
+        // The gap a tick one interval after the last would have had: the thresholds below
+        // do not depend on where the phase put this deadline.
+        let gap = self.timings.heartbeat_interval + late;
         self.last_beat = now;
         if gap > self.timings.heartbeat_timeout / 2 {
             // Late heartbeats were read just before: the rest of the time asleep was ours.

@@ -10,12 +10,12 @@
 //! in its RIB unless `no bgp network import-check`: both are always set.
 use super::router::{
     canonical_prefix, next_hop, quote, read_pid, tail, well_known_community, Announce, BgpRouter,
-    Family, Origin, Route, RouterConfig, RunDir,
+    Family, Origin, Route, RouterConfig, RunDir, ESTABLISHED,
 };
 use super::{wait_until, Netns, NsProcess};
 use anyhow::{bail, Context};
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -490,18 +490,26 @@ impl Frr {
         self.configure(&[&bgp, &af, &no])
     }
 
-    /// Prefixes accepted from `addr` in `family` (`pfxRcd` of the summary): cheap to poll.
-    pub fn received_prefixes(&self, addr: IpAddr, family: Family) -> anyhow::Result<u64> {
+    /// Prefixes accepted from every neighbour in `family` (`pfxRcd` of the summary, 0 while
+    /// not Established), dynamic (listen range) ones included: one vtysh call however many
+    /// neighbours and routes, cheap enough to poll every few hundred ms at 50 000 routes.
+    pub fn received_by_peer(&self, family: Family) -> anyhow::Result<BTreeMap<IpAddr, u64>> {
         let fam = match family {
             Family::V4 => "ipv4",
             Family::V6 => "ipv6",
         };
-        let out = self.vtysh(&format!("show bgp {fam} unicast summary json"))?;
-        let v: serde_json::Value = serde_json::from_str(&out)
-            .with_context(|| format!("FRR summary is not JSON: {}", quote(&out)))?;
-        v["peers"][addr.to_string()]["pfxRcd"]
-            .as_u64()
-            .with_context(|| format!("FRR summary has no pfxRcd for {addr}: {}", quote(&out)))
+        parse_received(&self.vtysh(&format!("show bgp {fam} unicast summary json"))?)
+    }
+
+    /// The next hops of the valid paths to one prefix (`show bgp <afi> unicast PREFIX json`):
+    /// a check of a few prefixes where the whole RIB is too large to read.
+    pub fn next_hops(&self, prefix: &str) -> anyhow::Result<BTreeSet<IpAddr>> {
+        let want = canonical_prefix(prefix)?;
+        let fam = match Family::of_prefix(&want) {
+            Family::V4 => "ipv4",
+            Family::V6 => "ipv6",
+        };
+        parse_next_hops(&self.vtysh(&format!("show bgp {fam} unicast {want} json"))?)
     }
 
     /// The daemon's pid (from its pid file).
@@ -714,6 +722,43 @@ fn to_route(prefix: &str, p: Path_) -> anyhow::Result<Route> {
     })
 }
 
+/// `pfxRcd` per neighbour address from `show bgp <afi> unicast summary json`; a neighbour
+/// whose `state` is given and is not Established counts 0 (FRR keeps the last count of a
+/// session that went down). Neighbours named by interface are left out.
+pub fn parse_received(output: &str) -> anyhow::Result<BTreeMap<IpAddr, u64>> {
+    let v: serde_json::Value = serde_json::from_str(output)
+        .with_context(|| format!("FRR summary is not JSON: {}", quote(output)))?;
+    let mut out = BTreeMap::new();
+    for (addr, peer) in v["peers"].as_object().into_iter().flatten() {
+        let Ok(addr) = addr.parse::<IpAddr>() else {
+            continue;
+        };
+        let up = peer["state"].as_str().is_none_or(|s| s == ESTABLISHED);
+        let count = peer["pfxRcd"].as_u64().unwrap_or(0);
+        out.insert(addr, if up { count } else { 0 });
+    }
+    Ok(out)
+}
+
+/// The next hops of the valid paths in `show bgp <afi> unicast PREFIX json` (empty when FRR
+/// has no path to it).
+pub fn parse_next_hops(output: &str) -> anyhow::Result<BTreeSet<IpAddr>> {
+    let v: serde_json::Value = serde_json::from_str(output)
+        .with_context(|| format!("FRR prefix is not JSON: {}", quote(output)))?;
+    let mut hops = BTreeSet::new();
+    for path in v["paths"].as_array().into_iter().flatten() {
+        if path["valid"].as_bool() != Some(true) {
+            continue;
+        }
+        for h in path["nexthops"].as_array().into_iter().flatten() {
+            if let Some(ip) = h["ip"].as_str().and_then(|ip| ip.parse().ok()) {
+                hops.insert(ip);
+            }
+        }
+    }
+    Ok(hops)
+}
+
 /// Reads `bgpState` of `addr` from `show bgp neighbors json`.
 pub fn parse_neighbor_state(output: &str, addr: IpAddr) -> anyhow::Result<String> {
     let v: serde_json::Value = serde_json::from_str(output)
@@ -761,6 +806,36 @@ mod tests {
     fn bad_output_is_quoted_in_the_error() {
         let e = parse_rib("% Unknown command").expect_err("not JSON");
         assert!(format!("{e:#}").contains("% Unknown command"));
+    }
+
+    #[test]
+    fn received_counts_only_established_neighbours() {
+        let out = r#"{"routerId":"198.19.0.1","peers":{
+            "198.19.0.11":{"pfxRcd":3,"state":"Established","dynamicPeer":true},
+            "198.19.0.12":{"pfxRcd":2,"state":"Active"},
+            "eth0":{"pfxRcd":9,"state":"Established"}}}"#;
+        let got = parse_received(out).expect("parses");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            got,
+            BTreeMap::from([(ip("198.19.0.11"), 3), (ip("198.19.0.12"), 0)])
+        );
+        assert!(parse_received("% Unknown command").is_err());
+    }
+
+    #[test]
+    fn next_hops_are_those_of_valid_paths() {
+        let out = r#"{"prefix":"198.18.0.1/32","paths":[
+            {"valid":true,"multipath":true,"nexthops":[{"ip":"198.19.0.11","afi":"ipv4"}]},
+            {"valid":true,"nexthops":[{"ip":"198.19.0.12","afi":"ipv4"}]},
+            {"nexthops":[{"ip":"198.19.0.13","afi":"ipv4"}]}]}"#;
+        let got = parse_next_hops(out).expect("parses");
+        let want: BTreeSet<IpAddr> = ["198.19.0.11", "198.19.0.12"]
+            .iter()
+            .map(|s| s.parse().expect("ip"))
+            .collect();
+        assert_eq!(got, want);
+        assert!(parse_next_hops("{}").expect("parses").is_empty());
     }
 
     #[test]
