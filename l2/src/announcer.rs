@@ -194,6 +194,7 @@ fn spawn_worker(name: &str, config: &Arc<Config>) -> WorkerHandle {
         ack_tx,
         record: record.clone(),
         link: None,
+        links: crate::link::Links::new(),
         socket: None,
         groups: None,
         schedule: Schedule::new(config.timetable.clone()),

@@ -3,7 +3,7 @@
 //! ```text
 //!   Announcer::set_owned ──watch(Owned)──► worker ──watch(version applied)──► set_owned
 //!                                           │  ▲
-//!                     frames (AF_PACKET) ◄──┘  └── link poll (getifaddrs), timetable
+//!                     frames (AF_PACKET) ◄──┘  └── link poll (RTM_GETLINK), timetable
 //!   Announcer::stats ◄── Arc<Mutex<Record>> ◄── worker
 //! ```
 //! The worker reads the owned set from the watch channel for every frame, so an address
@@ -51,6 +51,8 @@ pub(crate) struct Worker {
     pub ack_tx: watch::Sender<u64>,
     pub record: Arc<Mutex<Record>>,
     pub link: Option<LinkState>,
+    /// The netlink socket the link poll asks on (one request per poll, for this name).
+    pub links: link::Links,
     pub socket: Option<PacketSocket>,
     pub groups: Option<Groups>,
     pub schedule: Schedule,
@@ -358,10 +360,12 @@ impl Worker {
                 self.record().receive_drops += u64::from(drops);
             }
         }
-        let now = match link::lookup(&self.name) {
+        // A blocking request answered in microseconds (the kernel answers before `send`
+        // returns), like the getifaddrs call it replaced: no thread hop for it.
+        let now = match self.links.lookup(&self.name) {
             Ok(now) => now,
             Err(e) => {
-                warn!(error = %e, "cannot list interfaces");
+                warn!(error = %e, "cannot read the interface");
                 return;
             }
         };
