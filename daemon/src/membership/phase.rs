@@ -109,7 +109,7 @@ mod tests {
             let (at, interval) = (Duration::from_nanos(at_ns), Duration::from_micros(interval_us));
             let tick = nearest_tick(at, interval);
             prop_assert_eq!(tick.as_nanos() % interval.as_nanos(), 0);
-            let off = if tick >= at { tick - at } else { at - tick };
+            let off = tick.abs_diff(at);
             prop_assert!(off * 2 <= interval);
         }
 
