@@ -71,6 +71,9 @@ pub struct FanOutStats {
     pub events: usize,
     /// Requests that failed (tried again).
     pub failed: usize,
+    /// Plans made: one per change of what the plan reads (the snapshot, the cloud's
+    /// reports, the term) and per retry, none for a Lease renewal.
+    pub plans: usize,
 }
 
 /// A running fan-out writer.
@@ -143,21 +146,28 @@ async fn run(
     let mut epoch = None;
     let mut wake: Option<Instant> = None;
     loop {
-        tokio::select! {
-            r = fence.changed() => if r.is_err() { return },
-            r = rx.changed() => if r.is_err() { return },
-            r = cloud.changed(), if !cloud_closed => cloud_closed = r.is_err(),
-            () = sleep_until(wake) => {}
-        }
-        wake = None;
+        let renewed = tokio::select! {
+            r = fence.changed() => if r.is_err() { return } else { true },
+            r = rx.changed() => if r.is_err() { return } else { false },
+            r = cloud.changed(), if !cloud_closed => { cloud_closed = r.is_err(); false }
+            () = sleep_until(wake) => false,
+        };
         let f = fence.borrow().clone();
         let now = Instant::now();
         if !f.leads(now) {
             recent.clear();
             reported.clear();
             epoch = None;
+            wake = None;
             continue;
         }
+        if renewed && epoch == Some(f.epoch) {
+            // A renewal in the same term (a later deadline, a contact): nothing the plan
+            // reads changed, and a pass over every Service at each renewal is work at
+            // rest that grows with the cluster. A retry or settle timer stays set.
+            continue;
+        }
+        wake = None;
         if epoch != Some(f.epoch) {
             // A new term reports afresh (Events are named after what they say, so a
             // report another leader made is not posted twice).
@@ -173,6 +183,7 @@ async fn run(
         let p = plan_with(&snap, &reports);
         let (todo, events) = requests(&p, &recent, &reported);
         let mut st = stats.borrow().clone();
+        st.plans += 1;
         let mut failed = false;
         let results: Vec<Outcome> = futures::stream::iter(todo)
             .map(|(req, action)| {
@@ -441,3 +452,7 @@ async fn carry_out(client: &Client, req: Request, action: Action, budget: Durati
         Err(_) => Outcome::Failed(req, "timed out".into()),
     }
 }
+
+#[cfg(test)]
+#[path = "pool_service_writer_tests.rs"]
+mod tests;
