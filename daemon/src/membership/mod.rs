@@ -203,6 +203,23 @@ impl Timings {
         if self.suspect_to_down_after.is_zero() || self.gossip_period.is_zero() {
             return Err(bad("suspect_to_down_after/gossip_period", "zero".into()));
         }
+        // The periodic rounds move to the nearest heartbeat tick (`phase`): a period that
+        // is not a whole number of intervals would become the nearest one that is.
+        let step = self.heartbeat_interval.as_nanos();
+        for (field, period) in [
+            ("probe_period", self.probe_period),
+            ("gossip_period", self.gossip_period),
+        ] {
+            if period.as_nanos() % step != 0 {
+                return Err(bad(
+                    field,
+                    format!(
+                        "{period:?} (must be a whole number of heartbeat_interval {:?})",
+                        self.heartbeat_interval
+                    ),
+                ));
+            }
+        }
         let indirect = NonZeroUsize::new(self.indirect_probes)
             .ok_or_else(|| bad("indirect_probes", "0".into()))?;
         let max_tx = NonZeroU8::new(self.max_transmissions)

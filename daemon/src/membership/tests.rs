@@ -1021,3 +1021,32 @@ fn lan_timings_keep_the_suspicion_floor_and_grow_with_log_n_beyond_it() {
         assert!(t.foca_config().is_ok(), "{n} members: {t:?}");
     }
 }
+
+#[test]
+fn a_gossip_period_off_the_heartbeat_phase_is_refused_naming_the_field() {
+    let ms = Duration::from_millis;
+    for (field, t) in [
+        (
+            "probe_period",
+            Timings {
+                probe_period: ms(130),
+                ..Timings::lan(3)
+            },
+        ),
+        (
+            "gossip_period",
+            Timings {
+                gossip_period: ms(110),
+                ..Timings::lan(3)
+            },
+        ),
+    ] {
+        match t.foca_config() {
+            Err(MembershipError::Config { field: f, value }) => {
+                assert_eq!(f, field, "{value}");
+                assert!(value.contains("heartbeat_interval"), "{value}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
