@@ -767,8 +767,12 @@ fn a_watcher_cut_off_from_a_live_owner_alone_takes_nothing_because_the_other_wat
     }
     let _alone = ALONE.write().unwrap_or_else(|p| p.into_inner());
     let lab = L2Lab::with_nodes("speaker-l2-asym", 5, "info,edgelb_daemon::membership=debug")?;
-    let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
     for attempt in 1..=3 {
+        // A capture per attempt: the ARP check below judges only the attempt that is kept,
+        // not one thrown away because the host starved a speaker (which may well have let
+        // two nodes answer). Dropping it at the end of a discarded attempt stops its tcpdump
+        // before the next one truncates the file.
+        let capture = Capture::start(&lab.client, "eth0", "arp", &lab.dir.0)?;
         let owner = lab.single_owner(Duration::from_secs(20))?;
         let owner_speaker = lab.nodes[owner].speaker.as_ref().context("speaker")?;
         let watchers = wait_until(
