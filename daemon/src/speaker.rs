@@ -88,7 +88,10 @@ pub async fn run_standalone(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    p.publish(view_parts(&announcing, &policy_routes));
+                    p.note_change();
+                    if p.due() {
+                        p.publish(view_parts(&announcing, &policy_routes));
+                    }
                 }
             }
             ev = announcing.membership_event() => {
@@ -179,7 +182,10 @@ pub async fn run_cluster(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
+                    p.note_change();
+                    if p.due() {
+                        publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
+                    }
                 }
                 candidates = announcing.candidates(&snap);
                 api.submit(&snap, candidates.clone());
@@ -198,7 +204,10 @@ pub async fn run_cluster(
                 let Some(snap) = current.clone() else { continue };
                 show(&cfg, &mut announcing, &snap, &a).await;
                 if let Some(p) = &cfg.publisher {
-                    publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
+                    p.note_change();
+                    if p.due() {
+                        publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
+                    }
                 }
                 // The step may have started gossip: its members are candidates too.
                 let now = announcing.candidates(&snap);

@@ -1,7 +1,8 @@
-//! The run loop's side of the local API and the metrics: after each reconcile (and at most
-//! every [`TICK_EVERY`] otherwise) it hands over what it holds ([`ViewParts`]); the
-//! [`Publisher`] assembles a [`LocalView`] with the pure builders, sends it on the `watch`
-//! channel the servers read, and updates the metrics from it.
+//! The run loop's side of the local API and the metrics: after a reconcile (at most every
+//! [`CHANGES_EVERY`]) and at least every [`TICK_EVERY`] otherwise, it hands over what it
+//! holds ([`ViewParts`]); the [`Publisher`] assembles a [`LocalView`] with the pure
+//! builders, sends it on the `watch` channel the servers read, and updates the metrics from
+//! it. [`publication_due`] is the rule.
 //!
 //! The sections that grow with the number of Services (announcements, allocations, pools,
 //! Services) are made again only when what they are built from changed: the snapshot, the
@@ -44,6 +45,30 @@ use crate::status::announced::service_elections;
 
 /// Periodic publications (between reconciles) are at least this far apart.
 pub const TICK_EVERY: Duration = Duration::from_millis(500);
+
+/// Publications of a change are at least this far apart. A change made after a quiet spell
+/// is shown at once; during a burst (a load of 50 000 Services brings several snapshots a
+/// second) the Service-sized sections, O(Services) each to build, are made a few times a
+/// second instead of once per snapshot, which was half of a speaker's CPU while Services
+/// were created (issue 17); the run loop's tick shows the last change.
+pub const CHANGES_EVERY: Duration = Duration::from_millis(250);
+
+/// Whether a publication is due at `now`, given when the last one was made (`last`), when
+/// the last one that showed a change was made (`last_change`), and whether a change is not
+/// shown yet (`pending`): the first one; a pending change once the last change shown is
+/// [`CHANGES_EVERY`] old; the periodic refresh once the last publication is [`TICK_EVERY`]
+/// old.
+pub fn publication_due(
+    now: Instant,
+    last: Option<Instant>,
+    last_change: Option<Instant>,
+    pending: bool,
+) -> bool {
+    let old = |t: Option<Instant>, age: Duration| {
+        t.is_none_or(|t| now.saturating_duration_since(t) >= age)
+    };
+    old(last, TICK_EVERY) || (pending && old(last_change, CHANGES_EVERY))
+}
 
 /// What the run loop holds, borrowed for one publication.
 #[derive(Default)]
@@ -173,6 +198,9 @@ struct Inner {
     since: SinceTracker,
     members_seen: BTreeMap<String, (Health, u64)>,
     last_publish: Option<Instant>,
+    /// The last publication that showed a change, and whether one is not shown yet.
+    last_change: Option<Instant>,
+    change_pending: bool,
     /// Members declared dead, not yet followed by a first announcement of every IP taken.
     deaths: Vec<SystemTime>,
     failovers_seen: BTreeSet<(IpAddr, SystemTime)>,
@@ -312,6 +340,8 @@ impl Publisher {
             since: SinceTracker::default(),
             members_seen: BTreeMap::new(),
             last_publish: None,
+            last_change: None,
+            change_pending: false,
             deaths: Vec::new(),
             failovers_seen: BTreeSet::new(),
             sections: None,
@@ -354,11 +384,21 @@ impl Publisher {
         self.lock().builds
     }
 
-    /// True when a periodic publication is due.
+    /// Notes that what the run loop holds changed (a reconcile): the next publication due
+    /// shows it ([`publication_due`]).
+    pub fn note_change(&self) {
+        self.lock().change_pending = true;
+    }
+
+    /// True when a publication is due now ([`publication_due`]).
     pub fn due(&self) -> bool {
-        self.lock()
-            .last_publish
-            .is_none_or(|t| t.elapsed() >= TICK_EVERY)
+        let inner = self.lock();
+        publication_due(
+            Instant::now(),
+            inner.last_publish,
+            inner.last_change,
+            inner.change_pending,
+        )
     }
 
     /// Builds and sends the view, and updates the metrics.
@@ -369,6 +409,9 @@ impl Publisher {
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.last_publish = Some(now);
+        if std::mem::take(&mut inner.change_pending) {
+            inner.last_change = Some(now);
+        }
         let node = inner.node.clone();
         let mut view = LocalView {
             api: VIEW_API.into(),

@@ -709,6 +709,82 @@ fn sections_are_rebuilt_only_when_their_inputs_change() {
     assert_eq!(publisher.section_builds().announcements, 2);
 }
 
+/// The publication rule: the first publication is due; a pending change is shown at once
+/// after a quiet spell and at most every `CHANGES_EVERY` in a burst; with nothing pending,
+/// only the periodic refresh is due.
+mod publication_rule {
+    use super::super::publish::{publication_due, CHANGES_EVERY, TICK_EVERY};
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_change_waits_only_for_the_spacing_and_nothing_else_for_the_tick(
+            last_ms in 0u64..2_000,
+            change_ms in proptest::option::of(0u64..2_000),
+            now_ms in 0u64..4_000,
+            pending in any::<bool>(),
+        ) {
+            let t0 = Instant::now();
+            let at = |ms: u64| t0 + Duration::from_millis(ms);
+            // A change is shown by a publication: it is never later than the last one.
+            let change_ms = change_ms.map(|c| c.min(last_ms));
+            let now = at(now_ms.max(last_ms));
+            let due = publication_due(now, Some(at(last_ms)), change_ms.map(at), pending);
+            let since_last = now - at(last_ms);
+            let since_change = change_ms.map(|c| now - at(c));
+            let expected = since_last >= TICK_EVERY
+                || (pending && since_change.is_none_or(|d| d >= CHANGES_EVERY));
+            prop_assert_eq!(due, expected);
+            prop_assert!(publication_due(now, None, change_ms.map(at), pending));
+            if pending {
+                // Pending never makes a publication less due.
+                prop_assert!(due || !publication_due(now, Some(at(last_ms)), change_ms.map(at), false));
+            }
+        }
+    }
+
+    /// A burst of changes through the run loop's rule (note the change, publish if due)
+    /// builds the Service-sized sections about once per `CHANGES_EVERY`, not once per
+    /// change, and the last change is shown once the spacing has passed.
+    #[test]
+    fn a_burst_of_changes_builds_the_sections_at_most_once_per_spacing() {
+        use super::super::publish::{Publisher, ViewParts};
+        let (snap, a) = lab();
+        let mut other = a.clone();
+        other.outcomes.remove(&crate::ipam::AllocationKey::cluster(
+            crate::snapshot::ObjectKey::new("default", "web"),
+        ));
+        let (publisher, rx) = Publisher::new("n1", Arc::new(crate::metrics::Metrics::new()));
+        let parts = |a| ViewParts {
+            last: Some((&snap, a)),
+            ..ViewParts::default()
+        };
+        const CHANGES: usize = 200;
+        let started = Instant::now();
+        for i in 0..CHANGES {
+            publisher.note_change();
+            if publisher.due() {
+                publisher.publish(parts(if i % 2 == 0 { &a } else { &other }));
+            }
+        }
+        let took = started.elapsed();
+        let builds = publisher.section_builds().allocations;
+        let bound = 1 + (took.as_millis() / CHANGES_EVERY.as_millis()) as u64 + 1;
+        assert!(
+            builds <= bound,
+            "{CHANGES} changes in {took:?} built the sections {builds} times (at most {bound})"
+        );
+        // The last change (`other`: one allocation fewer) is pending, shown when the
+        // spacing has passed, as the run loop's tick does.
+        std::thread::sleep(CHANGES_EVERY);
+        assert!(publisher.due(), "a pending change is due after the spacing");
+        publisher.publish(parts(&other));
+        assert_eq!(rx.borrow().allocations.len(), other.outcomes.len());
+        assert_eq!(other.outcomes.len() + 1, a.outcomes.len());
+    }
+}
+
 #[test]
 fn an_l2_ip_owned_on_two_interfaces_is_one_announcement_since_the_earlier() {
     use edgelb_l2::{InterfaceStats, IpStats};
