@@ -523,10 +523,33 @@ impl Cluster {
         server: SocketAddr,
         token: &str,
     ) -> anyhow::Result<()> {
+        self.write_kubeconfig_for(path, server, &format!("token: \"{token}\""))
+    }
+
+    /// Writes a kubeconfig for `server` whose user reads its token from `token_file`, as a
+    /// pod's in-cluster config does: the client reads the file again (kube-rs: at least once
+    /// a minute), so a token rotated in the file is taken up without a restart.
+    pub fn write_kubeconfig_with_token_file(
+        &self,
+        path: &Path,
+        server: SocketAddr,
+        token_file: &Path,
+    ) -> anyhow::Result<()> {
+        let user = format!("tokenFile: \"{}\"", token_file.display());
+        self.write_kubeconfig_for(path, server, &user)
+    }
+
+    /// A kubeconfig for `server` (this cluster's CA) whose one user is `user` (one YAML line).
+    fn write_kubeconfig_for(
+        &self,
+        path: &Path,
+        server: SocketAddr,
+        user: &str,
+    ) -> anyhow::Result<()> {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: edgelb\n  cluster:\n    \
              server: \"https://{server}\"\n    certificate-authority: \"{}\"\n\
-             users:\n- name: user\n  user:\n    token: \"{token}\"\n\
+             users:\n- name: user\n  user:\n    {user}\n\
              contexts:\n- name: edgelb\n  context: {{cluster: edgelb, user: user}}\n\
              current-context: edgelb\n",
             self.ca_file().display()

@@ -7,8 +7,11 @@
 //! - each `hostPath` volume mount becomes a directory of the test, and an argument under a
 //!   mount path is moved there (e.g. `--socket=/run/edgelb/speaker.sock`);
 //! - the ServiceAccount token: a token of the pod's `serviceAccountName` (TokenRequest, as
-//!   the kubelet's projected volume gets), in a kubeconfig named by `$KUBECONFIG` whose server
-//!   is a [`Forwarder`] in the namespace. The speaker never sees an admin credential.
+//!   the kubelet's projected volume gets), in a file named by the kubeconfig (`tokenFile`) that
+//!   `$KUBECONFIG` names, whose server is a [`Forwarder`] in the namespace; as the kubelet
+//!   does, a new token replaces the file once the old one is 80 % through its life, so a
+//!   speaker outlives its first token (a 50 000-Service bench runs for hours). The speaker
+//!   never sees an admin credential.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +31,63 @@ use crate::lab::{Netns, NsProcess};
 /// Where the speaker's API server forwarder listens inside its namespace.
 pub const FORWARD_ADDR: &str = "127.0.0.1:6443";
 
-/// A token of ServiceAccount `namespace/name`, valid for an hour (`kubectl create token`).
+/// How long a ServiceAccount token the harness requests is valid.
+pub const TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// When the harness replaces a speaker's token: at 80 % of its life, as the kubelet does for a
+/// projected token. `EDGELB_TOKEN_ROTATE_SECS` sets it by hand (to watch a rotation).
+pub fn token_rotation_period() -> std::time::Duration {
+    std::env::var("EDGELB_TOKEN_ROTATE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(TOKEN_LIFETIME * 4 / 5)
+}
+
+/// Writes `token` to `path` whole: a new file renamed over the old one, so a reader never
+/// sees a half-written token.
+fn write_token(path: &Path, token: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, token).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// Replaces the token in `path` with a new one of `namespace/name` every
+/// [`token_rotation_period`]; a failed request is tried again after a few seconds (the old
+/// token is still valid for a fifth of its life). Aborted with the speaker.
+fn rotate_token(
+    admin: Client,
+    namespace: String,
+    name: String,
+    path: PathBuf,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut wait = token_rotation_period();
+        loop {
+            tokio::time::sleep(wait).await;
+            let fresh = service_account_token(&admin, &namespace, &name).await;
+            wait = match fresh.and_then(|t| write_token(&path, &t)) {
+                Ok(()) => token_rotation_period(),
+                Err(e) => {
+                    eprintln!("token rotation for {namespace}/{name}: {e:#}; trying again in 5 s");
+                    std::time::Duration::from_secs(5)
+                }
+            };
+        }
+    })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A token of ServiceAccount `namespace/name`, valid for [`TOKEN_LIFETIME`] (`kubectl create
+/// token`).
 pub async fn service_account_token(
     client: &Client,
     namespace: &str,
@@ -37,7 +96,7 @@ pub async fn service_account_token(
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
     let req = TokenRequest {
         spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
+            expiration_seconds: Some(TOKEN_LIFETIME.as_secs() as i64),
             ..Default::default()
         }),
         ..Default::default()
@@ -229,6 +288,8 @@ pub struct Speaker {
     pub pod: (String, String),
     ip: IpAddr,
     route: Option<super::PodRoute>,
+    /// The token rotation, stopped with the speaker.
+    _rotation: AbortOnDrop,
 }
 
 impl std::fmt::Debug for Speaker {
@@ -267,7 +328,10 @@ impl Speaker {
         let root = cluster.dir().join(format!("node-{}", node.name));
         std::fs::create_dir_all(&root)?;
         let kubeconfig = root.join("kubeconfig");
-        cluster.write_kubeconfig(&kubeconfig, forwarder.addr(), &token)?;
+        let token_file = root.join("token");
+        write_token(&token_file, &token)?;
+        cluster.write_kubeconfig_with_token_file(&kubeconfig, forwarder.addr(), &token_file)?;
+        let rotation = AbortOnDrop(rotate_token(admin, pod_ns.clone(), sa, token_file));
         let facts = PodFacts {
             node: node.name.clone(),
             host_ip: node.ip,
@@ -312,6 +376,7 @@ impl Speaker {
             pod,
             ip: node.ip,
             route: None,
+            _rotation: rotation,
         })
     }
 
