@@ -88,8 +88,7 @@ pub async fn run_standalone(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    p.note_change();
-                    if p.due() {
+                    if p.changed() {
                         p.publish(view_parts(&announcing, &policy_routes));
                     }
                 }
@@ -182,8 +181,7 @@ pub async fn run_cluster(
                 policy_routes.update(&snap, &cfg.node);
                 if let Some(p) = &cfg.publisher {
                     p.observe_reconcile(t0.elapsed());
-                    p.note_change();
-                    if p.due() {
+                    if p.changed() {
                         publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
                     }
                 }
@@ -204,8 +202,7 @@ pub async fn run_cluster(
                 let Some(snap) = current.clone() else { continue };
                 show(&cfg, &mut announcing, &snap, &a).await;
                 if let Some(p) = &cfg.publisher {
-                    p.note_change();
-                    if p.due() {
+                    if p.changed() {
                         publish_cluster(p, view_parts(&announcing, &policy_routes), &api);
                     }
                 }

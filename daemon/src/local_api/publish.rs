@@ -384,10 +384,11 @@ impl Publisher {
         self.lock().builds
     }
 
-    /// Notes that what the run loop holds changed (a reconcile): the next publication due
-    /// shows it ([`publication_due`]).
-    pub fn note_change(&self) {
+    /// Notes that what the run loop holds changed (a reconcile), and says whether to publish
+    /// now; if not, the next publication due shows the change ([`publication_due`]).
+    pub fn changed(&self) -> bool {
         self.lock().change_pending = true;
+        self.due()
     }
 
     /// True when a publication is due now ([`publication_due`]).

@@ -744,7 +744,7 @@ mod publication_rule {
         }
     }
 
-    /// A burst of changes through the run loop's rule (note the change, publish if due)
+    /// A burst of changes through the run loop's rule (`changed()`, then publish if it says so)
     /// builds the Service-sized sections about once per `CHANGES_EVERY`, not once per
     /// change, and the last change is shown once the spacing has passed.
     #[test]
@@ -763,8 +763,7 @@ mod publication_rule {
         const CHANGES: usize = 200;
         let started = Instant::now();
         for i in 0..CHANGES {
-            publisher.note_change();
-            if publisher.due() {
+            if publisher.changed() {
                 publisher.publish(parts(if i % 2 == 0 { &a } else { &other }));
             }
         }
