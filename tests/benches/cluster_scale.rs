@@ -692,5 +692,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(run())
+    let result = rt.block_on(run());
+    // The speakers stopped with the rig inside `run`. On success the control plane goes now,
+    // its dir too; after a failure the dir (the API server's and speakers' logs) is kept for
+    // a look, and the next run's start sweeps it.
+    if result.is_ok() {
+        Cluster::stop_shared();
+    }
+    result
 }

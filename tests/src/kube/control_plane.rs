@@ -222,6 +222,17 @@ impl Cluster {
         }
     }
 
+    /// Stops the shared cluster (by pid) and removes its dir, for a binary with a `main` of its
+    /// own (a bench) to call at its end. A static is never dropped: without this the dir stays
+    /// in /tmp until the next binary's [`Cluster::start`] sweeps it (the processes die with
+    /// the keeper thread either way, by their parent-death signal). Test binaries have no
+    /// such end and rely on the sweep.
+    pub fn stop_shared() {
+        if let Some(Ok(c)) = SHARED.get() {
+            c.stop();
+        }
+    }
+
     /// Starts a control plane of its own (nothing applied), ready when this returns or an
     /// error within [`START_TIMEOUT`]. Stopped, by pid, on drop.
     pub fn start() -> anyhow::Result<Cluster> {
